@@ -1,0 +1,78 @@
+"""The hash chain, as pure functions, so a chain exported as JSON verifies offline.
+
+hash = SHA-256(prev_hash ‖ canonical JSON of the event), where the event is
+{stream, seq, type, at, actor, data} and prev_hash of the first event is 64 zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def format_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(prev_hash: str, stream: str, seq: int, type_: str, at: datetime | str, actor: str, data: Any) -> str:
+    payload = {
+        "stream": stream,
+        "seq": seq,
+        "type": type_,
+        "at": at if isinstance(at, str) else format_time(at),
+        "actor": actor,
+        "data": data,
+    }
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(payload)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    valid: bool
+    length: int
+    head: str
+    broken_at_seq: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(
+    stream: str, events: Iterable[Mapping[str, Any]], expected_head: tuple[int, str] | None = None
+) -> ChainResult:
+    """Check one chain; `events` in stored order (by seq). `expected_head` is (seq, hash) from the
+    head table, which catches a truncated tail."""
+    prev = GENESIS
+    count = 0
+    for position, event in enumerate(events, start=1):
+        count = position
+        seq = event["seq"]
+        if seq != position:
+            return ChainResult(False, count, prev, seq, f"expected seq {position}, found {seq}")
+        if event["prev_hash"] != prev:
+            return ChainResult(False, count, prev, seq, "prev_hash does not match the previous event")
+        try:
+            recomputed = event_hash(
+                prev, stream, seq, event["type"], event["at"], event["actor"], event["data"]
+            )
+        except (TypeError, ValueError):
+            return ChainResult(False, count, prev, seq, "event cannot be hashed")
+        if recomputed != event["hash"]:
+            return ChainResult(False, count, prev, seq, "hash does not match the event's content")
+        prev = event["hash"]
+    if expected_head is not None:
+        head_seq, head_hash = expected_head
+        if head_seq != count or head_hash != prev:
+            return ChainResult(
+                False, count, prev, count + 1 if head_seq > count else head_seq,
+                f"chain ends at seq {count} but its recorded head is seq {head_seq}",
+            )
+    return ChainResult(True, count, prev)

@@ -1,0 +1,62 @@
+"""Typed dependencies: the one session that commits, and the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.db import get_sessionmaker
+from app.errors import Forbidden, Unauthorized
+from app.keys import service as key_service
+from app.keys.service import Principal
+
+
+def get_session() -> Iterator[Session]:
+    """The request's unit of work. Runs with scope="function" so the commit happens before the
+    response is sent: a client never sees 201 for a row that then fails to commit."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"})
+    # Its own short read, outside the unit of work: on SQLite the unit of work holds the write
+    # lock from its first statement, and idempotency claims must be able to run before that.
+    principal = key_service.authenticate_cached(token.strip())
+    if principal is None:
+        raise Unauthorized("The API key is not valid or was revoked.", headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: str):
+    def _check(principal: PrincipalDep) -> Principal:
+        if not principal.has(scope):
+            raise Forbidden(f"This key lacks the '{scope}' scope.")
+        return principal
+
+    return Depends(_check)
+
+
+def scoped(scope: str):
+    """`Annotated[Principal, scoped("requests:read")]` — a principal that holds `scope`."""
+    return Annotated[Principal, require(scope)]

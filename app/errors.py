@@ -1,0 +1,130 @@
+"""Errors carry their HTTP status and are rendered in one place as RFC 9457 problem+json.
+
+Bodies never echo request input: validation errors drop pydantic's `input` and `ctx`, since the
+input may be a personal identifier.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("obliviate.errors")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://obliviate.dev/problems/"
+
+
+class ProblemError(Exception):
+    status: int = 500
+    title: str = "Internal error"
+    slug: str = "internal"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers
+        self.extra = extra
+
+
+class BadRequest(ProblemError):
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
+class Unauthorized(ProblemError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(ProblemError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(ProblemError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(ProblemError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class InvalidTransition(ProblemError):
+    status, title, slug = 409, "Transition not allowed", "invalid-transition"
+
+
+class Gone(ProblemError):
+    status, title, slug = 410, "Gone", "gone"
+
+
+class PayloadTooLarge(ProblemError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class Unprocessable(ProblemError):
+    status, title, slug = 422, "Unprocessable content", "unprocessable"
+
+
+class TooManyRequests(ProblemError):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+def problem_body(status: int, title: str, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
+    return {"type": TYPE_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+
+
+def problem_response(status: int, title: str, detail: str, slug: str, headers=None, **extra) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, title, detail, slug, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def sanitised_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+
+
+_HTTP_TITLES = {
+    400: ("Bad request", "bad-request"),
+    401: ("Unauthorized", "unauthorized"),
+    403: ("Forbidden", "forbidden"),
+    404: ("Not found", "not-found"),
+    405: ("Method not allowed", "method-not-allowed"),
+    406: ("Not acceptable", "not-acceptable"),
+    413: ("Payload too large", "payload-too-large"),
+    415: ("Unsupported media type", "unsupported-media-type"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_request: Request, exc: ProblemError):
+        return problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError):
+        errors = sanitised_validation_errors(list(exc.errors()))
+        detail = "The request is not valid: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]
+        )
+        return problem_response(422, "Validation failed", detail, "validation", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException):
+        title, slug = _HTTP_TITLES.get(exc.status_code, ("HTTP error", "http"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(exc.status_code, title, detail, slug, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "Internal error", "The server could not complete the request.", "internal")

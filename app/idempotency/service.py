@@ -1,0 +1,102 @@
+"""Idempotency-Key handling (DESIGN §5).
+
+The in-flight marker must be visible to a concurrent duplicate before the first request's work
+commits, so claiming and releasing a key use their own short transactions; this is the one
+documented exception to "one place commits". The stored response is written in the caller's
+unit of work, together with what it created, so a replay can never see a response whose effect
+was rolled back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.audit.chain import canonical_json
+from app.config import get_settings
+from app.db import get_sessionmaker, utcnow
+from app.errors import BadRequest, Conflict, Unprocessable
+from app.idempotency.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Replay:
+    status_code: int
+    body: Any
+    headers: dict[str, str]
+
+
+def fingerprint(payload: Any) -> str:
+    # Keyed, because bodies hold raw identifiers: a plain digest of an email is guessable.
+    return hmac.new(get_settings().resolved_secret_key(), canonical_json(payload), hashlib.sha256).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    if len(key) > MAX_KEY_LENGTH:
+        raise BadRequest(f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters.")
+    if not key.strip():
+        raise BadRequest("Idempotency-Key must not be empty.")
+    return key
+
+
+def claim(client: str, scoped_key: str, digest: str) -> Replay | None:
+    """Mark the key in flight, or answer how its earlier use ended."""
+    settings = get_settings()
+    maker = get_sessionmaker()
+    with maker() as session:
+        try:
+            with session.begin():
+                session.add(IdempotencyRecord(client=client, key=scoped_key, fingerprint=digest, state="in_flight", created_at=utcnow()))
+            return None
+        except IntegrityError:
+            pass
+    with maker() as session, session.begin():
+        record = session.get(IdempotencyRecord, (client, scoped_key), with_for_update=True)
+        if record is None:  # released between our insert and this read: take it
+            session.add(IdempotencyRecord(client=client, key=scoped_key, fingerprint=digest, state="in_flight", created_at=utcnow()))
+            return None
+        if record.fingerprint != digest:
+            raise Unprocessable("This Idempotency-Key was already used with a different request body.")
+        if record.state == "done":
+            return Replay(record.status_code or 200, record.body, dict(record.headers or {}))
+        stale_before = utcnow() - timedelta(seconds=settings.idempotency_in_flight_seconds)
+        if record.created_at > stale_before:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        # The first attempt died without finishing: let this one take over.
+        record.created_at = utcnow()
+        return None
+
+
+def complete(session: Session, client: str, scoped_key: str, status_code: int, body: Any, headers: dict[str, str]) -> None:
+    session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.client == client, IdempotencyRecord.key == scoped_key)
+        .values(state="done", status_code=status_code, body=body, headers=headers)
+    )
+
+
+def release(client: str, scoped_key: str) -> None:
+    """Forget an in-flight key whose request failed, so the client may retry it."""
+    with get_sessionmaker()() as session, session.begin():
+        session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.client == client, IdempotencyRecord.key == scoped_key,
+                IdempotencyRecord.state == "in_flight",
+            )
+        )
+
+
+def lookup(session: Session, client: str, scoped_key: str) -> IdempotencyRecord | None:
+    return session.scalar(select(IdempotencyRecord).where(IdempotencyRecord.client == client, IdempotencyRecord.key == scoped_key))

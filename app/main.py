@@ -1,0 +1,44 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.audit.router import router as audit_router
+from app.config import get_settings
+from app.errors import install_error_handlers
+from app.health.router import router as health_router
+from app.middleware import BodyLimitMiddleware
+from app.requests.router import router as requests_router
+
+UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    settings.resolved_secret_key()  # refuse to start with a weak secret outside the embedded default
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = FastAPI(
+        title="Obliviate",
+        version=__version__,
+        description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
+    )
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(requests_router)
+    app.include_router(audit_router)
+    for router in _optional_routers():
+        app.include_router(router)
+    app.add_middleware(
+        BodyLimitMiddleware, default_limit=settings.max_body_bytes,
+        upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
+    )
+    return app
+
+
+def _optional_routers():
+    """Routers of the data/model domains, included as they are built."""
+    return []

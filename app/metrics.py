@@ -1,0 +1,57 @@
+"""Prometheus metrics. Counts by status and the overdue gauge are read from the database at
+scrape time, so every API process reports the same truth."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS_CREATED = Counter(
+    "obliviate_erasure_requests_created", "Erasure requests created by this process",
+    ["source", "jurisdiction"], registry=REGISTRY,
+)
+INTAKE_LATENCY = Histogram(
+    "obliviate_intake_latency_seconds", "Time to accept an erasure request (POST)",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=REGISTRY,
+)
+JOBS_FAILED = Counter("obliviate_jobs_failed", "Jobs that exhausted their retries", ["kind"], registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter("obliviate_webhook_attempts", "Webhook deliveries", ["outcome"], registry=REGISTRY)
+
+
+class _DatabaseCollector:
+    def collect(self):
+        from app.db import get_sessionmaker, utcnow
+        from app.requests.lifecycle import TERMINAL
+        from app.requests.models import ErasureRequest
+
+        by_status = GaugeMetricFamily("obliviate_erasure_requests", "Erasure requests by status", labels=["status"])
+        overdue = GaugeMetricFamily("obliviate_erasure_requests_overdue", "Open requests past their due date")
+        try:
+            with get_sessionmaker()() as session:
+                rows = session.execute(select(ErasureRequest.status, func.count()).group_by(ErasureRequest.status)).all()
+                late = session.scalar(
+                    select(func.count()).select_from(ErasureRequest).where(
+                        ErasureRequest.due_at < utcnow(), ErasureRequest.status.not_in(TERMINAL)
+                    )
+                )
+                session.rollback()
+        except Exception:  # a scrape must not fail because the database is down; readyz says so
+            return
+        for status, count in rows:
+            by_status.add_metric([status], count)
+        overdue.add_metric([], late or 0)
+        yield by_status
+        yield overdue
+
+    def describe(self):
+        return []
+
+
+REGISTRY.register(_DatabaseCollector())
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,71 @@
+"""Body size limits, enforced before the body is read into memory."""
+
+from __future__ import annotations
+
+from app.errors import problem_body
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over a limit with 413: by Content-Length when given, else while streaming.
+    Upload routes get their own, larger limit."""
+
+    def __init__(self, app, default_limit: int, upload_limit: int, upload_prefixes: tuple[str, ...]):
+        self.app = app
+        self.default_limit = default_limit
+        self.upload_limit = upload_limit
+        self.upload_prefixes = upload_prefixes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        limit = self.upload_limit if path.startswith(self.upload_prefixes) else self.default_limit
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    return await _reject(send, 400, "Bad request", "Content-Length is not a number.", "bad-request")
+                if declared > limit:
+                    return await _too_large(send, limit)
+        received = 0
+        response_started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _too_large(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int):
+    await _reject(send, 413, "Payload too large", f"The request body is larger than {limit} bytes.", "payload-too-large")
+
+
+async def _reject(send, status: int, title: str, detail: str, slug: str):
+    import json
+
+    body = json.dumps(problem_body(status, title, detail, slug)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+    ]})
+    await send({"type": "http.response.body", "body": body})

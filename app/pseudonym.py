@@ -1,0 +1,70 @@
+"""Subject pseudonyms: subject_key = HMAC-SHA256(SECRET_KEY, kind ‖ normalised value).
+
+This is the only place raw identifiers are handled; everything downstream sees subject keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+from app.config import get_settings
+
+KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_IDENTIFIER_LENGTH = 512
+# Separates kind from value inside the MAC input, so ("ab", "c") and ("a", "bc") differ.
+_SEPARATOR = b"\x1f"
+
+
+class IdentifierError(ValueError):
+    """Raised with a message that names the kind but never the value."""
+
+
+def normalise_identifier(kind: str, value: str) -> str:
+    if not isinstance(value, str):
+        raise IdentifierError(f"identifier '{kind}' must be a string")
+    text = unicodedata.normalize("NFKC", value).strip()
+    if kind == "email":
+        text = text.lower()
+        if "@" not in text or text.startswith("@") or text.endswith("@") or " " in text:
+            raise IdentifierError("identifier 'email' is not an email address")
+    elif kind == "phone":
+        text = re.sub(r"\D", "", text)
+        if not 6 <= len(text) <= 20:
+            raise IdentifierError("identifier 'phone' must have 6 to 20 digits")
+    if not text:
+        raise IdentifierError(f"identifier '{kind}' is empty")
+    if len(text) > MAX_IDENTIFIER_LENGTH:
+        raise IdentifierError(f"identifier '{kind}' is longer than {MAX_IDENTIFIER_LENGTH} characters")
+    return text
+
+
+def subject_key(kind: str, value: str, secret: bytes | None = None) -> str:
+    if not KIND_PATTERN.match(kind):
+        raise IdentifierError("identifier kinds are lower-case words (letters, digits, underscore)")
+    key = secret if secret is not None else get_settings().resolved_secret_key()
+    message = kind.encode() + _SEPARATOR + normalise_identifier(kind, value).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def subject_keys(identifiers: dict[str, str], secret: bytes | None = None) -> dict[str, str]:
+    key = secret if secret is not None else get_settings().resolved_secret_key()
+    return {kind: subject_key(kind, value, key) for kind, value in sorted(identifiers.items())}
+
+
+def subject_digest(keys: dict[str, str]) -> str:
+    """One digest for all of a request's subject keys (shown on certificates)."""
+    joined = "\n".join(f"{kind}:{key}" for kind, key in sorted(keys.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def redact(text: str | None, identifiers: dict[str, str]) -> str | None:
+    """Remove the request's own identifiers from free text (reasons) before it is stored."""
+    if text is None:
+        return None
+    for value in identifiers.values():
+        if isinstance(value, str) and value.strip():
+            text = re.sub(re.escape(value.strip()), "[redacted]", text, flags=re.IGNORECASE)
+    return text

@@ -1,0 +1,36 @@
+"""Which review actions each status allows, and deadlines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dateutil.relativedelta import relativedelta
+
+TERMINAL = frozenset({"denied", "cancelled", "completed", "failed"})
+# Statuses a worker owns; reviewers may extend them but not move them.
+IN_PROGRESS = frozenset({"processing", "verifying"})
+
+# action → (statuses it may start from, status it leads to; None = back to where the hold began)
+REVIEW_ACTIONS: dict[str, tuple[frozenset[str], str | None]] = {
+    "approve": (frozenset({"received"}), "approved"),
+    "deny": (frozenset({"received", "on_hold"}), "denied"),
+    # Only before processing: once a worker edits data, the erasure runs to its end.
+    "cancel": (frozenset({"received", "approved", "on_hold", "scheduled"}), "cancelled"),
+    "hold": (frozenset({"received", "approved", "scheduled"}), "on_hold"),
+    "release": (frozenset({"on_hold"}), None),
+}
+EXTENDABLE = frozenset({"received", "approved", "on_hold", "scheduled", "processing", "verifying"})
+MAX_EXTENSION_DAYS = 60
+
+
+def due_at(jurisdiction: str, received_at: datetime) -> datetime:
+    """GDPR Art. 12(3): one calendar month; CCPA §1798.130: 45 days."""
+    if jurisdiction == "gdpr":
+        return received_at + relativedelta(months=1)
+    if jurisdiction == "ccpa":
+        return received_at + relativedelta(days=45)
+    raise ValueError(f"unknown jurisdiction {jurisdiction!r}")
+
+
+def days_left(due: datetime, now: datetime) -> int:
+    return int((due - now).total_seconds() // 86400)

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from app import metrics
+from app.audit import service as audit_service
+from app.config import get_settings
+from app.deps import SessionDep, scoped
+from app.errors import PayloadTooLarge, problem_body, sanitised_validation_errors
+from app.idempotency import http as idempotency
+from app.requests import service
+from app.requests.schemas import (
+    AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
+    ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
+)
+
+router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"])
+
+Writer = scoped("requests:write")
+Reader = scoped("requests:read")
+Reviewer = scoped("requests:review")
+PROBLEM = {"content": {"application/problem+json": {}}}
+ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM}
+
+
+def _location(request_id) -> dict[str, str]:
+    return {"Location": f"/v1/erasure-requests/{request_id}"}
+
+
+@router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
+def create_request(payload: ErasureRequestCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
+    started = time.perf_counter()
+
+    def handler():
+        created_request, created = service.create(session, principal, payload)
+        body = service.to_out(created_request).model_dump(mode="json")
+        return (201 if created else 200), body, _location(created_request.id)
+
+    response = idempotency.run(request, session, principal, "create-request", payload.model_dump(mode="json"), handler)
+    metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
+    return response
+
+
+@router.post("/batch", response_model=BatchResponse, responses=ERRORS)
+def create_batch(
+    request: Request, session: SessionDep, principal: Writer,
+    items: Annotated[list[dict[str, Any]], Body(description="Up to 1,000 erasure requests, as for POST /v1/erasure-requests.")],
+) -> Any:
+    limit = get_settings().max_batch_items
+    if len(items) > limit:
+        raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
+
+    def handler():
+        results, counts = [], {"created": 0, "existing": 0, "error": 0}
+        for index, raw in enumerate(items):
+            try:
+                payload = ErasureRequestCreate.model_validate(raw)
+            except ValidationError as exc:
+                errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+                problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
+                results.append({"index": index, "result": "error", "status": 422, "problem": problem})
+                counts["error"] += 1
+                continue
+            created_request, created = service.create(session, principal, payload)
+            kind = "created" if created else "existing"
+            counts[kind] += 1
+            results.append({
+                "index": index, "result": kind, "status": 201 if created else 200,
+                "request": service.to_out(created_request).model_dump(mode="json"),
+            })
+        body = {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
+        return 200, body, {}
+
+    return idempotency.run(request, session, principal, "create-batch", items, handler)
+
+
+@router.get("", response_model=ErasureRequestPage, responses=ERRORS)
+def list_requests(
+    session: SessionDep, principal: Reader,
+    status: Status | None = None, source: Source | None = None, overdue: bool | None = None,
+    created_after: datetime | None = None, created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    rows, next_cursor = service.list_for(
+        session, principal, status=status, source=source, overdue=overdue, created_after=created_after,
+        created_before=created_before, limit=limit, cursor=cursor,
+    )
+    return ErasureRequestPage(items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{request_id}", response_model=ErasureRequestOut, responses=ERRORS)
+def get_request(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
+    return service.to_out(service.get_for(session, principal, request_id))
+
+
+def _review(action: str):
+    def endpoint(request_id: uuid.UUID, session: SessionDep, principal: Reviewer, body: OptionalReasonBody | None = None) -> Any:
+        return service.to_out(service.review(session, principal, request_id, action, body.reason if body else None))
+
+    return endpoint
+
+
+def _review_with_reason(action: str):
+    def endpoint(request_id: uuid.UUID, body: ReasonBody, session: SessionDep, principal: Reviewer) -> Any:
+        return service.to_out(service.review(session, principal, request_id, action, body.reason))
+
+    return endpoint
+
+
+for _action in ("approve", "cancel", "release"):
+    router.add_api_route(
+        f"/{{request_id}}/{_action}", _review(_action), methods=["POST"], response_model=ErasureRequestOut,
+        responses=ERRORS, name=f"{_action}_request", summary=f"{_action.capitalize()} an erasure request",
+    )
+for _action in ("deny", "hold"):
+    router.add_api_route(
+        f"/{{request_id}}/{_action}", _review_with_reason(_action), methods=["POST"], response_model=ErasureRequestOut,
+        responses=ERRORS, name=f"{_action}_request", summary=f"{_action.capitalize()} an erasure request (reason required)",
+    )
+
+
+@router.post("/{request_id}/extend", response_model=ErasureRequestOut, responses=ERRORS)
+def extend_request(request_id: uuid.UUID, body: ExtendBody, session: SessionDep, principal: Reviewer) -> Any:
+    return service.to_out(service.extend(session, principal, request_id, body.days, body.reason))
+
+
+@router.get("/{request_id}/audit", response_model=AuditTrail, responses=ERRORS)
+def request_audit(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
+    erasure_request = service.get_for(session, principal, request_id)
+    stream = audit_service.request_stream(erasure_request.id)
+    result = audit_service.verify_stream(session, stream)
+    return AuditTrail(
+        request_id=erasure_request.id,
+        events=[AuditEventOut.model_validate(e, from_attributes=True) for e in audit_service.events(session, stream)],
+        chain_valid=result.valid, head=result.head, problem=result.problem,
+    )

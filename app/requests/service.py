@@ -1,0 +1,212 @@
+"""Erasure requests: intake, review transitions, queries. Flushes only; the caller commits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import metrics
+from app.audit import service as audit_service
+from app.config import get_settings
+from app.db import utcnow
+from app.errors import BadRequest, InvalidTransition, NotFound, Unprocessable
+from app.keys.service import Principal
+from app.pseudonym import redact, subject_digest, subject_keys
+from app.requests import lifecycle
+from app.requests.models import ErasureRequest, RequestSubject
+from app.requests.schemas import ErasureRequestCreate, ErasureRequestOut
+
+AUTO_APPROVER = "policy:auto-approve-verified"
+EVENT_NAMES = {"approve": "approved", "deny": "denied", "cancel": "cancelled", "hold": "held", "release": "released"}
+
+
+def to_out(request: ErasureRequest, now: datetime | None = None) -> ErasureRequestOut:
+    now = now or utcnow()
+    return ErasureRequestOut(
+        id=request.id, status=request.status, jurisdiction=request.jurisdiction, source=request.source,
+        external_id=request.external_id, identity_verified=request.identity_verified,
+        received_at=request.received_at, due_at=request.due_at,
+        days_left=lifecycle.days_left(request.due_at, now), extended_days=request.extended_days,
+        reason=request.reason, status_reason=request.status_reason, decided_at=request.decided_at,
+        completed_at=request.completed_at, outcome=request.outcome, progress=request.progress,
+        updated_at=request.updated_at,
+    )
+
+
+def find_by_external_id(session: Session, client: str, external_id: str) -> ErasureRequest | None:
+    return session.scalar(
+        select(ErasureRequest).where(ErasureRequest.client == client, ErasureRequest.external_id == external_id)
+    )
+
+
+def create(session: Session, principal: Principal, payload: ErasureRequestCreate) -> tuple[ErasureRequest, bool]:
+    """Returns (request, created). An existing (client, external_id) is returned, not duplicated."""
+    if payload.external_id is not None:
+        existing = find_by_external_id(session, principal.client, payload.external_id)
+        if existing is not None:
+            return existing, False
+    identifiers = payload.subject.identifiers
+    keys = subject_keys(identifiers)
+    now = utcnow()
+    request = ErasureRequest(
+        id=uuid.uuid4(), client=principal.client, external_id=payload.external_id,
+        jurisdiction=payload.jurisdiction, source=payload.source, status="received",
+        identity_verified=payload.identity_verified, reason=redact(payload.reason, identifiers),
+        callback_url=str(payload.callback_url) if payload.callback_url else None,
+        subject_digest=subject_digest(keys), received_at=now,
+        due_at=lifecycle.due_at(payload.jurisdiction, now), updated_at=now,
+        subjects=[RequestSubject(kind=kind, subject_key=key) for kind, key in keys.items()],
+    )
+    try:
+        # A savepoint: two intakes racing on one external_id must end with one row, and the
+        # loser's transaction must stay usable to read the winner.
+        with session.begin_nested():
+            session.add(request)
+            session.flush()
+    except IntegrityError:
+        if payload.external_id is None:
+            raise
+        existing = find_by_external_id(session, principal.client, payload.external_id)
+        if existing is None:
+            raise
+        return existing, False
+    audit_service.append(
+        session, audit_service.request_stream(request.id), "request.received", principal.actor,
+        {
+            "jurisdiction": request.jurisdiction, "source": request.source,
+            "external_id": request.external_id, "identity_verified": request.identity_verified,
+            "identifier_kinds": sorted(keys), "subject_digest": request.subject_digest,
+            "due_at": request.due_at.isoformat(), "status": "received",
+        },
+    )
+    if get_settings().auto_approve_verified and request.identity_verified:
+        _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
+    metrics.REQUESTS_CREATED.labels(source=request.source, jurisdiction=request.jurisdiction).inc()
+    return request, True
+
+
+def get_for(session: Session, principal: Principal, request_id: uuid.UUID, *, lock: bool = False) -> ErasureRequest:
+    """The request, if the caller may see it; another client's id answers 404 like a missing one."""
+    query = select(ErasureRequest).where(ErasureRequest.id == request_id)
+    if not principal.is_admin:
+        query = query.where(ErasureRequest.client == principal.client)
+    if lock:
+        query = query.with_for_update()
+    request = session.scalar(query)
+    if request is None:
+        raise NotFound("No erasure request with this id.")
+    return request
+
+
+def _move(session, request, action, to_status, actor, reason, extra) -> None:
+    from_status = request.status
+    now = utcnow()
+    request.status = to_status
+    request.updated_at = now
+    if action in ("approve", "deny"):
+        request.decided_at = now
+    if action == "hold":
+        request.held_from = from_status
+    if action == "release":
+        request.held_from = None
+    if to_status in lifecycle.TERMINAL:
+        request.completed_at = now
+    if reason is not None:
+        request.status_reason = reason
+    audit_service.append(
+        session, audit_service.request_stream(request.id), f"request.{EVENT_NAMES[action]}", actor, {"from": from_status, "to": to_status, "reason": reason, **extra},
+    )
+    session.flush()
+
+
+def review(session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None) -> ErasureRequest:
+    request = get_for(session, principal, request_id, lock=True)
+    allowed_from, to_status = lifecycle.REVIEW_ACTIONS[action]
+    if request.status not in allowed_from:
+        raise InvalidTransition(
+            f"Cannot {action} a request whose status is '{request.status}'.",
+            current_status=request.status, allowed_from=sorted(allowed_from),
+        )
+    target = to_status or request.held_from or "received"
+    _move(session, request, action, target, principal.actor, reason, {})
+    return request
+
+
+def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: int, reason: str) -> ErasureRequest:
+    request = get_for(session, principal, request_id, lock=True)
+    if request.status not in lifecycle.EXTENDABLE:
+        raise InvalidTransition(
+            f"Cannot extend a request whose status is '{request.status}'.",
+            current_status=request.status, allowed_from=sorted(lifecycle.EXTENDABLE),
+        )
+    if request.extended_days is not None:
+        raise InvalidTransition(
+            "The deadline of this request was already extended once (GDPR Art. 12(3)).",
+            current_status=request.status,
+        )
+    old_due = request.due_at
+    request.due_at = old_due + timedelta(days=days)
+    request.extended_days = days
+    request.updated_at = utcnow()
+    audit_service.append(
+        session, audit_service.request_stream(request.id), "request.extended", principal.actor,
+        {"days": days, "reason": reason, "from_due_at": old_due.isoformat(), "to_due_at": request.due_at.isoformat()},
+    )
+    session.flush()
+    return request
+
+
+def encode_cursor(request: ErasureRequest) -> str:
+    raw = f"{request.received_at.isoformat()}|{request.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, rid = raw.partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, uuid.UUID(rid)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None
+
+
+def list_for(
+    session: Session, principal: Principal, *, status=None, source=None, overdue=None,
+    created_after=None, created_before=None, limit=50, cursor=None,
+) -> tuple[list[ErasureRequest], str | None]:
+    query = select(ErasureRequest)
+    if not principal.is_admin:
+        query = query.where(ErasureRequest.client == principal.client)
+    if status:
+        query = query.where(ErasureRequest.status == status)
+    if source:
+        query = query.where(ErasureRequest.source == source)
+    now = utcnow()
+    if overdue is True:
+        query = query.where(ErasureRequest.due_at < now, ErasureRequest.status.not_in(lifecycle.TERMINAL))
+    elif overdue is False:
+        query = query.where(or_(ErasureRequest.due_at >= now, ErasureRequest.status.in_(lifecycle.TERMINAL)))
+    for bound in (created_after, created_before):
+        if bound is not None and bound.tzinfo is None:
+            raise Unprocessable("created_after and created_before need a timezone (e.g. 2026-01-01T00:00:00Z).")
+    if created_after is not None:
+        query = query.where(ErasureRequest.received_at >= created_after)
+    if created_before is not None:
+        query = query.where(ErasureRequest.received_at < created_before)
+    if cursor:
+        at, rid = decode_cursor(cursor)
+        query = query.where(
+            or_(ErasureRequest.received_at < at, and_(ErasureRequest.received_at == at, ErasureRequest.id < rid))
+        )
+    rows = list(session.scalars(query.order_by(ErasureRequest.received_at.desc(), ErasureRequest.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor

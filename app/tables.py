@@ -1,0 +1,9 @@
+"""Imports every table module, so Base.metadata is complete for Alembic and tests."""
+
+from app.audit import models as audit_models  # noqa: F401
+from app.db import Base
+from app.idempotency import models as idempotency_models  # noqa: F401
+from app.keys import models as key_models  # noqa: F401
+from app.requests import models as request_models  # noqa: F401
+
+metadata = Base.metadata

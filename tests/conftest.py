@@ -1,0 +1,166 @@
+"""Test wiring. One suite, two passes:
+
+- embedded: a SQLite file and the SQLite-backed broker (the default; needs no services);
+- services: PostgreSQL and Redis, when OBLIVIATE_TEST_DATABASE_URL (and OBLIVIATE_TEST_REDIS_URL)
+  are set. `.ci/run` sets them; an unreachable service then fails the run instead of skipping.
+
+Each pass migrates a fresh database with Alembic (no create_all) and empties it between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+TEST_SECRET = "test-secret-key-for-pseudonyms-0123456789"
+TEST_DB_URL = os.environ.get("OBLIVIATE_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("OBLIVIATE_TEST_REDIS_URL", "")
+SERVICES = bool(TEST_DB_URL)
+
+
+def pytest_report_header(config):
+    if SERVICES:
+        return f"obliviate: services pass (PostgreSQL {make_url(TEST_DB_URL).host}, broker {'redis' if TEST_REDIS_URL else 'embedded'})"
+    return "obliviate: embedded pass (SQLite, SQLite-backed broker)"
+
+
+def _create_pg_database() -> tuple[str, str]:
+    from app.db import normalise_database_url
+
+    admin_url = normalise_database_url(TEST_DB_URL)
+    name = f"obliviate_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_pg_database(name: str) -> None:
+    from app.db import normalise_database_url
+
+    engine = create_engine(normalise_database_url(TEST_DB_URL), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("obliviate-data")
+    os.environ["OBLIVIATE_DATA_DIR"] = str(data_dir)
+    os.environ["OBLIVIATE_SECRET_KEY"] = TEST_SECRET
+    pg_name = None
+    if SERVICES:
+        url, pg_name = _create_pg_database()
+    else:
+        url = f"sqlite:///{data_dir / 'obliviate.db'}"
+    os.environ["OBLIVIATE_DATABASE_URL"] = url
+    os.environ["OBLIVIATE_BROKER_URL"] = TEST_REDIS_URL or f"sqla+sqlite:///{data_dir / 'broker.db'}"
+    from app import config, db, migrate
+
+    config.reset_settings()
+    db.dispose_engine()
+    migrate.upgrade(url)
+    yield url
+    db.dispose_engine()
+    if pg_name:
+        _drop_pg_database(pg_name)
+
+
+def _empty_tables(url: str) -> None:
+    from app.db import get_engine
+    from app.tables import metadata
+
+    engine = get_engine()
+    names = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # replica mode skips the append-only triggers, as a superuser's maintenance would.
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            connection.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+        else:
+            from importlib import import_module
+
+            guard = import_module("migrations.versions.2026_11_27-0001_foundation").SQLITE_GUARD
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
+            for name in names:
+                connection.execute(text(f"DELETE FROM {name}"))
+            for statement in guard:
+                connection.execute(text(statement))
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request) -> Iterator[None]:
+    if "database_url" not in request.fixturenames and not request.node.get_closest_marker("db"):
+        yield
+        return
+    url = request.getfixturevalue("database_url")
+    from app.config import reset_settings
+    from app.keys.service import clear_cache
+
+    reset_settings()
+    clear_cache()
+    _empty_tables(url)
+    yield
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set OBLIVIATE_* variables for one test: settings_env(AUTO_APPROVE_VERIFIED="true")."""
+    from app.config import reset_settings
+
+    def apply(**values):
+        for key, value in values.items():
+            monkeypatch.setenv(f"OBLIVIATE_{key}", str(value))
+        reset_settings()
+
+    yield apply
+    monkeypatch.undo()
+    reset_settings()
+
+
+@pytest.fixture
+def app(database_url):
+    from app.main import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_key(database_url):
+    """make_key("requests:write,requests:read", client="acme") → headers with a fresh key."""
+    from app.db import session_scope
+    from app.keys import service
+
+    def create(scopes: str = "requests:write,requests:read,requests:review", client: str = "acme", name: str | None = None):
+        with session_scope() as session:
+            _key, plaintext = service.create_key(session, name or f"{client}-{uuid.uuid4().hex[:6]}", scopes.split(","), client=client)
+        return {"Authorization": f"Bearer {plaintext}"}
+
+    return create
+
+
+@pytest.fixture
+def headers(make_key):
+    return make_key("requests:write,requests:read,requests:review")
+
+
+@pytest.fixture
+def data_dir(database_url) -> Path:
+    return Path(os.environ["OBLIVIATE_DATA_DIR"])

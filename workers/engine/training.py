@@ -1,0 +1,301 @@
+"""Training orchestration: single networks, SISA shards, data partitioning and evaluation.
+
+Everything here is deterministic under a seed on CPU. Randomness never comes from the global
+RNG of the caller: network initialisation runs under a forked RNG, and every stream of random
+numbers (initialisation, batch order, dropout, loss perturbation) is seeded from the model's
+seed, so an exact retrain reproduces the original weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from workers.engine.families.base import ModelFamily, Shape
+
+StateDict = dict[str, torch.Tensor]
+
+
+def set_determinism(*, single_thread: bool = False) -> None:
+    """Ask torch for deterministic kernels; warn (not fail) where none exists.
+
+    One intra-op thread makes CPU reductions independent of the machine's core count, which
+    matters when weights trained on one worker are compared with a retrain on another.
+    """
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if single_thread:
+        torch.set_num_threads(1)
+
+
+def device_from_setting(name: str) -> torch.device:
+    """Turn the configured device name ("auto", "cpu" or "cuda[:i]") into a torch.device."""
+    setting = name.strip().lower()
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "cuda" or setting.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {name!r} was requested but CUDA is not available here")
+        return torch.device(setting)
+    raise ValueError(f"unknown device setting {name!r}; expected 'auto', 'cpu' or 'cuda'")
+
+
+def derive_seed(seed: int, *labels: object) -> int:
+    """An independent 63-bit seed for a named purpose, so streams drawn from one model seed
+    (per slice, per use) do not share random numbers."""
+    text = ":".join([str(seed), *(str(label) for label in labels)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def slice_seed(seed: int, slice_index: int) -> int:
+    """Seed passed to `family.train` for SISA slice `slice_index` of a shard trained with `seed`."""
+    return derive_seed(seed, "slice", slice_index)
+
+
+def slice_epochs(config: Any, n_slices: int) -> int:
+    """Epochs per slice, so that a shard's total effort is about config.epochs."""
+    return max(1, round(config.epochs / n_slices))
+
+
+def rng_devices(device: torch.device) -> list[int]:
+    """CUDA devices whose RNG must be forked alongside the CPU one (none on CPU)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def network_device(network: nn.Module) -> torch.device:
+    for parameter in network.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def copy_state(network: nn.Module) -> StateDict:
+    """A CPU snapshot of the weights that later training cannot change."""
+    return {name: value.detach().to("cpu", copy=True) for name, value in network.state_dict().items()}
+
+
+# Helpers shared by the built-in families.
+
+
+def fit_minibatches(
+    network: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int,
+) -> None:
+    """Adam on shuffled mini-batches of mean cross-entropy, in place."""
+    device = network_device(network)
+    features, labels = features.to(device), labels.to(device)
+    n = features.shape[0]
+    if n == 0:
+        return
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    # The batch order has its own generator; the forked, seeded global RNG only feeds dropout.
+    order_generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=rng_devices(device)):
+        torch.manual_seed(derive_seed(seed, "dropout"))
+        network.train()
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=order_generator).to(device)
+            for start in range(0, n, batch_size):
+                batch = order[start : start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(network(features[batch]), labels[batch])
+                loss.backward()
+                optimizer.step()
+    network.eval()
+
+
+def softmax_proba(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    was_training = network.training
+    network.eval()
+    with torch.no_grad():
+        proba = torch.softmax(network(features.to(network_device(network))), dim=1)
+    network.train(was_training)
+    return proba
+
+
+def cross_entropy_per_example(
+    network: nn.Module, features: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    was_training = network.training
+    network.eval()
+    device = network_device(network)
+    with torch.no_grad():
+        losses = F.cross_entropy(network(features.to(device)), labels.to(device), reduction="none")
+    network.train(was_training)
+    return losses
+
+
+# Training.
+
+
+def new_network(family: ModelFamily, config: Any, shape: Shape, seed: int) -> nn.Module:
+    """A freshly initialised network; the caller's global RNG state is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return family.build_network(config, shape)
+
+
+def _prepare(
+    family: ModelFamily,
+    config: Any,
+    shape: Shape,
+    seed: int,
+    device: torch.device,
+    init_state: StateDict | None,
+) -> nn.Module:
+    network = new_network(family, config, shape, seed)
+    if init_state is not None:
+        network.load_state_dict(init_state, strict=True)
+    return network.to(device)
+
+
+def train_single(
+    family: ModelFamily,
+    config: Any,
+    shape: Shape,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    seed: int,
+    device: torch.device,
+    init_state: StateDict | None = None,
+) -> StateDict:
+    """Train one network on all records; returns its weights on CPU.
+
+    `seed` reaches `family.train` unchanged, so for logistic regression
+    `perturbation_vector(network, config, seed)` regenerates the loss perturbation.
+    """
+    network = _prepare(family, config, shape, seed, device, init_state)
+    family.train(network, config, features.to(device), labels.to(device), seed=seed)
+    return copy_state(network)
+
+
+def train_sisa_shard(
+    family: ModelFamily,
+    config: Any,
+    shape: Shape,
+    slices: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    seed: int,
+    device: torch.device,
+    start_slice: int = 0,
+    init_state: StateDict | None = None,
+    on_checkpoint: Callable[[int, StateDict], None] | None = None,
+) -> StateDict:
+    """Train one SISA shard slice by slice (Bourtoule et al. 2021); returns the final weights.
+
+    At slice r the network, continuing from the checkpoint after slice r-1, trains on the union
+    of slices 0..r for `slice_epochs(config, R)` epochs with seed `slice_seed(seed, r)`; then
+    `on_checkpoint(r, weights)` is called. Each slice depends only on the previous checkpoint
+    and its own seed, so `start_slice=k` with `init_state` = checkpoint after slice k-1 gives
+    exactly the result of an uninterrupted run over the same slices. This is what lets an
+    erasure retrain a shard from the checkpoint before its first affected slice.
+    """
+    n_slices = len(slices)
+    if n_slices == 0:
+        raise ValueError("a SISA shard needs at least one slice")
+    if not 0 <= start_slice <= n_slices:
+        raise ValueError(f"start_slice {start_slice} is outside 0..{n_slices}")
+    if start_slice > 0 and init_state is None:
+        raise ValueError("resuming a shard after slice 0 needs the checkpoint as init_state")
+    network = _prepare(family, config, shape, seed, device, init_state)
+    epochs = slice_epochs(config, n_slices)
+    for r in range(start_slice, n_slices):
+        union_features = torch.cat([features for features, _ in slices[: r + 1]]).to(device)
+        union_labels = torch.cat([labels for _, labels in slices[: r + 1]]).to(device)
+        family.train(
+            network, config, union_features, union_labels, seed=slice_seed(seed, r), epochs=epochs
+        )
+        if on_checkpoint is not None:
+            on_checkpoint(r, copy_state(network))
+    return copy_state(network)
+
+
+# Partitioning.
+
+
+def _digest64(text: str) -> int:
+    # Subject keys are hex, where UTF-8 and ASCII agree; record ids may be any text.
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
+
+
+def assign_shards(subject_keys: Sequence[str], shards: int) -> np.ndarray:
+    """Shard index of each record from its subject's key, so a subject lives in one shard."""
+    if shards < 1:
+        raise ValueError("shards must be at least 1")
+    return np.array([_digest64(key) % shards for key in subject_keys], dtype=np.int64)
+
+
+def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.ndarray]:
+    """Split one shard's record ids into `slices` slices, each in a fixed order.
+
+    A record's slice and its position in the order depend only on (seed, record id): the
+    records are ordered by a 64-bit hash and slice r holds the hashes in [r, r+1)·2⁶⁴/R. So
+    removing records never moves the others between slices nor reorders them; every slice
+    without removals keeps exactly its records, and the checkpoints before the first affected
+    slice stay valid. The price is that slice sizes are balanced only in expectation.
+    """
+    if slices < 1:
+        raise ValueError("slices must be at least 1")
+    ids = np.asarray(record_ids)
+    hashes = [_digest64(f"{seed}:{record_id}") for record_id in ids.tolist()]
+    order = sorted(range(len(hashes)), key=lambda i: (hashes[i], str(ids[i])))
+    members: list[list[int]] = [[] for _ in range(slices)]
+    for k, i in enumerate(order):
+        members[k * slices // len(order)].append(i)
+    return [ids[np.asarray(indices, dtype=np.int64)] for indices in members]
+
+
+# Prediction and evaluation.
+
+
+def ensemble_proba(
+    family: ModelFamily, networks: Sequence[nn.Module], features: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
+    if len(networks) == 0:
+        raise ValueError("an ensemble needs at least one network")
+    total = None
+    for network in networks:
+        proba = family.predict_proba(network, features).to(features.device)
+        total = proba if total is None else total + proba
+    return total / len(networks)
+
+
+def evaluate(
+    family: ModelFamily,
+    network_or_networks: nn.Module | Sequence[nn.Module],
+    features: torch.Tensor,
+    labels: torch.Tensor,
+) -> dict[str, Any]:
+    """Accuracy and mean cross-entropy of the (ensemble) probabilities.
+
+    With no records, accuracy and loss are None rather than NaN, which JSON cannot carry.
+    """
+    networks = (
+        [network_or_networks] if isinstance(network_or_networks, nn.Module) else list(network_or_networks)
+    )
+    n = int(labels.shape[0])
+    if n == 0:
+        return {"accuracy": None, "loss": None, "n": 0}
+    proba = ensemble_proba(family, networks, features)
+    labels = labels.to(proba.device)
+    accuracy = (proba.argmax(dim=1) == labels).double().mean().item()
+    picked = proba.gather(1, labels.view(-1, 1)).squeeze(1).double()
+    loss = -torch.log(picked.clamp_min(1e-12)).mean().item()
+    return {"accuracy": float(accuracy), "loss": float(loss), "n": n}

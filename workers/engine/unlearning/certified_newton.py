@@ -1,0 +1,213 @@
+"""Certified removal by one Newton step (Guo et al. 2020, "Certified Data Removal from Machine
+Learning Models"), for the logistic regression family only.
+
+The family trains θ to the minimum of the perturbed objective (see families/logistic.py)
+
+    L(θ; D) = mean over D of CE + l2/2·‖θ‖² + b·θ/|D|,    b ~ Normal(0, σ²·I).
+
+Removing records moves the minimum. For a strongly convex L one Newton step on the retained
+objective, θ⁻ = θ − H⁻¹·∇L(θ; D'), lands next to the new minimum; the gradient left at θ⁻ is
+the removal's error. Guo et al. state the guarantee on the summed objective |D'|·L(θ; D'):
+when ‖|D'|·∇L(θ⁻; D')‖ ≤ σ·ε / c with c = √(2·ln(1.5/δ)), the perturbation b hides the error
+and θ⁻ is (ε, δ)-indistinguishable from retraining. That norm is `residual_norm` here and
+σ·ε/c is `removal_budget`. The caller adds the residuals of successive removals and retrains
+once the sum would exceed the budget; each residual is exact at its own step, so the sum is a
+conservative bound.
+
+The Hessian uses the closed form of softmax regression, so it costs one pass over the data and
+memory for a (C·(d+1))² matrix rather than one backward pass per parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Annotated, Any
+
+import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+
+from workers.engine.training import network_device
+from workers.engine.unlearning.base import (
+    STRICT,
+    ForgetRetain,
+    Progress,
+    UnlearnResult,
+    dump_config,
+    forget_retain_losses,
+    report,
+)
+
+FAMILY = "logistic_regression"
+# Entries of the per-chunk [m, C, C, d+1] intermediate of the Hessian; bounds its memory.
+HESSIAN_CHUNK_ENTRIES = 1 << 24
+
+
+class CertifiedRemovalUnsupported(ValueError):
+    pass
+
+
+@dataclass(config=STRICT)
+class CertifiedNewtonConfig:
+    # Newton steps on the retained objective. Guo et al. take one; each further step costs one
+    # more Hessian and shrinks the residual roughly quadratically, stretching the budget.
+    newton_steps: Annotated[int, Field(ge=1, le=20)] = 1
+
+
+def removal_budget(family_config: Any) -> float:
+    """σ·ε / √(2·ln(1.5/δ)): the summed-objective gradient residual that the loss perturbation
+    can hide, accumulated over all removals since the last retrain."""
+    sigma = float(family_config.perturbation_sigma)
+    if sigma <= 0:
+        raise CertifiedRemovalUnsupported(
+            "certified removal needs loss perturbation: this model was trained with "
+            "perturbation_sigma = 0, so there is no noise to hide the Newton step's residual"
+        )
+    c = math.sqrt(2 * math.log(1.5 / float(family_config.delta)))
+    return sigma * float(family_config.epsilon) / c
+
+
+def softmax_regression_hessian(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, l2: float
+) -> torch.Tensor:
+    """Hessian of mean CE + l2/2·‖θ‖² over θ = (weight [C, d] row-major, bias [C]).
+
+    Per record with x̃ = (x, 1) and p = softmax: (diag p − p·pᵀ) ⊗ x̃·x̃ᵀ. The linear
+    perturbation term has no curvature.
+    """
+    n, d = x.shape
+    n_classes = weight.shape[0]
+    augmented = torch.cat([weight, bias[:, None]], dim=1)  # [C, d+1]
+    x_tilde = torch.cat([x, torch.ones(n, 1, dtype=x.dtype, device=x.device)], dim=1)
+    hessian = torch.zeros(n_classes, d + 1, n_classes, d + 1, dtype=x.dtype, device=x.device)
+    chunk = max(1, HESSIAN_CHUNK_ENTRIES // (n_classes * n_classes * (d + 1)))
+    for rows in x_tilde.split(chunk):
+        p = torch.softmax(rows @ augmented.T, dim=1)
+        curvature = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # [m, C, C]
+        weighted = torch.einsum("mce,mj->cjem", curvature, rows)  # [C, d+1, C, m]
+        hessian += torch.einsum("cjem,mk->cjek", weighted, rows)
+    size = n_classes * (d + 1)
+    hessian = hessian.reshape(size, size) / n
+    # From (class, column) with the bias as column d, to weight-then-bias order.
+    index = torch.arange(size, device=x.device).view(n_classes, d + 1)
+    order = torch.cat([index[:, :d].reshape(-1), index[:, d]])
+    hessian = hessian[order][:, order]
+    return hessian + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
+
+
+class CertifiedNewton:
+    name = "certified_newton"
+    # Not retraining, but indistinguishable from it within (ε, δ) while within budget.
+    exact = False
+    config_class = CertifiedNewtonConfig
+    description = "One Newton step on the retained objective; (ε, δ)-certified within budget."
+
+    def run(
+        self,
+        family: Any,
+        network: nn.Module,
+        family_config: Any,
+        data: ForgetRetain,
+        config: CertifiedNewtonConfig | None = None,
+        *,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> UnlearnResult:
+        """`seed` must be the seed the network was trained with: it regenerates b."""
+        config = config or CertifiedNewtonConfig()
+        if getattr(family, "name", None) != FAMILY:
+            raise CertifiedRemovalUnsupported(
+                f"certified_newton supports only the {FAMILY} family, not "
+                f"{getattr(family, 'name', type(family).__name__)!r}: its guarantee needs a "
+                f"strongly convex loss"
+            )
+        budget = removal_budget(family_config)
+        if family_config.l2 <= 0:
+            raise CertifiedRemovalUnsupported(
+                "certified removal needs l2 > 0: without it the objective is not strongly "
+                "convex and the Newton step is undefined"
+            )
+        # Imported here: only this family's implementation knows its objective.
+        from workers.engine.families.logistic import objective, perturbation_vector
+
+        data = data.to(network_device(network))
+        updated = copy.deepcopy(network).eval()
+        perturbation = perturbation_vector(updated, family_config, seed)
+        full_x = torch.cat([data.forget_x, data.retain_x])
+        full_y = torch.cat([data.forget_y, data.retain_y])
+        n_all, n_kept = full_x.shape[0], data.n_retain
+        # Residual of the incoming θ on the data it claims to fit: a training (or earlier
+        # removal) error that the certificate must also cover.
+        input_residual = n_all * gradient(updated, family_config, full_x, full_y, perturbation, objective).norm()
+
+        step_norms: list[float] = []
+        for step in range(config.newton_steps):
+            report(progress, step / config.newton_steps, "hessian")
+            theta = torch.cat([p.detach().reshape(-1) for p in updated.parameters()]).double()
+            grad = gradient(updated, family_config, data.retain_x, data.retain_y, perturbation, objective)
+            hessian = softmax_regression_hessian(
+                updated.weight.detach().double(),
+                updated.bias.detach().double(),
+                data.retain_x.double(),
+                float(family_config.l2),
+            )
+            newton_step = torch.linalg.solve(hessian, grad)
+            set_flat(updated, theta - newton_step)
+            step_norms.append(float(newton_step.norm()))
+
+        residual = n_kept * gradient(
+            updated, family_config, data.retain_x, data.retain_y, perturbation, objective
+        ).norm()
+        report(progress, 1.0, "residual")
+        return UnlearnResult(
+            network=updated,
+            details={
+                "method": self.name,
+                "config": dump_config(config),
+                "steps": config.newton_steps,
+                "n_removed": data.n_forget,
+                "n_retained": n_kept,
+                "step_norms": step_norms,
+                "residual_norm": float(residual),
+                "input_residual_norm": float(input_residual),
+                "budget": budget,
+                "within_budget": bool(residual <= budget),
+                "sigma": float(family_config.perturbation_sigma),
+                "epsilon": float(family_config.epsilon),
+                "delta": float(family_config.delta),
+                "before": forget_retain_losses(network, data),
+                "after": forget_retain_losses(updated, data),
+            },
+        )
+
+
+def gradient(
+    network: nn.Module,
+    family_config: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    perturbation: torch.Tensor,
+    objective: Any,
+) -> torch.Tensor:
+    """∇ of the family's own objective at the network's current θ, in float64.
+
+    Evaluated on a float64 copy of the (float32) weights as released, so the residual is that
+    of the model actually served, free of float32 rounding in the reduction itself.
+    """
+    exact = copy.deepcopy(network).double()
+    for parameter in exact.parameters():
+        parameter.requires_grad_(True)
+    value = objective(exact, family_config, x.double(), y, perturbation.double())
+    grads = torch.autograd.grad(value, list(exact.parameters()))
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def set_flat(network: nn.Module, theta: torch.Tensor) -> None:
+    with torch.no_grad():
+        start = 0
+        for parameter in network.parameters():
+            count = parameter.numel()
+            parameter.copy_(theta[start : start + count].view_as(parameter).to(parameter.dtype))
+            start += count

@@ -1,0 +1,140 @@
+"""NegGrad+: gradient ascent on the forget records balanced by descent on the retained ones.
+
+Kurmanji et al. 2023 ("Towards Unbounded Machine Unlearning") name this baseline: minimise
+
+    α·CE(retain batch) − (1 − α)·CE(forget batch)
+
+over interleaved batches. Pure ascent has no floor: the forget loss grows without bound and
+drags the whole network with it, and a forget loss far above the held-out loss is itself a
+membership signal. So the ascent term is clamped at `forget_loss_cap`: once a forget batch is
+that badly predicted, it contributes no gradient and only the retain term acts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+from torch.nn import functional as F
+
+from workers.engine.training import network_device
+from workers.engine.unlearning.base import (
+    STRICT,
+    BatchSize,
+    Epochs,
+    ForgetRetain,
+    LearningRate,
+    Optimizer,
+    Progress,
+    UnlearnResult,
+    Weight,
+    WeightDecay,
+    batches,
+    check_finite,
+    cycled_batches,
+    dump_config,
+    forget_retain_losses,
+    make_optimizer,
+    report,
+    seeded_generator,
+    take,
+    training_mode,
+    working_copy,
+)
+
+
+@dataclass(config=STRICT)
+class NegGradPlusConfig:
+    # Passes over the retain set; each retain batch is paired with the next forget batch, the
+    # (usually tiny) forget set being reshuffled and repeated as often as needed.
+    epochs: Epochs = 2
+    learning_rate: LearningRate = 1e-3
+    batch_size: BatchSize = 128
+    # Forget records per step; small batches keep each ascent step gentle.
+    forget_batch_size: BatchSize = 32
+    # Weight of the retain descent; 1 − alpha weighs the forget ascent.
+    alpha: Weight = 0.9
+    # Forget cross-entropy above which the ascent stops. None: ln(n_classes), the loss of a
+    # uniform guess, beyond which the network is already more wrong than chance.
+    forget_loss_cap: Annotated[float, Field(gt=0, le=100)] | None = None
+    optimizer: Optimizer = "adam"
+    weight_decay: WeightDecay = 0.0
+
+
+class NegGradPlus:
+    name = "neggrad_plus"
+    exact = False
+    config_class = NegGradPlusConfig
+    description = "Ascend the forget loss (capped) while descending the retain loss."
+
+    def run(
+        self,
+        family: Any,
+        network: nn.Module,
+        family_config: Any,
+        data: ForgetRetain,
+        config: NegGradPlusConfig | None = None,
+        *,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> UnlearnResult:
+        config = config or NegGradPlusConfig()
+        network = working_copy(network)
+        data = data.to(network_device(network))
+        before = forget_retain_losses(network, data)
+        optimizer = make_optimizer(
+            network, config.optimizer, config.learning_rate, config.weight_decay
+        )
+        generator = seeded_generator(seed)
+        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
+        cap = config.forget_loss_cap
+        step, capped_steps = 0, 0
+        epoch_figures: list[dict[str, float]] = []
+        with training_mode(network, seed):
+            for epoch in range(config.epochs):
+                retain_total = forget_total = 0.0
+                epoch_steps = 0
+                for retain_index in batches(data.n_retain, config.batch_size, generator):
+                    forget_index = next(forget_batches)
+                    optimizer.zero_grad(set_to_none=True)
+                    retain_logits = network(take(data.retain_x, retain_index))
+                    forget_logits = network(take(data.forget_x, forget_index))
+                    if cap is None:
+                        cap = math.log(retain_logits.shape[1])
+                    retain_loss = F.cross_entropy(retain_logits, take(data.retain_y, retain_index))
+                    forget_loss = F.cross_entropy(forget_logits, take(data.forget_y, forget_index))
+                    # Above the cap the clamp's gradient is zero: the ascent simply stops.
+                    ascent = torch.clamp(forget_loss, max=cap)
+                    loss = config.alpha * retain_loss - (1 - config.alpha) * ascent
+                    check_finite(loss, self.name, step)
+                    loss.backward()
+                    optimizer.step()
+                    capped_steps += int(forget_loss.item() >= cap)
+                    retain_total += retain_loss.item()
+                    forget_total += forget_loss.item()
+                    step += 1
+                    epoch_steps += 1
+                epoch_figures.append(
+                    {
+                        "retain_loss": retain_total / epoch_steps,
+                        "forget_loss": forget_total / epoch_steps,
+                    }
+                )
+                report(progress, (epoch + 1) / config.epochs, "neggrad_plus")
+        return UnlearnResult(
+            network=network,
+            details={
+                "method": self.name,
+                "config": dump_config(config),
+                "steps": step,
+                "forget_loss_cap": cap,
+                "capped_steps": capped_steps,
+                "per_epoch": epoch_figures,
+                "before": before,
+                "after": forget_retain_losses(network, data),
+            },
+        )

@@ -1,0 +1,174 @@
+"""SCRUB (Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning").
+
+A student, initialised from the original network, learns to disagree with the frozen original
+(the teacher) on the forget records while staying close to it on the retained ones:
+
+    max-step, on forget batches:  maximise KL(teacher ‖ student)
+    min-step, on retain batches:  minimise α·KL(teacher ‖ student) + γ·CE(student, labels)
+
+Each of the first `max_epochs` epochs runs a max pass over the forget set and then a min pass
+over the retain set; the remaining epochs are min passes only, which repair the retain
+performance the max-steps cost. Distilling from the teacher rather than only fitting labels is
+what keeps the retained behaviour of the original, including its calibration.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+from torch.nn import functional as F
+
+from workers.engine.training import network_device
+from workers.engine.unlearning.base import (
+    STRICT,
+    BatchSize,
+    Epochs,
+    ForgetRetain,
+    LearningRate,
+    Optimizer,
+    Progress,
+    UnlearnResult,
+    WeightDecay,
+    batches,
+    check_finite,
+    dump_config,
+    forget_retain_losses,
+    frozen_copy,
+    make_optimizer,
+    report,
+    seeded_generator,
+    take,
+    training_mode,
+    working_copy,
+)
+
+
+@dataclass(config=STRICT)
+class ScrubConfig:
+    # Total epochs; every epoch has a min pass over the retain set.
+    epochs: Epochs = 5
+    # The first max_epochs epochs also start with a max pass over the forget set ("msteps").
+    # Must not exceed epochs, so the last pass is always a min pass.
+    max_epochs: Annotated[int, Field(ge=0, le=1000)] = 2
+    learning_rate: LearningRate = 5e-4
+    batch_size: BatchSize = 64
+    # Smaller than batch_size: the forget set is small and each max-step should be gentle.
+    forget_batch_size: BatchSize = 16
+    # Weight α of the distillation KL on retain batches.
+    alpha: Annotated[float, Field(ge=0, le=100)] = 0.5
+    # Weight γ of the cross-entropy on retain batches.
+    gamma: Annotated[float, Field(ge=0, le=100)] = 1.0
+    # Softmax temperature of both KL terms; >1 compares whole distributions, not just argmaxes.
+    temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
+    optimizer: Optimizer = "adam"
+    weight_decay: WeightDecay = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs > self.epochs:
+            raise ValueError(f"max_epochs ({self.max_epochs}) exceeds epochs ({self.epochs})")
+
+
+def distillation_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher ‖ student) at a temperature, scaled by T² so its gradients keep the size of
+    a cross-entropy's (Hinton et al. 2015)."""
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=1),
+            F.log_softmax(teacher_logits / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
+
+
+class Scrub:
+    name = "scrub"
+    exact = False
+    config_class = ScrubConfig
+    description = "Student-teacher: diverge from the original on the forget set, match it elsewhere."
+
+    def run(
+        self,
+        family: Any,
+        network: nn.Module,
+        family_config: Any,
+        data: ForgetRetain,
+        config: ScrubConfig | None = None,
+        *,
+        seed: int,
+        progress: Progress | None = None,
+    ) -> UnlearnResult:
+        config = config or ScrubConfig()
+        teacher = frozen_copy(network)
+        student = working_copy(network)
+        data = data.to(network_device(student))
+        before = forget_retain_losses(student, data)
+        optimizer = make_optimizer(
+            student, config.optimizer, config.learning_rate, config.weight_decay
+        )
+        generator = seeded_generator(seed)
+        temperature = config.temperature
+        step = 0
+        epoch_figures: list[dict[str, float | None]] = []
+        with training_mode(student, seed):
+            for epoch in range(config.epochs):
+                forget_kl = None
+                if epoch < config.max_epochs:
+                    total, count = 0.0, 0
+                    for index in batches(data.n_forget, config.forget_batch_size, generator):
+                        x = take(data.forget_x, index)
+                        with torch.no_grad():
+                            teacher_logits = teacher(x)
+                        divergence = distillation_kl(student(x), teacher_logits, temperature)
+                        check_finite(divergence, self.name, step)
+                        optimizer.zero_grad(set_to_none=True)
+                        (-divergence).backward()
+                        optimizer.step()
+                        step += 1
+                        total += divergence.item()
+                        count += 1
+                    forget_kl = total / count
+                kl_total = ce_total = 0.0
+                count = 0
+                for index in batches(data.n_retain, config.batch_size, generator):
+                    x, y = take(data.retain_x, index), take(data.retain_y, index)
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+                    logits = student(x)
+                    divergence = distillation_kl(logits, teacher_logits, temperature)
+                    cross_entropy = F.cross_entropy(logits, y)
+                    loss = config.alpha * divergence + config.gamma * cross_entropy
+                    check_finite(loss, self.name, step)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    kl_total += divergence.item()
+                    ce_total += cross_entropy.item()
+                    count += 1
+                epoch_figures.append(
+                    {
+                        "forget_kl": forget_kl,
+                        "retain_kl": kl_total / count,
+                        "retain_ce": ce_total / count,
+                    }
+                )
+                report(progress, (epoch + 1) / config.epochs, "scrub")
+        return UnlearnResult(
+            network=student,
+            details={
+                "method": self.name,
+                "config": dump_config(config),
+                "steps": step,
+                "per_epoch": epoch_figures,
+                "before": before,
+                "after": forget_retain_losses(student, data),
+            },
+        )
