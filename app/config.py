@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     job_lease_seconds: int = 120
     job_max_attempts: int = 5
+    max_active_jobs_per_client: int = 8
     sweep_interval_seconds: float = 15.0
 
     # Unlearning.
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     deadline_margin_hours: float = 72.0
     small_model_rows: int = 200_000
     approximate_method: str = "finetune"
+    # Verification policy for approximate methods (fractions: 0.03 = 3 points).
+    max_forget_holdout_gap: float = 0.03
+    max_mia_auc: float = 0.55
+    max_holdout_drop: float = 0.01
+    plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
 

@@ -144,3 +144,27 @@ def session_scope() -> Iterator[Session]:
 def is_postgres(session_or_engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "postgresql"
+
+
+def on_commit(session: Session, callback) -> None:
+    """Run `callback()` once the session's transaction has committed (never if it rolls back).
+
+    This is how tasks are enqueued: a message must never point at a row that may still vanish."""
+    session.info.setdefault("on_commit", []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    callbacks = session.info.pop("on_commit", [])
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # the sweeper re-enqueues anything whose message was not sent
+            import logging
+
+            logging.getLogger("obliviate.db").exception("after-commit callback failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_commit(session: Session) -> None:
+    session.info.pop("on_commit", None)

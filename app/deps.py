@@ -60,3 +60,14 @@ def require(scope: str):
 def scoped(scope: str):
     """`Annotated[Principal, scoped("requests:read")]` — a principal that holds `scope`."""
     return Annotated[Principal, require(scope)]
+
+
+def any_scope(*scopes: str):
+    """A principal holding at least one of `scopes` (e.g. jobs are read by model and request readers)."""
+
+    def _check(principal: PrincipalDep) -> Principal:
+        if not any(principal.has(s) for s in scopes):
+            raise Forbidden(f"This key needs one of the scopes: {', '.join(scopes)}.")
+        return principal
+
+    return Annotated[Principal, Depends(_check)]

@@ -9,9 +9,13 @@ from fastapi import FastAPI
 from app import __version__
 from app.audit.router import router as audit_router
 from app.config import get_settings
+from app.datasets.router import router as datasets_router
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
+from app.jobs.router import router as jobs_router
+from app.lineage.router import router as lineage_router
 from app.middleware import BodyLimitMiddleware
+from app.models.router import router as models_router
 from app.requests.router import router as requests_router
 
 UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
@@ -30,15 +34,13 @@ def create_app() -> FastAPI:
     app.include_router(health_router)
     app.include_router(requests_router)
     app.include_router(audit_router)
-    for router in _optional_routers():
-        app.include_router(router)
+    app.include_router(jobs_router)
+    app.include_router(models_router)
+    app.include_router(datasets_router)
+    app.include_router(lineage_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
     )
     return app
 
-
-def _optional_routers():
-    """Routers of the data/model domains, included as they are built."""
-    return []

@@ -8,6 +8,15 @@ from celery import Celery
 from app.config import get_settings
 
 
+def _transport_options(broker_url: str) -> dict:
+    # kombu's SQLAlchemy transport hands every transport option to create_engine(), so Redis-only
+    # options such as visibility_timeout would crash it. SQLite needs a busy timeout instead:
+    # the API, the worker and beat all write the same broker file.
+    if broker_url.startswith("sqla+"):
+        return {"connect_args": {"timeout": 30}} if broker_url.startswith("sqla+sqlite") else {}
+    return {"visibility_timeout": 3600}
+
+
 def make_celery() -> Celery:
     settings = get_settings()
     celery = Celery("obliviate", broker=settings.broker_url, include=["workers.tasks"])
@@ -18,11 +27,13 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue="default",
-        task_routes={"workers.tasks.run_training_job": {"queue": "unlearning"}, "workers.tasks.run_unlearning_job": {"queue": "unlearning"}},
+        task_routes={"workers.tasks.run_job": {"queue": "unlearning"}},
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=_transport_options(settings.broker_url),
         beat_schedule={
             "sweep-expired-leases": {"task": "workers.tasks.sweep", "schedule": settings.sweep_interval_seconds},
+            "plan-approved-requests": {"task": "workers.tasks.plan", "schedule": settings.plan_interval_seconds},
+            "deliver-webhooks": {"task": "workers.tasks.deliver_webhooks", "schedule": settings.plan_interval_seconds},
         },
         worker_hijack_root_logger=False,
         timezone="UTC",

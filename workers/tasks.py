@@ -5,9 +5,33 @@ from __future__ import annotations
 from workers.celery_app import celery_app
 
 
+@celery_app.task(name="workers.tasks.run_job")
+def run_job(job_id: str) -> str:
+    from workers import jobs
+
+    return jobs.execute(job_id)
+
+
 @celery_app.task(name="workers.tasks.sweep")
 def sweep() -> int:
-    """Re-enqueue jobs whose lease expired (their worker died); see workers/jobs.py."""
+    """Re-enqueue jobs whose lease expired (their worker died) or whose message was lost."""
     from workers import jobs
 
     return jobs.sweep_expired()
+
+
+@celery_app.task(name="workers.tasks.plan")
+def plan() -> int:
+    """Turn approved requests into scheduled ones attached to unlearning jobs (batch windows)."""
+    from app.db import session_scope
+    from app.unlearning import planner
+
+    with session_scope() as session:
+        return planner.plan_approved(session)
+
+
+@celery_app.task(name="workers.tasks.deliver_webhooks")
+def deliver_webhooks() -> int:
+    from workers import webhooks
+
+    return webhooks.deliver_due()

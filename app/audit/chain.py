@@ -24,12 +24,22 @@ def format_time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _hashed_time(at: datetime | str) -> str:
+    # An exported chain carries `at` as JSON text, and JSON renderers drop digits (a time on a
+    # whole second loses its ".000000"): hash the instant, not the way it was written.
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+        if at.tzinfo is None:
+            raise ValueError("event time without a timezone")
+    return format_time(at)
+
+
 def event_hash(prev_hash: str, stream: str, seq: int, type_: str, at: datetime | str, actor: str, data: Any) -> str:
     payload = {
         "stream": stream,
         "seq": seq,
         "type": type_,
-        "at": at if isinstance(at, str) else format_time(at),
+        "at": _hashed_time(at),
         "actor": actor,
         "data": data,
     }

@@ -52,7 +52,15 @@ def _as_dict(event: AuditEvent) -> dict[str, Any]:
 
 def verify_stream(session: Session, stream: str) -> ChainResult:
     head = session.get(AuditHead, stream)
-    return verify_chain(stream, (_as_dict(e) for e in events(session, stream)), (head.seq, head.hash) if head else None)
+    result = verify_chain(stream, (_as_dict(e) for e in events(session, stream)), (head.seq, head.hash) if head else None)
+    return _missing_head(result) if head is None else result
+
+
+def _missing_head(result: ChainResult) -> ChainResult:
+    # Every append writes the head, so events without one mean the head row was removed.
+    if result.valid and result.length:
+        return ChainResult(False, result.length, result.head, 1, "events without a recorded head")
+    return result
 
 
 def verify_all(session: Session) -> Iterator[tuple[str, ChainResult]]:
@@ -66,6 +74,4 @@ def verify_all(session: Session) -> Iterator[tuple[str, ChainResult]]:
         )
         expected = heads.get(stream)
         result = verify_chain(stream, (_as_dict(e) for e in rows), expected)
-        if expected is None and result.valid:
-            result = ChainResult(False, result.length, result.head, 1, "events without a recorded head")
-        yield stream, result
+        yield stream, _missing_head(result) if expected is None else result

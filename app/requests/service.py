@@ -21,9 +21,14 @@ from app.pseudonym import redact, subject_digest, subject_keys
 from app.requests import lifecycle
 from app.requests.models import ErasureRequest, RequestSubject
 from app.requests.schemas import ErasureRequestCreate, ErasureRequestOut
+from app.webhooks import service as webhook_service
 
 AUTO_APPROVER = "policy:auto-approve-verified"
-EVENT_NAMES = {"approve": "approved", "deny": "denied", "cancel": "cancelled", "hold": "held", "release": "released"}
+EVENT_NAMES = {
+    "approve": "approved", "deny": "denied", "cancel": "cancelled", "hold": "held", "release": "released",
+    # Moves made by workers.
+    "schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed",
+}
 
 
 def to_out(request: ErasureRequest, now: datetime | None = None) -> ErasureRequestOut:
@@ -119,10 +124,18 @@ def _move(session, request, action, to_status, actor, reason, extra) -> None:
         request.completed_at = now
     if reason is not None:
         request.status_reason = reason
+    webhook_service.notify(session, request, f"request.{EVENT_NAMES[action]}")
     audit_service.append(
         session, audit_service.request_stream(request.id), f"request.{EVENT_NAMES[action]}", actor, {"from": from_status, "to": to_status, "reason": reason, **extra},
     )
     session.flush()
+
+
+def move(session: Session, request: ErasureRequest, action: str, actor: str, *, reason: str | None = None, **extra) -> None:
+    """A worker's move (schedule, process, verify, complete, fail): status, audit event and
+    webhook in the caller's transaction."""
+    targets = {"schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed"}
+    _move(session, request, action, targets[action], actor, reason, extra)
 
 
 def review(session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None) -> ErasureRequest:

@@ -256,8 +256,8 @@ def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.
     hashes = [_digest64(f"{seed}:{record_id}") for record_id in ids.tolist()]
     order = sorted(range(len(hashes)), key=lambda i: (hashes[i], str(ids[i])))
     members: list[list[int]] = [[] for _ in range(slices)]
-    for k, i in enumerate(order):
-        members[k * slices // len(order)].append(i)
+    for i in order:
+        members[(hashes[i] * slices) >> 64].append(i)
     return [ids[np.asarray(indices, dtype=np.int64)] for indices in members]
 
 

@@ -198,7 +198,7 @@ def parse_method_config(name: str, overrides: dict[str, Any] | None = None) -> A
         return TypeAdapter(config_class).validate_python(overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            ": ".join(filter(None, [".".join(str(p) for p in err["loc"]), err["msg"]]))
             for err in exc.errors(include_input=False, include_url=False)
         )
         raise MethodConfigError(f"invalid settings for method {name!r}: {problems}") from None

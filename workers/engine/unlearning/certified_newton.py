@@ -29,6 +29,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from torch import nn
 
+from workers.engine.families.logistic import objective, perturbation_vector
 from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
@@ -123,15 +124,17 @@ class CertifiedNewton:
                 f"{getattr(family, 'name', type(family).__name__)!r}: its guarantee needs a "
                 f"strongly convex loss"
             )
+        if not isinstance(network, nn.Linear):
+            raise CertifiedRemovalUnsupported(
+                f"certified_newton expects the {FAMILY} network (one nn.Linear), "
+                f"got {type(network).__name__}"
+            )
         budget = removal_budget(family_config)
         if family_config.l2 <= 0:
             raise CertifiedRemovalUnsupported(
                 "certified removal needs l2 > 0: without it the objective is not strongly "
                 "convex and the Newton step is undefined"
             )
-        # Imported here: only this family's implementation knows its objective.
-        from workers.engine.families.logistic import objective, perturbation_vector
-
         data = data.to(network_device(network))
         updated = copy.deepcopy(network).eval()
         perturbation = perturbation_vector(updated, family_config, seed)
@@ -140,13 +143,13 @@ class CertifiedNewton:
         n_all, n_kept = full_x.shape[0], data.n_retain
         # Residual of the incoming θ on the data it claims to fit: a training (or earlier
         # removal) error that the certificate must also cover.
-        input_residual = n_all * gradient(updated, family_config, full_x, full_y, perturbation, objective).norm()
+        input_residual = n_all * gradient(updated, family_config, full_x, full_y, perturbation).norm()
 
         step_norms: list[float] = []
         for step in range(config.newton_steps):
             report(progress, step / config.newton_steps, "hessian")
             theta = torch.cat([p.detach().reshape(-1) for p in updated.parameters()]).double()
-            grad = gradient(updated, family_config, data.retain_x, data.retain_y, perturbation, objective)
+            grad = gradient(updated, family_config, data.retain_x, data.retain_y, perturbation)
             hessian = softmax_regression_hessian(
                 updated.weight.detach().double(),
                 updated.bias.detach().double(),
@@ -158,7 +161,7 @@ class CertifiedNewton:
             step_norms.append(float(newton_step.norm()))
 
         residual = n_kept * gradient(
-            updated, family_config, data.retain_x, data.retain_y, perturbation, objective
+            updated, family_config, data.retain_x, data.retain_y, perturbation
         ).norm()
         report(progress, 1.0, "residual")
         return UnlearnResult(
@@ -173,6 +176,7 @@ class CertifiedNewton:
                 "residual_norm": float(residual),
                 "input_residual_norm": float(input_residual),
                 "budget": budget,
+                # For this removal alone; the caller compares the running sum.
                 "within_budget": bool(residual <= budget),
                 "sigma": float(family_config.perturbation_sigma),
                 "epsilon": float(family_config.epsilon),
@@ -189,7 +193,6 @@ def gradient(
     x: torch.Tensor,
     y: torch.Tensor,
     perturbation: torch.Tensor,
-    objective: Any,
 ) -> torch.Tensor:
     """∇ of the family's own objective at the network's current θ, in float64.
 

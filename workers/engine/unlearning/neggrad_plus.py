@@ -51,7 +51,7 @@ from workers.engine.unlearning.base import (
 class NegGradPlusConfig:
     # Passes over the retain set; each retain batch is paired with the next forget batch, the
     # (usually tiny) forget set being reshuffled and repeated as often as needed.
-    epochs: Epochs = 2
+    epochs: Epochs = 3
     learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 128
     # Forget records per step; small batches keep each ascent step gentle.

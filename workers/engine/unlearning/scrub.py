@@ -54,14 +54,16 @@ class ScrubConfig:
     # The first max_epochs epochs also start with a max pass over the forget set ("msteps").
     # Must not exceed epochs, so the last pass is always a min pass.
     max_epochs: Annotated[int, Field(ge=0, le=1000)] = 2
-    learning_rate: LearningRate = 5e-4
+    learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 64
     # Smaller than batch_size: the forget set is small and each max-step should be gentle.
-    forget_batch_size: BatchSize = 16
-    # Weight α of the distillation KL on retain batches.
-    alpha: Annotated[float, Field(ge=0, le=100)] = 0.5
+    forget_batch_size: BatchSize = 8
+    # Weight α of the distillation KL on retain batches. Kept small (the authors' 0.001): the
+    # teacher's function on the retain set also encodes its answers on the forget set, and a
+    # strong pull towards it undoes every max-step.
+    alpha: Annotated[float, Field(ge=0, le=100)] = 0.001
     # Weight γ of the cross-entropy on retain batches.
-    gamma: Annotated[float, Field(ge=0, le=100)] = 1.0
+    gamma: Annotated[float, Field(ge=0, le=100)] = 0.99
     # Softmax temperature of both KL terms; >1 compares whole distributions, not just argmaxes.
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
     optimizer: Optimizer = "adam"

@@ -1,0 +1,163 @@
+"""Reading an uploaded file (Parquet or CSV) into an Arrow table, and checking its shape.
+
+Error messages name columns and record numbers, never cell values: the subject column holds
+raw identifiers, and Arrow's own messages quote the offending line, so they are not passed on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from app.errors import Unprocessable
+
+PARQUET_MAGIC = b"PAR1"
+MAX_COLUMNS = 10_000
+MAX_CLASSES = 10_000
+# Names of the stored file's own columns; a feature may not take one of them.
+RESERVED_COLUMNS = ("record_id", "subject_key", "label")
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    subject_column: str
+    subject_kind: str
+    label_column: str
+    # None: every column except the subject and label columns, in file order.
+    feature_columns: list[str] | None = None
+
+
+def read_checked_table(path: str | os.PathLike, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
+    """The subject, label and feature columns of the upload, validated; and the feature names."""
+    if os.path.getsize(path) == 0:
+        raise Unprocessable("The file is empty.")
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if head.startswith(PARQUET_MAGIC):
+        table, features = _read_parquet(path, spec)
+    elif _looks_like_text(head):
+        table, features = _read_csv(path, spec)
+    else:
+        raise Unprocessable("The file is not Parquet or CSV.")
+    _check_values(table, spec, features)
+    return table, features
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        # Incremental, so a multi-byte character cut at the end of the sample is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _read_parquet(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+    features = resolve_columns(names, spec)
+    try:
+        table = parquet.read(columns=[spec.subject_column, spec.label_column, *features])
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The Parquet file could not be read; it may be truncated or damaged.") from None
+    return table, features
+
+
+def _read_csv(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
+    try:
+        # The header alone first: refuse a bad column set before parsing the whole file.
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
+        names = reader.schema.names
+        reader.close()
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The file is not Parquet or CSV.") from None
+    features = resolve_columns(names, spec)
+    # Subject ids stay text: inferred as integers, "007" would become 7.
+    convert = pacsv.ConvertOptions(
+        column_types={spec.subject_column: pa.string()},
+        include_columns=[spec.subject_column, spec.label_column, *features],
+    )
+    try:
+        table = pacsv.read_csv(path, convert_options=convert)
+    except (pa.ArrowException, OSError):
+        raise Unprocessable(
+            "The CSV file could not be parsed: check that every row has the header's number of "
+            "columns, that quotes are balanced and that the text is UTF-8."
+        ) from None
+    return table, features
+
+
+def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
+    """Check the file's columns against the spec and answer the feature columns."""
+    if len(names) > MAX_COLUMNS:
+        raise Unprocessable(f"The file has {len(names)} columns; at most {MAX_COLUMNS} are allowed.")
+    if len(set(names)) != len(names):
+        raise Unprocessable("The file's column names are not unique.")
+    present = set(names)
+    for role, column in (("subject_column", spec.subject_column), ("label_column", spec.label_column)):
+        if column not in present:
+            raise Unprocessable(f"The {role} '{column}' is not a column of the file.")
+    if spec.subject_column == spec.label_column:
+        raise Unprocessable("subject_column and label_column must be different columns.")
+    if spec.feature_columns is None:
+        features = [n for n in names if n not in (spec.subject_column, spec.label_column)]
+    else:
+        features = list(spec.feature_columns)
+        missing = [c for c in features if c not in present]
+        if missing:
+            raise Unprocessable(f"Feature columns not in the file: {', '.join(missing[:10])}.")
+        if len(set(features)) != len(features):
+            raise Unprocessable("feature_columns names a column more than once.")
+        clash = {spec.subject_column, spec.label_column} & set(features)
+        if clash:
+            raise Unprocessable("feature_columns may not include the subject or label column.")
+    if not features:
+        raise Unprocessable("The file has no feature columns besides the subject and label columns.")
+    reserved = [c for c in features if c in RESERVED_COLUMNS]
+    if reserved:
+        raise Unprocessable(f"Feature columns may not be named {', '.join(RESERVED_COLUMNS)}: rename {', '.join(reserved)}.")
+    return features
+
+
+def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> None:
+    if table.num_rows == 0:
+        raise Unprocessable("The file has no rows.")
+    for column in (spec.subject_column, spec.label_column, *features):
+        if table.column(column).null_count:
+            raise Unprocessable(f"Column '{column}' has empty (null) values.")
+    subject_type = plain_type(table.column(spec.subject_column).type)
+    if not (pa.types.is_string(subject_type) or pa.types.is_large_string(subject_type) or pa.types.is_integer(subject_type)):
+        raise Unprocessable(f"The subject column '{spec.subject_column}' must hold text or integers.")
+    label_type = plain_type(table.column(spec.label_column).type)
+    if not (pa.types.is_integer(label_type) or pa.types.is_boolean(label_type)
+            or pa.types.is_string(label_type) or pa.types.is_large_string(label_type)):
+        raise Unprocessable(f"The label column '{spec.label_column}' must hold integers or text class names.")
+    for column in features:
+        values = table.column(column)
+        kind = values.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            raise Unprocessable(f"Feature column '{column}' is not numeric (int, float or bool); found {kind}.")
+        if pa.types.is_floating(kind) and not pc.all(pc.is_finite(values)).as_py():
+            raise Unprocessable(f"Feature column '{column}' has NaN or infinite values.")
+
+
+def plain_type(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def decoded(values: pa.ChunkedArray) -> pa.Array:
+    """One contiguous array, with dictionary encoding (pandas categoricals) undone."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array

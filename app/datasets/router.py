@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, Form, Query, Request
+
+from app.config import get_settings
+from app.datasets import service
+from app.datasets.models import Dataset, DatasetVersion
+from app.datasets.schemas import (
+    DatasetDetail, DatasetOut, DatasetPage, DatasetUpload, DatasetVersionCreated, DatasetVersionOut, ModelRef,
+)
+from app.deps import SessionDep, any_scope, scoped
+from app.errors import PayloadTooLarge
+from app.idempotency import http as idempotency
+from app.lineage.service import models_trained_on
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+Writer = scoped("models:write")
+# Whoever may upload datasets may also read them back.
+Reader = any_scope("models:read", "models:write")
+ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (400, 401, 403, 404, 409, 413, 422)}
+CHUNK = 1024 * 1024
+
+
+@router.post("", status_code=201, response_model=DatasetVersionCreated, responses=ERRORS)
+def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/form-data")], request: Request,
+                   session: SessionDep, principal: Writer) -> Any:
+    """Register a Parquet or CSV file as a dataset version. Subject identifiers are replaced by
+    their pseudonymous keys before anything is stored."""
+    upload_path, file_sha256 = _spool(form.file.file, get_settings().max_upload_bytes)
+    try:
+        features = form.feature_list()
+        payload = {
+            "name": form.name, "subject_column": form.subject_column, "subject_kind": form.subject_kind,
+            "label_column": form.label_column, "feature_columns": features, "file_sha256": file_sha256,
+        }
+
+        def handler():
+            version = service.create_dataset(
+                session, principal, form.name, form.subject_column, form.subject_kind, form.label_column,
+                features, upload_path,
+            )
+            dataset = session.get(Dataset, version.dataset_id)
+            body = created_out(dataset, version).model_dump(mode="json")
+            return 201, body, {"Location": f"/v1/datasets/{dataset.id}"}
+
+        return idempotency.run(request, session, principal, "create-dataset", payload, handler)
+    finally:
+        upload_path.unlink(missing_ok=True)
+
+
+def _spool(source: BinaryIO, limit: int) -> tuple[Path, str]:
+    """Copy the upload under data_dir/tmp, hashing and counting; over `limit` bytes → 413.
+    The body limit of the middleware counts the whole multipart body; this counts the file."""
+    path = service.work_dir() / f"upload-{uuid.uuid4().hex}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "wb") as target:
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The file is larger than {limit} bytes.")
+                digest.update(chunk)
+                target.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
+
+
+@router.get("", response_model=DatasetPage, responses=ERRORS)
+def list_datasets(
+    session: SessionDep, principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    rows, next_cursor = service.list_datasets(session, principal, limit=limit, cursor=cursor)
+    return DatasetPage(items=[dataset_out(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail, responses=ERRORS)
+def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
+    """A dataset (by its id, or the id of one of its versions) with every version and the model
+    versions trained on each."""
+    dataset = service.get_dataset_for(session, principal, dataset_id)
+    versions = service.versions_of(session, dataset)
+    trained: dict[uuid.UUID, list[ModelRef]] = {}
+    for row in models_trained_on(session, [v.id for v in versions]):
+        trained.setdefault(row["dataset_version_id"], []).append(ModelRef.model_validate(row))
+    return DatasetDetail(
+        **dataset_out(dataset).model_dump(),
+        versions=[version_out(dataset, v, trained.get(v.id, [])) for v in versions],
+    )
+
+
+def dataset_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut(
+        id=dataset.id, name=dataset.name, subject_kind=dataset.subject_kind, label_column=dataset.label_column,
+        columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
+        created_at=dataset.created_at,
+    )
+
+
+def version_out(dataset: Dataset, version: DatasetVersion, models: list[ModelRef]) -> DatasetVersionOut:
+    return DatasetVersionOut(
+        id=version.id, version=version.version, rows=version.rows, subjects=version.subjects, sha256=version.sha256,
+        created_at=version.created_at, current=version.version == dataset.current_version and version.destroyed_at is None,
+        destroyed=version.destroyed_at is not None, destroyed_at=version.destroyed_at,
+        parent_version_id=version.parent_version_id, origin=version.origin, models=models,
+    )
+
+
+def created_out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionCreated:
+    return DatasetVersionCreated(
+        id=version.id, dataset_id=dataset.id, name=dataset.name, version=version.version, rows=version.rows,
+        subjects=version.subjects, columns=dataset.feature_columns, label_column=dataset.label_column,
+        subject_kind=dataset.subject_kind, sha256=version.sha256, classes=dataset.classes,
+        filtered_rows=int(version.origin.get("filtered_rows", 0)), created_at=version.created_at,
+    )

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import UploadFile
+from pydantic import BaseModel, Field, field_validator
+
+from app.errors import Unprocessable
+from app.schemas import Page, StrictModel
+
+
+class DatasetUpload(StrictModel):
+    """The multipart form of POST /v1/datasets."""
+
+    file: UploadFile = Field(description="Parquet or CSV; one row per record.")
+    name: str = Field(min_length=1, max_length=100, description="Dataset name; an existing name adds a version.")
+    subject_column: str = Field(min_length=1, max_length=200, description="Column of data-subject identifiers.")
+    subject_kind: str = Field(
+        min_length=1, max_length=64,
+        description="Identifier kind of that column (user_id, email, ...), as used on erasure requests.",
+    )
+    label_column: str = Field(min_length=1, max_length=200)
+    feature_columns: str | None = Field(
+        default=None,
+        description="Comma-separated names or a JSON list; default: every column but subject and label.",
+    )
+
+    @field_validator("feature_columns")
+    @classmethod
+    def _non_blank(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+    def feature_list(self) -> list[str] | None:
+        if self.feature_columns is None:
+            return None
+        text = self.feature_columns.strip()
+        if text.startswith("["):
+            try:
+                names = json.loads(text)
+            except json.JSONDecodeError:
+                names = None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise Unprocessable("feature_columns is not a JSON list of column names.")
+            return names
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+
+class ModelRef(BaseModel):
+    model: str
+    model_id: uuid.UUID
+    version: int
+    model_version_id: uuid.UUID
+    current: bool
+    destroyed: bool
+
+
+class DatasetVersionOut(BaseModel):
+    id: uuid.UUID
+    version: int
+    rows: int
+    subjects: int
+    sha256: str
+    created_at: datetime
+    current: bool
+    destroyed: bool
+    destroyed_at: datetime | None
+    parent_version_id: uuid.UUID | None
+    origin: dict[str, Any]
+    models: list[ModelRef]
+
+
+class DatasetVersionCreated(BaseModel):
+    id: uuid.UUID = Field(description="The new dataset version's id.")
+    dataset_id: uuid.UUID
+    name: str
+    version: int
+    rows: int
+    subjects: int
+    columns: list[str] = Field(description="Feature columns, in the order models receive them.")
+    label_column: str
+    subject_kind: str
+    sha256: str = Field(description="sha256 of the stored Parquet file.")
+    classes: list[Any] = Field(description="Label values; the stored label is the index in this list.")
+    filtered_rows: int = Field(description="Rows dropped because their subject was erased before.")
+    created_at: datetime
+
+
+class DatasetOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    subject_kind: str
+    label_column: str
+    columns: list[str]
+    classes: list[Any]
+    current_version: int
+    created_at: datetime
+
+
+class DatasetDetail(DatasetOut):
+    versions: list[DatasetVersionOut]
+
+
+class DatasetPage(Page):
+    items: list[DatasetOut]

@@ -1,0 +1,174 @@
+"""Datasets: registering uploads as versions and reading them back (DESIGN §3: services only
+flush; the caller's unit of work commits).
+
+Nothing is half-stored: the upload is fully validated before the artifact is written, and the
+artifact is removed again when the rows that would point at it fail to flush. Erasing subjects
+from a version lives in erasure.py and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.artifacts.store import ArtifactStore, get_store
+from app.config import get_settings
+from app.datasets import ingest
+from app.datasets.erasure import ErasureOutcome, destroy_version_file, erase_subjects
+from app.datasets.models import Dataset, DatasetVersion
+from app.datasets.storage import (
+    add_tombstones, add_version, insert_subject_records, stored_artifact, tombstoned_keys, work_dir,
+)
+from app.db import utcnow
+from app.errors import BadRequest, Conflict, NotFound, Unprocessable
+from app.keys.service import Principal
+from app.pseudonym import KIND_PATTERN
+
+__all__ = [
+    "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
+    "erase_subjects", "destroy_version_file", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
+    "add_version", "insert_subject_records", "work_dir",
+]
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def create_dataset(
+    session: Session, principal: Principal, name: str, subject_column: str, subject_kind: str,
+    label_column: str, feature_columns: Sequence[str] | None, upload_path: str | Path,
+    *, store: ArtifactStore | None = None,
+) -> DatasetVersion:
+    """Register an upload as version 1 of a new dataset, or as the next version of the client's
+    dataset of that name (same subject kind, label column and feature columns, else 409)."""
+    if not NAME_PATTERN.match(name or ""):
+        raise Unprocessable("name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    if not KIND_PATTERN.match(subject_kind or ""):
+        raise Unprocessable("subject_kind is an identifier kind: a lower-case word (letters, digits, underscore).")
+    store = store or get_store()
+    spec = ingest.UploadSpec(subject_column, subject_kind, label_column, list(feature_columns) if feature_columns else None)
+    # The expensive part first and outside the transaction: on SQLite the unit of work holds
+    # the write lock from its first statement.
+    parsed = ingest.read_upload(upload_path, spec, secret=get_settings().resolved_secret_key())
+    dataset = session.scalar(
+        select(Dataset).where(Dataset.client == principal.client, Dataset.name == name).with_for_update()
+    )
+    if dataset is not None:
+        _check_compatible(dataset, subject_kind, label_column, parsed.feature_columns)
+    tombstoned = tombstoned_keys(session, principal.client, parsed.keys)
+    out_path = work_dir() / f"version-{uuid.uuid4().hex}.parquet"
+    try:
+        built = ingest.build_version(
+            parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None
+        )
+        origin = {"kind": "upload", "filtered_rows": built.filtered_rows, "filtered_subjects": built.filtered_subjects}
+        with stored_artifact(store, out_path, built.sha256) as sha:
+            if dataset is None:
+                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built)
+            version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)
+            insert_subject_records(session, version.id, built.subject_records)
+            session.flush()
+    finally:
+        out_path.unlink(missing_ok=True)
+    return version
+
+
+def _check_compatible(dataset: Dataset, subject_kind: str, label_column: str, features: list[str]) -> None:
+    if dataset.subject_kind != subject_kind:
+        raise Conflict(f"Dataset '{dataset.name}' holds subjects of kind '{dataset.subject_kind}', not '{subject_kind}'.")
+    if dataset.label_column != label_column:
+        raise Conflict(f"Dataset '{dataset.name}' uses label column '{dataset.label_column}', not '{label_column}'.")
+    if list(dataset.feature_columns) != list(features):
+        raise Conflict(
+            f"Dataset '{dataset.name}' has other feature columns (or another order); models trained on it "
+            "need the same features. Upload it under a new name to change them."
+        )
+
+
+def _new_dataset(session: Session, client: str, name: str, kind: str, label_column: str, built) -> Dataset:
+    dataset = Dataset(
+        client=client, name=name, subject_kind=kind, label_column=label_column,
+        feature_columns=built.feature_columns, classes=built.classes, current_version=0, created_at=utcnow(),
+    )
+    try:
+        with session.begin_nested():
+            session.add(dataset)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"Dataset '{name}' is being created by another upload; retry to add a version.") from None
+    return dataset
+
+
+# Reading.
+
+
+def get_dataset_for(session: Session, principal: Principal, dataset_id: uuid.UUID) -> Dataset:
+    """The dataset, by its id or the id of one of its versions; another client's answers 404."""
+    query = select(Dataset).where(
+        or_(Dataset.id == dataset_id, Dataset.id.in_(select(DatasetVersion.dataset_id).where(DatasetVersion.id == dataset_id)))
+    )
+    if not principal.is_admin:
+        query = query.where(Dataset.client == principal.client)
+    dataset = session.scalar(query)
+    if dataset is None:
+        raise NotFound("No dataset with this id.")
+    return dataset
+
+
+def get_version_for(session: Session, principal: Principal, version_id: uuid.UUID) -> DatasetVersion:
+    query = select(DatasetVersion).join(Dataset, Dataset.id == DatasetVersion.dataset_id).where(DatasetVersion.id == version_id)
+    if not principal.is_admin:
+        query = query.where(Dataset.client == principal.client)
+    version = session.scalar(query)
+    if version is None:
+        raise NotFound("No dataset version with this id.")
+    return version
+
+
+def current_version(session: Session, dataset: Dataset) -> DatasetVersion:
+    return session.scalars(select(DatasetVersion).where(
+        DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version
+    )).one()
+
+
+def versions_of(session: Session, dataset: Dataset) -> list[DatasetVersion]:
+    return list(session.scalars(
+        select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id).order_by(DatasetVersion.version)
+    ))
+
+
+def list_datasets(
+    session: Session, principal: Principal, *, limit: int = 50, cursor: str | None = None,
+) -> tuple[list[Dataset], str | None]:
+    query = select(Dataset)
+    if not principal.is_admin:
+        query = query.where(Dataset.client == principal.client)
+    if cursor:
+        at, dataset_id = _decode_cursor(cursor)
+        query = query.where(or_(Dataset.created_at < at, and_(Dataset.created_at == at, Dataset.id < dataset_id)))
+    rows = list(session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _encode_cursor(dataset: Dataset) -> str:
+    return base64.urlsafe_b64encode(f"{dataset.created_at.isoformat()}|{dataset.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, dataset_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, uuid.UUID(dataset_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None

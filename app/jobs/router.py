@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.deps import SessionDep, any_scope
+from app.jobs import service
+from app.jobs.schemas import JobOut
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={401: {}, 403: {}, 404: {}})
+def get_job(job_id: uuid.UUID, session: SessionDep, principal: any_scope("models:read", "requests:read")) -> Any:
+    return JobOut.model_validate(service.get_for(session, principal, job_id), from_attributes=True)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    kind: Literal["training", "unlearning"]
+    status: Literal["queued", "running", "completed", "failed"]
+    model_id: uuid.UUID | None
+    attempt: int
+    max_attempts: int
+    progress: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

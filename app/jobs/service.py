@@ -1,0 +1,141 @@
+"""Job rows: creation, claiming with a lease, fenced updates, and the sweeper's queries.
+
+A worker's claim is one conditional UPDATE that bumps `attempt`; every later write of that worker
+carries `WHERE attempt = :mine`, so a worker that lost its lease (it was presumed dead and the job
+was claimed again) cannot change anything any more. See getsentry's deletions/tasks/scheduled.py
+for the same idea applied to scheduled deletions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import on_commit, utcnow
+from app.errors import NotFound
+from app.jobs.models import Job
+from app.keys.service import Principal
+
+ACTIVE = ("queued", "running")
+
+
+class LeaseLost(RuntimeError):
+    """This worker's attempt is no longer the job's current attempt; its results are void."""
+
+
+def create(session: Session, *, client: str, kind: str, model_id, payload: dict[str, Any], not_before=None) -> Job:
+    job = Job(
+        id=uuid.uuid4(), client=client, kind=kind, status="queued", model_id=model_id, payload=payload,
+        attempt=0, max_attempts=get_settings().job_max_attempts, created_at=utcnow(),
+        progress={"fraction": 0.0, "step": "queued"}, not_before=not_before,
+    )
+    session.add(job)
+    session.flush()
+    if not_before is None:
+        enqueue_after_commit(session, job)
+    return job
+
+
+def enqueue_after_commit(session: Session, job: Job) -> None:
+    job_id = job.id
+    job.enqueued_at = utcnow()
+    on_commit(session, lambda: send(job_id))
+
+
+def send(job_id) -> None:
+    from workers.tasks import run_job  # celery only; no torch at import time
+
+    run_job.delay(str(job_id))
+
+
+def get_for(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
+    query = select(Job).where(Job.id == job_id)
+    if not principal.is_admin:
+        query = query.where(Job.client == principal.client)
+    job = session.scalar(query)
+    if job is None:
+        raise NotFound("No job with this id.")
+    return job
+
+
+def claim(session: Session, job_id, lease_seconds: float) -> int | None:
+    """Take the job for this worker; returns the new attempt number, or None if it is not
+    claimable (done, failed, held by a live lease, waiting for its backoff, or gone)."""
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_until < now)),
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+            Job.attempt < Job.max_attempts,
+        )
+        .values(status="running", attempt=Job.attempt + 1, lease_until=now + timedelta(seconds=lease_seconds), started_at=now)
+        .returning(Job.attempt)
+    ).first()
+    return None if row is None else row[0]
+
+
+def fenced(session: Session, job_id, attempt: int, **values: Any) -> None:
+    """Update the job only if `attempt` still owns it; otherwise raise LeaseLost."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.attempt == attempt, Job.status == "running").values(**values)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(f"job {job_id} attempt {attempt} no longer holds the lease")
+
+
+def renew(session: Session, job_id, attempt: int, lease_seconds: float, progress: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"lease_until": utcnow() + timedelta(seconds=lease_seconds)}
+    if progress is not None:
+        values["progress"] = progress
+    fenced(session, job_id, attempt, **values)
+
+
+def complete(session: Session, job_id, attempt: int, result: dict[str, Any]) -> None:
+    fenced(
+        session, job_id, attempt, status="completed", result=result, lease_until=None, finished_at=utcnow(),
+        progress={"fraction": 1.0, "step": "completed"}, error=None,
+    )
+
+
+def fail(session: Session, job_id, attempt: int, error: str) -> None:
+    fenced(session, job_id, attempt, status="failed", error=error[:2000], lease_until=None, finished_at=utcnow())
+
+
+def retry_later(session: Session, job_id, attempt: int, error: str, delay_seconds: float) -> None:
+    """A transient error: give the job back with a backoff; the sweeper or a countdown re-sends it."""
+    fenced(
+        session, job_id, attempt, status="queued", error=error[:2000], lease_until=None,
+        not_before=utcnow() + timedelta(seconds=delay_seconds), enqueued_at=None,
+    )
+
+
+def expired(session: Session) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.status == "running", Job.lease_until < utcnow()).with_for_update(skip_locked=True)))
+
+
+def stranded(session: Session, resend_after_seconds: float) -> list[Job]:
+    """Queued jobs whose message may have been lost: never sent, or sent long ago."""
+    now = utcnow()
+    return list(session.scalars(
+        select(Job).where(
+            Job.status == "queued",
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=resend_after_seconds)),
+        ).with_for_update(skip_locked=True)
+    ))
+
+
+def count_active(session: Session, client: str, kind: str | None = None) -> int:
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(Job).where(Job.client == client, Job.status.in_(ACTIVE))
+    if kind:
+        query = query.where(Job.kind == kind)
+    return session.scalar(query) or 0

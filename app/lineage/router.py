@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.deps import SessionDep, scoped
+from app.lineage import service
+from app.lineage.schemas import LookupBody, LookupResult
+
+router = APIRouter(prefix="/v1/subjects", tags=["lineage"])
+
+Reviewer = scoped("requests:review")
+ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 422)}
+
+
+@router.post("/lookup", response_model=LookupResult, responses=ERRORS)
+def lookup_subject(body: LookupBody, session: SessionDep, principal: Reviewer) -> Any:
+    """Which of the caller's dataset versions and model versions hold this subject, and how many
+    records. The answer names the subject only by the digest of its keys."""
+    return service.lookup(session, principal, body.identifiers, include_slices=body.include_slices)

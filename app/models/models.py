@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+
+class Model(Base):
+    """A named model of one client; its versions are trained or unlearned copies."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("client", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    client: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    family: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("datasets.id"), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # {"shards": S, "slices": R} or None for one network.
+    sisa: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    holdout_fraction: Mapped[float] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(Integer)
+    # Unlearning method for this model; None = the default policy (sisa / retrain / approximate).
+    unlearning_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ModelVersion(Base):
+    """Immutable record of one set of weights and exactly what trained them."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    model_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("models.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    dataset_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("dataset_versions.id"), index=True)
+    family: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    # {"n_features": d, "n_classes": C}
+    shape: Mapped[dict[str, int]] = mapped_column(JSON)
+    sisa: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    # sha256 of the manifest artifact: a Parquet table (record_id, shard, slice), shard -1 = holdout.
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # Per shard (one entry without SISA): weights sha256 and checkpoint sha256 per slice.
+    shards: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # sha256 over the shard weight hashes, in shard order: the version's identity.
+    sha256: Mapped[str] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # How the version came to be: {"kind": "training"|"unlearning"|"import", "method": ..., "job_id": ...}
+    origin: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Extra family state (e.g. certified-removal residual spent so far).
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the weights were destroyed because they still held an erased subject.
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.artifacts.store import get_store
+from app.config import get_settings
+from app.deps import SessionDep, scoped
+from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
+from app.idempotency import http as idempotency
+from app.jobs.schemas import JobOut
+from app.models import importer, service
+from app.models.schemas import ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+Writer = scoped("models:write")
+Reader = scoped("models:read")
+ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 410, 413, 422, 429)}
+
+
+@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+def create_model(body: ModelCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
+    def handler():
+        _model, job = service.create(session, principal, body)
+        return 202, JobOut.model_validate(job, from_attributes=True).model_dump(mode="json"), {"Location": f"/v1/jobs/{job.id}"}
+
+    return idempotency.run(request, session, principal, "create-model", body.model_dump(mode="json"), handler)
+
+
+@router.post("/import", status_code=201, response_model=ModelOut, responses=ERRORS)
+def import_model(
+    session: SessionDep, principal: Writer,
+    weights: Annotated[UploadFile, File(description="safetensors weights of one network")],
+    metadata: Annotated[str, Form(description="JSON: name, family, params, dataset_version_id, record_ids, seed")],
+) -> Any:
+    try:
+        meta = ImportMetadata.model_validate_json(metadata)
+    except ValidationError as exc:
+        errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+        raise Unprocessable("The metadata field is not valid.", errors=errors) from None
+    data = weights.file.read(get_settings().max_upload_bytes + 1)
+    if len(data) > get_settings().max_upload_bytes:
+        raise PayloadTooLarge("The weights file is larger than the upload limit.")
+    model = importer.import_model(session, principal, meta, data)
+    return service.to_out(session, model)
+
+
+@router.get("", response_model=ModelPage, responses=ERRORS)
+def list_models(session: SessionDep, principal: Reader) -> Any:
+    return ModelPage(items=[service.to_out(session, m) for m in service.list_for(session, principal)])
+
+
+@router.get("/{name}", response_model=ModelOut, responses=ERRORS)
+def get_model(name: str, session: SessionDep, principal: Reader) -> Any:
+    return service.to_out(session, service.get_for(session, principal, name))
+
+
+@router.get(
+    "/{name}/versions/{version}/weights", responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+    response_class=Response,
+)
+def download_weights(name: str, version: int, session: SessionDep, principal: Reader) -> Response:
+    model = service.get_for(session, principal, name)
+    model_version = service.get_version(session, model, version)
+    if model_version.destroyed_at is not None:
+        raise Gone("These weights were destroyed because they held an erased data subject.")
+    store = get_store()
+    headers = {"X-Content-SHA256": model_version.sha256}
+    if len(model_version.shards) == 1:
+        data = store.get_bytes(model_version.shards[0]["weights"])
+        headers["Content-Disposition"] = f'attachment; filename="{name}-v{version}.safetensors"'
+        return Response(data, media_type="application/octet-stream", headers=headers)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for shard in model_version.shards:
+            data = store.get_bytes(shard["weights"])
+            info = tarfile.TarInfo(f"shard-{shard['shard']:03d}.safetensors")
+            info.size, info.mtime = len(data), 0
+            archive.addfile(info, io.BytesIO(data))
+        index = json.dumps({"sha256": model_version.sha256, "shards": [s["weights"] for s in model_version.shards]}).encode()
+        info = tarfile.TarInfo("index.json")
+        info.size, info.mtime = len(index), 0
+        archive.addfile(info, io.BytesIO(index))
+    headers["Content-Disposition"] = f'attachment; filename="{name}-v{version}.tar"'
+    return Response(buffer.getvalue(), media_type="application/x-tar", headers=headers)
+
+
+@router.post("/{name}/predict", response_model=PredictOut, responses=ERRORS)
+def predict(name: str, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
+    limit = get_settings().max_predict_rows
+    if len(body.rows) > limit:
+        raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
+    model = service.get_for(session, principal, name)
+    version = service.current_version(session, model)
+    width = version.shape["n_features"]
+    bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
+    if bad is not None:
+        raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
+    from workers import inference  # torch is loaded only by the routes that need it
+
+    probabilities = inference.predict(version.family, version.params, version.shape, [s["weights"] for s in version.shards], body.rows)
+    return PredictOut(model=model.name, version=version.version, probabilities=probabilities)
+

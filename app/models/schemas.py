@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from app.schemas import StrictModel
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
+
+
+class SisaSpec(StrictModel):
+    shards: int = Field(ge=1, le=64, description="S: subjects are split into S shards by subject key.")
+    slices: int = Field(ge=1, le=32, description="R: each shard is trained in R slices with a checkpoint after each.")
+
+
+class ModelCreate(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    family: str = Field(min_length=1, max_length=64)
+    dataset_id: uuid.UUID = Field(description="A dataset id (its current version is used) or a dataset version id.")
+    params: dict[str, Any] | None = None
+    sisa: SisaSpec | None = None
+    holdout_fraction: float = Field(default=0.1, ge=0, le=0.5)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    unlearning_method: str | None = Field(default=None, description=f"One of {', '.join(METHODS)}; default by policy.")
+
+
+class ModelVersionOut(BaseModel):
+    version: int
+    created_at: datetime
+    sha256: str
+    metrics: dict[str, Any]
+    dataset_version_id: uuid.UUID
+    origin: dict[str, Any]
+    destroyed: bool
+    current: bool
+
+
+class ModelOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    family: str
+    dataset_id: uuid.UUID
+    params: dict[str, Any]
+    sisa: dict[str, int] | None
+    holdout_fraction: float
+    seed: int
+    unlearning_method: str | None
+    current: int | None
+    created_at: datetime
+    versions: list[ModelVersionOut]
+
+
+class ModelPage(BaseModel):
+    items: list[ModelOut]
+
+
+class PredictBody(StrictModel):
+    rows: list[list[Annotated[float, Field(allow_inf_nan=False)]]] = Field(min_length=1)
+
+
+class PredictOut(BaseModel):
+    model: str
+    version: int
+    probabilities: list[list[float]]
+
+
+class ImportMetadata(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    family: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] | None = None
+    dataset_version_id: uuid.UUID
+    record_ids: list[int] = Field(min_length=1, description="The records of that dataset version the weights were trained on.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    unlearning_method: str | None = None

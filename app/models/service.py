@@ -1,0 +1,172 @@
+"""Models and their versions. Flushes only; the caller commits (and so publishes the job)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit_service
+from app.config import get_settings
+from app.datasets.models import Dataset, DatasetVersion
+from app.db import utcnow
+from app.errors import Conflict, Gone, NotFound, TooManyRequests, Unprocessable
+from app.families.registry import FamilyParamsError, UnknownFamilyError, families, get_family
+from app.jobs import service as job_service
+from app.jobs.models import Job
+from app.keys.service import Principal
+from app.models.models import Model, ModelVersion
+from app.models.schemas import METHODS, ModelCreate, ModelOut, ModelVersionOut
+
+
+def resolve_dataset_version(session: Session, principal: Principal, any_id: uuid.UUID) -> tuple[Dataset, DatasetVersion]:
+    """A dataset id (its current version) or a dataset version id, of the caller's client."""
+    version = session.get(DatasetVersion, any_id)
+    dataset = session.get(Dataset, version.dataset_id) if version else session.get(Dataset, any_id)
+    if dataset is None or (dataset.client != principal.client and not principal.is_admin):
+        raise NotFound("No dataset with this id.")
+    if version is None:
+        version = session.scalar(
+            select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version)
+        )
+    if version is None or version.destroyed_at is not None:
+        raise Gone("That dataset version was destroyed; train on the dataset's current version.")
+    return dataset, version
+
+
+def validate_family(family: str, params: dict | None, method: str | None):
+    try:
+        spec = get_family(family)
+    except UnknownFamilyError:
+        raise Unprocessable(f"Unknown model family '{family}'. Known: {', '.join(sorted(families()))}.") from None
+    try:
+        config = spec.parse_params(params)
+    except FamilyParamsError as exc:
+        raise Unprocessable(f"Invalid params for {family}: {exc}", errors=exc.errors) from None
+    if method is not None:
+        if method not in METHODS:
+            raise Unprocessable(f"Unknown unlearning method '{method}'. Known: {', '.join(METHODS)}.")
+        if method == "certified_newton" and not spec.convex:
+            raise Unprocessable("certified_newton needs a convex family such as logistic_regression.")
+    return spec, config
+
+
+def check_job_quota(session: Session, principal: Principal) -> None:
+    limit = get_settings().max_active_jobs_per_client
+    if job_service.count_active(session, principal.client) >= limit:
+        raise TooManyRequests(
+            f"This client already has {limit} training or unlearning jobs queued or running.",
+            headers={"Retry-After": "30"},
+        )
+
+
+def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[Model, Job]:
+    spec, config = validate_family(body.family, body.params, body.unlearning_method)
+    if body.unlearning_method == "sisa" and body.sisa is None:
+        raise Unprocessable("The sisa unlearning method needs a model trained with sisa.")
+    dataset, version = resolve_dataset_version(session, principal, body.dataset_id)
+    if session.scalar(select(Model).where(Model.client == principal.client, Model.name == body.name)):
+        raise Conflict(f"A model named '{body.name}' already exists.")
+    if dataset.feature_columns and spec.name == "cnn_classifier":
+        channels, height, width = config.image_shape
+        if channels * height * width != len(dataset.feature_columns):
+            raise Unprocessable(
+                f"image_shape {config.image_shape} needs {channels * height * width} feature columns; "
+                f"the dataset has {len(dataset.feature_columns)}."
+            )
+    check_job_quota(session, principal)
+    model = Model(
+        id=uuid.uuid4(), client=principal.client, name=body.name, family=spec.name, dataset_id=dataset.id,
+        params=spec.dump_params(config), sisa=body.sisa.model_dump() if body.sisa else None,
+        holdout_fraction=body.holdout_fraction, seed=body.seed, unlearning_method=body.unlearning_method,
+        created_at=utcnow(),
+    )
+    session.add(model)
+    session.flush()
+    job = job_service.create(
+        session, client=principal.client, kind="training", model_id=model.id,
+        payload={"dataset_version_id": str(version.id)},
+    )
+    return model, job
+
+
+def get_for(session: Session, principal: Principal, name: str) -> Model:
+    query = select(Model).where(Model.name == name)
+    if not principal.is_admin:
+        query = query.where(Model.client == principal.client)
+    model = session.scalars(query).first()
+    if model is None:
+        raise NotFound("No model with this name.")
+    return model
+
+
+def versions(session: Session, model: Model) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)))
+
+
+def get_version(session: Session, model: Model, number: int) -> ModelVersion:
+    version = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == number))
+    if version is None:
+        raise NotFound("No such version of this model.")
+    return version
+
+
+def current_version(session: Session, model: Model) -> ModelVersion:
+    if model.current_version is None:
+        raise Conflict("This model has no trained version yet; wait for its training job.")
+    return get_version(session, model, model.current_version)
+
+
+def to_out(session: Session, model: Model) -> ModelOut:
+    return ModelOut(
+        id=model.id, name=model.name, family=model.family, dataset_id=model.dataset_id, params=model.params,
+        sisa=model.sisa, holdout_fraction=model.holdout_fraction, seed=model.seed,
+        unlearning_method=model.unlearning_method, current=model.current_version, created_at=model.created_at,
+        versions=[
+            ModelVersionOut(
+                version=v.version, created_at=v.created_at, sha256=v.sha256, metrics=v.metrics,
+                dataset_version_id=v.dataset_version_id, origin=v.origin, destroyed=v.destroyed_at is not None,
+                current=v.version == model.current_version,
+            )
+            for v in versions(session, model)
+        ],
+    )
+
+
+def list_for(session: Session, principal: Principal) -> list[Model]:
+    query = select(Model).order_by(Model.created_at.desc())
+    if not principal.is_admin:
+        query = query.where(Model.client == principal.client)
+    return list(session.scalars(query.limit(500)))
+
+
+def version_sha(shards: list[dict[str, Any]]) -> str:
+    """One network: its weights' sha256. SISA: sha256 of the shard weight hashes in order."""
+    if len(shards) == 1:
+        return shards[0]["weights"]
+    return hashlib.sha256("\n".join(s["weights"] for s in shards).encode()).hexdigest()
+
+
+def record_version(session, *, model_id, dataset_version_id, family, params, seed, shape: dict, sisa, manifest_sha,
+                   shards, metrics, origin, state=None, actor="worker") -> ModelVersion:
+    """Insert the next version of a model and make it current (the caller's commit publishes it)."""
+    model = session.get(Model, model_id, with_for_update=True)
+    number = (session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id)) or 0) + 1
+    version = ModelVersion(
+        model_id=model_id, version=number, dataset_version_id=dataset_version_id, family=family, params=params,
+        seed=seed, shape=shape, sisa=sisa,
+        manifest_sha256=manifest_sha, shards=shards, sha256=version_sha(shards), metrics=metrics, origin=origin,
+        state=state or {}, created_at=utcnow(),
+    )
+    session.add(version)
+    model.current_version = number
+    session.flush()
+    audit_service.append(
+        session, f"model:{model_id}", "model.version_created", actor,
+        {"version": number, "sha256": version.sha256, "dataset_version_id": str(dataset_version_id),
+         "manifest_sha256": manifest_sha, "origin": origin},
+    )
+    return version

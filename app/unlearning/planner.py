@@ -1,0 +1,112 @@
+"""From approved requests to unlearning jobs (DESIGN §1 steps 3–4).
+
+The lineage index says which dataset versions and model versions hold a subject. Requests are
+coalesced per model into one job per batch window, whose start is never later than the
+earliest due date minus a safety margin. A subject found nowhere completes at once, audited."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
+from app.db import utcnow
+from app.jobs import service as job_service
+from app.jobs.models import Job
+from app.models.models import Model, ModelVersion
+from app.requests import service as request_service
+from app.requests.models import ErasureRequest
+from app.unlearning.models import JobRequest
+
+PLANNER = "worker:planner"
+
+
+def subject_pairs(request: ErasureRequest) -> list[tuple[str, str]]:
+    return [(s.kind, s.subject_key) for s in request.subjects]
+
+
+def holdings(session: Session, client: str, pairs: list[tuple[str, str]]) -> tuple[set, set]:
+    """(dataset ids, model ids) still holding any of the subject's keys, in live (not destroyed)
+    dataset versions or in live model versions trained on them."""
+    if not pairs:
+        return set(), set()
+    matches = or_(*[and_(SubjectRecords.subject_key == key, Dataset.subject_kind == kind) for kind, key in pairs])
+    versions = session.execute(
+        select(DatasetVersion.id, Dataset.id)
+        .join(SubjectRecords, SubjectRecords.dataset_version_id == DatasetVersion.id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(matches, Dataset.client == client, DatasetVersion.destroyed_at.is_(None))
+    ).all()
+    version_ids = {v for v, _ in versions}
+    dataset_ids = {d for _, d in versions}
+    model_ids: set = set()
+    if version_ids:
+        model_ids = set(session.scalars(
+            select(ModelVersion.model_id).where(ModelVersion.dataset_version_id.in_(version_ids), ModelVersion.destroyed_at.is_(None))
+        ))
+    return dataset_ids, model_ids
+
+
+def _start_by(request: ErasureRequest, now: datetime) -> datetime:
+    settings = get_settings()
+    window_end = now + timedelta(seconds=settings.batch_window_seconds)
+    latest = request.due_at - timedelta(hours=settings.deadline_margin_hours)
+    return max(now, min(window_end, latest))
+
+
+def _job_for(session: Session, client: str, model_id, dataset_id, start_by: datetime, now: datetime) -> Job:
+    """The open batch of this model (or model-less dataset), or a new one."""
+    query = select(Job).where(Job.kind == "unlearning", Job.status == "queued", Job.client == client, Job.not_before > now)
+    if model_id is not None:
+        query = query.where(Job.model_id == model_id)
+    else:
+        query = query.where(Job.model_id.is_(None))
+    for job in session.scalars(query.with_for_update()):
+        if model_id is not None or job.payload.get("dataset_id") == str(dataset_id):
+            # A request with an earlier deadline pulls the whole batch forward.
+            if start_by < job.not_before:
+                job.not_before = start_by
+            return job
+    payload = {"dataset_id": str(dataset_id)} if model_id is None else {}
+    return job_service.create(session, client=client, kind="unlearning", model_id=model_id, payload=payload, not_before=start_by)
+
+
+def plan_request(session: Session, request: ErasureRequest, now: datetime | None = None) -> list[uuid.UUID]:
+    now = now or utcnow()
+    dataset_ids, model_ids = holdings(session, request.client, subject_pairs(request))
+    if not dataset_ids:
+        from app.unlearning import completion
+
+        request.outcome = "no_data_found"
+        request_service.move(session, request, "complete", PLANNER, outcome="no_data_found", datasets=0, models=0)
+        completion.issue_certificate(session, request)
+        return []
+    start_by = _start_by(request, now)
+    jobs: list[Job] = []
+    covered_datasets = set(session.scalars(select(Model.dataset_id).where(Model.id.in_(model_ids)))) if model_ids else set()
+    for model_id in sorted(model_ids, key=str):
+        jobs.append(_job_for(session, request.client, model_id, None, start_by, now))
+    for dataset_id in sorted(dataset_ids - covered_datasets, key=str):
+        jobs.append(_job_for(session, request.client, None, dataset_id, start_by, now))
+    for job in jobs:
+        if session.get(JobRequest, (job.id, request.id)) is None:
+            session.add(JobRequest(job_id=job.id, request_id=request.id, added_at=now))
+    request_service.move(
+        session, request, "schedule", PLANNER, jobs=[str(j.id) for j in jobs],
+        datasets=len(dataset_ids), models=len(model_ids), start_by=start_by.isoformat(),
+    )
+    return [j.id for j in jobs]
+
+
+def plan_approved(session: Session, limit: int = 200) -> int:
+    requests = list(session.scalars(
+        select(ErasureRequest).where(ErasureRequest.status == "approved")
+        .order_by(ErasureRequest.due_at).limit(limit).with_for_update(skip_locked=True)
+    ))
+    for request in requests:
+        plan_request(session, request)
+    return len(requests)

@@ -1,0 +1,191 @@
+"""Does a new model version still remember the forget records? Figures and thresholds.
+
+Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
+networks, whose prediction is the mean of their probabilities), so a version's figures compare
+with its predecessor's whatever method produced it.
+
+The membership-inference attack is the loss threshold of Yeom et al. 2018: a record the model
+trained on tends to have a lower loss than one it never saw. Its AUC between the forget records
+and held-out records is 0.5 for a model that never saw the forget records, and rises the more
+the model remembers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.engine.training import ensemble_proba, evaluate
+
+LabelledSet = tuple[torch.Tensor, torch.Tensor]
+Networks = nn.Module | Sequence[nn.Module]
+
+
+def _as_list(networks: Networks) -> list[nn.Module]:
+    return [networks] if isinstance(networks, nn.Module) else list(networks)
+
+
+def accuracy_and_loss(
+    family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, Any]:
+    """{"accuracy", "loss", "n"} of the (ensemble) probabilities; None figures when n = 0."""
+    return evaluate(family, _as_list(networks), x, y)
+
+
+def per_example_losses(
+    family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
+) -> np.ndarray:
+    """Cross-entropy of the (ensemble) probability of each record's label, as float64."""
+    if y.shape[0] == 0:
+        return np.zeros(0)
+    proba = ensemble_proba(family, _as_list(networks), x)
+    picked = proba.gather(1, y.to(proba.device).view(-1, 1)).squeeze(1).double()
+    return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    # Start index of each run of equal values, and the run each sorted position belongs to.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    run_of = np.repeat(np.arange(len(starts)), ends - starts)
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(values))
+    ranks[order] = mean_rank[run_of]
+    return ranks
+
+
+def mia_auc(member_losses: Any, nonmember_losses: Any) -> float | None:
+    """P(a random member scores higher than a random non-member), score = −loss, ties half.
+
+    The Mann-Whitney U statistic from ranks; None when either side is empty.
+    """
+    members = np.asarray(member_losses, dtype=np.float64).reshape(-1)
+    nonmembers = np.asarray(nonmember_losses, dtype=np.float64).reshape(-1)
+    if members.size == 0 or nonmembers.size == 0:
+        return None
+    if np.isnan(members).any() or np.isnan(nonmembers).any():
+        raise ValueError("membership-inference losses contain NaN")
+    ranks = _average_ranks(np.concatenate([-members, -nonmembers]))
+    member_rank_sum = ranks[: members.size].sum()
+    u = member_rank_sum - members.size * (members.size + 1) / 2.0
+    return float(u / (members.size * nonmembers.size))
+
+
+def verify(
+    family: Any,
+    networks: Networks,
+    forget: LabelledSet,
+    retain_sample: LabelledSet,
+    holdout: LabelledSet | None,
+) -> dict[str, Any]:
+    """Accuracy and loss on the forget, retain and held-out sets, and the forget-vs-holdout
+    membership AUC. Without a holdout set its figures and the AUC are None."""
+    networks = _as_list(networks)
+    figures: dict[str, Any] = {
+        "forget": accuracy_and_loss(family, networks, *forget),
+        "retain": accuracy_and_loss(family, networks, *retain_sample),
+    }
+    if holdout is None:
+        figures["holdout"] = {"accuracy": None, "loss": None, "n": 0}
+        figures["mia_auc"] = None
+        return figures
+    figures["holdout"] = accuracy_and_loss(family, networks, *holdout)
+    figures["mia_auc"] = mia_auc(
+        per_example_losses(family, networks, *forget),
+        per_example_losses(family, networks, *holdout),
+    )
+    return figures
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    # Largest |forget accuracy − holdout accuracy|, as a fraction (0.03 = 3 points). A model
+    # that forgot generalises to the forget records like to unseen ones, no better, no worse.
+    max_forget_holdout_gap: float = 0.03
+    # Largest forget-vs-holdout membership AUC; 0.5 means the attack is reduced to guessing.
+    max_mia_auc: float = 0.55
+    # Smallest such AUC, or None for no lower bound. Far below 0.5 the forget records stand out
+    # by a loss higher than unseen records', which leaks membership just as well.
+    min_mia_auc: float | None = None
+    # Largest drop of holdout accuracy against the model before unlearning (0.01 = 1 point).
+    max_holdout_drop: float = 0.01
+
+
+@dataclass
+class ThresholdResult:
+    failed: list[str] = field(default_factory=list)
+    # Checks that could not run (no holdout set, an empty forget set…). They are not passes:
+    # an approximate result that cannot be checked is not verified.
+    not_applicable: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return not self.failed and not self.not_applicable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verified": self.verified}
+
+
+def _accuracy(figures: dict[str, Any], part: str) -> float | None:
+    return (figures.get(part) or {}).get("accuracy")
+
+
+def check_thresholds(
+    after: dict[str, Any], before: dict[str, Any] | None, thresholds: Thresholds | None = None
+) -> ThresholdResult:
+    """Compare `verify` figures after unlearning (and before, for the utility drop) with the
+    thresholds; each failed or unchecked test is described in a readable sentence."""
+    thresholds = thresholds or Thresholds()
+    result = ThresholdResult()
+    forget_accuracy = _accuracy(after, "forget")
+    holdout_accuracy = _accuracy(after, "holdout")
+
+    if forget_accuracy is None or holdout_accuracy is None:
+        result.not_applicable.append(
+            "forget/holdout accuracy gap: needs both a forget and a holdout set"
+        )
+    else:
+        gap = forget_accuracy - holdout_accuracy
+        if abs(gap) > thresholds.max_forget_holdout_gap:
+            result.failed.append(
+                f"forget accuracy {forget_accuracy:.3f} is {abs(gap) * 100:.1f} points "
+                f"{'above' if gap > 0 else 'below'} holdout accuracy {holdout_accuracy:.3f} "
+                f"(allowed: {thresholds.max_forget_holdout_gap * 100:.1f})"
+            )
+
+    auc = after.get("mia_auc")
+    if auc is None:
+        result.not_applicable.append("membership-inference AUC: needs a forget and a holdout set")
+    else:
+        if auc > thresholds.max_mia_auc:
+            result.failed.append(
+                f"membership-inference AUC {auc:.3f} is above {thresholds.max_mia_auc:.3f}: "
+                f"the forget records are still recognisable as training data"
+            )
+        if thresholds.min_mia_auc is not None and auc < thresholds.min_mia_auc:
+            result.failed.append(
+                f"membership-inference AUC {auc:.3f} is below {thresholds.min_mia_auc:.3f}: "
+                f"the forget records stand out by their unusually high loss"
+            )
+
+    previous = _accuracy(before or {}, "holdout")
+    if previous is None or holdout_accuracy is None:
+        result.not_applicable.append(
+            "holdout accuracy drop: needs holdout figures before and after unlearning"
+        )
+    else:
+        drop = previous - holdout_accuracy
+        if drop > thresholds.max_holdout_drop:
+            result.failed.append(
+                f"holdout accuracy fell {drop * 100:.1f} points, from {previous:.3f} to "
+                f"{holdout_accuracy:.3f} (allowed: {thresholds.max_holdout_drop * 100:.1f})"
+            )
+    return result

@@ -1,0 +1,183 @@
+"""Running one job row: claim, heartbeat, dispatch to its kind, and the sweeper.
+
+Retries live in the database, not in Celery: a transient error puts the row back to `queued`
+with a backoff; the sweeper re-sends rows whose message was lost and re-queues rows whose
+worker died (expired lease). Duplicate messages are harmless because claiming is conditional.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app import metrics
+from app.config import get_settings
+from app.db import session_scope, utcnow
+from app.jobs import service as job_service
+from app.jobs.models import Job
+from app.jobs.service import LeaseLost
+
+log = logging.getLogger("obliviate.jobs")
+
+# kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
+HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run"}
+# kind → "module:function(session, job, reason)", called when a job fails for good.
+ON_FAILED = {"unlearning": "workers.unlearning:on_failed"}
+
+
+class TransientError(RuntimeError):
+    """Raised by handlers for failures worth retrying (a store or peer briefly unavailable)."""
+
+
+def _resolve(path: str):
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class JobContext:
+    """What a handler gets: its job id and attempt, progress reporting, and a heartbeat that keeps
+    the lease alive through long steps (and notices when the lease was lost)."""
+
+    def __init__(self, job_id, attempt: int, lease_seconds: float):
+        self.job_id = job_id
+        self.attempt = attempt
+        self.lease_seconds = lease_seconds
+        self.lost = threading.Event()
+        self._progress: dict[str, Any] = {"fraction": 0.0, "step": "started"}
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._dirty = True
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> "JobContext":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def progress(self, fraction: float, step: str) -> None:
+        fraction = max(0.0, min(1.0, fraction))
+        elapsed = time.monotonic() - self._started
+        eta = round(elapsed * (1 - fraction) / fraction, 1) if fraction > 0.01 else None
+        self._progress = {"fraction": round(fraction, 4), "step": step, "eta_seconds": eta, "attempt": self.attempt}
+        self._dirty = True
+        self.check()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"job {self.job_id} attempt {self.attempt} lost its lease")
+
+    def _renew(self) -> None:
+        with session_scope() as session:
+            job_service.renew(session, self.job_id, self.attempt, self.lease_seconds, self._progress if self._dirty else None)
+        self._dirty = False
+
+    def _beat(self) -> None:
+        interval = max(0.5, min(self.lease_seconds / 3, 2.0))
+        while not self._stop.wait(interval):
+            try:
+                self._renew()
+            except LeaseLost:
+                self.lost.set()
+                return
+            except Exception:  # a database blip: keep trying until the lease really expires
+                log.warning("lease renewal failed for job %s", self.job_id, exc_info=True)
+
+    @property
+    def progress_snapshot(self) -> dict[str, Any]:
+        return dict(self._progress)
+
+
+def execute(job_id: str) -> str:
+    settings = get_settings()
+    try:
+        job_id = uuid.UUID(str(job_id))
+    except ValueError:
+        log.error("ignoring a message with a malformed job id")
+        return "skipped"
+    with session_scope() as session:
+        attempt = job_service.claim(session, job_id, settings.job_lease_seconds)
+        kind = session.get(Job, job_id).kind if attempt is not None else None
+    if attempt is None:
+        return "skipped"
+    log.info("job %s claimed (attempt %s)", job_id, attempt)
+    handler = _resolve(HANDLERS[kind])
+    try:
+        with JobContext(job_id, attempt, settings.job_lease_seconds) as context:
+            handler(context)
+        return "completed"
+    except LeaseLost:
+        log.warning("job %s attempt %s lost its lease; its work is discarded", job_id, attempt)
+        return "lease-lost"
+    except (TransientError, OperationalError, ConnectionError, TimeoutError) as exc:
+        return _give_back(job_id, attempt, exc)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            return _give_back(job_id, attempt, exc)
+        return _fail(job_id, attempt, exc)
+    except Exception as exc:
+        return _fail(job_id, attempt, exc)
+
+
+def _give_back(job_id, attempt: int, exc: BaseException) -> str:
+    delay = min(300.0, 2.0 ** attempt)
+    log.warning("job %s attempt %s hit a transient error (%s); retrying in %.0fs", job_id, attempt, type(exc).__name__, delay)
+    try:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is not None and attempt >= job.max_attempts:
+                return _fail(job_id, attempt, exc)
+            job_service.retry_later(session, job_id, attempt, f"{type(exc).__name__}: transient, will retry", delay)
+    except LeaseLost:
+        return "lease-lost"
+    except Exception:  # database still down: the lease expires and the sweeper takes over
+        log.exception("could not give job %s back", job_id)
+    return "retry"
+
+
+def _fail(job_id, attempt: int, exc: BaseException) -> str:
+    log.error("job %s attempt %s failed: %s", job_id, attempt, type(exc).__name__, exc_info=exc)
+    reason = f"{type(exc).__name__}: {exc}"
+    try:
+        with session_scope() as session:
+            job_service.fail(session, job_id, attempt, reason)
+            job = session.get(Job, job_id)
+            _on_failed(session, job, reason)
+    except LeaseLost:
+        return "lease-lost"
+    return "failed"
+
+
+def _on_failed(session, job: Job, reason: str) -> None:
+    metrics.JOBS_FAILED.labels(kind=job.kind).inc()
+    hook = ON_FAILED.get(job.kind)
+    if hook:
+        _resolve(hook)(session, job, reason)
+
+
+def sweep_expired() -> int:
+    """Re-queue jobs whose worker died, fail those out of attempts, re-send lost messages."""
+    settings = get_settings()
+    touched = 0
+    with session_scope() as session:
+        for job in job_service.expired(session):
+            touched += 1
+            if job.attempt >= job.max_attempts:
+                job.status, job.lease_until, job.finished_at = "failed", None, utcnow()
+                job.error = f"worker lost {job.attempt} times (lease expired)"
+                _on_failed(session, job, job.error)
+            else:
+                job.status, job.lease_until = "queued", None
+                job_service.enqueue_after_commit(session, job)
+        for job in job_service.stranded(session, resend_after_seconds=max(60.0, 4 * settings.sweep_interval_seconds)):
+            touched += 1
+            job_service.enqueue_after_commit(session, job)
+    return touched
