@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.audit.router import router as audit_router
+from app.certificates.router import router as certificates_router
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
 from app.errors import install_error_handlers
@@ -36,6 +37,7 @@ def create_app() -> FastAPI:
     app.include_router(audit_router)
     app.include_router(jobs_router)
     app.include_router(models_router)
+    app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
     app.add_middleware(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
+
 from app.errors import problem_body
 
 
@@ -37,7 +39,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message):
@@ -53,8 +55,12 @@ class BodyLimitMiddleware:
                 await _too_large(send, limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from `receive`. An HTTPException, because FastAPI turns any other error raised while
+    it reads a body into a 400; this one it re-raises, and the app's handler answers 413."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
 
 
 async def _too_large(send, limit: int):

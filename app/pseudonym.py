@@ -60,11 +60,38 @@ def subject_digest(keys: dict[str, str]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
+# Separators people write phone numbers with; a tail of at least this many digits (the local
+# part, without a country code) is still the number.
+_PHONE_SEPARATORS = r"[\s().\-/]*"
+_MIN_PHONE_TAIL = 7
+
+
+def _phone_pattern(digits: str) -> re.Pattern[str]:
+    """The number, or any tail of it of at least _MIN_PHONE_TAIL digits, however it is written."""
+    split = max(len(digits) - _MIN_PHONE_TAIL, 0)
+    optional_head = ""
+    for digit in digits[:split]:
+        optional_head = f"(?:{optional_head}{digit}{_PHONE_SEPARATORS})?"
+    return re.compile(r"(?<!\d)\+?" + optional_head + _PHONE_SEPARATORS.join(digits[split:]) + r"(?!\d)")
+
+
 def redact(text: str | None, identifiers: dict[str, str]) -> str | None:
-    """Remove the request's own identifiers from free text (reasons) before it is stored."""
+    """Remove the request's own identifiers from free text (reasons) before it is stored: as
+    written, normalised (any case), and phone numbers in any formatting."""
     if text is None:
         return None
-    for value in identifiers.values():
-        if isinstance(value, str) and value.strip():
-            text = re.sub(re.escape(value.strip()), "[redacted]", text, flags=re.IGNORECASE)
+    for kind, value in identifiers.items():
+        if not isinstance(value, str) or not value.strip():
+            continue
+        forms = {value.strip()}
+        try:
+            forms.add(normalise_identifier(kind, value))
+        except IdentifierError:
+            pass
+        for form in sorted(forms, key=len, reverse=True):
+            text = re.sub(re.escape(form), "[redacted]", text, flags=re.IGNORECASE)
+        if kind == "phone":
+            digits = re.sub(r"\D", "", value)
+            if digits:
+                text = _phone_pattern(digits).sub("[redacted]", text)
     return text

@@ -164,3 +164,13 @@ def headers(make_key):
 @pytest.fixture
 def data_dir(database_url) -> Path:
     return Path(os.environ["OBLIVIATE_DATA_DIR"])
+
+
+@pytest.fixture(scope="module")
+def worker(database_url, tmp_path_factory):
+    """A Celery worker with beat on the test database and broker, for the module's tests."""
+    from tests.worker import Worker
+
+    process = Worker(tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield process
+    process.stop()

@@ -92,6 +92,12 @@ def test_import_jsonl_is_idempotent_and_reports_bad_lines_without_content(run, t
     assert re.search(r"│\s*0\s*│\s*3\s*│\s*4\s*│", second.stdout), second.stdout
     assert _count("acme") == 3
 
+    from app.audit.models import AuditEvent
+    from app.db import session_scope
+
+    with session_scope() as session:
+        assert set(session.scalars(select(AuditEvent.actor).where(AuditEvent.seq == 1))) == {"cli:import"}
+
     listed = client.get("/v1/erasure-requests", headers=make_key("requests:read", client="acme")).json()
     assert sorted(item["external_id"] for item in listed["items"]) == ["ext-1", "ext-2", "ext-8"]
     assert all(item["source"] == "batch" for item in listed["items"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -190,3 +192,36 @@ def test_one_key_on_two_routes_is_two_keys(client, headers):
     batch = client.post(f"{URL}/batch", json=[request_body()], headers=key)
     assert batch.status_code == 200 and batch.json()["created"] == 1
     assert request_count() == 2
+
+
+def test_concurrent_retries_with_one_key_create_one_request(client, headers):
+    body = request_body()
+    key = {"Idempotency-Key": "race-1", **headers}
+    barrier = threading.Barrier(8)
+
+    def post(_):
+        barrier.wait()
+        return client.post(URL, json=body, headers=key)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409}, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses if r.status_code == 201}) == 1
+    assert request_count() == 1
+    assert client.post(URL, json=body, headers=key).status_code == 201
+
+
+def test_concurrent_posts_of_one_external_id_create_one_request(client, headers):
+    body = request_body(external_id="race-ext")
+    barrier = threading.Barrier(8)
+
+    def post(_):
+        barrier.wait()
+        return client.post(URL, json=body, headers=headers)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201], [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert request_count() == 1

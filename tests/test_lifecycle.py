@@ -95,15 +95,19 @@ def trail(client, headers, request_id):
 
 
 @pytest.mark.parametrize("status", STATUSES)
-@pytest.mark.parametrize("action", list(ACTION_BODIES))
-def test_every_action_from_every_status(client, headers, status, action):
+def test_every_action_from_every_status(client, headers, status):
+    for action in ACTION_BODIES:
+        check_action(client, headers, status, action)
+
+
+def check_action(client, headers, status, action):
     rid = request_in(client, headers, status)
     before = trail(client, headers, rid)["events"]
     response = act(client, headers, rid, action)
     after = trail(client, headers, rid)
     target = ALLOWED[action].get(status)
     if target is not None:
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, (action, response.text)
         assert response.json()["status"] == target
         assert client.get(f"{URL}/{rid}", headers=headers).json()["status"] == target
         assert len(after["events"]) == len(before) + 1
@@ -114,7 +118,7 @@ def test_every_action_from_every_status(client, headers, status, action):
             assert (event["data"]["from"], event["data"]["to"]) == (status, target)
         assert after["chain_valid"] is True
     else:
-        assert response.status_code == 409, response.text
+        assert response.status_code == 409, (action, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         problem = response.json()
         assert problem["status"] == 409

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import sqlite3
+import string
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class Planted:
 
 @pytest.fixture
 def planted() -> Planted:
-    token = uuid.uuid4().hex[:16]
+    # letters only, so that no digits in it could make a valid phone number
+    token = "".join(random.choice(string.ascii_lowercase) for _ in range(16))
     line = f"{random.randrange(10**6, 10**7)}"
     return Planted(
         token=token,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -49,7 +51,9 @@ class JobContext:
         self.attempt = attempt
         self.lease_seconds = lease_seconds
         self.lost = threading.Event()
-        self._progress: dict[str, Any] = {"fraction": 0.0, "step": "started"}
+        # Which process holds the job, for operators (and for fault-injection tests).
+        self._holder = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._progress: dict[str, Any] = {"fraction": 0.0, "step": "started", "attempt": attempt, **self._holder}
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._dirty = True
@@ -67,7 +71,7 @@ class JobContext:
         fraction = max(0.0, min(1.0, fraction))
         elapsed = time.monotonic() - self._started
         eta = round(elapsed * (1 - fraction) / fraction, 1) if fraction > 0.01 else None
-        self._progress = {"fraction": round(fraction, 4), "step": step, "eta_seconds": eta, "attempt": self.attempt}
+        self._progress = {"fraction": round(fraction, 4), "step": step, "eta_seconds": eta, "attempt": self.attempt, **self._holder}
         self._dirty = True
         self.check()
 

@@ -6,6 +6,7 @@ version only in the final, fenced commit, so a worker that lost its lease leaves
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,7 +130,7 @@ def run(context) -> None:
         job = session.get(Job, context.job_id)
         model = session.get(Model, job.model_id)
         dataset = session.get(Dataset, model.dataset_id)
-        dataset_version = session.get(DatasetVersion, job.payload["dataset_version_id"])
+        dataset_version = session.get(DatasetVersion, uuid.UUID(job.payload["dataset_version_id"]))
         spec = get_family(model.family)
         snapshot = {
             "model_id": model.id, "seed": model.seed, "sisa": model.sisa, "holdout_fraction": model.holdout_fraction,

@@ -8,6 +8,7 @@ keeping all partial results in `job.result`, which only the owning attempt may w
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ def erase_dataset(context, plan: dict) -> dict:
         if plan["model_id"] is not None:
             dataset = session.get(Dataset, session.get(Model, plan["model_id"]).dataset_id)
         else:
-            dataset = session.get(Dataset, plan["dataset_id"])
+            dataset = session.get(Dataset, uuid.UUID(plan["dataset_id"]))
         keys = [key for kind, key in plan["pairs"] if kind == dataset.subject_kind]
         current = session.scalar(select(DatasetVersion).where(
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version))
@@ -147,7 +148,12 @@ def _unlearn(context, plan: dict, info: dict) -> None:
     )
     requested = info["method"]
     escalations: list[dict] = []
-    if requested == "retrain":
+    if len(forget_ids) == 0:
+        # The subjects were only among the holdout: the weights never saw them, so the version is
+        # re-linked to the erased dataset version without retraining.
+        outcome = methods.Outcome("none_needed", methods.without_forget(ctx), info["old_shards"], info["old_state"],
+                                  {"note": "the subjects' records were held out; no weights saw them"})
+    elif requested == "retrain":
         outcome = methods.retrain(ctx)
     elif requested == "sisa":
         outcome = methods.sisa(ctx)
@@ -155,7 +161,7 @@ def _unlearn(context, plan: dict, info: dict) -> None:
         outcome = methods.approximate(ctx, requested)
     context.progress(0.82, "verifying")
     figures = methods.verify(ctx, outcome, info["old_shards"])
-    if outcome.method not in ("retrain", "sisa"):
+    if outcome.method not in ("retrain", "sisa", "none_needed"):
         failed = methods.check(outcome, figures)
         if failed:
             escalations.append({"from": outcome.method, "to": "retrain", "reasons": failed})
@@ -170,7 +176,7 @@ def _unlearn(context, plan: dict, info: dict) -> None:
     context.check()
     with session_scope() as session:
         version = model_service.record_version(
-            session, model_id=info["model_id"], dataset_version_id=info["new_dataset_version_id"], family=spec.name,
+            session, model_id=uuid.UUID(info["model_id"]), dataset_version_id=info["new_dataset_version_id"], family=spec.name,
             params=info["params"], seed=info["seed"], shape=info["shape"], sisa=info["sisa"], manifest_sha=manifest_sha,
             shards=outcome.shards, metrics={"verification": figures},
             origin={"kind": "unlearning", "job_id": str(context.job_id), "method": outcome.method,

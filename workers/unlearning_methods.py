@@ -123,7 +123,8 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
     method = get_method(method_name)
     store = get_store()
     forget_x, forget_y = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
-    retain_ids = _retain_ids(ctx)
+    # The Newton step minimises the objective over every retained record, so no sampling there.
+    retain_ids = _retain_ids(ctx, limit=None if method_name == "certified_newton" else RETAIN_SAMPLE)
     retain_x, retain_y = ctx.old_records.rows_for(retain_ids)
     data = ForgetRetain(forget_x, forget_y, retain_x, retain_y)
     shards, details = [], {}
@@ -134,10 +135,13 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
         weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()}, {"shard": str(index)}))
         shards.append({"shard": index, "weights": weights, "checkpoints": []})
         details = result.details
-    manifest = _without_forget(ctx)
+    manifest = without_forget(ctx)
     state = dict(ctx.old_state)
     if method_name == "certified_newton":
-        state["residual_spent"] = float(ctx.old_state.get("residual_spent", 0.0)) + float(details["residual_norm"])
+        # The first removal also pays for the training run's own distance from the optimum.
+        spent = ctx.old_state.get("residual_spent")
+        spent = float(details["input_residual_norm"]) if spent is None else float(spent)
+        state["residual_spent"] = spent + float(details["residual_norm"])
         state["budget"] = float(details["budget"])
     return Outcome(method_name, manifest, shards, state, details)
 
@@ -203,15 +207,15 @@ def _new_partition(ctx: Context) -> Manifest:
     )
 
 
-def _without_forget(ctx: Context) -> Manifest:
+def without_forget(ctx: Context) -> Manifest:
     keep = ~np.isin(ctx.old_manifest.record_ids, ctx.forget_ids) & np.isin(ctx.old_manifest.record_ids, ctx.new_records.record_ids)
     return Manifest(ctx.old_manifest.record_ids[keep], ctx.old_manifest.shards[keep], ctx.old_manifest.slices[keep])
 
 
-def _retain_ids(ctx: Context, limit: int = RETAIN_SAMPLE) -> np.ndarray:
+def _retain_ids(ctx: Context, limit: int | None = RETAIN_SAMPLE) -> np.ndarray:
     trained = ctx.old_manifest.trained_ids()
     retain = trained[~np.isin(trained, ctx.forget_ids)]
-    if len(retain) > limit:
+    if limit is not None and len(retain) > limit:
         retain = np.random.default_rng(ctx.seed).choice(retain, size=limit, replace=False)
     return np.sort(retain)
 

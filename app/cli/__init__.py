@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -37,10 +36,16 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
     from app import migrate
     from app.db import normalise_database_url
 
+    from alembic.runtime.migration import MigrationContext
+
+    from app.db import get_engine
+
     settings = get_settings()
     migrate.upgrade(settings.database_url, revision)
+    with get_engine().connect() as connection:
+        current = ", ".join(MigrationContext.configure(connection).get_current_heads()) or "base"
     safe_url = normalise_database_url(settings.database_url).render_as_string(hide_password=True)
-    console.print(f"Database at {safe_url} is at revision [bold]{revision}[/bold].", soft_wrap=True)
+    console.print(f"Database at {safe_url} is at revision [bold]{current}[/bold].", soft_wrap=True)
 
 
 @keys_app.command("create")
@@ -106,6 +111,7 @@ def audit_verify(
     from app.audit.router import build_report
     from app.db import session_scope
 
+    ensure_schema(get_settings())
     with session_scope() as session:
         report = build_report(session)
     summary = Table()
@@ -133,11 +139,12 @@ def _verify_file(path: Path, expected_head: str | None) -> int:
     try:
         trail = json.loads(path.read_text(encoding="utf-8"))
         stream = f"request:{trail['request_id']}"
-        # The API renders times in ISO 8601; hashes were taken over the chain's own fixed format.
-        events = [{**event, "at": datetime.fromisoformat(event["at"])} for event in trail["events"]]
+        events = trail["events"]
+        if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+            raise TypeError("events is not a list of objects")
+        result = verify_chain(stream, events)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise fail(f"{path} is not an exported audit trail ({type(exc).__name__}).", EXIT_USAGE) from None
-    result = verify_chain(stream, events)
     if result.valid and expected_head is not None and result.head != expected_head.strip().lower():
         console.print(f"[red]{stream}: the events verify but end at {result.head}, not at the given head[/red]", soft_wrap=True)
         return 1

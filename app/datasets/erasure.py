@@ -129,7 +129,8 @@ def destroy_version_file(session: Session, version: DatasetVersion, *, store: Ar
     session.flush()
     shared = session.scalar(
         select(func.count()).select_from(DatasetVersion).where(
-            DatasetVersion.sha256 == version.sha256, DatasetVersion.id != version.id, DatasetVersion.destroyed_at.is_(None)
+            DatasetVersion.sha256 == version.sha256, DatasetVersion.id != version.id,
+            DatasetVersion.destroyed_at.is_(None),
         )
     )
     return False if shared else store.delete(version.sha256)

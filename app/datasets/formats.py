@@ -127,7 +127,9 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
         raise Unprocessable("The file has no feature columns besides the subject and label columns.")
     reserved = [c for c in features if c in RESERVED_COLUMNS]
     if reserved:
-        raise Unprocessable(f"Feature columns may not be named {', '.join(RESERVED_COLUMNS)}: rename {', '.join(reserved)}.")
+        raise Unprocessable(
+            f"Feature columns may not be named {', '.join(RESERVED_COLUMNS)}: rename {', '.join(reserved)}."
+        )
     return features
 
 
@@ -138,11 +140,10 @@ def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> Non
         if table.column(column).null_count:
             raise Unprocessable(f"Column '{column}' has empty (null) values.")
     subject_type = plain_type(table.column(spec.subject_column).type)
-    if not (pa.types.is_string(subject_type) or pa.types.is_large_string(subject_type) or pa.types.is_integer(subject_type)):
+    if not (_is_text(subject_type) or pa.types.is_integer(subject_type)):
         raise Unprocessable(f"The subject column '{spec.subject_column}' must hold text or integers.")
     label_type = plain_type(table.column(spec.label_column).type)
-    if not (pa.types.is_integer(label_type) or pa.types.is_boolean(label_type)
-            or pa.types.is_string(label_type) or pa.types.is_large_string(label_type)):
+    if not (pa.types.is_integer(label_type) or pa.types.is_boolean(label_type) or _is_text(label_type)):
         raise Unprocessable(f"The label column '{spec.label_column}' must hold integers or text class names.")
     for column in features:
         values = table.column(column)
@@ -151,6 +152,10 @@ def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> Non
             raise Unprocessable(f"Feature column '{column}' is not numeric (int, float or bool); found {kind}.")
         if pa.types.is_floating(kind) and not pc.all(pc.is_finite(values)).as_py():
             raise Unprocessable(f"Feature column '{column}' has NaN or infinite values.")
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def plain_type(kind: pa.DataType) -> pa.DataType:

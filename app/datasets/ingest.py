@@ -126,7 +126,9 @@ def _classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
     present = pc.unique(labels).to_pylist()
     if known is None:
         if len(present) > MAX_CLASSES:
-            raise Unprocessable(f"The label column has {len(present)} distinct values; at most {MAX_CLASSES} classes are allowed.")
+            raise Unprocessable(
+                f"The label column has {len(present)} distinct values; at most {MAX_CLASSES} classes are allowed."
+            )
         return sorted(present)
     unknown = set(present) - set(known)
     if unknown:
@@ -137,14 +139,17 @@ def _classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
     return list(known)
 
 
-def subject_record_groups(keys: list[str], key_index: np.ndarray, record_ids: np.ndarray) -> list[tuple[str, list[int]]]:
+def subject_record_groups(
+    keys: list[str], key_index: np.ndarray, record_ids: np.ndarray,
+) -> list[tuple[str, list[int]]]:
     """(subject_key, record_ids in file order) for every subject with rows, sorted by key."""
     order = np.argsort(key_index, kind="stable")
     grouped = key_index[order]
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     ends = np.r_[starts[1:], len(grouped)]
-    ids = record_ids[order]
-    return [(keys[int(grouped[s])], ids[s:e].tolist()) for s, e in zip(starts, ends, strict=True)]
+    ids = record_ids[order].tolist()
+    firsts = grouped[starts].tolist()
+    return [(keys[g], ids[s:e]) for g, s, e in zip(firsts, starts.tolist(), ends.tolist(), strict=True)]
 
 
 def write_version_file(table: pa.Table, out_path: str | os.PathLike) -> str:

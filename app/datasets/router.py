@@ -11,7 +11,13 @@ from app.config import get_settings
 from app.datasets import service
 from app.datasets.models import Dataset, DatasetVersion
 from app.datasets.schemas import (
-    DatasetDetail, DatasetOut, DatasetPage, DatasetUpload, DatasetVersionCreated, DatasetVersionOut, ModelRef,
+    DatasetDetail,
+    DatasetOut,
+    DatasetPage,
+    DatasetUpload,
+    DatasetVersionCreated,
+    DatasetVersionOut,
+    ModelRef,
 )
 from app.deps import SessionDep, any_scope, scoped
 from app.errors import PayloadTooLarge
@@ -108,7 +114,8 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
 def version_out(dataset: Dataset, version: DatasetVersion, models: list[ModelRef]) -> DatasetVersionOut:
     return DatasetVersionOut(
         id=version.id, version=version.version, rows=version.rows, subjects=version.subjects, sha256=version.sha256,
-        created_at=version.created_at, current=version.version == dataset.current_version and version.destroyed_at is None,
+        created_at=version.created_at,
+        current=version.version == dataset.current_version and version.destroyed_at is None,
         destroyed=version.destroyed_at is not None, destroyed_at=version.destroyed_at,
         parent_version_id=version.parent_version_id, origin=version.origin, models=models,
     )

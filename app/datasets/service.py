@@ -26,7 +26,12 @@ from app.datasets import ingest
 from app.datasets.erasure import ErasureOutcome, destroy_version_file, erase_subjects
 from app.datasets.models import Dataset, DatasetVersion
 from app.datasets.storage import (
-    add_tombstones, add_version, insert_subject_records, stored_artifact, tombstoned_keys, work_dir,
+    add_tombstones,
+    add_version,
+    insert_subject_records,
+    stored_artifact,
+    tombstoned_keys,
+    work_dir,
 )
 from app.db import utcnow
 from app.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -54,7 +59,8 @@ def create_dataset(
     if not KIND_PATTERN.match(subject_kind or ""):
         raise Unprocessable("subject_kind is an identifier kind: a lower-case word (letters, digits, underscore).")
     store = store or get_store()
-    spec = ingest.UploadSpec(subject_column, subject_kind, label_column, list(feature_columns) if feature_columns else None)
+    features = list(feature_columns) if feature_columns else None
+    spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features)
     # The expensive part first and outside the transaction: on SQLite the unit of work holds
     # the write lock from its first statement.
     parsed = ingest.read_upload(upload_path, spec, secret=get_settings().resolved_secret_key())
@@ -83,7 +89,9 @@ def create_dataset(
 
 def _check_compatible(dataset: Dataset, subject_kind: str, label_column: str, features: list[str]) -> None:
     if dataset.subject_kind != subject_kind:
-        raise Conflict(f"Dataset '{dataset.name}' holds subjects of kind '{dataset.subject_kind}', not '{subject_kind}'.")
+        raise Conflict(
+            f"Dataset '{dataset.name}' holds subjects of kind '{dataset.subject_kind}', not '{subject_kind}'."
+        )
     if dataset.label_column != label_column:
         raise Conflict(f"Dataset '{dataset.name}' uses label column '{dataset.label_column}', not '{label_column}'.")
     if list(dataset.feature_columns) != list(features):
@@ -112,9 +120,8 @@ def _new_dataset(session: Session, client: str, name: str, kind: str, label_colu
 
 def get_dataset_for(session: Session, principal: Principal, dataset_id: uuid.UUID) -> Dataset:
     """The dataset, by its id or the id of one of its versions; another client's answers 404."""
-    query = select(Dataset).where(
-        or_(Dataset.id == dataset_id, Dataset.id.in_(select(DatasetVersion.dataset_id).where(DatasetVersion.id == dataset_id)))
-    )
+    of_version = select(DatasetVersion.dataset_id).where(DatasetVersion.id == dataset_id)
+    query = select(Dataset).where(or_(Dataset.id == dataset_id, Dataset.id.in_(of_version)))
     if not principal.is_admin:
         query = query.where(Dataset.client == principal.client)
     dataset = session.scalar(query)
@@ -124,7 +131,11 @@ def get_dataset_for(session: Session, principal: Principal, dataset_id: uuid.UUI
 
 
 def get_version_for(session: Session, principal: Principal, version_id: uuid.UUID) -> DatasetVersion:
-    query = select(DatasetVersion).join(Dataset, Dataset.id == DatasetVersion.dataset_id).where(DatasetVersion.id == version_id)
+    query = (
+        select(DatasetVersion)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(DatasetVersion.id == version_id)
+    )
     if not principal.is_admin:
         query = query.where(Dataset.client == principal.client)
     version = session.scalar(query)

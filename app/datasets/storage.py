@@ -69,10 +69,10 @@ def insert_subject_records(session: Session, version_id: uuid.UUID, groups: Iter
     for key, record_ids in groups:
         batch.append({"dataset_version_id": version_id, "subject_key": key, "record_ids": record_ids})
         if len(batch) >= INSERT_CHUNK:
-            session.execute(insert(SubjectRecords), batch)
+            session.execute(SubjectRecords.__table__.insert(), batch)
             batch = []
     if batch:
-        session.execute(insert(SubjectRecords), batch)
+        session.execute(SubjectRecords.__table__.insert(), batch)
 
 
 def tombstoned_keys(session: Session, client: str, keys: Sequence[str]) -> set[str]:

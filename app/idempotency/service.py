@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.audit.chain import canonical_json
 from app.config import get_settings
 from app.db import get_sessionmaker, utcnow
 from app.errors import BadRequest, Conflict, Unprocessable
@@ -37,7 +37,10 @@ class Replay:
 
 def fingerprint(payload: Any) -> str:
     # Keyed, because bodies hold raw identifiers: a plain digest of an email is guessable.
-    return hmac.new(get_settings().resolved_secret_key(), canonical_json(payload), hashlib.sha256).hexdigest()
+    # NaN and Infinity are allowed here: Python's JSON parser accepts them in a body, and the
+    # fingerprint must not fail before validation gets to refuse them.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hmac.new(get_settings().resolved_secret_key(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def validate_key(key: str) -> str:

@@ -34,9 +34,15 @@ class ModelHit(BaseModel):
     version: int
     model_version_id: uuid.UUID
     dataset_version_id: uuid.UUID
-    records: int
-    shard: int | None
-    slices: list[int] | None
+    records: int = Field(
+        description="The subject's records in the dataset version the model was trained on; with "
+        "include_slices, those its manifest lists (training and holdout).",
+    )
+    shard: int | None = Field(
+        description="SISA shard by the subject-key rule (null without SISA); with include_slices, the "
+        "manifest's shard, -1 when the subject was held out of training.",
+    )
+    slices: list[int] | None = Field(description="SISA slices holding the records; only with include_slices.")
     current: bool
     destroyed: bool
 

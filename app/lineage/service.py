@@ -63,7 +63,8 @@ def lookup_keys(
     for row in models_trained_on(session, records_in):
         key, record_ids = records_in[row["dataset_version_id"]]
         sisa, manifest = row.pop("sisa"), row.pop("manifest_sha256")
-        hit = {**row, "records": len(record_ids), "shard": shard_of(key, int(sisa["shards"])) if sisa else None, "slices": None}
+        shard = shard_of(key, int(sisa["shards"])) if sisa else None
+        hit = {**row, "records": len(record_ids), "shard": shard, "slices": None}
         if include_slices and not row["destroyed"]:
             count, shards, slices = manifest_index(store or get_store(), manifest).locate(record_ids)
             # A subject lives in one shard; -1 there means it was held out of training.

@@ -117,7 +117,8 @@ def _move(session, request, action, to_status, actor, reason, extra) -> None:
     if action in ("approve", "deny"):
         request.decided_at = now
     if action == "hold":
-        request.held_from = from_status
+        # A scheduled request leaves its batch when held; released, it is planned again.
+        request.held_from = "approved" if from_status == "scheduled" else from_status
     if action == "release":
         request.held_from = None
     if to_status in lifecycle.TERMINAL:

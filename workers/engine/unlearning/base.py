@@ -8,7 +8,8 @@ fallback.
 
 Two methods are exact and are run by the job runner, not from here, because they need the
 dataset lineage rather than a network: see `EXACT_METHODS`. Everything in `METHODS` is
-approximate except `certified_newton`, which is exact up to a certified error budget.
+approximate except `certified_newton`, whose result is (ε, δ)-indistinguishable from a retrain
+while its error budget lasts.
 
 Method networks are the families' own modules; methods call `network(features)` and treat the
 answer as logits [n, n_classes], which is what every built-in family builds.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -139,7 +139,7 @@ class MethodConfigError(ValueError):
 
 
 class UnlearningDiverged(RuntimeError):
-    """A loss became NaN or infinite; the caller falls back to an exact method."""
+    """A loss became NaN or infinite: the run's network is unusable."""
 
 
 _IMPLEMENTATIONS = {
@@ -271,10 +271,6 @@ def cycled_batches(n: int, batch_size: int, generator: torch.Generator) -> Itera
 
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[index.to(x.device)]
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, math.ceil(n / batch_size))
 
 
 def check_finite(loss: torch.Tensor, method: str, step: int) -> None:

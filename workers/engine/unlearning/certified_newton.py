@@ -12,7 +12,8 @@ when ‖|D'|·∇L(θ⁻; D')‖ ≤ σ·ε / c with c = √(2·ln(1.5/δ)), the
 and θ⁻ is (ε, δ)-indistinguishable from retraining. That norm is `residual_norm` here and
 σ·ε/c is `removal_budget`. The caller adds the residuals of successive removals and retrains
 once the sum would exceed the budget; each residual is exact at its own step, so the sum is a
-conservative bound.
+conservative bound. Training itself stops short of the exact minimum: `input_residual_norm` is
+that shortfall (on forget ∪ retain), which the first removal after a retrain should count too.
 
 The Hessian uses the closed form of softmax regression, so it costs one pass over the data and
 memory for a (C·(d+1))² matrix rather than one backward pass per parameter.
@@ -29,7 +30,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from workers.engine.families.logistic import objective, perturbation_vector
+from workers.engine.families.logistic import flat_parameters, objective, perturbation_vector
 from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
@@ -116,7 +117,9 @@ class CertifiedNewton:
         seed: int,
         progress: Progress | None = None,
     ) -> UnlearnResult:
-        """`seed` must be the seed the network was trained with: it regenerates b."""
+        """`seed` must be the seed the network was trained with: it regenerates b. The retain
+        set must hold every retained record, not a sample: the step minimises the objective over
+        exactly these records, and a sample would move θ towards another model."""
         config = config or CertifiedNewtonConfig()
         if getattr(family, "name", None) != FAMILY:
             raise CertifiedRemovalUnsupported(
@@ -148,7 +151,7 @@ class CertifiedNewton:
         step_norms: list[float] = []
         for step in range(config.newton_steps):
             report(progress, step / config.newton_steps, "hessian")
-            theta = torch.cat([p.detach().reshape(-1) for p in updated.parameters()]).double()
+            theta = flat_parameters(updated).detach().double()
             grad = gradient(updated, family_config, data.retain_x, data.retain_y, perturbation)
             hessian = softmax_regression_hessian(
                 updated.weight.detach().double(),

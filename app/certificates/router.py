@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.certificates import signing
+from app.certificates.models import Certificate
+from app.deps import SessionDep, scoped
+from app.errors import Conflict
+from app.requests import service as request_service
+from app.unlearning.completion import signed_document
+
+router = APIRouter(tags=["certificates"])
+ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409)}
+
+
+@router.get("/v1/erasure-requests/{request_id}/certificate", responses=ERRORS)
+def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scoped("requests:read")) -> dict[str, Any]:
+    """The signed certificate of erasure; verify it offline with `obliviate certificate verify`."""
+    request = request_service.get_for(session, principal, request_id)
+    certificate = session.get(Certificate, request.id)
+    if certificate is None:
+        raise Conflict(
+            f"No certificate yet: the request is '{request.status}'. Certificates are issued on completion.",
+            current_status=request.status,
+        )
+    return signed_document(certificate)
+
+
+@router.get("/v1/keys/signing")
+def signing_key() -> dict[str, str]:
+    """The Ed25519 public key certificates are signed with (public; pin it for offline checks)."""
+    public = signing.public_key_b64()
+    return {"algorithm": signing.ALGORITHM, "key_id": signing.key_id(public), "public_key": public}

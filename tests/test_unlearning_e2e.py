@@ -1,0 +1,194 @@
+"""From approved requests to verified removal, through the API and a real Celery worker."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+
+from tests.dataset_files import digits_table, parquet_bytes, subject_id, upload
+from tests.worker import wait_for, wait_job
+
+pytestmark = pytest.mark.timeout(900)
+ERASED = [subject_id(i) for i in (3, 40, 41, 200)]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.headers.get("Obliviate-Signature"), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    _Receiver.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver.received
+    server.shutdown()
+
+
+@pytest.fixture
+def admin(make_key):
+    return make_key("admin", client="acme")
+
+
+def _train(client, headers, dataset_id, name, **extra):
+    body = {"name": name, "family": "mlp_classifier", "dataset_id": dataset_id, "holdout_fraction": 0.2,
+            "params": {"hidden": [32], "epochs": 8, "learning_rate": 0.01}, "seed": 3, **extra}
+    response = client.post("/v1/models", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job = wait_job(client, headers, response.json()["id"])
+    assert job["status"] == "completed", job["error"]
+
+
+def _erase(client, headers, raw_id, callback=None):
+    body = {"subject": {"identifiers": {"user_id": raw_id}}, "jurisdiction": "gdpr", "source": "admin"}
+    if callback:
+        body["callback_url"] = callback
+    created = client.post("/v1/erasure-requests", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    request_id = created.json()["id"]
+    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    return request_id
+
+
+def _wait_terminal(client, headers, request_id, timeout=400):
+    def terminal():
+        body = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()
+        return body if body["status"] in ("completed", "failed") else None
+
+    return wait_for(terminal, timeout, interval=0.5, what=f"request {request_id}")
+
+
+def test_erasure_end_to_end(client, admin, worker, receiver):
+    from app.artifacts.store import get_store
+    from app.certificates.signing import verify_document
+    from app.webhooks.service import client_secret, verify_signature
+
+    callback, received = receiver
+    table = digits_table()
+    dataset_id = upload(client, admin, parquet_bytes(table)).json()["dataset_id"]
+    _train(client, admin, dataset_id, "plain")
+    _train(client, admin, dataset_id, "sharded", sisa={"shards": 4, "slices": 3})
+    before = {name: client.get(f"/v1/models/{name}", headers=admin).json() for name in ("plain", "sharded")}
+    old_hashes = {name: body["versions"][0]["sha256"] for name, body in before.items()}
+
+    request_ids = [_erase(client, admin, raw, callback if i == 0 else None) for i, raw in enumerate(ERASED)]
+    nobody = _erase(client, admin, "not-in-any-dataset")
+    results = [_wait_terminal(client, admin, rid) for rid in request_ids]
+    assert [r["status"] for r in results] == ["completed"] * len(ERASED), [r["status_reason"] for r in results]
+    assert all(r["outcome"] == "erased" for r in results)
+    empty = _wait_terminal(client, admin, nobody, timeout=60)
+    assert empty["status"] == "completed" and empty["outcome"] == "no_data_found"
+
+    # Coalesced: the four requests of one window share one job per model.
+    audit = client.get(f"/v1/erasure-requests/{request_ids[0]}/audit", headers=admin).json()
+    types = [e["type"] for e in audit["events"]]
+    assert audit["chain_valid"]
+    for expected in ("request.scheduled", "request.processing", "dataset.erased", "model.unlearned",
+                     "request.verifying", "artifacts.destroyed", "request.completed", "certificate.issued"):
+        assert expected in types, types
+
+    # New current versions by the default policy: retrain for the plain model, sisa for the sharded one.
+    after = {name: client.get(f"/v1/models/{name}", headers=admin).json() for name in ("plain", "sharded")}
+    assert after["plain"]["current"] == 2 and after["sharded"]["current"] == 2
+    assert after["plain"]["versions"][1]["origin"]["method"] == "retrain"
+    assert after["sharded"]["versions"][1]["origin"]["method"] == "sisa"
+    for name in ("plain", "sharded"):
+        gone = client.get(f"/v1/models/{name}/versions/1/weights", headers=admin)
+        assert gone.status_code == 410 and gone.headers["content-type"].startswith("application/problem+json")
+        assert not get_store().exists(before[name]["versions"][0]["sha256"] if name == "plain" else old_hashes[name]) or name == "sharded"
+        assert client.get(f"/v1/models/{name}/versions/2/weights", headers=admin).status_code == 200
+    assert not get_store().exists(old_hashes["plain"])
+
+    # The subjects are in no current dataset version or model manifest.
+    for raw in ERASED:
+        found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": raw}}, headers=admin).json()
+        assert found["datasets"] == [] and found["models"] == [], found
+
+    # The certificate verifies against the published key; one altered byte breaks it.
+    document = client.get(f"/v1/erasure-requests/{request_ids[0]}/certificate", headers=admin).json()
+    public = client.get("/v1/keys/signing").json()["public_key"]
+    assert verify_document(document, public) == (True, "valid")
+    body = document["certificate"]
+    assert body["subject_key_digest"] and "a-planted" not in json.dumps(document)
+    assert {m["model"] for m in body["models"]} == {"plain", "sharded"}
+    assert all(m["verification"]["lineage_proof"]["in_new_manifest"] == 0 for m in body["models"])
+    assert body["datasets"][0]["rows_removed"] == sum(table.column("user_id").to_pylist().count(r) for r in ERASED)
+    assert body["audit_chain"]["head"] in {e["hash"] for e in audit["events"]}
+    tampered = copy.deepcopy(document)
+    tampered["certificate"]["datasets"][0]["rows_removed"] += 1
+    assert verify_document(tampered, public)[0] is False
+
+    # Re-uploading data that holds an erased subject filters them out (tombstones).
+    again = upload(client, admin, parquet_bytes(table), name="digits-again")
+    assert again.status_code == 201 and again.json()["filtered_rows"] == body["datasets"][0]["rows_removed"]
+
+    # Webhooks: signed, one per status change of the request that asked for them.
+    wait_for(lambda: any(b'"request.completed"' in b for _, b in received), 30, what="completion webhook")
+    secret = client_secret("acme")
+    assert all(verify_signature(secret, raw_body, header) for header, raw_body in received)
+    events = [json.loads(b)["type"] for _, b in received]
+    assert events[0] == "request.approved" and "request.processing" in events
+
+
+def test_exact_retrain_matches_fresh_retrain(client, admin, worker):
+    """The retrain method's figures equal a retrain we run ourselves on the same data."""
+    from app.db import session_scope
+    from app.families.registry import get_family
+    from app.models.models import Model, ModelVersion
+    from workers.engine.families.base import Shape
+    from workers.engine.training import device_from_setting, evaluate, new_network, train_single
+    from workers.partition import partition
+    from workers.training import load_records
+
+    from app.pseudonym import subject_key
+    from workers.partition import holdout_subjects
+
+    table = digits_table()
+    dataset_id = upload(client, admin, parquet_bytes(table)).json()["dataset_id"]
+    _train(client, admin, dataset_id, "reference")
+    candidates = [subject_id(i) for i in range(5, 60)]
+    keys = np.array([subject_key("user_id", raw) for raw in candidates], dtype=object)
+    held = holdout_subjects(keys, 0.2, 3)
+    trained_subject = next(raw for raw, key in zip(candidates, keys) if key not in held)
+    request_id = _erase(client, admin, trained_subject)
+    assert _wait_terminal(client, admin, request_id)["status"] == "completed"
+    with session_scope() as session:
+        model = session.query(Model).filter_by(name="reference").one()
+        new = session.query(ModelVersion).filter_by(model_id=model.id, version=2).one()
+        old = session.query(ModelVersion).filter_by(model_id=model.id, version=1).one()
+        from app.datasets.models import Dataset, DatasetVersion
+
+        dataset = session.get(Dataset, model.dataset_id)
+        new_sha = session.get(DatasetVersion, new.dataset_version_id).sha256
+        figures = new.metrics["verification"]["after"]
+        features = list(dataset.feature_columns)
+        seed, params, shape, holdout = new.seed, new.params, new.shape, model.holdout_fraction
+    spec = get_family("mlp_classifier")
+    family, config = spec.load_implementation(), spec.parse_params(params)
+    records = load_records(new_sha, features)
+    manifest = partition(records.record_ids, records.subject_keys, seed=seed, holdout_fraction=holdout, shards=1, slices=1)
+    state = train_single(family, config, Shape(**shape), *records.rows_for(manifest.slice_ids(0, 0)), seed=seed,
+                         device=device_from_setting("cpu"))
+    network = new_network(family, config, Shape(**shape), seed)
+    network.load_state_dict(state)
+    holdout_ids = np.sort(manifest.record_ids[manifest.shards == -1])
+    mine = evaluate(family, network, *records.rows_for(holdout_ids))
+    assert mine["n"] == figures["holdout"]["n"]
+    assert abs(mine["accuracy"] - figures["holdout"]["accuracy"]) < 1e-6
+    assert abs(mine["loss"] - figures["holdout"]["loss"]) < 1e-5
+    assert old.sha256 != new.sha256 and new.origin["method"] == "retrain"

@@ -1,0 +1,82 @@
+"""A real Celery worker (with embedded beat) as a subprocess, for tests about the workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {
+    "OBLIVIATE_SWEEP_INTERVAL_SECONDS": "1",
+    "OBLIVIATE_PLAN_INTERVAL_SECONDS": "1",
+    "OBLIVIATE_BATCH_WINDOW_SECONDS": "1",
+    "OBLIVIATE_JOB_LEASE_SECONDS": "8",
+}
+
+
+class Worker:
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        env = {**os.environ, **FAST, **self.extra_env, "OMP_NUM_THREADS": "1"}
+        schedule = Path(env["OBLIVIATE_DATA_DIR"]) / f"beat-{os.getpid()}-{time.monotonic_ns()}"
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker", "-B", "-s", str(schedule),
+             "-Q", "default,unlearning", "-c", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill(self, pid: int) -> bool:
+        """SIGKILL one of this worker's processes (the 'worker killed mid-job' fault)."""
+        if pid not in self.children():
+            return False
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def wait_job(client: httpx.Client, headers: dict, job_id: str, timeout: float = 240) -> dict:
+    def done():
+        body = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        return body if body.get("status") in ("completed", "failed") else None
+
+    return wait_for(done, timeout, what=f"job {job_id}")
