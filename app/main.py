@@ -17,6 +17,7 @@ from app.jobs.router import router as jobs_router
 from app.lineage.router import router as lineage_router
 from app.middleware import BodyLimitMiddleware
 from app.models.router import router as models_router
+from app.openapi import install as install_openapi
 from app.requests.router import router as requests_router
 
 UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
@@ -32,6 +33,7 @@ def create_app() -> FastAPI:
         description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health_router)
     app.include_router(requests_router)
     app.include_router(audit_router)

@@ -155,6 +155,8 @@ def serve(
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
+        # A second SIGTERM must not cut the worker's shutdown short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stopping.set()
         if worker is not None:
             err_console.print("stopping the worker...")

@@ -1,0 +1,156 @@
+"""The OpenAPI document, made truthful about what the middleware and the error handlers answer.
+
+FastAPI documents only what a route declares, plus a 422 in a JSON shape this service never
+sends. Here every error response is documented as RFC 9457 `application/problem+json` with one
+`Problem` schema, and each operation lists the errors that the shared machinery can produce for
+it: 401 and 403 where a key is required, 400 and 413 where a body is read (an unparsable body, the
+body size limit), 422 where anything is validated, 404 where a path names an object, and the
+`Retry-After` header of a 429.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from app.deps import get_principal
+from app.errors import PROBLEM_JSON
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. Extra members (errors, current_status, ...) depend on the problem.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A URI that identifies the kind of problem."},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "Validation errors; never carry the input.",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+DESCRIPTIONS = {
+    400: "Bad request (for example a body that cannot be parsed)",
+    401: "Missing or invalid API key",
+    403: "The key lacks the scope",
+    404: "Not found (also for another client's object)",
+    409: "Conflict",
+    410: "Gone",
+    413: "Payload too large",
+    422: "Validation failed",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "The expected scheme: Bearer.", "schema": {"type": "string"}}}
+
+
+def _uses(dependant: Dependant, call: Callable) -> bool:
+    return dependant.call is call or any(_uses(sub, call) for sub in dependant.dependencies)
+
+
+def _validates(dependant: Dependant) -> bool:
+    return bool(
+        dependant.path_params or dependant.query_params or dependant.header_params or dependant.body_params
+    ) or any(_validates(sub) for sub in dependant.dependencies)
+
+
+def _is_problem(response: dict[str, Any]) -> bool:
+    """An error response whose body is the service's problem document (not a declared model)."""
+    content = response.get("content") or {}
+    for media_type, body in content.items():
+        schema = (body or {}).get("schema")
+        if media_type == PROBLEM_JSON or not schema:
+            continue
+        if schema.get("$ref", "").endswith("/HTTPValidationError"):
+            continue
+        return False
+    return True
+
+
+def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
+    routes = {
+        (method.lower(), route.path_format): route
+        for route in app.routes if isinstance(route, APIRoute) for method in route.methods
+    }
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "An API key: `Authorization: Bearer obl_...`.",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            route = routes.get((method, path))
+            if route is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            codes: set[int] = set()
+            if _uses(route.dependant, get_principal):
+                codes |= {401, 403}
+                operation["security"] = [{"bearer": []}]
+            if route.dependant.body_params:
+                codes |= {400, 413}
+            if _validates(route.dependant):
+                codes.add(422)
+            if route.dependant.path_params:
+                codes.add(404)
+            for code in codes:
+                responses.setdefault(str(code), {})
+            for code, response in responses.items():
+                if not code.isdigit() or int(code) < 400 or not _is_problem(response):
+                    continue
+                response["description"] = DESCRIPTIONS.get(int(code), response.get("description") or "Error")
+                response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
+                if code == "429":
+                    response["headers"] = RETRY_AFTER
+                elif code == "401":
+                    response["headers"] = WWW_AUTHENTICATE
+    used = _refs(schema.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name not in used:
+            components["schemas"].pop(name, None)
+    return schema
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(item) for item in node)) if node else set()
+    return set()
+
+
+def install(app: FastAPI) -> None:
+    """Replace `app.openapi` with one that post-processes FastAPI's document once."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if getattr(app.state, "openapi_documented", False):
+            return app.openapi_schema
+        schema = document_problems(app, generate())
+        app.openapi_schema = schema
+        app.state.openapi_documented = True
+        return schema
+
+    app.openapi = openapi

@@ -1,0 +1,72 @@
+"""Objects a client owns, created over the API: erasure requests, datasets and imported models.
+
+A model is imported (weights trained here, not by a worker) so that tests of reads, weights and
+predictions need no Celery worker.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from tests.dataset_files import csv_bytes, digits_table, upload
+
+N_FEATURES = 64
+N_CLASSES = 10
+
+
+def request_body(**overrides) -> dict:
+    body = {
+        "subject": {"identifiers": {"user_id": f"obj-{uuid.uuid4().hex}"}},
+        "jurisdiction": "gdpr",
+        "source": "portal",
+    }
+    body.update(overrides)
+    return body
+
+
+def create_request(client, headers, **overrides) -> dict:
+    response = client.post("/v1/erasure-requests", json=request_body(**overrides), headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+_DIGITS_CSV: bytes | None = None
+
+
+def digits_csv() -> bytes:
+    global _DIGITS_CSV
+    if _DIGITS_CSV is None:
+        _DIGITS_CSV = csv_bytes(digits_table(subjects=50))
+    return _DIGITS_CSV
+
+
+def create_dataset(client, headers, name: str = "digits") -> dict:
+    response = upload(client, headers, digits_csv(), name=name)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def logistic_weights(seed: int = 0) -> bytes:
+    import torch
+
+    from workers.engine.serialization import state_to_bytes
+
+    generator = torch.Generator().manual_seed(seed)
+    return state_to_bytes({
+        "weight": torch.randn(N_CLASSES, N_FEATURES, generator=generator) * 0.01,
+        "bias": torch.zeros(N_CLASSES),
+    })
+
+
+def import_model(client, headers, dataset_version_id: str, name: str = "digits-lr", record_ids=range(100)) -> dict:
+    metadata = {
+        "name": name, "family": "logistic_regression", "dataset_version_id": dataset_version_id,
+        "record_ids": list(record_ids),
+    }
+    response = client.post(
+        "/v1/models/import", data={"metadata": json.dumps(metadata)},
+        files={"weights": ("weights.safetensors", logistic_weights(), "application/octet-stream")}, headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
