@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -86,11 +86,21 @@ def _is_problem(response: dict[str, Any]) -> bool:
     return True
 
 
+def _api_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
+    """(method, path) → route. Newer FastAPI keeps included routers as lazy branches; its own
+    iterator resolves them (with the effective path), older versions list APIRoutes directly."""
+    iterate = getattr(routing, "iter_route_contexts", None)
+    found: dict[tuple[str, str], APIRoute] = {}
+    for item in iterate(app.routes) if iterate else app.routes:
+        route = getattr(item, "original_route", item)
+        if isinstance(route, APIRoute):
+            for method in item.methods or ():
+                found[(method.lower(), item.path_format)] = route
+    return found
+
+
 def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
-    routes = {
-        (method.lower(), route.path_format): route
-        for route in app.routes if isinstance(route, APIRoute) for method in route.methods
-    }
+    routes = _api_routes(app)
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     components.setdefault("securitySchemes", {})["bearer"] = {

@@ -116,6 +116,20 @@ def time_lookups(client, headers, ids: list[str], **extra) -> tuple[list[float],
     return samples, last
 
 
+def time_service_lookups(ids: list[str]) -> list[float]:
+    """The lookup without HTTP: pseudonymise, two indexed queries, shape the answer."""
+    from app.db import session_scope
+    from app.lineage import service
+
+    samples = []
+    with session_scope() as session:
+        for raw_id in ids:
+            started = time.perf_counter()
+            service.lookup(session, None, {"user_id": raw_id})
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 def run(args, workdir: Path, database_url: str) -> dict:
     os.environ.update(
         OBLIVIATE_DATA_DIR=str(workdir / "data"), OBLIVIATE_DATABASE_URL=database_url, OBLIVIATE_LOG_LEVEL="WARNING",
@@ -161,6 +175,7 @@ def run(args, workdir: Path, database_url: str) -> dict:
         samples, last = time_lookups(client, headers, present, include_slices=True)
         assert last["models"][0]["slices"]
         results["slices_warm"] = percentiles(samples)
+    results["service"] = percentiles(time_service_lookups(present))
     db.dispose_engine()
     return {"rows": rows, "subjects": subjects, "features": args.features, "generate_s": round(generate_s, 2),
             "ingest_s": round(ingest_s, 2), "lookups": args.lookups, **results}
@@ -190,7 +205,7 @@ def main() -> None:
                 drop_database(args.database_url, scratch)
     result["database"] = "postgresql" if args.database_url else "sqlite"
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                         "cores": os.cpu_count()}
+                         "cores": os.cpu_count(), "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     print_table(result)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -201,9 +216,12 @@ def main() -> None:
 
 
 def print_table(r: dict) -> None:
-    print(f"lineage lookup on {r['database']} ({r['machine']['cores']} cores, Python {r['machine']['python']})")
+    machine = r["machine"]
+    print(f"lineage lookup on {r['database']} ({machine['cores']} cores, Python {machine['python']}, "
+          f"load average {machine['load_average_after'][0]})")
     print(f"{'rows':>10} {'subjects':>9} {'ingest s':>9} | {'lookup':<22} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
-    rows = (("subject present", "present"), ("subject absent", "absent"), ("with slices (warm)", "slices_warm"))
+    rows = (("subject present", "present"), ("subject absent", "absent"), ("with slices (warm)", "slices_warm"),
+            ("service only, no HTTP", "service"))
     for label, key in rows:
         p = r[key]
         print(f"{r['rows']:>10,} {r['subjects']:>9,} {r['ingest_s']:>9.1f} | {label:<22} "

@@ -84,7 +84,17 @@ def _empty_tables(url: str) -> None:
         if engine.dialect.name == "postgresql":
             # replica mode skips the append-only triggers, as a superuser's maintenance would.
             connection.execute(text("SET LOCAL session_replication_role = replica"))
-            connection.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+            # DELETE, not TRUNCATE: on these nearly empty tables TRUNCATE costs ~20 ms per table
+            # (new files for every relation) and would dominate the services pass. Replica mode
+            # also skips the foreign-key triggers, so the order does not matter.
+            for name in names:
+                connection.execute(text(f'DELETE FROM "{name}"'))
+            sequences = connection.execute(text(
+                "SELECT s.relname FROM pg_class s JOIN pg_depend d ON d.objid = s.oid "
+                "JOIN pg_class t ON d.refobjid = t.oid WHERE s.relkind = 'S' AND t.relname = ANY(:names)"
+            ), {"names": names}).scalars().all()
+            for sequence in sequences:
+                connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
         else:
             from importlib import import_module
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
@@ -45,9 +46,9 @@ def admin(make_key):
     return make_key("admin", client="acme")
 
 
-def _train(client, headers, dataset_id, name, **extra):
+def _train(client, headers, dataset_id, name, params=None, **extra):
     body = {"name": name, "family": "mlp_classifier", "dataset_id": dataset_id, "holdout_fraction": 0.2,
-            "params": {"hidden": [32], "epochs": 8, "learning_rate": 0.01}, "seed": 3, **extra}
+            "params": params or {"hidden": [32], "epochs": 8, "learning_rate": 0.01}, "seed": 3, **extra}
     response = client.post("/v1/models", json=body, headers=headers)
     assert response.status_code == 202, response.text
     job = wait_job(client, headers, response.json()["id"])
@@ -63,6 +64,17 @@ def _erase(client, headers, raw_id, callback=None):
     request_id = created.json()["id"]
     assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
     return request_id
+
+
+def _trained_subject() -> str:
+    """A subject outside the 20 % holdout of seed 3, so the weights did see their records."""
+    from app.pseudonym import subject_key
+    from workers.partition import holdout_subjects
+
+    candidates = [subject_id(i) for i in range(5, 60)]
+    keys = np.array([subject_key("user_id", raw) for raw in candidates], dtype=object)
+    held = holdout_subjects(keys, 0.2, 3)
+    return next(raw for raw, key in zip(candidates, keys) if key not in held)
 
 
 def _wait_terminal(client, headers, request_id, timeout=400):
@@ -155,17 +167,10 @@ def test_exact_retrain_matches_fresh_retrain(client, admin, worker):
     from workers.partition import partition
     from workers.training import load_records
 
-    from app.pseudonym import subject_key
-    from workers.partition import holdout_subjects
-
     table = digits_table()
     dataset_id = upload(client, admin, parquet_bytes(table)).json()["dataset_id"]
     _train(client, admin, dataset_id, "reference")
-    candidates = [subject_id(i) for i in range(5, 60)]
-    keys = np.array([subject_key("user_id", raw) for raw in candidates], dtype=object)
-    held = holdout_subjects(keys, 0.2, 3)
-    trained_subject = next(raw for raw, key in zip(candidates, keys) if key not in held)
-    request_id = _erase(client, admin, trained_subject)
+    request_id = _erase(client, admin, _trained_subject())
     assert _wait_terminal(client, admin, request_id)["status"] == "completed"
     with session_scope() as session:
         model = session.query(Model).filter_by(name="reference").one()
@@ -192,3 +197,34 @@ def test_exact_retrain_matches_fresh_retrain(client, admin, worker):
     assert abs(mine["accuracy"] - figures["holdout"]["accuracy"]) < 1e-6
     assert abs(mine["loss"] - figures["holdout"]["loss"]) < 1e-5
     assert old.sha256 != new.sha256 and new.origin["method"] == "retrain"
+
+
+def test_worker_killed_during_unlearning_completes_once(client, admin, worker):
+    from sqlalchemy import func, select
+
+    from app.db import session_scope
+    from app.jobs.models import Job
+    from app.models.models import ModelVersion
+
+    dataset_id = upload(client, admin, parquet_bytes(digits_table())).json()["dataset_id"]
+    _train(client, admin, dataset_id, "slow", params={"hidden": [256, 256], "epochs": 200, "batch_size": 64})
+    request_id = _erase(client, admin, _trained_subject())
+
+    def unlearning_pid():
+        with session_scope() as session:
+            job = session.scalars(select(Job).where(Job.kind == "unlearning")).first()
+            if job is None:
+                return None
+            assert job.status in ("queued", "running"), f"job ended before it could be interrupted: {job.status}"
+            return job.status == "running" and job.progress.get("step") == "erasing dataset rows" and job.progress.get("pid")
+
+    pid = wait_for(unlearning_pid, 120, interval=0.2, what="the unlearning job to start")
+    time.sleep(1.5)  # past the dataset erasure, into the retraining
+    assert worker.kill(pid)
+    result = _wait_terminal(client, admin, request_id, timeout=400)
+    assert result["status"] == "completed", (result, worker.log())
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.kind == "unlearning")).one()
+        model_versions = session.scalar(select(func.count()).select_from(ModelVersion))
+    assert job.attempt >= 2 and job.status == "completed"
+    assert model_versions == 2  # the trained version and exactly one unlearned version

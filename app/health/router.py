@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from app import metrics
@@ -9,6 +12,11 @@ from app.config import get_settings
 from app.db import get_engine
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, Literal["ok", "unreachable"]]
 
 
 @router.get("/healthz")
@@ -27,7 +35,7 @@ def _broker_reachable(url: str) -> bool:
         return False
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
 def readyz() -> JSONResponse:
     checks = {}
     try:

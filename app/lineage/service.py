@@ -23,10 +23,11 @@ from app.pseudonym import subject_digest, subject_keys
 
 
 def lookup(
-    session: Session, principal: Principal, identifiers: dict[str, str], *, include_slices: bool = False,
+    session: Session, principal: Principal | None, identifiers: dict[str, str], *, include_slices: bool = False,
     store: ArtifactStore | None = None,
 ) -> dict[str, Any]:
-    """Where the subject's records are. Answers the subject-key digest, never the identifiers."""
+    """Where the subject's records are, among the principal's client's datasets (None: every
+    client). Answers the subject-key digest, never the identifiers."""
     keys = subject_keys(identifiers)
     return lookup_keys(session, principal, keys, include_slices=include_slices, store=store)
 

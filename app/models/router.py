@@ -62,7 +62,14 @@ def get_model(name: str, session: SessionDep, principal: Reader) -> Any:
 
 
 @router.get(
-    "/{name}/versions/{version}/weights", responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+    "/{name}/versions/{version}/weights",
+    responses={
+        200: {
+            "description": "safetensors weights; a tar of one safetensors file per shard (and index.json) for SISA",
+            "content": {"application/octet-stream": {}, "application/x-tar": {}},
+        },
+        **ERRORS,
+    },
     response_class=Response,
 )
 def download_weights(name: str, version: int, session: SessionDep, principal: Reader) -> Response:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
-from app.pseudonym import KIND_PATTERN, IdentifierError, normalise_identifier
+from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, normalise_identifier
 from app.schemas import StrictModel
 
 Jurisdiction = Literal["gdpr", "ccpa"]
@@ -23,7 +23,11 @@ class Subject(StrictModel):
     # by hand below, so that no validation message or location ever carries a value.
     identifiers: dict[str, Any] = Field(
         description="Identifier kind → value (email, user_id, phone, ...). Never stored or echoed.",
-        json_schema_extra={"minProperties": 1, "maxProperties": MAX_IDENTIFIERS},
+        json_schema_extra={
+            "minProperties": 1, "maxProperties": MAX_IDENTIFIERS,
+            "propertyNames": {"pattern": KIND_PATTERN.pattern},
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH},
+        },
     )
 
     @field_validator("identifiers")

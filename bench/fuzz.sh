@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# API fuzzing with schemathesis against a running server, with many more examples than the test
+# suite's tests/test_fuzz.py. Starts uvicorn on a free port with a fresh embedded data folder,
+# creates an admin key, seeds a few objects, runs the schemathesis CLI over every operation, prints
+# its summary and stops the server it started.
+#
+#   bench/fuzz.sh                        # 300 examples per operation, at most 600 s
+#   FUZZ_EXAMPLES=1000 FUZZ_MAX_TIME=1200 bench/fuzz.sh
+#   FUZZ_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/fuzz bench/fuzz.sh   # an empty database
+#
+# Exit status: schemathesis's (0 when no check failed).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="$ROOT/.venv/bin"
+EXAMPLES="${FUZZ_EXAMPLES:-300}"
+MAX_TIME="${FUZZ_MAX_TIME:-600}"
+CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"
+
+test -x "$BIN/schemathesis" || { echo "schemathesis is missing: $BIN/pip install -e '.[test]'" >&2; exit 2; }
+
+WORK="$(mktemp -d -t obliviate-fuzz-XXXXXX)"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+export OBLIVIATE_DATA_DIR="$WORK/data"
+export OBLIVIATE_LOG_LEVEL=WARNING
+if [ -n "${FUZZ_DATABASE_URL:-}" ]; then
+    export OBLIVIATE_DATABASE_URL="$FUZZ_DATABASE_URL"
+    export OBLIVIATE_SECRET_KEY="${OBLIVIATE_SECRET_KEY:-$("$BIN/python" -c 'import secrets; print(secrets.token_hex(32))')}"
+fi
+cd "$ROOT"
+
+"$BIN/obliviate" db upgrade >/dev/null
+KEY="$("$BIN/obliviate" keys create --name fuzz --scopes admin --client fuzz 2>/dev/null | awk '/key:/ {print $2}')"
+test -n "$KEY" || { echo "could not create an API key" >&2; exit 2; }
+
+PORT="$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+BASE="http://127.0.0.1:$PORT"
+"$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning \
+    >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    if "$BIN/python" -c "import httpx, sys; sys.exit(httpx.get('$BASE/healthz').status_code != 200)" 2>/dev/null; then break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 2; }
+    sleep 0.2
+done
+
+# A few real objects, so that lists and reads have bodies to check.
+"$BIN/python" - "$BASE" "$KEY" <<'EOF'
+import sys, uuid
+import httpx
+sys.path.insert(0, ".")
+from tests.objects import digits_csv, logistic_weights
+import json
+
+base, key = sys.argv[1], sys.argv[2]
+headers = {"Authorization": f"Bearer {key}"}
+with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+    for _ in range(5):
+        body = {"subject": {"identifiers": {"user_id": f"fuzz-{uuid.uuid4().hex}"}}, "jurisdiction": "gdpr", "source": "portal"}
+        client.post("/v1/erasure-requests", json=body).raise_for_status()
+    form = {"name": "digits", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "digit"}
+    dataset = client.post("/v1/datasets", data=form, files={"file": ("digits.csv", digits_csv())})
+    dataset.raise_for_status()
+    metadata = {"name": "digits-lr", "family": "logistic_regression", "dataset_version_id": dataset.json()["id"],
+                "record_ids": list(range(100))}
+    client.post("/v1/models/import", data={"metadata": json.dumps(metadata)},
+                files={"weights": ("w.safetensors", logistic_weights())}).raise_for_status()
+print("seeded: 5 erasure requests, 1 dataset, 1 imported model")
+EOF
+
+echo "fuzzing $BASE: $EXAMPLES examples per operation, at most $MAX_TIME s"
+status=0
+"$BIN/schemathesis" run "$BASE/openapi.json" \
+    --header "Authorization: Bearer $KEY" \
+    --checks "$CHECKS" \
+    --max-examples "$EXAMPLES" \
+    --max-time "$MAX_TIME" \
+    --workers 4 \
+    --suppress-health-check all \
+    --request-timeout 30 \
+    ${FUZZ_SEED:+--seed "$FUZZ_SEED"} || status=$?
+
+errors="$(grep -c -E 'ERROR|Traceback' "$WORK/server.log" || true)"
+echo "server log: $errors error lines"
+if [ "$errors" != "0" ]; then grep -E -A3 'ERROR|Traceback' "$WORK/server.log" | head -60; fi
+exit "$status"
