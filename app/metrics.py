@@ -24,11 +24,13 @@ WEBHOOK_ATTEMPTS = Counter("obliviate_webhook_attempts", "Webhook deliveries", [
 class _DatabaseCollector:
     def collect(self):
         from app.db import get_sessionmaker, utcnow
+        from app.jobs.models import Job
         from app.requests.lifecycle import TERMINAL
         from app.requests.models import ErasureRequest
 
         by_status = GaugeMetricFamily("obliviate_erasure_requests", "Erasure requests by status", labels=["status"])
         overdue = GaugeMetricFamily("obliviate_erasure_requests_overdue", "Open requests past their due date")
+        jobs = GaugeMetricFamily("obliviate_jobs", "Training and unlearning jobs by kind and status", labels=["kind", "status"])
         try:
             with get_sessionmaker()() as session:
                 rows = session.execute(select(ErasureRequest.status, func.count()).group_by(ErasureRequest.status)).all()
@@ -37,14 +39,18 @@ class _DatabaseCollector:
                         ErasureRequest.due_at < utcnow(), ErasureRequest.status.not_in(TERMINAL)
                     )
                 )
+                job_rows = session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all()
                 session.rollback()
         except Exception:  # a scrape must not fail because the database is down; readyz says so
             return
         for status, count in rows:
             by_status.add_metric([status], count)
         overdue.add_metric([], late or 0)
+        for kind, status, count in job_rows:
+            jobs.add_metric([kind, status], count)
         yield by_status
         yield overdue
+        yield jobs
 
     def describe(self):
         return []

@@ -80,12 +80,13 @@ def main() -> None:
     print(f"mlp_classifier training on {args.rows:,} generated rows ({args.features} features, 10 classes, "
           f"{payload['subjects']:,} subjects); params {MLP_PARAMS}")
     print(f"machine: {describe_machine(info)}\n")
-    headers = ["config", "trained rows", "rows/shard", "wall s", "CPU s", "× 1 network", "one shard s",
+    headers = ["config", "trained rows", "rows/shard", "wall s", "CPU s", "× 1 network", "wall s / shard",
                "holdout acc", "train acc"]
     rows = [[r["config"], f"{r['trained_rows']:,}",
              f"{r['shard_rows_min']:,}" if r["shards"] == 1 else f"{r['shard_rows_min']:,}–{r['shard_rows_max']:,}",
              fmt(r["train_s"], ".1f"), fmt(r["train_cpu_s"], ".1f"), fmt(r["vs_single"], ".2f"),
-             fmt(r["one_shard_s"], ".1f"), fmt(r["holdout_accuracy"], ".4f"), fmt(r["train_sample_accuracy"], ".4f")]
+             fmt(r["one_shard_s"], ".1f") if r["shards"] > 1 else "–", fmt(r["holdout_accuracy"], ".4f"),
+             fmt(r["train_sample_accuracy"], ".4f")]
             for r in results]
     print(markdown_table(headers, rows))
     write_json(Path(args.output), payload)

@@ -103,6 +103,8 @@ def test_erasure_end_to_end(client, admin, worker, receiver):
     results = [_wait_terminal(client, admin, rid) for rid in request_ids]
     assert [r["status"] for r in results] == ["completed"] * len(ERASED), [r["status_reason"] for r in results]
     assert all(r["outcome"] == "erased" for r in results)
+    jobs = results[0]["progress"]["jobs"]
+    assert len(jobs) == 2 and {j["status"] for j in jobs} == {"completed"} and {j["fraction"] for j in jobs} == {1.0}
     empty = _wait_terminal(client, admin, nobody, timeout=60)
     assert empty["status"] == "completed" and empty["outcome"] == "no_data_found"
 

@@ -176,4 +176,5 @@ def test_permanent_failure_fails_the_requests(client, admin):
     body = client.get(f"/v1/erasure-requests/{request_id}", headers=admin).json()
     assert body["status"] == "failed" and body["outcome"] == "failed" and body["status_reason"]
     metrics = client.get("/metrics").text
-    assert 'obliviate_jobs_failed_total{kind="unlearning"}' in metrics
+    assert 'obliviate_jobs{kind="unlearning",status="failed"} 1.0' in metrics
+    assert 'obliviate_erasure_requests{status="failed"} 1.0' in metrics

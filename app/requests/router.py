@@ -99,7 +99,20 @@ def list_requests(
 
 @router.get("/{request_id}", response_model=ErasureRequestOut, responses=ERRORS)
 def get_request(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
-    return service.to_out(service.get_for(session, principal, request_id))
+    from app.unlearning.completion import jobs_of
+
+    erasure_request = service.get_for(session, principal, request_id)
+    out = service.to_out(erasure_request)
+    jobs = jobs_of(session, erasure_request.id)
+    if jobs:
+        # Live progress of the unlearning jobs the request waits on.
+        out.progress = {**(out.progress or {}), "jobs": [
+            {"id": str(job.id), "status": job.status, "model_id": str(job.model_id) if job.model_id else None,
+             "fraction": job.progress.get("fraction"), "step": job.progress.get("step"),
+             "eta_seconds": job.progress.get("eta_seconds")}
+            for job in jobs
+        ]}
+    return out
 
 
 def _review(action: str):
