@@ -3,6 +3,8 @@ scrape time, so every API process reports the same truth."""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -56,8 +58,18 @@ class _DatabaseCollector:
         return []
 
 
-REGISTRY.register(_DatabaseCollector())
+_DB_COLLECTOR = _DatabaseCollector()
+REGISTRY.register(_DB_COLLECTOR)
 
 
 def render() -> bytes:
+    """With PROMETHEUS_MULTIPROC_DIR set (several API processes), counters and histograms are
+    summed over every process through prometheus-client's multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(_DB_COLLECTOR)
+        return generate_latest(registry)
     return generate_latest(REGISTRY)

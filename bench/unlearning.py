@@ -175,8 +175,13 @@ def run_dataset(name: str, records, holdout_fraction: float, args) -> dict:
     manifest = models["mlp"].manifest
     trained_keys = np.unique(records.subject_keys[np.isin(records.record_ids, manifest.trained_ids())])
     chosen = np.random.default_rng(args.seed + 1).permutation(trained_keys)[: args.batch].tolist()
+    # The single request is a typical subject of the batch (median number of rows), not an
+    # accident of the draw such as a subject with one row.
+    counts = dict(zip(*np.unique(records.subject_keys, return_counts=True)))
+    median = float(np.median([counts[key] for key in chosen]))
+    single = next(key for key in chosen if counts[key] >= median)
     scenarios = {}
-    for label, subjects in (("single", chosen[:1]), ("batch", chosen)):
+    for label, subjects in (("single", [single]), ("batch", chosen)):
         print(f"[{name}] {len(subjects)} request(s)", flush=True)
         scenarios[label] = scenario(models, subjects, args.repeats, label)
     return {"rows": len(records.labels), "subjects": int(len(np.unique(records.subject_keys))),
