@@ -114,11 +114,11 @@ def _effects(cluster: Cluster) -> dict:
     }
 
 
-def _residual(cluster: Cluster, admin: dict, load, statuses: dict[str, str]) -> list[str]:
+def _residual(cluster: Cluster, admin: dict, result, statuses: dict[str, str]) -> list[str]:
     """Request ids completed as erased whose subject is still in a live dataset or model version."""
     import httpx
 
-    done = {raw for rid, raw in load.existing_subjects.items() if statuses.get(rid) == "completed"}
+    done = {raw for rid, raw in result.existing_subjects.items() if statuses.get(rid) == "completed"}
     residual = []
     with httpx.Client(base_url=cluster.api_url, headers=admin, timeout=30) as client:
         for raw in sorted(done):
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict:
         acknowledged = set(result.acknowledged)
         statuses, settle = _wait_terminal(cluster, acknowledged, args.heal_timeout, log)
         effects = _effects(cluster)
-        residual = _residual(cluster, admin, load, statuses)
+        residual = _residual(cluster, admin, result, statuses)
         verify = cluster.cli("audit", "verify")
         report = _report(args, result, injector.injected, statuses, acknowledged, settle, effects, residual, verify, restarted)
         report["seconds_total"] = round(time.monotonic() - started, 1)

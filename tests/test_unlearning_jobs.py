@@ -178,3 +178,33 @@ def test_permanent_failure_fails_the_requests(client, admin):
     metrics = client.get("/metrics").text
     assert 'obliviate_jobs{kind="unlearning",status="failed"} 1.0' in metrics
     assert 'obliviate_erasure_requests{status="failed"} 1.0' in metrics
+
+
+def test_certificate_verifies_offline_and_any_altered_byte_fails(client, admin, tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    _model(client, admin, "certified-cli")
+    request_id = _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    response = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=admin)
+    assert response.status_code == 200
+    raw = response.content
+    public = client.get("/v1/keys/signing").json()["public_key"]
+    runner = CliRunner()
+    good = tmp_path / "certificate.json"
+    good.write_bytes(raw)
+    result = runner.invoke(cli, ["certificate", "verify", str(good), "--public-key", public])
+    assert result.exit_code == 0, result.output
+    assert "VALID" in result.output
+    # Every single-byte change, at positions spread over the whole file, is refused.
+    for position in range(0, len(raw), max(1, len(raw) // 60)):
+        altered = bytearray(raw)
+        altered[position] = (altered[position] + 1) % 256
+        path = tmp_path / f"altered-{position}.json"
+        path.write_bytes(bytes(altered))
+        assert runner.invoke(cli, ["certificate", "verify", str(path), "--public-key", public]).exit_code == 1, position
+    other_key = "A" * 43 + "="
+    assert runner.invoke(cli, ["certificate", "verify", str(good), "--public-key", other_key]).exit_code == 1

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
-
 from fastapi import APIRouter
+from fastapi.responses import Response
 
+from app.audit.chain import canonical_json
 from app.certificates import signing
 from app.certificates.models import Certificate
 from app.deps import SessionDep, scoped
@@ -16,8 +16,11 @@ router = APIRouter(tags=["certificates"])
 ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409)}
 
 
-@router.get("/v1/erasure-requests/{request_id}/certificate", responses=ERRORS)
-def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scoped("requests:read")) -> dict[str, Any]:
+@router.get(
+    "/v1/erasure-requests/{request_id}/certificate", response_class=Response,
+    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **ERRORS},
+)
+def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scoped("requests:read")) -> Response:
     """The signed certificate of erasure; verify it offline with `obliviate certificate verify`."""
     request = request_service.get_for(session, principal, request_id)
     certificate = session.get(Certificate, request.id)
@@ -26,7 +29,8 @@ def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scope
             f"No certificate yet: the request is '{request.status}'. Certificates are issued on completion.",
             current_status=request.status,
         )
-    return signed_document(certificate)
+    # Canonical bytes (sorted keys, no spaces): the exact bytes `certificate verify` checks.
+    return Response(canonical_json(signed_document(certificate)), media_type="application/json")
 
 
 @router.get("/v1/keys/signing")

@@ -10,6 +10,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
+from app.cli.certificate import certificate_app
 from app.cli.common import EXIT_USAGE, check_secret, console, ensure_schema, err_console, fail
 from app.cli.importer import ImportFormat, run_import
 from app.cli.serve import serve
@@ -27,6 +28,7 @@ cli.add_typer(db_app, name="db")
 cli.add_typer(keys_app, name="keys")
 cli.add_typer(requests_app, name="requests")
 cli.add_typer(audit_app, name="audit")
+cli.add_typer(certificate_app, name="certificate")
 cli.command("serve")(serve)
 
 
