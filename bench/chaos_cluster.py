@@ -228,6 +228,17 @@ class Cluster:
             raise RuntimeError(f"pid {pid} is not a process this harness started")
         os.kill(pid, sig)
 
+    def busy_pids(self) -> list[int]:
+        """Pool processes holding a running job right now (their pid is in the job's progress)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.database_url(), connect_timeout=3) as connection:
+                rows = connection.execute("SELECT progress->>'pid' FROM jobs WHERE status = 'running'").fetchall()
+        except psycopg.Error:
+            return []
+        return [int(pid) for (pid,) in rows if pid and pid.isdigit()]
+
     def heal(self) -> list[str]:
         """Bring every part back up; answers what had to be restarted."""
         restarted = []

@@ -211,20 +211,27 @@ class FaultInjector(threading.Thread):
             if self.load_done.is_set() and len(self.injected) >= self.min_faults:
                 return
 
-    def _worker(self) -> str:
-        return self.rng.choice(["worker-1", "worker-2"])
+    def _busy_worker(self) -> tuple[str, int | None]:
+        """A worker and its pool process that is running a job, when one is: killing an idle
+        process proves little. Otherwise any worker."""
+        busy = set(self.cluster.busy_pids())
+        for name in self.rng.sample(["worker-1", "worker-2"], 2):
+            for pid in self.cluster.children(name):
+                if pid in busy:
+                    return name, pid
+        name = self.rng.choice(["worker-1", "worker-2"])
+        children = self.cluster.children(name)
+        return name, self.rng.choice(children) if children else None
 
     def kill_worker_child(self) -> str:
-        name = self._worker()
-        children = self.cluster.children(name)
-        if not children:
-            return self.kill_worker_main(name)
-        pid = self.rng.choice(children)
+        name, pid = self._busy_worker()
+        if pid is None:
+            return self.kill_worker_main()
         self.cluster.kill_pid(pid, signal.SIGKILL)
         return f"{name} pool process {pid}"
 
-    def kill_worker_main(self, name: str | None = None) -> str:
-        name = name or self._worker()
+    def kill_worker_main(self) -> str:
+        name, _ = self._busy_worker()
         pid = self.cluster.processes[name].pid
         self.cluster.kill_pid(pid, signal.SIGKILL)
         self.cluster.processes[name].wait(timeout=10)
@@ -232,7 +239,7 @@ class FaultInjector(threading.Thread):
         return f"{name} main process {pid}"
 
     def term_worker(self) -> str:
-        name = self._worker()
+        name, _ = self._busy_worker()
         process = self.cluster.processes[name]
         process.send_signal(signal.SIGTERM)
         try:

@@ -7,6 +7,8 @@
 #   bench/fuzz.sh                        # 300 examples per operation, at most 600 s
 #   FUZZ_EXAMPLES=1000 FUZZ_MAX_TIME=1200 bench/fuzz.sh
 #   FUZZ_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/fuzz bench/fuzz.sh   # an empty database
+#   FUZZ_WORKERS=1 (schemathesis workers; more than one has hit thread-safety errors in its
+#   generators), FUZZ_SEED=N (reproduce a run)
 #
 # Exit status: schemathesis's (0 when no check failed).
 set -euo pipefail
@@ -86,7 +88,7 @@ status=0
     --checks "$CHECKS" \
     --max-examples "$EXAMPLES" \
     --max-time "$MAX_TIME" \
-    --workers 4 \
+    --workers "${FUZZ_WORKERS:-1}" \
     --suppress-health-check all \
     --request-timeout 30 \
     ${FUZZ_SEED:+--seed "$FUZZ_SEED"} || status=$?

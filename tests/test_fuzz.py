@@ -7,6 +7,7 @@ response (status code, content type, body) is what the schema documents.
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from schemathesis.checks import (
 from tests.conftest import TEST_SECRET
 from tests.objects import create_dataset, create_request, import_model
 
-EXAMPLES = int(os.environ.get("OBLIVIATE_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("OBLIVIATE_FUZZ_EXAMPLES", "40"))
 CHECKS = [
     not_a_server_error, status_code_conformance, content_type_conformance,
     response_schema_conformance, response_headers_conformance,
@@ -38,12 +39,13 @@ def admin_headers(make_key):
 
 
 @contextmanager
-def _secret_only_env():
+def _collection_env():
     """The schema is read at collection time, before the test database exists: building the app
-    then must not create an embedded secret file anywhere."""
+    then must not create an embedded secret file anywhere, nor leave logging configured."""
     from app.config import reset_settings
 
     saved = os.environ.get("OBLIVIATE_SECRET_KEY")
+    handlers, level = logging.root.handlers[:], logging.root.level
     os.environ["OBLIVIATE_SECRET_KEY"] = saved or TEST_SECRET
     reset_settings()
     try:
@@ -51,13 +53,15 @@ def _secret_only_env():
     finally:
         if saved is None:
             os.environ.pop("OBLIVIATE_SECRET_KEY", None)
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
         reset_settings()
 
 
 def _openapi() -> dict:
     from app.main import create_app
 
-    with _secret_only_env():
+    with _collection_env():
         return create_app().openapi()
 
 
@@ -95,3 +99,25 @@ def test_api_conforms_to_its_schema(case, app, admin_headers, seeded):
         case.path_parameters = {**case.path_parameters, **real}
         response = case.call(app=app, headers=admin_headers)
         case.validate_response(response, checks=CHECKS, headers=admin_headers)
+
+
+def test_the_schema_documents_every_error_as_problem_json(app):
+    document = app.openapi()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            for code, response in responses.items():
+                if int(code) >= 400 and path != "/readyz":
+                    assert response["content"] == problem, (label, code)
+            if path.startswith("/v1/") and path != "/v1/keys/signing":
+                assert operation["security"] == [{"bearer": []}], label
+                assert {"401", "403"} <= set(responses), label
+            if "requestBody" in operation:
+                assert {"400", "413", "422"} <= set(responses), label
+            if "{" in path:
+                assert {"404", "422"} <= set(responses), label
+            if "429" in responses:
+                assert "Retry-After" in responses["429"]["headers"], label

@@ -6,13 +6,13 @@ import hashlib
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.datasets.models import Dataset, DatasetVersion
-from app.db import utcnow
+from app.db import is_postgres, utcnow
 from app.errors import Conflict, Gone, NotFound, TooManyRequests, Unprocessable
 from app.families.registry import FamilyParamsError, UnknownFamilyError, families, get_family
 from app.jobs import service as job_service
@@ -56,11 +56,22 @@ def validate_family(family: str, params: dict | None, method: str | None):
 
 def check_job_quota(session: Session, principal: Principal) -> None:
     limit = get_settings().max_active_jobs_per_client
+    _serialise_client(session, principal.client)
     if job_service.count_active(session, principal.client) >= limit:
         raise TooManyRequests(
             f"This client already has {limit} training or unlearning jobs queued or running.",
             headers={"Retry-After": "30"},
         )
+
+
+def _serialise_client(session: Session, client: str) -> None:
+    """Concurrent requests of one client must not all pass the count before any of them inserts
+    its job. On PostgreSQL a transaction-scoped advisory lock per client orders them (the count
+    runs after the lock, so it sees the jobs the previous holder committed); on SQLite the unit of
+    work already holds the database's write lock."""
+    if is_postgres(session):
+        digest = hashlib.sha256(f"obliviate:job-quota:{client}".encode()).digest()
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
 
 def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[Model, Job]:
