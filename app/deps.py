@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.db import get_sessionmaker
@@ -14,12 +15,24 @@ from app.keys import service as key_service
 from app.keys.service import Principal
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
     """The request's unit of work. Runs with scope="function" so the commit happens before the
-    response is sent: a client never sees 201 for a row that then fails to commit."""
+    response is sent: a client never sees 201 for a row that then fails to commit.
+
+    Async, so that opening it costs no thread hop (a Session touches the database only when
+    first used, in the endpoint's thread); committing, rolling back and closing do I/O and run in
+    the threadpool."""
     session = get_sessionmaker()()
     try:
         yield session
+    except BaseException:
+        await run_in_threadpool(_rollback_and_close, session)
+        raise
+    await run_in_threadpool(_commit_and_close, session)
+
+
+def _commit_and_close(session: Session) -> None:
+    try:
         session.commit()
     except BaseException:
         session.rollback()
@@ -28,17 +41,28 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+def _rollback_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send an API key as 'Authorization: Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"})
     # Its own short read, outside the unit of work: on SQLite the unit of work holds the write
     # lock from its first statement, and idempotency claims must be able to run before that.
-    principal = key_service.authenticate_cached(token.strip())
+    # A key seen in the last few seconds answers from memory, without a thread hop.
+    token = token.strip()
+    found, principal = key_service.cached_principal(token)
+    if not found:
+        principal = await run_in_threadpool(key_service.authenticate_cached, token)
     if principal is None:
         raise Unauthorized("The API key is not valid or was revoked.", headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = principal
@@ -49,7 +73,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require(scope: str):
-    def _check(principal: PrincipalDep) -> Principal:
+    async def _check(principal: PrincipalDep) -> Principal:
         if not principal.has(scope):
             raise Forbidden(f"This key lacks the '{scope}' scope.")
         return principal
@@ -65,7 +89,7 @@ def scoped(scope: str):
 def any_scope(*scopes: str):
     """A principal holding at least one of `scopes` (e.g. jobs are read by model and request readers)."""
 
-    def _check(principal: PrincipalDep) -> Principal:
+    async def _check(principal: PrincipalDep) -> Principal:
         if not any(principal.has(s) for s in scopes):
             raise Forbidden(f"This key needs one of the scopes: {', '.join(scopes)}.")
         return principal

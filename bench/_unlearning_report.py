@@ -91,7 +91,7 @@ def print_report(payload: dict[str, Any]) -> None:
         print(f"method config overrides: {payload['method_overrides']}")
     else:
         print("method configs: the product defaults (no overrides)")
-    print(f"timings: median of {payload['repeats']} run(s) per data set; '× retrain' divides by the full retrain "
+    print(f"timings: best of {payload['repeats']} run(s) per data set; '× retrain' divides by the full retrain "
           "of the same model (1 MLP network; all 8 SISA shards; the logistic model), in wall and in CPU seconds; "
           "targets are judged on wall time")
     headers = ["method", "wall s", "× retrain", "× retrain (CPU)", "forget acc", "retain acc", "holdout acc", "MIA AUC",

@@ -73,7 +73,7 @@ def _statuses(cluster: Cluster) -> dict[str, str]:
         return {str(i): s for i, s in connection.execute("SELECT id, status FROM erasure_requests").fetchall()}
 
 
-def _wait_terminal(cluster: Cluster, acknowledged: set[str], timeout: float, log) -> tuple[dict[str, str], float | None]:
+def _wait_terminal(cluster: Cluster, acknowledged: set[str], timeout: float, log) -> tuple[dict, float | None]:
     started = time.monotonic()
     statuses: dict[str, str] = {}
     while True:
@@ -103,6 +103,8 @@ def _effects(cluster: Cluster) -> dict:
         uncertified = rows("SELECT r.id FROM erasure_requests r LEFT JOIN certificates c ON c.request_id = r.id "
                            "WHERE r.status = 'completed' AND c.request_id IS NULL")
         jobs = rows("SELECT kind, status, attempt FROM jobs")
+        durations = [r[0] for r in rows("SELECT EXTRACT(EPOCH FROM finished_at - started_at) FROM jobs "
+                                        "WHERE kind = 'unlearning' AND finished_at IS NOT NULL")]
         versions = rows("SELECT count(*) FROM model_versions")[0][0]
     return {
         "duplicated_model_versions": [{"job_id": j, "versions": n} for j, n in models],
@@ -111,11 +113,14 @@ def _effects(cluster: Cluster) -> dict:
         "jobs": dict(Counter(f"{kind}:{status}" for kind, status, _ in jobs)),
         "job_attempts": dict(sorted(Counter(attempt for *_, attempt in jobs).items())),
         "model_versions": versions,
+        # Of the last attempt of each job (started_at is reset by every claim).
+        "unlearning_job_seconds": {"mean": round(float(sum(durations)) / len(durations), 2) if durations else None,
+                                   "max": round(float(max(durations)), 2) if durations else None},
     }
 
 
-def _residual(cluster: Cluster, admin: dict, result, statuses: dict[str, str]) -> list[str]:
-    """Request ids completed as erased whose subject is still in a live dataset or model version."""
+def _residual(cluster: Cluster, admin: dict, result, statuses: dict[str, str]) -> list[dict]:
+    """Subjects of completed requests that are still in a live (not destroyed) dataset or model version."""
     import httpx
 
     done = {raw for rid, raw in result.existing_subjects.items() if statuses.get(rid) == "completed"}
@@ -123,8 +128,12 @@ def _residual(cluster: Cluster, admin: dict, result, statuses: dict[str, str]) -
     with httpx.Client(base_url=cluster.api_url, headers=admin, timeout=30) as client:
         for raw in sorted(done):
             found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": raw}}).json()
-            if any(not hit["destroyed"] for hit in found["datasets"] + found["models"]):
-                residual.append(raw)
+            live = [{"dataset": hit["name"], "version": hit["version"], "current": hit["current"]}
+                    for hit in found["datasets"] if not hit["destroyed"]]
+            live += [{"model": hit["model"], "version": hit["version"], "current": hit["current"]}
+                     for hit in found["models"] if not hit["destroyed"]]
+            if live:
+                residual.append({"subject": raw, "live": live})
     return residual
 
 
@@ -134,7 +143,10 @@ def _interrupt(*_) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     check_binaries()
-    log = (lambda message: None) if args.quiet else (lambda message: print(f"[chaos {time.strftime('%X')}] {message}", flush=True))
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"[chaos {time.strftime('%X')}] {message}", flush=True)
+
     workdir = Path(tempfile.mkdtemp(prefix="obliviate-chaos-"))
     cluster = Cluster(workdir, lease_seconds=args.lease_seconds, log=log)
     injector = None
@@ -183,7 +195,8 @@ def run(args: argparse.Namespace) -> dict:
         effects = _effects(cluster)
         residual = _residual(cluster, admin, result, statuses)
         verify = cluster.cli("audit", "verify")
-        report = _report(args, result, injector.injected, statuses, acknowledged, settle, effects, residual, verify, restarted)
+        report = _report(args, result, injector.injected, statuses, acknowledged, settle, effects, residual, verify,
+                         restarted)
         report["seconds_total"] = round(time.monotonic() - started, 1)
         return report
     finally:
@@ -226,7 +239,8 @@ def _report(args, result, faults, statuses, acknowledged, settle, effects, resid
 
 def print_table(report: dict) -> None:
     rows = [
-        ("acknowledged requests", report["acknowledged"]), ("lost", report["lost"]), ("unexpected", report["unexpected"]),
+        ("acknowledged requests", report["acknowledged"]), ("lost", report["lost"]),
+        ("unexpected", report["unexpected"]),
         ("duplicated effects", report["duplicated"]), ("failed", report["failed"]),
         ("idempotent replays (mismatches)", f"{report['replays']} ({len(report['replay_mismatches'])})"),
         ("key reuse, other body (not 422)", f"{report['conflicts']} ({len(report['conflict_mismatches'])})"),
@@ -234,6 +248,7 @@ def print_table(report: dict) -> None:
         ("terminal after healing, s", report["seconds_to_terminal_after_heal"]),
         ("obliviate audit verify exit", report["audit_verify_exit"]),
         ("statuses", report["statuses"]), ("jobs", report["jobs"]), ("job attempts", report["job_attempts"]),
+        ("unlearning job seconds (last attempt)", report["unlearning_job_seconds"]),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n| " + "measure".ljust(width) + " | value |\n|" + "-" * (width + 2) + "|-------|")

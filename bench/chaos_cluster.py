@@ -58,9 +58,8 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> N
 
 
 class Cluster:
-    def __init__(self, workdir: Path, *, lease_seconds: int, log):
+    def __init__(self, workdir: Path, *, lease_seconds: int):
         self.workdir = workdir
-        self.log = log
         self.lease_seconds = lease_seconds
         self.pg_bin = postgres_bin()
         self.pg_port, self.redis_port, self.api_port = free_port(), free_port(), free_port()
@@ -69,7 +68,6 @@ class Cluster:
         self.logs = workdir / "logs"
         self.processes: dict[str, subprocess.Popen] = {}
         self.groups: set[int] = set()  # every process group we ever started, for the final clean-up
-        self.redis_stopped = False
         # initdb and postgres refuse to run as root: they run as the postgres user (or whoever we are).
         self.pg_user = "postgres" if os.geteuid() == 0 else None
 
@@ -83,8 +81,9 @@ class Cluster:
         if self.pg_user:
             os.chmod(self.workdir, 0o755)
             shutil.chown(self.workdir / "pg", self.pg_user, self.pg_user)
-        subprocess.run(self._as_pg([str(self.pg_bin / "initdb"), "-D", str(self.pgdata), "-A", "trust", "-U", "postgres",
-                                    "--no-sync", "-E", "UTF8"]), check=True, capture_output=True)
+        initdb = [str(self.pg_bin / "initdb"), "-D", str(self.pgdata), "-A", "trust", "-U", "postgres", "--no-sync",
+                  "-E", "UTF8"]
+        subprocess.run(self._as_pg(initdb), check=True, capture_output=True)
         with open(self.pgdata / "postgresql.auto.conf", "a") as conf:
             # Here rather than on pg_ctl's command line, so every restart keeps port and settings.
             # fsync=off: a killed server still has its WAL in the OS cache; only a machine crash could lose it.
@@ -98,8 +97,9 @@ class Cluster:
             connection.execute("CREATE DATABASE obliviate")
 
     def _pg_ctl(self, *args: str) -> None:
-        subprocess.run(self._as_pg([str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.workdir / "pg" / "server.log"),
-                                    "-w", "-t", "60", *args]), check=True, capture_output=True)
+        log = str(self.workdir / "pg" / "server.log")
+        command = [str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-l", log, "-w", "-t", "60", *args]
+        subprocess.run(self._as_pg(command), check=True, capture_output=True)
 
     def restart_postgres(self) -> None:
         self._pg_ctl("restart", "-m", "immediate")
@@ -119,8 +119,8 @@ class Cluster:
         pid = self.postgres_pid()
         if pid is None or not self.pgdata.exists():
             return
-        subprocess.run(self._as_pg([str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, timeout=60)
+        command = [str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"]
+        subprocess.run(self._as_pg(command), capture_output=True, timeout=60)
         if _alive(pid):  # pg_ctl could not stop it (e.g. a damaged data folder): the postmaster goes by force
             os.kill(pid, signal.SIGKILL)
 
@@ -136,8 +136,8 @@ class Cluster:
         wait_until(self.redis_up, 20, "redis")
 
     def redis_up(self) -> bool:
-        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() == "PONG"
+        ping = ["redis-cli", "-p", str(self.redis_port), "ping"]
+        return subprocess.run(ping, capture_output=True, text=True, timeout=5).stdout.strip() == "PONG"
 
     def restart_redis(self) -> None:
         """Shut down without saving, so every queued message is lost, and start again."""
@@ -148,28 +148,28 @@ class Cluster:
     def pause_redis(self, seconds: float) -> None:
         pid = self.processes["redis"].pid
         os.kill(pid, signal.SIGSTOP)
-        self.redis_stopped = True
         try:
             time.sleep(seconds)
         finally:
             os.kill(pid, signal.SIGCONT)
-            self.redis_stopped = False
 
     # The service's own processes.
 
     def env(self, **extra: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("OBLIVIATE_")}
         return {
-            **base, "OBLIVIATE_DATABASE_URL": self.database_url(), "OBLIVIATE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "OBLIVIATE_DATA_DIR": str(self.data_dir), "OBLIVIATE_SECRET_KEY": "chaos-secret-key-0123456789abcdef-0123456789",
+            **base, "OBLIVIATE_DATABASE_URL": self.database_url(),
+            "OBLIVIATE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0", "OBLIVIATE_DATA_DIR": str(self.data_dir),
+            "OBLIVIATE_SECRET_KEY": "chaos-secret-key-0123456789abcdef-0123456789",
             "OBLIVIATE_DEVICE": "cpu", "OBLIVIATE_LOG_LEVEL": "WARNING", "OBLIVIATE_SWEEP_INTERVAL_SECONDS": "1",
             "OBLIVIATE_PLAN_INTERVAL_SECONDS": "1", "OBLIVIATE_BATCH_WINDOW_SECONDS": "2",
-            "OBLIVIATE_JOB_LEASE_SECONDS": str(self.lease_seconds), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra,
+            "OBLIVIATE_JOB_LEASE_SECONDS": str(self.lease_seconds), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            **extra,
         }
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", "from app.cli import main; main()", *args], cwd=ROOT, env=self.env(),
-                              capture_output=True, text=True, timeout=120)
+        command = [sys.executable, "-c", "from app.cli import main; main()", *args]
+        return subprocess.run(command, cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=120)
 
     def start_api(self) -> None:
         env = self.env(OBLIVIATE_DATABASE_URL=self.database_url(API_APP))
@@ -217,7 +217,8 @@ class Cluster:
 
         with psycopg.connect(self.database_url(), autocommit=True, connect_timeout=5) as connection:
             rows = connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (API_APP,)).fetchall()
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (API_APP,),
+            ).fetchall()
         return len(rows)
 
     def kill_pid(self, pid: int, sig: int) -> None:
@@ -280,20 +281,19 @@ class Cluster:
         for name, process in self.processes.items():
             if process.poll() is None and name != "redis":
                 self.kill_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        self._wait_all(10)
+        for pgid in self.groups:
+            self.kill_group(pgid)
+        self._wait_all(5)
+        self.stop_postgres()
+
+    def _wait_all(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         for process in self.processes.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for pgid in self.groups:
-            self.kill_group(pgid)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        self.stop_postgres()
 
 
 def _alive(pid: int) -> bool:
@@ -302,5 +302,5 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, as another user's process
     return True

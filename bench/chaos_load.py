@@ -39,18 +39,19 @@ def dataset_csv(seed: int) -> bytes:
     out = io.StringIO()
     out.write("user_id,label," + ",".join(f"f{j}" for j in range(FEATURES)) + "\n")
     for i in range(rows):
-        out.write(f"{subject_id(i // ROWS_PER_SUBJECT)},{labels[i]}," + ",".join(f"{x:.4f}" for x in features[i]) + "\n")
+        values = ",".join(f"{x:.4f}" for x in features[i])
+        out.write(f"{subject_id(i // ROWS_PER_SUBJECT)},{labels[i]},{values}\n")
     return out.getvalue().encode()
 
 
 def train_model(api: str, admin: dict, seed: int, timeout: float = 300) -> dict:
     with httpx.Client(base_url=api, headers=admin, timeout=30) as client:
-        upload = client.post("/v1/datasets", data={"name": "chaos", "subject_column": "user_id", "subject_kind": "user_id",
-                                                   "label_column": "label"},
-                             files={"file": ("chaos.csv", dataset_csv(seed), "text/csv")})
+        form = {"name": "chaos", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "label"}
+        upload = client.post("/v1/datasets", data=form, files={"file": ("chaos.csv", dataset_csv(seed), "text/csv")})
         upload.raise_for_status()
-        created = client.post("/v1/models", json={"name": "chaos-mlp", "family": "mlp_classifier", "dataset_id": upload.json()["dataset_id"],
-                                                  "holdout_fraction": 0.2, "params": MODEL_PARAMS, "seed": seed})
+        body = {"name": "chaos-mlp", "family": "mlp_classifier", "dataset_id": upload.json()["dataset_id"],
+                "holdout_fraction": 0.2, "params": MODEL_PARAMS, "seed": seed}
+        created = client.post("/v1/models", json=body)
         created.raise_for_status()
         job_id = created.json()["id"]
         deadline = time.monotonic() + timeout
@@ -119,7 +120,8 @@ class Load:
         while True:
             try:
                 response = await client.post(path, json=json, headers=headers)
-                if response.status_code in final or (response.status_code < 500 and response.status_code not in (409, 429)):
+                code = response.status_code
+                if code in final or (code < 500 and code not in (409, 429)):
                     return response
                 self.result.retries[str(response.status_code)] += 1
             except httpx.HTTPError as exc:
@@ -154,9 +156,13 @@ class Load:
         review = await self._call(client, f"/v1/erasure-requests/{body['id']}/{action}",
                                   json={"reason": "identity could not be verified"} if item["deny"] else None,
                                   final=frozenset({409}))
-        if review.status_code == 200 or (review.status_code == 409 and review.json().get("current_status") != "received"):
+        moved_on = review.status_code == 409 and review.json().get("current_status") != "received"
+        if review.status_code == 200 or moved_on:
             # 409: an earlier try of ours was applied but its answer was lost; the request moved on.
-            setattr(result, "denied" if item["deny"] else "approved", getattr(result, "denied" if item["deny"] else "approved") + 1)
+            if item["deny"]:
+                result.denied += 1
+            else:
+                result.approved += 1
         else:
             result.gave_up.append(f"#{item['index']}: {action} answered {review.status_code}")
 
@@ -189,10 +195,12 @@ class FaultInjector(threading.Thread):
     """One random fault every fault_min..fault_max seconds until the load is done and at least
     min_faults were injected. Every target is a pid of a process the cluster started."""
 
-    def __init__(self, cluster, *, seed: int, fault_min: float, fault_max: float, min_faults: int, pause_seconds: float, log):
+    def __init__(self, cluster, *, seed: int, fault_min: float, fault_max: float, min_faults: int, pause_seconds: float,
+                 log):
         super().__init__(name="faults", daemon=True)
         self.cluster, self.rng, self.log = cluster, random.Random(seed), log
-        self.fault_min, self.fault_max, self.min_faults, self.pause_seconds = fault_min, fault_max, min_faults, pause_seconds
+        self.fault_min, self.fault_max, self.min_faults = fault_min, fault_max, min_faults
+        self.pause_seconds = pause_seconds
         self.load_done = threading.Event()
         self.stop = threading.Event()
         self.injected: list[dict] = []
@@ -211,14 +219,19 @@ class FaultInjector(threading.Thread):
             if self.load_done.is_set() and len(self.injected) >= self.min_faults:
                 return
 
-    def _busy_worker(self) -> tuple[str, int | None]:
-        """A worker and its pool process that is running a job, when one is: killing an idle
-        process proves little. Otherwise any worker."""
-        busy = set(self.cluster.busy_pids())
-        for name in self.rng.sample(["worker-1", "worker-2"], 2):
-            for pid in self.cluster.children(name):
-                if pid in busy:
-                    return name, pid
+    def _busy_worker(self, patience: float = 5.0) -> tuple[str, int | None]:
+        """A worker and its pool process that is running a job, waiting a few seconds for one:
+        killing an idle process proves little. Otherwise any worker."""
+        deadline = time.monotonic() + patience
+        while True:
+            busy = set(self.cluster.busy_pids())
+            for name in self.rng.sample(["worker-1", "worker-2"], 2):
+                for pid in self.cluster.children(name):
+                    if pid in busy:
+                        return name, pid
+            if time.monotonic() > deadline or self.stop.is_set():
+                break
+            time.sleep(0.25)
         name = self.rng.choice(["worker-1", "worker-2"])
         children = self.cluster.children(name)
         return name, self.rng.choice(children) if children else None

@@ -23,8 +23,11 @@ from _common import (
 
 
 def run_config(records, sisa: dict | None, args) -> dict:
-    model = train_model(records, "mlp_classifier", MLP_PARAMS, seed=args.seed, sisa=sisa,
-                        holdout_fraction=args.holdout_fraction)
+    # Best of the repeats: other processes only ever add time. Every repeat trains the same
+    # weights (deterministic under the seed), so the figures come from the first.
+    runs = [train_model(records, "mlp_classifier", MLP_PARAMS, seed=args.seed, sisa=sisa,
+                        holdout_fraction=args.holdout_fraction) for _ in range(args.repeats)]
+    model = runs[0]
     metrics = version_metrics(model)
     trained = len(model.manifest.trained_ids())
     shard_rows = [int((model.manifest.shards == s).sum()) for s in range(len(model.shards))]
@@ -32,10 +35,10 @@ def run_config(records, sisa: dict | None, args) -> dict:
         "config": "1 network" if sisa is None else f"SISA S={sisa['shards']} R={sisa['slices']}",
         "shards": sisa["shards"] if sisa else 1, "slices": sisa["slices"] if sisa else 1,
         "trained_rows": trained, "shard_rows_min": min(shard_rows), "shard_rows_max": max(shard_rows),
-        "partition_s": round(model.partition_s, 3), "train_s": round(model.train_s, 3),
-        "train_cpu_s": round(model.train_cpu_s, 3),
+        "partition_s": round(min(r.partition_s for r in runs), 3), "train_s": round(min(r.train_s for r in runs), 3),
+        "train_cpu_s": round(min(r.train_cpu_s for r in runs), 3), "train_runs_s": [round(r.train_s, 3) for r in runs],
         # A one-subject erasure under SISA retrains at most one shard: the upper bound of its cost.
-        "one_shard_s": round(model.train_s / len(model.shards), 3),
+        "one_shard_s": round(min(r.train_s for r in runs) / len(model.shards), 3),
         "holdout_accuracy": metrics["holdout"]["accuracy"], "holdout_loss": metrics["holdout"]["loss"],
         "train_sample_accuracy": metrics["train_sample"]["accuracy"], "holdout_rows": metrics["records"]["holdout"],
     }
@@ -49,12 +52,13 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=4)
     parser.add_argument("--holdout-fraction", type=float, default=0.1, help="the API's default")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3, help="trainings per configuration (best reported)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="10,000 rows: a smoke run of about a minute")
     parser.add_argument("--output", default=str(RESULTS / "training.json"))
     args = parser.parse_args()
     if args.quick:
-        args.rows = min(args.rows, 10_000)
+        args.rows, args.repeats = min(args.rows, 10_000), 1
 
     with tempfile.TemporaryDirectory(prefix="obliviate-bench-") as tmp:
         setup(Path(tmp), args.threads)
@@ -74,12 +78,12 @@ def main() -> None:
     payload = {
         "rows": args.rows, "features": args.features, "classes": 10, "subjects": int(len(set(records.subject_keys))),
         "holdout_fraction": args.holdout_fraction, "seed": args.seed, "family": "mlp_classifier",
-        "params": MLP_PARAMS, "quick": args.quick, "machine": info, "results": results,
+        "params": MLP_PARAMS, "quick": args.quick, "repeats": args.repeats, "machine": info, "results": results,
     }
     print()
     print(f"mlp_classifier training on {args.rows:,} generated rows ({args.features} features, 10 classes, "
           f"{payload['subjects']:,} subjects); params {MLP_PARAMS}")
-    print(f"machine: {describe_machine(info)}\n")
+    print(f"machine: {describe_machine(info)}; times: best of {args.repeats} run(s)\n")
     headers = ["config", "trained rows", "rows/shard", "wall s", "CPU s", "× 1 network", "wall s / shard",
                "holdout acc", "train acc"]
     rows = [[r["config"], f"{r['trained_rows']:,}",

@@ -157,15 +157,18 @@ def scenario_rows(label: str, requests: int, contexts: dict, jobs: list, walls: 
         found, failures, details = figures[job]
         row = {
             "method": REFERENCE_LABEL[name] if role == "reference" else name, "model": kind, "role": role,
-            "scenario": label, "wall_s": statistics.median(walls[job]), "cpu_s": statistics.median(cpus[job]),
+            # Best of the repeats: other processes only ever add time, so the least disturbed run is
+            # the closest to the method's own cost. Medians are kept for comparison.
+            "scenario": label, "wall_s": min(walls[job]), "cpu_s": min(cpus[job]),
+            "wall_median_s": statistics.median(walls[job]), "cpu_median_s": statistics.median(cpus[job]),
             "wall_runs_s": [round(w, 3) for w in walls[job]], "cpu_runs_s": [round(c, 3) for c in cpus[job]],
-            "reference_wall_s": statistics.median(walls[reference]),
-            "single_network_retrain_wall_s": statistics.median(walls[("reference", "mlp")]),
+            "reference_wall_s": min(walls[reference]),
+            "single_network_retrain_wall_s": min(walls[("reference", "mlp")]),
             **summarise(found), "before": summarise({"after": found["before"]}),
             "policy_failures": failures, "details": details,
         }
         row["time_fraction"] = row["wall_s"] / row["reference_wall_s"]
-        row["cpu_fraction"] = row["cpu_s"] / statistics.median(cpus[reference])
+        row["cpu_fraction"] = row["cpu_s"] / min(cpus[reference])
         row["vs_single_network_retrain"] = row["wall_s"] / row["single_network_retrain_wall_s"]
         ref = summarise(figures[reference][0])
         for key in ("holdout", "forget"):
@@ -211,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the generated data set")
     parser.add_argument("--batch", type=int, default=100, help="requests in the batch scenario")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (best reported)")
     parser.add_argument("--small-repeats", type=int, default=9,
                         help="timed runs on digits, where every run takes well under a second")
     parser.add_argument("--datasets", default="generated,digits")

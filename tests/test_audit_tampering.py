@@ -3,12 +3,12 @@
 A log of many hash chains (60 erasure requests, 2 to 6 events each) is tampered with 1,000 times,
 directly in the database and past the append-only triggers, as a superuser could: an edited field
 (data, actor, type, at, prev_hash, hash), a deleted event, two events of a chain swapped, or a
-chain's tail dropped. Each tampering is applied to the untouched log inside a transaction,
-checked with `app.audit.service.verify_all` (the code behind `obliviate audit verify` and
-GET /v1/audit/verify) on that same connection, and rolled back. Every one must be detected, at the
-chain that was touched; the untouched log must verify clean before, in between and after.
-A few tamperings are committed, so that the CLI and the API see them too, and then restored.
-"""
+chain's tail dropped (the audit_heads row, which records each chain's last link, is left as it
+was: it is what reveals a dropped tail). Each tampering is applied to the untouched log inside a
+transaction, checked with `app.audit.service.verify_all` (the code behind `obliviate audit verify`
+and GET /v1/audit/verify) on that same connection, and rolled back. Every one must be detected,
+at the chain that was touched; the untouched log must verify clean before, in between and after.
+A few tamperings are committed, so that the CLI and the API see them too, and then restored."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ PATHS = [
     [("extend", {"days": 14, "reason": "complex request"}), ("hold", {"reason": "identity check"}), ("release", None),
      ("approve", None), ("cancel", None)],
     [("hold", {"reason": "identity check"}), ("deny", {"reason": "not verified"})],
-    [("approve", None), ("hold", {"reason": "legal hold"}), ("release", None), ("extend", {"days": 30, "reason": "backlog"})],
+    [("approve", None), ("hold", {"reason": "legal hold"}), ("release", None),
+     ("extend", {"days": 30, "reason": "backlog"})],
     [("extend", {"days": 5, "reason": "more time"})],
     [("approve", None), ("cancel", None)],
-    [("hold", {"reason": "a"}), ("release", None), ("hold", {"reason": "b"}), ("release", None), ("deny", {"reason": "c"})],
+    [("hold", {"reason": "a"}), ("release", None), ("hold", {"reason": "b"}), ("release", None),
+     ("deny", {"reason": "c"})],
 ]
 FIELDS = ("data", "actor", "type", "at", "prev_hash", "hash")
 KINDS = ("edit", "delete", "reorder", "truncate")
@@ -126,7 +128,7 @@ def _changed(field: str, event: dict, rng: random.Random):
         data = dict(value)
         if choice == 0 and data:
             key = rng.choice(sorted(data))
-            data[key] = f"forged-{rng.randrange(10**6)}" if data[key] != "forged" else "other"
+            data[key] = f"forged-{rng.randrange(10**6)}"
         elif choice == 1 and data:
             data.pop(rng.choice(sorted(data)))
         else:

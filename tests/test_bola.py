@@ -43,8 +43,8 @@ def world(client, make_key):
     dataset = create_dataset(client, a)
     model = import_model(client, a, dataset["id"], name="alpha-model")
     training = client.post(
-        "/v1/models", json={"name": "alpha-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]},
-        headers=a,
+        "/v1/models", headers=a,
+        json={"name": "alpha-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]},
     )
     assert training.status_code == 202, training.text
 
@@ -56,7 +56,8 @@ def world(client, make_key):
     scheduled = create_request(client, a, subject={"identifiers": {"user_id": subject_id(3)}})
     assert client.post(f"/v1/erasure-requests/{scheduled['id']}/approve", headers=a).status_code == 200
     _plan(scheduled["id"])
-    unlearning_job = client.get(f"/v1/erasure-requests/{scheduled['id']}/audit", headers=a).json()["events"][-1]["data"]["jobs"][0]
+    trail = client.get(f"/v1/erasure-requests/{scheduled['id']}/audit", headers=a).json()
+    unlearning_job = trail["events"][-1]["data"]["jobs"][0]
     pending = create_request(client, a)
 
     assert client.get(f"/v1/erasure-requests/{completed['id']}/certificate", headers=a).status_code == 200
@@ -125,7 +126,8 @@ def test_review_actions_on_another_clients_request_answer_404_and_change_nothing
     body = REVIEW_BODIES[action]
     target = world["pending"] if action != "release" else world["scheduled"]
     if action == "release":
-        assert client.post(f"/v1/erasure-requests/{target}/hold", json={"reason": "check"}, headers=world["a"]).status_code == 200
+        held = client.post(f"/v1/erasure-requests/{target}/hold", json={"reason": "check"}, headers=world["a"])
+        assert held.status_code == 200
     before = _state_of(target)
     other = client.post(f"/v1/erasure-requests/{target}/{action}", json=body, headers=world["b"])
     missing = client.post(f"/v1/erasure-requests/{MISSING}/{action}", json=body, headers=world["b"])
@@ -136,7 +138,9 @@ def test_review_actions_on_another_clients_request_answer_404_and_change_nothing
 
 
 def test_admin_can_review_another_clients_request(client, world):
-    response = client.post(f"/v1/erasure-requests/{world['pending']}/hold", json={"reason": "audit"}, headers=world["admin"])
+    response = client.post(
+        f"/v1/erasure-requests/{world['pending']}/hold", json={"reason": "audit"}, headers=world["admin"],
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "on_hold"
 
@@ -184,7 +188,9 @@ def test_same_names_and_keys_stay_per_client(client, world):
 
 
 def _request_json():
-    return {"subject": {"identifiers": {"user_id": f"bola-{uuid.uuid4().hex}"}}, "jurisdiction": "ccpa", "source": "admin"}
+    return {
+        "subject": {"identifiers": {"user_id": f"bola-{uuid.uuid4().hex}"}}, "jurisdiction": "ccpa", "source": "admin",
+    }
 
 
 def test_lists_never_show_another_clients_objects(client, world):
@@ -200,7 +206,8 @@ def test_lists_never_show_another_clients_objects(client, world):
     # A's own lists and the admin's lists do hold A's objects.
     a_requests = {r["id"] for r in client.get("/v1/erasure-requests", headers=world["a"]).json()["items"]}
     assert {world["pending"], world["completed"], world["scheduled"]} <= a_requests and not a_requests & own
-    admin_requests = {r["id"] for r in client.get("/v1/erasure-requests", params={"limit": 200}, headers=world["admin"]).json()["items"]}
+    admin_list = client.get("/v1/erasure-requests", params={"limit": 200}, headers=world["admin"])
+    admin_requests = {r["id"] for r in admin_list.json()["items"]}
     assert a_requests | own <= admin_requests
     admin_models = {m["name"] for m in client.get("/v1/models", headers=world["admin"]).json()["items"]}
     assert {"alpha-model", "alpha-queued"} <= admin_models

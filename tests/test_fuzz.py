@@ -76,8 +76,8 @@ def seeded(client, admin_headers) -> dict:
     dataset = create_dataset(client, admin_headers)
     model = import_model(client, admin_headers, dataset["id"])
     training = client.post(
-        "/v1/models", json={"name": "fuzz-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]},
-        headers=admin_headers,
+        "/v1/models", headers=admin_headers,
+        json={"name": "fuzz-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]},
     )
     assert training.status_code == 202, training.text
     return {

@@ -54,11 +54,15 @@ class JobMachine(RuleBasedStateMachine):
         from sqlalchemy import func, select
 
         with self.session_scope() as session:
-            return session.scalar(select(func.count()).select_from(self.AuditEvent).where(self.AuditEvent.stream == f"job:{job_id}"))
+            query = select(func.count()).select_from(self.AuditEvent).where(self.AuditEvent.stream == f"job:{job_id}")
+            return session.scalar(query)
 
     def _set(self, job_id, **values) -> None:
         with self.session_scope() as session:
             session.execute(self.Job.__table__.update().where(self.Job.id == job_id).values(**values))
+
+    def _running(self) -> list:
+        return sorted(j for j, s in self.model.items() if s["status"] == "running")
 
     def _owner(self, worker: str) -> bool:
         """Does the model say this worker's belief is still true?"""
@@ -68,8 +72,9 @@ class JobMachine(RuleBasedStateMachine):
 
     def _claimable(self, job_id) -> bool:
         state = self.model[job_id]
-        ready = (state["status"] == "queued" and not state["backoff"]) or (state["status"] == "running" and state["expired"])
-        return ready and state["attempt"] < MAX_ATTEMPTS
+        waiting = state["status"] == "queued" and not state["backoff"]
+        abandoned = state["status"] == "running" and state["expired"]
+        return (waiting or abandoned) and state["attempt"] < MAX_ATTEMPTS
 
     def _claim(self, worker: str, job_id) -> None:
         expected = self._claimable(job_id)
@@ -99,11 +104,11 @@ class JobMachine(RuleBasedStateMachine):
         worker = data.draw(st.sampled_from([w for w in WORKERS if w not in self.holding]))
         self._claim(worker, job_id)
 
-    @precondition(lambda self: len(self.holding) < len(WORKERS) and any(s["status"] == "running" for s in self.model.values()))
+    @precondition(lambda self: len(self.holding) < len(WORKERS) and self._running())
     @rule(data=st.data())
     def duplicate_delivery(self, data):
         """The message of a running job reaches a second worker (a redelivery after a lost ack)."""
-        job_id = data.draw(st.sampled_from(sorted(j for j, s in self.model.items() if s["status"] == "running")))
+        job_id = data.draw(st.sampled_from(self._running()))
         worker = data.draw(st.sampled_from([w for w in WORKERS if w not in self.holding]))
         self._claim(worker, job_id)
 
@@ -113,10 +118,10 @@ class JobMachine(RuleBasedStateMachine):
         """The worker dies: it forgets its job and never writes again; its lease stays until it expires."""
         del self.holding[data.draw(st.sampled_from(sorted(self.holding)))]
 
-    @precondition(lambda self: any(s["status"] == "running" for s in self.model.values()))
+    @precondition(lambda self: self._running())
     @rule(data=st.data())
     def lease_expires(self, data):
-        job_id = data.draw(st.sampled_from(sorted(j for j, s in self.model.items() if s["status"] == "running")))
+        job_id = data.draw(st.sampled_from(self._running()))
         self._set(job_id, lease_until=self.utcnow() - timedelta(seconds=1))
         self.model[job_id]["expired"] = True
 

@@ -153,9 +153,9 @@ def test_dataset_upload_over_max_upload_bytes_is_413(fresh_app, make_key, data_d
     assert_problem(upload(limited, writer, content), 413)
     # Streamed without a length: refused while it streams.
     boundary = "limit-test-boundary"
+    fields = {"name": "digits", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "digit"}
     head = "".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-        for k, v in {"name": "digits", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "digit"}.items()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
     ) + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.csv"\r\n\r\n'
 
     def chunks():
@@ -165,7 +165,8 @@ def test_dataset_upload_over_max_upload_bytes_is_413(fresh_app, make_key, data_d
         yield f"\r\n--{boundary}--\r\n".encode()
 
     streamed = limited.post(
-        "/v1/datasets", content=chunks(), headers={**writer, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        "/v1/datasets", content=chunks(),
+        headers={**writer, "Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
     assert "content-length" not in streamed.request.headers
     assert_problem(streamed, 413)
@@ -201,7 +202,9 @@ def test_model_import_weights_over_max_upload_bytes_is_413(client, writer, setti
     settings_env(MAX_UPLOAD_BYTES=1000)
     weights = logistic_weights()
     assert len(weights) > 1000
-    metadata = {"name": "too-big", "family": "logistic_regression", "dataset_version_id": dataset["id"], "record_ids": [0]}
+    metadata = {
+        "name": "too-big", "family": "logistic_regression", "dataset_version_id": dataset["id"], "record_ids": [0],
+    }
     response = client.post(
         "/v1/models/import", data={"metadata": json.dumps(metadata)},
         files={"weights": ("w.safetensors", weights, "application/octet-stream")}, headers=writer,

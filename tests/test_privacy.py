@@ -8,7 +8,6 @@ import random
 import sqlite3
 import string
 import subprocess
-import uuid
 from dataclasses import dataclass
 
 import pytest

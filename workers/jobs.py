@@ -24,6 +24,7 @@ from app.db import session_scope, utcnow
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.jobs.service import LeaseLost
+from app.unlearning import exclusive
 
 log = logging.getLogger("obliviate.jobs")
 
@@ -108,6 +109,9 @@ def execute(job_id: str) -> str:
         log.error("ignoring a message with a malformed job id")
         return "skipped"
     with session_scope() as session:
+        if exclusive.blocked(session, job_id):
+            log.info("job %s waits: another unlearning job of its dataset is running", job_id)
+            return "deferred"
         attempt = job_service.claim(session, job_id, settings.job_lease_seconds)
         kind = session.get(Job, job_id).kind if attempt is not None else None
     if attempt is None:
@@ -137,9 +141,12 @@ def _give_back(job_id, attempt: int, exc: BaseException) -> str:
     try:
         with session_scope() as session:
             job = session.get(Job, job_id)
-            if job is not None and attempt >= job.max_attempts:
-                return _fail(job_id, attempt, exc)
-            job_service.retry_later(session, job_id, attempt, f"{type(exc).__name__}: transient, will retry", delay)
+            out_of_attempts = job is not None and attempt >= job.max_attempts
+            if not out_of_attempts:
+                job_service.retry_later(session, job_id, attempt, f"{type(exc).__name__}: transient, will retry", delay)
+        # _fail opens its own unit of work; inside ours it would wait on our SQLite write lock.
+        if out_of_attempts:
+            return _fail(job_id, attempt, exc)
     except LeaseLost:
         return "lease-lost"
     except Exception:  # database still down: the lease expires and the sweeper takes over

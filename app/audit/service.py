@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import GENESIS, ChainResult, event_hash, verify_chain
@@ -38,6 +38,33 @@ def append(session: Session, stream: str, type_: str, actor: str, data: dict[str
         head.seq, head.hash = seq, event.hash
     session.flush()
     return event
+
+
+def first_links(first_events: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[list[dict], list[dict]]:
+    """Rows of audit_events and audit_heads that begin a chain for each (stream, type, actor,
+    data)."""
+    event_rows, head_rows = [], []
+    for stream, type_, actor, data in first_events:
+        at = utcnow()
+        digest = event_hash(GENESIS, stream, 1, type_, at, actor, data)
+        event_rows.append({
+            "stream": stream, "seq": 1, "type": type_, "at": at, "actor": actor, "data": data,
+            "prev_hash": GENESIS, "hash": digest,
+        })
+        head_rows.append({"stream": stream, "seq": 1, "hash": digest})
+    return event_rows, head_rows
+
+
+def start_chains(session: Session, first_events: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+    """Append the first event of each (stream, type, actor, data) whose stream this transaction
+    has just begun, e.g. a request inserted a moment ago. Such a stream can have no head yet, so
+    none is read or locked: if one did exist, inserting the head would fail instead of forking
+    the chain. Core inserts, many chains per statement, because intake runs this per request."""
+    if not first_events:
+        return
+    event_rows, head_rows = first_links(first_events)
+    session.execute(insert(AuditEvent.__table__), event_rows if len(event_rows) > 1 else event_rows[0])
+    session.execute(insert(AuditHead.__table__), head_rows if len(head_rows) > 1 else head_rows[0])
 
 
 def events(session: Session, stream: str) -> list[AuditEvent]:

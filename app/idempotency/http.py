@@ -17,13 +17,14 @@ Handler = Callable[[], tuple[int, Any, dict[str, str]]]
 
 def run(request: Request, session: Session, principal: Principal, route: str, payload: Any, handler: Handler) -> JSONResponse:
     """Run `handler` once per (client, route, Idempotency-Key). `payload` is the parsed body in
-    JSON form; the same key with another body answers 422, one still in flight 409."""
+    JSON form, or a function returning it (called only when the request carries a key); the same
+    key with another body answers 422, one still in flight 409."""
     raw_key = request.headers.get("idempotency-key")
     if raw_key is None:
         status, body, headers = handler()
         return JSONResponse(body, status_code=status, headers=headers)
     scoped = f"{route}:{service.validate_key(raw_key)}"
-    digest = service.fingerprint(payload)
+    digest = service.fingerprint(payload() if callable(payload) else payload)
     replay = service.claim(principal.client, scoped, digest)
     if replay is not None:
         return JSONResponse(replay.body, status_code=replay.status_code, headers={**replay.headers, "Idempotent-Replayed": "true"})

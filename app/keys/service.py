@@ -86,17 +86,25 @@ _cache: dict[str, tuple[float, Principal | None]] = {}
 _cache_lock = threading.Lock()
 
 
+def cached_principal(plaintext: str) -> tuple[bool, Principal | None]:
+    """(found, principal) from the cache alone, never touching the database."""
+    with _cache_lock:
+        hit = _cache.get(hash_key(plaintext))
+    if hit is not None and hit[0] > time.monotonic():
+        return True, hit[1]
+    return False, None
+
+
 def authenticate_cached(plaintext: str) -> Principal | None:
     """authenticate() with a few seconds of memory: a revoked key stops working within
     _CACHE_SECONDS, and intake does not pay a key lookup per request."""
     from app.db import get_sessionmaker
 
+    found, principal = cached_principal(plaintext)
+    if found:
+        return principal
     digest = hash_key(plaintext)
     now = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(digest)
-    if hit is not None and hit[0] > now:
-        return hit[1]
     with get_sessionmaker()() as session:
         principal = authenticate(session, plaintext)
         session.rollback()

@@ -71,7 +71,8 @@ def _serialise_client(session: Session, client: str) -> None:
     work already holds the database's write lock."""
     if is_postgres(session):
         digest = hashlib.sha256(f"obliviate:job-quota:{client}".encode()).digest()
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest[:8], "big", signed=True)})
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[Model, Job]:

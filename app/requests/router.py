@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -43,7 +44,8 @@ def create_request(payload: ErasureRequestCreate, request: Request, session: Ses
         body = service.to_out(created_request).model_dump(mode="json")
         return (201 if created else 200), body, _location(created_request.id)
 
-    response = idempotency.run(request, session, principal, "create-request", payload.model_dump(mode="json"), handler)
+    # The body's JSON form is only needed to fingerprint an Idempotency-Key.
+    response = idempotency.run(request, session, principal, "create-request", lambda: payload.model_dump(mode="json"), handler)
     metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
     return response
 
@@ -60,23 +62,24 @@ def create_batch(
         raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
 
     def handler():
-        results, counts = [], {"created": 0, "existing": 0, "error": 0}
+        results: list[dict[str, Any]] = [{}] * len(items)
+        valid: list[tuple[int, ErasureRequestCreate]] = []
         for index, raw in enumerate(items):
             try:
-                payload = ErasureRequestCreate.model_validate(raw)
+                valid.append((index, ErasureRequestCreate.model_validate(raw)))
             except ValidationError as exc:
                 errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
                 problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
-                results.append({"index": index, "result": "error", "status": 422, "problem": problem})
-                counts["error"] += 1
-                continue
-            created_request, created = service.create(session, principal, payload)
-            kind = "created" if created else "existing"
-            counts[kind] += 1
-            results.append({
-                "index": index, "result": kind, "status": 201 if created else 200,
+                results[index] = {"index": index, "result": "error", "status": 422, "problem": problem}
+        # All valid items in one go (a few statements for the whole batch); a repeated
+        # external_id still answers "existing" from its second occurrence on.
+        created = service.create_many(session, principal, [payload for _index, payload in valid])
+        for (index, _payload), (created_request, is_new) in zip(valid, created):
+            results[index] = {
+                "index": index, "result": "created" if is_new else "existing", "status": 201 if is_new else 200,
                 "request": service.to_out(created_request).model_dump(mode="json"),
-            })
+            }
+        counts = Counter(item["result"] for item in results)
         body = {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
         return 200, body, {}
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
-from app.db import utcnow
-from app.errors import BadRequest, InvalidTransition, NotFound, Unprocessable
+from app.db import is_postgres, utcnow
+from app.errors import BadRequest, Conflict, InvalidTransition, NotFound, Unprocessable
 from app.keys.service import Principal
 from app.pseudonym import redact, subject_digest, subject_keys
-from app.requests import lifecycle
-from app.requests.models import ErasureRequest, RequestSubject
+from app.requests import intake, lifecycle
+from app.requests.models import ErasureRequest
 from app.requests.schemas import ErasureRequestCreate, ErasureRequestOut
 from app.webhooks import service as webhook_service
 
@@ -31,7 +32,11 @@ EVENT_NAMES = {
 }
 
 
-def to_out(request: ErasureRequest, now: datetime | None = None) -> ErasureRequestOut:
+# What intake hands back: a stored row, or a new one as written (see intake.StoredRequest).
+AnyRequest = ErasureRequest | intake.StoredRequest
+
+
+def to_out(request: AnyRequest, now: datetime | None = None) -> ErasureRequestOut:
     now = now or utcnow()
     return ErasureRequestOut(
         id=request.id, status=request.status, jurisdiction=request.jurisdiction, source=request.source,
@@ -50,50 +55,95 @@ def find_by_external_id(session: Session, client: str, external_id: str) -> Eras
     )
 
 
-def create(session: Session, principal: Principal, payload: ErasureRequestCreate) -> tuple[ErasureRequest, bool]:
+def create(session: Session, principal: Principal, payload: ErasureRequestCreate) -> tuple[AnyRequest, bool]:
     """Returns (request, created). An existing (client, external_id) is returned, not duplicated."""
-    if payload.external_id is not None:
-        existing = find_by_external_id(session, principal.client, payload.external_id)
-        if existing is not None:
-            return existing, False
+    return create_many(session, principal, [payload])[0]
+
+
+def create_many(
+    session: Session, principal: Principal, payloads: list[ErasureRequestCreate],
+) -> list[tuple[AnyRequest, bool]]:
+    """(request, created) for each payload, in order, as if each were created in turn: an
+    external_id already stored, or repeated within `payloads`, yields the request that holds it.
+    Each new request gets its subjects and the first event of its audit chain."""
+    results: list[tuple[AnyRequest, bool] | None] = [None] * len(payloads)
+    first_use: dict[str, int] = {}
+    candidates: list[int] = []
+    for index, payload in enumerate(payloads):
+        if payload.external_id is not None:
+            if payload.external_id in first_use:
+                continue
+            first_use[payload.external_id] = index
+        candidates.append(index)
+    rows = {index: _new_row(principal, payloads[index]) for index in candidates}
+
+    if len(rows) == 1 and is_postgres(session):
+        (row, keys), = rows.values()
+        inserted = {row["id"]} if intake.store_one_postgres(session, principal, row, keys) else set()
+    else:
+        inserted = intake.insert_requests(session, [row for row, _keys in rows.values()])
+        intake.insert_subjects(session, [
+            {"request_id": row["id"], "kind": kind, "subject_key": key}
+            for row, keys in rows.values() if row["id"] in inserted for kind, key in keys.items()
+        ])
+        audit_service.start_chains(session, [
+            intake.received_event(principal, row, keys) for row, keys in rows.values() if row["id"] in inserted
+        ])
+    taken = [row["external_id"] for row, _keys in rows.values() if row["id"] not in inserted]
+    # Inserting waited for any racing intake of these external ids to commit: their rows are
+    # visible now.
+    stored = _find_many_by_external_id(session, principal.client, taken) if taken else {}
+
+    auto_approve = get_settings().auto_approve_verified
+    counts: Counter[tuple[str, str]] = Counter()
+    for index, (row, _keys) in rows.items():
+        if row["id"] not in inserted:
+            if row["external_id"] not in stored:
+                raise Conflict("Another request with this external_id is being stored; retry shortly.",
+                               headers={"Retry-After": "1"})
+            results[index] = (stored[row["external_id"]], False)
+            continue
+        if auto_approve and row["identity_verified"]:
+            request = intake.attach(session, row)
+            _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
+        else:
+            request = intake.StoredRequest(**row)
+        counts[row["source"], row["jurisdiction"]] += 1
+        results[index] = (request, True)
+    for (source, jurisdiction), count in counts.items():
+        metrics.REQUESTS_CREATED.labels(source=source, jurisdiction=jurisdiction).inc(count)
+    for index, payload in enumerate(payloads):
+        if results[index] is None:  # a repeat of an external_id earlier in the same call
+            results[index] = (results[first_use[payload.external_id]][0], False)
+    return results  # type: ignore[return-value]
+
+
+def _new_row(principal: Principal, payload: ErasureRequestCreate) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every column of a new request (so that it can be attached without reading it back), and
+    its subject keys by identifier kind."""
     identifiers = payload.subject.identifiers
     keys = subject_keys(identifiers)
     now = utcnow()
-    request = ErasureRequest(
-        id=uuid.uuid4(), client=principal.client, external_id=payload.external_id,
-        jurisdiction=payload.jurisdiction, source=payload.source, status="received",
-        identity_verified=payload.identity_verified, reason=redact(payload.reason, identifiers),
-        callback_url=str(payload.callback_url) if payload.callback_url else None,
-        subject_digest=subject_digest(keys), received_at=now,
-        due_at=lifecycle.due_at(payload.jurisdiction, now), updated_at=now,
-        subjects=[RequestSubject(kind=kind, subject_key=key) for kind, key in keys.items()],
-    )
-    try:
-        # A savepoint: two intakes racing on one external_id must end with one row, and the
-        # loser's transaction must stay usable to read the winner.
-        with session.begin_nested():
-            session.add(request)
-            session.flush()
-    except IntegrityError:
-        if payload.external_id is None:
-            raise
-        existing = find_by_external_id(session, principal.client, payload.external_id)
-        if existing is None:
-            raise
-        return existing, False
-    audit_service.append(
-        session, audit_service.request_stream(request.id), "request.received", principal.actor,
-        {
-            "jurisdiction": request.jurisdiction, "source": request.source,
-            "external_id": request.external_id, "identity_verified": request.identity_verified,
-            "identifier_kinds": sorted(keys), "subject_digest": request.subject_digest,
-            "due_at": request.due_at.isoformat(), "status": "received",
-        },
-    )
-    if get_settings().auto_approve_verified and request.identity_verified:
-        _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
-    metrics.REQUESTS_CREATED.labels(source=request.source, jurisdiction=request.jurisdiction).inc()
-    return request, True
+    row = {
+        "id": uuid.uuid4(), "client": principal.client, "external_id": payload.external_id,
+        "jurisdiction": payload.jurisdiction, "source": payload.source, "status": "received", "held_from": None,
+        "identity_verified": payload.identity_verified, "reason": redact(payload.reason, identifiers),
+        "status_reason": None, "callback_url": str(payload.callback_url) if payload.callback_url else None,
+        "subject_digest": subject_digest(keys), "received_at": now,
+        "due_at": lifecycle.due_at(payload.jurisdiction, now), "extended_days": None, "decided_at": None,
+        "completed_at": None, "outcome": None, "updated_at": now, "progress": None,
+    }
+    return row, keys
+
+
+def _find_many_by_external_id(session: Session, client: str, external_ids: list[str]) -> dict[str, ErasureRequest]:
+    found: dict[str, ErasureRequest] = {}
+    for start in range(0, len(external_ids), 500):
+        chunk = external_ids[start:start + 500]
+        found.update((r.external_id, r) for r in session.scalars(
+            select(ErasureRequest).where(ErasureRequest.client == client, ErasureRequest.external_id.in_(chunk))
+        ))
+    return found
 
 
 def get_for(session: Session, principal: Principal, request_id: uuid.UUID, *, lock: bool = False) -> ErasureRequest:

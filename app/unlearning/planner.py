@@ -60,7 +60,11 @@ def _start_by(request: ErasureRequest, now: datetime) -> datetime:
 
 def _job_for(session: Session, client: str, model_id, dataset_id, start_by: datetime, now: datetime) -> Job:
     """The open batch of this model (or model-less dataset), or a new one."""
-    query = select(Job).where(Job.kind == "unlearning", Job.status == "queued", Job.client == client, Job.not_before > now)
+    # attempt == 0: a job that already ran (now waiting out a backoff) has erased and promoted for
+    # its own subjects; a request joining it now would be skipped by those finished steps.
+    query = select(Job).where(
+        Job.kind == "unlearning", Job.status == "queued", Job.attempt == 0, Job.client == client, Job.not_before > now,
+    )
     if model_id is not None:
         query = query.where(Job.model_id == model_id)
     else:
