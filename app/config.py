@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 256 * 1024 * 1024
     max_predict_rows: int = 10_000
     device: str = "auto"
+    # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
+    # shared with other processes, 1 avoids oversubscription that slows small networks tenfold.
+    torch_threads: int = 0
     job_lease_seconds: int = 120
     job_max_attempts: int = 5
     max_active_jobs_per_client: int = 8

@@ -25,6 +25,10 @@ class IdentifierError(ValueError):
 def normalise_identifier(kind: str, value: str) -> str:
     if not isinstance(value, str):
         raise IdentifierError(f"identifier '{kind}' must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a "\ud800" JSON escape
+        raise IdentifierError(f"identifier '{kind}' is not valid Unicode text") from None
     text = unicodedata.normalize("NFKC", value).strip()
     if kind == "email":
         text = text.lower()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class StrictModel(BaseModel):
-    """Request bodies: unknown fields are refused (DESIGN §5)."""
+    """Request bodies: unknown fields are refused (DESIGN §5), and so is text with a NUL
+    character, which PostgreSQL cannot store in a text column (it would fail the insert)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class Page(BaseModel):

@@ -143,12 +143,17 @@ def _interrupt(*_) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     check_binaries()
+
     def log(message: str) -> None:
         if not args.quiet:
             print(f"[chaos {time.strftime('%X')}] {message}", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="obliviate-chaos-"))
-    cluster = Cluster(workdir, lease_seconds=args.lease_seconds, log=log)
+    try:
+        cluster = Cluster(workdir, lease_seconds=args.lease_seconds)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     injector = None
 
     def clean_up() -> None:

@@ -230,12 +230,14 @@ class Cluster:
         os.kill(pid, sig)
 
     def busy_pids(self) -> list[int]:
-        """Pool processes holding a running job right now (their pid is in the job's progress)."""
+        """Pool processes holding a running job right now: the job's progress names its process,
+        from the first heartbeat of the attempt on (before that it names the previous attempt's)."""
         import psycopg
 
         try:
             with psycopg.connect(self.database_url(), connect_timeout=3) as connection:
-                rows = connection.execute("SELECT progress->>'pid' FROM jobs WHERE status = 'running'").fetchall()
+                rows = connection.execute("SELECT progress->>'pid' FROM jobs WHERE status = 'running' "
+                                          "AND progress->>'attempt' = attempt::text").fetchall()
         except psycopg.Error:
             return []
         return [int(pid) for (pid,) in rows if pid and pid.isdigit()]

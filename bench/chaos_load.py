@@ -19,7 +19,8 @@ import numpy as np
 SUBJECTS = 120  # subjects in the trained model ("u0000" …); every other request names nobody we hold
 ROWS_PER_SUBJECT = 5
 FEATURES = 8
-MODEL_PARAMS = {"hidden": [8], "epochs": 3, "learning_rate": 0.05, "batch_size": 64}
+# Enough epochs that a job outlives its first heartbeat (which publishes its pid to the faults).
+MODEL_PARAMS = {"hidden": [8], "epochs": 150, "learning_rate": 0.05, "batch_size": 64}
 FAULTS = ("kill_worker_child", "kill_worker_main", "term_worker", "restart_redis", "pause_redis", "restart_postgres",
           "kill_api_connections")
 
@@ -219,7 +220,7 @@ class FaultInjector(threading.Thread):
             if self.load_done.is_set() and len(self.injected) >= self.min_faults:
                 return
 
-    def _busy_worker(self, patience: float = 5.0) -> tuple[str, int | None]:
+    def _busy_worker(self, patience: float = 5.0) -> tuple[str, int | None, bool]:
         """A worker and its pool process that is running a job, waiting a few seconds for one:
         killing an idle process proves little. Otherwise any worker."""
         deadline = time.monotonic() + patience
@@ -228,31 +229,31 @@ class FaultInjector(threading.Thread):
             for name in self.rng.sample(["worker-1", "worker-2"], 2):
                 for pid in self.cluster.children(name):
                     if pid in busy:
-                        return name, pid
+                        return name, pid, True
             if time.monotonic() > deadline or self.stop.is_set():
                 break
             time.sleep(0.25)
         name = self.rng.choice(["worker-1", "worker-2"])
         children = self.cluster.children(name)
-        return name, self.rng.choice(children) if children else None
+        return name, self.rng.choice(children) if children else None, False
 
     def kill_worker_child(self) -> str:
-        name, pid = self._busy_worker()
+        name, pid, busy = self._busy_worker()
         if pid is None:
             return self.kill_worker_main()
         self.cluster.kill_pid(pid, signal.SIGKILL)
-        return f"{name} pool process {pid}"
+        return f"{name} pool process {pid}{' running a job' if busy else ''}"
 
     def kill_worker_main(self) -> str:
-        name, _ = self._busy_worker()
+        name, _, busy = self._busy_worker()
         pid = self.cluster.processes[name].pid
         self.cluster.kill_pid(pid, signal.SIGKILL)
         self.cluster.processes[name].wait(timeout=10)
         self.cluster.start_worker(name)
-        return f"{name} main process {pid}"
+        return f"{name} main process {pid}{' (its pool process was running a job)' if busy else ''}"
 
     def term_worker(self) -> str:
-        name, _ = self._busy_worker()
+        name, _, busy = self._busy_worker()
         process = self.cluster.processes[name]
         process.send_signal(signal.SIGTERM)
         try:
@@ -261,7 +262,7 @@ class FaultInjector(threading.Thread):
             self.cluster.kill_group(process.pid)
             process.wait(timeout=10)
         self.cluster.start_worker(name)
-        return f"{name} main process {process.pid}"
+        return f"{name} main process {process.pid}{' (warm shutdown during a job)' if busy else ''}"
 
     def restart_redis(self) -> str:
         pid = self.cluster.processes["redis"].pid

@@ -9,7 +9,7 @@ as a fraction of a full retrain of the same model, forget/retain/holdout accurac
 membership-inference AUC (forget vs holdout) and the gaps to the retrain reference, against the
 targets of issue 4. Prints tables and writes bench/results/unlearning.json.
 
-    .venv/bin/python bench/unlearning.py                  # full run (about 10–20 min on 2 cores)
+    .venv/bin/python bench/unlearning.py                  # full run (about 7 min on 2 busy cores)
     .venv/bin/python bench/unlearning.py --quick          # 10,000 generated rows, one repeat
     .venv/bin/python bench/unlearning.py --tuned          # the TUNED method overrides below
     .venv/bin/python bench/unlearning.py --method-config scrub.epochs=3

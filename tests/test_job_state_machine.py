@@ -155,8 +155,8 @@ class JobMachine(RuleBasedStateMachine):
         from app.audit import service as audit_service
 
         worker = data.draw(st.sampled_from(sorted(self.holding)))
+        owner = self._owner(worker)
         job_id, attempt = self.holding.pop(worker)
-        owner = self.model[job_id]["status"] == "running" and self.model[job_id]["attempt"] == attempt
         try:
             with self.session_scope() as session:
                 audit_service.append(session, f"job:{job_id}", "job.effect", f"worker:{worker}", {"attempt": attempt})
@@ -175,8 +175,8 @@ class JobMachine(RuleBasedStateMachine):
         from workers.jobs import TransientError
 
         worker = data.draw(st.sampled_from(sorted(self.holding)))
+        owner = self._owner(worker)
         job_id, attempt = self.holding.pop(worker)
-        owner = self.model[job_id]["status"] == "running" and self.model[job_id]["attempt"] == attempt
         if permanent:
             outcome = self.worker_jobs._fail(job_id, attempt, RuntimeError("boom"))
         else:
@@ -230,7 +230,7 @@ class JobMachine(RuleBasedStateMachine):
         for job_id, state in self.model.items():
             effects = self._effects(job_id)
             assert effects <= 1, f"job {job_id} has {effects} effects"
-            assert effects == (1 if state["status"] == "completed" else 0)
+            assert effects == state["effects"] == (1 if state["status"] == "completed" else 0)
 
     @invariant()
     def messages_as_predicted(self):

@@ -61,6 +61,12 @@ def shard_seed(seed: int, shard: int, sisa: bool) -> int:
     return derive_seed(seed, "shard", shard) if sisa else seed
 
 
+def configure_threads() -> None:
+    threads = get_settings().torch_threads
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def shape_dict(shape: Shape) -> dict[str, int]:
     return {"n_features": shape.n_features, "n_classes": shape.n_classes}
 
@@ -126,6 +132,7 @@ def evaluate_version(family, config, shape, records: Records, manifest: Manifest
 
 def run(context) -> None:
     set_determinism()
+    configure_threads()
     with session_scope() as session:
         job = session.get(Job, context.job_id)
         model = session.get(Model, job.model_id)

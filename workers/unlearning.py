@@ -31,7 +31,7 @@ from workers import destruction, unlearning_methods as methods
 from workers.engine.families.base import Shape
 from workers.engine.training import set_determinism
 from workers.partition import Manifest
-from workers.training import load_records
+from workers.training import configure_threads, load_records
 
 log = logging.getLogger("obliviate.unlearning")
 WORKER = completion.WORKER
@@ -204,6 +204,7 @@ def _unlearn(context, plan: dict, info: dict) -> None:
 
 def run(context) -> None:
     set_determinism()
+    configure_threads()
     plan = start(context)
     if plan is None:
         with session_scope() as session:

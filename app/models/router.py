@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tarfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -16,12 +17,18 @@ from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validatio
 from app.idempotency import http as idempotency
 from app.jobs.schemas import JobOut
 from app.models import importer, service
-from app.models.schemas import ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut
+from app.models.schemas import (
+    NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Writer = scoped("models:write")
 Reader = scoped("models:read")
 ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 410, 413, 422, 429)}
+# Path parameters as the database can hold them: a name that cannot exist, or a version number past
+# a 32-bit integer, is a 422 here instead of an error in the query.
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
+VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
@@ -57,7 +64,7 @@ def list_models(session: SessionDep, principal: Reader) -> Any:
 
 
 @router.get("/{name}", response_model=ModelOut, responses=ERRORS)
-def get_model(name: str, session: SessionDep, principal: Reader) -> Any:
+def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
     return service.to_out(session, service.get_for(session, principal, name))
 
 
@@ -72,7 +79,7 @@ def get_model(name: str, session: SessionDep, principal: Reader) -> Any:
     },
     response_class=Response,
 )
-def download_weights(name: str, version: int, session: SessionDep, principal: Reader) -> Response:
+def download_weights(name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader) -> Response:
     model = service.get_for(session, principal, name)
     model_version = service.get_version(session, model, version)
     if model_version.destroyed_at is not None:
@@ -99,7 +106,7 @@ def download_weights(name: str, version: int, session: SessionDep, principal: Re
 
 
 @router.post("/{name}/predict", response_model=PredictOut, responses=ERRORS)
-def predict(name: str, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
+def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
@@ -112,5 +119,9 @@ def predict(name: str, body: PredictBody, session: SessionDep, principal: Reader
     from workers import inference  # torch is loaded only by the routes that need it
 
     probabilities = inference.predict(version.family, version.params, version.shape, [s["weights"] for s in version.shards], body.rows)
+    # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
+    bad = next((i for i, row in enumerate(probabilities) if not all(math.isfinite(p) for p in row)), None)
+    if bad is not None:
+        raise Unprocessable(f"Row {bad} gives no finite prediction: its values are too large for this model.")
     return PredictOut(model=model.name, version=version.version, probabilities=probabilities)
 

@@ -58,8 +58,13 @@ class ModelPage(BaseModel):
     items: list[ModelOut]
 
 
+# Networks compute in float32: a larger feature value would be infinite there.
+FLOAT32_MAX = 3.4028234663852886e38
+Feature = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
 class PredictBody(StrictModel):
-    rows: list[list[Annotated[float, Field(allow_inf_nan=False)]]] = Field(min_length=1)
+    rows: list[list[Feature]] = Field(min_length=1)
 
 
 class PredictOut(BaseModel):
@@ -73,6 +78,8 @@ class ImportMetadata(StrictModel):
     family: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] | None = None
     dataset_version_id: uuid.UUID
-    record_ids: list[int] = Field(min_length=1, description="The records of that dataset version the weights were trained on.")
+    record_ids: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        min_length=1, description="The records of that dataset version the weights were trained on.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     unlearning_method: str | None = None

@@ -63,8 +63,12 @@ def insert_subjects(session: Session, rows: list[dict[str, Any]]) -> None:
         session.execute(insert(SUBJECTS), rows)
 
 
+# Columns a new request always leaves empty; not sent, so the statement carries fewer parameters.
+EMPTY_AT_INTAKE = ("held_from", "status_reason", "extended_days", "decided_at", "completed_at", "outcome", "progress")
+
+
 def _one_request_statement():
-    columns = [column.name for column in REQUESTS.columns]
+    columns = [column.name for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
     # Data-modifying CTEs: every part inserts only if the request row did, and PostgreSQL checks
     # the subjects' foreign key at the end of the statement, when the request row exists.
     sql = f"""
@@ -84,7 +88,7 @@ def _one_request_statement():
         RETURNING seq
     """
     return text(sql).bindparams(
-        *(bindparam(column.name, type_=column.type) for column in REQUESTS.columns),
+        *(bindparam(column.name, type_=column.type) for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE),
         bindparam("kinds", type_=ARRAY(String)), bindparam("subject_keys", type_=ARRAY(String)),
         bindparam("at", type_=UTCDateTime()), bindparam("data", type_=JSON()),
     )
@@ -97,8 +101,9 @@ def store_one_postgres(session: Session, principal: Principal, row: dict[str, An
     """Store one new request with its subjects and first audit event in a single statement;
     False if its external_id is taken (nothing was written)."""
     (event,), (_head,) = audit_service.first_links([received_event(principal, row, keys)])
-    params = {**row, **event, "kinds": list(keys), "subject_keys": list(keys.values())}
-    del params["seq"]  # always 1, written in the statement
+    params = {name: value for name, value in row.items() if name not in EMPTY_AT_INTAKE}
+    params.update(stream=event["stream"], type=event["type"], at=event["at"], actor=event["actor"], data=event["data"],
+                  prev_hash=event["prev_hash"], hash=event["hash"], kinds=list(keys), subject_keys=list(keys.values()))
     return session.execute(_ONE_REQUEST, params).first() is not None
 
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
-from app.deps import SessionDep, scoped
+from app.deps import SessionDep, UnitOfWorkDep, scoped
 from app.errors import PayloadTooLarge, problem_body, sanitised_validation_errors
 from app.idempotency import http as idempotency
 from app.requests import service
@@ -36,8 +36,9 @@ def _location(request_id) -> dict[str, str]:
 
 
 @router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
-def create_request(payload: ErasureRequestCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
+async def create_request(payload: ErasureRequestCreate, request: Request, unit: UnitOfWorkDep, principal: Writer) -> Any:
     started = time.perf_counter()
+    session = unit.session
 
     def handler():
         created_request, created = service.create(session, principal, payload)
@@ -45,14 +46,16 @@ def create_request(payload: ErasureRequestCreate, request: Request, session: Ses
         return (201 if created else 200), body, _location(created_request.id)
 
     # The body's JSON form is only needed to fingerprint an Idempotency-Key.
-    response = idempotency.run(request, session, principal, "create-request", lambda: payload.model_dump(mode="json"), handler)
+    response = await unit.run(lambda: idempotency.run(
+        request, session, principal, "create-request", lambda: payload.model_dump(mode="json"), handler,
+    ))
     metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
     return response
 
 
 @router.post("/batch", response_model=BatchResponse, responses=ERRORS)
-def create_batch(
-    request: Request, session: SessionDep, principal: Writer,
+async def create_batch(
+    request: Request, unit: UnitOfWorkDep, principal: Writer,
     # Items are checked one by one below, so one malformed item (even a non-object) is reported
     # in its place instead of rejecting the whole batch.
     items: Annotated[list[Any], Body(description="Up to 1,000 erasure requests, as for POST /v1/erasure-requests.")],
@@ -60,6 +63,7 @@ def create_batch(
     limit = get_settings().max_batch_items
     if len(items) > limit:
         raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
+    session = unit.session
 
     def handler():
         results: list[dict[str, Any]] = [{}] * len(items)
@@ -83,7 +87,7 @@ def create_batch(
         body = {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
         return 200, body, {}
 
-    return idempotency.run(request, session, principal, "create-batch", items, handler)
+    return await unit.run(lambda: idempotency.run(request, session, principal, "create-batch", items, handler))
 
 
 @router.get("", response_model=ErasureRequestPage, responses=ERRORS)

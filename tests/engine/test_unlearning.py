@@ -115,7 +115,7 @@ APPROXIMATE = {
     "finetune": {"epochs": 8},
     "neggrad_plus": {"epochs": 5},
     "scrub": {"epochs": 8, "max_epochs": 4},
-    "salun": {"epochs": 8, "learning_rate": 0.05, "optimizer": "sgd"},
+    "salun": {"epochs": 8, "learning_rate": 0.05, "optimizer": "sgd", "forget_weight": 0.25},
 }
 
 

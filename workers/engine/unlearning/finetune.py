@@ -44,7 +44,7 @@ class FineTuneConfig:
     epochs: Epochs = 5
     # A larger step than the original training's final one is what drives the forgetting;
     # too large and the retain accuracy suffers before the forget records are forgotten.
-    learning_rate: LearningRate = 3e-3
+    learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 128
     optimizer: Optimizer = "adam"
     weight_decay: WeightDecay = 0.0

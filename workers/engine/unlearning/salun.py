@@ -49,13 +49,13 @@ class SalUnConfig:
     mask_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     # Passes over the retain set; each retain batch is paired with the next forget batch.
     epochs: Epochs = 5
-    learning_rate: LearningRate = 3e-3
+    learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 128
     forget_batch_size: BatchSize = 32
     # Weight of the random-label loss on the forget batch relative to the retain loss. Random
     # labels contradict what the features say, so a heavy weight damages the classes the
     # forget records look like, not only the records themselves.
-    forget_weight: Annotated[float, Field(ge=0, le=100)] = 0.25
+    forget_weight: Annotated[float, Field(ge=0, le=100)] = 0.05
     # No weight decay: it would shrink the weights outside the mask, which must stay put.
     optimizer: Optimizer = "adam"
 
