@@ -12,13 +12,12 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import JSON, String, bindparam, insert, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from psycopg.types.json import Json
+from sqlalchemy import insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit import service as audit_service
 from app.audit.models import AuditEvent, AuditHead
-from app.db import UTCDateTime
 from app.keys.service import Principal
 from app.requests.models import ErasureRequest, RequestSubject
 
@@ -64,47 +63,50 @@ def insert_subjects(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 # Columns a new request always leaves empty; not sent, so the statement carries fewer parameters.
-EMPTY_AT_INTAKE = ("held_from", "status_reason", "extended_days", "decided_at", "completed_at", "outcome", "progress")
+EMPTY_AT_INTAKE = frozenset({"held_from", "status_reason", "extended_days", "decided_at", "completed_at", "outcome", "progress"})
+_REQUEST_COLUMNS = [column.name for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
 
-
-def _one_request_statement():
-    columns = [column.name for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
-    # Data-modifying CTEs: every part inserts only if the request row did, and PostgreSQL checks
-    # the subjects' foreign key at the end of the statement, when the request row exists.
-    sql = f"""
-        WITH new_request AS (
-            INSERT INTO {REQUESTS.name} ({", ".join(columns)}) VALUES ({", ".join(":" + c for c in columns)})
-            ON CONFLICT (client, external_id) DO NOTHING
-            RETURNING id
-        ), subjects AS (
-            INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
-            SELECT new_request.id, s.kind, s.subject_key
-            FROM new_request, unnest(:kinds, :subject_keys) AS s(kind, subject_key)
-        ), first_event AS (
-            INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
-            SELECT :stream, 1, :type, :at, :actor, :data, :prev_hash, :hash FROM new_request
-        )
-        INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT :stream, 1, :hash FROM new_request
-        RETURNING seq
-    """
-    return text(sql).bindparams(
-        *(bindparam(column.name, type_=column.type) for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE),
-        bindparam("kinds", type_=ARRAY(String)), bindparam("subject_keys", type_=ARRAY(String)),
-        bindparam("at", type_=UTCDateTime()), bindparam("data", type_=JSON()),
+# Data-modifying CTEs: every part inserts only if the request row did, and PostgreSQL checks the
+# subjects' foreign key at the end of the statement, when the request row exists. Written for
+# psycopg (pyformat parameters) because it is sent on the DBAPI cursor, see store_one_postgres.
+_ONE_REQUEST_SQL = f"""
+    WITH new_request AS (
+        INSERT INTO {REQUESTS.name} ({", ".join(_REQUEST_COLUMNS)})
+        VALUES ({", ".join(f"%({c})s" for c in _REQUEST_COLUMNS)})
+        ON CONFLICT (client, external_id) DO NOTHING
+        RETURNING id
+    ), subjects AS (
+        INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
+        SELECT new_request.id, s.kind, s.subject_key
+        FROM new_request, unnest(CAST(%(kinds)s AS text[]), CAST(%(subject_keys)s AS text[])) AS s(kind, subject_key)
+    ), first_event AS (
+        INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
+        SELECT %(stream)s, 1, %(type)s, %(at)s, %(actor)s, %(data)s, %(prev_hash)s, %(hash)s FROM new_request
     )
-
-
-_ONE_REQUEST = _one_request_statement()
+    INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT %(stream)s, 1, %(hash)s FROM new_request
+    RETURNING seq
+"""
 
 
 def store_one_postgres(session: Session, principal: Principal, row: dict[str, Any], keys: dict[str, str]) -> bool:
-    """Store one new request with its subjects and first audit event in a single statement;
-    False if its external_id is taken (nothing was written)."""
+    """Store one new request with its subjects and first audit event in a single statement (one
+    round trip); False if its external_id is taken (nothing was written).
+
+    The statement goes to the session's DBAPI cursor, in the session's transaction: SQLAlchemy's
+    statement execution (parameter processing, result set-up) costs a third of an intake's CPU.
+    Values are already what psycopg sends as is: UUIDs, UTC datetimes, strings and lists; the
+    event's data is wrapped as JSON, as the JSON column type would."""
     (event,), (_head,) = audit_service.first_links([received_event(principal, row, keys)])
-    params = {name: value for name, value in row.items() if name not in EMPTY_AT_INTAKE}
-    params.update(stream=event["stream"], type=event["type"], at=event["at"], actor=event["actor"], data=event["data"],
-                  prev_hash=event["prev_hash"], hash=event["hash"], kinds=list(keys), subject_keys=list(keys.values()))
-    return session.execute(_ONE_REQUEST, params).first() is not None
+    params = {name: row[name] for name in _REQUEST_COLUMNS}
+    params.update(stream=event["stream"], type=event["type"], at=event["at"], actor=event["actor"],
+                  data=Json(event["data"]), prev_hash=event["prev_hash"], hash=event["hash"],
+                  kinds=list(keys), subject_keys=list(keys.values()))
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(_ONE_REQUEST_SQL, params)
+        return cursor.fetchone() is not None
+    finally:
+        cursor.close()
 
 
 class StoredRequest(SimpleNamespace):

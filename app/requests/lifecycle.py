@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from dateutil.relativedelta import relativedelta
+from calendar import monthrange
+from datetime import datetime, timedelta
 
 TERMINAL = frozenset({"denied", "cancelled", "completed", "failed"})
 # Statuses a worker owns; reviewers may extend them but not move them.
@@ -26,10 +25,18 @@ MAX_EXTENSION_DAYS = 60
 def due_at(jurisdiction: str, received_at: datetime) -> datetime:
     """GDPR Art. 12(3): one calendar month; CCPA §1798.130: 45 days."""
     if jurisdiction == "gdpr":
-        return received_at + relativedelta(months=1)
+        return _one_month_later(received_at)
     if jurisdiction == "ccpa":
-        return received_at + relativedelta(days=45)
+        return received_at + timedelta(days=45)
     raise ValueError(f"unknown jurisdiction {jurisdiction!r}")
+
+
+def _one_month_later(at: datetime) -> datetime:
+    """The same day of the next month, or its last day when shorter (31 January → 28 or 29
+    February), as dateutil's relativedelta(months=1) computes it, at a fraction of its cost:
+    intake computes it for every request."""
+    year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
+    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
 
 
 def days_left(due: datetime, now: datetime) -> int:
