@@ -50,10 +50,10 @@ from workers.engine.unlearning.base import (
 @dataclass(config=STRICT)
 class ScrubConfig:
     # Total epochs; every epoch has a min pass over the retain set.
-    epochs: Epochs = 2
+    epochs: Epochs = 3
     # The first max_epochs epochs also start with a max pass over the forget set ("msteps").
     # Must not exceed epochs, so the last pass is always a min pass.
-    max_epochs: Annotated[int, Field(ge=0, le=1000)] = 1
+    max_epochs: Annotated[int, Field(ge=0, le=1000)] = 2
     learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 128
     # None: about 8 max-steps per epoch, whatever the forget set's size (between 8 and 64
