@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     max_batch_items: int = 1000
     idempotency_in_flight_seconds: int = 60
+    # Intake requests doing their database work at once, per API process. A few keep the
+    # database busy and let its commits group; more threads only queue for Python's GIL, which
+    # costs CPU and latency (bench/intake.py). The others wait their turn without a thread.
+    intake_threads: int = 4
     log_level: str = "INFO"
 
     # Data and models (datasets, training).

@@ -10,7 +10,6 @@ body size limit), 422 where anything is validated, 404 where a path names an obj
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, routing
@@ -63,8 +62,11 @@ RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying aga
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "The expected scheme: Bearer.", "schema": {"type": "string"}}}
 
 
-def _uses(dependant: Dependant, call: Callable) -> bool:
-    return dependant.call is call or any(_uses(sub, call) for sub in dependant.dependencies)
+def _authenticates(dependant: Dependant) -> bool:
+    return (
+        dependant.call is get_principal or getattr(dependant.call, "authenticates", False)
+        or any(_authenticates(sub) for sub in dependant.dependencies)
+    )
 
 
 def _validates(dependant: Dependant) -> bool:
@@ -113,7 +115,7 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
                 continue
             responses = operation.setdefault("responses", {})
             codes: set[int] = set()
-            if _uses(route.dependant, get_principal):
+            if _authenticates(route.dependant):
                 codes |= {401, 403}
                 operation["security"] = [{"bearer": []}]
             if route.dependant.body_params:

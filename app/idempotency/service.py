@@ -9,19 +9,17 @@ was rolled back.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import get_sessionmaker, utcnow
+from app.db import get_engine, get_sessionmaker, utcnow
 from app.errors import BadRequest, Conflict, Unprocessable
 from app.idempotency.models import IdempotencyRecord
 
@@ -40,7 +38,7 @@ def fingerprint(payload: Any) -> str:
     # NaN and Infinity are allowed here: Python's JSON parser accepts them in a body, and the
     # fingerprint must not fail before validation gets to refuse them.
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-    return hmac.new(get_settings().resolved_secret_key(), canonical.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(get_settings().resolved_secret_key(), canonical.encode(), "sha256").hex()
 
 
 def validate_key(key: str) -> str:
@@ -51,17 +49,38 @@ def validate_key(key: str) -> str:
     return key
 
 
+_INSERT_MARKERS: dict[str, Any] = {}
+
+
+def _mark_in_flight(client: str, scoped_key: str, digest: str) -> bool:
+    """Insert the in-flight marker and commit it at once; False if the key is taken. On
+    PostgreSQL one autocommitted statement (one round trip instead of three, on every keyed
+    request); SQLite has no round trips to save."""
+    engine = get_engine()
+    dialect = engine.dialect.name
+    statement = _INSERT_MARKERS.get(dialect)
+    if statement is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        table = IdempotencyRecord.__table__
+        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=["client", "key"]).returning(table.c.client)
+        _INSERT_MARKERS[dialect] = statement
+    values = {"client": client, "key": scoped_key, "fingerprint": digest, "state": "in_flight", "created_at": utcnow()}
+    if dialect == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return connection.execute(statement, values).first() is not None
+    with engine.begin() as connection:
+        return connection.execute(statement, values).first() is not None
+
+
 def claim(client: str, scoped_key: str, digest: str) -> Replay | None:
     """Mark the key in flight, or answer how its earlier use ended."""
     settings = get_settings()
+    if _mark_in_flight(client, scoped_key, digest):
+        return None
     maker = get_sessionmaker()
-    with maker() as session:
-        try:
-            with session.begin():
-                session.add(IdempotencyRecord(client=client, key=scoped_key, fingerprint=digest, state="in_flight", created_at=utcnow()))
-            return None
-        except IntegrityError:
-            pass
     with maker() as session, session.begin():
         record = session.get(IdempotencyRecord, (client, scoped_key), with_for_update=True)
         if record is None:  # released between our insert and this read: take it
@@ -82,12 +101,28 @@ def claim(client: str, scoped_key: str, digest: str) -> Replay | None:
         return None
 
 
-def complete(session: Session, client: str, scoped_key: str, status_code: int, body: Any, headers: dict[str, str]) -> None:
-    session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.client == client, IdempotencyRecord.key == scoped_key)
-        .values(state="done", status_code=status_code, body=body, headers=headers)
+def _complete_statement():
+    # Built once, and on the table rather than the entity: an ORM-enabled UPDATE built per call
+    # cost more than the rest of a keyed intake.
+    table = IdempotencyRecord.__table__
+    return (
+        update(table)
+        .where(table.c.client == bindparam("where_client"), table.c.key == bindparam("where_key"))
+        .values(
+            state="done", status_code=bindparam("new_status_code", type_=table.c.status_code.type),
+            body=bindparam("new_body", type_=table.c.body.type), headers=bindparam("new_headers", type_=table.c.headers.type),
+        )
     )
+
+
+_COMPLETE = _complete_statement()
+
+
+def complete(session: Session, client: str, scoped_key: str, status_code: int, body: Any, headers: dict[str, str]) -> None:
+    session.execute(_COMPLETE, {
+        "where_client": client, "where_key": scoped_key, "new_status_code": status_code, "new_body": body,
+        "new_headers": headers,
+    })
 
 
 def release(client: str, scoped_key: str) -> None:

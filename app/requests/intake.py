@@ -2,21 +2,22 @@
 
 A new request is three things in the caller's transaction: its row (skipped when its
 (client, external_id) is taken), a row per subject key, and the first link of its audit chain
-with the chain's head. On PostgreSQL a single create sends them as one statement (one round
-trip); batches, and SQLite, use one multi-row statement per table.
+with the chain's head. On PostgreSQL any number of requests go in one statement (one round trip);
+on SQLite, which has no round trips, one multi-row statement per table.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from psycopg.types.json import Json
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit import service as audit_service
+from app.audit.chain import GENESIS
 from app.audit.models import AuditEvent, AuditHead
 from app.keys.service import Principal
 from app.requests.models import ErasureRequest, RequestSubject
@@ -64,47 +65,111 @@ def insert_subjects(session: Session, rows: list[dict[str, Any]]) -> None:
 
 # Columns a new request always leaves empty; not sent, so the statement carries fewer parameters.
 EMPTY_AT_INTAKE = frozenset({"held_from", "status_reason", "extended_days", "decided_at", "completed_at", "outcome", "progress"})
-_REQUEST_COLUMNS = [column.name for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
-
-# Data-modifying CTEs: every part inserts only if the request row did, and PostgreSQL checks the
-# subjects' foreign key at the end of the statement, when the request row exists. Written for
-# psycopg (pyformat parameters) because it is sent on the DBAPI cursor, see store_one_postgres.
-_ONE_REQUEST_SQL = f"""
-    WITH new_request AS (
-        INSERT INTO {REQUESTS.name} ({", ".join(_REQUEST_COLUMNS)})
-        VALUES ({", ".join(f"%({c})s" for c in _REQUEST_COLUMNS)})
-        ON CONFLICT (client, external_id) DO NOTHING
-        RETURNING id
-    ), subjects AS (
-        INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
-        SELECT new_request.id, s.kind, s.subject_key
-        FROM new_request, unnest(CAST(%(kinds)s AS text[]), CAST(%(subject_keys)s AS text[])) AS s(kind, subject_key)
-    ), first_event AS (
-        INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
-        SELECT %(stream)s, 1, %(type)s, %(at)s, %(actor)s, %(data)s, %(prev_hash)s, %(hash)s FROM new_request
-    )
-    INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT %(stream)s, 1, %(hash)s FROM new_request
-    RETURNING seq
-"""
+_REQUEST_COLUMNS = [column for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
 
 
-def store_one_postgres(session: Session, principal: Principal, row: dict[str, Any], keys: dict[str, str]) -> bool:
-    """Store one new request with its subjects and first audit event in a single statement (one
-    round trip); False if its external_id is taken (nothing was written).
+def _array(name: str, sql_type: str) -> str:
+    # Binary: psycopg's text form escapes every element with a regular expression.
+    return f"CAST(%({name})b AS {sql_type}[])"
+
+
+def _statements() -> tuple[str, str]:
+    """(one request, many requests): data-modifying CTEs that write subjects and audit links
+    only for the requests actually inserted, in one statement and one round trip. PostgreSQL
+    checks the subjects' foreign key at the end of the statement, when the request rows exist.
+
+    Many requests travel as one array per column, so the query text stays small and psycopg
+    parses it once (a multi-row VALUES list has a parameter per value, and parsing those
+    dominated a batch; arrays also beat one JSON document per table); a single request as plain
+    values, which cost least."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    names = [column.name for column in _REQUEST_COLUMNS]
+    arrays = ", ".join(_array(column.name, column.type.compile(dialect=dialect)) for column in _REQUEST_COLUMNS)
+    events = ", ".join(_array(name, sql_type) for name, sql_type in (
+        ("id", "uuid"), ("stream", "text"), ("type", "text"), ("at", "timestamptz"), ("actor", "text"),
+        ("data", "text"), ("hash", "text"),
+    ))
+    one = f"""
+        WITH new_requests AS (
+            INSERT INTO {REQUESTS.name} ({", ".join(names)}) VALUES ({", ".join(f"%({name})s" for name in names)})
+            ON CONFLICT (client, external_id) DO NOTHING
+            RETURNING id
+        ), subjects AS (
+            INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
+            SELECT new_requests.id, s.kind, s.subject_key
+            FROM new_requests, unnest({_array("kinds", "text")}, {_array("subject_keys", "text")}) AS s(kind, subject_key)
+        ), first_events AS (
+            INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
+            SELECT %(stream)s, 1, %(type)s, %(at)s, %(actor)s, CAST(%(data)s AS json), '{GENESIS}', %(hash)s
+            FROM new_requests
+        ), heads AS (
+            INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT %(stream)s, 1, %(hash)s FROM new_requests
+        )
+        SELECT id FROM new_requests
+    """
+    many = f"""
+        WITH new_requests AS (
+            INSERT INTO {REQUESTS.name} ({", ".join(names)})
+            SELECT * FROM unnest({arrays})
+            ON CONFLICT (client, external_id) DO NOTHING
+            RETURNING id
+        ), subjects AS (
+            INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
+            SELECT s.request_id, s.kind, s.subject_key
+            FROM unnest({_array("subject_request_ids", "uuid")}, {_array("kinds", "text")}, {_array("subject_keys", "text")})
+                AS s(request_id, kind, subject_key)
+            JOIN new_requests ON new_requests.id = s.request_id
+        ), events AS (
+            SELECT e.* FROM unnest({events}) AS e(request_id, stream, type, at, actor, data, hash)
+            JOIN new_requests ON new_requests.id = e.request_id
+        ), first_events AS (
+            INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
+            SELECT stream, 1, type, at, actor, CAST(data AS json), '{GENESIS}', hash FROM events
+        ), heads AS (
+            INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT stream, 1, hash FROM events
+        )
+        SELECT id FROM new_requests
+    """
+    return one, many
+
+
+_ONE, _MANY = _statements()
+_EVENT_FIELDS = ("stream", "type", "at", "actor", "hash")
+
+
+def store_postgres(session: Session, principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> set[uuid.UUID]:
+    """Store new requests, each with its subjects and the first link of its audit chain, in one
+    statement; returns the ids inserted (a request whose external_id is taken writes nothing).
 
     The statement goes to the session's DBAPI cursor, in the session's transaction: SQLAlchemy's
-    statement execution (parameter processing, result set-up) costs a third of an intake's CPU.
-    Values are already what psycopg sends as is: UUIDs, UTC datetimes, strings and lists; the
-    event's data is wrapped as JSON, as the JSON column type would."""
-    (event,), (_head,) = audit_service.first_links([received_event(principal, row, keys)])
-    params = {name: row[name] for name in _REQUEST_COLUMNS}
-    params.update(stream=event["stream"], type=event["type"], at=event["at"], actor=event["actor"],
-                  data=Json(event["data"]), prev_hash=event["prev_hash"], hash=event["hash"],
-                  kinds=list(keys), subject_keys=list(keys.values()))
+    statement execution (parameter processing, result set-up) costs a third of a single intake's
+    CPU. Values are what psycopg sends as they are: UUIDs, UTC datetimes, strings, booleans;
+    event data as JSON text, as the JSON column type would write it."""
+    if not rows:
+        return set()
+    event_rows, _heads = audit_service.first_links([received_event(principal, row, keys) for row, keys in rows])
+    if len(rows) == 1:
+        (row, keys), (event,) = rows[0], event_rows
+        statement = _ONE
+        params: dict[str, Any] = {column.name: row[column.name] for column in _REQUEST_COLUMNS}
+        params.update({field: event[field] for field in _EVENT_FIELDS}, data=json.dumps(event["data"]),
+                      kinds=list(keys), subject_keys=list(keys.values()))
+    else:
+        statement = _MANY
+        params = {column.name: [row[column.name] for row, _keys in rows] for column in _REQUEST_COLUMNS}
+        params.update({field: [event[field] for event in event_rows] for field in _EVENT_FIELDS})
+        params.update(
+            data=[json.dumps(event["data"]) for event in event_rows],
+            subject_request_ids=[row["id"] for row, keys in rows for _kind in keys],
+            kinds=[kind for _row, keys in rows for kind in keys],
+            subject_keys=[key for _row, keys in rows for key in keys.values()],
+        )
     cursor = session.connection().connection.cursor()
     try:
-        cursor.execute(_ONE_REQUEST_SQL, params)
-        return cursor.fetchone() is not None
+        cursor.execute(statement, params)
+        return {request_id for (request_id,) in cursor.fetchall()}
     finally:
         cursor.close()
 

@@ -77,9 +77,8 @@ def create_many(
         candidates.append(index)
     rows = {index: _new_row(principal, payloads[index]) for index in candidates}
 
-    if len(rows) == 1 and is_postgres(session):
-        (row, keys), = rows.values()
-        inserted = {row["id"]} if intake.store_one_postgres(session, principal, row, keys) else set()
+    if is_postgres(session):
+        inserted = intake.store_postgres(session, principal, list(rows.values()))
     else:
         inserted = intake.insert_requests(session, [row for row, _keys in rows.values()])
         intake.insert_subjects(session, [
