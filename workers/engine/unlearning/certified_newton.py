@@ -15,8 +15,9 @@ once the sum would exceed the budget; each residual is exact at its own step, so
 conservative bound. Training itself stops short of the exact minimum: `input_residual_norm` is
 that shortfall (on forget ∪ retain), which the first removal after a retrain should count too.
 
-The Hessian uses the closed form of softmax regression, so it costs one pass over the data and
-memory for a (C·(d+1))² matrix rather than one backward pass per parameter.
+The Hessian uses the closed form of softmax regression (families/logistic.py), so it costs one
+pass over the data and memory for a (C·(d+1))² matrix rather than one backward pass per
+parameter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from workers.engine.families.logistic import flat_parameters, objective, perturbation_vector
+from workers.engine.families.logistic import (
+    flat_parameters,
+    gradient,
+    perturbation_vector,
+    set_flat,
+    softmax_regression_hessian,
+)
 from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
@@ -43,10 +50,6 @@ from workers.engine.unlearning.base import (
 )
 
 FAMILY = "logistic_regression"
-# Entries of the per-chunk [m, C, C, d+1] intermediate of the Hessian; bounds its memory.
-HESSIAN_CHUNK_ENTRIES = 1 << 24
-
-
 class CertifiedRemovalUnsupported(ValueError):
     pass
 
@@ -69,34 +72,6 @@ def removal_budget(family_config: Any) -> float:
         )
     c = math.sqrt(2 * math.log(1.5 / float(family_config.delta)))
     return sigma * float(family_config.epsilon) / c
-
-
-def softmax_regression_hessian(
-    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, l2: float
-) -> torch.Tensor:
-    """Hessian of mean CE + l2/2·‖θ‖² over θ = (weight [C, d] row-major, bias [C]).
-
-    Per record with x̃ = (x, 1) and p = softmax: (diag p − p·pᵀ) ⊗ x̃·x̃ᵀ. The linear
-    perturbation term has no curvature.
-    """
-    n, d = x.shape
-    n_classes = weight.shape[0]
-    augmented = torch.cat([weight, bias[:, None]], dim=1)  # [C, d+1]
-    x_tilde = torch.cat([x, torch.ones(n, 1, dtype=x.dtype, device=x.device)], dim=1)
-    hessian = torch.zeros(n_classes, d + 1, n_classes, d + 1, dtype=x.dtype, device=x.device)
-    chunk = max(1, HESSIAN_CHUNK_ENTRIES // (n_classes * n_classes * (d + 1)))
-    for rows in x_tilde.split(chunk):
-        p = torch.softmax(rows @ augmented.T, dim=1)
-        curvature = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # [m, C, C]
-        weighted = torch.einsum("mce,mj->cjem", curvature, rows)  # [C, d+1, C, m]
-        hessian += torch.einsum("cjem,mk->cjek", weighted, rows)
-    size = n_classes * (d + 1)
-    hessian = hessian.reshape(size, size) / n
-    # From (class, column) with the bias as column d, to weight-then-bias order.
-    index = torch.arange(size, device=x.device).view(n_classes, d + 1)
-    order = torch.cat([index[:, :d].reshape(-1), index[:, d]])
-    hessian = hessian[order][:, order]
-    return hessian + l2 * torch.eye(size, dtype=x.dtype, device=x.device)
 
 
 class CertifiedNewton:
@@ -188,32 +163,3 @@ class CertifiedNewton:
                 "after": forget_retain_losses(updated, data),
             },
         )
-
-
-def gradient(
-    network: nn.Module,
-    family_config: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    perturbation: torch.Tensor,
-) -> torch.Tensor:
-    """∇ of the family's own objective at the network's current θ, in float64.
-
-    Evaluated on a float64 copy of the (float32) weights as released, so the residual is that
-    of the model actually served, free of float32 rounding in the reduction itself.
-    """
-    exact = copy.deepcopy(network).double()
-    for parameter in exact.parameters():
-        parameter.requires_grad_(True)
-    value = objective(exact, family_config, x.double(), y, perturbation.double())
-    grads = torch.autograd.grad(value, list(exact.parameters()))
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
-def set_flat(network: nn.Module, theta: torch.Tensor) -> None:
-    with torch.no_grad():
-        start = 0
-        for parameter in network.parameters():
-            count = parameter.numel()
-            parameter.copy_(theta[start : start + count].view_as(parameter).to(parameter.dtype))
-            start += count
