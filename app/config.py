@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     # database busy and let its commits group; more threads only queue for Python's GIL, which
     # costs CPU and latency (bench/intake.py). The others wait their turn without a thread.
     intake_threads: int = 4
+    # PostgreSQL only: new requests without an Idempotency-Key are stored by one autocommitted
+    # statement awaited on the event loop (app/asyncdb.py), over a pool of this many connections
+    # per API process; a request waits up to intake_connection_timeout seconds for one, then gets
+    # 503 with Retry-After.
+    intake_connections: int = 8
+    intake_connection_timeout: float = 5.0
     log_level: str = "INFO"
 
     # Data and models (datasets, training).

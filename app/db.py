@@ -101,13 +101,13 @@ def build_engine(raw_url: str) -> Engine:
         # A pooled connection that PostgreSQL has closed (restart, pg_terminate_backend, idle
         # timeout) has a FATAL message or EOF waiting on its socket, although it runs nothing:
         # the pool then replaces it. One poll instead of a ping's round trip on every checkout.
-        if _closed_by_server(dbapi_connection):
+        if closed_by_server(dbapi_connection):
             raise DisconnectionError("connection closed by the server")
 
     return engine
 
 
-def _closed_by_server(dbapi_connection) -> bool:
+def closed_by_server(dbapi_connection) -> bool:
     try:
         fd = dbapi_connection.pgconn.socket
     except Exception:  # psycopg refuses to give the socket of a connection it knows is broken

@@ -91,11 +91,10 @@ def _intake_limiter() -> anyio.CapacityLimiter:
     return _limiters[threads]
 
 
-async def get_unit_of_work() -> UnitOfWork:
-    return UnitOfWork()
-
-
-UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
+async def in_intake_thread(work: Callable[[], T]) -> T:
+    """Run CPU-bound intake work (validating, hashing, rendering a batch) in the threadpool,
+    within the intake's thread limit, so that the event loop keeps serving."""
+    return await anyio.to_thread.run_sync(work, limiter=_intake_limiter())
 
 
 async def get_principal(request: Request) -> Principal:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, asyncdb
 from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
@@ -23,6 +25,12 @@ from app.requests.router import router as requests_router
 UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
 
 
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await asyncdb.close_pools()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.resolved_secret_key()  # refuse to start with a weak secret outside the embedded default
@@ -31,6 +39,7 @@ def create_app() -> FastAPI:
         title="Obliviate",
         version=__version__,
         description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     install_openapi(app)

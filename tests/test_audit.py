@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from importlib import import_module
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -262,3 +264,23 @@ def test_offline_verification_survives_json_rendering_of_times(microsecond):
         prev = digest
     exported = json.loads(json.dumps([e.model_dump(mode="json") for e in events]))
     assert verify_chain(stream, exported, (2, prev)).valid is True
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=_TEXT, seq=st.integers(min_value=1, max_value=10**12), type_=_TEXT, actor=_TEXT, data=_JSON,
+       at=st.datetimes(timezones=st.just(UTC)))
+def test_event_hash_written_around_the_data_json_equals_the_canonical_form(stream, seq, type_, actor, data, at):
+    """Intake serialises an event's data once and writes the hashed event around it; that must
+    be byte for byte the canonical JSON of the whole event, or stored chains would not verify."""
+    from app.audit.chain import canonical_event, canonical_json, format_time
+
+    whole = {"stream": stream, "seq": seq, "type": type_, "at": format_time(at), "actor": actor, "data": data}
+    assert canonical_event(stream, seq, type_, at, actor, canonical_json(data)) == canonical_json(whole)

@@ -35,15 +35,23 @@ def _hashed_time(at: datetime | str) -> str:
 
 
 def event_hash(prev_hash: str, stream: str, seq: int, type_: str, at: datetime | str, actor: str, data: Any) -> str:
-    payload = {
-        "stream": stream,
-        "seq": seq,
-        "type": type_,
-        "at": _hashed_time(at),
-        "actor": actor,
-        "data": data,
-    }
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(payload)).hexdigest()
+    return hash_event(prev_hash, stream, seq, type_, at, actor, canonical_json(data))
+
+
+def hash_event(prev_hash: str, stream: str, seq: int, type_: str, at: datetime | str, actor: str, data_json: bytes) -> str:
+    """`event_hash` given the canonical JSON of the event's data, which intake also stores, so
+    that it is serialised once."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_event(stream, seq, type_, at, actor, data_json)).hexdigest()
+
+
+def canonical_event(stream: str, seq: int, type_: str, at: datetime | str, actor: str, data_json: bytes) -> bytes:
+    """canonical_json({stream, seq, type, at, actor, data}), written around the data's own
+    canonical JSON: sorted keys (actor, at, data, seq, stream, type), no spaces, each string as
+    the same encoder writes it."""
+    return b"".join((
+        b'{"actor":', canonical_json(actor), b',"at":', canonical_json(_hashed_time(at)), b',"data":', data_json,
+        b',"seq":', canonical_json(seq), b',"stream":', canonical_json(stream), b',"type":', canonical_json(type_), b"}",
+    ))
 
 
 @dataclass(frozen=True)

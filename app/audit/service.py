@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app.audit.chain import GENESIS, ChainResult, event_hash, verify_chain
+from app.audit.chain import GENESIS, ChainResult, canonical_json, event_hash, hash_event, verify_chain
 from app.audit.models import AuditEvent, AuditHead
 from app.db import utcnow
 
@@ -42,14 +42,16 @@ def append(session: Session, stream: str, type_: str, actor: str, data: dict[str
 
 def first_links(first_events: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[list[dict], list[dict]]:
     """Rows of audit_events and audit_heads that begin a chain for each (stream, type, actor,
-    data)."""
+    data). Each event row also carries `data_json`, the canonical JSON its hash covers, for a
+    writer that stores the data as JSON text."""
     event_rows, head_rows = [], []
     for stream, type_, actor, data in first_events:
         at = utcnow()
-        digest = event_hash(GENESIS, stream, 1, type_, at, actor, data)
+        data_json = canonical_json(data)
+        digest = hash_event(GENESIS, stream, 1, type_, at, actor, data_json)
         event_rows.append({
             "stream": stream, "seq": 1, "type": type_, "at": at, "actor": actor, "data": data,
-            "prev_hash": GENESIS, "hash": digest,
+            "prev_hash": GENESIS, "hash": digest, "data_json": data_json.decode(),
         })
         head_rows.append({"stream": stream, "seq": 1, "hash": digest})
     return event_rows, head_rows
@@ -63,6 +65,8 @@ def start_chains(session: Session, first_events: list[tuple[str, str, str, dict[
     if not first_events:
         return
     event_rows, head_rows = first_links(first_events)
+    for row in event_rows:
+        del row["data_json"]  # the JSON column writes `data` itself
     session.execute(insert(AuditEvent.__table__), event_rows if len(event_rows) > 1 else event_rows[0])
     session.execute(insert(AuditHead.__table__), head_rows if len(head_rows) > 1 else head_rows[0])
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -10,13 +11,13 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app import metrics
+from app import asyncdb, metrics
 from app.audit import service as audit_service
 from app.config import get_settings
-from app.deps import SessionDep, UnitOfWorkDep, scoped
+from app.deps import SessionDep, UnitOfWork, in_intake_thread, scoped
 from app.errors import PayloadTooLarge, problem_body, sanitised_validation_errors
 from app.idempotency import http as idempotency
-from app.requests import service
+from app.requests import intake, service
 from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
@@ -36,8 +37,23 @@ def _location(request_id) -> dict[str, str]:
 
 
 @router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
-async def create_request(payload: ErasureRequestCreate, request: Request, unit: UnitOfWorkDep, principal: Writer) -> Any:
+async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
+    response = None
+    if "idempotency-key" not in request.headers:
+        # PostgreSQL: one autocommitted statement on the event loop (app/asyncdb.py).
+        created = await service.create_autocommit(principal, payload)
+        if created is not None:
+            stored, _created = created
+            response = JSONResponse(service.to_out(stored).model_dump(mode="json"), status_code=201, headers=_location(stored.id))
+    if response is None:
+        response = await _create_in_unit_of_work(payload, request, principal)
+    metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
+    return response
+
+
+async def _create_in_unit_of_work(payload: ErasureRequestCreate, request: Request, principal) -> JSONResponse:
+    unit = UnitOfWork()
     session = unit.session
 
     def handler():
@@ -46,16 +62,14 @@ async def create_request(payload: ErasureRequestCreate, request: Request, unit: 
         return (201 if created else 200), body, _location(created_request.id)
 
     # The body's JSON form is only needed to fingerprint an Idempotency-Key.
-    response = await unit.run(lambda: idempotency.run(
+    return await unit.run(lambda: idempotency.run(
         request, session, principal, "create-request", lambda: payload.model_dump(mode="json"), handler,
     ))
-    metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
-    return response
 
 
 @router.post("/batch", response_model=BatchResponse, responses=ERRORS)
 async def create_batch(
-    request: Request, unit: UnitOfWorkDep, principal: Writer,
+    request: Request, principal: Writer,
     # Items are checked one by one below, so one malformed item (even a non-object) is reported
     # in its place instead of rejecting the whole batch.
     items: Annotated[list[Any], Body(description="Up to 1,000 erasure requests, as for POST /v1/erasure-requests.")],
@@ -63,31 +77,90 @@ async def create_batch(
     limit = get_settings().max_batch_items
     if len(items) > limit:
         raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
+    if "idempotency-key" not in request.headers:
+        # PostgreSQL: the whole batch in one autocommitted statement (app/asyncdb.py).
+        response = await _batch_autocommit(principal, items)
+        if response is not None:
+            return response
+    unit = UnitOfWork()
     session = unit.session
 
     def handler():
-        results: list[dict[str, Any]] = [{}] * len(items)
-        valid: list[tuple[int, ErasureRequestCreate]] = []
-        for index, raw in enumerate(items):
-            try:
-                valid.append((index, ErasureRequestCreate.model_validate(raw)))
-            except ValidationError as exc:
-                errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
-                problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
-                results[index] = {"index": index, "result": "error", "status": 422, "problem": problem}
+        results, valid = _check_items(items)
         # All valid items in one go (a few statements for the whole batch); a repeated
         # external_id still answers "existing" from its second occurrence on.
         created = service.create_many(session, principal, [payload for _index, payload in valid])
-        for (index, _payload), (created_request, is_new) in zip(valid, created):
-            results[index] = {
-                "index": index, "result": "created" if is_new else "existing", "status": 201 if is_new else 200,
-                "request": service.to_out(created_request).model_dump(mode="json"),
-            }
-        counts = Counter(item["result"] for item in results)
-        body = {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
-        return 200, body, {}
+        return 200, _batch_body(results, valid, created), {}
 
     return await unit.run(lambda: idempotency.run(request, session, principal, "create-batch", items, handler))
+
+
+def _check_items(items: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, ErasureRequestCreate]]]:
+    """(results with each invalid item's problem in its place, the valid items by index)."""
+    results: list[dict[str, Any]] = [{}] * len(items)
+    valid: list[tuple[int, ErasureRequestCreate]] = []
+    for index, raw in enumerate(items):
+        try:
+            valid.append((index, ErasureRequestCreate.model_validate(raw)))
+        except ValidationError as exc:
+            errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+            problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
+            results[index] = {"index": index, "result": "error", "status": 422, "problem": problem}
+    return results, valid
+
+
+def _batch_body(results: list[dict[str, Any]], valid: list[tuple[int, ErasureRequestCreate]], created) -> dict[str, Any]:
+    results = list(results)
+    for (index, _payload), (created_request, is_new) in zip(valid, created):
+        results[index] = {
+            "index": index, "result": "created" if is_new else "existing", "status": 201 if is_new else 200,
+            "request": service.to_out(created_request).model_dump(mode="json"),
+        }
+    counts = Counter(item["result"] for item in results)
+    return {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
+
+
+async def _batch_autocommit(principal, items: list[Any]) -> JSONResponse | None:
+    """A batch without an Idempotency-Key on PostgreSQL: validated and hashed in a thread, stored
+    by one statement on the event loop (atomic: all new requests or none), and rendered in a
+    thread while PostgreSQL stores it, as if every new request were inserted; only when an
+    external_id turns out to be taken are the owners read and the answer rendered again. None
+    where this does not apply: another database, or verified requests that policy approves."""
+    connections = await asyncdb.pool()
+    if connections is None:
+        return None
+
+    def prepare():
+        results, valid = _check_items(items)
+        payloads = [payload for _index, payload in valid]
+        if get_settings().auto_approve_verified and any(payload.identity_verified for payload in payloads):
+            return None
+        plan = service.IntakePlan(principal, payloads)
+        statement = intake.postgres_statement(principal, list(plan.rows.values())) if plan.rows else None
+        return results, valid, plan, statement
+
+    prepared = await in_intake_thread(prepare)
+    if prepared is None:
+        return None
+    results, valid, plan, statement = prepared
+    expected = plan.ids
+    storing = asyncio.ensure_future(asyncdb.fetch_ids(connections, *statement)) if statement else None
+    try:
+        rendered = await in_intake_thread(
+            lambda: JSONResponse(_batch_body(results, valid, plan.results(expected, {})))
+        )
+    except BaseException:
+        if storing is not None:  # never leave the statement unawaited
+            await asyncio.gather(storing, return_exceptions=True)
+        raise
+    inserted = set(await storing) if storing is not None else set()
+    plan.count_created(inserted)
+    if inserted == expected:
+        return rendered
+    unit = UnitOfWork()
+    return await unit.run(lambda: JSONResponse(_batch_body(
+        results, valid, plan.results(inserted, service.find_taken(unit.session, plan, inserted)),
+    )))
 
 
 @router.get("", response_model=ErasureRequestPage, responses=ERRORS)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app import metrics
+from app import asyncdb, metrics
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import is_postgres, utcnow
@@ -60,23 +60,86 @@ def create(session: Session, principal: Principal, payload: ErasureRequestCreate
     return create_many(session, principal, [payload])[0]
 
 
+async def create_autocommit(principal: Principal, payload: ErasureRequestCreate) -> tuple[AnyRequest, bool] | None:
+    """`create` on PostgreSQL as one autocommitted statement awaited on the event loop
+    (app/asyncdb.py): the request's row, subjects and first audit link, or nothing if its
+    external_id is taken. None where this does not apply, and the caller uses `create`: another
+    database; a request that policy approves at once (its approval is a second change that must
+    commit with it); an external_id already taken (the stored request answers, as `create`
+    finds it)."""
+    connections = await asyncdb.pool()
+    if connections is None or (payload.identity_verified and get_settings().auto_approve_verified):
+        return None
+    row, keys = _new_row(principal, payload)
+    statement, params = intake.postgres_statement(principal, [(row, keys)])
+    if not await asyncdb.fetch_ids(connections, statement, params):
+        return None
+    metrics.REQUESTS_CREATED.labels(source=row["source"], jurisdiction=row["jurisdiction"]).inc()
+    return intake.StoredRequest(**row), True
+
+
+class IntakePlan:
+    """New requests worked out for a list of payloads, before anything is stored: a row (and
+    subject keys) for each payload except repeats of an external_id earlier in the list."""
+
+    def __init__(self, principal: Principal, payloads: list[ErasureRequestCreate]):
+        self.principal, self.payloads = principal, payloads
+        self.first_use: dict[str, int] = {}
+        candidates: list[int] = []
+        for index, payload in enumerate(payloads):
+            if payload.external_id is not None:
+                if payload.external_id in self.first_use:
+                    continue
+                self.first_use[payload.external_id] = index
+            candidates.append(index)
+        self.rows = {index: _new_row(principal, payloads[index]) for index in candidates}
+
+    @property
+    def ids(self) -> set[uuid.UUID]:
+        return {row["id"] for row, _keys in self.rows.values()}
+
+    def taken(self, inserted: set[uuid.UUID]) -> list[str]:
+        """External ids of the rows not inserted: another request holds them."""
+        return [row["external_id"] for row, _keys in self.rows.values() if row["id"] not in inserted]
+
+    def results(
+        self, inserted: set[uuid.UUID], stored: dict[str, ErasureRequest], session: Session | None = None,
+    ) -> list[tuple[AnyRequest, bool]]:
+        """(request, created) per payload once `inserted` are stored; `stored` holds the requests
+        that own the taken external ids. With a session, the policy approves verified requests."""
+        results: list[tuple[AnyRequest, bool] | None] = [None] * len(self.payloads)
+        auto_approve = session is not None and get_settings().auto_approve_verified
+        for index, (row, _keys) in self.rows.items():
+            if row["id"] not in inserted:
+                if row["external_id"] not in stored:
+                    raise Conflict("Another request with this external_id is being stored; retry shortly.",
+                                   headers={"Retry-After": "1"})
+                results[index] = (stored[row["external_id"]], False)
+            elif auto_approve and row["identity_verified"]:
+                request = intake.attach(session, row)
+                _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
+                results[index] = (request, True)
+            else:
+                results[index] = (intake.StoredRequest(**row), True)
+        for index, payload in enumerate(self.payloads):
+            if results[index] is None:  # a repeat of an external_id earlier in the same call
+                results[index] = (results[self.first_use[payload.external_id]][0], False)
+        return results  # type: ignore[return-value]
+
+    def count_created(self, inserted: set[uuid.UUID]) -> None:
+        counts = Counter((row["source"], row["jurisdiction"]) for row, _keys in self.rows.values() if row["id"] in inserted)
+        for (source, jurisdiction), count in counts.items():
+            metrics.REQUESTS_CREATED.labels(source=source, jurisdiction=jurisdiction).inc(count)
+
+
 def create_many(
     session: Session, principal: Principal, payloads: list[ErasureRequestCreate],
 ) -> list[tuple[AnyRequest, bool]]:
     """(request, created) for each payload, in order, as if each were created in turn: an
     external_id already stored, or repeated within `payloads`, yields the request that holds it.
     Each new request gets its subjects and the first event of its audit chain."""
-    results: list[tuple[AnyRequest, bool] | None] = [None] * len(payloads)
-    first_use: dict[str, int] = {}
-    candidates: list[int] = []
-    for index, payload in enumerate(payloads):
-        if payload.external_id is not None:
-            if payload.external_id in first_use:
-                continue
-            first_use[payload.external_id] = index
-        candidates.append(index)
-    rows = {index: _new_row(principal, payloads[index]) for index in candidates}
-
+    plan = IntakePlan(principal, payloads)
+    rows = plan.rows
     if is_postgres(session):
         inserted = intake.store_postgres(session, principal, list(rows.values()))
     else:
@@ -88,33 +151,16 @@ def create_many(
         audit_service.start_chains(session, [
             intake.received_event(principal, row, keys) for row, keys in rows.values() if row["id"] in inserted
         ])
-    taken = [row["external_id"] for row, _keys in rows.values() if row["id"] not in inserted]
-    # Inserting waited for any racing intake of these external ids to commit: their rows are
-    # visible now.
-    stored = _find_many_by_external_id(session, principal.client, taken) if taken else {}
+    results = plan.results(inserted, find_taken(session, plan, inserted), session)
+    plan.count_created(inserted)
+    return results
 
-    auto_approve = get_settings().auto_approve_verified
-    counts: Counter[tuple[str, str]] = Counter()
-    for index, (row, _keys) in rows.items():
-        if row["id"] not in inserted:
-            if row["external_id"] not in stored:
-                raise Conflict("Another request with this external_id is being stored; retry shortly.",
-                               headers={"Retry-After": "1"})
-            results[index] = (stored[row["external_id"]], False)
-            continue
-        if auto_approve and row["identity_verified"]:
-            request = intake.attach(session, row)
-            _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
-        else:
-            request = intake.StoredRequest(**row)
-        counts[row["source"], row["jurisdiction"]] += 1
-        results[index] = (request, True)
-    for (source, jurisdiction), count in counts.items():
-        metrics.REQUESTS_CREATED.labels(source=source, jurisdiction=jurisdiction).inc(count)
-    for index, payload in enumerate(payloads):
-        if results[index] is None:  # a repeat of an external_id earlier in the same call
-            results[index] = (results[first_use[payload.external_id]][0], False)
-    return results  # type: ignore[return-value]
+
+def find_taken(session: Session, plan: IntakePlan, inserted: set[uuid.UUID]) -> dict[str, ErasureRequest]:
+    """The stored requests that hold the external ids `plan` could not insert. Inserting waited
+    for any racing intake of these ids to commit, so their rows are visible now."""
+    taken = plan.taken(inserted)
+    return _find_many_by_external_id(session, plan.principal.client, taken) if taken else {}
 
 
 def _new_row(principal: Principal, payload: ErasureRequestCreate) -> tuple[dict[str, Any], dict[str, str]]:

@@ -1,0 +1,160 @@
+"""Intake's fast path on PostgreSQL (app/asyncdb.py): a new request without an Idempotency-Key
+is stored by one autocommitted statement on the event loop; everything else goes through the
+unit of work. The embedded pass checks that SQLite always takes the unit of work."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+
+from tests.conftest import SERVICES
+
+URL = "/v1/erasure-requests"
+postgres_only = pytest.mark.skipif(not SERVICES, reason="services pass only (OBLIVIATE_TEST_DATABASE_URL)")
+
+
+def body(**overrides):
+    found = {
+        "subject": {"identifiers": {"email": f"fast-{uuid.uuid4().hex[:10]}@example.org", "user_id": uuid.uuid4().hex}},
+        "jurisdiction": "gdpr", "source": "portal",
+    }
+    found.update(overrides)
+    return found
+
+
+@pytest.fixture
+def unit_of_work_calls(monkeypatch):
+    """How many times an endpoint ran its work in a UnitOfWork."""
+    from app.deps import UnitOfWork
+
+    calls = []
+    original = UnitOfWork.run
+
+    async def counting(self, work):
+        calls.append(1)
+        return await original(self, work)
+
+    monkeypatch.setattr(UnitOfWork, "run", counting)
+    return calls
+
+
+def stored(request_id: str) -> tuple[int, int, int, int]:
+    """(requests, subjects, audit events, audit heads) stored for one request id."""
+    from app.audit.models import AuditEvent, AuditHead
+    from app.db import session_scope
+    from app.requests.models import ErasureRequest, RequestSubject
+
+    rid, stream = uuid.UUID(request_id), f"request:{request_id}"
+    with session_scope() as session:
+        return (
+            session.scalar(select(func.count()).select_from(ErasureRequest).where(ErasureRequest.id == rid)),
+            session.scalar(select(func.count()).select_from(RequestSubject).where(RequestSubject.request_id == rid)),
+            session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.stream == stream)),
+            session.scalar(select(func.count()).select_from(AuditHead).where(AuditHead.stream == stream)),
+        )
+
+
+def test_a_plain_create_takes_the_fast_path_only_on_postgresql(client, headers, unit_of_work_calls):
+    response = client.post(URL, json=body(external_id="fast-1"), headers=headers)
+    assert response.status_code == 201, response.text
+    assert len(unit_of_work_calls) == (0 if SERVICES else 1)
+    request_id = response.json()["id"]
+    assert response.headers["location"] == f"{URL}/{request_id}"
+    assert stored(request_id) == (1, 2, 1, 1)
+    trail = client.get(f"{URL}/{request_id}/audit", headers=headers).json()
+    assert trail["chain_valid"] is True and [e["type"] for e in trail["events"]] == ["request.received"]
+    # What the fast path answered is what a read of the stored row answers.
+    read = client.get(f"{URL}/{request_id}", headers=headers).json()
+    assert {k: v for k, v in read.items() if k != "progress"} == {k: v for k, v in response.json().items() if k != "progress"}
+
+
+def test_keyed_taken_and_auto_approved_requests_use_the_unit_of_work(client, headers, settings_env, unit_of_work_calls):
+    first = client.post(URL, json=body(external_id="taken-1"), headers=headers)
+    before = len(unit_of_work_calls)
+    again = client.post(URL, json=body(external_id="taken-1"), headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert len(unit_of_work_calls) == before + 1
+
+    keyed = client.post(URL, json=body(), headers={**headers, "Idempotency-Key": "fast-key-1"})
+    assert keyed.status_code == 201 and len(unit_of_work_calls) == before + 2
+
+    settings_env(AUTO_APPROVE_VERIFIED="true")
+    approved = client.post(URL, json=body(identity_verified=True), headers=headers)
+    assert approved.status_code == 201 and approved.json()["status"] == "approved"
+    assert len(unit_of_work_calls) == before + 3
+
+
+@postgres_only
+def test_unreachable_database_answers_503_and_stores_nothing(client, headers, settings_env):
+    from app.db import session_scope
+    from app.requests.models import ErasureRequest
+
+    assert client.post(URL, json=body(), headers=headers).status_code == 201  # the key is now cached
+    # A port nothing listens on: the fast path's pool cannot connect.
+    settings_env(DATABASE_URL="postgresql://postgres@127.0.0.1:9/test", INTAKE_CONNECTION_TIMEOUT="0.5")
+    started = time.monotonic()
+    response = client.post(URL, json=body(external_id="unreachable-1"), headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "fast-" not in response.text and "postgres@" not in response.text
+    assert time.monotonic() - started < 10
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(ErasureRequest).where(ErasureRequest.external_id == "unreachable-1")) == 0
+
+
+@postgres_only
+def test_connections_the_server_closed_are_replaced(client, headers):
+    from app.db import get_engine
+
+    assert client.post(URL, json=body(), headers=headers).status_code == 201
+    with get_engine().connect() as connection:
+        terminated = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )).scalar()
+    assert terminated >= 1
+    time.sleep(0.3)  # the termination notice reaches the pooled sockets
+    for _ in range(3):
+        response = client.post(URL, json=body(), headers=headers)
+        assert response.status_code == 201, response.text
+        assert stored(response.json()["id"]) == (1, 2, 1, 1)
+
+
+def test_a_batch_renders_while_it_is_stored_and_reads_back_only_taken_ids(client, headers, unit_of_work_calls):
+    held = client.post(URL, json=body(external_id="batch-held"), headers=headers).json()["id"]
+    before = len(unit_of_work_calls)
+    items = [body(external_id="batch-new-1"), {"subject": "not an object"}, body(), body(external_id="batch-new-1")]
+    response = client.post(f"{URL}/batch", json=items, headers=headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["created"], answer["existing"], answer["errors"]) == (2, 1, 1)
+    assert [item["result"] for item in answer["items"]] == ["created", "error", "created", "existing"]
+    assert answer["items"][3]["request"]["id"] == answer["items"][0]["request"]["id"]
+    # Nothing was taken: on PostgreSQL no unit of work was needed.
+    assert len(unit_of_work_calls) == before + (0 if SERVICES else 1)
+    for item in (answer["items"][0], answer["items"][2]):
+        assert stored(item["request"]["id"]) == (1, 2, 1, 1)
+
+    again = client.post(f"{URL}/batch", json=[body(external_id="batch-held"), body()], headers=headers).json()
+    assert [item["result"] for item in again["items"]] == ["existing", "created"]
+    assert again["items"][0]["request"]["id"] == held
+    assert again["items"][0]["request"]["external_id"] == "batch-held"
+    assert len(unit_of_work_calls) == before + (1 if SERVICES else 2)  # the held id was read back
+
+
+@postgres_only
+def test_a_batch_with_an_unreachable_database_answers_503_and_stores_nothing(client, headers, settings_env):
+    from app.db import session_scope
+    from app.requests.models import ErasureRequest
+
+    assert client.post(URL, json=body(), headers=headers).status_code == 201
+    settings_env(DATABASE_URL="postgresql://postgres@127.0.0.1:9/test", INTAKE_CONNECTION_TIMEOUT="0.5")
+    response = client.post(f"{URL}/batch", json=[body(external_id="gone-1"), body(external_id="gone-2")], headers=headers)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "fast-" not in response.text
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(ErasureRequest).where(ErasureRequest.external_id.in_(["gone-1", "gone-2"]))) == 0
