@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -68,27 +70,39 @@ async def close_pools() -> None:
             await found.close()
 
 
-async def fetch_ids(connections: AsyncConnectionPool, statement: str, params: dict[str, Any]) -> list[Any]:
-    """Run one statement on an autocommit connection and return the first column of its rows.
+@asynccontextmanager
+async def connection(connections: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A live autocommit connection from the pool.
 
-    A database that cannot be reached answers 503 with Retry-After. Whether a statement whose
-    connection broke while it ran was committed cannot be known; as for any lost response, the
-    client retries, and an external_id or Idempotency-Key makes the retry safe."""
+    A database that cannot be reached, here or in the body, answers 503 with Retry-After.
+    Whether a statement whose connection broke while it ran was committed cannot be known; as
+    for any lost response, the client retries, and an external_id or Idempotency-Key makes the
+    retry safe."""
     try:
         for _attempt in range(connections.max_size + 1):
-            async with connections.connection() as connection:
-                # As for the sync pool (app/db.py): a connection the server has closed (restart,
-                # pg_terminate_backend) has EOF or a FATAL message waiting on its socket; one
-                # poll instead of a ping's round trip. Closed here, the pool replaces it.
-                if closed_by_server(connection):
-                    await connection.close()
-                    continue
-                async with connection.cursor() as cursor:
-                    await cursor.execute(statement, params)
-                    return [row[0] for row in await cursor.fetchall()]
+            found = await connections.getconn()
+            # As for the sync pool (app/db.py): a connection the server has closed (restart,
+            # pg_terminate_backend) has EOF or a FATAL message waiting on its socket; one poll
+            # instead of a ping's round trip. Closed here, the pool replaces it.
+            if closed_by_server(found):
+                await found.close()
+                await connections.putconn(found)
+                continue
+            try:
+                yield found
+            finally:
+                await connections.putconn(found)
+            return
         raise psycopg.OperationalError("every pooled connection was closed by the server")
     except (psycopg.OperationalError, PoolTimeout) as exc:
         log.warning("intake database unavailable: %s", type(exc).__name__)
         raise ServiceUnavailable(
             "The database is not reachable right now; retry shortly.", headers={"Retry-After": "1"},
         ) from None
+
+
+async def fetch_ids(live: psycopg.AsyncConnection, statement: str, params: dict[str, Any]) -> list[Any]:
+    """Run one statement and return the first column of its rows."""
+    async with live.cursor() as cursor:
+        await cursor.execute(statement, params)
+        return [row[0] for row in await cursor.fetchall()]

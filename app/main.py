@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,12 @@ UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # The modules and the app built at start-up are some 130,000 objects that live as long as
+    # the process; a full garbage collection walked all of them (40 ms, a latency spike every
+    # few large batches). Frozen, collections walk only what requests allocate. Once per process.
+    if not gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()
     yield
     await asyncdb.close_pools()
 

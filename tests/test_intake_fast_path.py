@@ -158,3 +158,53 @@ def test_a_batch_with_an_unreachable_database_answers_503_and_stores_nothing(cli
     assert "fast-" not in response.text
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(ErasureRequest).where(ErasureRequest.external_id.in_(["gone-1", "gone-2"]))) == 0
+
+
+def test_a_batch_in_several_chunks_answers_as_one(client, headers, monkeypatch, unit_of_work_calls):
+    from app.requests import fast_intake
+
+    monkeypatch.setattr(fast_intake, "BATCH_CHUNK", 3)
+    held = client.post(URL, json=body(external_id="chunk-held"), headers=headers).json()["id"]
+    items = [body(external_id="chunk-a"), body(), body(), body(), {"jurisdiction": "gdpr"},
+             body(external_id="chunk-a"), body(external_id="chunk-held"), body()]
+    answer = client.post(f"{URL}/batch", json=items, headers=headers).json()
+    assert [item["result"] for item in answer["items"]] == [
+        "created", "created", "created", "created", "error", "existing", "existing", "created",
+    ]
+    assert [item["index"] for item in answer["items"]] == list(range(len(items)))
+    assert (answer["created"], answer["existing"], answer["errors"]) == (5, 2, 1)
+    assert answer["items"][5]["request"]["id"] == answer["items"][0]["request"]["id"]
+    assert answer["items"][6]["request"]["id"] == held
+    for index in (0, 1, 2, 3, 7):
+        assert stored(answer["items"][index]["request"]["id"]) == (1, 2, 1, 1)
+    assert len({item["request"]["id"] for item in answer["items"] if "request" in item}) == 6
+
+
+@postgres_only
+def test_a_batch_failing_in_a_later_chunk_stores_nothing(client, headers, monkeypatch):
+    import psycopg
+
+    from app import asyncdb
+    from app.db import session_scope
+    from app.requests import fast_intake
+    from app.requests.models import ErasureRequest
+
+    monkeypatch.setattr(fast_intake, "BATCH_CHUNK", 2)
+    real, calls = asyncdb.fetch_ids, []
+
+    async def second_fails(live, statement, params):
+        calls.append(1)
+        if len(calls) == 2:
+            raise psycopg.OperationalError("connection lost")
+        return await real(live, statement, params)
+
+    monkeypatch.setattr(asyncdb, "fetch_ids", second_fails)
+    items = [body(external_id=f"atomic-{n}") for n in range(5)]
+    response = client.post(f"{URL}/batch", json=items, headers=headers)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert len(calls) == 2
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(ErasureRequest).where(ErasureRequest.external_id.like("atomic-%"))) == 0
+    monkeypatch.setattr(asyncdb, "fetch_ids", real)
+    retried = client.post(f"{URL}/batch", json=items, headers=headers).json()
+    assert retried["created"] == 5

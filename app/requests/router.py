@@ -1,23 +1,20 @@
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
-from app import asyncdb, metrics
+from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
-from app.deps import SessionDep, UnitOfWork, in_intake_thread, scoped
-from app.errors import PayloadTooLarge, problem_body, sanitised_validation_errors
+from app.deps import SessionDep, UnitOfWork, scoped
+from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
-from app.requests import intake, service
+from app.requests import fast_intake, service
 from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
@@ -42,9 +39,8 @@ async def create_request(payload: ErasureRequestCreate, request: Request, princi
     response = None
     if "idempotency-key" not in request.headers:
         # PostgreSQL: one autocommitted statement on the event loop (app/asyncdb.py).
-        created = await service.create_autocommit(principal, payload)
-        if created is not None:
-            stored, _created = created
+        stored = await fast_intake.create_one(principal, payload)
+        if stored is not None:
             response = JSONResponse(service.to_out(stored).model_dump(mode="json"), status_code=201, headers=_location(stored.id))
     if response is None:
         response = await _create_in_unit_of_work(payload, request, principal)
@@ -78,89 +74,24 @@ async def create_batch(
     if len(items) > limit:
         raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
     if "idempotency-key" not in request.headers:
-        # PostgreSQL: the whole batch in one autocommitted statement (app/asyncdb.py).
-        response = await _batch_autocommit(principal, items)
+        # PostgreSQL: stored on the event loop, in chunks within one transaction.
+        response = await fast_intake.create_batch(principal, items)
         if response is not None:
             return response
     unit = UnitOfWork()
     session = unit.session
 
     def handler():
-        results, valid = _check_items(items)
+        checked = [fast_intake.check_item(index, raw) for index, raw in enumerate(items)]
+        valid = [(index, payload) for index, payload in enumerate(checked) if not isinstance(payload, dict)]
         # All valid items in one go (a few statements for the whole batch); a repeated
         # external_id still answers "existing" from its second occurrence on.
         created = service.create_many(session, principal, [payload for _index, payload in valid])
-        return 200, _batch_body(results, valid, created), {}
+        for (index, _payload), (created_request, is_new) in zip(valid, created):
+            checked[index] = fast_intake.result_item(index, created_request, is_new)
+        return 200, fast_intake.batch_body(checked), {}
 
     return await unit.run(lambda: idempotency.run(request, session, principal, "create-batch", items, handler))
-
-
-def _check_items(items: list[Any]) -> tuple[list[dict[str, Any]], list[tuple[int, ErasureRequestCreate]]]:
-    """(results with each invalid item's problem in its place, the valid items by index)."""
-    results: list[dict[str, Any]] = [{}] * len(items)
-    valid: list[tuple[int, ErasureRequestCreate]] = []
-    for index, raw in enumerate(items):
-        try:
-            valid.append((index, ErasureRequestCreate.model_validate(raw)))
-        except ValidationError as exc:
-            errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
-            problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
-            results[index] = {"index": index, "result": "error", "status": 422, "problem": problem}
-    return results, valid
-
-
-def _batch_body(results: list[dict[str, Any]], valid: list[tuple[int, ErasureRequestCreate]], created) -> dict[str, Any]:
-    results = list(results)
-    for (index, _payload), (created_request, is_new) in zip(valid, created):
-        results[index] = {
-            "index": index, "result": "created" if is_new else "existing", "status": 201 if is_new else 200,
-            "request": service.to_out(created_request).model_dump(mode="json"),
-        }
-    counts = Counter(item["result"] for item in results)
-    return {"items": results, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
-
-
-async def _batch_autocommit(principal, items: list[Any]) -> JSONResponse | None:
-    """A batch without an Idempotency-Key on PostgreSQL: validated and hashed in a thread, stored
-    by one statement on the event loop (atomic: all new requests or none), and rendered in a
-    thread while PostgreSQL stores it, as if every new request were inserted; only when an
-    external_id turns out to be taken are the owners read and the answer rendered again. None
-    where this does not apply: another database, or verified requests that policy approves."""
-    connections = await asyncdb.pool()
-    if connections is None:
-        return None
-
-    def prepare():
-        results, valid = _check_items(items)
-        payloads = [payload for _index, payload in valid]
-        if get_settings().auto_approve_verified and any(payload.identity_verified for payload in payloads):
-            return None
-        plan = service.IntakePlan(principal, payloads)
-        statement = intake.postgres_statement(principal, list(plan.rows.values())) if plan.rows else None
-        return results, valid, plan, statement
-
-    prepared = await in_intake_thread(prepare)
-    if prepared is None:
-        return None
-    results, valid, plan, statement = prepared
-    expected = plan.ids
-    storing = asyncio.ensure_future(asyncdb.fetch_ids(connections, *statement)) if statement else None
-    try:
-        rendered = await in_intake_thread(
-            lambda: JSONResponse(_batch_body(results, valid, plan.results(expected, {})))
-        )
-    except BaseException:
-        if storing is not None:  # never leave the statement unawaited
-            await asyncio.gather(storing, return_exceptions=True)
-        raise
-    inserted = set(await storing) if storing is not None else set()
-    plan.count_created(inserted)
-    if inserted == expected:
-        return rendered
-    unit = UnitOfWork()
-    return await unit.run(lambda: JSONResponse(_batch_body(
-        results, valid, plan.results(inserted, service.find_taken(unit.session, plan, inserted)),
-    )))
 
 
 @router.get("", response_model=ErasureRequestPage, responses=ERRORS)

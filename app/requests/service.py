@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app import asyncdb, metrics
+from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import is_postgres, utcnow
@@ -60,39 +60,32 @@ def create(session: Session, principal: Principal, payload: ErasureRequestCreate
     return create_many(session, principal, [payload])[0]
 
 
-async def create_autocommit(principal: Principal, payload: ErasureRequestCreate) -> tuple[AnyRequest, bool] | None:
-    """`create` on PostgreSQL as one autocommitted statement awaited on the event loop
-    (app/asyncdb.py): the request's row, subjects and first audit link, or nothing if its
-    external_id is taken. None where this does not apply, and the caller uses `create`: another
-    database; a request that policy approves at once (its approval is a second change that must
-    commit with it); an external_id already taken (the stored request answers, as `create`
-    finds it)."""
-    connections = await asyncdb.pool()
-    if connections is None or (payload.identity_verified and get_settings().auto_approve_verified):
-        return None
-    row, keys = _new_row(principal, payload)
-    statement, params = intake.postgres_statement(principal, [(row, keys)])
-    if not await asyncdb.fetch_ids(connections, statement, params):
-        return None
-    metrics.REQUESTS_CREATED.labels(source=row["source"], jurisdiction=row["jurisdiction"]).inc()
-    return intake.StoredRequest(**row), True
-
-
 class IntakePlan:
     """New requests worked out for a list of payloads, before anything is stored: a row (and
-    subject keys) for each payload except repeats of an external_id earlier in the list."""
+    subject keys) for each payload except repeats of an external_id earlier in the list.
+    Payloads can be added in parts, in order (a batch is stored chunk by chunk)."""
 
-    def __init__(self, principal: Principal, payloads: list[ErasureRequestCreate]):
-        self.principal, self.payloads = principal, payloads
+    def __init__(self, principal: Principal, payloads: list[ErasureRequestCreate] | None = None):
+        self.principal = principal
+        self.payloads: list[ErasureRequestCreate] = []
         self.first_use: dict[str, int] = {}
-        candidates: list[int] = []
-        for index, payload in enumerate(payloads):
+        self.rows: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+        if payloads:
+            self.add(payloads)
+
+    def add(self, payloads: list[ErasureRequestCreate]) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """Append payloads; returns the new rows among them."""
+        new = []
+        for payload in payloads:
+            index = len(self.payloads)
+            self.payloads.append(payload)
             if payload.external_id is not None:
                 if payload.external_id in self.first_use:
                     continue
                 self.first_use[payload.external_id] = index
-            candidates.append(index)
-        self.rows = {index: _new_row(principal, payloads[index]) for index in candidates}
+            self.rows[index] = new_row(self.principal, payload)
+            new.append(self.rows[index])
+        return new
 
     @property
     def ids(self) -> set[uuid.UUID]:
@@ -163,7 +156,7 @@ def find_taken(session: Session, plan: IntakePlan, inserted: set[uuid.UUID]) -> 
     return _find_many_by_external_id(session, plan.principal.client, taken) if taken else {}
 
 
-def _new_row(principal: Principal, payload: ErasureRequestCreate) -> tuple[dict[str, Any], dict[str, str]]:
+def new_row(principal: Principal, payload: ErasureRequestCreate) -> tuple[dict[str, Any], dict[str, str]]:
     """Every column of a new request (so that it can be attached without reading it back), and
     its subject keys by identifier kind."""
     identifiers = payload.subject.identifiers
