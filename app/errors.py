@@ -124,7 +124,24 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(exc.status_code, title, detail, slug, getattr(exc, "headers", None))
 
+    async def _database_unavailable(request: Request, exc: Exception):
+        # The database went away (restart, failover, terminated connection, pool exhausted) or,
+        # on SQLite, stayed locked: nothing was committed, and a retry can succeed.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return problem_response(503, "Service unavailable", "The database is not reachable right now; retry shortly.",
+                                "unavailable", {"Retry-After": "1"})
+
+    for unavailable in _database_unavailable_errors():
+        app.add_exception_handler(unavailable, _database_unavailable)
+
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "Internal error", "The server could not complete the request.", "internal")
+
+
+def _database_unavailable_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    return sa_exc.OperationalError, sa_exc.TimeoutError, psycopg.OperationalError

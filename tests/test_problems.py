@@ -175,3 +175,30 @@ def test_body_limit_follows_the_setting(client, headers, settings_env):
     with TestClient(create_app(), raise_server_exceptions=False) as small:
         assert_problem(small.post(URL, json=valid_body(reason="x" * 1500), headers=headers), 413)
         assert small.post(URL, json=valid_body(reason="x" * 100), headers=headers).status_code == 201
+
+
+def _operational_errors():
+    import psycopg
+    from sqlalchemy.exc import OperationalError, TimeoutError
+
+    return [
+        OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
+        TimeoutError("QueuePool limit of size 20 overflow 20 reached"),
+        psycopg.OperationalError("terminating connection due to administrator command"),
+    ]
+
+
+@pytest.mark.parametrize("error", _operational_errors(), ids=["sqlalchemy", "pool-timeout", "psycopg"])
+def test_a_database_that_went_away_answers_503_with_retry_after(client, make_key, monkeypatch, error):
+    from app.requests import service
+
+    def unavailable(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(service, "list_for", unavailable)
+    response = client.get("/v1/erasure-requests", headers=make_key("requests:read"))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["type"].endswith("/unavailable")
+    assert "SELECT" not in response.text and "QueuePool" not in response.text and "administrator" not in response.text
