@@ -74,6 +74,7 @@ class GaveUp(Exception):
 class LoadResult:
     acknowledged: dict[str, dict] = field(default_factory=dict)  # request id → the first 2xx body
     existing_subjects: dict[str, str] = field(default_factory=dict)  # request id → raw subject id we hold
+    unkeyed: int = 0  # creates sent without an Idempotency-Key (their external_id makes retries safe)
     replays: int = 0
     replay_mismatches: list[str] = field(default_factory=list)
     conflicts: int = 0
@@ -91,12 +92,13 @@ class Load:
 
     def __init__(self, api: str, writer: dict, *, requests: int, clients: int, rate: float, seed: int, deadline: float,
                  existing_fraction: float = 0.08, replay_fraction: float = 0.10, conflict_fraction: float = 0.02,
-                 deny_fraction: float = 0.03):
+                 deny_fraction: float = 0.03, unkeyed_fraction: float = 0.5):
         self.api, self.writer, self.requests, self.clients, self.rate = api, writer, requests, clients, rate
         self.rng = random.Random(seed)
         self.seed, self.deadline = seed, deadline
         self.existing_fraction, self.replay_fraction = existing_fraction, replay_fraction
         self.conflict_fraction, self.deny_fraction = conflict_fraction, deny_fraction
+        self.unkeyed_fraction = unkeyed_fraction
         self.result = LoadResult()
 
     def plan(self, index: int) -> dict:
@@ -108,9 +110,14 @@ class Load:
         if rng.random() < 0.5:
             body["external_id"] = f"chaos-{self.seed}-{index}"
         roll = rng.random()
-        return {"index": index, "body": body, "key": str(uuid.uuid4()), "existing": raw if existing else None,
-                "replay": roll < self.replay_fraction,
-                "conflict": self.replay_fraction <= roll < self.replay_fraction + self.conflict_fraction,
+        # Some requests with an external_id go without an Idempotency-Key, as a portal that
+        # relies on its own ticket ids would send them; on PostgreSQL they take the intake's
+        # fast path (app/requests/fast_intake.py), so faults meet both paths.
+        unkeyed = "external_id" in body and rng.random() < self.unkeyed_fraction
+        return {"index": index, "body": body, "key": None if unkeyed else str(uuid.uuid4()),
+                "existing": raw if existing else None,
+                "replay": not unkeyed and roll < self.replay_fraction,
+                "conflict": not unkeyed and self.replay_fraction <= roll < self.replay_fraction + self.conflict_fraction,
                 "deny": rng.random() < self.deny_fraction}
 
     async def _call(self, client: httpx.AsyncClient, path: str, *, json=None, key: str | None = None,
@@ -134,6 +141,7 @@ class Load:
 
     async def one(self, client: httpx.AsyncClient, item: dict) -> None:
         result = self.result
+        result.unkeyed += item["key"] is None
         created = await self._call(client, "/v1/erasure-requests", json=item["body"], key=item["key"])
         if created.status_code not in (200, 201):
             result.gave_up.append(f"#{item['index']}: create answered {created.status_code}")

@@ -45,7 +45,7 @@ def test_short_chaos_run(chaos, tmp_path):
     assert report["audit_verify_exit"] == 0, report["audit_verify_output"]
     assert report["seconds_to_terminal_after_heal"] is not None, summary
     assert not report["replay_mismatches"] and not report["conflict_mismatches"], summary
-    assert report["replays"] > 0 and report["conflicts"] > 0, summary
+    assert report["replays"] > 0 and report["conflicts"] > 0 and report["unkeyed"] > 0, summary
     assert not report["residual_subjects"] and not report["completed_without_certificate"], summary
     assert len(report["faults"]) - len(report["fault_errors"]) >= 6, summary
     assert report["ok"], report["goals"]
