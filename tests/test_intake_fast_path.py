@@ -71,20 +71,74 @@ def test_a_plain_create_takes_the_fast_path_only_on_postgresql(client, headers, 
     assert {k: v for k, v in read.items() if k != "progress"} == {k: v for k, v in response.json().items() if k != "progress"}
 
 
-def test_keyed_taken_and_auto_approved_requests_use_the_unit_of_work(client, headers, settings_env, unit_of_work_calls):
+def test_taken_and_auto_approved_requests_use_the_unit_of_work(client, headers, settings_env, unit_of_work_calls):
     first = client.post(URL, json=body(external_id="taken-1"), headers=headers)
     before = len(unit_of_work_calls)
     again = client.post(URL, json=body(external_id="taken-1"), headers=headers)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     assert len(unit_of_work_calls) == before + 1
 
-    keyed = client.post(URL, json=body(), headers={**headers, "Idempotency-Key": "fast-key-1"})
-    assert keyed.status_code == 201 and len(unit_of_work_calls) == before + 2
-
     settings_env(AUTO_APPROVE_VERIFIED="true")
     approved = client.post(URL, json=body(identity_verified=True), headers=headers)
     assert approved.status_code == 201 and approved.json()["status"] == "approved"
-    assert len(unit_of_work_calls) == before + 3
+    assert len(unit_of_work_calls) == before + 2
+
+
+def test_a_keyed_request_stores_its_answer_with_it(client, headers, unit_of_work_calls):
+    """First use of a key: on PostgreSQL the request and the key's answer go in one statement.
+    A replay, or the key with another body, is answered from what was stored."""
+    from app.db import session_scope
+    from app.idempotency.models import IdempotencyRecord
+
+    keyed = {**headers, "Idempotency-Key": "fast-key-1"}
+    sent = body()
+    first = client.post(URL, json=sent, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert len(unit_of_work_calls) == (0 if SERVICES else 1)
+    assert stored(first.json()["id"]) == (1, 2, 1, 1)
+    with session_scope() as session:
+        record = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "create-request:fast-key-1")).one()
+        assert (record.state, record.status_code, record.body) == ("done", 201, first.json())
+        assert record.headers == {"Location": first.headers["location"]}
+
+    replay = client.post(URL, json=sent, headers=keyed)
+    assert replay.status_code == 201 and replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"]
+    reused = client.post(URL, json=body(), headers=keyed)
+    assert reused.status_code == 422
+    assert request_total() == 1
+
+
+def request_total() -> int:
+    from app.db import session_scope
+    from app.requests.models import ErasureRequest
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(ErasureRequest))
+
+
+def test_concurrent_duplicates_under_one_key_store_one_request(client, headers):
+    """Two clients send the same keyed request at once, for many keys: each key ends with one
+    request, and every answer is that request (201, or 409 while the other was in flight)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sent = {f"race-{n}": body() for n in range(12)}
+
+    def post(key):
+        response = client.post(URL, json=sent[key], headers={**headers, "Idempotency-Key": key})
+        return key, response.status_code, response.json()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(post, [key for key in sent for _twice in range(2)]))
+    assert request_total() == len(sent)
+    ids: dict[str, set] = {}
+    for key, status, answer in answers:
+        assert status in (201, 409), (status, answer)
+        if status == 201:
+            ids.setdefault(key, set()).add(answer["id"])
+    assert all(len(found) == 1 for found in ids.values()), ids
+    assert set(ids) == set(sent)  # at least one of each pair was answered 201
 
 
 @postgres_only

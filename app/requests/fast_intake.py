@@ -1,8 +1,9 @@
 """Intake's fast path on PostgreSQL: new requests stored on the event loop (app/asyncdb.py).
 
-A request without an Idempotency-Key is stored by one self-contained statement (see intake.py),
-atomic on its own, so it needs no session and no transaction around it: the statement is
-awaited on an autocommit connection, without a thread hop. A batch goes in chunks within one
+A request is stored by one self-contained statement (see intake.py), atomic on its own, so it
+needs no session and no transaction around it: the statement is awaited on an autocommit
+connection, without a thread hop. Under an Idempotency-Key the same statement also records the
+key with its answer. A batch goes in chunks within one
 transaction (all new requests or none): while PostgreSQL stores one chunk, a thread validates,
 hashes and renders the next, so the server's and the database's CPU overlap. The answer is
 rendered as if every new request were inserted, the usual case; when an external_id turns out
@@ -10,12 +11,15 @@ to be taken, its owner is read and the answer rendered again.
 
 Each function returns None where the fast path does not apply and the caller uses the unit of
 work: another database; a request the auto-approve policy would approve (the approval is a
-second change that must commit with it); a single request whose external_id is taken.
+second change that must commit with it); a single request whose external_id or Idempotency-Key
+is taken; a batch under an Idempotency-Key.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+import psycopg
 from collections import Counter
 from typing import Any
 
@@ -26,6 +30,7 @@ from app import asyncdb, metrics
 from app.config import get_settings
 from app.deps import UnitOfWork, in_intake_thread
 from app.errors import problem_body, sanitised_validation_errors
+from app.idempotency import service as idempotency_service
 from app.keys.service import Principal
 from app.requests import intake, service
 from app.requests.schemas import ErasureRequestCreate
@@ -35,18 +40,33 @@ from app.requests.schemas import ErasureRequestCreate
 BATCH_CHUNK = 250
 
 
-async def create_one(principal: Principal, payload: ErasureRequestCreate) -> intake.StoredRequest | None:
-    """Store one new request; None where the fast path does not apply (see the module)."""
+async def create_one(principal: Principal, payload: ErasureRequestCreate, idempotency_key: str | None) -> JSONResponse | None:
+    """Store one new request and answer 201; None where the fast path does not apply (see the
+    module). Under an Idempotency-Key the request is stored only if the key is unused, together
+    with the key's answer; a key already used (a replay, a reuse with another body, a concurrent
+    duplicate) is left to the unit of work, which replays, refuses or waits as for any key."""
     connections = await asyncdb.pool()
     if connections is None or (payload.identity_verified and get_settings().auto_approve_verified):
         return None
     row, keys = service.new_row(principal, payload)
-    statement, params = intake.postgres_statement(principal, [(row, keys)])
+    stored = intake.StoredRequest(**row)
+    body = service.to_out(stored).model_dump(mode="json")
+    location = {"Location": f"/v1/erasure-requests/{row['id']}"}
+    if idempotency_key is None:
+        statement, params = intake.postgres_statement(principal, [(row, keys)])
+    else:
+        scoped = f"create-request:{idempotency_service.validate_key(idempotency_key)}"
+        fingerprint = idempotency_service.fingerprint(payload.model_dump(mode="json"))
+        statement, params = intake.postgres_statement_keyed(principal, row, keys, scoped, fingerprint, (201, body, location))
     async with asyncdb.connection(connections) as live:
-        if not await asyncdb.fetch_ids(live, statement, params):
-            return None  # external_id taken: the unit of work answers with its owner
+        try:
+            inserted = await asyncdb.fetch_ids(live, statement, params)
+        except psycopg.errors.UniqueViolation:
+            return None  # the key was taken by a concurrent request meanwhile: nothing was stored
+    if not inserted:
+        return None  # the key or the external_id is taken: the unit of work answers
     metrics.REQUESTS_CREATED.labels(source=row["source"], jurisdiction=row["jurisdiction"]).inc()
-    return intake.StoredRequest(**row)
+    return JSONResponse(body, status_code=201, headers=location)
 
 
 def check_item(index: int, raw: Any) -> ErasureRequestCreate | dict[str, Any]:

@@ -8,16 +8,18 @@ on SQLite, which has no round trips, one multi-row statement per table.
 
 from __future__ import annotations
 
+import json
 import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import String, insert
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from app.audit import service as audit_service
 from app.audit.chain import GENESIS
 from app.audit.models import AuditEvent, AuditHead
+from app.idempotency.models import IdempotencyRecord
 from app.keys.service import Principal
 from app.requests.models import ErasureRequest, RequestSubject
 
@@ -131,10 +133,34 @@ def _statements() -> tuple[str, str]:
         )
         SELECT id FROM new_requests
     """
-    return one, many
+    # One request under an Idempotency-Key: stored only if the key is unused, and the key's
+    # answer stored with it, in the same statement. A key used meanwhile by a concurrent request
+    # makes the second insert into idempotency_keys fail on its primary key, which aborts the
+    # whole statement: a key never gets two requests.
+    # Typed as text, not varchar(n): an explicit cast to varchar(n) would truncate silently,
+    # where the column's own assignment refuses an over-long value.
+    typed = ", ".join(
+        f"CAST(%({column.name})s AS {'text' if isinstance(column.type, String) else column.type.compile(dialect=dialect)})"
+        for column in _REQUEST_COLUMNS
+    )
+    keyed = one.replace(
+        f"VALUES ({', '.join(f'%({name})s' for name in names)})",
+        f"SELECT {typed} WHERE NOT EXISTS (SELECT 1 FROM {IdempotencyRecord.__tablename__} "
+        "WHERE client = %(client)s AND key = %(idempotency_key)s)",
+    ).replace(
+        "        SELECT id FROM new_requests\n",
+        f"""        , remembered AS (
+            INSERT INTO {IdempotencyRecord.__tablename__} (client, key, fingerprint, state, status_code, body, headers, created_at)
+            SELECT %(client)s, %(idempotency_key)s, %(fingerprint)s, 'done', %(status_code)s,
+                   CAST(%(response_body)s AS json), CAST(%(response_headers)s AS json), %(at)s
+            FROM new_requests
+        )
+        SELECT id FROM new_requests\n""",
+    )
+    return one, many, keyed
 
 
-_ONE, _MANY = _statements()
+_ONE, _MANY, _ONE_KEYED = _statements()
 _EVENT_FIELDS = ("stream", "type", "at", "actor", "hash")
 
 
@@ -160,6 +186,20 @@ def postgres_statement(principal: Principal, rows: list[tuple[dict[str, Any], di
         subject_keys=[key for _row, keys in rows for key in keys.values()],
     )
     return _MANY, params
+
+
+def postgres_statement_keyed(
+    principal: Principal, row: dict[str, Any], keys: dict[str, str], idempotency_key: str, fingerprint: str,
+    answer: tuple[int, Any, dict[str, str]],
+) -> tuple[str, dict[str, Any]]:
+    """`postgres_statement` for one request under an Idempotency-Key (scoped to its route):
+    nothing is stored if the key is already in use; otherwise the key is stored as done, with
+    `answer` (status, body, headers), in the same statement as the request."""
+    _statement, params = postgres_statement(principal, [(row, keys)])
+    status_code, body, headers = answer
+    params.update(idempotency_key=idempotency_key, fingerprint=fingerprint, status_code=status_code,
+                  response_body=json.dumps(body), response_headers=json.dumps(headers))
+    return _ONE_KEYED, params
 
 
 def store_postgres(session: Session, principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> set[uuid.UUID]:

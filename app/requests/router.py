@@ -36,12 +36,8 @@ def _location(request_id) -> dict[str, str]:
 @router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
 async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
-    response = None
-    if "idempotency-key" not in request.headers:
-        # PostgreSQL: one autocommitted statement on the event loop (app/asyncdb.py).
-        stored = await fast_intake.create_one(principal, payload)
-        if stored is not None:
-            response = JSONResponse(service.to_out(stored).model_dump(mode="json"), status_code=201, headers=_location(stored.id))
+    # PostgreSQL: one autocommitted statement on the event loop (app/requests/fast_intake.py).
+    response = await fast_intake.create_one(principal, payload, request.headers.get("idempotency-key"))
     if response is None:
         response = await _create_in_unit_of_work(payload, request, principal)
     metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
