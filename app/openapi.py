@@ -4,8 +4,8 @@ FastAPI documents only what a route declares, plus a 422 in a JSON shape this se
 sends. Here every error response is documented as RFC 9457 `application/problem+json` with one
 `Problem` schema, and each operation lists the errors that the shared machinery can produce for
 it: 401 and 403 where a key is required, 400 and 413 where a body is read (an unparsable body, the
-body size limit), 422 where anything is validated, 404 where a path names an object, and the
-`Retry-After` header of a 429.
+body size limit), 422 where anything is validated, 404 where a path names an object, 503 with
+`Retry-After` everywhere (the database went away), and the `Retry-After` header of a 429.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
                 codes.add(422)
             if route.dependant.path_params:
                 codes.add(404)
+            # Any route may find the database gone (app/errors.py): 503 with Retry-After.
+            codes.add(503)
             for code in codes:
                 responses.setdefault(str(code), {})
             for code, response in responses.items():
@@ -131,7 +133,7 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
                     continue
                 response["description"] = DESCRIPTIONS.get(int(code), response.get("description") or "Error")
                 response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
-                if code == "429":
+                if code in ("429", "503"):
                     response["headers"] = RETRY_AFTER
                 elif code == "401":
                     response["headers"] = WWW_AUTHENTICATE
