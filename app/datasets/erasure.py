@@ -57,10 +57,12 @@ def erase_subjects(
     keys = sorted(set(subject_keys))
     parent = dataset_version
     job = str(job_id)
+    # Locked first: a concurrent erasure or upload of this dataset waits here, and the look-up
+    # below then sees the version an earlier attempt of this job committed.
+    dataset = session.scalar(select(Dataset).where(Dataset.id == parent.dataset_id).with_for_update())
     for child in session.scalars(select(DatasetVersion).where(DatasetVersion.parent_version_id == parent.id)):
         if child.origin.get("kind") == "erasure" and child.origin.get("job_id") == job:
             return ErasureOutcome(child, parent, False, child.origin["rows_removed"], child.origin["subjects_removed"])
-    dataset = session.scalar(select(Dataset).where(Dataset.id == parent.dataset_id).with_for_update())
     indexed = _indexed_rows(session, parent.id, keys)
     if not indexed:
         return ErasureOutcome(parent, parent, False, 0, 0)
