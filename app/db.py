@@ -117,6 +117,36 @@ def closed_by_server(dbapi_connection) -> bool:
     return bool(poller.poll(0))
 
 
+def create_scratch_database(admin_url: str, prefix: str) -> tuple[str, str]:
+    """A new, empty PostgreSQL database named `prefix_<random>` on the server of `admin_url`:
+    (its URL, its name). For the test suite and the benchmarks; `drop_database` removes it."""
+    import uuid
+
+    from sqlalchemy import text
+
+    admin = normalise_database_url(admin_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return admin.set(database=name).render_as_string(hide_password=False), name
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop a database made by `create_scratch_database`, closing its connections."""
+    from sqlalchemy import text
+
+    engine = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
 _lock = threading.Lock()
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.db import create_scratch_database, drop_database  # noqa: E402
 from bench import loadgen  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "intake.json"
@@ -50,31 +51,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # The database.
-
-
-def scratch_database(admin_url: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine, text
-
-    from app.db import normalise_database_url
-
-    admin = normalise_database_url(admin_url)
-    name = f"obliviate_intake_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    from app.db import normalise_database_url
-
-    engine = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def in_service_env(env: dict[str, str]):
@@ -332,7 +308,7 @@ def run_config(name: str, workers: int, args, workdir: Path, session: str) -> di
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     pg_name = None
     if name == "postgres":
-        database_url, pg_name = scratch_database(args.admin_url)
+        database_url, pg_name = create_scratch_database(args.admin_url, "obliviate_intake")
     else:
         database_url = f"sqlite:///{data_dir / 'obliviate.db'}"
     env["OBLIVIATE_DATABASE_URL"] = database_url

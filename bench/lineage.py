@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from app.db import create_scratch_database, drop_database  # noqa: E402
 
 
 def generate(path: Path, rows: int, subjects: int, features: int, seed: int) -> None:
@@ -42,27 +42,6 @@ def generate(path: Path, rows: int, subjects: int, features: int, seed: int) -> 
     for j in range(features):
         columns[f"f{j}"] = pa.array(rng.standard_normal(rows, dtype=np.float32))
     pq.write_table(pa.table(columns), path)
-
-
-def scratch_database(admin_url: str) -> tuple[str, str]:
-    from app.db import normalise_database_url
-
-    admin = normalise_database_url(admin_url)
-    name = f"obliviate_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from app.db import normalise_database_url
-
-    engine = create_engine(normalise_database_url(admin_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def add_sisa_model(version_id: uuid.UUID, shards: int, slices: int) -> None:
@@ -195,7 +174,7 @@ def main() -> None:
         workdir = Path(tmp)
         scratch = None
         if args.database_url:
-            url, scratch = scratch_database(args.database_url)
+            url, scratch = create_scratch_database(args.database_url, "obliviate_bench")
         else:
             url = f"sqlite:///{workdir / 'data' / 'obliviate.db'}"
         try:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 TEST_SECRET = "test-secret-key-for-pseudonyms-0123456789"
@@ -30,27 +30,6 @@ def pytest_report_header(config):
     return "obliviate: embedded pass (SQLite, SQLite-backed broker)"
 
 
-def _create_pg_database() -> tuple[str, str]:
-    from app.db import normalise_database_url
-
-    admin_url = normalise_database_url(TEST_DB_URL)
-    name = f"obliviate_test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.set(database=name).render_as_string(hide_password=False), name
-
-
-def _drop_pg_database(name: str) -> None:
-    from app.db import normalise_database_url
-
-    engine = create_engine(normalise_database_url(TEST_DB_URL), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("obliviate-data")
@@ -58,7 +37,9 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     os.environ["OBLIVIATE_SECRET_KEY"] = TEST_SECRET
     pg_name = None
     if SERVICES:
-        url, pg_name = _create_pg_database()
+        from app.db import create_scratch_database
+
+        url, pg_name = create_scratch_database(TEST_DB_URL, "obliviate_test")
     else:
         url = f"sqlite:///{data_dir / 'obliviate.db'}"
     os.environ["OBLIVIATE_DATABASE_URL"] = url
@@ -71,7 +52,9 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     yield url
     db.dispose_engine()
     if pg_name:
-        _drop_pg_database(pg_name)
+        from app.db import drop_database
+
+        drop_database(TEST_DB_URL, pg_name)
 
 
 def _empty_tables(url: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import SERVICES, TEST_DB_URL
@@ -19,22 +18,16 @@ from tests.conftest import SERVICES, TEST_DB_URL
 @pytest.fixture
 def scratch_url(tmp_path, database_url) -> Iterator[str]:
     """An empty database of the pass's kind, apart from the suite's."""
-    from app.db import normalise_database_url
+    from app.db import create_scratch_database, drop_database
 
     if not SERVICES:
         yield f"sqlite:///{tmp_path / 'scratch.db'}"
         return
-    admin = normalise_database_url(TEST_DB_URL)
-    name = f"obliviate_scratch_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url, name = create_scratch_database(TEST_DB_URL, "obliviate_scratch")
     try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+        drop_database(TEST_DB_URL, name)
 
 
 def table_names(url: str) -> set[str]:
