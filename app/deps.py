@@ -67,7 +67,7 @@ class UnitOfWork:
         self.session = get_sessionmaker()()
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(self._run, work, limiter=_intake_limiter())
+        return await in_intake_thread(lambda: self._run(work))
 
     def _run(self, work: Callable[[], T]) -> T:
         try:

@@ -23,7 +23,7 @@ def run(request: Request, session: Session, principal: Principal, route: str, pa
     if raw_key is None:
         status, body, headers = handler()
         return JSONResponse(body, status_code=status, headers=headers)
-    scoped = f"{route}:{service.validate_key(raw_key)}"
+    scoped = service.scoped_key(route, raw_key)
     digest = service.fingerprint(payload() if callable(payload) else payload)
     replay = service.claim(principal.client, scoped, digest)
     if replay is not None:

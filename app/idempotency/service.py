@@ -49,6 +49,11 @@ def validate_key(key: str) -> str:
     return key
 
 
+def scoped_key(route: str, key: str) -> str:
+    """The stored form of a caller's key: per route, so one key may be reused on another one."""
+    return f"{route}:{validate_key(key)}"
+
+
 _INSERT_MARKERS: dict[str, Any] = {}
 
 

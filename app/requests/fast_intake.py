@@ -40,6 +40,14 @@ from app.requests.schemas import ErasureRequestCreate
 BATCH_CHUNK = 250
 
 
+# The Idempotency-Key scope of a single create, shared with the unit-of-work path (router.py).
+CREATE_ROUTE = "create-request"
+
+
+def location_of(request_id) -> dict[str, str]:
+    return {"Location": f"/v1/erasure-requests/{request_id}"}
+
+
 async def create_one(principal: Principal, payload: ErasureRequestCreate, idempotency_key: str | None) -> JSONResponse | None:
     """Store one new request and answer 201; None where the fast path does not apply (see the
     module). Under an Idempotency-Key the request is stored only if the key is unused, together
@@ -51,11 +59,11 @@ async def create_one(principal: Principal, payload: ErasureRequestCreate, idempo
     row, keys = service.new_row(principal, payload)
     stored = intake.StoredRequest(**row)
     body = service.to_out(stored).model_dump(mode="json")
-    location = {"Location": f"/v1/erasure-requests/{row['id']}"}
+    location = location_of(row["id"])
     if idempotency_key is None:
         statement, params = intake.postgres_statement(principal, [(row, keys)])
     else:
-        scoped = f"create-request:{idempotency_service.validate_key(idempotency_key)}"
+        scoped = idempotency_service.scoped_key(CREATE_ROUTE, idempotency_key)
         fingerprint = idempotency_service.fingerprint(payload.model_dump(mode="json"))
         statement, params = intake.postgres_statement_keyed(principal, row, keys, scoped, fingerprint, (201, body, location))
     async with asyncdb.connection(connections) as live:

@@ -29,10 +29,6 @@ PROBLEM = {"content": {"application/problem+json": {}}}
 ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM}
 
 
-def _location(request_id) -> dict[str, str]:
-    return {"Location": f"/v1/erasure-requests/{request_id}"}
-
-
 @router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
 async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
@@ -51,11 +47,11 @@ async def _create_in_unit_of_work(payload: ErasureRequestCreate, request: Reques
     def handler():
         created_request, created = service.create(session, principal, payload)
         body = service.to_out(created_request).model_dump(mode="json")
-        return (201 if created else 200), body, _location(created_request.id)
+        return (201 if created else 200), body, fast_intake.location_of(created_request.id)
 
     # The body's JSON form is only needed to fingerprint an Idempotency-Key.
     return await unit.run(lambda: idempotency.run(
-        request, session, principal, "create-request", lambda: payload.model_dump(mode="json"), handler,
+        request, session, principal, fast_intake.CREATE_ROUTE, lambda: payload.model_dump(mode="json"), handler,
     ))
 
 
