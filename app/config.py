@@ -8,7 +8,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never protect real pseudonyms; refused outside the embedded default. In the
@@ -62,6 +62,13 @@ class Settings(BaseSettings):
 
     # Data and models (datasets, training).
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Rows one dataset upload may have. Parquet compresses repeated values to almost nothing, so
+    # the byte limit above does not bound the rows; checked from the footer (Parquet) or by a
+    # streaming count (CSV) before the file is decoded → 413.
+    max_dataset_rows: int = Field(default=5_000_000, ge=1)
+    # Memory one upload may take while it is ingested, as estimated from its rows and columns
+    # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
+    max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_predict_rows: int = 10_000
     device: str = "auto"
     # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
