@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     intake_connections: int = 8
     intake_connection_timeout: float = 5.0
     log_level: str = "INFO"
+    # How long an API process trusts what it last read about a key. A key revoked in one process
+    # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
+    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
 
     # Data and models (datasets, training).
     max_upload_bytes: int = 256 * 1024 * 1024
