@@ -63,7 +63,9 @@ def keys_create(
     except InvalidScopes as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     expires_at = _expiry(expires_in_days)
-    key, plaintext = _run(lambda session: create_key(session, name, scope_list, client=client, expires_at=expires_at, actor=ACTOR))
+    key, plaintext = _run(
+        lambda session: create_key(session, name, scope_list, client=client, expires_at=expires_at, actor=ACTOR)
+    )
     _show_created(key, plaintext)
 
 
@@ -105,13 +107,18 @@ def keys_revoke(
     from app.keys.service import revoke_key
 
     key = _run(lambda session: revoke_key(session, key_id, actor=ACTOR, reason=reason))
-    console.print(f"Revoked API key {key.id} ({key.name}, client {key.client}) at {key.revoked_at.isoformat()}.", soft_wrap=True, markup=False)
+    console.print(
+        f"Revoked API key {key.id} ({key.name}, client {key.client}) at {key.revoked_at.isoformat()}.",
+        soft_wrap=True, markup=False,
+    )
 
 
 @keys_app.command("rotate")
 def keys_rotate(
     key_id: str = typer.Argument(..., help="The key's id (from `obliviate keys list`)."),
-    grace_seconds: int = typer.Option(0, "--grace-seconds", min=0, help="The old key keeps working this long beside the new one; 0 revokes it now."),
+    grace_seconds: int = typer.Option(
+        0, "--grace-seconds", min=0, help="The old key keeps working this long beside the new one; 0 revokes it now.",
+    ),
     expires_in_days: float = typer.Option(None, "--expires-in-days", help="The new key stops working after this many days."),
 ) -> None:
     """Replace a key by a new one with the same client, name and scopes, and end the old one."""

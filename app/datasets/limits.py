@@ -96,7 +96,9 @@ def check_csv_rows(path, subject_column: str, features: int, limits: UploadLimit
     time; stop at the first block past the row limit."""
     reader = pacsv.open_csv(
         path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-        convert_options=pacsv.ConvertOptions(column_types={subject_column: pa.string()}, include_columns=[subject_column]),
+        convert_options=pacsv.ConvertOptions(
+            column_types={subject_column: pa.string()}, include_columns=[subject_column],
+        ),
     )
     rows = text_bytes = 0
     try:
@@ -115,5 +117,6 @@ def check_float32_range(values: pa.ChunkedArray, column: str) -> None:
         largest = pc.max(pc.abs(values)).as_py()
         if largest is not None and largest > FLOAT32_MAX:
             raise Unprocessable(
-                f"Feature column '{column}' has values beyond the float32 range (±3.4e38), which is how features are stored."
+                f"Feature column '{column}' has values beyond the float32 range (±3.4e38), "
+                "which is how features are stored."
             )

@@ -75,7 +75,9 @@ def revoke_key(key_id: uuid.UUID, session: SessionDep, admin: Admin, body: KeyRe
 
 
 @router.post("/{key_id}/rotate", status_code=201, response_model=KeyRotated, responses=ERRORS)
-def rotate_key(key_id: uuid.UUID, request: Request, session: SessionDep, admin: Admin, body: KeyRotate | None = None) -> Any:
+def rotate_key(
+    key_id: uuid.UUID, request: Request, session: SessionDep, admin: Admin, body: KeyRotate | None = None,
+) -> Any:
     """A successor key (same client, name and scopes; its secret answered once) and the old key
     revoked, or expiring after `grace_seconds`."""
     body = body or KeyRotate()

@@ -177,7 +177,8 @@ def key_is_active(session: Session, key_id: uuid.UUID | str) -> bool:
 
 
 def list_keys(
-    session: Session, *, client: str | None = None, state: str | None = None, limit: int = 50, cursor: str | None = None,
+    session: Session, *, client: str | None = None, state: str | None = None, limit: int = 50,
+    cursor: str | None = None,
 ) -> tuple[list[ApiKey], str | None]:
     """Newest first; `state` is active, revoked or expired."""
     query = select(ApiKey)

@@ -52,8 +52,8 @@ def test_accepted_key_keys_pseudonyms_as_before(tmp_path):
 
 
 def test_embedded_default_generates_and_keeps_its_key(tmp_path):
-    first = Settings(data_dir=tmp_path, secret_key="").resolved_secret_key()
-    again = Settings(data_dir=tmp_path, secret_key="change-me").resolved_secret_key()
+    first = Settings(data_dir=tmp_path, database_url="", secret_key="").resolved_secret_key()
+    again = Settings(data_dir=tmp_path, database_url="", secret_key="change-me").resolved_secret_key()
     assert first == again == (tmp_path / "secret.key").read_text().strip().encode()
     assert len(first) == 64
 
