@@ -59,6 +59,7 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
     app.include_router(keys_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,

@@ -132,6 +132,11 @@ def test_expiry_must_be_in_the_future_and_scopes_known(client, admin):
     assert client.post("/v1/keys", json={**body, "expires_at": naive}, headers=admin).status_code == 422
 
 
+def test_the_public_signing_key_route_is_not_taken_by_the_key_routes(client):
+    r = client.get("/v1/keys/signing")
+    assert r.status_code == 200 and r.json()["algorithm"]
+
+
 def test_only_admins_manage_keys(client, admin, make_key):
     target = create(client, admin)
     reader = make_key("requests:read,requests:write,requests:review,models:read,models:write", client="acme")
