@@ -143,6 +143,7 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
             route = routes.get((method, path))
             if route is None:
                 continue
+            _omit_rather_than_null(operation)
             responses = operation.setdefault("responses", {})
             codes: set[int] = set()
             if _authenticates(route.dependant):
@@ -176,6 +177,20 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         if name not in used:
             components["schemas"].pop(name, None)
     return schema
+
+
+def _omit_rather_than_null(operation: dict[str, Any]) -> None:
+    """An optional body (`body: X | None = None`) is documented as not required *and* nullable;
+    generated clients then send a JSON null, or crash on their "unset" marker. Left out is what
+    the route expects, so the document says only that: not required, and an X when present."""
+    body = operation.get("requestBody")
+    if not body or body.get("required"):
+        return
+    for media in body.get("content", {}).values():
+        options = (media.get("schema") or {}).get("anyOf") or []
+        kept = [option for option in options if option.get("type") != "null"]
+        if len(kept) == 1 and len(options) == 2:
+            media["schema"] = kept[0]
 
 
 def _refs(node: Any) -> set[str]:

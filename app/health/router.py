@@ -14,12 +14,16 @@ from app.db import get_engine
 router = APIRouter(tags=["health"])
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, Literal["ok", "unreachable"]]
 
 
-@router.get("/healthz", operation_id="check_liveness", summary="Is the process up")
+@router.get("/healthz", response_model=Liveness, operation_id="check_liveness", summary="Is the process up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
