@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 GENERATOR_VERSION = "0.29.1"
-PACKAGE = "obliviate_client"
+PACKAGE = "obliviate_client"  # from the title "Obliviate"
 
 
 def cache_dir() -> Path:
@@ -46,11 +46,9 @@ def generator_venv() -> Path:
 def generate(document: Path, target: Path) -> Path:
     """Generate the client package from `document` into `target`; returns the package folder."""
     venv = generator_venv()
-    config = target / "config.yaml"
-    target.mkdir(parents=True, exist_ok=True)
-    config.write_text(f"package_name_override: {PACKAGE}\nproject_name_override: obliviate-client\n")
+    # The README's command: the package name comes from the document's title.
     result = subprocess.run(
-        [str(venv / "bin" / "openapi-python-client"), "generate", "--path", str(document), "--config", str(config),
+        [str(venv / "bin" / "openapi-python-client"), "generate", "--path", str(document),
          "--output-path", str(target / "project"), "--overwrite"],
         capture_output=True, text=True, timeout=300,
         # Its post-generation hooks (ruff) are found on PATH.
