@@ -56,16 +56,32 @@ def _operations(document: dict):
             yield f"{method.upper()} {path}", operation
 
 
-def test_every_route_has_an_explicit_short_operation_id(database_url):
-    from app.main import create_app
+def _without_operation_id(app) -> list[str]:
     from app.openapi import api_routes
 
-    missing = [
+    return [
         f"{method.upper()} {path} ({route.endpoint.__module__}.{route.endpoint.__name__})"
-        for (method, path), route in sorted(api_routes(create_app()).items()) if route.include_in_schema
+        for (method, path), route in sorted(api_routes(app).items()) if route.include_in_schema
         and not route.operation_id
     ]
+
+
+def test_every_route_has_an_explicit_short_operation_id(database_url):
+    from app.main import create_app
+
+    missing = _without_operation_id(create_app())
     assert not missing, "give these routes operation_id=... (a short, stable snake_case name): " + ", ".join(missing)
+
+
+def test_a_route_without_an_operation_id_is_named():
+    from fastapi import APIRouter, FastAPI
+
+    router = APIRouter(prefix="/v1/things")
+    router.get("", operation_id="list_things")(lambda: [])
+    router.post("/{thing_id}/polish")(lambda thing_id: None)
+    app = FastAPI()
+    app.include_router(router)
+    assert _without_operation_id(app) == ["POST /v1/things/{thing_id}/polish (tests.test_openapi.<lambda>)"]
 
 
 def test_operation_ids_are_clean_unique_and_tagged(document):
