@@ -14,6 +14,7 @@ from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
+from app.docs import install as install_docs
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
@@ -48,9 +49,11 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # app/docs.py serves them from the package
     )
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(requests_router)
     app.include_router(audit_router)
