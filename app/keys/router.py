@@ -10,13 +10,16 @@ from fastapi import APIRouter, Query, Request
 
 from app.deps import SessionDep, scoped
 from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
 from app.keys import service
 from app.keys.models import ApiKey
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyPage, KeyRevoke, KeyRotate, KeyRotated
+from app.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 Admin = scoped("admin")
-ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (400, 401, 403, 404, 409, 422)}
+# Rotating a key that is no longer active answers 409; the shared machinery adds the rest.
+NOT_ACTIVE = problem_responses(409)
 
 
 def key_out(key: ApiKey) -> KeyOut:
@@ -35,7 +38,7 @@ def _without_secret(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "key": None}
 
 
-@router.get("", response_model=KeyPage, responses=ERRORS)
+@router.get("", response_model=KeyPage, operation_id="list_api_keys", summary="List API keys of every client")
 def list_keys(
     session: SessionDep, _admin: Admin,
     client: Annotated[str | None, Query(max_length=100)] = None,
@@ -46,7 +49,10 @@ def list_keys(
     return KeyPage(items=[key_out(k) for k in rows], next_cursor=next_cursor)
 
 
-@router.post("", status_code=201, response_model=KeyCreated, responses=ERRORS)
+@router.post(
+    "", status_code=201, response_model=KeyCreated, operation_id="create_api_key", summary="Create an API key",
+    dependencies=[IdempotencyKeyHeader],
+)
 def create_key(body: KeyCreate, request: Request, session: SessionDep, admin: Admin) -> Any:
     """Create a key and answer its secret once. With an Idempotency-Key, a replay answers the
     same key with `key: null`: the secret is never stored."""
@@ -61,12 +67,12 @@ def create_key(body: KeyCreate, request: Request, session: SessionDep, admin: Ad
     )
 
 
-@router.get("/{key_id}", response_model=KeyOut, responses=ERRORS)
+@router.get("/{key_id}", response_model=KeyOut, operation_id="get_api_key", summary="Get an API key")
 def get_key(key_id: uuid.UUID, session: SessionDep, _admin: Admin) -> Any:
     return key_out(service.get_key(session, key_id))
 
 
-@router.post("/{key_id}/revoke", response_model=KeyOut, responses=ERRORS)
+@router.post("/{key_id}/revoke", response_model=KeyOut, operation_id="revoke_api_key", summary="Revoke an API key")
 def revoke_key(key_id: uuid.UUID, session: SessionDep, admin: Admin, body: KeyRevoke | None = None) -> Any:
     """Revoke now; every API process refuses the key within principal_cache_seconds. Revoking
     a revoked key answers it unchanged."""
@@ -74,7 +80,10 @@ def revoke_key(key_id: uuid.UUID, session: SessionDep, admin: Admin, body: KeyRe
     return key_out(service.revoke_key(session, key_id, actor=admin.actor, reason=reason))
 
 
-@router.post("/{key_id}/rotate", status_code=201, response_model=KeyRotated, responses=ERRORS)
+@router.post(
+    "/{key_id}/rotate", status_code=201, response_model=KeyRotated, operation_id="rotate_api_key",
+    summary="Rotate an API key", responses=NOT_ACTIVE, dependencies=[IdempotencyKeyHeader],
+)
 def rotate_key(
     key_id: uuid.UUID, request: Request, session: SessionDep, admin: Admin, body: KeyRotate | None = None,
 ) -> Any:
