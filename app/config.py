@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
 
+    # Admin dashboard (/admin). A session ends after this many seconds without a page view...
+    dashboard_idle_seconds: int = 30 * 60
+    # ...and after this many seconds in any case, however active.
+    dashboard_session_seconds: int = 12 * 3600
+    # Failed logins allowed per client address within the window before the form answers 429.
+    dashboard_login_attempts: int = 10
+    dashboard_login_window_seconds: int = 15 * 60
+    # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed for
+    # the login rate limit. Empty: the peer address is the client, whatever the header says.
+    trusted_proxies: str = ""
+
     @property
     def embedded(self) -> bool:
         return self.database_url == "" or self.database_url.startswith("sqlite")

@@ -13,6 +13,7 @@ from app import __version__, asyncdb
 from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
+from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
@@ -58,6 +59,7 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    app.include_router(dashboard_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
