@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never protect real pseudonyms; refused outside the embedded default.
@@ -78,6 +79,17 @@ class Settings(BaseSettings):
     # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed for
     # the login rate limit. Empty: the peer address is the client, whatever the header says.
     trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        # A typo here would silently trust nobody (or everybody); refuse it at start instead.
+        for item in value.split(","):
+            try:
+                item.strip() and ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+        return value
 
     @property
     def embedded(self) -> bool:
