@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from app.audit import service as audit_service
@@ -14,6 +15,7 @@ from app.certificates import signing
 from app.certificates.models import Certificate
 from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require, see_other
+from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unprocessable
 from app.requests import lifecycle
@@ -60,16 +62,12 @@ async def bulk_approve(request: Request, viewer: PosterDep) -> Response:
                       note="Select at least one request to approve.")
     if form.get("confirmed") != "yes":
         return render(request, "bulk_confirm.html", viewer, ids=ids)
-    from fastapi.concurrency import run_in_threadpool
-
     approved, refused = await run_in_threadpool(_approve_each, viewer, ids)
     return render(request, "bulk_done.html", viewer, approved=approved, refused=refused, note=None)
 
 
 def _approve_each(viewer, ids: list[uuid.UUID]) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
     """Each approval in its own transaction: one request that cannot move does not undo the others."""
-    from app.db import session_scope
-
     approved, refused = [], []
     for request_id in ids:
         try:

@@ -8,7 +8,7 @@ import re
 
 from sqlalchemy import text
 
-from app.db import get_engine, session_scope
+from app.db import get_engine
 from tests.dashboard.helpers import complete_without_data, csrf_of, new_key, new_request, sign_in
 from tests.worker import wait_for
 
