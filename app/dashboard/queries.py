@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session, noload
+from sqlalchemy.orm import Session, lazyload
 
 from app.dashboard.models import AuditVerification
 from app.db import utcnow
@@ -118,8 +118,8 @@ def list_requests(session: Session, principal: Principal, filters: RequestFilter
                   now: datetime | None = None) -> tuple[list[ErasureRequest], str | None]:
     """One page, newest first, with the API's cursor (received_at, id) so pages never overlap."""
     now = now or utcnow()
-    # The list shows no subject rows: skip the relationship's eager second query.
-    query = _own(select(ErasureRequest).options(noload(ErasureRequest.subjects)), principal, ErasureRequest.client)
+    # The list shows no subject rows: load them only if touched, not by a second eager query.
+    query = _own(select(ErasureRequest).options(lazyload(ErasureRequest.subjects)), principal, ErasureRequest.client)
     for name in ("status", "source", "jurisdiction"):
         value = getattr(filters, name)
         if value:

@@ -4,12 +4,13 @@ with JavaScript and without, checked by axe-core at phone and laptop widths."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.dashboard.browser import CHROMIUM, axe_violations, launch_chromium, serve
-from tests.dashboard.helpers import new_key, new_request
+from tests.dashboard.helpers import new_key, new_request, seed_unlearned
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -123,7 +124,8 @@ def test_a_request_from_sign_in_to_certificate(browser, base_url, client, worker
 
 def test_admin_pages_in_the_browser(browser, base_url, client):
     admin = new_key("admin", client="ops")
-    new_request(client, new_key(client="acme"), external_id="acme-0001")
+    erased = new_request(client, new_key(client="acme"), external_id="acme-0001")
+    model = seed_unlearned(erased)
     context = browser.new_context(bypass_csp=True, viewport=WIDTHS["laptop"])
     page = context.new_page()
     _sign_in(page, base_url, admin)
@@ -142,6 +144,18 @@ def test_admin_pages_in_the_browser(browser, base_url, client):
     for name in ("models", "datasets"):
         page.goto(f"{base_url}/admin/{name}")
         _check(page, name, True, True)
+    page.get_by_role("link", name="churn-events").click()
+    assert page.get_by_text("11,988").is_visible() and page.get_by_text("destroyed").count() == 1
+    _check(page, "dataset", True, True)
+    page.goto(f"{base_url}/admin/models/{model}")
+    assert page.get_by_role("heading", name="SISA shard map").is_visible()
+    assert page.locator("td.changed").count() == 1  # the one shard the erasure retrained
+    _check(page, "model", True, True)
+    page.goto(f"{base_url}/admin/requests/{erased}")
+    chart = page.get_by_role("img", name=re.compile("Verification figures"))
+    assert chart.is_visible() and page.get_by_role("row", name=re.compile("mia_auc 0.710 0.520 0.550")).count() == 1
+    assert page.get_by_text("Signature verified").is_visible()
+    _check(page, "request-verification", True, True)
     page.goto(f"{base_url}/admin/requests")
     assert page.locator("tbody").get_by_text("acme", exact=True).count() == 1  # labelled by client
     context.close()
