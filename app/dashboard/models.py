@@ -33,7 +33,8 @@ class DashboardSession(Base):
 
 class LoginFailure(Base):
     """One failed login from an address. A row per failure (not a counter) so that processes
-    record failures concurrently without lost updates; old rows are pruned as new ones arrive."""
+    record failures concurrently without lost updates; rows older than the window are removed
+    whenever a failure is recorded."""
 
     __tablename__ = "dashboard_login_failures"
     __table_args__ = (Index("ix_dashboard_login_failures_address_at", "address", "at"),)

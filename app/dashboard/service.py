@@ -117,7 +117,9 @@ def login_blocked(session: Session, address: str, now: datetime | None = None) -
 def record_failure(session: Session, address: str, now: datetime | None = None) -> None:
     now = now or utcnow()
     since = now - timedelta(seconds=get_settings().dashboard_login_window_seconds)
-    session.execute(delete(LoginFailure).where(LoginFailure.address == address, LoginFailure.at < since))
+    # Every address's expired rows, not only this one's: the table never holds more than one
+    # window of failures, however many addresses tried once and left.
+    session.execute(delete(LoginFailure).where(LoginFailure.at < since))
     session.add(LoginFailure(address=address, at=now))
     session.flush()
 

@@ -209,3 +209,16 @@ def test_pages_carry_security_headers(client):
     assert "default-src 'self'" in response.headers["content-security-policy"]
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_old_failures_expire_with_the_window(client, settings_env):
+    from app.dashboard.models import LoginFailure
+
+    settings_env(DASHBOARD_LOGIN_ATTEMPTS="2", DASHBOARD_LOGIN_WINDOW_SECONDS="60")
+    with session_scope() as session:
+        session.add_all([LoginFailure(address="testclient", at=utcnow() - timedelta(minutes=5)) for _ in range(3)]
+                        + [LoginFailure(address="198.51.100.1", at=utcnow() - timedelta(minutes=5))])
+    assert client.post("/admin/login", data={"api_key": "obl_wrong"}).status_code == 401
+    with session_scope() as session:
+        assert [row.address for row in session.scalars(select(LoginFailure))] == ["testclient"]
+    sign_in(client, new_key())
