@@ -73,9 +73,13 @@ class Series:
 
     name: str
     values: list[tuple[int, float]]
-    points: str
+    coords: list[tuple[float, float]]
     low: float
     high: float
+
+    @property
+    def points(self) -> str:
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.coords)
 
 
 def metric_series(versions: list[tuple[int, dict[str, Any]]]) -> list[Series]:
@@ -91,6 +95,8 @@ def metric_series(versions: list[tuple[int, dict[str, Any]]]) -> list[Series]:
         low, high = min(v for _n, v in values), max(v for _n, v in values)
         span = (high - low) or 1.0
         step = 100.0 / max(len(values) - 1, 1)
-        points = " ".join(f"{i * step:.1f},{38 - (v - low) / span * 36:.1f}" for i, (_n, v) in enumerate(values))
-        series.append(Series(name.replace(".", " "), values, points, low, high))
+        # One value is a dot in the middle; several spread from left to right, low at the bottom.
+        coords = [(50.0 if len(values) == 1 else i * step, 38 - (v - low) / span * 36 if high > low else 20.0)
+                  for i, (_n, v) in enumerate(values)]
+        series.append(Series(name.replace(".", " "), values, coords, low, high))
     return series

@@ -169,4 +169,5 @@ def test_verification_chart_shows_every_figure_with_its_reference():
     series = metric_series([(1, {"holdout": {"accuracy": 0.8}}), (2, {"verification": figures})])
     by_name = {s.name: s for s in series}
     assert by_name["holdout accuracy"].values == [(1, 0.8), (2, 0.9)]
-    assert by_name["mia_auc"].values == [(2, 0.5)]
+    assert by_name["mia_auc"].values == [(2, 0.5)] and by_name["mia_auc"].coords == [(50.0, 20.0)]  # a dot
+    assert by_name["holdout accuracy"].coords == [(0.0, 38.0), (100.0, 2.0)]
