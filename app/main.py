@@ -18,6 +18,7 @@ from app.datasets.router import router as datasets_router
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
 from app.middleware import BodyLimitMiddleware
 from app.models.router import router as models_router
@@ -59,6 +60,8 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
+    app.include_router(keys_router)
     app.include_router(dashboard_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,

@@ -25,7 +25,8 @@ def _keys(session) -> list[ApiKey]:
 @router.get("/keys", response_class=HTMLResponse)
 def key_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
     require(viewer, "admin")
-    return render(request, "keys.html", viewer, keys=_keys(session), scopes=key_service.SCOPES, created=None, error=None)
+    return render(request, "keys.html", viewer, keys=_keys(session), scopes=key_service.SCOPES, created=None, error=None,
+                  state_of=key_service.state_of)
 
 
 @router.post("/keys", response_class=HTMLResponse)
@@ -40,31 +41,28 @@ async def key_create(request: Request, viewer: PosterDep, session: SessionDep) -
         error = "Give the key a name."
     else:
         try:
-            key, plaintext = key_service.create_key(session, name, key_service.parse_scopes(scopes), client=client or None)
+            key, plaintext = key_service.create_key(session, name, key_service.parse_scopes(scopes), client=client or None,
+                                                    actor=viewer.principal.actor)
         except key_service.InvalidScopes:
             error = "Choose at least one known scope."
     if error:
         return render(request, "keys.html", viewer, status_code=422, keys=_keys(session), scopes=key_service.SCOPES,
-                      created=None, error=error)
+                      created=None, error=error, state_of=key_service.state_of)
     return render(request, "keys.html", viewer, status_code=201, keys=_keys(session), scopes=key_service.SCOPES,
-                  created={"key": key, "plaintext": plaintext}, error=None)
+                  created={"key": key, "plaintext": plaintext}, error=None, state_of=key_service.state_of)
 
 
 @router.post("/keys/{key_id}/revoke")
 def key_revoke(key_id: uuid.UUID, viewer: PosterDep, session: SessionDep) -> Response:
     require(viewer, "admin")
-    if service.revoke_key(session, key_id) is None:
-        raise NotFound("No key with this id.")
+    service.revoke_key(session, viewer.principal, key_id)
     return see_other("/admin/keys")
 
 
 @router.get("/keys/{key_id}/revoke", response_class=HTMLResponse)
 def key_revoke_confirm(request: Request, key_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
     require(viewer, "admin")
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound("No key with this id.")
-    return render(request, "key_revoke.html", viewer, key=key)
+    return render(request, "key_revoke.html", viewer, key=key_service.get_key(session, key_id))
 
 
 @router.get("/audit", response_class=HTMLResponse)

@@ -222,3 +222,14 @@ def test_old_failures_expire_with_the_window(client, settings_env):
     with session_scope() as session:
         assert [row.address for row in session.scalars(select(LoginFailure))] == ["testclient"]
     sign_in(client, new_key())
+
+
+def test_a_session_ends_when_its_key_expires(client):
+    from app.keys.models import ApiKey
+
+    plaintext = new_key()
+    sign_in(client, plaintext)
+    assert client.get("/admin").status_code == 200
+    with session_scope() as session:
+        session.execute(update(ApiKey).where(ApiKey.prefix == plaintext[:12]).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert client.get("/admin", follow_redirects=False).headers["location"] == "/admin/login"
