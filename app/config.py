@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never protect real pseudonyms; refused outside the embedded default. In the
@@ -94,6 +95,28 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
+
+    # Admin dashboard (/admin). A session ends after this many seconds without a page view...
+    dashboard_idle_seconds: int = 30 * 60
+    # ...and after this many seconds in any case, however active.
+    dashboard_session_seconds: int = 12 * 3600
+    # Failed logins allowed per client address within the window before the form answers 429.
+    dashboard_login_attempts: int = 10
+    dashboard_login_window_seconds: int = 15 * 60
+    # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed for
+    # the login rate limit. Empty: the peer address is the client, whatever the header says.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        # A typo here would silently trust nobody (or everybody); refuse it at start instead.
+        for item in value.split(","):
+            try:
+                item.strip() and ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+        return value
 
     @property
     def embedded(self) -> bool:

@@ -13,6 +13,7 @@ from app import __version__, asyncdb
 from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
+from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.docs import install as install_docs
 from app.errors import install_error_handlers
@@ -64,6 +65,7 @@ def create_app() -> FastAPI:
     app.include_router(lineage_router)
     # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
     app.include_router(keys_router)
+    app.include_router(dashboard_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
