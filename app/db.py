@@ -1,7 +1,8 @@
 """Engine, sessions and the declarative base.
 
-The database is the source of truth (DESIGN §3). Exactly one place commits: the API's session
-dependency (app/deps.py) or `session_scope()` in workers and the CLI. Services only flush.
+The database is the source of truth (DESIGN §3). Exactly one place commits: the API's unit of
+work (app/deps.py, `run_unit_of_work`, on the endpoint's own thread) or `session_scope()` in
+workers and the CLI. Services only flush.
 """
 
 from __future__ import annotations

@@ -229,6 +229,8 @@ def serve(
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port,
             log_level=settings.log_level.lower(), proxy_headers=True,
+            # SIGTERM stops the server even if a request never finishes: past this it is cancelled.
+            timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
     except (_Stop, KeyboardInterrupt):
         pass
