@@ -86,6 +86,56 @@ def test_a_burst_of_model_creations_from_one_key_leaves_the_api_answering(tmp_pa
         assert server.stop() == 0, server.tail()
 
 
+async def _review_burst(base: str, reviewer: dict, request_id: str) -> tuple[list[int], list[int]]:
+    """Holds and releases of one request at once: each locks the request's row and its audit
+    chain's head (FOR UPDATE) until it commits."""
+    gate = asyncio.Semaphore(AT_ONCE)
+    done = asyncio.Event()
+    async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT) as http, \
+            httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT) as bystander:
+
+        async def review(index: int) -> int:
+            async with gate:
+                action = ("hold", {"reason": "burst"}) if index % 2 == 0 else ("release", None)
+                answer = await http.post(f"/v1/erasure-requests/{request_id}/{action[0]}", headers=reviewer, json=action[1])
+                return answer.status_code
+
+        async def watch() -> list[int]:
+            health = []
+            while not done.is_set():
+                health.append((await bystander.get("/healthz")).status_code)
+                await asyncio.sleep(0.05)
+            return health
+
+        watcher = asyncio.create_task(watch())
+        try:
+            codes = await asyncio.gather(*(review(i) for i in range(BURST)))
+        finally:
+            done.set()
+        return list(codes), await watcher
+
+
+def test_a_burst_of_review_actions_on_one_request_leaves_the_api_answering(tmp_path, request):
+    with LiveServer(tmp_path, database_url=database_for_pass(request)) as server:
+        reviewer = server.key("requests:write,requests:read,requests:review", client="reviewer")
+        created = httpx.post(f"{server.base}/v1/erasure-requests", headers=reviewer, timeout=ANSWER_TIMEOUT, json={
+            "subject": {"identifiers": {"user_id": "burst-subject"}}, "jurisdiction": "gdpr", "source": "portal",
+        })
+        assert created.status_code == 201, created.text
+        request_id = created.json()["id"]
+
+        codes, health = asyncio.run(_review_burst(server.base, reviewer, request_id))
+
+        # 409: a hold of a held request, a release of a released one.
+        assert set(codes) <= {200, 409, 429, 503}, sorted(set(codes))
+        assert 200 in codes
+        assert health and set(health) == {200}
+        trail = httpx.get(f"{server.base}/v1/erasure-requests/{request_id}/audit", headers=reviewer, timeout=ANSWER_TIMEOUT)
+        assert trail.json()["chain_valid"] is True
+        assert len(trail.json()["events"]) == 1 + codes.count(200)
+        assert server.stop() == 0, server.tail()
+
+
 def test_waiting_writes_are_bounded_per_client_across_threads():
     from app.errors import TooManyRequests
     from app.routing import WaitingWrites
