@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import SERVICES
-from tests.security.live_server import ANSWER_TIMEOUT, LiveServer, database_for_pass
+from tests.security.live_server import ANSWER_TIMEOUT, WRITE_TIMEOUT, LiveServer, database_for_pass
 
 BURST, AT_ONCE = 200, 60
 
@@ -35,7 +35,7 @@ async def _burst(base: str, writer: dict, reader: dict, dataset_id: str) -> tupl
     gate = asyncio.Semaphore(AT_ONCE)
     done = asyncio.Event()
 
-    async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT, limits=limits) as http, \
+    async with httpx.AsyncClient(base_url=base, timeout=WRITE_TIMEOUT, limits=limits) as http, \
             httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT) as bystander:
 
         async def create(index: int) -> httpx.Response:
@@ -91,7 +91,7 @@ async def _review_burst(base: str, reviewer: dict, request_id: str) -> tuple[lis
     chain's head (FOR UPDATE) until it commits."""
     gate = asyncio.Semaphore(AT_ONCE)
     done = asyncio.Event()
-    async with httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT) as http, \
+    async with httpx.AsyncClient(base_url=base, timeout=WRITE_TIMEOUT) as http, \
             httpx.AsyncClient(base_url=base, timeout=ANSWER_TIMEOUT) as bystander:
 
         async def review(index: int) -> int:
