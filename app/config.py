@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     # 503 with Retry-After.
     intake_connections: int = 8
     intake_connection_timeout: float = 5.0
+    # Threads per API process for blocking endpoint work (anyio's default is 40). The SQLite pool
+    # is sized from it (app/db.py), so a thread never waits for a connection another thread holds.
+    api_threads: int = 40
+    # Lock-taking writes (every unit-of-work POST) of one client in progress at once in one API
+    # process, running or waiting for a lock or a thread; above it 429. Without a bound, one
+    # client's burst waiting on one lock holds every thread, and the whole API stops answering.
+    max_waiting_writes_per_client: int = 16
+    # PostgreSQL: how long a write waits for a row or advisory lock, and runs one statement,
+    # before it gives up with 503 and Retry-After instead of holding its thread (0: no limit).
+    write_lock_timeout_seconds: float = 5.0
+    write_statement_timeout_seconds: float = 60.0
     log_level: str = "INFO"
     # How long an API process trusts what it last read about a key. A key revoked in one process
     # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
@@ -95,6 +106,9 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
+    # `obliviate serve` restarts a worker that died after this many seconds, doubling each time
+    # it dies again soon (at most a minute), so a worker that cannot start does not spin.
+    worker_restart_backoff_seconds: float = 1.0
 
     # Admin dashboard (/admin). A session ends after this many seconds without a page view...
     dashboard_idle_seconds: int = 30 * 60

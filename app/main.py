@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app import __version__, asyncdb
@@ -31,6 +32,9 @@ UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Endpoint work runs in this loop's threadpool; the SQLite pool is sized from the same
+    # setting (app/db.py), so every thread can hold a connection at once.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     # The modules and the app built at start-up are some 130,000 objects that live as long as
     # the process; a full garbage collection walked all of them (40 ms, a latency spike every
     # few large batches). Frozen, collections walk only what requests allocate. Once per process.

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 
 from app.audit import service
 from app.deps import SessionDep, scoped
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=UnitOfWorkRoute)
 
 
 class BrokenChain(BaseModel):

@@ -12,9 +12,10 @@ from app.deps import SessionDep, scoped
 from app.errors import Conflict
 from app.openapi import problem_responses
 from app.requests import service as request_service
+from app.routing import UnitOfWorkRoute
 from app.unlearning.completion import signed_document
 
-router = APIRouter(tags=["certificates"])
+router = APIRouter(tags=["certificates"], route_class=UnitOfWorkRoute)
 
 
 class CertificateDocument(BaseModel, title="Certificate"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
@@ -30,12 +32,14 @@ def key_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Respon
 
 
 @router.post("/keys", response_class=HTMLResponse)
-async def key_create(request: Request, viewer: PosterDep, session: SessionDep) -> Response:
+def key_create(
+    request: Request, viewer: PosterDep, session: SessionDep,
+    name: Annotated[str, Form(max_length=300)] = "", client: Annotated[str, Form(max_length=300)] = "",
+    scopes: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies form defaults)
+) -> Response:
     """The new key is in this one response only (no-store); the table keeps its hash."""
     require(viewer, "admin")
-    form = await request.form()
-    name, client = str(form.get("name") or "").strip()[:100], str(form.get("client") or "").strip()[:100]
-    scopes = [str(s) for s in form.getlist("scopes")]
+    name, client = name.strip()[:100], client.strip()[:100]
     error = None
     if not name:
         error = "Give the key a name."

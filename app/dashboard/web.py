@@ -14,7 +14,6 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,6 +21,7 @@ from app.dashboard import service
 from app.dashboard.service import Viewer
 from app.db import get_sessionmaker, utcnow
 from app.errors import Forbidden, ProblemError
+from app.routing import UnitOfWorkRoute
 
 log = logging.getLogger("obliviate.dashboard")
 HERE = Path(__file__).parent
@@ -46,8 +46,9 @@ class CsrfRejected(Exception):
     """A state-changing form without this session's token."""
 
 
-class DashboardRoute(APIRoute):
-    """Renders errors as pages and adds the security headers to every dashboard response."""
+class DashboardRoute(UnitOfWorkRoute):
+    """Renders errors as pages and adds the security headers to every dashboard response; like
+    the API's routes, each endpoint and its commit run on one thread."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()

@@ -25,8 +25,9 @@ from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.lineage.service import models_trained_on
 from app.openapi import problem_responses
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfWorkRoute)
 
 Writer = scoped("models:write")
 # Whoever may upload datasets may also read them back.

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 from app.deps import SessionDep, any_scope
 from app.jobs import service
 from app.jobs.schemas import JobOut
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
 
 
 @router.get("/{job_id}", response_model=JobOut, operation_id="get_job", summary="Get a job")

@@ -15,8 +15,9 @@ from app.keys import service
 from app.keys.models import ApiKey
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyPage, KeyRevoke, KeyRotate, KeyRotated
 from app.openapi import problem_responses
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=UnitOfWorkRoute)
 Admin = scoped("admin")
 # Rotating a key that is no longer active answers 409; the shared machinery adds the rest.
 NOT_ACTIVE = problem_responses(409)

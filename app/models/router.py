@@ -23,8 +23,9 @@ from app.models.schemas import (
     NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
 )
 from app.openapi import problem_responses
+from app.routing import UnitOfWorkRoute, reads_only
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UnitOfWorkRoute)
 Writer = scoped("models:write")
 Reader = scoped("models:read")
 # Path parameters as the database can hold them: a name that cannot exist, or a version number past
@@ -135,6 +136,7 @@ def download_weights(name: ModelName, version: VersionNumber, session: SessionDe
     "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
     responses=problem_responses(409),  # no trained version yet
 )
+@reads_only
 def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:

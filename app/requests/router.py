@@ -21,8 +21,9 @@ from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
 )
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"])
+router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"], route_class=UnitOfWorkRoute)
 
 Writer = scoped("requests:write")
 Reader = scoped("requests:read")
