@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     intake_connections: int = 8
     intake_connection_timeout: float = 5.0
     log_level: str = "INFO"
+    # Region (ISO 3166 code, e.g. "DE") that a phone identifier without a country code is read
+    # in when intake validates it; empty means such numbers are refused. Validation only: the
+    # subject key is computed from the digits as written, whatever the region.
+    phone_default_region: str = ""
 
     # Data and models (datasets, training).
     max_upload_bytes: int = 256 * 1024 * 1024
@@ -67,6 +71,14 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
+    # Callback URLs are https only; true also allows plain http (a test or an internal receiver).
+    webhook_allow_http: bool = False
+    # Webhooks never go to loopback, private, link-local, multicast or reserved addresses, at
+    # intake or at delivery, except to these networks (CIDR, JSON list, e.g. ["10.1.2.0/24"]) and
+    # these host names (exempt from the address checks: the operator vouches for what they
+    # resolve to). Both empty by default.
+    webhook_allow_networks: list[str] = []
+    webhook_allow_hosts: list[str] = []
 
     @property
     def embedded(self) -> bool:
