@@ -48,7 +48,7 @@ test -n "$KEY" || { echo "could not create an API key" >&2; exit 2; }
 
 PORT="$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
-"$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning \
+"$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning --no-access-log \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.cli.common import EXIT_USAGE, err_console, fail
 from app.db import session_scope
+from app.errors import sanitised_validation_errors
 from app.keys.service import Principal
 from app.requests import service
 from app.requests.schemas import ErasureRequestCreate
@@ -160,9 +161,10 @@ def _validate(record: dict[str, Any]) -> ErasureRequestCreate:
         payload = ErasureRequestCreate.model_validate(record)
     except ValidationError as exc:
         # Only location and message: pydantic's "input" would carry the raw identifier.
+        # and a location names schema fields only (an unknown field's name could be one too).
         reasons = [
             f"{'.'.join(str(part) for part in error['loc']) or 'record'}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+            for error in sanitised_validation_errors(exc.errors(include_input=False, include_url=False, include_context=False))
         ]
         raise RecordError("; ".join(reasons[:5])) from None
     if payload.external_id is None:

@@ -150,7 +150,8 @@ def serve(
         _banner(settings, host, port, worker.pid if worker else None)
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port,
-            log_level=settings.log_level.lower(), proxy_headers=True,
+            # Its access log would record raw paths and query strings; the app logs route templates.
+            log_level=settings.log_level.lower(), proxy_headers=True, access_log=False,
         )
     except (_Stop, KeyboardInterrupt):
         pass
