@@ -8,6 +8,8 @@ identifier validation existed; every row must keep its digest.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from app.pseudonym import normalise_identifier, subject_key
@@ -44,3 +46,59 @@ PINNED = [
 def test_subject_keys_are_frozen(kind, value, normalised, key):
     assert normalise_identifier(kind, value) == normalised
     assert subject_key(kind, value, SECRET) == key
+
+
+# Accepted before validation existed, refused now: validation may only ever refuse.
+REFUSED_NOW = {("email", "a@b")}
+
+
+@pytest.mark.parametrize(("kind", "value", "normalised", "key"), [row for row in PINNED if row[:2] not in REFUSED_NOW])
+def test_intake_stores_the_pinned_subject_key(client, headers, kind, value, normalised, key):
+    """Through the API, with the test suite's secret (the same bytes as SECRET)."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.requests.models import RequestSubject
+    from tests.conftest import TEST_SECRET
+
+    assert TEST_SECRET.encode() == SECRET
+    body = {"subject": {"identifiers": {kind: value}}, "jurisdiction": "gdpr", "source": "portal"}
+    response = client.post("/v1/erasure-requests", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    with session_scope() as session:
+        stored = session.scalars(select(RequestSubject.subject_key).where(
+            RequestSubject.request_id == uuid.UUID(response.json()["id"]))).all()
+    assert stored == [key]
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("email", "a@b"), ("email", "jane@localhost"), ("email", "jane..doe@example.org"), ("email", "jane@exa mple.org"),
+    ("email", "jane@@example.org"), ("email", "jane@example..org"), ("email", "jane@-example.org"),
+    ("email", "jane@[127.0.0.1]"), ("phone", "+1 2"), ("phone", "+0 123 4567"), ("phone", "12-34"),
+    ("phone", "+44 20 7946 0958 12345 678"),
+    ("email", "ja\u200bne@example.org"), ("email", "jane@example.org\u200b"), ("user_id", "user\u200b42"),
+    ("user_id", "user\x0742"), ("user_id", "u\u202eser42"), ("user_id", "user\ufeff42"), ("user_id", "user\u206042"),
+    ("user_id", "us\u00aded"), ("customer_ref", "a\x1fb"), ("customer_ref", "a\u2028b"), ("phone", "+44 20\u200b7946 0958"),
+])
+def test_invalid_identifiers_are_refused_without_echo(client, headers, kind, value):
+    body = {"subject": {"identifiers": {kind: value}}, "jurisdiction": "gdpr", "source": "portal"}
+    response = client.post("/v1/erasure-requests", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert value not in response.text
+    batch = client.post("/v1/erasure-requests/batch", json=[body], headers=headers)
+    assert batch.json()["items"][0]["status"] == 422
+
+
+def test_validation_never_changes_what_is_hashed():
+    """validate_identifier only raises: for every pinned input it accepts, the MAC input is the
+    frozen normalisation, byte for byte."""
+    from app.pseudonym import IdentifierError, validate_identifier
+
+    for kind, value, normalised, key in PINNED:
+        try:
+            assert validate_identifier(kind, value) is None
+        except IdentifierError:
+            assert (kind, value) in REFUSED_NOW
+            continue
+        assert normalise_identifier(kind, value) == normalised
+        assert subject_key(kind, value, SECRET) == key
