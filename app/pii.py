@@ -28,15 +28,9 @@ def is_invisible(char: str) -> bool:
     return unicodedata.category(char) in _INVISIBLE_CATEGORIES or ord(char) in _INVISIBLE_EXTRA
 
 
-def has_invisible(text: str, *, allow_whitespace_controls: bool = False) -> bool:
-    """True if `text` holds a control or invisible character. With allow_whitespace_controls,
-    tab and line breaks (ordinary in free text) are not counted."""
-    for char in text:
-        if allow_whitespace_controls and char in "\t\n\r":
-            continue
-        if is_invisible(char):
-            return True
-    return False
+def has_invisible(text: str) -> bool:
+    """True if `text` holds a control or invisible character."""
+    return any(is_invisible(char) for char in text)
 
 
 _SPELLED_AT = re.compile(r"\s*[(\[{<]\s*at\s*[)\]}>]\s*")
