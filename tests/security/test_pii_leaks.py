@@ -182,3 +182,10 @@ def test_dataset_column_names_and_labels_are_checked(client, make_key):
     response = upload(client, writer, csv_bytes(labelled), name="leaky-labels")
     assert response.status_code == 422
     assert_not_echoed(response, "jane.leak")
+
+
+def test_a_form_column_that_is_an_identifier_is_not_echoed(client, make_key):
+    writer = make_key("models:write,models:read")
+    response = upload(client, writer, csv_bytes(digits_table(subjects=30)), subject_column=EMAIL)
+    assert response.status_code == 422
+    assert_not_echoed(response, "jane.leak")
