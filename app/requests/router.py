@@ -14,7 +14,7 @@ from app.config import get_settings
 from app.deps import SessionDep, UnitOfWork, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
-from app.requests import fast_intake, listing, service
+from app.requests import fast_intake, service
 from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
@@ -93,7 +93,7 @@ def list_requests(
     created_after: datetime | None = None, created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
-    rows, next_cursor = listing.list_for(
+    rows, next_cursor = service.list_for(
         session, principal, status=status, source=source, overdue=overdue, created_after=created_after,
         created_before=created_before, limit=limit, cursor=cursor,
     )
