@@ -53,6 +53,8 @@ def _invisible_pattern() -> re.Pattern[str]:
 
 def has_invisible(text: str) -> bool:
     """True if `text` holds a control or invisible character."""
+    if text.isascii():  # the usual case: only the controls are invisible there
+        return not text.isprintable()
     return any(is_invisible(char) for char in text)
 
 
