@@ -10,6 +10,7 @@ values and column names were stored as sent, with the reason's redaction bypasse
 from __future__ import annotations
 
 import logging
+import signal
 import uuid
 
 import pyarrow as pa
@@ -101,7 +102,12 @@ def test_serve_turns_uvicorn_access_log_off(monkeypatch, database_url):
 
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.update(kwargs))
-    result = CliRunner().invoke(cli, ["serve", "--no-worker", "--port", "8799"])
+    # serve installs its own SIGTERM handling, and ignores SIGTERM on its way out.
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--no-worker", "--port", "8799"])
+    finally:
+        signal.signal(signal.SIGTERM, saved)
     assert result.exit_code == 0, result.output
     assert started["access_log"] is False
 
