@@ -8,7 +8,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_valida
 
 from app.pii import find_identifier, reveals
 from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, redact, validate_identifier
-from app.schemas import StrictModel
+from app.schemas import StrictModel, example
 from app.webhooks.addresses import AddressRefused, check_url
 
 Jurisdiction = Literal["gdpr", "ccpa"]
@@ -52,6 +52,11 @@ class Subject(StrictModel):
 
 
 class ErasureRequestCreate(StrictModel):
+    model_config = example({
+        "subject": {"identifiers": {"email": "jane@example.org"}}, "jurisdiction": "gdpr", "source": "portal",
+        "external_id": "ticket-1234",
+    })
+
     subject: Subject
     jurisdiction: Jurisdiction
     source: Source
@@ -105,18 +110,24 @@ def _free_text_names_nobody(value: str | None) -> str | None:
 
 
 class ReasonBody(StrictModel):
+    model_config = example({"reason": "The requester's identity could not be verified."})
+
     reason: str = Field(min_length=1, max_length=2000)
 
     _check = field_validator("reason")(_free_text_names_nobody)
 
 
 class OptionalReasonBody(StrictModel):
+    model_config = example({"reason": "Identity checked by the privacy team."})
+
     reason: str | None = Field(default=None, max_length=2000)
 
     _check = field_validator("reason")(_free_text_names_nobody)
 
 
 class ExtendBody(StrictModel):
+    model_config = example({"days": 30, "reason": "The data sits in three systems; the request is complex."})
+
     reason: str = Field(min_length=1, max_length=2000)
     days: int = Field(ge=1, le=60)
 
