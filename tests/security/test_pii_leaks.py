@@ -195,3 +195,11 @@ def test_a_form_column_that_is_an_identifier_is_not_echoed(client, make_key):
     response = upload(client, writer, csv_bytes(digits_table(subjects=30)), subject_column=EMAIL)
     assert response.status_code == 422
     assert_not_echoed(response, "jane.leak")
+
+
+def test_a_key_revocation_reason_is_checked(client, make_key):
+    admin = make_key("admin", client="ops")
+    key_id = client.get("/v1/keys", headers=admin).json()["items"][0]["id"]
+    response = client.post(f"/v1/keys/{key_id}/revoke", json={"reason": "leaked by jane.leak%40example.org"}, headers=admin)
+    assert response.status_code == 422
+    assert_not_echoed(response, "jane.leak")
