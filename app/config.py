@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     write_lock_timeout_seconds: float = 5.0
     write_statement_timeout_seconds: float = 60.0
     log_level: str = "INFO"
+    # Region (ISO 3166 code, e.g. "DE") that a phone identifier without a country code is read
+    # in when intake validates it; empty means such numbers are refused. Validation only: the
+    # subject key is computed from the digits as written, whatever the region.
+    phone_default_region: str = ""
     # How long an API process trusts what it last read about a key. A key revoked in one process
     # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
     principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
@@ -106,6 +110,14 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
+    # Callback URLs are https only; true also allows plain http (a test or an internal receiver).
+    webhook_allow_http: bool = False
+    # Webhooks never go to loopback, private, link-local, multicast or reserved addresses, at
+    # intake or at delivery, except to these networks (CIDR, JSON list, e.g. ["10.1.2.0/24"]) and
+    # these host names (exempt from the address checks: the operator vouches for what they
+    # resolve to). Both empty by default.
+    webhook_allow_networks: list[str] = []
+    webhook_allow_hosts: list[str] = []
     # `obliviate serve` restarts a worker that died after this many seconds, doubling each time
     # it dies again soon (at most a minute), so a worker that cannot start does not spin.
     worker_restart_backoff_seconds: float = 1.0

@@ -1,12 +1,14 @@
 """Errors carry their HTTP status and are rendered in one place as RFC 9457 problem+json.
 
 Bodies never echo request input: validation errors drop pydantic's `input` and `ctx`, since the
-input may be a personal identifier.
+input may be a personal identifier, and their locations name only the schema's own fields: a key
+the caller made up (an unknown field, a mapping's key) may be one too (`{"jane@example.org": 1}`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -89,8 +91,22 @@ def problem_response(status: int, title: str, detail: str, slug: str, headers=No
     )
 
 
+# What a field name of the API's own schemas looks like. Anything else in a location came from
+# the caller and is replaced.
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+INPUT_KEY = "<key>"
+
+
+def _safe_loc(error: dict[str, Any]) -> list[Any]:
+    loc = list(error.get("loc", ()))
+    if error.get("type") == "extra_forbidden" and loc:
+        loc[-1] = INPUT_KEY  # the unknown field's name is the caller's input
+    return [part if isinstance(part, int) or (isinstance(part, str) and _FIELD_NAME.match(part)) else INPUT_KEY
+            for part in loc]
+
+
 def sanitised_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    return [{"loc": _safe_loc(e), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
 
 
 _HTTP_TITLES = {

@@ -22,7 +22,7 @@ from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
-from app.middleware import BodyLimitMiddleware
+from app.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from app.models.router import router as models_router
 from app.openapi import install as install_openapi
 from app.requests.router import router as requests_router
@@ -74,5 +74,6 @@ def create_app() -> FastAPI:
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
     )
+    app.add_middleware(AccessLogMiddleware)
     return app
 

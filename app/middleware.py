@@ -1,6 +1,9 @@
-"""Body size limits, enforced before the body is read into memory."""
+"""Body size limits, enforced before the body is read into memory; the access log."""
 
 from __future__ import annotations
+
+import logging
+import time
 
 from starlette.exceptions import HTTPException
 
@@ -75,3 +78,35 @@ async def _reject(send, status: int, title: str, detail: str, slug: str):
         (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
     ]})
     await send({"type": "http.response.body", "body": body})
+
+
+access_log = logging.getLogger("obliviate.access")
+
+
+class AccessLogMiddleware:
+    """One line per request with the route template (`/v1/erasure-requests/{request_id}`), never
+    the raw path or query string, which may carry an identifier. Replaces uvicorn's access log,
+    which is turned off wherever the server is started."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<no route>"
+            access_log.info("%s %s %d %.1fms", scope.get("method", "-"), template, status,
+                            (time.perf_counter() - started) * 1000)

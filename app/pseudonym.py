@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 from app.config import get_settings
+from app.pii import has_invisible
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_IDENTIFIER_LENGTH = 512
@@ -43,6 +44,50 @@ def normalise_identifier(kind: str, value: str) -> str:
     if len(text) > MAX_IDENTIFIER_LENGTH:
         raise IdentifierError(f"identifier '{kind}' is longer than {MAX_IDENTIFIER_LENGTH} characters")
     return text
+
+
+def validate_identifier(kind: str, value: str) -> None:
+    """Intake's checks on top of normalisation. They only refuse: the bytes fed to the MAC for an
+    accepted value stay exactly normalise_identifier's, which is frozen (subject keys of requests
+    and tombstones already stored could never be recomputed otherwise)."""
+    normalise_identifier(kind, value)
+    # Surrounding whitespace (a tab, a line break) is trimmed by normalisation and harmless.
+    text = unicodedata.normalize("NFKC", value).strip()
+    if has_invisible(value.strip()) or has_invisible(text):
+        raise IdentifierError(f"identifier '{kind}' contains control or invisible characters")
+    if kind == "email":
+        _check_email(text)
+    elif kind == "phone":
+        _check_phone(text)
+
+
+def _check_email(text: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(text, check_deliverability=False)
+    except EmailNotValidError:  # its message quotes parts of the address
+        raise IdentifierError("identifier 'email' is not a valid e-mail address") from None
+
+
+def _check_phone(text: str) -> None:
+    import phonenumbers
+
+    # Normalisation keeps the digits alone, so "+1 555..." and "1555..." are one subject: a
+    # number without "+" may be the international digits, or national in the default region.
+    digits = re.sub(r"\D", "", text)
+    region = get_settings().phone_default_region.upper() or None
+    readings = [("+" + digits[2:], None)] if text.startswith("00") else [(text, None if text.startswith("+") else region)]
+    if not text.startswith(("+", "00")):
+        readings.append(("+" + digits, None))
+    for reading, reading_region in readings:
+        try:
+            number = phonenumbers.parse(reading, reading_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return
+    raise IdentifierError("identifier 'phone' is not a possible phone number (give it with its country code, e.g. +44 20 7946 0958)")
 
 
 def subject_key(kind: str, value: str, secret: bytes | None = None) -> str:

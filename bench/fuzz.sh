@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # API fuzzing with schemathesis against a running server, with many more examples than the test
 # suite's tests/test_fuzz.py. Starts uvicorn on a free port with a fresh embedded data folder,
-# creates an admin key, seeds a few objects, runs the schemathesis CLI over every operation, prints
-# its summary and stops the server it started.
+# creates an admin key, seeds a few objects, runs the schemathesis CLI over every operation, sends
+# hostile inputs (tests/hostile.py: internal callback URLs, identifiers where they must not go),
+# prints the summaries and stops the server it started.
 #
 #   bench/fuzz.sh                        # 300 examples per operation, at most 600 s
 #   FUZZ_EXAMPLES=1000 FUZZ_MAX_TIME=1200 bench/fuzz.sh
@@ -48,7 +49,7 @@ test -n "$KEY" || { echo "could not create an API key" >&2; exit 2; }
 
 PORT="$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
-"$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning \
+"$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning --no-access-log \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
@@ -92,6 +93,26 @@ status=0
     --suppress-health-check all \
     --request-timeout 30 \
     ${FUZZ_SEED:+--seed "$FUZZ_SEED"} || status=$?
+
+# Hostile inputs the generated cases rarely hit: internal callback URLs in every spelling, and
+# identifiers as field names, external ids and disguised in reasons (tests/hostile.py).
+"$BIN/python" - "$BASE" "$KEY" "$EXAMPLES" "${FUZZ_SEED:-0}" <<'EOF' || status=1
+import sys
+import httpx
+sys.path.insert(0, ".")
+from tests.hostile import cases
+
+base, key, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+failed = 0
+with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+    for label, body, secret in cases(count * 5, seed):
+        response = client.post("/v1/erasure-requests", json=body)
+        if response.status_code != 422 or secret.lower() in response.text.lower():
+            failed += 1
+            print(f"FAILED {label}: {response.status_code}")
+print(f"hostile inputs: {count * 5} sent, {failed} not refused or echoed")
+sys.exit(1 if failed else 0)
+EOF
 
 errors="$(grep -c -E 'ERROR|Traceback' "$WORK/server.log" || true)"
 echo "server log: $errors error lines"

@@ -40,14 +40,17 @@ def assert_item_problem(item):
 
 
 def test_mixed_batch_reports_each_item_in_input_order(client, headers):
-    before = client.post(URL, json=request_body(external_id="pre-existing"), headers=headers).json()
+    # A repeated external_id with the same subject is "existing"; another subject would be a 409.
+    pre_existing = request_body(external_id="pre-existing")
+    repeated = request_body(external_id="b-1")
+    before = client.post(URL, json=pre_existing, headers=headers).json()
     items = [
-        request_body(external_id="b-1"),
+        repeated,
         request_body(jurisdiction="mars"),
         request_body(),
-        request_body(external_id="b-1"),
+        repeated,
         42,
-        request_body(external_id="pre-existing"),
+        pre_existing,
         request_body(subject={"identifiers": {}}),
         "not an object",
         request_body(unexpected="field"),

@@ -206,3 +206,15 @@ def test_an_identifier_with_a_lone_surrogate_is_422(client, admin_headers, route
         headers = {**admin_headers, "Content-Type": "application/json"}
         response = client.post(route, content=template % escape, headers=headers)
         assert response.status_code == 422, (escape, response.text)
+
+
+def test_hostile_inputs_are_refused_and_not_echoed(client, admin_headers):
+    """Internal callback URLs in every spelling, identifiers as field names, external ids and
+    disguised in reasons (tests/hostile.py; bench/fuzz.sh sends many more to a live server)."""
+    from tests.hostile import cases
+
+    for label, body, secret in cases(max(EXAMPLES, 50), seed=EXAMPLES):
+        response = client.post("/v1/erasure-requests", json=body, headers=admin_headers)
+        assert response.status_code == 422, (label, body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert secret.lower() not in response.text.lower(), (label, response.text)

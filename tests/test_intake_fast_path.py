@@ -72,9 +72,10 @@ def test_a_plain_create_takes_the_fast_path_only_on_postgresql(client, headers, 
 
 
 def test_taken_and_auto_approved_requests_use_the_unit_of_work(client, headers, settings_env, unit_of_work_calls):
-    first = client.post(URL, json=body(external_id="taken-1"), headers=headers)
+    taken = body(external_id="taken-1")
+    first = client.post(URL, json=taken, headers=headers)
     before = len(unit_of_work_calls)
-    again = client.post(URL, json=body(external_id="taken-1"), headers=headers)
+    again = client.post(URL, json=taken, headers=headers)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
     assert len(unit_of_work_calls) == before + 1
 
@@ -179,9 +180,11 @@ def test_connections_the_server_closed_are_replaced(client, headers):
 
 
 def test_a_batch_renders_while_it_is_stored_and_reads_back_only_taken_ids(client, headers, unit_of_work_calls):
-    held = client.post(URL, json=body(external_id="batch-held"), headers=headers).json()["id"]
+    # Repeats of an external_id name the same subject (another one would be a 409).
+    held_body, new_body = body(external_id="batch-held"), body(external_id="batch-new-1")
+    held = client.post(URL, json=held_body, headers=headers).json()["id"]
     before = len(unit_of_work_calls)
-    items = [body(external_id="batch-new-1"), {"subject": "not an object"}, body(), body(external_id="batch-new-1")]
+    items = [new_body, {"subject": "not an object"}, body(), new_body]
     response = client.post(f"{URL}/batch", json=items, headers=headers)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -193,7 +196,7 @@ def test_a_batch_renders_while_it_is_stored_and_reads_back_only_taken_ids(client
     for item in (answer["items"][0], answer["items"][2]):
         assert stored(item["request"]["id"]) == (1, 2, 1, 1)
 
-    again = client.post(f"{URL}/batch", json=[body(external_id="batch-held"), body()], headers=headers).json()
+    again = client.post(f"{URL}/batch", json=[held_body, body()], headers=headers).json()
     assert [item["result"] for item in again["items"]] == ["existing", "created"]
     assert again["items"][0]["request"]["id"] == held
     assert again["items"][0]["request"]["external_id"] == "batch-held"
@@ -218,9 +221,9 @@ def test_a_batch_in_several_chunks_answers_as_one(client, headers, monkeypatch, 
     from app.requests import fast_intake
 
     monkeypatch.setattr(fast_intake, "BATCH_CHUNK", 3)
-    held = client.post(URL, json=body(external_id="chunk-held"), headers=headers).json()["id"]
-    items = [body(external_id="chunk-a"), body(), body(), body(), {"jurisdiction": "gdpr"},
-             body(external_id="chunk-a"), body(external_id="chunk-held"), body()]
+    held_body, repeated = body(external_id="chunk-held"), body(external_id="chunk-a")
+    held = client.post(URL, json=held_body, headers=headers).json()["id"]
+    items = [repeated, body(), body(), body(), {"jurisdiction": "gdpr"}, repeated, held_body, body()]
     answer = client.post(f"{URL}/batch", json=items, headers=headers).json()
     assert [item["result"] for item in answer["items"]] == [
         "created", "created", "created", "created", "error", "existing", "existing", "created",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -29,6 +30,25 @@ class _Receiver(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_webhooks():
+    """The receiver below listens on loopback over plain http, which webhooks refuse unless the
+    operator allows it: set before the module's worker starts, so that it delivers there too."""
+    from app.config import reset_settings
+
+    allowed = {"OBLIVIATE_WEBHOOK_ALLOW_HTTP": "true", "OBLIVIATE_WEBHOOK_ALLOW_NETWORKS": '["127.0.0.0/8"]'}
+    saved = {name: os.environ.get(name) for name in allowed}
+    os.environ.update(allowed)
+    reset_settings()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_settings()
 
 
 @pytest.fixture

@@ -1,5 +1,11 @@
 """Sending due webhook deliveries. Each attempt is leased first (next_attempt_at pushed out),
-sent outside any transaction, then recorded and audited."""
+sent outside any transaction, then recorded and audited.
+
+The callback's host is resolved here, at delivery time, and every address it resolves to is
+checked (app/webhooks/addresses.py); the connection goes to the checked address itself, with
+the original name in the Host header and for TLS (SNI and certificate), so a second, different
+DNS answer never takes effect.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,16 @@ from app import metrics
 from app.db import session_scope, utcnow
 from app.requests.models import ErasureRequest
 from app.webhooks import service
+from app.webhooks.addresses import AddressRefused, Resolver, resolve_checked
 from app.webhooks.models import WebhookDelivery
 
 log = logging.getLogger("obliviate.webhooks")
 LEASE = timedelta(seconds=60)
+TIMEOUT_SECONDS = 5.0
 
 
-def deliver_due(limit: int = 50) -> int:
+def deliver_due(limit: int = 50, resolver: Resolver | None = None, transport: httpx.BaseTransport | None = None) -> int:
+    """Send what is due. `resolver` and `transport` replace DNS and the network (tests)."""
     with session_scope() as session:
         batch = []
         for delivery in service.due(session, limit):
@@ -26,18 +35,36 @@ def deliver_due(limit: int = 50) -> int:
             delivery.next_attempt_at = utcnow() + LEASE
             batch.append((delivery.id, request.callback_url, service.client_secret(request.client), service.body_bytes(delivery)))
     for delivery_id, url, secret, body in batch:
-        status, error = None, None
-        try:
-            response = httpx.post(
-                url, content=body, timeout=5.0, follow_redirects=False,
-                headers={"Content-Type": "application/json", service.SIGNATURE_HEADER: service.sign(secret, body)},
-            )
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            error = type(exc).__name__
-        metrics.WEBHOOK_ATTEMPTS.labels(outcome="ok" if status and 200 <= status < 300 else "error").inc()
+        status, outcome = send(url, body, {service.SIGNATURE_HEADER: service.sign(secret, body)}, resolver, transport)
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome="ok" if outcome == service.DELIVERED else "error").inc()
         with session_scope() as session:
             delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
             if delivery is not None and delivery.state == "pending":
-                service.record_attempt(session, delivery, status, error)
+                service.record_attempt(session, delivery, status, outcome)
     return len(batch)
+
+
+def send(
+    url: str, body: bytes, headers: dict[str, str], resolver: Resolver | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> tuple[int | None, str]:
+    """(status code, outcome class) of one POST. The status is only that of the checked host;
+    the outcome is one of service.OUTCOMES, never an exception's name or text."""
+    try:
+        address, host, port = resolve_checked(url, resolver)
+    except AddressRefused:
+        log.warning("webhook refused: the callback address is not allowed")
+        return None, service.REFUSED
+    target = httpx.URL(url)
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = host if port == default_port else f"{host}:{port}"
+    extensions = {"sni_hostname": host} if target.scheme == "https" else {}
+    try:
+        with httpx.Client(transport=transport, timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False) as client:
+            response = client.post(
+                target.copy_with(host=address), content=body, extensions=extensions,
+                headers={"Content-Type": "application/json", "Host": host_header, **headers},
+            )
+    except httpx.HTTPError:
+        return None, service.UNREACHABLE
+    return response.status_code, service.DELIVERED if 200 <= response.status_code < 300 else service.REJECTED

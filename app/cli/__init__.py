@@ -64,15 +64,19 @@ def requests_import(
     result = run_import(file, file_format, client, batch_size)
     console.print(f"Imported {file.name} for client '{client}':", soft_wrap=True, markup=False)
     summary = Table()
-    for column in ("created", "existing", "invalid"):
+    for column in ("created", "existing", "invalid", "conflicts"):
         summary.add_column(column, justify="right")
-    summary.add_row(str(result.created), str(result.existing), str(len(result.invalid)))
+    summary.add_row(str(result.created), str(result.existing), str(len(result.invalid)), str(len(result.conflicts)))
     console.print(summary)
     for line_number, message in result.invalid[:100]:
         err_console.print(f"line {line_number}: {message}", soft_wrap=True, markup=False)
     if len(result.invalid) > 100:
         err_console.print(f"... and {len(result.invalid) - 100} more invalid lines")
-    raise typer.Exit(0 if not result.invalid else 1)
+    for line_number in result.conflicts[:100]:
+        err_console.print(f"line {line_number}: external_id already used by a request for a different subject")
+    if len(result.conflicts) > 100:
+        err_console.print(f"... and {len(result.conflicts) - 100} more conflicting lines")
+    raise typer.Exit(0 if not (result.invalid or result.conflicts) else 1)
 
 
 @audit_app.command("verify")

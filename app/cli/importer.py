@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.cli.common import EXIT_USAGE, err_console, fail
 from app.db import session_scope
+from app.errors import sanitised_validation_errors
 from app.keys.service import Principal
 from app.requests import service
 from app.requests.schemas import ErasureRequestCreate
@@ -52,6 +53,8 @@ class ImportResult:
     created: int = 0
     existing: int = 0
     invalid: list[tuple[int, str]] = field(default_factory=list)
+    # Lines whose external_id is already used by a request for a different subject.
+    conflicts: list[int] = field(default_factory=list)
 
 
 class RecordError(ValueError):
@@ -92,10 +95,14 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordErr
 
 def _csv_header(reader: csv.DictReader) -> list[str]:
     header = [name.strip() for name in (reader.fieldnames or [])]
-    unknown = [name for name in header if name not in CSV_FIELDS and not name.startswith(IDENTIFIER_PREFIX)]
+    unknown = [position for position, name in enumerate(header, start=1)
+               if name not in CSV_FIELDS and not name.startswith(IDENTIFIER_PREFIX)]
     if unknown:
+        # By position only: in a file without a header row, the "names" are the first record.
+        positions = ", ".join(str(position) for position in unknown[:10])
         raise fail(
-            f"unknown CSV columns {unknown}; expected {', '.join(CSV_FIELDS)} and identifier.<kind> columns.", EXIT_USAGE
+            f"the CSV header has {len(unknown)} unknown column(s) (column {positions}; names not shown, in case the "
+            f"file has no header row); expected {', '.join(CSV_FIELDS)} and identifier.<kind> columns.", EXIT_USAGE
         )
     if not any(name.startswith(IDENTIFIER_PREFIX) for name in header):
         raise fail("the CSV file has no identifier.<kind> column (e.g. identifier.email).", EXIT_USAGE)
@@ -154,9 +161,10 @@ def _validate(record: dict[str, Any]) -> ErasureRequestCreate:
         payload = ErasureRequestCreate.model_validate(record)
     except ValidationError as exc:
         # Only location and message: pydantic's "input" would carry the raw identifier.
+        # and a location names schema fields only (an unknown field's name could be one too).
         reasons = [
             f"{'.'.join(str(part) for part in error['loc']) or 'record'}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+            for error in sanitised_validation_errors(exc.errors(include_input=False, include_url=False, include_context=False))
         ]
         raise RecordError("; ".join(reasons[:5])) from None
     if payload.external_id is None:
@@ -172,12 +180,17 @@ def run_import(path: Path, file_format: ImportFormat | None, client: str, batch_
     progress = Progress(
         TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
     )
-    batch: list[ErasureRequestCreate] = []
+    batch: list[tuple[int, ErasureRequestCreate]] = []
 
     def commit_batch() -> None:
         with session_scope() as session:
-            for payload in batch:
-                _request, created = service.create(session, principal, payload)
+            for number, payload in batch:
+                try:
+                    _request, created = service.create(session, principal, payload)
+                except service.ExternalIdTaken:
+                    # Nothing was written for it, so the batch's transaction goes on.
+                    result.conflicts.append(number)
+                    continue
                 if created:
                     result.created += 1
                 else:
@@ -192,7 +205,7 @@ def run_import(path: Path, file_format: ImportFormat | None, client: str, batch_
                 try:
                     if isinstance(record, RecordError):
                         raise record
-                    batch.append(_validate(record))
+                    batch.append((number, _validate(record)))
                 except RecordError as exc:
                     result.invalid.append((number, str(exc)))
                     progress.advance(task)

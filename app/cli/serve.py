@@ -228,7 +228,8 @@ def serve(
         _banner(settings, host, port, worker.pid if worker else None)
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port,
-            log_level=settings.log_level.lower(), proxy_headers=True,
+            # Its access log would record raw paths and query strings; the app logs route templates.
+            log_level=settings.log_level.lower(), proxy_headers=True, access_log=False,
             # SIGTERM stops the server even if a request never finishes: past this it is cancelled.
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )

@@ -17,7 +17,7 @@ from app.errors import NotFound
 from app.keys import service as key_service
 from app.keys.models import ApiKey
 
-router = APIRouter(route_class=DashboardRoute)
+router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 
 
 def _keys(session) -> list[ApiKey]:

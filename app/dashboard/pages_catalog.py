@@ -19,7 +19,7 @@ from app.lineage import service as lineage_service
 from app.models import service as model_service
 from app.requests.schemas import Subject
 
-router = APIRouter(route_class=DashboardRoute)
+router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 RECENT_JOBS = 20
 
 

@@ -22,7 +22,7 @@ from app.requests import lifecycle
 from app.requests import service as request_service
 from app.unlearning.completion import jobs_of, signed_document
 
-router = APIRouter(route_class=DashboardRoute)
+router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 ACTIONS = {
     "approve": "Approve", "deny": "Deny", "hold": "Put on hold", "release": "Release", "cancel": "Cancel",
     "extend": "Extend the deadline",

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from app.datasets.limits import UploadLimits, check_csv_rows, check_float32_range, check_parquet_footer
 from app.errors import Unprocessable
+from app.pii import find_identifier
 
 PARQUET_MAGIC = b"PAR1"
 MAX_COLUMNS = 10_000
@@ -115,6 +116,14 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
     """Check the file's columns against the spec and answer the feature columns."""
     if len(names) > MAX_COLUMNS:
         raise Unprocessable(f"The file has {len(names)} columns; at most {MAX_COLUMNS} are allowed.")
+    # Checked first, as the messages below name columns: names are stored and shown as the
+    # dataset's schema (the values are training data and are not inspected).
+    for position, name in enumerate(names, start=1):
+        if find_identifier(name):
+            raise Unprocessable(f"The name of column {position} looks like an e-mail address or phone number; rename it.")
+    named = [spec.subject_column, spec.label_column, *(spec.feature_columns or [])]
+    if any(find_identifier(name) for name in named):
+        raise Unprocessable("A column named in the form looks like an e-mail address or phone number.")
     if len(set(names)) != len(names):
         raise Unprocessable("The file's column names are not unique.")
     present = set(names)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from app.artifacts.store import ArtifactStore, sha256_file
 from app.datasets.formats import MAX_CLASSES, UploadSpec, decoded, read_checked_table
 from app.errors import Conflict, Unprocessable
+from app.pii import find_identifier
 from app.pseudonym import IdentifierError, subject_key
 
 __all__ = [
@@ -129,6 +130,9 @@ def _classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
             raise Unprocessable(
                 f"The label column has {len(present)} distinct values; at most {MAX_CLASSES} classes are allowed."
             )
+        # The classes are stored as the dataset's metadata and returned with every prediction.
+        if any(isinstance(label, str) and find_identifier(label) for label in present):
+            raise Unprocessable("A label value looks like an e-mail address or phone number; labels must be classes, not people.")
         return sorted(present)
     unknown = set(present) - set(known)
     if unknown:

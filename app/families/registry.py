@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from app.errors import sanitised_validation_errors
+
 ENTRY_POINT_GROUP = "obliviate.families"
 
 
@@ -36,12 +38,8 @@ class FamilySpec:
         try:
             return TypeAdapter(self.config_class).validate_python(params or {})
         except ValidationError as exc:
-            raise FamilyParamsError(
-                [
-                    {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
-                    for err in exc.errors(include_input=False, include_url=False)
-                ]
-            ) from None
+            errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+            raise FamilyParamsError([{**error, "loc": [str(part) for part in error["loc"]]} for error in errors]) from None
 
     def dump_params(self, config: Any) -> dict[str, Any]:
         return asdict(config)

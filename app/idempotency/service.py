@@ -22,6 +22,7 @@ from app.config import get_settings
 from app.db import get_engine, get_sessionmaker, utcnow
 from app.errors import BadRequest, Conflict, Unprocessable
 from app.idempotency.models import IdempotencyRecord
+from app.pii import find_identifier
 
 MAX_KEY_LENGTH = 255
 
@@ -46,6 +47,9 @@ def validate_key(key: str) -> str:
         raise BadRequest(f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters.")
     if not key.strip():
         raise BadRequest("Idempotency-Key must not be empty.")
+    if find_identifier(key):
+        # It is stored with the answer: a key made from the person's address would keep it.
+        raise BadRequest("Idempotency-Key must not contain an e-mail address or phone number; use a random value.")
     return key
 
 

@@ -39,7 +39,10 @@ def _without_secret(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "key": None}
 
 
-@router.get("", response_model=KeyPage, operation_id="list_api_keys", summary="List API keys of every client")
+@router.get(
+    "", response_model=KeyPage, operation_id="list_api_keys", summary="List API keys of every client",
+    responses=problem_responses(400),  # a cursor that is not one of ours
+)
 def list_keys(
     session: SessionDep, _admin: Admin,
     client: Annotated[str | None, Query(max_length=100)] = None,

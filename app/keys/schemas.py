@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from app.keys.service import MAX_GRACE_SECONDS, SCOPES, parse_scopes
+from app.pii import find_identifier
 from app.schemas import Page, StrictModel, example
 
 Label = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:@-]*$")]
@@ -31,6 +32,14 @@ class KeyRevoke(StrictModel):
     model_config = example({"reason": "The key was pasted into a ticket."})
 
     reason: Annotated[str, Field(max_length=500)] | None = None
+
+    @field_validator("reason")
+    @classmethod
+    def _names_nobody(cls, value: str | None) -> str | None:
+        # Stored in the key's audit chain, like a request's review reasons.
+        if find_identifier(value):
+            raise ValueError("reason must not contain personal identifiers (an e-mail address or phone number)")
+        return value
 
 
 class KeyRotate(StrictModel):

@@ -92,6 +92,14 @@ def batch_body(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"items": items, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
 
 
+def outcome_item(index: int, outcome: service.Outcome) -> dict[str, Any]:
+    """A batch item's result: its request, or the problem of an external_id used for another subject."""
+    if isinstance(outcome, service.ExternalIdTaken):
+        problem = problem_body(outcome.status, outcome.title, outcome.detail, outcome.slug)
+        return {"index": index, "result": "error", "status": outcome.status, "problem": problem}
+    return result_item(index, *outcome)
+
+
 def result_item(index: int, request: service.AnyRequest, created: bool) -> dict[str, Any]:
     return {
         "index": index, "result": "created" if created else "existing", "status": 201 if created else 200,
@@ -130,6 +138,8 @@ class _Batch:
             if found is not None:
                 item = result_item(index, intake.StoredRequest(**found[0]), True)
                 self.shown[payload_index] = item["request"]
+            elif self.plan.repeat_conflicts(payload_index):
+                item = outcome_item(index, service.ExternalIdTaken())
             else:  # a repeated external_id: the request of its first use
                 owner = self.plan.first_use[self.plan.payloads[payload_index].external_id]
                 item = {"index": index, "result": "existing", "status": 200, "request": self.shown[owner]}
@@ -142,8 +152,8 @@ class _Batch:
         # Some external ids are taken: their owners answer, read in the unit of work's session.
         results = self.plan.results(inserted, service.find_taken(session, self.plan, inserted))
         items = list(self.rendered)
-        for (index, payload_index), (request, created) in zip(self.positions, results):
-            items[index] = result_item(index, request, created)
+        for (index, _payload_index), outcome in zip(self.positions, results):
+            items[index] = outcome_item(index, outcome)
         return JSONResponse(batch_body(items))
 
 

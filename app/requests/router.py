@@ -95,8 +95,8 @@ async def create_batch(
         # All valid items in one go (a few statements for the whole batch); a repeated
         # external_id still answers "existing" from its second occurrence on.
         created = service.create_many(session, principal, [payload for _index, payload in valid])
-        for (index, _payload), (created_request, is_new) in zip(valid, created):
-            checked[index] = fast_intake.result_item(index, created_request, is_new)
+        for (index, _payload), outcome in zip(valid, created):
+            checked[index] = fast_intake.outcome_item(index, outcome)
         return 200, fast_intake.batch_body(checked), {}
 
     return await unit.run(lambda: idempotency.run(request, session, principal, "create-batch", items, handler))

@@ -4,10 +4,12 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
-from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, normalise_identifier
+from app.pii import find_identifier, reveals
+from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, redact, validate_identifier
 from app.schemas import StrictModel, example
+from app.webhooks.addresses import AddressRefused, check_url
 
 Jurisdiction = Literal["gdpr", "ccpa"]
 Source = Literal["portal", "admin", "batch"]
@@ -43,7 +45,7 @@ class Subject(StrictModel):
             if not isinstance(raw, str):
                 raise ValueError(f"identifier '{kind}' must be a string")
             try:
-                normalise_identifier(kind, raw)
+                validate_identifier(kind, raw)
             except IdentifierError as exc:
                 raise ValueError(str(exc)) from None
         return value
@@ -63,12 +65,48 @@ class ErasureRequestCreate(StrictModel):
     reason: str | None = Field(default=None, max_length=2000)
     callback_url: AnyHttpUrl | None = Field(default=None)
 
+    @field_validator("external_id")
+    @classmethod
+    def _external_id_is_no_identifier(cls, value: str | None) -> str | None:
+        # It is stored, listed, audited and sent in webhooks: it must not be the person's address.
+        kind = find_identifier(value)
+        if kind is not None:
+            raise ValueError(f"external_id looks like {'an e-mail address' if kind == 'email' else 'a phone number'}; "
+                             "use the portal's own reference instead")
+        return value
+
     @field_validator("callback_url")
     @classmethod
-    def _url_length(cls, value):
-        if value is not None and len(str(value)) > 2000:
+    def _callback_allowed(cls, value):
+        if value is None:
+            return value
+        if len(str(value)) > 2000:
             raise ValueError("callback_url is longer than 2000 characters")
+        try:
+            check_url(str(value))
+        except AddressRefused as exc:
+            raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _reason_names_nobody(self) -> "ErasureRequestCreate":
+        """The request's own identifiers are redacted from the reason (as before); anything that
+        still reads as an identifier, or as one of them written in disguise, is refused."""
+        identifiers = self.subject.identifiers
+        # Redaction only removes text, so a reason that reveals nothing needs no redacting here.
+        if self.reason is not None and reveals(self.reason, identifiers.values()):
+            if reveals(redact(self.reason, identifiers) or "", identifiers.values()):
+                raise ValueError(REASON_REFUSED)
+        return self
+
+
+REASON_REFUSED = "reason seems to contain a personal identifier (an e-mail address, phone number or the subject's identifier); leave it out"
+
+
+def _free_text_names_nobody(value: str | None) -> str | None:
+    if find_identifier(value):
+        raise ValueError("reason must not contain personal identifiers (an e-mail address or phone number)")
+    return value
 
 
 class ReasonBody(StrictModel):
@@ -76,11 +114,15 @@ class ReasonBody(StrictModel):
 
     reason: str = Field(min_length=1, max_length=2000)
 
+    _check = field_validator("reason")(_free_text_names_nobody)
+
 
 class OptionalReasonBody(StrictModel):
     model_config = example({"reason": "Identity checked by the privacy team."})
 
     reason: str | None = Field(default=None, max_length=2000)
+
+    _check = field_validator("reason")(_free_text_names_nobody)
 
 
 class ExtendBody(StrictModel):
@@ -88,6 +130,8 @@ class ExtendBody(StrictModel):
 
     reason: str = Field(min_length=1, max_length=2000)
     days: int = Field(ge=1, le=60)
+
+    _check = field_validator("reason")(_free_text_names_nobody)
 
 
 class ErasureRequestOut(BaseModel):

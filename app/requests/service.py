@@ -56,8 +56,29 @@ def find_by_external_id(session: Session, client: str, external_id: str) -> Eras
 
 
 def create(session: Session, principal: Principal, payload: ErasureRequestCreate) -> tuple[AnyRequest, bool]:
-    """Returns (request, created). An existing (client, external_id) is returned, not duplicated."""
-    return create_many(session, principal, [payload])[0]
+    """Returns (request, created). An existing (client, external_id) is returned, not duplicated,
+    if it names the same subject; another subject raises ExternalIdTaken (409)."""
+    outcome = create_many(session, principal, [payload])[0]
+    if isinstance(outcome, ExternalIdTaken):
+        raise outcome
+    return outcome
+
+
+class ExternalIdTaken(Conflict):
+    """The external_id names a request for another subject: answering with that request would
+    tell the caller about someone else's erasure and silently drop this one."""
+
+    title, slug = "external_id already used", "external-id-conflict"
+
+    def __init__(self):
+        super().__init__(
+            "This external_id already names an erasure request for a different subject. Use a new "
+            "external_id for this subject, or resend the original request's identifiers to get it back."
+        )
+
+
+# One payload's outcome: (request, created), or why it was refused.
+Outcome = tuple[AnyRequest, bool] | ExternalIdTaken
 
 
 class IntakePlan:
@@ -70,6 +91,8 @@ class IntakePlan:
         self.payloads: list[ErasureRequestCreate] = []
         self.first_use: dict[str, int] = {}
         self.rows: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+        # Subject keys of the repeats of an external_id (compared with its first use's).
+        self.repeat_keys: dict[int, dict[str, str]] = {}
         if payloads:
             self.add(payloads)
 
@@ -81,11 +104,17 @@ class IntakePlan:
             self.payloads.append(payload)
             if payload.external_id is not None:
                 if payload.external_id in self.first_use:
+                    self.repeat_keys[index] = subject_keys(payload.subject.identifiers)
                     continue
                 self.first_use[payload.external_id] = index
             self.rows[index] = new_row(self.principal, payload)
             new.append(self.rows[index])
         return new
+
+    def repeat_conflicts(self, index: int) -> bool:
+        """Whether repeat `index` names another subject than the first use of its external_id."""
+        first = self.first_use[self.payloads[index].external_id]
+        return self.repeat_keys[index] != self.rows[first][1]
 
     @property
     def ids(self) -> set[uuid.UUID]:
@@ -97,26 +126,36 @@ class IntakePlan:
 
     def results(
         self, inserted: set[uuid.UUID], stored: dict[str, ErasureRequest], session: Session | None = None,
-    ) -> list[tuple[AnyRequest, bool]]:
-        """(request, created) per payload once `inserted` are stored; `stored` holds the requests
-        that own the taken external ids. With a session, the policy approves verified requests."""
-        results: list[tuple[AnyRequest, bool] | None] = [None] * len(self.payloads)
+    ) -> list[Outcome]:
+        """The outcome per payload once `inserted` are stored; `stored` holds the requests that
+        own the taken external ids. A taken external_id answers with its request when the subject
+        keys are the same, and ExternalIdTaken when they differ. With a session, the policy
+        approves verified requests."""
+        results: list[Outcome | None] = [None] * len(self.payloads)
+        # external_id → (its request, that request's subject keys)
+        owners: dict[str, tuple[AnyRequest, dict[str, str]]] = {}
         auto_approve = session is not None and get_settings().auto_approve_verified
-        for index, (row, _keys) in self.rows.items():
+        for index, (row, keys) in self.rows.items():
             if row["id"] not in inserted:
-                if row["external_id"] not in stored:
+                owner = stored.get(row["external_id"])
+                if owner is None:
                     raise Conflict("Another request with this external_id is being stored; retry shortly.",
                                    headers={"Retry-After": "1"})
-                results[index] = (stored[row["external_id"]], False)
-            elif auto_approve and row["identity_verified"]:
+                owner_keys = {subject.kind: subject.subject_key for subject in owner.subjects}
+                owners[row["external_id"]] = (owner, owner_keys)
+                results[index] = (owner, False) if owner_keys == keys else ExternalIdTaken()
+                continue
+            if auto_approve and row["identity_verified"]:
                 request = intake.attach(session, row)
                 _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
-                results[index] = (request, True)
             else:
-                results[index] = (intake.StoredRequest(**row), True)
-        for index, payload in enumerate(self.payloads):
-            if results[index] is None:  # a repeat of an external_id earlier in the same call
-                results[index] = (results[self.first_use[payload.external_id]][0], False)
+                request = intake.StoredRequest(**row)
+            results[index] = (request, True)
+            if row["external_id"] is not None:
+                owners[row["external_id"]] = (request, keys)
+        for index, keys in self.repeat_keys.items():
+            owner, owner_keys = owners[self.payloads[index].external_id]
+            results[index] = (owner, False) if owner_keys == keys else ExternalIdTaken()
         return results  # type: ignore[return-value]
 
     def count_created(self, inserted: set[uuid.UUID]) -> None:
@@ -127,9 +166,10 @@ class IntakePlan:
 
 def create_many(
     session: Session, principal: Principal, payloads: list[ErasureRequestCreate],
-) -> list[tuple[AnyRequest, bool]]:
-    """(request, created) for each payload, in order, as if each were created in turn: an
-    external_id already stored, or repeated within `payloads`, yields the request that holds it.
+) -> list[Outcome]:
+    """The outcome for each payload, in order, as if each were created in turn: an external_id
+    already stored, or repeated within `payloads`, yields the request that holds it (or
+    ExternalIdTaken if that request is for another subject).
     Each new request gets its subjects and the first event of its audit chain."""
     plan = IntakePlan(principal, payloads)
     rows = plan.rows

@@ -20,6 +20,10 @@ from app.webhooks.models import WebhookDelivery
 
 SIGNATURE_HEADER = "Obliviate-Signature"
 TOLERANCE_SECONDS = 300
+# What an attempt's audit event says happened: a class, never the receiver's status code or an
+# exception, so the trail a client reads cannot map which addresses and ports answer.
+DELIVERED, REJECTED, UNREACHABLE, REFUSED = "delivered", "rejected", "unreachable", "refused"
+OUTCOMES = (DELIVERED, REJECTED, UNREACHABLE, REFUSED)
 
 
 def client_secret(client: str) -> str:
@@ -67,11 +71,11 @@ def due(session: Session, limit: int = 50) -> list[WebhookDelivery]:
     ))
 
 
-def record_attempt(session: Session, delivery: WebhookDelivery, status: int | None, error: str | None) -> None:
+def record_attempt(session: Session, delivery: WebhookDelivery, status: int | None, outcome: str) -> None:
+    """`status` is the checked receiver's answer (kept for the operator); `outcome` one of OUTCOMES."""
     delivery.attempts += 1
-    delivery.last_status, delivery.last_error = status, error
-    ok = status is not None and 200 <= status < 300
-    if ok:
+    delivery.last_status, delivery.last_error = status, None if outcome == DELIVERED else outcome
+    if outcome == DELIVERED:
         delivery.state = "delivered"
     elif delivery.attempts >= get_settings().webhook_max_attempts:
         delivery.state = "failed"
@@ -80,7 +84,7 @@ def record_attempt(session: Session, delivery: WebhookDelivery, status: int | No
     audit_service.append(
         session, audit_service.request_stream(delivery.request_id), "webhook.attempted", "worker",
         {"delivery_id": str(delivery.id), "event": delivery.event, "attempt": delivery.attempts,
-         "status_code": status, "error": error, "state": delivery.state},
+         "outcome": outcome, "state": delivery.state},
     )
 
 

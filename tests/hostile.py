@@ -1,0 +1,73 @@
+"""Hostile inputs for the fuzz runs (tests/test_fuzz.py and bench/fuzz.sh): callback URLs that
+point inside the network in the many ways an address can be written, and requests that carry an
+identifier where it must be neither stored nor echoed (unknown field names, external ids,
+disguised in reasons). Each case is (body, secret): the body must be refused with 422, and the
+secret must not appear in the answer."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import string
+from collections.abc import Iterator
+
+INTERNAL = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
+            "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"]
+
+
+def _address(rng: random.Random) -> str:
+    network = ipaddress.ip_network(rng.choice(INTERNAL))
+    address = network[rng.randrange(network.num_addresses)] if network.num_addresses > 1 else network[0]
+    if address.version == 6:
+        return f"[{address}]"
+    value = int(address)
+    return rng.choice([
+        str(address), str(value), hex(value), f"[::ffff:{address}]", f"[64:ff9b::{address}]",
+        ".".join(f"0{int(part):o}" for part in str(address).split(".")),
+        f"{value >> 24}.{value & 0xFFFFFF}",  # 127.1-style short forms
+    ])
+
+
+def _word(rng: random.Random, size: int = 8) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(size))
+
+
+def _email(rng: random.Random) -> str:
+    return f"{_word(rng)}.{_word(rng, 5)}@{_word(rng, 6)}.org"
+
+
+def _disguised(rng: random.Random, email: str) -> str:
+    local, domain = email.split("@")
+    return rng.choice([
+        f"{local}%40{domain}", f"{local}%2540{domain}", f"{local}＠{domain}", f"{local}\u200b@{domain}",
+        f"{local} (at) {domain.replace('.', ' (dot) ')}", f"{local}[at]{domain}", f"{local}&#64;{domain}",
+        f"{local[:3]}\u200d{local[3:]}@{domain}",
+    ])
+
+
+def _base(rng: random.Random) -> dict:
+    return {"subject": {"identifiers": {"user_id": f"hostile-{_word(rng)}"}}, "jurisdiction": "gdpr", "source": "portal"}
+
+
+def cases(count: int, seed: int = 0) -> Iterator[tuple[str, dict, str]]:
+    """(label, body, secret) × count, deterministic for a seed."""
+    rng = random.Random(seed)
+    for index in range(count):
+        body, email = _base(rng), _email(rng)
+        kind = index % 5
+        if kind == 0:
+            host = _address(rng)
+            body["callback_url"] = f"https://{host}:{rng.randrange(1, 65536)}/{_word(rng)}"
+            yield "internal callback", body, "\x00"  # nothing to keep secret, only the refusal
+        elif kind == 1:
+            body[email] = rng.choice([1, "x", None, {"a": 1}])
+            yield "identifier as an unknown field", body, email
+        elif kind == 2:
+            body["subject"][email] = 1
+            yield "identifier as an unknown subject field", body, email
+        elif kind == 3:
+            body["external_id"] = rng.choice([email, email.replace("@", "%40"), f"+4420{rng.randrange(10**7, 10**8)}"])
+            yield "identifier as external_id", body, body["external_id"]
+        else:
+            body["reason"] = f"please erase {_disguised(rng, email)} too"
+            yield "identifier disguised in a reason", body, email.split("@")[0]
