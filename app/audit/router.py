@@ -3,12 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from app.audit import service
+from app.audit import checkpoints, log, service
+from app.audit.models import AuditCheckpoint
 from app.deps import SessionDep, scoped
+from app.errors import NotFound
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+NOTE = {200: {"content": {"text/plain": {}}}, 401: {}, 403: {}, 404: {}}
 
 
 class BrokenChain(BaseModel):
@@ -17,12 +21,24 @@ class BrokenChain(BaseModel):
     problem: str | None
 
 
+class LogSummary(BaseModel):
+    valid: bool
+    tree_size: int
+    unsequenced: int
+    checkpoints: int
+    latest_checkpoint: int | None
+    certificates: int
+    unanchored_certificates: int
+    problems: list[str]
+
+
 class VerifyReport(BaseModel):
     valid: bool
     chains: int
     events: int
     broken: list[BrokenChain]
     first_broken: BrokenChain | None
+    log: LogSummary
 
 
 @router.get("/verify", response_model=VerifyReport, responses={401: {}, 403: {}})
@@ -30,7 +46,27 @@ def verify_all(session: SessionDep, _principal: scoped("admin")) -> Any:
     return build_report(session)
 
 
-def build_report(session) -> VerifyReport:
+@router.get("/checkpoints/latest", response_class=PlainTextResponse, responses=NOTE)
+def latest_checkpoint(session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
+    """The newest signed checkpoint of the audit log (a C2SP signed note): keep it, and later
+    check the log against it with `obliviate audit verify --checkpoint FILE`."""
+    row = checkpoints.latest(session)
+    if row is None:
+        raise NotFound("No checkpoint yet: the checkpointer signs one within a minute of the first event.")
+    return PlainTextResponse(row.note)
+
+
+@router.get("/checkpoints/{tree_size}", response_class=PlainTextResponse, responses=NOTE)
+def checkpoint_of_size(tree_size: int, session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
+    row = session.get(AuditCheckpoint, tree_size)
+    if row is None:
+        raise NotFound(f"No checkpoint of tree size {tree_size}.")
+    return PlainTextResponse(row.note)
+
+
+def build_report(session, held: list[tuple[str, str]] | None = None) -> VerifyReport:
+    """Every chain, and the log against every stored checkpoint, the copy published outside the
+    database, any `held` (label, note) and every certificate."""
     chains = events = 0
     broken: list[BrokenChain] = []
     for stream, result in service.verify_all(session):
@@ -38,4 +74,11 @@ def build_report(session) -> VerifyReport:
         events += result.length
         if not result.valid:
             broken.append(BrokenChain(stream=stream, seq=result.broken_at_seq, problem=result.problem))
-    return VerifyReport(valid=not broken, chains=chains, events=events, broken=broken[:100], first_broken=broken[0] if broken else None)
+    outside = checkpoints.published_latest()
+    held = ([("published checkpoint", outside)] if outside else []) + list(held or [])
+    anchoring = log.verify_log(session, held)
+    summary = LogSummary(valid=anchoring.valid, **{k: v for k, v in vars(anchoring).items()})
+    return VerifyReport(
+        valid=not broken and anchoring.valid, chains=chains, events=events, broken=broken[:100],
+        first_broken=broken[0] if broken else None, log=summary,
+    )
