@@ -52,7 +52,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. the system that will use it."),
-    scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, admin."),
+    scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, audit:read, admin."),
     client: str = typer.Option(None, "--client", help="The client (tenant) the key acts for; defaults to NAME."),
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
