@@ -10,6 +10,7 @@ then written outside the database (`checkpoint_dir`), where an auditor can also 
 from __future__ import annotations
 
 import logging
+import uuid
 
 import fsspec.core
 from sqlalchemy import func, literal, select, text, update
@@ -83,17 +84,19 @@ def sequence_and_sign(session: Session, batch: int = BATCH) -> Checkpoint | None
     return checkpoint
 
 
-def run() -> list[Checkpoint]:
-    """Sequence every committed event, one committed checkpoint per batch, each published after
-    its commit (a note for a tree that rolled back must never leave the database)."""
+def run(max_rounds: int = 20) -> list[Checkpoint]:
+    """Sequence the committed events, one committed checkpoint per batch (at most `max_rounds`,
+    so a flood of intake cannot keep one run going), each published after its commit: a note for
+    a tree that rolled back must never leave the database."""
     made: list[Checkpoint] = []
-    while True:
+    for _ in range(max_rounds):
         with session_scope() as session:
             checkpoint = sequence_and_sign(session)
         if checkpoint is None:
-            return made
+            break
         made.append(checkpoint)
         publish(checkpoint)
+    return made
 
 
 def run_quietly() -> int:
@@ -125,24 +128,40 @@ def _folder() -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def publish(checkpoint: Checkpoint) -> None:
-    """Write `<tree size>` and `latest` under the checkpoint folder; a failure is logged, and the
-    next checkpoint writes `latest` again."""
+    """Write `<tree size>` and, unless a larger one is there already (publishers run after their
+    commits, in any order), `latest`. A failure is logged; the next checkpoint writes `latest` again."""
     try:
         fs, root = _folder()
         fs.makedirs(root, exist_ok=True)
-        for name in (str(checkpoint.tree_size), "latest"):
-            staged = f"{root}/.{name}.tmp"
-            fs.pipe_file(staged, checkpoint.text.encode())
-            fs.mv(staged, f"{root}/{name}")
+        _replace(fs, root, str(checkpoint.tree_size), checkpoint.text)
+        current = published_latest()
+        if current is None or _size_of(current) < checkpoint.tree_size:
+            _replace(fs, root, "latest", checkpoint.text)
     except OSError:
         log.error("could not write checkpoint %s outside the database", checkpoint.tree_size, exc_info=True)
+
+
+def _replace(fs, root: str, name: str, text_: str) -> None:
+    staged = f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
+    fs.pipe_file(staged, text_.encode())
+    fs.mv(staged, f"{root}/{name}")
+
+
+def _size_of(note: str) -> int:
+    try:
+        return int(note.split("\n")[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def published_latest() -> str | None:
     fs, root = _folder()
     try:
         return fs.cat_file(f"{root}/latest").decode()
-    except (FileNotFoundError, UnicodeDecodeError):
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        log.warning("the published checkpoint could not be read", exc_info=True)
         return None
 
 

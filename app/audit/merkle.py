@@ -28,12 +28,11 @@ class Frontier:
     def __init__(self, size: int = 0, nodes: Iterable[bytes] = ()):
         self.size = size
         # Each entry is (subtree height, root); heights are the set bits of `size`, high to low.
-        self._nodes: list[tuple[int, bytes]] = []
         heights = [bit for bit in range(size.bit_length() - 1, -1, -1) if size >> bit & 1]
         nodes = list(nodes)
         if len(nodes) != len(heights):
             raise ValueError(f"a tree of {size} leaves has {len(heights)} edge nodes, not {len(nodes)}")
-        self._nodes = list(zip(heights, nodes))
+        self._nodes: list[tuple[int, bytes]] = list(zip(heights, nodes))
 
     def append(self, event_hash_hex: str) -> None:
         height, node = 0, leaf_hash(event_hash_hex)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
@@ -12,7 +12,10 @@ from app.deps import SessionDep, scoped
 from app.errors import NotFound
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-NOTE = {200: {"content": {"text/plain": {}}}, 401: {}, 403: {}, 404: {}}
+NOTE = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+    **{code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404)},
+}
 
 
 class BrokenChain(BaseModel):
@@ -57,7 +60,7 @@ def latest_checkpoint(session: SessionDep, _principal: scoped("audit:read")) -> 
 
 
 @router.get("/checkpoints/{tree_size}", response_class=PlainTextResponse, responses=NOTE)
-def checkpoint_of_size(tree_size: int, session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
+def checkpoint_of_size(tree_size: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
     row = session.get(AuditCheckpoint, tree_size)
     if row is None:
         raise NotFound(f"No checkpoint of tree size {tree_size}.")
