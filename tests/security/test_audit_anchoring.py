@@ -88,10 +88,16 @@ def test_checkpoints_sign_the_log_and_are_served(database_url, monkeypatch, tmp_
         with pytest.raises(ValueError):
             open_checkpoint(served.text.replace("\n9\n", "\n8\n"), raw[1:])
 
-        # Nothing new: no new checkpoint. New events: the next one extends the tree.
+        assert client.get(f"/v1/audit/checkpoints/{2**64}", headers=auditor).status_code == 422
+
+        # Nothing new: no new checkpoint. New events: the next one extends the tree, also from the CLI.
         assert checkpoints.run() == []
         build_log(client, headers, 1)
-        assert [c.tree_size for c in checkpoints.run()] == [12]
+        exported = tmp_path / "exported.note"
+        result = cli("audit", "checkpoint", "--out", str(exported))
+        assert result.exit_code == 0, result.output
+        assert exported.read_text() == client.get("/v1/audit/checkpoints/latest", headers=auditor).text
+        assert exported.read_text().split("\n")[1] == "12"
 
 
 def test_a_certificate_is_anchored_by_the_checkpoint_right_after_it(database_url, monkeypatch, tmp_path):
