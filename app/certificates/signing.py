@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import rfc8785
-
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -67,7 +66,7 @@ def key_id(public_b64: str) -> str:
 
 def format_of(body) -> int:
     version = body.get("format_version", 1) if isinstance(body, dict) else 1
-    if version not in (1, FORMAT_VERSION):
+    if type(version) is not int or version not in (1, FORMAT_VERSION):  # not True, not 2.0
         raise ValueError(f"unknown certificate format_version {version!r}")
     return version
 
