@@ -51,6 +51,8 @@ def test_a_pretty_printed_certificate_verifies(client, headers, tmp_path):
 def test_any_changed_value_fails(client, headers, tmp_path):
     _rid, response = _served(client, headers)
     document = response.json()
+    # The same values, re-formatted, verify; each change below is the only difference.
+    assert _verify(tmp_path, json.dumps(document, indent=2)).exit_code == 0
     changes = [
         lambda d: d["certificate"].update(outcome="erased"),
         lambda d: d["certificate"].update(request_id=d["certificate"]["request_id"][:-1] + "0"),
@@ -73,6 +75,7 @@ def test_any_changed_value_fails(client, headers, tmp_path):
 
 def test_served_bytes_are_rfc8785_and_the_audit_event_records_their_digest(client, headers):
     rid, response = _served(client, headers)
+    assert response.json()["certificate"]["format_version"] == 2
     assert response.content == rfc8785.dumps(response.json())
     events = client.get(f"{URL}/{rid}/audit", headers=headers).json()["events"]
     issued = [e for e in events if e["type"] == "certificate.issued"]
