@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -10,8 +11,24 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Values that must never protect real pseudonyms; refused outside the embedded default.
+# Values that must never protect real pseudonyms; refused outside the embedded default. In the
+# embedded default they select the generated key instead, as they always have.
 WEAK_SECRETS = {"", "change-me", "changeme", "secret", "obliviate"}
+# Shortest accepted OBLIVIATE_SECRET_KEY outside the embedded default: 32 hex characters are
+# 128 bits. Fewer characters can be brute-forced from one known pseudonym.
+MIN_SECRET_LENGTH = 32
+# A key this long but made of fewer distinct characters is a pattern, not randomness.
+MIN_SECRET_DISTINCT = 8
+# Placeholders, compared case-insensitively on letters and digits only ("Change_Me" is "changeme").
+PLACEHOLDER_SECRETS = {
+    "changeme", "secret", "secretkey", "password", "obliviate", "test", "testing", "default", "example",
+    "insecure", "dev", "development", "yoursecretkey", "mysecretkey", "supersecret", "supersecretkey",
+    "replaceme", "placeholder", "todo", "fixme", "xxx", "123456", "12345678", "0123456789",
+}
+# Marks of a placeholder inside a longer value; long words only, so that a random base64 key
+# never contains one by chance.
+PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecret", "insecure", "donotuse")
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class Settings(BaseSettings):
@@ -42,9 +59,19 @@ class Settings(BaseSettings):
     intake_connections: int = 8
     intake_connection_timeout: float = 5.0
     log_level: str = "INFO"
+    # How long an API process trusts what it last read about a key. A key revoked in one process
+    # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
+    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
 
     # Data and models (datasets, training).
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Rows one dataset upload may have. Parquet compresses repeated values to almost nothing, so
+    # the byte limit above does not bound the rows; checked from the footer (Parquet) or by a
+    # streaming count (CSV) before the file is decoded → 413.
+    max_dataset_rows: int = Field(default=5_000_000, ge=1)
+    # Memory one upload may take while it is ingested, as estimated from its rows and columns
+    # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
+    max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_predict_rows: int = 10_000
     device: str = "auto"
     # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
@@ -94,14 +121,36 @@ class Settings(BaseSettings):
         return self
 
     def resolved_secret_key(self) -> bytes:
+        # The bytes of an accepted key are used exactly as given (UTF-8 of the value, never
+        # decoded from hex or base64): every stored subject key and tombstone depends on them.
+        if not self.embedded:
+            problem = secret_key_problem(self.secret_key)
+            if problem:
+                raise RuntimeError(
+                    f"OBLIVIATE_SECRET_KEY {problem}; an external database needs at least "
+                    f"{MIN_SECRET_LENGTH} random characters (it keys every subject pseudonym). "
+                    f"Generate one with: {GENERATE_SECRET}"
+                )
+            return self.secret_key.encode()
         if self.secret_key and self.secret_key not in WEAK_SECRETS:
             return self.secret_key.encode()
-        if not self.embedded:
-            raise RuntimeError(
-                "OBLIVIATE_SECRET_KEY must be set to a strong random value when using an external "
-                "database (it keys every subject pseudonym)."
-            )
         return _embedded_secret(self.data_dir)
+
+
+@lru_cache(maxsize=8)
+def secret_key_problem(value: str) -> str | None:
+    """Why `value` may not key pseudonyms outside the embedded default, or None. Cached: the
+    key is resolved on every pseudonym."""
+    if not value:
+        return "is not set"
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    if value in WEAK_SECRETS or letters in PLACEHOLDER_SECRETS or any(w in letters for w in PLACEHOLDER_WORDS):
+        return "is a known placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"has {len(value)} characters, fewer than {MIN_SECRET_LENGTH}"
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        return f"uses fewer than {MIN_SECRET_DISTINCT} distinct characters"
+    return None
 
 
 def _embedded_secret(data_dir: Path) -> bytes:

@@ -14,9 +14,11 @@ from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
+from app.docs import install as install_docs
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
 from app.middleware import BodyLimitMiddleware
 from app.models.router import router as models_router
@@ -47,9 +49,11 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # app/docs.py serves them from the package
     )
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(requests_router)
     app.include_router(audit_router)
@@ -58,6 +62,8 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
+    app.include_router(keys_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,

@@ -14,12 +14,16 @@ from app.db import get_engine
 router = APIRouter(tags=["health"])
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, Literal["ok", "unreachable"]]
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness, operation_id="check_liveness", summary="Is the process up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -35,7 +39,7 @@ def _broker_reachable(url: str) -> bool:
         return False
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
+@router.get("/readyz", response_model=Readiness, operation_id="check_readiness", summary="Are the database and broker reachable", responses={503: {"model": Readiness, "description": "Not ready"}})
 def readyz() -> JSONResponse:
     checks = {}
     try:
@@ -49,6 +53,6 @@ def readyz() -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, operation_id="get_metrics", summary="Prometheus metrics")
 def prometheus_metrics() -> Response:
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -12,6 +12,6 @@ from app.jobs.schemas import JobOut
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}", response_model=JobOut, responses={401: {}, 403: {}, 404: {}})
+@router.get("/{job_id}", response_model=JobOut, operation_id="get_job", summary="Get a job")
 def get_job(job_id: uuid.UUID, session: SessionDep, principal: any_scope("models:read", "requests:read")) -> Any:
     return JobOut.model_validate(service.get_for(session, principal, job_id), from_attributes=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -15,23 +16,33 @@ from app.config import get_settings
 from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
 from app.models import importer, service
 from app.models.schemas import (
     NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
 )
+from app.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 Writer = scoped("models:write")
 Reader = scoped("models:read")
-ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 410, 413, 422, 429)}
 # Path parameters as the database can hold them: a name that cannot exist, or a version number past
 # a 32-bit integer, is a 422 here instead of an error in the query.
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IMPORT_METADATA_EXAMPLE = json.dumps({
+    "name": "digits-lr", "family": "logistic_regression",
+    "dataset_version_id": "5f0c8a52-3a52-4c1e-9d3e-2b7f1c0a9e11", "record_ids": [1, 2, 3],
+})
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "", status_code=202, response_model=JobOut, operation_id="create_model", summary="Train a model",
+    dependencies=[IdempotencyKeyHeader],
+    # The dataset is not the caller's (404) or destroyed (410); the name is taken (409); job quota (429).
+    responses=problem_responses(404, 409, 410, 429),
+)
 def create_model(body: ModelCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
     def handler():
         _model, job = service.create(session, principal, body)
@@ -40,11 +51,19 @@ def create_model(body: ModelCreate, request: Request, session: SessionDep, princ
     return idempotency.run(request, session, principal, "create-model", body.model_dump(mode="json"), handler)
 
 
-@router.post("/import", status_code=201, response_model=ModelOut, responses=ERRORS)
+@router.post(
+    "/import", status_code=201, response_model=ModelOut, operation_id="import_model",
+    summary="Import trained weights", dependencies=[IdempotencyKeyHeader],
+    # As for training, and 409 for weights that hold an erased subject; 413 for the weights file.
+    responses=problem_responses(404, 409, 410, 413),
+)
 def import_model(
-    session: SessionDep, principal: Writer,
+    request: Request, session: SessionDep, principal: Writer,
     weights: Annotated[UploadFile, File(description="safetensors weights of one network")],
-    metadata: Annotated[str, Form(description="JSON: name, family, params, dataset_version_id, record_ids, seed")],
+    metadata: Annotated[str, Form(
+        description="JSON: name, family, params, dataset_version_id, record_ids, seed",
+        examples=[IMPORT_METADATA_EXAMPLE],
+    )],
 ) -> Any:
     try:
         meta = ImportMetadata.model_validate_json(metadata)
@@ -54,28 +73,35 @@ def import_model(
     data = weights.file.read(get_settings().max_upload_bytes + 1)
     if len(data) > get_settings().max_upload_bytes:
         raise PayloadTooLarge("The weights file is larger than the upload limit.")
-    model = importer.import_model(session, principal, meta, data)
-    return service.to_out(session, model)
+
+    def handler():
+        model = importer.import_model(session, principal, meta, data)
+        return 201, service.to_out(session, model).model_dump(mode="json"), {"Location": f"/v1/models/{model.name}"}
+
+    # The weights count by their digest: a retry must send the same file to be a replay.
+    payload = {"metadata": meta.model_dump(mode="json"), "weights_sha256": hashlib.sha256(data).hexdigest()}
+    return idempotency.run(request, session, principal, "import-model", payload, handler)
 
 
-@router.get("", response_model=ModelPage, responses=ERRORS)
+@router.get("", response_model=ModelPage, operation_id="list_models", summary="List models")
 def list_models(session: SessionDep, principal: Reader) -> Any:
     return ModelPage(items=[service.to_out(session, m) for m in service.list_for(session, principal)])
 
 
-@router.get("/{name}", response_model=ModelOut, responses=ERRORS)
+@router.get("/{name}", response_model=ModelOut, operation_id="get_model", summary="Get a model")
 def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
     return service.to_out(session, service.get_for(session, principal, name))
 
 
 @router.get(
-    "/{name}/versions/{version}/weights",
+    "/{name}/versions/{version}/weights", operation_id="download_model_weights",
+    summary="Download a model version's weights",
     responses={
         200: {
             "description": "safetensors weights; a tar of one safetensors file per shard (and index.json) for SISA",
             "content": {"application/octet-stream": {}, "application/x-tar": {}},
         },
-        **ERRORS,
+        **problem_responses(410),
     },
     response_class=Response,
 )
@@ -105,7 +131,10 @@ def download_weights(name: ModelName, version: VersionNumber, session: SessionDe
     return Response(buffer.getvalue(), media_type="application/x-tar", headers=headers)
 
 
-@router.post("/{name}/predict", response_model=PredictOut, responses=ERRORS)
+@router.post(
+    "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
+    responses=problem_responses(409),  # no trained version yet
+)
 def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:

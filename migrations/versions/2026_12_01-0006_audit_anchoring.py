@@ -1,7 +1,7 @@
 """audit anchoring: log positions, signed checkpoints, guarded chain heads
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0008
 Create Date: 2026-12-01 06:20:00
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import app.db
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
