@@ -9,13 +9,11 @@ from pydantic import BaseModel
 from app.audit import checkpoints, log, service
 from app.audit.models import AuditCheckpoint
 from app.deps import SessionDep, scoped
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
+from app.openapi import problem_responses
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-NOTE = {
-    200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-    **{code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404)},
-}
+NOTE = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 class BrokenChain(BaseModel):
@@ -44,23 +42,31 @@ class VerifyReport(BaseModel):
     log: LogSummary
 
 
-@router.get("/verify", response_model=VerifyReport, operation_id="verify_audit_chains", summary="Verify every audit chain")
+@router.get("/verify", response_model=VerifyReport, operation_id="verify_audit_chains",
+            summary="Verify every audit chain, the log against its checkpoints, and every certificate")
 def verify_all(session: SessionDep, _principal: scoped("admin")) -> Any:
     return build_report(session)
 
 
-@router.get("/checkpoints/latest", response_class=PlainTextResponse, responses=NOTE)
+# 409: no checkpoint yet, as a certificate before completion.
+@router.get("/checkpoints/latest", response_class=PlainTextResponse, responses={**NOTE, **problem_responses(409)},
+            operation_id="get_latest_audit_checkpoint", summary="The newest signed checkpoint of the audit log")
 def latest_checkpoint(session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
     """The newest signed checkpoint of the audit log (a C2SP signed note): keep it, and later
     check the log against it with `obliviate audit verify --checkpoint FILE`."""
     row = checkpoints.latest(session)
     if row is None:
-        raise NotFound("No checkpoint yet: the checkpointer signs one within a minute of the first event.")
+        raise Conflict("No checkpoint yet: the checkpointer signs one within a minute of the first event.")
     return PlainTextResponse(row.note)
 
 
-@router.get("/checkpoints/{tree_size}", response_class=PlainTextResponse, responses=NOTE)
-def checkpoint_of_size(tree_size: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep, _principal: scoped("audit:read")) -> PlainTextResponse:
+# 404: no checkpoint of that size (checkpoints cover the log as it was at each run).
+@router.get("/checkpoints/{tree_size}", response_class=PlainTextResponse, responses={**NOTE, **problem_responses(404)},
+            operation_id="get_audit_checkpoint", summary="The signed checkpoint of a given tree size")
+def checkpoint_of_size(
+    tree_size: Annotated[int, Path(ge=1, le=2**63 - 1)], session: SessionDep, _principal: scoped("audit:read"),
+) -> PlainTextResponse:
+    """A checkpoint signed earlier, by the number of events it covers."""
     row = session.get(AuditCheckpoint, tree_size)
     if row is None:
         raise NotFound(f"No checkpoint of tree size {tree_size}.")

@@ -26,6 +26,9 @@ class SigningKey(BaseModel):
     algorithm: str
     key_id: str
     public_key: str
+    # The audit checkpoints' origin line and their verifier key (C2SP signed-note form).
+    checkpoint_origin: str
+    checkpoint_verifier_key: str
 
 
 @router.get(

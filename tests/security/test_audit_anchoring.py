@@ -46,6 +46,15 @@ def test_frontier_matches_rfc6962_for_every_size():
             frontier.append(hashes[size])
 
 
+def _count() -> int:
+    """Events in the log: requests' and keys' (key creation is audited too)."""
+    from app.audit.models import AuditEvent
+    from app.db import session_scope
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(AuditEvent))
+
+
 def _events(session):
     from app.audit.models import AuditEvent
 
@@ -59,21 +68,23 @@ def test_checkpoints_sign_the_log_and_are_served(database_url, monkeypatch, tmp_
 
     with own_database(monkeypatch, tmp_path), api_client() as client:
         headers, auditor = key(), key("audit:read", client="auditor")
-        assert client.get("/v1/audit/checkpoints/latest", headers=auditor).status_code == 404
+        assert client.get("/v1/audit/checkpoints/latest", headers=auditor).status_code == 409
         build_log(client, headers, 3)
         made = checkpoints.run()
-        assert [c.tree_size for c in made] == [9]
+        size = _count()
+        assert [c.tree_size for c in made] == [size]
+        assert checkpoints.run() == []  # nothing new: no new checkpoint
         with session_scope() as session:
             events = _events(session)
-        assert [index for index, _ in events] == list(range(9))
+        assert [index for index, _ in events] == list(range(size))
         assert made[0].root_hash == rfc6962_root([bytes.fromhex(h) for _, h in events])
 
         served = client.get("/v1/audit/checkpoints/latest", headers=auditor)
         assert served.status_code == 200 and served.headers["content-type"].startswith("text/plain")
         assert served.text == made[0].text == (tmp_path / "published" / "latest").read_text()
-        assert (tmp_path / "published" / "9").read_text() == made[0].text
-        assert client.get("/v1/audit/checkpoints/9", headers=auditor).text == made[0].text
-        assert client.get("/v1/audit/checkpoints/8", headers=auditor).status_code == 404
+        assert (tmp_path / "published" / str(size)).read_text() == made[0].text
+        assert client.get(f"/v1/audit/checkpoints/{size}", headers=auditor).text == made[0].text
+        assert client.get(f"/v1/audit/checkpoints/{size - 1}", headers=auditor).status_code == 404
         assert client.get("/v1/audit/checkpoints/latest", headers=key("requests:read")).status_code == 403
         assert client.get("/v1/audit/checkpoints/latest").status_code == 401
 
@@ -83,21 +94,20 @@ def test_checkpoints_sign_the_log_and_are_served(database_url, monkeypatch, tmp_
         raw = base64.b64decode(encoded)
         assert raw[0] == 1 and name == signing["checkpoint_origin"]
         opened = open_checkpoint(served.text, raw[1:])
-        assert (opened.tree_size, opened.origin) == (9, name)
+        assert (opened.tree_size, opened.origin) == (size, name)
         assert base64.b64decode(served.text.split("\n")[4].split(" ")[2])[:4].hex() == key_hex
         with pytest.raises(ValueError):
-            open_checkpoint(served.text.replace("\n9\n", "\n8\n"), raw[1:])
+            open_checkpoint(served.text.replace(f"\n{size}\n", f"\n{size - 1}\n"), raw[1:])
 
         assert client.get(f"/v1/audit/checkpoints/{2**64}", headers=auditor).status_code == 422
 
-        # Nothing new: no new checkpoint. New events: the next one extends the tree, also from the CLI.
-        assert checkpoints.run() == []
+        # New events: the next checkpoint extends the tree, also from the CLI.
         build_log(client, headers, 1)
         exported = tmp_path / "exported.note"
         result = cli("audit", "checkpoint", "--out", str(exported))
         assert result.exit_code == 0, result.output
         assert exported.read_text() == client.get("/v1/audit/checkpoints/latest", headers=auditor).text
-        assert exported.read_text().split("\n")[1] == "12"
+        assert exported.read_text().split("\n")[1] == str(_count())
 
 
 def test_a_certificate_is_anchored_by_the_checkpoint_right_after_it(database_url, monkeypatch, tmp_path):
@@ -175,7 +185,8 @@ def test_an_owner_forgery_is_reported_against_an_exported_checkpoint(database_ur
         caught = cli("audit", "verify", "--checkpoint", str(exported))
         assert caught.exit_code == 1, caught.output
         assert "checkpoint file held.note" in caught.output
-        expected = "covers 12 events" if erase_positions else "no longer hash to its root"
+        held_size = exported.read_text().split("\n")[1]
+        expected = f"covers {held_size} events" if erase_positions else "no longer hash to its root"
         if attack in ("truncate", "delete_chain") and not erase_positions:
             expected = "is missing"  # a position below the checkpoint is gone
         assert expected in caught.output, caught.output
@@ -196,7 +207,8 @@ def test_the_published_copy_reveals_deleted_checkpoint_rows(database_url, monkey
             connection.execute(AuditCheckpoint.__table__.delete())
         report = client.get("/v1/audit/verify", headers=key("admin")).json()
         assert report["valid"] is False and report["broken"] == []
-        assert any(p.startswith("published checkpoint: the first 9 events") for p in report["log"]["problems"]), report
+        size = checkpoints.published_latest().split("\n")[1]
+        assert any(p.startswith(f"published checkpoint: the first {size} events") for p in report["log"]["problems"]), report
         # Refusing to sign over it: the checkpointer does not bless the rewritten log.
         with pytest.raises(checkpoints.LogInconsistent):
             checkpoints.run()
@@ -264,8 +276,9 @@ def test_the_service_runs_as_a_role_that_cannot_drop_triggers(database_url, monk
                 build_log(client, headers, 2)
                 certified_request(client, headers)
                 assert checkpoints.run() == []  # the certificate's commit already checkpointed
-                report = client.get("/v1/audit/verify", headers=key("admin")).json()
-                assert report["valid"] is True and report["log"]["tree_size"] == 10, report
+                admin_key = key("admin")
+                report = client.get("/v1/audit/verify", headers=admin_key).json()
+                assert report["valid"] is True and report["log"]["tree_size"] == _count() - 1, report
                 assert report["log"]["unanchored_certificates"] == 0
             for statement in ("DROP TRIGGER audit_events_no_update ON audit_events",
                               "ALTER TABLE audit_events DISABLE TRIGGER ALL",
