@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     max_holdout_drop: float = 0.01
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
+    # Audit anchoring. Signed checkpoints of the audit log are also written here, outside the
+    # database (a folder or any fsspec URL; default: <artifacts_url>/checkpoints), so that someone
+    # who can rewrite the database cannot also rewrite the checkpoints an auditor compares with.
+    checkpoint_dir: str = ""
+    # How often beat signs a checkpoint over new events (at most 60 s, the promised bound).
+    checkpoint_interval_seconds: float = Field(30.0, gt=0, le=60)
+    # The checkpoints' origin line and key name; default obliviate/audit/<signing key id>.
+    checkpoint_origin: str = ""
+    # PostgreSQL: the role the API and workers log in as. When set, `obliviate db upgrade` (run as
+    # the tables' owner) grants it only the row access it needs, so it cannot drop triggers.
+    db_service_role: str = ""
     webhook_max_attempts: int = 6
     # Callback URLs are https only; true also allows plain http (a test or an internal receiver).
     webhook_allow_http: bool = False

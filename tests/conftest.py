@@ -10,6 +10,7 @@ Each pass migrates a fresh database with Alembic (no create_all) and empties it 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,12 +50,37 @@ def database_url(tmp_path_factory) -> Iterator[str]:
     config.reset_settings()
     db.dispose_engine()
     migrate.upgrade(url)
+    if not SERVICES:
+        _capture_sqlite_guards()
     yield url
     db.dispose_engine()
     if pg_name:
         from app.db import drop_database
 
         drop_database(TEST_DB_URL, pg_name)
+
+
+# The append-only triggers of the migrated SQLite schema, (name, CREATE statement), captured once:
+# tests that play an attacker drop them, and every test starts with all of them in place again.
+SQLITE_GUARDS: list[tuple[str, str]] = []
+
+
+def _capture_sqlite_guards() -> None:
+    from app.db import get_engine
+
+    with get_engine().connect() as connection:
+        SQLITE_GUARDS[:] = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+
+
+def drop_sqlite_guards(connection) -> None:
+    for name, _sql in SQLITE_GUARDS:
+        connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+
+
+def restore_sqlite_guards(connection) -> None:
+    drop_sqlite_guards(connection)
+    for _name, sql in SQLITE_GUARDS:
+        connection.execute(text(sql))
 
 
 def _empty_tables(url: str) -> None:
@@ -79,15 +105,10 @@ def _empty_tables(url: str) -> None:
             for sequence in sequences:
                 connection.execute(text(f'ALTER SEQUENCE "{sequence}" RESTART'))
         else:
-            from importlib import import_module
-
-            guard = import_module("migrations.versions.2026_11_27-0001_foundation").SQLITE_GUARD
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
-            connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
+            drop_sqlite_guards(connection)
             for name in names:
                 connection.execute(text(f"DELETE FROM {name}"))
-            for statement in guard:
-                connection.execute(text(statement))
+            restore_sqlite_guards(connection)
 
 
 @pytest.fixture(autouse=True)
@@ -96,12 +117,14 @@ def clean_state(request) -> Iterator[None]:
         yield
         return
     url = request.getfixturevalue("database_url")
-    from app.config import reset_settings
+    from app.config import get_settings, reset_settings
     from app.keys.service import clear_cache
 
     reset_settings()
     clear_cache()
     _empty_tables(url)
+    # Published checkpoints describe the emptied log: a test starts with none, as its tables do.
+    shutil.rmtree(Path(get_settings().artifacts_url) / "checkpoints", ignore_errors=True)
     yield
 
 

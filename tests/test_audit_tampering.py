@@ -22,6 +22,8 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from tests.conftest import drop_sqlite_guards, restore_sqlite_guards
+
 TRIALS = 1000
 REQUESTS = 60
 SEED = 20261127
@@ -86,25 +88,17 @@ def _unguarded(commit: bool = False):
         try:
             if sqlite:
                 # SQLite DDL is transactional: a rollback puts the triggers back.
-                connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
-                connection.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
+                drop_sqlite_guards(connection)
             else:
                 connection.execute(text("SET LOCAL session_replication_role = replica"))
             yield connection
             if commit:
                 if sqlite:
-                    for statement in _sqlite_guard():
-                        connection.execute(text(statement))
+                    restore_sqlite_guards(connection)
                 transaction.commit()
         finally:
             if transaction.is_active:
                 transaction.rollback()
-
-
-def _sqlite_guard() -> list[str]:
-    from importlib import import_module
-
-    return import_module("migrations.versions.2026_11_27-0001_foundation").SQLITE_GUARD
 
 
 def _verify(connection) -> dict[str, tuple]:

@@ -27,6 +27,8 @@ EXPECTED_PROBLEMS = {
     "get_request_audit": AUTH | {"404", "422"},
     "get_erasure_certificate": AUTH | {"404", "409", "422"},
     "verify_audit_chains": AUTH,
+    "get_latest_audit_checkpoint": AUTH | {"409"},
+    "get_audit_checkpoint": AUTH | {"404", "422"},
     "get_job": AUTH | {"404", "422"},
     "create_model": AUTH | BODY | IDEMPOTENT | {"404", "410", "429"},
     "import_model": AUTH | BODY | IDEMPOTENT | {"404", "410"},

@@ -34,6 +34,7 @@ def make_celery() -> Celery:
             "sweep-expired-leases": {"task": "workers.tasks.sweep", "schedule": settings.sweep_interval_seconds},
             "plan-approved-requests": {"task": "workers.tasks.plan", "schedule": settings.plan_interval_seconds},
             "deliver-webhooks": {"task": "workers.tasks.deliver_webhooks", "schedule": settings.plan_interval_seconds},
+            "checkpoint-audit-log": {"task": "workers.tasks.checkpoint", "schedule": settings.checkpoint_interval_seconds},
         },
         worker_hijack_root_logger=False,
         timezone="UTC",

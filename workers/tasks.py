@@ -35,3 +35,11 @@ def deliver_webhooks() -> int:
     from workers import webhooks
 
     return webhooks.deliver_due()
+
+
+@celery_app.task(name="workers.tasks.checkpoint")
+def checkpoint() -> int:
+    """Give committed audit events their log positions and sign a checkpoint over them."""
+    from app.audit import checkpoints
+
+    return checkpoints.run_quietly()

@@ -5,7 +5,6 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from app.audit.chain import canonical_json
 from app.certificates import signing
 from app.certificates.models import Certificate
 from app.deps import SessionDep, scoped
@@ -28,6 +27,9 @@ class SigningKey(BaseModel):
     algorithm: str
     key_id: str
     public_key: str
+    # The audit checkpoints' origin line and their verifier key (C2SP signed-note form).
+    checkpoint_origin: str
+    checkpoint_verifier_key: str
 
 
 @router.get(
@@ -45,13 +47,21 @@ def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scope
             f"No certificate yet: the request is '{request.status}'. Certificates are issued on completion.",
             current_status=request.status,
         )
-    # Canonical bytes (sorted keys, no spaces): the exact bytes `certificate verify` checks.
-    return Response(canonical_json(signed_document(certificate)), media_type="application/json")
+    # Canonical bytes (RFC 8785 from format 2 on); their SHA-256 is in `certificate.issued`.
+    return Response(signing.document_bytes(signed_document(certificate)), media_type="application/json")
 
 
 @router.get("/v1/keys/signing", response_model=SigningKey, operation_id="get_signing_key",
             summary="The certificate signing key")
 def signing_key() -> dict[str, str]:
-    """The Ed25519 public key certificates are signed with (public; pin it for offline checks)."""
+    """The Ed25519 public key certificates and audit checkpoints are signed with (public; pin it
+    for offline checks), and the checkpoints' verifier key in C2SP signed-note form."""
+    from app.audit import checkpoints
+    from app.audit.notes import verifier_key
+
     public = signing.public_key_b64()
-    return {"algorithm": signing.ALGORITHM, "key_id": signing.key_id(public), "public_key": public}
+    return {
+        "algorithm": signing.ALGORITHM, "key_id": signing.key_id(public), "public_key": public,
+        "checkpoint_origin": checkpoints.origin(),
+        "checkpoint_verifier_key": verifier_key(checkpoints.origin(), checkpoints.public_key()),
+    }

@@ -9,6 +9,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -17,6 +18,10 @@ from app.audit.chain import canonical_json
 from app.config import get_settings
 
 ALGORITHM = "Ed25519"
+# Certificates of format 2 are signed over their RFC 8785 (JCS) canonical form, so whitespace and
+# key order do not matter, only values. Format 1 (no `format_version` field, issued before) was
+# signed over Python's sorted compact JSON and is checked byte for byte as issued.
+FORMAT_VERSION = 2
 
 
 def _key_path() -> Path:
@@ -59,10 +64,27 @@ def key_id(public_b64: str) -> str:
     return hashlib.sha256(base64.b64decode(public_b64)).hexdigest()[:16]
 
 
+def format_of(body) -> int:
+    version = body.get("format_version", 1) if isinstance(body, dict) else 1
+    if type(version) is not int or version not in (1, FORMAT_VERSION):  # not True, not 2.0
+        raise ValueError(f"unknown certificate format_version {version!r}")
+    return version
+
+
+def canonical_bytes(value, version: int) -> bytes:
+    return rfc8785.dumps(value) if version >= 2 else canonical_json(value)
+
+
+def document_bytes(document: dict) -> bytes:
+    """The canonical bytes of a whole signed document: what is served, and what the
+    `certificate.issued` event's digest covers."""
+    return canonical_bytes(document, format_of(document.get("certificate")))
+
+
 def sign_body(body: dict) -> dict:
     """The signed document: {"certificate": body, "signature": {...}}."""
     public = public_key_b64()
-    signature = private_key().sign(canonical_json(body))
+    signature = private_key().sign(canonical_bytes(body, format_of(body)))
     return {
         "certificate": body,
         "signature": {"algorithm": ALGORITHM, "key_id": key_id(public), "public_key": public,
@@ -82,7 +104,7 @@ def verify_document(document: dict, trusted_public_key_b64: str | None = None) -
         if trusted_public_key_b64 and signature.get("public_key") != trusted_public_key_b64:
             return False, "signed by a different key than the trusted one"
         Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
-            base64.b64decode(signature["value"]), canonical_json(body)
+            base64.b64decode(signature["value"]), canonical_bytes(body, format_of(body))
         )
     except InvalidSignature:
         return False, "signature does not match the certificate"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,6 +9,7 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from app import __version__
+from app.cli.audit import audit_app
 from app.cli.certificate import certificate_app
 from app.cli.common import EXIT_USAGE, check_secret, console, ensure_schema, err_console, fail
 from app.cli.importer import ImportFormat, run_import
@@ -23,7 +23,6 @@ cli = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 requests_app = typer.Typer(no_args_is_help=True, help="Erasure requests.")
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 cli.add_typer(db_app, name="db")
 cli.add_typer(keys_app, name="keys")
 cli.add_typer(requests_app, name="requests")
@@ -77,61 +76,6 @@ def requests_import(
     if len(result.conflicts) > 100:
         err_console.print(f"... and {len(result.conflicts) - 100} more conflicting lines")
     raise typer.Exit(0 if not (result.invalid or result.conflicts) else 1)
-
-
-@audit_app.command("verify")
-def audit_verify(
-    file: Path = typer.Option(None, "--file", exists=True, dir_okay=False, help="Verify an exported trail (the JSON of GET /v1/erasure-requests/{id}/audit) offline, without the database."),
-    head: str = typer.Option(None, "--head", help="With --file: the chain head you hold from elsewhere (e.g. a certificate); catches a dropped tail."),
-) -> None:
-    """Verify every audit chain; exit 0 only if all of them are intact."""
-    if file is not None:
-        raise typer.Exit(_verify_file(file, head))
-    from app.audit.router import build_report
-    from app.db import session_scope
-
-    ensure_schema(get_settings())
-    with session_scope() as session:
-        report = build_report(session)
-    summary = Table()
-    for column in ("chains", "events", "broken"):
-        summary.add_column(column, justify="right")
-    summary.add_row(str(report.chains), str(report.events), str(len(report.broken)))
-    console.print(summary)
-    if report.valid:
-        console.print("[green]Every chain verifies.[/green]")
-        return
-    console.print("[red]Broken chains, each at its first bad link:[/red]")
-    broken = Table()
-    broken.add_column("stream", no_wrap=True)
-    broken.add_column("seq", justify="right")
-    broken.add_column("problem")
-    for link in report.broken[:20]:
-        broken.add_row(link.stream, str(link.seq), link.problem or "")
-    console.print(broken)
-    raise typer.Exit(1)
-
-
-def _verify_file(path: Path, expected_head: str | None) -> int:
-    from app.audit.chain import verify_chain
-
-    try:
-        trail = json.loads(path.read_text(encoding="utf-8"))
-        stream = f"request:{trail['request_id']}"
-        events = trail["events"]
-        if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-            raise TypeError("events is not a list of objects")
-        result = verify_chain(stream, events)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise fail(f"{path} is not an exported audit trail ({type(exc).__name__}).", EXIT_USAGE) from None
-    if result.valid and expected_head is not None and result.head != expected_head.strip().lower():
-        console.print(f"[red]{stream}: the events verify but end at {result.head}, not at the given head[/red]", soft_wrap=True)
-        return 1
-    if result.valid:
-        console.print(f"[green]{stream}: {result.length} events verify; head {result.head}[/green]", soft_wrap=True)
-        return 0
-    console.print(f"[red]{stream}: broken at seq {result.broken_at_seq}: {result.problem}[/red]", soft_wrap=True)
-    return 1
 
 
 def main() -> None:

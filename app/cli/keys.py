@@ -51,7 +51,7 @@ def _run(work):
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. the system that will use it."),
-    scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, admin."),
+    scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, audit:read, admin."),
     client: str = typer.Option(None, "--client", help="The client (tenant) the key acts for; defaults to NAME."),
     expires_in_days: float = typer.Option(None, "--expires-in-days", help="The key stops working after this many days."),
 ) -> None:

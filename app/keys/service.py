@@ -31,6 +31,8 @@ SCOPES = (
     "requests:review",
     "models:write",
     "models:read",
+    # An auditor's key: the signed audit checkpoints, nothing of any client's requests.
+    "audit:read",
     "admin",
 )
 KEY_PREFIX = "obl_"

@@ -8,8 +8,9 @@ import hashlib
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit import checkpoints
 from app.audit import service as audit_service
-from app.audit.chain import canonical_json, format_time
+from app.audit.chain import format_time
 from app.audit.models import AuditHead
 from app.certificates import signing
 from app.certificates.models import Certificate
@@ -48,6 +49,7 @@ def build_certificate(session: Session, request: ErasureRequest) -> dict:
     head = session.get(AuditHead, stream)
     return {
         "type": "obliviate.certificate-of-erasure/v1",
+        "format_version": signing.FORMAT_VERSION,
         "request_id": str(request.id),
         "jurisdiction": request.jurisdiction,
         "source": request.source,
@@ -60,6 +62,8 @@ def build_certificate(session: Session, request: ErasureRequest) -> dict:
         "subject_key_digest": request.subject_digest,
         "datasets": datasets,
         "models": models,
+        # The link before this certificate's own `certificate.issued` event, which cannot be
+        # named here (it records this document's digest): `audit verify --head` accepts it.
         "audit_chain": {"stream": stream, "seq": head.seq if head else 0, "head": head.hash if head else None},
         "issued_at": format_time(utcnow()),
     }
@@ -75,9 +79,11 @@ def issue_certificate(session: Session, request: ErasureRequest) -> Certificate:
     session.add(certificate)
     audit_service.append(
         session, audit_service.request_stream(request.id), "certificate.issued", WORKER,
-        {"sha256": hashlib.sha256(canonical_json(document)).hexdigest(), "key_id": certificate.key_id},
+        {"sha256": hashlib.sha256(signing.document_bytes(document)).hexdigest(), "key_id": certificate.key_id},
     )
     session.flush()
+    # Anchor the certificate: a checkpoint over its event, signed right after this commit.
+    checkpoints.anchor_after_commit(session)
     return certificate
 
 

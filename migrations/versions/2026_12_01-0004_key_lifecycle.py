@@ -1,6 +1,6 @@
 """key lifecycle: expiry and rotation lineage of API keys
 
-Revision ID: 0008
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01 06:20:00
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 import app.db
 
-revision = '0008'
+revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None

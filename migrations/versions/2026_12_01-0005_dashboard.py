@@ -1,7 +1,7 @@
 """dashboard sessions, login failures, audit verifications
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 06:30:00
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import app.db
 
-revision = '0009'
-down_revision = '0008'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
