@@ -215,7 +215,8 @@ def run(context) -> None:
     if plan["model_id"] is not None:
         unlearn_model(context, plan)
     context.progress(0.9, "destroying superseded artifacts")
-    destruction.destroy_superseded(context, plan)
+    # After the destruction committed: a rollback there must never have cost live bytes.
+    destruction.purge(destruction.destroy_superseded(context, plan))
     with session_scope() as session:
         job_service.complete(session, context.job_id, context.attempt, plan["result"])
         completion.complete_finished(session, session.get(Job, context.job_id))
