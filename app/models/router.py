@@ -6,7 +6,7 @@ import math
 import tarfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -29,6 +29,10 @@ ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 
 # a 32-bit integer, is a 422 here instead of an error in the query.
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+# Names are unique per client only: an admin key names the client when several have the name.
+ClientName = Annotated[str | None, Query(
+    min_length=1, max_length=100, description="The model's client; admin keys only, needed when several clients use the name",
+)]
 
 
 @router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
@@ -45,17 +49,28 @@ def import_model(
     session: SessionDep, principal: Writer,
     weights: Annotated[UploadFile, File(description="safetensors weights of one network")],
     metadata: Annotated[str, Form(description="JSON: name, family, params, dataset_version_id, record_ids, seed")],
+    record_ids: Annotated[UploadFile | None, File(
+        description="The trained records' ids instead of metadata.record_ids: Parquet with an integer record_id "
+        "column, or one decimal id per line",
+    )] = None,
 ) -> Any:
     try:
         meta = ImportMetadata.model_validate_json(metadata)
     except ValidationError as exc:
         errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
         raise Unprocessable("The metadata field is not valid.", errors=errors) from None
-    data = weights.file.read(get_settings().max_upload_bytes + 1)
-    if len(data) > get_settings().max_upload_bytes:
-        raise PayloadTooLarge("The weights file is larger than the upload limit.")
-    model = importer.import_model(session, principal, meta, data)
+    data = _read_part(weights, "weights")
+    ids = importer.parse_record_ids(_read_part(record_ids, "record_ids")) if record_ids is not None else None
+    model = importer.import_model(session, principal, meta, data, record_ids=ids)
     return service.to_out(session, model)
+
+
+def _read_part(part: UploadFile, name: str) -> bytes:
+    limit = get_settings().max_upload_bytes
+    data = part.file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The {name} file is larger than the upload limit.")
+    return data
 
 
 @router.get("", response_model=ModelPage, responses=ERRORS)
@@ -64,8 +79,8 @@ def list_models(session: SessionDep, principal: Reader) -> Any:
 
 
 @router.get("/{name}", response_model=ModelOut, responses=ERRORS)
-def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
-    return service.to_out(session, service.get_for(session, principal, name))
+def get_model(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
+    return service.to_out(session, service.get_for(session, principal, name, client=client))
 
 
 @router.get(
@@ -79,8 +94,10 @@ def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
     },
     response_class=Response,
 )
-def download_weights(name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader) -> Response:
-    model = service.get_for(session, principal, name)
+def download_weights(
+    name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader, client: ClientName = None,
+) -> Response:
+    model = service.get_for(session, principal, name, client=client)
     model_version = service.get_version(session, model, version)
     if model_version.destroyed_at is not None:
         raise Gone("These weights were destroyed because they held an erased data subject.")
@@ -106,11 +123,11 @@ def download_weights(name: ModelName, version: VersionNumber, session: SessionDe
 
 
 @router.post("/{name}/predict", response_model=PredictOut, responses=ERRORS)
-def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
+def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
-    model = service.get_for(session, principal, name)
+    model = service.get_for(session, principal, name, client=client)
     version = service.current_version(session, model)
     width = version.shape["n_features"]
     bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
