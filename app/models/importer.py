@@ -39,9 +39,15 @@ def parse_record_ids(data: bytes) -> np.ndarray:
         raise Unprocessable("The record_ids file is neither Parquet nor one decimal record id per line.")
     if any(len(m.group()) > 19 or int(m.group()) > INT64_MAX for m in _LONG_ID.finditer(data)):
         raise Unprocessable("A record id in the record_ids file is larger than 2^63 - 1.")
-    ids = np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")
-    if len(ids) == 0:
+    digits = np.frombuffer(data, dtype=np.uint8)
+    digits = (digits >= ord("0")) & (digits <= ord("9"))
+    count = int(np.count_nonzero(digits[1:] & ~digits[:-1])) + int(digits[:1].sum())  # runs of digits
+    if count == 0:
         raise Unprocessable("The record_ids file holds no record ids.")
+    # numpy's C parser, not a Python object per id; the count guards its reading of the text.
+    ids = np.fromstring(data.decode("ascii"), dtype=np.int64, sep=" ")
+    if len(ids) != count:
+        raise Unprocessable("The record_ids file is neither Parquet nor one decimal record id per line.")
     return ids
 
 
