@@ -29,7 +29,8 @@ log = logging.getLogger("obliviate.destruction")
 
 def destroy_superseded(context, plan: dict) -> list[str]:
     """Mark what holds the erased subjects destroyed; answers the hashes whose bytes must go,
-    whose deletion is recorded and not yet carried out."""
+    whose deletion is recorded and not yet carried out. The job's result keeps them, so a retry
+    after a failed deletion finishes them before the requests complete."""
     keys = plan.get("keys") or []
     if not keys:
         return []
@@ -70,6 +71,7 @@ def destroy_superseded(context, plan: dict) -> list[str]:
             for v in doomed
         ]
         result = plan["result"]
+        result["artifacts_to_delete"] = sorted(set(result.get("artifacts_to_delete", [])) | set(removed))
         if result.get("model") is not None:
             result["model"]["destroyed"] = result["model"].get("destroyed", []) + destroyed_models
         if result.get("dataset") is not None:
@@ -79,7 +81,7 @@ def destroy_superseded(context, plan: dict) -> list[str]:
                 audit_service.append(session, audit_service.request_stream(request_id), "artifacts.destroyed", WORKER,
                                      {"model_versions": destroyed_models, "dataset_versions": destroyed_datasets})
         job_service.fenced(session, context.job_id, context.attempt, result=result)
-    return removed
+    return result["artifacts_to_delete"]
 
 
 def purge(shas: Iterable[str] | None = None, *, limit: int = 500) -> int:
