@@ -202,6 +202,8 @@ def test_a_failed_upload_never_deletes_bytes_a_concurrent_upload_uses(database_u
 
     def failing_insert(session, version_id, groups):
         real_insert(session, version_id, groups)
+        if threading.current_thread() is beta_thread:
+            return
         beta_thread.start()
         beta_thread.join(2)  # B waits for A's transaction (lock or SQLite write lock), or is done
         raise RuntimeError("the database went away")
