@@ -76,9 +76,10 @@ def test_one_clients_erasure_keeps_the_bytes_another_client_uses(client, make_ke
     assert weights.headers["X-Content-SHA256"] == shared["weights"]
     predicted = client.post("/v1/models/shared/predict", json={"rows": [[0.0] * 64]}, headers=beta)
     assert predicted.status_code == 200, predicted.text
-    found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": ERASED}}, headers=beta)
-    assert found.status_code == 200, found.text
-    assert [m["model"] for m in found.json()["models"]] == ["shared"]
+    found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": ERASED}, "include_slices": True},
+                        headers=beta)
+    assert found.status_code == 200, found.text  # read from the shared manifest
+    assert [(m["model"], m["records"], m["slices"]) for m in found.json()["models"]] == [("shared", 36, [0])]
 
     # Its own erasure completes, and only now are the bytes gone.
     erased = _erase_and_wait(client, beta)
