@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Values that must never protect real pseudonyms; refused outside the embedded default.
+# Values that must never protect real pseudonyms; refused outside the embedded default. In the
+# embedded default they select the generated key instead, as they always have.
 WEAK_SECRETS = {"", "change-me", "changeme", "secret", "obliviate"}
+# Shortest accepted OBLIVIATE_SECRET_KEY outside the embedded default: 32 hex characters are
+# 128 bits. Fewer characters can be brute-forced from one known pseudonym.
+MIN_SECRET_LENGTH = 32
+# A key this long but made of fewer distinct characters is a pattern, not randomness.
+MIN_SECRET_DISTINCT = 8
+# Placeholders, compared case-insensitively on letters and digits only ("Change_Me" is "changeme").
+PLACEHOLDER_SECRETS = {
+    "changeme", "secret", "secretkey", "password", "obliviate", "test", "testing", "default", "example",
+    "insecure", "dev", "development", "yoursecretkey", "mysecretkey", "supersecret", "supersecretkey",
+    "replaceme", "placeholder", "todo", "fixme", "xxx", "123456", "12345678", "0123456789",
+}
+# Marks of a placeholder inside a longer value; long words only, so that a random base64 key
+# never contains one by chance.
+PLACEHOLDER_WORDS = ("changeme", "replaceme", "placeholder", "yoursecret", "insecure", "donotuse")
+GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class Settings(BaseSettings):
@@ -41,10 +59,31 @@ class Settings(BaseSettings):
     # 503 with Retry-After.
     intake_connections: int = 8
     intake_connection_timeout: float = 5.0
+    # Threads per API process for blocking endpoint work (anyio's default is 40). The SQLite pool
+    # is sized from it (app/db.py), so a thread never waits for a connection another thread holds.
+    api_threads: int = 40
+    # Lock-taking writes (every unit-of-work POST) of one client in progress at once in one API
+    # process, running or waiting for a lock or a thread; above it 429. Without a bound, one
+    # client's burst waiting on one lock holds every thread, and the whole API stops answering.
+    max_waiting_writes_per_client: int = 16
+    # PostgreSQL: how long a write waits for a row or advisory lock, and runs one statement,
+    # before it gives up with 503 and Retry-After instead of holding its thread (0: no limit).
+    write_lock_timeout_seconds: float = 5.0
+    write_statement_timeout_seconds: float = 60.0
     log_level: str = "INFO"
+    # How long an API process trusts what it last read about a key. A key revoked in one process
+    # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
+    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
 
     # Data and models (datasets, training).
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Rows one dataset upload may have. Parquet compresses repeated values to almost nothing, so
+    # the byte limit above does not bound the rows; checked from the footer (Parquet) or by a
+    # streaming count (CSV) before the file is decoded → 413.
+    max_dataset_rows: int = Field(default=5_000_000, ge=1)
+    # Memory one upload may take while it is ingested, as estimated from its rows and columns
+    # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
+    max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_predict_rows: int = 10_000
     device: str = "auto"
     # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
@@ -68,6 +107,31 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     webhook_max_attempts: int = 6
+    # `obliviate serve` restarts a worker that died after this many seconds, doubling each time
+    # it dies again soon (at most a minute), so a worker that cannot start does not spin.
+    worker_restart_backoff_seconds: float = 1.0
+
+    # Admin dashboard (/admin). A session ends after this many seconds without a page view...
+    dashboard_idle_seconds: int = 30 * 60
+    # ...and after this many seconds in any case, however active.
+    dashboard_session_seconds: int = 12 * 3600
+    # Failed logins allowed per client address within the window before the form answers 429.
+    dashboard_login_attempts: int = 10
+    dashboard_login_window_seconds: int = 15 * 60
+    # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed for
+    # the login rate limit. Empty: the peer address is the client, whatever the header says.
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        # A typo here would silently trust nobody (or everybody); refuse it at start instead.
+        for item in value.split(","):
+            try:
+                item.strip() and ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
+        return value
 
     @property
     def embedded(self) -> bool:
@@ -84,14 +148,36 @@ class Settings(BaseSettings):
         return self
 
     def resolved_secret_key(self) -> bytes:
+        # The bytes of an accepted key are used exactly as given (UTF-8 of the value, never
+        # decoded from hex or base64): every stored subject key and tombstone depends on them.
+        if not self.embedded:
+            problem = secret_key_problem(self.secret_key)
+            if problem:
+                raise RuntimeError(
+                    f"OBLIVIATE_SECRET_KEY {problem}; an external database needs at least "
+                    f"{MIN_SECRET_LENGTH} random characters (it keys every subject pseudonym). "
+                    f"Generate one with: {GENERATE_SECRET}"
+                )
+            return self.secret_key.encode()
         if self.secret_key and self.secret_key not in WEAK_SECRETS:
             return self.secret_key.encode()
-        if not self.embedded:
-            raise RuntimeError(
-                "OBLIVIATE_SECRET_KEY must be set to a strong random value when using an external "
-                "database (it keys every subject pseudonym)."
-            )
         return _embedded_secret(self.data_dir)
+
+
+@lru_cache(maxsize=8)
+def secret_key_problem(value: str) -> str | None:
+    """Why `value` may not key pseudonyms outside the embedded default, or None. Cached: the
+    key is resolved on every pseudonym."""
+    if not value:
+        return "is not set"
+    letters = re.sub(r"[^a-z0-9]", "", value.lower())
+    if value in WEAK_SECRETS or letters in PLACEHOLDER_SECRETS or any(w in letters for w in PLACEHOLDER_WORDS):
+        return "is a known placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"has {len(value)} characters, fewer than {MIN_SECRET_LENGTH}"
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        return f"uses fewer than {MIN_SECRET_DISTINCT} distinct characters"
+    return None
 
 
 def _embedded_secret(data_dir: Path) -> bytes:

@@ -1,7 +1,8 @@
 """Engine, sessions and the declarative base.
 
-The database is the source of truth (DESIGN §3). Exactly one place commits: the API's session
-dependency (app/deps.py) or `session_scope()` in workers and the CLI. Services only flush.
+The database is the source of truth (DESIGN §3). Exactly one place commits: the API's unit of
+work (app/deps.py, `run_unit_of_work`, on the endpoint's own thread) or `session_scope()` in
+workers and the CLI. Services only flush.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def normalise_database_url(raw: str) -> URL:
     return url
 
 
+# Execution option of a connection whose transaction only reads: on SQLite it begins deferred,
+# so it takes no write lock and, in WAL mode, neither waits for a writer nor holds one up.
+READ_ONLY = "obliviate_read_only"
+
+
 def build_engine(raw_url: str) -> Engine:
     url = normalise_database_url(raw_url)
     if url.get_backend_name() == "sqlite":
@@ -75,7 +81,14 @@ def build_engine(raw_url: str) -> Engine:
             from pathlib import Path
 
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 30, "check_same_thread": False})
+        settings = get_settings()
+        # One connection for every thread that can hold a session at once (the API's threadpool,
+        # the intake threads, the metrics thread, an idempotency claim), so no thread waits for
+        # a connection that another, itself waiting, holds.
+        engine = create_engine(
+            url, hide_parameters=True, connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=settings.api_threads + settings.intake_threads + 2, max_overflow=8,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -91,7 +104,7 @@ def build_engine(raw_url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     engine = create_engine(url, hide_parameters=True, pool_size=20, max_overflow=20, pool_recycle=1800)
@@ -189,6 +202,11 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def read_session() -> Session:
+    """A session for work that only reads (see READ_ONLY)."""
+    return get_sessionmaker()(bind=get_engine().execution_options(**{READ_ONLY: True}))
 
 
 def is_postgres(session_or_engine) -> bool:

@@ -8,10 +8,11 @@ from typing import Annotated, TypeVar
 import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import get_sessionmaker
+from app.db import READ_ONLY, get_sessionmaker, is_postgres
 from app.errors import Forbidden, Unauthorized
 from app.keys import service as key_service
 from app.keys.service import Principal
@@ -20,29 +21,58 @@ T = TypeVar("T")
 
 
 async def get_session() -> AsyncIterator[Session]:
-    """The request's unit of work. Runs with scope="function" so the commit happens before the
-    response is sent: a client never sees 201 for a row that then fails to commit.
+    """The request's session. The endpoint's route (app/routing.py, UnitOfWorkRoute) commits or
+    rolls it back, and closes it, in the same threadpool call as the endpoint's own work: a
+    transaction that took a lock (SQLite's write lock, an advisory lock, FOR UPDATE) must never
+    wait for a second thread to release it, since under load every thread can be held by
+    requests waiting for that very lock. Runs with scope="function", before the response is sent.
 
     Async, so that opening it costs no thread hop (a Session touches the database only when
-    first used, in the endpoint's thread); committing, rolling back and closing do I/O and run in
-    the threadpool."""
+    first used, in the endpoint's thread)."""
     session = get_sessionmaker()()
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_rollback_and_close, session)
+        if session.in_transaction():
+            await run_in_threadpool(_rollback_and_close, session)
         raise
-    await run_in_threadpool(_commit_and_close, session)
+    if session.in_transaction():
+        # Only an endpoint that did not run through UnitOfWorkRoute gets here: refuse loudly
+        # rather than commit across a thread hop.
+        await run_in_threadpool(_rollback_and_close, session)
+        raise RuntimeError("an endpoint using SessionDep must be on a router with route_class=UnitOfWorkRoute")
+    session.close()
 
 
-def _commit_and_close(session: Session) -> None:
+def run_unit_of_work(session: Session, work: Callable[[], T], *, reads_only: bool = False) -> T:
+    """Run `work`, then commit (or roll back) and close `session`, all on the calling thread.
+
+    A unit that only reads begins deferred on SQLite (no write lock). One that writes on
+    PostgreSQL waits at most write_lock_timeout_seconds for a lock and runs no statement longer
+    than write_statement_timeout_seconds; past either, the database cancels it and the client
+    gets 503 with Retry-After (app/errors.py) instead of a thread held indefinitely."""
     try:
+        if reads_only:
+            session.connection(execution_options={READ_ONLY: True})
+        elif is_postgres(session):
+            settings = get_settings()
+            session.execute(
+                text("SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :statement, true)"),
+                {"lock": _milliseconds(settings.write_lock_timeout_seconds),
+                 "statement": _milliseconds(settings.write_statement_timeout_seconds)},
+            )
+        result = work()
         session.commit()
+        return result
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(0, round(seconds * 1000)))
 
 
 def _rollback_and_close(session: Session) -> None:
@@ -56,7 +86,7 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 class UnitOfWork:
-    """The request's unit of work for an endpoint that does all its blocking work in one
+    """The request's unit of work for an async endpoint that does all its blocking work in one
     function: `run` calls it and commits (or rolls back) and closes the session in the same trip
     to the threadpool, before the endpoint returns its response. Intake uses it: a second trip
     for the commit, and a generator dependency around it, cost as much as intake's own work.
@@ -67,18 +97,7 @@ class UnitOfWork:
         self.session = get_sessionmaker()()
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await in_intake_thread(lambda: self._run(work))
-
-    def _run(self, work: Callable[[], T]) -> T:
-        try:
-            result = work()
-            self.session.commit()
-            return result
-        except BaseException:
-            self.session.rollback()
-            raise
-        finally:
-            self.session.close()
+        return await in_intake_thread(lambda: run_unit_of_work(self.session, work))
 
 
 _limiters: dict[int, anyio.CapacityLimiter] = {}

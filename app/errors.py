@@ -127,9 +127,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_unavailable(request: Request, exc: Exception):
         # The database went away (restart, failover, terminated connection, pool exhausted) or,
         # on SQLite, stayed locked: nothing was committed, and a retry can succeed.
+        # A write that waited past its lock or statement timeout (app/deps.py) is the same case.
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return problem_response(503, "Service unavailable", "The database is not reachable right now; retry shortly.",
-                                "unavailable", {"Retry-After": "1"})
+        detail = "The database is not reachable right now; retry shortly."
+        if _timed_out(exc):
+            detail = "The data this request writes is busy; retry shortly."
+        return problem_response(503, "Service unavailable", detail, "unavailable", {"Retry-After": "1"})
 
     for unavailable in _database_unavailable_errors():
         app.add_exception_handler(unavailable, _database_unavailable)
@@ -138,6 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unhandled(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "Internal error", "The server could not complete the request.", "internal")
+
+
+def _timed_out(exc: Exception) -> bool:
+    from psycopg import errors
+
+    return isinstance(getattr(exc, "orig", exc), (errors.LockNotAvailable, errors.QueryCanceled))
 
 
 def _database_unavailable_errors() -> tuple[type[Exception], ...]:

@@ -7,16 +7,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from app import __version__, asyncdb
 from app.audit.router import router as audit_router
 from app.certificates.router import router as certificates_router
 from app.config import get_settings
+from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
+from app.docs import install as install_docs
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
 from app.middleware import BodyLimitMiddleware
 from app.models.router import router as models_router
@@ -28,6 +32,9 @@ UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Endpoint work runs in this loop's threadpool; the SQLite pool is sized from the same
+    # setting (app/db.py), so every thread can hold a connection at once.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     # The modules and the app built at start-up are some 130,000 objects that live as long as
     # the process; a full garbage collection walked all of them (40 ms, a latency spike every
     # few large batches). Frozen, collections walk only what requests allocate. Once per process.
@@ -47,9 +54,11 @@ def create_app() -> FastAPI:
         version=__version__,
         description="Erasure requests (GDPR/CCPA) carried into training data and model weights.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # app/docs.py serves them from the package
     )
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app)
     app.include_router(health_router)
     app.include_router(requests_router)
     app.include_router(audit_router)
@@ -58,6 +67,9 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
+    app.include_router(keys_router)
+    app.include_router(dashboard_router)
     app.add_middleware(
         BodyLimitMiddleware, default_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,

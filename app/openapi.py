@@ -2,10 +2,11 @@
 
 FastAPI documents only what a route declares, plus a 422 in a JSON shape this service never
 sends. Here every error response is documented as RFC 9457 `application/problem+json` with one
-`Problem` schema, and each operation lists the errors that the shared machinery can produce for
-it: 401 and 403 where a key is required, 400 and 413 where a body is read (an unparsable body, the
-body size limit), 422 where anything is validated, 404 where a path names an object, 503 with
-`Retry-After` everywhere (the database went away), and the `Retry-After` header of a 429.
+`Problem` schema. A route declares the problems its own code raises (`problem_responses(404, 409)`);
+added here are those the shared machinery produces for it: 401 and 403 where a key is required, 400
+and 413 where a body is read (an unparsable body, the body size limit), 422 where anything is
+validated, 404 where a path names an object, 400, 409 and 422 where an `Idempotency-Key` is honoured,
+503 with `Retry-After` where the database is used (it went away), and the `Retry-After` header of a 429.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from app.deps import get_principal
+from app.deps import get_principal, get_session
 from app.errors import PROBLEM_JSON
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -60,12 +61,41 @@ DESCRIPTIONS = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "The expected scheme: Bearer.", "schema": {"type": "string"}}}
+IDEMPOTENCY_HEADER = "idempotency-key"
+# One tag per domain; client generators group operations by tag (one module each).
+TAGS = [
+    {"name": "erasure requests", "description": "Intake, review and progress of erasure requests."},
+    {"name": "audit", "description": "The hash-chained audit trail."},
+    {"name": "certificates", "description": "Signed certificates of erasure and the key that signs them."},
+    {"name": "datasets", "description": "Training data, stored under pseudonymous subject keys."},
+    {"name": "models", "description": "Model training, import, weights and predictions."},
+    {"name": "jobs", "description": "Progress of background jobs (training, unlearning)."},
+    {"name": "lineage", "description": "Which data and models hold a data subject."},
+    {"name": "keys", "description": "API keys: create, list, revoke and rotate (scope `admin`)."},
+    {"name": "health", "description": "Liveness, readiness and metrics."},
+]
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the problems a route's own code raises; `document_problems` gives them
+    the Problem schema and adds those of the shared machinery."""
+    return {code: {"description": DESCRIPTIONS[code], "content": {PROBLEM_JSON: {}}} for code in codes}
+
+
+def _depends_on(dependant: Dependant, call: Any) -> bool:
+    return dependant.call is call or any(_depends_on(sub, call) for sub in dependant.dependencies)
 
 
 def _authenticates(dependant: Dependant) -> bool:
     return (
         dependant.call is get_principal or getattr(dependant.call, "authenticates", False)
         or any(_authenticates(sub) for sub in dependant.dependencies)
+    )
+
+
+def _honours_idempotency_key(dependant: Dependant) -> bool:
+    return any(p.alias.lower() == IDEMPOTENCY_HEADER for p in dependant.header_params) or any(
+        _honours_idempotency_key(sub) for sub in dependant.dependencies
     )
 
 
@@ -88,7 +118,7 @@ def _is_problem(response: dict[str, Any]) -> bool:
     return True
 
 
-def _api_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
+def api_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
     """(method, path) → route. Newer FastAPI keeps included routers as lazy branches; its own
     iterator resolves them (with the effective path), older versions list APIRoutes directly."""
     iterate = getattr(routing, "iter_route_contexts", None)
@@ -102,9 +132,10 @@ def _api_routes(app: FastAPI) -> dict[tuple[str, str], APIRoute]:
 
 
 def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
-    routes = _api_routes(app)
+    routes = api_routes(app)
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schema["tags"] = TAGS
     components.setdefault("securitySchemes", {})["bearer"] = {
         "type": "http", "scheme": "bearer", "description": "An API key: `Authorization: Bearer obl_...`.",
     }
@@ -113,6 +144,7 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
             route = routes.get((method, path))
             if route is None:
                 continue
+            _omit_rather_than_null(operation)
             responses = operation.setdefault("responses", {})
             codes: set[int] = set()
             if _authenticates(route.dependant):
@@ -124,8 +156,12 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
                 codes.add(422)
             if route.dependant.path_params:
                 codes.add(404)
-            # Any route may find the database gone (app/errors.py): 503 with Retry-After.
-            codes.add(503)
+            if _honours_idempotency_key(route.dependant):
+                # A blank or overlong key, the first request still in flight, another body.
+                codes |= {400, 409, 422}
+            if codes & {401, 403} or _depends_on(route.dependant, get_session):
+                # A route that uses the database may find it gone (app/errors.py): 503 with Retry-After.
+                codes.add(503)
             for code in codes:
                 responses.setdefault(str(code), {})
             for code, response in responses.items():
@@ -142,6 +178,20 @@ def document_problems(app: FastAPI, schema: dict[str, Any]) -> dict[str, Any]:
         if name not in used:
             components["schemas"].pop(name, None)
     return schema
+
+
+def _omit_rather_than_null(operation: dict[str, Any]) -> None:
+    """An optional body (`body: X | None = None`) is documented as not required *and* nullable;
+    generated clients then send a JSON null, or crash on their "unset" marker. Left out is what
+    the route expects, so the document says only that: not required, and an X when present."""
+    body = operation.get("requestBody")
+    if not body or body.get("required"):
+        return
+    for media in body.get("content", {}).values():
+        options = (media.get("schema") or {}).get("anyOf") or []
+        kept = [option for option in options if option.get("type") != "null"]
+        if len(kept) == 1 and len(options) == 2:
+            media["schema"] = kept[0]
 
 
 def _refs(node: Any) -> set[str]:

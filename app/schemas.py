@@ -21,5 +21,11 @@ class StrictModel(BaseModel):
         return value
 
 
+def example(value: Any) -> ConfigDict:
+    """`model_config = example({...})` on a request body: the example shown in /docs and by
+    client generators (tests/test_openapi.py checks that each validates)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
+
+
 class Page(BaseModel):
     next_cursor: str | None = None

@@ -3,6 +3,7 @@
 from app.artifacts import models as artifact_models  # noqa: F401
 from app.audit import models as audit_models  # noqa: F401
 from app.certificates import models as certificate_models  # noqa: F401
+from app.dashboard import models as dashboard_models  # noqa: F401
 from app.datasets import models as dataset_models  # noqa: F401
 from app.db import Base
 from app.idempotency import models as idempotency_models  # noqa: F401

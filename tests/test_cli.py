@@ -192,7 +192,8 @@ def test_audit_verify_detects_tampering(run, client, headers):
 
     clean = run("audit", "verify")
     assert clean.exit_code == 0, clean.output
-    assert re.search(r"│\s*3\s*│\s*4\s*│\s*0\s*│", clean.stdout), clean.stdout
+    # Three request chains (4 events) and the key's chain (key.created).
+    assert re.search(r"│\s*4\s*│\s*5\s*│\s*0\s*│", clean.stdout), clean.stdout
 
     _tamper(f"UPDATE audit_events SET actor = 'someone-else' WHERE stream = 'request:{ids[1]}' AND seq = 2")
     broken = run("audit", "verify")

@@ -79,7 +79,7 @@ def _wait_ready(base: str, server: subprocess.Popen, log: Path, timeout: float =
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                 ready = httpx.get(f"{base}/readyz", timeout=5)
                 if ready.status_code == 200:
-                    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+                    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "worker": "ok"}
                     return
         except httpx.TransportError:
             pass

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 
 from app.audit import service
 from app.deps import SessionDep, scoped
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=UnitOfWorkRoute)
 
 
 class BrokenChain(BaseModel):
@@ -25,7 +26,7 @@ class VerifyReport(BaseModel):
     first_broken: BrokenChain | None
 
 
-@router.get("/verify", response_model=VerifyReport, responses={401: {}, 403: {}})
+@router.get("/verify", response_model=VerifyReport, operation_id="verify_audit_chains", summary="Verify every audit chain")
 def verify_all(session: SessionDep, _principal: scoped("admin")) -> Any:
     return build_report(session)
 

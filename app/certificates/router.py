@@ -3,22 +3,38 @@ from __future__ import annotations
 import uuid
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
 
 from app.audit.chain import canonical_json
 from app.certificates import signing
 from app.certificates.models import Certificate
 from app.deps import SessionDep, scoped
 from app.errors import Conflict
+from app.openapi import problem_responses
 from app.requests import service as request_service
+from app.routing import UnitOfWorkRoute
 from app.unlearning.completion import signed_document
 
-router = APIRouter(tags=["certificates"])
-ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409)}
+router = APIRouter(tags=["certificates"], route_class=UnitOfWorkRoute)
+
+
+class CertificateDocument(BaseModel, title="Certificate"):
+    """The signed document, sent as the exact bytes `obliviate certificate verify` checks."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SigningKey(BaseModel):
+    algorithm: str
+    key_id: str
+    public_key: str
 
 
 @router.get(
-    "/v1/erasure-requests/{request_id}/certificate", response_class=Response,
-    responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}, **ERRORS},
+    "/v1/erasure-requests/{request_id}/certificate", response_class=Response, operation_id="get_erasure_certificate",
+    summary="The certificate of erasure of a completed request",
+    # 409: the request is not completed yet.
+    responses={200: {"model": CertificateDocument}, **problem_responses(409)},
 )
 def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scoped("requests:read")) -> Response:
     """The signed certificate of erasure; verify it offline with `obliviate certificate verify`."""
@@ -33,7 +49,8 @@ def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scope
     return Response(canonical_json(signed_document(certificate)), media_type="application/json")
 
 
-@router.get("/v1/keys/signing")
+@router.get("/v1/keys/signing", response_model=SigningKey, operation_id="get_signing_key",
+            summary="The certificate signing key")
 def signing_key() -> dict[str, str]:
     """The Ed25519 public key certificates are signed with (public; pin it for offline checks)."""
     public = signing.public_key_b64()

@@ -1,4 +1,4 @@
-"""The `obliviate` command line: serve, migrate, create keys, import requests, verify the audit log."""
+"""The `obliviate` command line: serve, migrate, manage keys, import requests, verify the audit log."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from app import __version__
 from app.cli.certificate import certificate_app
 from app.cli.common import EXIT_USAGE, check_secret, console, ensure_schema, err_console, fail
 from app.cli.importer import ImportFormat, run_import
+from app.cli.keys import keys_app
 from app.cli.serve import serve
 from app.config import get_settings
 
@@ -21,7 +22,6 @@ cli = typer.Typer(
     help=f"Obliviate {__version__}: GDPR/CCPA erasure requests, carried into training data and model weights.",
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 requests_app = typer.Typer(no_args_is_help=True, help="Erasure requests.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 cli.add_typer(db_app, name="db")
@@ -48,33 +48,6 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
         current = ", ".join(MigrationContext.configure(connection).get_current_heads()) or "base"
     safe_url = normalise_database_url(settings.database_url).render_as_string(hide_password=True)
     console.print(f"Database at {safe_url} is at revision [bold]{current}[/bold].", soft_wrap=True)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: str = typer.Option(..., "--name", help="A label for the key, e.g. the system that will use it."),
-    scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, admin."),
-    client: str = typer.Option(None, "--client", help="The client (tenant) the key acts for; defaults to NAME."),
-) -> None:
-    """Create an API key and print it once (only its hash is stored)."""
-    from app.db import session_scope
-    from app.keys.service import InvalidScopes, create_key, parse_scopes
-
-    try:
-        scope_list = parse_scopes(scopes)
-    except InvalidScopes as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    settings = get_settings()
-    ensure_schema(settings)
-    with session_scope() as session:
-        key, plaintext = create_key(session, name, scope_list, client=client)
-        key_id, key_client = str(key.id), key.client
-    console.print(f"Created API key [bold]{name}[/bold]", soft_wrap=True)
-    console.print(f"  id:      {key_id}", soft_wrap=True)
-    console.print(f"  client:  {key_client}", soft_wrap=True)
-    console.print(f"  scopes:  {', '.join(scope_list)}", soft_wrap=True)
-    console.print(f"  key:     {plaintext}", soft_wrap=True, markup=False)
-    err_console.print("Store the key now: only its hash is kept and it cannot be shown again.")
 
 
 @requests_app.command("import")

@@ -1,4 +1,5 @@
-"""`obliviate serve`: migrate, start one Celery worker with embedded beat, run the API.
+"""`obliviate serve`: migrate, start one Celery worker with embedded beat, run the API, and
+replace the worker if it dies.
 
 The worker is a child process in its own process group, so a Ctrl-C in the terminal reaches
 only us and we shut it down in order (warm shutdown, then a kill after a grace period) instead
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import typer
@@ -20,6 +22,7 @@ import typer
 from app import __version__, migrate
 from app.cli.common import check_secret, console, err_console
 from app.config import Settings, get_settings
+from app.health import supervision
 
 # A warm shutdown waits for the task in hand. Past this, the task is killed; its job row keeps
 # its lease and the sweeper hands it to a worker again, so nothing is lost.
@@ -41,14 +44,23 @@ def worker_command(settings: Settings) -> list[str]:
     ]
 
 
-def _die_with_parent() -> None:
-    # If serve itself is killed with SIGKILL, the kernel still tells the worker to stop.
+def _prctl():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+# Looked up here, not in the child: the supervisor forks while other threads run, and a child
+# must not import or load a library (their locks may be held by a thread that is not copied).
+_PRCTL = _prctl() if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    # If serve itself is killed with SIGKILL, the kernel still tells the worker to stop.
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def start_worker(settings: Settings) -> subprocess.Popen:
@@ -57,7 +69,7 @@ def start_worker(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, "OBLIVIATE_DATA_DIR": str(settings.data_dir.resolve())}
     return subprocess.Popen(
         worker_command(settings), env=env, start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_die_with_parent if _PRCTL is not None else None,
     )
 
 
@@ -88,12 +100,80 @@ def stop_worker(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) ->
     process.wait()
 
 
-def _watch(process: subprocess.Popen, stopping: threading.Event) -> None:
-    code = process.wait()
-    if not stopping.is_set():
-        err_console.print(
-            f"[red]The worker exited (code {code}); background jobs will not run until serve is restarted.[/red]"
-        )
+def _end_group(pgid: int, grace: float = 5.0) -> None:
+    """Stop what is left of a dead worker's process group: its embedded beat and pool children
+    would otherwise live on as orphans (a second beat once the worker is replaced)."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class WorkerSupervisor:
+    """Keeps one worker with its embedded beat running beside the API: a worker that dies is
+    replaced, after its beat and pool children are stopped, following a backoff that doubles
+    while it keeps dying soon after a start (up to MAX_BACKOFF_SECONDS). /readyz reports the
+    worker missing while none runs (app/health/supervision.py)."""
+
+    MAX_BACKOFF_SECONDS = 60.0
+    # A worker that ran this long is considered healthy: its next death restarts it quickly.
+    STABLE_SECONDS = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._process = start_worker(settings)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+        self._thread.start()
+        supervision.supervise(self.alive)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def alive(self) -> bool:
+        with self._lock:
+            return self._process.poll() is None
+
+    def _supervise(self) -> None:
+        initial = max(0.1, self._settings.worker_restart_backoff_seconds)
+        delay = initial
+        while True:
+            with self._lock:
+                process, started = self._process, self._started
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            _end_group(process.pid)
+            if time.monotonic() - started >= self.STABLE_SECONDS:
+                delay = initial
+            err_console.print(f"[red]The worker exited (code {code}); restarting it in {delay:.0f}s.[/red]")
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process, self._started = start_worker(self._settings), time.monotonic()
+                err_console.print(f"worker restarted, pid {self._process.pid}")
+            delay = min(delay * 2, self.MAX_BACKOFF_SECONDS)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        supervision.supervise(None)
+        stop_worker(process)
+        self._thread.join(timeout=5)
 
 
 def _cli_name() -> str:
@@ -140,24 +220,23 @@ def serve(
     # uvicorn takes SIGTERM over while it runs and raises it again once it has shut down; this
     # handler turns that into an orderly exit, here or during start-up.
     signal.signal(signal.SIGTERM, on_sigterm)
-    worker: subprocess.Popen | None = None
-    stopping = threading.Event()
+    worker: WorkerSupervisor | None = None
     try:
         migrate.upgrade(settings.database_url)
         if workers:
-            worker = start_worker(settings)
-            threading.Thread(target=_watch, args=(worker, stopping), daemon=True).start()
+            worker = WorkerSupervisor(settings)
         _banner(settings, host, port, worker.pid if worker else None)
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port,
             log_level=settings.log_level.lower(), proxy_headers=True,
+            # SIGTERM stops the server even if a request never finishes: past this it is cancelled.
+            timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
         # A second SIGTERM must not cut the worker's shutdown short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stopping.set()
         if worker is not None:
             err_console.print("stopping the worker...")
-            stop_worker(worker)
+            worker.stop()

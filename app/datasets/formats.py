@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from app.datasets.limits import UploadLimits, check_csv_rows, check_float32_range, check_parquet_footer
 from app.errors import Unprocessable
 
 PARQUET_MAGIC = b"PAR1"
@@ -23,6 +24,10 @@ MAX_CLASSES = 10_000
 # Names of the stored file's own columns; a feature may not take one of them.
 RESERVED_COLUMNS = ("record_id", "subject_key", "label")
 _SNIFF_BYTES = 64 * 1024
+CSV_UNPARSABLE = (
+    "The CSV file could not be parsed: check that every row has the header's number of "
+    "columns, that quotes are balanced and that the text is UTF-8."
+)
 
 
 @dataclass(frozen=True)
@@ -34,16 +39,20 @@ class UploadSpec:
     feature_columns: list[str] | None = None
 
 
-def read_checked_table(path: str | os.PathLike, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
-    """The subject, label and feature columns of the upload, validated; and the feature names."""
+def read_checked_table(
+    path: str | os.PathLike, spec: UploadSpec, limits: UploadLimits | None = None,
+) -> tuple[pa.Table, list[str]]:
+    """The subject, label and feature columns of the upload, validated; and the feature names.
+    Over the row limit or the memory budget (app.datasets.limits) → 413 before decoding."""
+    limits = limits or UploadLimits.from_settings()
     if os.path.getsize(path) == 0:
         raise Unprocessable("The file is empty.")
     with open(path, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
     if head.startswith(PARQUET_MAGIC):
-        table, features = _read_parquet(path, spec)
+        table, features = _read_parquet(path, spec, limits)
     elif _looks_like_text(head):
-        table, features = _read_csv(path, spec)
+        table, features = _read_csv(path, spec, limits)
     else:
         raise Unprocessable("The file is not Parquet or CSV.")
     _check_values(table, spec, features)
@@ -61,21 +70,23 @@ def _looks_like_text(head: bytes) -> bool:
     return True
 
 
-def _read_parquet(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
+def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, list[str]]:
     try:
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
     features = resolve_columns(names, spec)
+    columns = [spec.subject_column, spec.label_column, *features]
+    check_parquet_footer(parquet.metadata, columns, len(features), limits)
     try:
-        table = parquet.read(columns=[spec.subject_column, spec.label_column, *features])
+        table = parquet.read(columns=columns)
     except (pa.ArrowException, OSError):
         raise Unprocessable("The Parquet file could not be read; it may be truncated or damaged.") from None
     return table, features
 
 
-def _read_csv(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
+def _read_csv(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, list[str]]:
     try:
         # The header alone first: refuse a bad column set before parsing the whole file.
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
@@ -84,6 +95,10 @@ def _read_csv(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file is not Parquet or CSV.") from None
     features = resolve_columns(names, spec)
+    try:
+        check_csv_rows(path, spec.subject_column, len(features), limits)
+    except (pa.ArrowException, OSError):
+        raise Unprocessable(CSV_UNPARSABLE) from None
     # Subject ids stay text: inferred as integers, "007" would become 7.
     convert = pacsv.ConvertOptions(
         column_types={spec.subject_column: pa.string()},
@@ -92,10 +107,7 @@ def _read_csv(path, spec: UploadSpec) -> tuple[pa.Table, list[str]]:
     try:
         table = pacsv.read_csv(path, convert_options=convert)
     except (pa.ArrowException, OSError):
-        raise Unprocessable(
-            "The CSV file could not be parsed: check that every row has the header's number of "
-            "columns, that quotes are balanced and that the text is UTF-8."
-        ) from None
+        raise Unprocessable(CSV_UNPARSABLE) from None
     return table, features
 
 
@@ -152,6 +164,7 @@ def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> Non
             raise Unprocessable(f"Feature column '{column}' is not numeric (int, float or bool); found {kind}.")
         if pa.types.is_floating(kind) and not pc.all(pc.is_finite(values)).as_py():
             raise Unprocessable(f"Feature column '{column}' has NaN or infinite values.")
+        check_float32_range(values, column)
 
 
 def _is_text(kind: pa.DataType) -> bool:

@@ -22,18 +22,24 @@ from app.datasets.schemas import (
 from app.deps import SessionDep, any_scope, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
 from app.lineage.service import models_trained_on
+from app.openapi import problem_responses
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=UnitOfWorkRoute)
 
 Writer = scoped("models:write")
 # Whoever may upload datasets may also read them back.
 Reader = any_scope("models:read", "models:write")
-ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (400, 401, 403, 404, 409, 413, 422)}
 CHUNK = 1024 * 1024
 
 
-@router.post("", status_code=201, response_model=DatasetVersionCreated, responses=ERRORS)
+@router.post(
+    "", status_code=201, response_model=DatasetVersionCreated, operation_id="upload_dataset",
+    summary="Upload a dataset version", dependencies=[IdempotencyKeyHeader],
+    responses=problem_responses(409),  # the file does not fit the dataset's existing columns
+)
 def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/form-data")], request: Request,
                    session: SessionDep, principal: Writer) -> Any:
     """Register a Parquet or CSV file as a dataset version. Subject identifiers are replaced by
@@ -79,7 +85,8 @@ def _spool(source: BinaryIO, limit: int) -> tuple[Path, str]:
     return path, digest.hexdigest()
 
 
-@router.get("", response_model=DatasetPage, responses=ERRORS)
+@router.get("", response_model=DatasetPage, operation_id="list_datasets", summary="List datasets",
+            responses=problem_responses(400))
 def list_datasets(
     session: SessionDep, principal: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -88,7 +95,7 @@ def list_datasets(
     return DatasetPage(items=[dataset_out(d) for d in rows], next_cursor=next_cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetDetail, responses=ERRORS)
+@router.get("/{dataset_id}", response_model=DatasetDetail, operation_id="get_dataset", summary="Get a dataset")
 def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
     """A dataset (by its id, or the id of one of its versions) with every version and the model
     versions trained on each."""

@@ -16,15 +16,18 @@ class DatasetUpload(StrictModel):
     """The multipart form of POST /v1/datasets."""
 
     file: UploadFile = Field(description="Parquet or CSV; one row per record.")
-    name: str = Field(min_length=1, max_length=100, description="Dataset name; an existing name adds a version.")
-    subject_column: str = Field(min_length=1, max_length=200, description="Column of data-subject identifiers.")
+    name: str = Field(min_length=1, max_length=100, description="Dataset name; an existing name adds a version.",
+                      examples=["digits"])
+    subject_column: str = Field(min_length=1, max_length=200, description="Column of data-subject identifiers.",
+                                examples=["user_id"])
     subject_kind: str = Field(
         min_length=1, max_length=64,
         description="Identifier kind of that column (user_id, email, ...), as used on erasure requests.",
+        examples=["user_id"],
     )
-    label_column: str = Field(min_length=1, max_length=200)
+    label_column: str = Field(min_length=1, max_length=200, examples=["label"])
     feature_columns: str | None = Field(
-        default=None,
+        default=None, examples=["f0,f1,f2"],
         description="Comma-separated names or a JSON list; default: every column but subject and label.",
     )
 

@@ -9,18 +9,24 @@ from sqlalchemy import text
 
 from app import metrics
 from app.config import get_settings
-from app.db import get_engine
+from app.db import READ_ONLY, get_engine
+from app.health import supervision
 
 router = APIRouter(tags=["health"])
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    checks: dict[str, Literal["ok", "unreachable"]]
+    checks: dict[str, Literal["ok", "unreachable", "missing"]]
 
 
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
+@router.get("/healthz", response_model=Liveness, operation_id="check_liveness", summary="Is the process up")
+async def healthz() -> dict[str, str]:
+    # Async and without I/O: it answers on the event loop even while every thread is busy.
     return {"status": "ok"}
 
 
@@ -35,20 +41,26 @@ def _broker_reachable(url: str) -> bool:
         return False
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
+@router.get("/readyz", response_model=Readiness, operation_id="check_readiness", summary="Are the database and broker reachable", responses={503: {"model": Readiness, "description": "Not ready"}})
 def readyz() -> JSONResponse:
     checks = {}
     try:
-        with get_engine().connect() as connection:
+        # Read-only: on SQLite it must not queue for the write lock behind the writers.
+        with get_engine().execution_options(**{READ_ONLY: True}).connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception:
         checks["database"] = "unreachable"
     checks["broker"] = "ok" if _broker_reachable(get_settings().broker_url) else "unreachable"
+    worker = supervision.worker_state()
+    if worker is not None:
+        checks["worker"] = worker
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
-def prometheus_metrics() -> Response:
-    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+@router.get("/metrics", response_class=Response, operation_id="get_metrics", summary="Prometheus metrics")
+async def prometheus_metrics() -> Response:
+    # Async: the database's figures come from a thread of the metrics' own (app/metrics.py).
+    database = await metrics.database_families()
+    return Response(metrics.render(database), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,14 +1,28 @@
+"""API keys: creating, authenticating, listing, revoking and rotating them.
+
+Every lifecycle change appends to the key's own audit chain (`key:<id>`) in the caller's
+transaction (DESIGN §3: services flush, the unit of work commits). A revoked or expired key
+stops working within the principal cache's lifetime (at most 5 s) in every process.
+"""
+
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app.audit import service as audit_service
+from app.db import utcnow
+from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.keys.models import ApiKey
 
 SCOPES = (
@@ -20,6 +34,10 @@ SCOPES = (
     "admin",
 )
 KEY_PREFIX = "obl_"
+# Longest overlap a rotation may give the old key: long enough to roll a fleet, short enough
+# that a rotation meant to cut off a leaked key does so.
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+STATES = ("active", "revoked", "expired")
 
 
 class InvalidScopes(ValueError):
@@ -34,6 +52,8 @@ class Principal:
     client: str
     name: str
     scopes: frozenset[str]
+    # Checked on every use of a cached principal, so a key stops at its expiry to the second.
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -61,58 +81,197 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     return scopes
 
 
-def create_key(session: Session, name: str, scopes: list[str], client: str | None = None) -> tuple[ApiKey, str]:
+def key_stream(key_id) -> str:
+    return f"key:{key_id}"
+
+
+def state_of(key: ApiKey, now: datetime | None = None) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    return "active" if key.active_at(now or utcnow()) else "expired"
+
+
+def create_key(
+    session: Session, name: str, scopes: list[str], client: str | None = None, *,
+    expires_at: datetime | None = None, actor: str = "cli", rotated_from: ApiKey | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key and its plaintext, which is shown once and never stored."""
+    if expires_at is not None and expires_at <= utcnow():
+        raise Unprocessable("expires_at must be in the future.")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        client=client or name, name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext),
-        scopes=" ".join(parse_scopes(scopes)),
+        id=uuid.uuid4(), client=client or name, name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext),
+        scopes=" ".join(parse_scopes(scopes)), created_at=utcnow(), expires_at=expires_at,
+        rotated_from=rotated_from.id if rotated_from is not None else None,
     )
     session.add(key)
     session.flush()
+    audit_service.append(session, key_stream(key.id), "key.created", actor, {
+        "client": key.client, "name": key.name, "prefix": key.prefix, "scopes": key.scopes.split(),
+        "expires_at": _iso(expires_at), "rotated_from": str(key.rotated_from) if key.rotated_from else None,
+    })
     return key, plaintext
+
+
+def get_key(session: Session, key_id: uuid.UUID | str, *, lock: bool = False) -> ApiKey:
+    try:
+        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+    except ValueError:
+        raise NotFound("No API key with this id.") from None
+    query = select(ApiKey).where(ApiKey.id == key_uuid)
+    key = session.scalar(query.with_for_update() if lock else query)
+    if key is None:
+        raise NotFound("No API key with this id.")
+    return key
+
+
+def revoke_key(session: Session, key_id: uuid.UUID | str, *, actor: str = "cli", reason: str | None = None) -> ApiKey:
+    """Revoke now. Revoking a revoked key changes nothing and records nothing."""
+    key = get_key(session, key_id, lock=True)
+    if key.revoked_at is not None:
+        return key
+    key.revoked_at = utcnow()
+    audit_service.append(session, key_stream(key.id), "key.revoked", actor, {"reason": reason})
+    session.flush()
+    _forget(key.key_hash)
+    return key
+
+
+def rotate_key(
+    session: Session, key_id: uuid.UUID | str, *, actor: str = "cli", grace_seconds: int = 0,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str, ApiKey]:
+    """A successor with the same client, name and scopes, and the old key ended: revoked now, or,
+    with a grace period, expiring at its end (never later than it would have anyway)."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise Unprocessable(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}.")
+    old = get_key(session, key_id, lock=True)
+    now = utcnow()
+    if not old.active_at(now):
+        raise Conflict(f"The key is {state_of(old, now)}; only an active key can be rotated.")
+    new, plaintext = create_key(
+        session, old.name, old.scopes.split(), old.client, expires_at=expires_at, actor=actor, rotated_from=old,
+    )
+    if grace_seconds:
+        ends = now + timedelta(seconds=grace_seconds)
+        old.expires_at = min(old.expires_at, ends) if old.expires_at is not None else ends
+    else:
+        old.revoked_at = now
+    audit_service.append(session, key_stream(old.id), "key.rotated", actor, {
+        "successor": str(new.id), "grace_seconds": grace_seconds,
+        "ends_at": _iso(old.revoked_at or old.expires_at),
+    })
+    session.flush()
+    _forget(old.key_hash)
+    return new, plaintext, old
+
+
+def key_is_active(session: Session, key_id: uuid.UUID | str) -> bool:
+    """Whether a key may still act: not revoked, not expired. A dashboard session made with a
+    key calls this on every request, so the session ends when its key does."""
+    try:
+        key = get_key(session, key_id)
+    except NotFound:
+        return False
+    return key.active_at(utcnow())
+
+
+def list_keys(
+    session: Session, *, client: str | None = None, state: str | None = None, limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[ApiKey], str | None]:
+    """Newest first; `state` is active, revoked or expired."""
+    query = select(ApiKey)
+    if client is not None:
+        query = query.where(ApiKey.client == client)
+    now = utcnow()
+    if state == "revoked":
+        query = query.where(ApiKey.revoked_at.is_not(None))
+    elif state == "expired":
+        query = query.where(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    elif state == "active":
+        query = query.where(ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+    elif state is not None:
+        raise BadRequest(f"state is one of {', '.join(STATES)}.")
+    if cursor:
+        at, last_id = _decode_cursor(cursor)
+        query = query.where(or_(ApiKey.created_at < at, and_(ApiKey.created_at == at, ApiKey.id < last_id)))
+    rows = list(session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
 
 
 def authenticate(session: Session, plaintext: str) -> Principal | None:
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
         return None
     key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
-    if key is None or key.revoked_at is not None:
+    if key is None or not key.active_at(utcnow()):
         return None
-    return Principal(str(key.id), key.client, key.name, key.scope_set)
+    return Principal(str(key.id), key.client, key.name, key.scope_set, key.expires_at)
 
 
-_CACHE_SECONDS = 5.0
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _encode_cursor(key: ApiKey) -> str:
+    return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, key_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError("naive")
+        return parsed, uuid.UUID(key_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None
+
+
+# The principal cache. Entries live principal_cache_seconds (at most 5): that bounds how long
+# another process may still accept a key revoked here. This process forgets a key at once.
 _cache: dict[str, tuple[float, Principal | None]] = {}
 _cache_lock = threading.Lock()
 
 
 def cached_principal(plaintext: str) -> tuple[bool, Principal | None]:
-    """(found, principal) from the cache alone, never touching the database."""
+    """(found, principal) from the cache alone, never touching the database. An entry past its
+    key's expiry answers "no principal" at once, whatever its age."""
     with _cache_lock:
         hit = _cache.get(hash_key(plaintext))
-    if hit is not None and hit[0] > time.monotonic():
-        return True, hit[1]
-    return False, None
+    if hit is None or hit[0] <= time.monotonic():
+        return False, None
+    principal = hit[1]
+    if principal is not None and principal.expires_at is not None and principal.expires_at <= utcnow():
+        return True, None
+    return True, principal
 
 
 def authenticate_cached(plaintext: str) -> Principal | None:
-    """authenticate() with a few seconds of memory: a revoked key stops working within
-    _CACHE_SECONDS, and intake does not pay a key lookup per request."""
+    """authenticate() with a few seconds of memory, so that intake does not pay a key lookup
+    per request."""
+    from app.config import get_settings
     from app.db import get_sessionmaker
 
     found, principal = cached_principal(plaintext)
     if found:
         return principal
     digest = hash_key(plaintext)
-    now = time.monotonic()
+    valid_until = time.monotonic() + get_settings().principal_cache_seconds
     with get_sessionmaker()() as session:
         principal = authenticate(session, plaintext)
         session.rollback()
     with _cache_lock:
         if len(_cache) > 10_000:
             _cache.clear()
-        _cache[digest] = (now + _CACHE_SECONDS, principal)
+        _cache[digest] = (valid_until, principal)
     return principal
+
+
+def _forget(key_hash: str) -> None:
+    with _cache_lock:
+        _cache.pop(key_hash, None)
 
 
 def clear_cache() -> None:

@@ -5,10 +5,13 @@ import uuid
 from pydantic import BaseModel, Field
 
 from app.requests.schemas import Subject
+from app.schemas import example
 
 
 class LookupBody(Subject):
     """Identifiers as on an erasure request; they are pseudonymised at once and never stored."""
+
+    model_config = example({"identifiers": {"email": "jane@example.org"}})
 
     include_slices: bool = Field(
         default=False,
@@ -29,6 +32,7 @@ class DatasetHit(BaseModel):
 
 
 class ModelHit(BaseModel):
+    client: str = Field(description="The model's client: model names are unique per client only.")
     model: str
     model_id: uuid.UUID
     version: int

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -15,16 +16,18 @@ from app.config import get_settings
 from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
 from app.models import importer, service
 from app.models.schemas import (
     NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
 )
+from app.openapi import problem_responses
+from app.routing import UnitOfWorkRoute, reads_only
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UnitOfWorkRoute)
 Writer = scoped("models:write")
 Reader = scoped("models:read")
-ERRORS = {code: {"content": {"application/problem+json": {}}} for code in (401, 403, 404, 409, 410, 413, 422, 429)}
 # Path parameters as the database can hold them: a name that cannot exist, or a version number past
 # a 32-bit integer, is a 422 here instead of an error in the query.
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -33,9 +36,18 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ClientName = Annotated[str | None, Query(
     min_length=1, max_length=100, description="The model's client; admin keys only, needed when several clients use the name",
 )]
+IMPORT_METADATA_EXAMPLE = json.dumps({
+    "name": "digits-lr", "family": "logistic_regression",
+    "dataset_version_id": "5f0c8a52-3a52-4c1e-9d3e-2b7f1c0a9e11", "record_ids": [1, 2, 3],
+})
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "", status_code=202, response_model=JobOut, operation_id="create_model", summary="Train a model",
+    dependencies=[IdempotencyKeyHeader],
+    # The dataset is not the caller's (404) or destroyed (410); the name is taken (409); job quota (429).
+    responses=problem_responses(404, 409, 410, 429),
+)
 def create_model(body: ModelCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
     def handler():
         _model, job = service.create(session, principal, body)
@@ -44,11 +56,19 @@ def create_model(body: ModelCreate, request: Request, session: SessionDep, princ
     return idempotency.run(request, session, principal, "create-model", body.model_dump(mode="json"), handler)
 
 
-@router.post("/import", status_code=201, response_model=ModelOut, responses=ERRORS)
+@router.post(
+    "/import", status_code=201, response_model=ModelOut, operation_id="import_model",
+    summary="Import trained weights", dependencies=[IdempotencyKeyHeader],
+    # As for training, and 409 for weights that hold an erased subject; 413 for the weights file.
+    responses=problem_responses(404, 409, 410, 413),
+)
 def import_model(
-    session: SessionDep, principal: Writer,
+    request: Request, session: SessionDep, principal: Writer,
     weights: Annotated[UploadFile, File(description="safetensors weights of one network")],
-    metadata: Annotated[str, Form(description="JSON: name, family, params, dataset_version_id, record_ids, seed")],
+    metadata: Annotated[str, Form(
+        description="JSON: name, family, params, dataset_version_id, record_ids, seed",
+        examples=[IMPORT_METADATA_EXAMPLE],
+    )],
     record_ids: Annotated[UploadFile | None, File(
         description="The trained records' ids instead of metadata.record_ids: Parquet with an integer record_id "
         "column, or one decimal id per line",
@@ -60,9 +80,19 @@ def import_model(
         errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
         raise Unprocessable("The metadata field is not valid.", errors=errors) from None
     data = _read_part(weights, "weights")
-    ids = importer.parse_record_ids(_read_part(record_ids, "record_ids")) if record_ids is not None else None
-    model = importer.import_model(session, principal, meta, data, record_ids=ids)
-    return service.to_out(session, model)
+    ids_file = _read_part(record_ids, "record_ids") if record_ids is not None else None
+
+    def handler():
+        ids = importer.parse_record_ids(ids_file) if ids_file is not None else None
+        model = importer.import_model(session, principal, meta, data, record_ids=ids)
+        return 201, service.to_out(session, model).model_dump(mode="json"), {"Location": f"/v1/models/{model.name}"}
+
+    # The files count by their digests: a retry must send the same files to be a replay.
+    payload = {
+        "metadata": meta.model_dump(mode="json"), "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "record_ids_sha256": hashlib.sha256(ids_file).hexdigest() if ids_file is not None else None,
+    }
+    return idempotency.run(request, session, principal, "import-model", payload, handler)
 
 
 def _read_part(part: UploadFile, name: str) -> bytes:
@@ -73,24 +103,28 @@ def _read_part(part: UploadFile, name: str) -> bytes:
     return data
 
 
-@router.get("", response_model=ModelPage, responses=ERRORS)
+@router.get("", response_model=ModelPage, operation_id="list_models", summary="List models")
 def list_models(session: SessionDep, principal: Reader) -> Any:
     return ModelPage(items=[service.to_out(session, m) for m in service.list_for(session, principal)])
 
 
-@router.get("/{name}", response_model=ModelOut, responses=ERRORS)
+@router.get(
+    "/{name}", response_model=ModelOut, operation_id="get_model", summary="Get a model",
+    responses=problem_responses(409),  # an admin key did not name the client of a name several use
+)
 def get_model(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
     return service.to_out(session, service.get_for(session, principal, name, client=client))
 
 
 @router.get(
-    "/{name}/versions/{version}/weights",
+    "/{name}/versions/{version}/weights", operation_id="download_model_weights",
+    summary="Download a model version's weights",
     responses={
         200: {
             "description": "safetensors weights; a tar of one safetensors file per shard (and index.json) for SISA",
             "content": {"application/octet-stream": {}, "application/x-tar": {}},
         },
-        **ERRORS,
+        **problem_responses(409, 410),
     },
     response_class=Response,
 )
@@ -122,7 +156,11 @@ def download_weights(
     return Response(buffer.getvalue(), media_type="application/x-tar", headers=headers)
 
 
-@router.post("/{name}/predict", response_model=PredictOut, responses=ERRORS)
+@router.post(
+    "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
+    responses=problem_responses(409),  # no trained version yet, or an ambiguous name (admin keys)
+)
+@reads_only
 def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:

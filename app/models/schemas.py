@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from app.schemas import StrictModel
+from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
@@ -18,6 +18,10 @@ class SisaSpec(StrictModel):
 
 
 class ModelCreate(StrictModel):
+    model_config = example({
+        "name": "digits-lr", "family": "logistic_regression", "dataset_id": "5f0c8a52-3a52-4c1e-9d3e-2b7f1c0a9e11",
+    })
+
     name: str = Field(pattern=NAME_PATTERN)
     family: str = Field(min_length=1, max_length=64)
     dataset_id: uuid.UUID = Field(description="A dataset id (its current version is used) or a dataset version id.")
@@ -65,6 +69,8 @@ Feature = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT3
 
 
 class PredictBody(StrictModel):
+    model_config = example({"rows": [[0.0, 0.5, 1.0, 0.25]]})
+
     rows: list[list[Feature]] = Field(min_length=1)
 
 

@@ -14,22 +14,32 @@ from app.config import get_settings
 from app.deps import SessionDep, UnitOfWork, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
+from app.openapi import problem_responses
 from app.requests import fast_intake, service
 from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
 )
+from app.routing import UnitOfWorkRoute
 
-router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"])
+router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"], route_class=UnitOfWorkRoute)
 
 Writer = scoped("requests:write")
 Reader = scoped("requests:read")
 Reviewer = scoped("requests:review")
-PROBLEM = {"content": {"application/problem+json": {}}}
-ERRORS = {400: PROBLEM, 401: PROBLEM, 403: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM}
+# Beyond what app/openapi.py adds for every route: an external_id being stored by a concurrent
+# request (409); a transition the current status does not allow (409); a bad cursor (400).
+CONCURRENT_EXTERNAL_ID = problem_responses(409)
+TRANSITION = problem_responses(409)
 
 
-@router.post("", status_code=201, response_model=ErasureRequestOut, responses={200: {"model": ErasureRequestOut}, **ERRORS})
+@router.post(
+    "", status_code=201, response_model=ErasureRequestOut, operation_id="create_erasure_request",
+    summary="Create an erasure request", dependencies=[IdempotencyKeyHeader],
+    responses={200: {"model": ErasureRequestOut, "description": "An existing request with this external_id"},
+               **CONCURRENT_EXTERNAL_ID},
+)
 async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
     # PostgreSQL: one autocommitted statement on the event loop (app/requests/fast_intake.py).
@@ -55,12 +65,18 @@ async def _create_in_unit_of_work(payload: ErasureRequestCreate, request: Reques
     ))
 
 
-@router.post("/batch", response_model=BatchResponse, responses=ERRORS)
+@router.post(
+    "/batch", response_model=BatchResponse, operation_id="create_erasure_requests_batch",
+    summary="Create up to 1,000 erasure requests", dependencies=[IdempotencyKeyHeader],
+)
 async def create_batch(
     request: Request, principal: Writer,
     # Items are checked one by one below, so one malformed item (even a non-object) is reported
     # in its place instead of rejecting the whole batch.
-    items: Annotated[list[Any], Body(description="Up to 1,000 erasure requests, as for POST /v1/erasure-requests.")],
+    items: Annotated[list[Any], Body(
+        description="Up to 1,000 erasure requests, as for POST /v1/erasure-requests.",
+        examples=[[ErasureRequestCreate.model_json_schema()["examples"][0]]],
+    )],
 ) -> Any:
     limit = get_settings().max_batch_items
     if len(items) > limit:
@@ -86,7 +102,10 @@ async def create_batch(
     return await unit.run(lambda: idempotency.run(request, session, principal, "create-batch", items, handler))
 
 
-@router.get("", response_model=ErasureRequestPage, responses=ERRORS)
+@router.get(
+    "", response_model=ErasureRequestPage, operation_id="list_erasure_requests", summary="List erasure requests",
+    responses=problem_responses(400),
+)
 def list_requests(
     session: SessionDep, principal: Reader,
     status: Status | None = None, source: Source | None = None, overdue: bool | None = None,
@@ -100,7 +119,8 @@ def list_requests(
     return ErasureRequestPage(items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/{request_id}", response_model=ErasureRequestOut, responses=ERRORS)
+@router.get("/{request_id}", response_model=ErasureRequestOut, operation_id="get_erasure_request",
+            summary="Get an erasure request")
 def get_request(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
     from app.unlearning.completion import jobs_of
 
@@ -135,21 +155,25 @@ def _review_with_reason(action: str):
 for _action in ("approve", "cancel", "release"):
     router.add_api_route(
         f"/{{request_id}}/{_action}", _review(_action), methods=["POST"], response_model=ErasureRequestOut,
-        responses=ERRORS, name=f"{_action}_request", summary=f"{_action.capitalize()} an erasure request",
+        responses=TRANSITION, name=f"{_action}_request", operation_id=f"{_action}_erasure_request",
+        summary=f"{_action.capitalize()} an erasure request",
     )
 for _action in ("deny", "hold"):
     router.add_api_route(
         f"/{{request_id}}/{_action}", _review_with_reason(_action), methods=["POST"], response_model=ErasureRequestOut,
-        responses=ERRORS, name=f"{_action}_request", summary=f"{_action.capitalize()} an erasure request (reason required)",
+        responses=TRANSITION, name=f"{_action}_request", operation_id=f"{_action}_erasure_request",
+        summary=f"{_action.capitalize()} an erasure request (reason required)",
     )
 
 
-@router.post("/{request_id}/extend", response_model=ErasureRequestOut, responses=ERRORS)
+@router.post("/{request_id}/extend", response_model=ErasureRequestOut, responses=TRANSITION,
+             operation_id="extend_erasure_request", summary="Extend the deadline of an erasure request")
 def extend_request(request_id: uuid.UUID, body: ExtendBody, session: SessionDep, principal: Reviewer) -> Any:
     return service.to_out(service.extend(session, principal, request_id, body.days, body.reason))
 
 
-@router.get("/{request_id}/audit", response_model=AuditTrail, responses=ERRORS)
+@router.get("/{request_id}/audit", response_model=AuditTrail, operation_id="get_request_audit",
+            summary="The audit trail of an erasure request")
 def request_audit(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
     erasure_request = service.get_for(session, principal, request_id)
     stream = audit_service.request_stream(erasure_request.id)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 
 from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, normalise_identifier
-from app.schemas import StrictModel
+from app.schemas import StrictModel, example
 
 Jurisdiction = Literal["gdpr", "ccpa"]
 Source = Literal["portal", "admin", "batch"]
@@ -50,6 +50,11 @@ class Subject(StrictModel):
 
 
 class ErasureRequestCreate(StrictModel):
+    model_config = example({
+        "subject": {"identifiers": {"email": "jane@example.org"}}, "jurisdiction": "gdpr", "source": "portal",
+        "external_id": "ticket-1234",
+    })
+
     subject: Subject
     jurisdiction: Jurisdiction
     source: Source
@@ -67,14 +72,20 @@ class ErasureRequestCreate(StrictModel):
 
 
 class ReasonBody(StrictModel):
+    model_config = example({"reason": "The requester's identity could not be verified."})
+
     reason: str = Field(min_length=1, max_length=2000)
 
 
 class OptionalReasonBody(StrictModel):
+    model_config = example({"reason": "Identity checked by the privacy team."})
+
     reason: str | None = Field(default=None, max_length=2000)
 
 
 class ExtendBody(StrictModel):
+    model_config = example({"days": 30, "reason": "The data sits in three systems; the request is complex."})
+
     reason: str = Field(min_length=1, max_length=2000)
     days: int = Field(ge=1, le=60)
 

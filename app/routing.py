@@ -1,0 +1,119 @@
+"""Routes whose unit of work runs on one thread, and the per-client bound on waiting writes.
+
+FastAPI runs a sync endpoint in a threadpool thread and the teardown of its dependencies in
+another call. A session that committed there would keep whatever lock the endpoint took (SQLite's
+write lock, the job quota's advisory lock, the audit head's FOR UPDATE) while it waited for a free
+thread, and a burst of requests waiting for that lock can hold every thread: the API, health
+checks included, stops answering. A UnitOfWorkRoute runs the endpoint, the commit and the close
+in one threadpool call (app/deps.py, run_unit_of_work), so a lock is always released by the
+thread that took it, and the response is serialised on the event loop without a further hop.
+
+Writes (every such route but GET, HEAD and those marked `reads_only`) also take one of their
+client's slots first, on the event loop: at most max_waiting_writes_per_client of one client are
+in progress at once, waiting or running, in one API process; the next answers 429 at once, so one
+client's burst cannot fill the threadpool with requests that wait for each other's locks.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, get_args, get_origin
+
+from fastapi import params
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+
+from app.config import get_settings
+from app.deps import get_session, run_unit_of_work
+from app.errors import TooManyRequests
+from app.keys.service import Principal
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def reads_only(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks an endpoint that only reads although it is a POST (a look-up, a prediction): it
+    begins deferred on SQLite and takes no write slot."""
+    endpoint.reads_only = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+class WaitingWrites:
+    """Writes in progress per client in this process. A threading lock, not an asyncio one, so
+    that the count holds across every thread and event loop of the process; each process of a
+    multi-process deployment counts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    @contextmanager
+    def slot(self, client: str, limit: int) -> Iterator[None]:
+        with self._lock:
+            taken = self._counts.get(client, 0)
+            if taken >= limit:
+                raise TooManyRequests(
+                    f"This client already has {limit} writes in progress on this server; retry shortly.",
+                    headers={"Retry-After": "1"},
+                )
+            self._counts[client] = taken + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._counts[client] - 1
+                if left:
+                    self._counts[client] = left
+                else:
+                    del self._counts[client]
+
+
+WAITING_WRITES = WaitingWrites()
+
+
+def _session_parameter(endpoint: Callable[..., Any]) -> str | None:
+    for name, parameter in inspect.signature(endpoint, eval_str=True).parameters.items():
+        annotation = parameter.annotation
+        if get_origin(annotation) is Annotated and any(
+            isinstance(extra, params.Depends) and extra.dependency is get_session for extra in get_args(annotation)[1:]
+        ):
+            return name
+    return None
+
+
+def in_one_thread(endpoint: Callable[..., Any], *, reads: bool) -> Callable[..., Any]:
+    """The endpoint as an async function that runs it and its unit of work in one threadpool
+    call. Endpoints without a SessionDep, and async ones (which manage their own unit of work,
+    e.g. intake's UnitOfWork), are returned as they are."""
+    if inspect.iscoroutinefunction(endpoint):
+        return endpoint
+    name = _session_parameter(endpoint)
+    if name is None:
+        return endpoint
+    reads = reads or getattr(endpoint, "reads_only", False)
+
+    @functools.wraps(endpoint)
+    async def run(**arguments: Any) -> Any:
+        def work() -> Any:
+            return run_unit_of_work(arguments[name], lambda: endpoint(**arguments), reads_only=reads)
+
+        principal = next((value for value in arguments.values() if isinstance(value, Principal)), None)
+        if reads or principal is None:
+            return await run_in_threadpool(work)
+        with WAITING_WRITES.slot(principal.client, get_settings().max_waiting_writes_per_client):
+            return await run_in_threadpool(work)
+
+    run.unit_of_work = True  # type: ignore[attr-defined]
+    return run
+
+
+class UnitOfWorkRoute(APIRoute):
+    """The route class of every router whose endpoints use SessionDep."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = {method.upper() for method in kwargs.get("methods") or ("GET",)}
+        super().__init__(path, in_one_thread(endpoint, reads=methods <= READ_METHODS), **kwargs)

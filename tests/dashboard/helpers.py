@@ -1,0 +1,112 @@
+"""Shared steps of the dashboard tests: keys, sign-in, CSRF tokens, requests."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from app.db import session_scope
+from app.keys import service as key_service
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def new_key(scopes: str = "requests:write,requests:read,requests:review", client: str = "acme") -> str:
+    with session_scope() as session:
+        _key, plaintext = key_service.create_key(session, f"{client}-{uuid.uuid4().hex[:6]}", scopes.split(","), client=client)
+    return plaintext
+
+
+def sign_in(client, plaintext: str) -> None:
+    response = client.post("/admin/login", data={"api_key": plaintext}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/admin"
+
+
+def csrf_of(client, path: str = "/admin") -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return CSRF.search(page.text).group(1)
+
+
+def new_request(client, plaintext: str, external_id: str | None = None, email: str | None = None,
+                jurisdiction: str = "gdpr", source: str = "portal") -> str:
+    body = {"subject": {"identifiers": {"email": email or f"{uuid.uuid4().hex[:10]}@example.org"}},
+            "jurisdiction": jurisdiction, "source": source}
+    if external_id:
+        body["external_id"] = external_id
+    response = client.post("/v1/erasure-requests", json=body, headers={"Authorization": f"Bearer {plaintext}"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def complete_without_data(request_id: str) -> None:
+    """Approve and plan a request whose subject is in no dataset: the planner completes it and
+    signs its certificate, as the worker's beat would."""
+    from app.keys.service import Principal
+    from app.requests import service as request_service
+    from app.unlearning import planner
+
+    with session_scope() as session:
+        admin = Principal("00000000-0000-0000-0000-000000000000", "acme", "test", frozenset({"admin"}))
+        request = request_service.review(session, admin, uuid.UUID(request_id), "approve", None)
+        planner.plan_request(session, request)
+
+
+FIGURES = {
+    "before": {"forget": {"accuracy": 0.97, "loss": 0.11, "n": 12}, "retain": {"accuracy": 0.95, "loss": 0.16, "n": 900},
+               "holdout": {"accuracy": 0.91, "loss": 0.27, "n": 200}, "mia_auc": 0.71},
+    "after": {"forget": {"accuracy": 0.90, "loss": 0.29, "n": 12}, "retain": {"accuracy": 0.95, "loss": 0.16, "n": 900},
+              "holdout": {"accuracy": 0.91, "loss": 0.27, "n": 200}, "mia_auc": 0.52},
+    "lineage_proof": {"forget_records": 12, "in_new_manifest": 0}, "holdout_available": True,
+}
+
+
+def seed_unlearned(request_id: str, client: str = "acme") -> str:
+    """A SISA model whose erasure job for `request_id` finished, written as the worker would
+    leave the rows (no training: the pages only read them), then the request completed with
+    its certificate by the completion service. Returns the model's name."""
+    from app.datasets.models import Dataset, DatasetVersion
+    from app.db import utcnow
+    from app.jobs.models import Job
+    from app.models.models import Model, ModelVersion
+    from app.requests import service as request_service
+    from app.requests.models import ErasureRequest
+    from app.unlearning import completion
+    from app.unlearning.models import JobRequest
+
+    now = utcnow()
+    with session_scope() as session:
+        dataset = Dataset(client=client, name="churn-events", subject_kind="email", label_column="churned",
+                          feature_columns=["f0", "f1"], classes=[0, 1], current_version=2, created_at=now)
+        session.add(dataset)
+        session.flush()
+        versions = [DatasetVersion(dataset_id=dataset.id, version=n, sha256=f"{n}" * 64, rows=rows, subjects=subjects,
+                                   origin=origin, created_at=now, destroyed_at=now if n == 1 else None)
+                    for n, rows, subjects, origin in ((1, 12_000, 3_000, {"kind": "upload"}),
+                                                      (2, 11_988, 2_999, {"kind": "erasure", "rows_removed": 12}))]
+        session.add_all(versions)
+        model = Model(client=client, name="churn-sisa", family="mlp_classifier", dataset_id=dataset.id, params={},
+                      sisa={"shards": 4, "slices": 2}, holdout_fraction=0.2, seed=3, current_version=2, created_at=now)
+        session.add(model)
+        session.flush()
+        shards = [[{"weights": f"{n}{s}" * 32, "checkpoints": ["c" * 64, "d" * 64]} for s in range(4)] for n in (1, 2)]
+        shards[1] = [shards[0][s] if s != 2 else shards[1][s] for s in range(4)]  # the erasure retrained shard 2
+        for n, metrics, origin in ((1, {"holdout": {"accuracy": 0.90, "loss": 0.28}}, {"kind": "training"}),
+                                   (2, {"verification": FIGURES}, {"kind": "unlearning", "method": "sisa"})):
+            session.add(ModelVersion(
+                model_id=model.id, version=n, dataset_version_id=versions[n - 1].id, family="mlp_classifier", params={},
+                seed=3, shape={}, sisa=model.sisa, manifest_sha256="e" * 64, shards=shards[n - 1], sha256=f"{n}" * 64,
+                metrics=metrics, origin=origin, state={}, created_at=now, destroyed_at=now if n == 1 else None))
+        job = Job(id=uuid.uuid4(), client=client, kind="unlearning", status="completed", model_id=model.id, payload={},
+                  attempt=1, max_attempts=5, created_at=now, finished_at=now, progress={"fraction": 1.0, "step": "completed"},
+                  result={"model": {"model": model.name, "method": "sisa", "verification": FIGURES,
+                                    "version_before": 1, "version_after": 2}})
+        session.add(job)
+        session.flush()
+        session.add(JobRequest(job_id=job.id, request_id=uuid.UUID(request_id), added_at=now))
+        request = session.get(ErasureRequest, uuid.UUID(request_id))
+        request_service.move(session, request, "schedule", "test")
+        session.flush()
+        completion.complete_finished(session, job)
+    return model.name

@@ -1,0 +1,174 @@
+"""What the pages show and do: review actions, bulk approve, certificate, lookup, keys, audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from sqlalchemy import text
+
+from app.db import get_engine
+from tests.dashboard.helpers import complete_without_data, csrf_of, new_key, new_request, sign_in
+from tests.worker import wait_for
+
+
+def _api(client, plaintext, path):
+    return client.get(path, headers={"Authorization": f"Bearer {plaintext}"}).json()
+
+
+def test_every_review_action_goes_through_a_confirmation(client):
+    plaintext = new_key()
+    request_id = new_request(client, plaintext)
+    sign_in(client, plaintext)
+    page = client.get(f"/admin/requests/{request_id}").text
+    for action in ("approve", "deny", "hold", "cancel", "extend"):
+        assert f'href="/admin/requests/{request_id}/{action}"' in page
+    assert f'/{request_id}/release"' not in page  # not on hold: release is not offered
+    confirm = client.get(f"/admin/requests/{request_id}/hold")
+    assert confirm.status_code == 200 and 'name="reason"' in confirm.text
+    token = csrf_of(client, f"/admin/requests/{request_id}/hold")
+    missing = client.post(f"/admin/requests/{request_id}/hold", data={"csrf_token": token})
+    assert missing.status_code == 422
+    assert client.post(f"/admin/requests/{request_id}/hold", data={"csrf_token": token, "reason": "identity check"}).status_code == 200
+    assert _api(client, plaintext, f"/v1/erasure-requests/{request_id}")["status"] == "on_hold"
+    client.post(f"/admin/requests/{request_id}/release", data={"csrf_token": token})
+    extended = client.post(f"/admin/requests/{request_id}/extend", data={"csrf_token": token, "reason": "complex", "days": "30"})
+    assert extended.status_code == 200 and "30 days" in extended.text
+    again = client.post(f"/admin/requests/{request_id}/extend", data={"csrf_token": token, "reason": "again", "days": "5"})
+    assert again.status_code == 409  # at most once, as the API says
+    client.post(f"/admin/requests/{request_id}/deny", data={"csrf_token": token, "reason": "not our customer"})
+    body = _api(client, plaintext, f"/v1/erasure-requests/{request_id}")
+    assert body["status"] == "denied" and body["extended_days"] == 30
+    audit = client.get(f"/admin/requests/{request_id}").text
+    assert "Chain verified" in audit and "request.denied" in audit and "not our customer" in audit
+
+
+def test_a_key_without_review_scope_sees_no_actions(client):
+    writer = new_key()
+    request_id = new_request(client, writer)
+    sign_in(client, new_key("requests:read"))
+    assert f"/{request_id}/approve" not in client.get(f"/admin/requests/{request_id}").text
+    token = csrf_of(client)
+    assert client.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": token}).status_code == 403
+
+
+def test_bulk_approve_confirms_then_approves_each(client):
+    plaintext = new_key()
+    ids = [new_request(client, plaintext) for _ in range(3)]
+    sign_in(client, plaintext)
+    token = csrf_of(client, "/admin/requests")
+    step = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2]})
+    assert step.status_code == 200 and "Confirm approval" in step.text
+    assert _api(client, plaintext, f"/v1/erasure-requests/{ids[0]}")["status"] == "received"
+    done = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2], "confirmed": "yes"})
+    assert "Approved 2 requests" in done.text
+    assert [_api(client, plaintext, f"/v1/erasure-requests/{i}")["status"] for i in ids] == ["approved", "approved", "received"]
+    repeat = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:1], "confirmed": "yes"})
+    assert "Not approved" in repeat.text
+
+
+def test_filters_search_and_cursor_pages(client):
+    plaintext = new_key()
+    for n in range(55):
+        new_request(client, plaintext, external_id=f"bulk-{n:03d}", jurisdiction="ccpa" if n % 5 == 0 else "gdpr")
+    sign_in(client, plaintext)
+    first = client.get("/admin/requests").text
+    assert first.count('href="/admin/requests/') >= 50
+    next_link = re.search(r'href="(/admin/requests\?[^"]*cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(next_link).text
+    assert ">bulk-000</a>" in second and ">bulk-054</a>" in first
+    ccpa = client.get("/admin/requests?jurisdiction=ccpa").text
+    assert ccpa.count(">bulk-") == 11
+    found = client.get("/admin/requests?q=bulk-007").text
+    assert found.count(">bulk-") == 1
+    odd = client.get("/admin/requests?status=nonsense&received_from=yesterday")
+    assert odd.status_code == 200 and "Unknown status" in odd.text
+
+
+def test_certificate_is_shown_verified_and_downloads(client):
+    from app.certificates.signing import verify_document
+
+    plaintext = new_key()
+    request_id = new_request(client, plaintext)
+    complete_without_data(request_id)
+    sign_in(client, plaintext)
+    page = client.get(f"/admin/requests/{request_id}").text
+    assert "Signature verified" in page and "Download certificate" in page and "no data found" in page
+    download = client.get(f"/admin/requests/{request_id}/certificate.json")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    assert download.content == client.get(f"/v1/erasure-requests/{request_id}/certificate",
+                                           headers={"Authorization": f"Bearer {plaintext}"}).content
+    assert verify_document(json.loads(download.content)) == (True, "valid")
+
+
+def test_subject_lookup_never_echoes_stores_or_logs_the_identifier(client, caplog):
+    plaintext = new_key()
+    secret_email = "lookup.person.4711@example.org"
+    new_request(client, plaintext, email=secret_email)
+    sign_in(client, plaintext)
+    token = csrf_of(client, "/admin/subjects")
+    caplog.set_level(logging.DEBUG)
+    response = client.post("/admin/subjects", data={"csrf_token": token, "kind": "email", "identifier": secret_email})
+    assert response.status_code == 200 and "No dataset holds this subject" in response.text
+    bad = client.post("/admin/subjects", data={"csrf_token": token, "kind": "email", "identifier": "not an email " + secret_email})
+    assert bad.status_code == 422
+    for text_seen in (response.text, bad.text, caplog.text):
+        assert "lookup.person" not in text_seen
+    with get_engine().connect() as connection:
+        for table in ("dashboard_sessions", "dashboard_login_failures", "audit_events", "erasure_requests"):
+            rows = connection.execute(text(f"SELECT * FROM {table}")).all()
+            assert "lookup.person" not in repr(rows)
+
+
+def test_admin_creates_a_key_shown_once_and_audit_verification_runs(client):
+    sign_in(client, new_key("admin", client="ops"))
+    token = csrf_of(client, "/admin/keys")
+    created = client.post("/admin/keys", data={"csrf_token": token, "name": "portal", "client": "beta", "scopes": ["requests:write"]})
+    assert created.status_code == 201
+    plaintext = re.search(r'value="(obl_[^"]+)"', created.text).group(1)
+    assert plaintext not in client.get("/admin/keys").text
+    assert client.post("/v1/erasure-requests", headers={"Authorization": f"Bearer {plaintext}"}, json={
+        "subject": {"identifiers": {"email": "k@example.org"}}, "jurisdiction": "gdpr", "source": "portal"}).status_code == 201
+    started = client.post("/admin/audit/verify", data={"csrf_token": token}, follow_redirects=False)
+    assert started.status_code == 303
+    run_page = started.headers["location"]
+
+    def verdict():
+        page = client.get(run_page).text
+        return "completed" if 'data-status="completed"' in page else None
+
+    wait_for(verdict, 30, what="audit verification")
+    page = client.get(run_page).text
+    # The request's chain and, since keys are audited, one chain per key created here.
+    assert "Every chain intact" in page and re.search(r"\b[2-9] chains", page)
+    assert "chain intact" in client.get("/admin").text
+
+
+def test_non_admin_cannot_open_admin_pages(client):
+    sign_in(client, new_key())
+    for path in ("/admin/keys", "/admin/audit"):
+        assert client.get(path).status_code == 403
+
+
+def test_models_and_datasets_pages_render_empty(client):
+    sign_in(client, new_key("models:read"))
+    assert "No models yet" in client.get("/admin/models").text
+    assert "No datasets yet" in client.get("/admin/datasets").text
+    assert client.get("/admin/models/missing").status_code == 404
+
+
+def test_verification_chart_shows_every_figure_with_its_reference():
+    from app.dashboard.charts import metric_series, verification_bars
+
+    figures = {"before": {"forget": {"accuracy": 1.0, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.8, "new": 2.0},
+               "after": {"forget": {"accuracy": 0.88, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.5, "new": 3.0}}
+    bars = {bar.label: bar for bar in verification_bars(figures)}
+    assert set(bars) == {"forget accuracy", "holdout accuracy", "mia_auc", "new"}
+    assert bars["mia_auc"].reference == 0.55 and bars["forget accuracy"].reference == 0.9
+    assert bars["new"].scale == 3.0 and bars["new"].length(3.0) == 100.0
+    series = metric_series([(1, {"holdout": {"accuracy": 0.8}}), (2, {"verification": figures})])
+    by_name = {s.name: s for s in series}
+    assert by_name["holdout accuracy"].values == [(1, 0.8), (2, 0.9)]
+    assert by_name["mia_auc"].values == [(2, 0.5)] and by_name["mia_auc"].coords == [(50.0, 20.0)]  # a dot
+    assert by_name["holdout accuracy"].coords == [(0.0, 38.0), (100.0, 2.0)]
