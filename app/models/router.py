@@ -69,7 +69,7 @@ def import_model(
         description="JSON: name, family, params, dataset_version_id, record_ids, seed",
         examples=[IMPORT_METADATA_EXAMPLE],
     )],
-    record_ids: Annotated[UploadFile | None, File(
+    record_ids: Annotated[UploadFile, File(
         description="The trained records' ids instead of metadata.record_ids: Parquet with an integer record_id "
         "column, or one decimal id per line",
     )] = None,

@@ -1,7 +1,7 @@
 """pending artifact deletions
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0009
 Create Date: 2026-12-01 06:40:00
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import app.db
 
 revision = '0004'
-down_revision = '0003'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
