@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     job_lease_seconds: int = 120
     job_max_attempts: int = 5
     max_active_jobs_per_client: int = 8
+    # Beat period of the lease sweeper and of the sweeper that finishes pending artifact deletions.
     sweep_interval_seconds: float = 15.0
 
     # Unlearning.

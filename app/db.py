@@ -221,18 +221,31 @@ def on_commit(session: Session, callback) -> None:
     session.info.setdefault("on_commit", []).append(callback)
 
 
-@event.listens_for(Session, "after_commit")
-def _run_on_commit(session: Session) -> None:
-    callbacks = session.info.pop("on_commit", [])
+def on_rollback(session: Session, callback) -> None:
+    """Run `callback()` once the session's transaction has rolled back (never if it commits).
+
+    For clean-up that must not happen while the transaction could still commit, and that needs
+    its own unit of work (on SQLite it would otherwise wait on this one's write lock)."""
+    session.info.setdefault("on_rollback", []).append(callback)
+
+
+def _run(callbacks) -> None:
     for callback in callbacks:
         try:
             callback()
-        except Exception:  # the sweeper re-enqueues anything whose message was not sent
+        except Exception:  # the sweepers finish whatever a callback could not
             import logging
 
-            logging.getLogger("obliviate.db").exception("after-commit callback failed")
+            logging.getLogger("obliviate.db").exception("after-transaction callback failed")
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    session.info.pop("on_rollback", None)
+    _run(session.info.pop("on_commit", []))
 
 
 @event.listens_for(Session, "after_rollback")
-def _drop_on_commit(session: Session) -> None:
+def _run_on_rollback(session: Session) -> None:
     session.info.pop("on_commit", None)
+    _run(session.info.pop("on_rollback", []))

@@ -1,5 +1,6 @@
 """Imports every table module, so Base.metadata is complete for Alembic and tests."""
 
+from app.artifacts import models as artifact_models  # noqa: F401
 from app.audit import models as audit_models  # noqa: F401
 from app.certificates import models as certificate_models  # noqa: F401
 from app.dashboard import models as dashboard_models  # noqa: F401

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
+from app.artifacts import service as artifact_service
 from app.artifacts.store import get_store
 from app.datasets import service as dataset_service
 from app.datasets.erasure import LineageMismatch
@@ -17,6 +18,7 @@ from app.lineage.sharding import shard_of
 from app.models.models import Model, ModelVersion
 from app.pseudonym import subject_digest, subject_key, subject_keys
 from tests.dataset_files import DIGITS_ROWS, PLANTED, csv_bytes, digits_table, parquet_bytes, records_of, upload
+from workers.destruction import purge
 
 REVIEW = "requests:review,models:write,models:read"
 
@@ -167,9 +169,15 @@ def test_destroy_version_file(client, reviewer, uploaded, table):
     new_id = _erase(uploaded["id"], ["u0001"], uuid.uuid4())[0]
     with session_scope() as session:
         old = session.get(DatasetVersion, uuid.UUID(uploaded["id"]))
-        assert dataset_service.destroy_version_file(session, old) is True
-        assert old.destroyed_at is not None and not get_store().exists(old.sha256)
-        assert dataset_service.destroy_version_file(session, old) is False
+        sha = dataset_service.mark_version_destroyed(session, old)
+        assert artifact_service.schedule_unreferenced(session, [sha]) == [sha]
+        # The bytes go only after the destruction committed.
+        assert old.destroyed_at is not None and get_store().exists(sha)
+    assert purge([sha]) == 1 and not get_store().exists(sha)
+    with session_scope() as session:
+        again = dataset_service.mark_version_destroyed(session, session.get(DatasetVersion, uuid.UUID(uploaded["id"])))
+        assert artifact_service.schedule_unreferenced(session, [again]) == [sha]
+    assert purge([sha]) == 0
     found = lookup(client, reviewer, "u0001").json()["datasets"]
     assert [(d["version"], d["destroyed"], d["current"]) for d in found] == [(1, True, False)]
     versions = client.get(f"/v1/datasets/{uploaded['dataset_id']}", headers=reviewer).json()["versions"]
@@ -182,10 +190,13 @@ def test_shared_bytes_survive_until_the_last_version_is_destroyed(client, review
     assert again["sha256"] == uploaded["sha256"] and again["version"] == 2
     with session_scope() as session:
         first, second = (session.get(DatasetVersion, uuid.UUID(v["id"])) for v in (uploaded, again))
-        assert dataset_service.destroy_version_file(session, first) is False
-        assert get_store().exists(first.sha256)
-        assert dataset_service.destroy_version_file(session, second) is True
-        assert not get_store().exists(first.sha256)
+        assert artifact_service.schedule_unreferenced(session, [dataset_service.mark_version_destroyed(session, first)]) == []
+    assert purge([first.sha256]) == 0 and get_store().exists(first.sha256)
+    with session_scope() as session:
+        second = session.get(DatasetVersion, second.id)
+        sha = dataset_service.mark_version_destroyed(session, second)
+        assert artifact_service.schedule_unreferenced(session, [sha]) == [sha]
+    assert purge([sha]) == 1 and not get_store().exists(sha)
 
 
 def test_erasure_refuses_an_index_that_disagrees_with_the_file(uploaded):

@@ -32,6 +32,7 @@ def make_celery() -> Celery:
         broker_transport_options=_transport_options(settings.broker_url),
         beat_schedule={
             "sweep-expired-leases": {"task": "workers.tasks.sweep", "schedule": settings.sweep_interval_seconds},
+            "purge-artifacts": {"task": "workers.tasks.purge_artifacts", "schedule": settings.sweep_interval_seconds},
             "plan-approved-requests": {"task": "workers.tasks.plan", "schedule": settings.plan_interval_seconds},
             "deliver-webhooks": {"task": "workers.tasks.deliver_webhooks", "schedule": settings.plan_interval_seconds},
             "checkpoint-audit-log": {"task": "workers.tasks.checkpoint", "schedule": settings.checkpoint_interval_seconds},

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import metrics
+from app.artifacts.service import ArtifactReclaimed
 from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.jobs import service as job_service
@@ -125,7 +126,7 @@ def execute(job_id: str) -> str:
     except LeaseLost:
         log.warning("job %s attempt %s lost its lease; its work is discarded", job_id, attempt)
         return "lease-lost"
-    except (TransientError, OperationalError, ConnectionError, TimeoutError) as exc:
+    except (TransientError, ArtifactReclaimed, OperationalError, ConnectionError, TimeoutError) as exc:
         return _give_back(job_id, attempt, exc)
     except DBAPIError as exc:
         if exc.connection_invalidated:

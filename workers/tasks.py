@@ -20,6 +20,15 @@ def sweep() -> int:
     return jobs.sweep_expired()
 
 
+@celery_app.task(name="workers.tasks.purge_artifacts")
+def purge_artifacts() -> int:
+    """Finish deletions of artifact bytes whose destruction committed but whose worker stopped
+    before it deleted them (or rows that failed after storing new bytes)."""
+    from workers import destruction
+
+    return destruction.purge()
+
+
 @celery_app.task(name="workers.tasks.plan")
 def plan() -> int:
     """Turn approved requests into scheduled ones attached to unlearning jobs (batch windows)."""

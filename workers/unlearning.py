@@ -28,6 +28,7 @@ from app.requests import service as request_service
 from app.unlearning import completion
 from app.unlearning.models import JobRequest
 from workers import destruction, unlearning_methods as methods
+from workers.jobs import TransientError
 from workers.engine.families.base import Shape
 from workers.engine.training import set_determinism
 from workers.partition import Manifest
@@ -215,7 +216,12 @@ def run(context) -> None:
     if plan["model_id"] is not None:
         unlearn_model(context, plan)
     context.progress(0.9, "destroying superseded artifacts")
-    destruction.destroy_superseded(context, plan)
+    # After the destruction committed: a rollback there must never have cost live bytes.
+    doomed = destruction.destroy_superseded(context, plan)
+    try:
+        destruction.purge(doomed)
+    except Exception as exc:  # the deletions are recorded; a retry (or the sweeper) finishes them
+        raise TransientError("the artifact store did not delete the destroyed artifacts") from exc
     with session_scope() as session:
         job_service.complete(session, context.job_id, context.attempt, plan["result"])
         completion.complete_finished(session, session.get(Job, context.job_id))

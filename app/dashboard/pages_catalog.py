@@ -45,9 +45,9 @@ def _shard_map(versions) -> list[dict]:
 
 
 @router.get("/models/{name}", response_class=HTMLResponse)
-def model_detail(request: Request, name: str, viewer: ViewerDep, session: SessionDep) -> Response:
+def model_detail(request: Request, name: str, viewer: ViewerDep, session: SessionDep, client: str | None = None) -> Response:
     require(viewer, "models:read")
-    model = model_service.get_for(session, viewer.principal, name)
+    model = model_service.get_for(session, viewer.principal, name, client=client)
     versions = model_service.versions(session, model)
     return render(request, "model.html", viewer, model=model, versions=versions,
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
@@ -55,10 +55,10 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
 
 
 @router.get("/models/{name}/jobs", response_class=HTMLResponse)
-def model_jobs(request: Request, name: str, viewer: ViewerDep, session: SessionDep) -> Response:
+def model_jobs(request: Request, name: str, viewer: ViewerDep, session: SessionDep, client: str | None = None) -> Response:
     """The jobs fragment the model page polls while one is queued or running."""
     require(viewer, "models:read")
-    model = model_service.get_for(session, viewer.principal, name)
+    model = model_service.get_for(session, viewer.principal, name, client=client)
     return render(request, "_model_jobs.html", viewer, model=model, jobs=_jobs(session, model.id))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import func, literal, select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from app.artifacts.store import ArtifactStore, get_store
@@ -82,7 +82,7 @@ def erase_subjects(
             "kind": "erasure", "job_id": job, "rows_removed": rows_removed, "subjects_removed": len(indexed),
             "parent_sha256": parent.sha256,
         }
-        with stored_artifact(store, out_path, sha):
+        with stored_artifact(session, store, out_path, sha):
             version = add_version(
                 session, dataset, sha, remaining.num_rows, parent.subjects - len(indexed), origin, parent,
                 make_current=dataset.current_version == parent.version,
@@ -119,20 +119,11 @@ def _copy_subject_records(session: Session, from_id: uuid.UUID, to_id: uuid.UUID
     )
 
 
-def destroy_version_file(session: Session, version: DatasetVersion, *, store: ArtifactStore | None = None) -> bool:
-    """Mark the version destroyed and delete its file's bytes; True when bytes were removed.
-
-    A file is content-addressed, so an identical upload can share it: the bytes stay while another
-    version that is not destroyed still points at them (that version holds the same rows, so an
-    erasure destroys it too, and the last one removes the bytes). Safe to repeat."""
-    store = store or get_store()
+def mark_version_destroyed(session: Session, version: DatasetVersion) -> str:
+    """Mark the version destroyed and answer its file's hash. Whether the bytes go is decided by
+    the caller, for every hash the destruction touches at once (`artifacts.service`): a file is
+    content-addressed, so another version, of any client, may share it. Safe to repeat."""
     if version.destroyed_at is None:
         version.destroyed_at = utcnow()
     session.flush()
-    shared = session.scalar(
-        select(func.count()).select_from(DatasetVersion).where(
-            DatasetVersion.sha256 == version.sha256, DatasetVersion.id != version.id,
-            DatasetVersion.destroyed_at.is_(None),
-        )
-    )
-    return False if shared else store.delete(version.sha256)
+    return version.sha256

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from app.artifacts.store import ArtifactStore, get_store
 from app.config import get_settings
 from app.datasets import ingest
-from app.datasets.erasure import ErasureOutcome, destroy_version_file, erase_subjects
+from app.datasets.erasure import ErasureOutcome, erase_subjects, mark_version_destroyed
 from app.datasets.models import Dataset, DatasetVersion
 from app.datasets.storage import (
     add_tombstones,
@@ -40,7 +40,7 @@ from app.pseudonym import KIND_PATTERN
 
 __all__ = [
     "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
-    "erase_subjects", "destroy_version_file", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
+    "erase_subjects", "mark_version_destroyed", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
     "add_version", "insert_subject_records", "work_dir",
 ]
 
@@ -76,7 +76,7 @@ def create_dataset(
             parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None
         )
         origin = {"kind": "upload", "filtered_rows": built.filtered_rows, "filtered_subjects": built.filtered_subjects}
-        with stored_artifact(store, out_path, built.sha256) as sha:
+        with stored_artifact(session, store, out_path, built.sha256) as sha:
             if dataset is None:
                 dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built)
             version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)

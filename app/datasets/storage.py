@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from app.artifacts import service as artifact_service
 from app.artifacts.store import ArtifactStore
 from app.config import get_settings
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords, Tombstone
@@ -33,16 +34,19 @@ def work_dir() -> Path:
 
 
 @contextmanager
-def stored_artifact(store: ArtifactStore, path: Path, sha: str) -> Iterator[str]:
-    """Put a file in the store for the rows about to reference it; if they fail, take the bytes
-    back out, unless they were already there for someone else (content addressing shares)."""
+def stored_artifact(session: Session, store: ArtifactStore, path: Path, sha: str) -> Iterator[str]:
+    """Put a file in the store for the rows about to reference it. The hash is held first, so no
+    pending deletion of the same content can remove the bytes before this transaction ends. If
+    the rows fail, bytes that were new are scheduled for deletion once the transaction has rolled
+    back: content addressing shares them, so another writer may have started to use them."""
+    artifact_service.hold(session, [sha])
     existed = store.exists(sha)
     store.put_file(path, sha=sha)
     try:
         yield sha
     except BaseException:
         if not existed:
-            store.delete(sha)
+            artifact_service.discard_after_rollback(session, [sha])
         raise
 
 
@@ -51,6 +55,7 @@ def add_version(
     parent: DatasetVersion | None, *, make_current: bool = True,
 ) -> DatasetVersion:
     """The dataset's next version number; call with the dataset row locked."""
+    artifact_service.adopt(session, [sha])
     latest = session.scalar(select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id))
     version = DatasetVersion(
         id=uuid.uuid4(), dataset_id=dataset.id, version=(latest or 0) + 1, sha256=sha, rows=rows,

@@ -61,24 +61,61 @@ class CNNConfig:
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
+# Tensor names and shapes of each network's state dict (workers/engine/families/); a test builds
+# the torch networks and compares.
+
+
+def _linear(name: str, outputs: int, inputs: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}weight": (outputs, inputs), f"{name}bias": (outputs,)}
+
+
+def logistic_shapes(config: LogisticRegressionConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    return _linear("", n_classes, n_features)
+
+
+def mlp_shapes(config: MLPConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    index, width = 0, n_features
+    for hidden in config.hidden:
+        shapes |= _linear(f"{index}.", hidden, width)
+        index, width = index + (3 if config.dropout > 0 else 2), hidden  # Linear, ReLU[, Dropout]
+    return shapes | _linear(f"{index}.", n_classes, width)
+
+
+def cnn_shapes(config: CNNConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    channels, height, width = config.image_shape
+    shapes: dict[str, tuple[int, ...]] = {}
+    index = 1  # after Unflatten
+    for out_channels in config.channels:
+        shapes |= {f"{index}.weight": (out_channels, channels, 3, 3), f"{index}.bias": (out_channels,)}
+        index += 2  # Conv2d, ReLU
+        if height >= 2 and width >= 2:
+            index, height, width = index + 1, height // 2, width // 2  # MaxPool2d
+        channels = out_channels
+    return shapes | _linear(f"{index + 1}.", n_classes, channels * height * width)  # after Flatten
+
+
 LOGISTIC_REGRESSION = FamilySpec(
     name="logistic_regression",
     config_class=LogisticRegressionConfig,
     implementation="workers.engine.families.logistic:LogisticRegressionFamily",
     description="Multinomial logistic regression with L2; supports certified Newton removal.",
     convex=True,
+    parameter_shapes=logistic_shapes,
 )
 MLP_CLASSIFIER = FamilySpec(
     name="mlp_classifier",
     config_class=MLPConfig,
     implementation="workers.engine.families.mlp:MLPFamily",
     description="Fully connected classifier with ReLU hidden layers.",
+    parameter_shapes=mlp_shapes,
 )
 CNN_CLASSIFIER = FamilySpec(
     name="cnn_classifier",
     config_class=CNNConfig,
     implementation="workers.engine.families.cnn:CNNFamily",
     description="Small convolutional classifier over images given as flat pixel columns.",
+    parameter_shapes=cnn_shapes,
 )
 
 BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER)

@@ -13,6 +13,7 @@ import importlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,6 +33,12 @@ class FamilySpec:
     description: str = ""
     # Whether the family supports certified removal (convex loss with L2 regularisation).
     convex: bool = False
+    # safetensors dtype codes the network computes in; imported weights of another dtype are
+    # refused rather than silently cast.
+    weight_dtypes: tuple[str, ...] = ("F32",)
+    # (config, n_features, n_classes) → tensor name → shape of the network's weights, without
+    # torch, so the API can check imported weights; None leaves that check to the implementation.
+    parameter_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
 
     def parse_params(self, params: dict[str, Any] | None) -> Any:
         """Validate user hyper-parameters; raises FamilyParamsError with readable messages."""

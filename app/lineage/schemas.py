@@ -32,6 +32,7 @@ class DatasetHit(BaseModel):
 
 
 class ModelHit(BaseModel):
+    client: str = Field(description="The model's client: model names are unique per client only.")
     model: str
     model_id: uuid.UUID
     version: int

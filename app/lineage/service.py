@@ -81,7 +81,7 @@ def models_trained_on(session: Session, dataset_version_ids: Iterable[uuid.UUID]
         return []
     query = (
         select(
-            ModelVersion.dataset_version_id, Model.name, Model.id, ModelVersion.version, ModelVersion.id,
+            ModelVersion.dataset_version_id, Model.client, Model.name, Model.id, ModelVersion.version, ModelVersion.id,
             Model.current_version, ModelVersion.destroyed_at, ModelVersion.sisa, ModelVersion.manifest_sha256,
         )
         .join(Model, Model.id == ModelVersion.model_id)
@@ -90,10 +90,10 @@ def models_trained_on(session: Session, dataset_version_ids: Iterable[uuid.UUID]
     )
     return [
         {
-            "model": name, "model_id": model_id, "version": version, "model_version_id": model_version_id,
+            "client": client, "model": name, "model_id": model_id, "version": version, "model_version_id": model_version_id,
             "dataset_version_id": dataset_version_id, "current": current == version and destroyed_at is None,
             "destroyed": destroyed_at is not None, "sisa": sisa, "manifest_sha256": manifest_sha256,
         }
-        for dataset_version_id, name, model_id, version, model_version_id, current, destroyed_at, sisa, manifest_sha256
+        for dataset_version_id, client, name, model_id, version, model_version_id, current, destroyed_at, sisa, manifest_sha256
         in session.execute(query)
     ]

@@ -7,7 +7,7 @@ import math
 import tarfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -32,6 +32,10 @@ Reader = scoped("models:read")
 # a 32-bit integer, is a 422 here instead of an error in the query.
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+# Names are unique per client only: an admin key names the client when several have the name.
+ClientName = Annotated[str | None, Query(
+    min_length=1, max_length=100, description="The model's client; admin keys only, needed when several clients use the name",
+)]
 IMPORT_METADATA_EXAMPLE = json.dumps({
     "name": "digits-lr", "family": "logistic_regression",
     "dataset_version_id": "5f0c8a52-3a52-4c1e-9d3e-2b7f1c0a9e11", "record_ids": [1, 2, 3],
@@ -65,23 +69,38 @@ def import_model(
         description="JSON: name, family, params, dataset_version_id, record_ids, seed",
         examples=[IMPORT_METADATA_EXAMPLE],
     )],
+    record_ids: Annotated[UploadFile, File(
+        description="The trained records' ids instead of metadata.record_ids: Parquet with an integer record_id "
+        "column, or one decimal id per line",
+    )] = None,
 ) -> Any:
     try:
         meta = ImportMetadata.model_validate_json(metadata)
     except ValidationError as exc:
         errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
         raise Unprocessable("The metadata field is not valid.", errors=errors) from None
-    data = weights.file.read(get_settings().max_upload_bytes + 1)
-    if len(data) > get_settings().max_upload_bytes:
-        raise PayloadTooLarge("The weights file is larger than the upload limit.")
+    data = _read_part(weights, "weights")
+    ids_file = _read_part(record_ids, "record_ids") if record_ids is not None else None
 
     def handler():
-        model = importer.import_model(session, principal, meta, data)
+        ids = importer.parse_record_ids(ids_file) if ids_file is not None else None
+        model = importer.import_model(session, principal, meta, data, record_ids=ids)
         return 201, service.to_out(session, model).model_dump(mode="json"), {"Location": f"/v1/models/{model.name}"}
 
-    # The weights count by their digest: a retry must send the same file to be a replay.
-    payload = {"metadata": meta.model_dump(mode="json"), "weights_sha256": hashlib.sha256(data).hexdigest()}
+    # The files count by their digests: a retry must send the same files to be a replay.
+    payload = {
+        "metadata": meta.model_dump(mode="json"), "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "record_ids_sha256": hashlib.sha256(ids_file).hexdigest() if ids_file is not None else None,
+    }
     return idempotency.run(request, session, principal, "import-model", payload, handler)
+
+
+def _read_part(part: UploadFile, name: str) -> bytes:
+    limit = get_settings().max_upload_bytes
+    data = part.file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"The {name} file is larger than the upload limit.")
+    return data
 
 
 @router.get("", response_model=ModelPage, operation_id="list_models", summary="List models")
@@ -89,9 +108,12 @@ def list_models(session: SessionDep, principal: Reader) -> Any:
     return ModelPage(items=[service.to_out(session, m) for m in service.list_for(session, principal)])
 
 
-@router.get("/{name}", response_model=ModelOut, operation_id="get_model", summary="Get a model")
-def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
-    return service.to_out(session, service.get_for(session, principal, name))
+@router.get(
+    "/{name}", response_model=ModelOut, operation_id="get_model", summary="Get a model",
+    responses=problem_responses(409),  # an admin key did not name the client of a name several use
+)
+def get_model(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
+    return service.to_out(session, service.get_for(session, principal, name, client=client))
 
 
 @router.get(
@@ -102,12 +124,14 @@ def get_model(name: ModelName, session: SessionDep, principal: Reader) -> Any:
             "description": "safetensors weights; a tar of one safetensors file per shard (and index.json) for SISA",
             "content": {"application/octet-stream": {}, "application/x-tar": {}},
         },
-        **problem_responses(410),
+        **problem_responses(409, 410),
     },
     response_class=Response,
 )
-def download_weights(name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader) -> Response:
-    model = service.get_for(session, principal, name)
+def download_weights(
+    name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader, client: ClientName = None,
+) -> Response:
+    model = service.get_for(session, principal, name, client=client)
     model_version = service.get_version(session, model, version)
     if model_version.destroyed_at is not None:
         raise Gone("These weights were destroyed because they held an erased data subject.")
@@ -134,14 +158,14 @@ def download_weights(name: ModelName, version: VersionNumber, session: SessionDe
 
 @router.post(
     "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
-    responses=problem_responses(409),  # no trained version yet
+    responses=problem_responses(409),  # no trained version yet, or an ambiguous name (admin keys)
 )
 @reads_only
-def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader) -> Any:
+def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
-    model = service.get_for(session, principal, name)
+    model = service.get_for(session, principal, name, client=client)
     version = service.current_version(session, model)
     width = version.shape["n_features"]
     bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)

@@ -45,6 +45,7 @@ class ModelVersionOut(BaseModel):
 
 class ModelOut(BaseModel):
     id: uuid.UUID
+    client: str
     name: str
     family: str
     dataset_id: uuid.UUID
@@ -84,8 +85,10 @@ class ImportMetadata(StrictModel):
     family: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] | None = None
     dataset_version_id: uuid.UUID
-    record_ids: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
-        min_length=1, description="The records of that dataset version the weights were trained on.",
+    record_ids: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] | None = Field(
+        default=None, min_length=1,
+        description="The records of that dataset version the weights were trained on; for more than a few "
+        "thousand, send them as the record_ids file part instead.",
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     unlearning_method: str | None = None

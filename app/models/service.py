@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from app.artifacts import service as artifact_service
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.datasets.models import Dataset, DatasetVersion
@@ -105,14 +106,24 @@ def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[M
     return model, job
 
 
-def get_for(session: Session, principal: Principal, name: str) -> Model:
-    query = select(Model).where(Model.name == name)
+def get_for(session: Session, principal: Principal, name: str, *, client: str | None = None) -> Model:
+    """The caller's model of this name. An admin key may name any client's model, and must name
+    the client when more than one has a model of this name: names are unique per client only,
+    so picking one would act on the wrong client's model. A non-admin key naming another client
+    gets the same 404 as for a missing model."""
     if not principal.is_admin:
-        query = query.where(Model.client == principal.client)
-    model = session.scalars(query).first()
-    if model is None:
+        if client not in (None, principal.client):
+            raise NotFound("No model with this name.")
+        client = principal.client
+    query = select(Model).where(Model.name == name)
+    if client is not None:
+        query = query.where(Model.client == client)
+    found = list(session.scalars(query.order_by(Model.client).limit(2)))
+    if not found:
         raise NotFound("No model with this name.")
-    return model
+    if len(found) > 1:
+        raise Conflict("Several clients have a model of this name; name one with the client query parameter.")
+    return found[0]
 
 
 def versions(session: Session, model: Model) -> list[ModelVersion]:
@@ -134,7 +145,7 @@ def current_version(session: Session, model: Model) -> ModelVersion:
 
 def to_out(session: Session, model: Model) -> ModelOut:
     return ModelOut(
-        id=model.id, name=model.name, family=model.family, dataset_id=model.dataset_id, params=model.params,
+        id=model.id, client=model.client, name=model.name, family=model.family, dataset_id=model.dataset_id, params=model.params,
         sisa=model.sisa, holdout_fraction=model.holdout_fraction, seed=model.seed,
         unlearning_method=model.unlearning_method, current=model.current_version, created_at=model.created_at,
         versions=[
@@ -166,6 +177,8 @@ def record_version(session, *, model_id, dataset_version_id, family, params, see
                    shards, metrics, origin, state=None, actor="worker") -> ModelVersion:
     """Insert the next version of a model and make it current (the caller's commit publishes it)."""
     model = session.get(Model, model_id, with_for_update=True)
+    artifacts = {manifest_sha} | {s["weights"] for s in shards} | {c for s in shards for c in s.get("checkpoints") or []}
+    artifact_service.adopt(session, artifacts)
     number = (session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id)) or 0) + 1
     version = ModelVersion(
         model_id=model_id, version=number, dataset_version_id=dataset_version_id, family=family, params=params,
