@@ -14,8 +14,8 @@ from app.dashboard.models import AuditVerification
 from app.db import utcnow
 from app.jobs.models import Job
 from app.keys.service import Principal
+from app.pagination import decode_cursor, encode_cursor
 from app.requests import lifecycle
-from app.requests import service as request_service
 from app.requests.models import ErasureRequest
 
 STATUSES = ("received", "approved", "on_hold", "scheduled", "processing", "verifying",
@@ -141,12 +141,12 @@ def list_requests(session: Session, principal: Principal, filters: RequestFilter
     if filters.search:
         query = query.where(_search(filters.search))
     if filters.cursor:
-        at, rid = request_service.decode_cursor(filters.cursor)
+        at, rid = decode_cursor(filters.cursor)
         query = query.where(or_(ErasureRequest.received_at < at,
                                 and_(ErasureRequest.received_at == at, ErasureRequest.id < rid)))
     rows = list(session.scalars(
         query.order_by(ErasureRequest.received_at.desc(), ErasureRequest.id.desc()).limit(limit + 1)))
-    next_cursor = request_service.encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].received_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 

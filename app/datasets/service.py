@@ -8,12 +8,9 @@ from a version lives in erasure.py and is re-exported here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import and_, or_, select
@@ -34,8 +31,9 @@ from app.datasets.storage import (
     work_dir,
 )
 from app.db import utcnow
-from app.errors import BadRequest, Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 from app.keys.service import Principal
+from app.pagination import decode_cursor, encode_cursor
 from app.pseudonym import KIND_PATTERN
 
 __all__ = [
@@ -163,23 +161,9 @@ def list_datasets(
     if not principal.is_admin:
         query = query.where(Dataset.client == principal.client)
     if cursor:
-        at, dataset_id = _decode_cursor(cursor)
+        at, dataset_id = decode_cursor(cursor)
         query = query.where(or_(Dataset.created_at < at, and_(Dataset.created_at == at, Dataset.id < dataset_id)))
     rows = list(session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
-
-def _encode_cursor(dataset: Dataset) -> str:
-    return base64.urlsafe_b64encode(f"{dataset.created_at.isoformat()}|{dataset.id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, dataset_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(dataset_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None

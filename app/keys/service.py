@@ -7,8 +7,6 @@ stops working within the principal cache's lifetime (at most 5 s) in every proce
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import secrets
 import threading
@@ -24,6 +22,7 @@ from app.audit import service as audit_service
 from app.db import utcnow
 from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.keys.models import ApiKey
+from app.pagination import decode_cursor, encode_cursor
 
 SCOPES = (
     "requests:write",
@@ -196,10 +195,10 @@ def list_keys(
     elif state is not None:
         raise BadRequest(f"state is one of {', '.join(STATES)}.")
     if cursor:
-        at, last_id = _decode_cursor(cursor)
+        at, last_id = decode_cursor(cursor)
         query = query.where(or_(ApiKey.created_at < at, and_(ApiKey.created_at == at, ApiKey.id < last_id)))
     rows = list(session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)))
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
 
@@ -216,19 +215,6 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 
 
-def _encode_cursor(key: ApiKey) -> str:
-    return base64.urlsafe_b64encode(f"{key.created_at.isoformat()}|{key.id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, _, key_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(key_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None
 
 
 # The principal cache. Entries live principal_cache_seconds (at most 5): that bounds how long

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
@@ -16,8 +14,9 @@ from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import is_postgres, utcnow
-from app.errors import BadRequest, Conflict, InvalidTransition, NotFound, Unprocessable
+from app.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from app.keys.service import Principal
+from app.pagination import decode_cursor, encode_cursor
 from app.pseudonym import redact, subject_digest, subject_keys
 from app.requests import intake, lifecycle
 from app.requests.models import ErasureRequest
@@ -304,21 +303,6 @@ def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: 
     return request
 
 
-def encode_cursor(request: ErasureRequest) -> str:
-    raw = f"{request.received_at.isoformat()}|{request.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, rid = raw.partition("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(rid)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.") from None
 
 
 def list_for(
@@ -350,5 +334,5 @@ def list_for(
             or_(ErasureRequest.received_at < at, and_(ErasureRequest.received_at == at, ErasureRequest.id < rid))
         )
     rows = list(session.scalars(query.order_by(ErasureRequest.received_at.desc(), ErasureRequest.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    next_cursor = encode_cursor(rows[limit - 1].received_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
