@@ -7,6 +7,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 
+# A client named in a query string: no control characters (a NUL cannot even reach PostgreSQL).
+CLIENT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are refused (DESIGN §5), and so is text with a NUL
     character, which PostgreSQL cannot store in a text column (it would fail the insert)."""

@@ -16,6 +16,7 @@ from app.keys.models import ApiKey
 from app.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyPage, KeyRevoke, KeyRotate, KeyRotated
 from app.openapi import problem_responses
 from app.routing import UnitOfWorkRoute
+from app.schemas import CLIENT_PATTERN
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=UnitOfWorkRoute)
 Admin = scoped("admin")
@@ -45,7 +46,7 @@ def _without_secret(body: dict[str, Any]) -> dict[str, Any]:
 )
 def list_keys(
     session: SessionDep, _admin: Admin,
-    client: Annotated[str | None, Query(max_length=100)] = None,
+    client: Annotated[str | None, Query(max_length=100, pattern=CLIENT_PATTERN)] = None,
     state: Annotated[str | None, Query(pattern="^(active|revoked|expired)$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:

@@ -20,10 +20,17 @@ from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
 from app.models import importer, service
 from app.models.schemas import (
-    NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
+    NAME_PATTERN,
+    ImportMetadata,
+    ModelCreate,
+    ModelOut,
+    ModelPage,
+    PredictBody,
+    PredictOut,
 )
 from app.openapi import problem_responses
 from app.routing import UnitOfWorkRoute, reads_only
+from app.schemas import CLIENT_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UnitOfWorkRoute)
 Writer = scoped("models:write")
@@ -34,7 +41,7 @@ ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # Names are unique per client only: an admin key names the client when several have the name.
 ClientName = Annotated[str | None, Query(
-    min_length=1, max_length=100, description="The model's client; admin keys only, needed when several clients use the name",
+    min_length=1, max_length=100, pattern=CLIENT_PATTERN, description="The model's client; admin keys only, needed when several clients use the name",
 )]
 IMPORT_METADATA_EXAMPLE = json.dumps({
     "name": "digits-lr", "family": "logistic_regression",

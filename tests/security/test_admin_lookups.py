@@ -56,3 +56,12 @@ def test_other_keys_only_ever_reach_their_own_client(client, same_name):
     missing = client.get("/v1/models/no-such-model", headers=alpha)
     assert other.status_code == missing.status_code == 404 and other.json() == missing.json()
     assert client.get("/v1/models/beta-only", headers=alpha).status_code == 404
+
+
+def test_a_client_with_control_characters_is_refused_with_422(client, make_key):
+    """The client names a row in a query: a NUL must answer 422, not reach PostgreSQL (500)."""
+    admin = make_key("models:read,admin", client="ops")
+    for path in ("/v1/models/digits-lr", "/v1/keys"):
+        answer = client.get(path, params={"client": "acme\x00"}, headers=admin)
+        assert answer.status_code == 422, (path, answer.status_code)
+        assert "acme" not in answer.text
