@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from app.families import shapes
 from app.families.registry import FamilySpec
 
 _STRICT = ConfigDict(extra="forbid")
@@ -67,18 +68,21 @@ LOGISTIC_REGRESSION = FamilySpec(
     implementation="workers.engine.families.logistic:LogisticRegressionFamily",
     description="Multinomial logistic regression with L2; supports certified Newton removal.",
     convex=True,
+    tensor_shapes=shapes.logistic,
 )
 MLP_CLASSIFIER = FamilySpec(
     name="mlp_classifier",
     config_class=MLPConfig,
     implementation="workers.engine.families.mlp:MLPFamily",
     description="Fully connected classifier with ReLU hidden layers.",
+    tensor_shapes=shapes.mlp,
 )
 CNN_CLASSIFIER = FamilySpec(
     name="cnn_classifier",
     config_class=CNNConfig,
     implementation="workers.engine.families.cnn:CNNFamily",
     description="Small convolutional classifier over images given as flat pixel columns.",
+    tensor_shapes=shapes.cnn,
 )
 
 BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER)

@@ -13,6 +13,7 @@ import importlib
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -32,6 +33,10 @@ class FamilySpec:
     description: str = ""
     # Whether the family supports certified removal (convex loss with L2 regularisation).
     convex: bool = False
+    # (config, n_features, n_classes) → {tensor name: shape} of the family's network, without
+    # torch: an imported weights file is checked against it from its header (app/models/weights.py).
+    # None: only the header is checked, and weights that do not fit fail when first used.
+    tensor_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
 
     def parse_params(self, params: dict[str, Any] | None) -> Any:
         """Validate user hyper-parameters; raises FamilyParamsError with readable messages."""

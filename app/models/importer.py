@@ -14,14 +14,13 @@ from app.datasets.models import Dataset, Tombstone
 from app.db import utcnow
 from app.errors import Conflict, Unprocessable
 from app.keys.service import Principal
-from app.models import service
+from app.lineage.manifest import HOLDOUT, Manifest
+from app.models import service, weights as weight_file
 from app.models.models import Model
 from app.models.schemas import ImportMetadata
 
 
 def _manifest_bytes(record_ids: np.ndarray, trained: np.ndarray, subject_keys: np.ndarray) -> bytes:
-    from workers.partition import HOLDOUT, Manifest
-
     trained_subjects = set(subject_keys[trained].tolist())
     untouched = np.array([key not in trained_subjects for key in subject_keys.tolist()], dtype=bool)
     keep = trained | untouched
@@ -51,10 +50,8 @@ def import_model(session: Session, principal: Principal, meta: ImportMetadata, w
     if erased is not None:
         raise Conflict("These weights were trained on records of a data subject who has been erased; they cannot be imported.")
     shape = {"n_features": len(dataset.feature_columns), "n_classes": max(len(dataset.classes), 2)}
-    from workers import inference  # torch, only here
-
     try:
-        inference.check_weights(spec.name, spec.dump_params(config), shape, weights)
+        weight_file.check(spec, config, shape["n_features"], shape["n_classes"], weights)
     except ValueError as exc:
         raise Unprocessable(str(exc)) from None
     model = Model(
