@@ -9,6 +9,7 @@ Retry-After; so is a worker that `obliviate serve` supervises and that is down.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import anyio
@@ -39,10 +40,17 @@ async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[
             headers=retry_after,
         )
     kwargs = {key: loaded[key] for key in ("family", "params", "shape", "weights")} | {"rows": rows}
+    # One deadline for both waits: for a free thread, then for the worker's answer.
+    deadline = time.monotonic() + timeout
+
+    def send_and_wait() -> Any:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise queue.InferenceTimeout
+        return queue.call(queue.PREDICT, kwargs, left)
+
     try:
-        answer = await anyio.to_thread.run_sync(
-            queue.call, queue.PREDICT, kwargs, timeout, limiter=_limiter(settings.inference_threads),
-        )
+        answer = await anyio.to_thread.run_sync(send_and_wait, limiter=_limiter(settings.inference_threads))
     except queue.InferenceTimeout:
         raise ServiceUnavailable(
             f"No inference worker answered within {timeout:g} s: none consumes the '{queue.INFERENCE_QUEUE}' queue "
