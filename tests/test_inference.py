@@ -111,7 +111,6 @@ def test_the_embedded_result_backend_is_a_file_of_its_own(monkeypatch, tmp_path)
 def test_serve_and_the_test_worker_consume_the_inference_queue():
     from app.cli.serve import worker_command
     from app.config import Settings
-
     from tests.worker import Worker
 
     command = worker_command(Settings())

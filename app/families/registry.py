@@ -10,10 +10,10 @@ Third-party families register a spec under the entry point group ``obliviate.fam
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError

@@ -15,7 +15,8 @@ from app.db import utcnow
 from app.errors import Conflict, Unprocessable
 from app.keys.service import Principal
 from app.lineage.manifest import HOLDOUT, Manifest
-from app.models import service, weights as weight_file
+from app.models import service
+from app.models import weights as weight_file
 from app.models.models import Model
 from app.models.schemas import ImportMetadata
 
