@@ -21,13 +21,7 @@ from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
 from app.models import importer, inference, service
 from app.models.schemas import (
-    NAME_PATTERN,
-    ImportMetadata,
-    ModelCreate,
-    ModelOut,
-    ModelPage,
-    PredictBody,
-    PredictOut,
+    NAME_PATTERN, ImportMetadata, ModelCreate, ModelOut, ModelPage, PredictBody, PredictOut,
 )
 from app.openapi import problem_responses
 from app.routing import UnitOfWorkRoute, reads_only
