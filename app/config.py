@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # Empty means the embedded default: a SQLite file and a SQLite-backed broker under data_dir.
     database_url: str = ""
     broker_url: str = ""
+    # Where Celery keeps the answers of calls that return one (predictions on the inference
+    # queue). Empty: the broker's Redis when the broker is Redis, the broker's database
+    # (db+postgresql://...) for a database broker, and data_dir/results.db in the embedded default.
+    result_backend_url: str = ""
+    # How long a prediction waits for an inference worker before answering 503 with Retry-After.
+    inference_timeout_seconds: float = 30.0
+    # Predictions waiting for their answer at once, per API process: each holds a thread of its
+    # own (not one of api_threads) while it waits; more wait for a free one within the timeout.
+    inference_threads: int = 16
     # HMAC key for subject pseudonyms. Empty in the embedded default means: generate one once and
     # keep it in data_dir/secret.key, so pseudonyms stay stable across restarts.
     secret_key: str = ""
@@ -166,6 +175,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'obliviate.db').resolve()}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{(self.data_dir / 'broker.db').resolve()}"
+        if not self.result_backend_url:
+            self.result_backend_url = _default_result_backend(self.broker_url, self.data_dir)
         if not self.artifacts_url:
             self.artifacts_url = str((self.data_dir / "artifacts").resolve())
         return self
@@ -188,6 +199,15 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=8)
+def _default_result_backend(broker_url: str, data_dir: Path) -> str:
+    if broker_url.startswith(("redis://", "rediss://")):
+        return broker_url
+    if broker_url.startswith("sqla+") and not broker_url.startswith("sqla+sqlite"):
+        return "db+" + broker_url.removeprefix("sqla+")
+    # Its own file, not broker.db: the broker's writers would otherwise hold up every answer.
+    return f"db+sqlite:///{(data_dir / 'results.db').resolve()}"
+
+
 def secret_key_problem(value: str) -> str | None:
     """Why `value` may not key pseudonyms outside the embedded default, or None. Cached: the
     key is resolved on every pseudonym."""

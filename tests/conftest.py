@@ -190,3 +190,14 @@ def worker(database_url, tmp_path_factory):
     process = Worker(tmp_path_factory.mktemp("worker") / "worker.log").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def inference_worker(database_url, tmp_path_factory):
+    """A Celery worker on the inference queue only (no beat, no jobs): predictions answer, and
+    the module's queued jobs stay queued."""
+    from tests.worker import Worker
+
+    process = Worker(tmp_path_factory.mktemp("inference") / "worker.log", queues="inference", beat=False).start()
+    yield process
+    process.stop()

@@ -1,7 +1,7 @@
 """Objects a client owns, created over the API: erasure requests, datasets and imported models.
 
 A model is imported (weights trained here, not by a worker) so that tests of reads, weights and
-predictions need no Celery worker.
+predictions need no job worker; predictions need only the `inference_worker` fixture.
 """
 
 from __future__ import annotations

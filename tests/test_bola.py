@@ -36,7 +36,7 @@ def _plan(request_id: str) -> None:
 
 
 @pytest.fixture
-def world(client, make_key):
+def world(client, make_key, inference_worker):
     a = make_key(ALL_BUT_ADMIN, client="alpha")
     b = make_key(ALL_BUT_ADMIN, client="beta")
     admin = make_key("admin", client="operators")

@@ -69,7 +69,7 @@ schema = schemathesis.openapi.from_dict(_openapi())
 
 
 @pytest.fixture
-def seeded(client, admin_headers) -> dict:
+def seeded(client, admin_headers, inference_worker) -> dict:
     """Real objects, so that lists answer with bodies worth checking, and path parameters that
     name something that exists (see `test_api_conforms_to_its_schema`)."""
     requests = [create_request(client, admin_headers)["id"] for _ in range(3)]

@@ -111,7 +111,7 @@ def test_batch_limit_follows_the_setting_and_allows_exactly_the_limit(client, wr
 
 # --- prediction rows --------------------------------------------------------------------------------
 
-def test_predict_over_max_rows_is_413(client, writer, settings_env):
+def test_predict_over_max_rows_is_413(client, writer, settings_env, inference_worker):
     dataset = create_dataset(client, writer)
     model = import_model(client, writer, dataset["id"])
     settings_env(MAX_PREDICT_ROWS=4)

@@ -21,18 +21,22 @@ FAST = {
 
 
 class Worker:
-    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None,
+                 queues: str = "default,unlearning,inference", beat: bool = True):
         self.log_path = log_path
         self.extra_env = extra_env or {}
+        self.queues, self.beat = queues, beat
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
         env = {**os.environ, **FAST, **self.extra_env, "OMP_NUM_THREADS": "1"}
         schedule = Path(env["OBLIVIATE_DATA_DIR"]) / f"beat-{os.getpid()}-{time.monotonic_ns()}"
         self._log = open(self.log_path, "ab")
+        beat = ["-B", "-s", str(schedule)] if self.beat else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker", "-B", "-s", str(schedule),
-             "-Q", "default,unlearning", "-c", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app:celery_app", "worker", *beat,
+             "-Q", self.queues, "-c", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "-n", f"test-{self.queues.replace(',', '-')}-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

@@ -1,7 +1,9 @@
-"""Loading stored weights for prediction and import checks, with a small cache of networks."""
+"""Predictions on the inference queue: stored weights, loaded once per set of sha256 digests into a
+small in-process cache of networks."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -44,10 +46,12 @@ def predict(family_name: str, params: dict, shape: dict, weight_hashes: list[str
         return ensemble_proba(family, networks, features).tolist()
 
 
-def check_weights(family_name: str, params: dict, shape: dict, data: bytes) -> None:
-    """Raise ValueError unless `data` is safetensors that fits this family's network."""
-    spec = get_family(family_name)
+def answer(family_name: str, params: dict, shape: dict, weight_hashes: list[str], rows: list[list[float]]) -> dict:
+    """The task's answer as plain JSON: {"probabilities": [[...]]} with None for a value that is
+    not finite (JSON has no NaN), or {"error": why} for weights that do not fit their family."""
     try:
-        load_network(spec.load_implementation(), spec.parse_params(params), Shape(**shape), data)
-    except Exception as exc:  # safetensors and torch raise several types for a bad file
-        raise ValueError(f"the weights do not fit a {family_name} network with these params: {type(exc).__name__}") from None
+        networks_for(family_name, params, shape, weight_hashes)
+    except (ValueError, RuntimeError) as exc:  # torch's load_state_dict raises RuntimeError for a misfit
+        return {"error": f"the weights do not fit a {family_name} network with these params ({type(exc).__name__})"}
+    probabilities = predict(family_name, params, shape, weight_hashes, rows)
+    return {"probabilities": [[p if math.isfinite(p) else None for p in row] for row in probabilities]}

@@ -5,16 +5,13 @@ erasure can tell exactly which shards and slices a subject touched."""
 from __future__ import annotations
 
 import hashlib
-import io
-from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from app.lineage.manifest import HOLDOUT, Manifest
 from app.lineage.sharding import shard_of
 
-HOLDOUT = -1
+__all__ = ["HOLDOUT", "Manifest", "holdout_subjects", "partition"]
 
 
 def _unit_interval(text: str) -> float:
@@ -26,41 +23,6 @@ def holdout_subjects(subject_keys: np.ndarray, fraction: float, seed: int) -> se
     if fraction <= 0:
         return set()
     return {key for key in np.unique(subject_keys).tolist() if _unit_interval(f"holdout:{seed}:{key}") < fraction}
-
-
-@dataclass
-class Manifest:
-    """record_id → (shard, slice); shard -1 marks holdout records, which no weights saw."""
-
-    record_ids: np.ndarray
-    shards: np.ndarray
-    slices: np.ndarray
-
-    def to_parquet(self) -> bytes:
-        order = np.lexsort((self.record_ids, self.slices, self.shards))
-        table = pa.table({
-            "record_id": pa.array(self.record_ids[order], pa.int64()),
-            "shard": pa.array(self.shards[order], pa.int32()),
-            "slice": pa.array(self.slices[order], pa.int32()),
-        })
-        sink = io.BytesIO()
-        # Fixed writer options, so the same manifest always hashes the same.
-        pq.write_table(table, sink, compression="zstd", use_dictionary=False, write_statistics=False)
-        return sink.getvalue()
-
-    @classmethod
-    def from_parquet(cls, data: bytes) -> "Manifest":
-        table = pq.read_table(io.BytesIO(data))
-        return cls(
-            table.column("record_id").to_numpy(), table.column("shard").to_numpy().astype(np.int64),
-            table.column("slice").to_numpy().astype(np.int64),
-        )
-
-    def trained_ids(self) -> np.ndarray:
-        return self.record_ids[self.shards != HOLDOUT]
-
-    def slice_ids(self, shard: int, slice_index: int) -> np.ndarray:
-        return np.sort(self.record_ids[(self.shards == shard) & (self.slices == slice_index)])
 
 
 def partition(record_ids: np.ndarray, subject_keys: np.ndarray, *, seed: int, holdout_fraction: float,

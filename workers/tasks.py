@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from app import queue
 from workers.celery_app import celery_app
 
 
-@celery_app.task(name="workers.tasks.run_job")
+@celery_app.task(name=queue.RUN_JOB)
 def run_job(job_id: str) -> str:
     from workers import jobs
 
@@ -52,3 +53,12 @@ def checkpoint() -> int:
     from app.audit import checkpoints
 
     return checkpoints.run_quietly()
+
+
+@celery_app.task(name=queue.PREDICT, ignore_result=False)
+def predict(family: str, params: dict, shape: dict, weights: list[str], rows: list[list[float]]) -> dict:
+    """Class probabilities for `rows` (plain lists, None for a value that is not finite), or the
+    reason the weights cannot predict. Changes nothing, so its message carries its inputs."""
+    from workers import inference
+
+    return inference.answer(family, params, shape, weights, rows)

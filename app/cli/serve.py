@@ -27,7 +27,8 @@ from app.health import supervision
 # A warm shutdown waits for the task in hand. Past this, the task is killed; its job row keeps
 # its lease and the sweeper hands it to a worker again, so nothing is lost.
 STOP_GRACE_SECONDS = 30.0
-QUEUES = "default,unlearning"
+# The embedded worker takes every queue, predictions included (app/queue.py).
+QUEUES = "default,unlearning,inference"
 
 
 class _Stop(Exception):

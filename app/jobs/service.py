@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from app import queue
 from app.config import get_settings
 from app.db import on_commit, utcnow
 from app.errors import NotFound
@@ -48,9 +49,7 @@ def enqueue_after_commit(session: Session, job: Job) -> None:
 
 
 def send(job_id) -> None:
-    from workers.tasks import run_job  # celery only; no torch at import time
-
-    run_job.delay(str(job_id))
+    queue.send_job(job_id)
 
 
 def get_for(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:

@@ -21,6 +21,7 @@ from app.datasets.storage import tombstoned_keys
 from app.db import utcnow
 from app.errors import Conflict, Unprocessable
 from app.keys.service import Principal
+from app.lineage.manifest import HOLDOUT, Manifest
 from app.models import service, weights as weight_checks
 from app.models.models import Model
 from app.models.schemas import ImportMetadata
@@ -69,8 +70,6 @@ def _parquet_ids(data: bytes) -> np.ndarray:
 
 
 def _manifest_bytes(record_ids: np.ndarray, trained: np.ndarray, subject_keys: np.ndarray) -> bytes:
-    from workers.partition import HOLDOUT, Manifest
-
     trained_subjects = set(subject_keys[trained].tolist())
     untouched = np.array([key not in trained_subjects for key in subject_keys.tolist()], dtype=bool)
     keep = trained | untouched
@@ -81,20 +80,14 @@ def _manifest_bytes(record_ids: np.ndarray, trained: np.ndarray, subject_keys: n
 
 def check_weights(spec, config, shape: dict, weights: bytes) -> None:
     """Refuse files that are not safetensors, dtypes the family does not compute in, NaN or
-    infinite values, and tensors the network does not have; torch only for a family that does
-    not declare its shapes."""
+    infinite values, and tensors the network does not have, from the file's header and bytes
+    alone: the API never loads torch. A family that declares no shapes gets the other checks;
+    weights that do not fit its network then fail when a worker first uses them."""
     shapes = spec.parameter_shapes(config, shape["n_features"], shape["n_classes"]) if spec.parameter_shapes else None
     try:
         weight_checks.check(weights, dtypes=spec.weight_dtypes, shapes=shapes)
     except weight_checks.WeightsError as exc:
         raise Unprocessable(str(exc)) from None
-    if shapes is None:
-        from workers import inference  # torch, only for such a family
-
-        try:
-            inference.check_weights(spec.name, spec.dump_params(config), shape, weights)
-        except ValueError as exc:
-            raise Unprocessable(str(exc)) from None
 
 
 def import_model(

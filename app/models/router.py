@@ -8,17 +8,18 @@ import tarfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.artifacts.store import get_store
 from app.config import get_settings
-from app.deps import SessionDep, scoped
+from app.deps import SessionDep, run_unit_of_work, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
-from app.models import importer, service
+from app.models import importer, inference, service
 from app.models.schemas import (
     NAME_PATTERN,
     ImportMetadata,
@@ -165,25 +166,34 @@ def download_weights(
 
 @router.post(
     "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
-    responses=problem_responses(409),  # no trained version yet, or an ambiguous name (admin keys)
+    # 409: no trained version yet, or an ambiguous name (admin keys); 503 with Retry-After: no
+    # inference worker answered in time.
+    responses=problem_responses(409, 503),
 )
 @reads_only
-def predict(name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
+async def predict(
+    name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None,
+) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
-    model = service.get_for(session, principal, name, client=client)
-    version = service.current_version(session, model)
-    width = version.shape["n_features"]
-    bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
-    if bad is not None:
-        raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
-    from workers import inference  # torch is loaded only by the routes that need it
 
-    probabilities = inference.predict(version.family, version.params, version.shape, [s["weights"] for s in version.shards], body.rows)
+    def load() -> dict[str, Any]:
+        model = service.get_for(session, principal, name, client=client)
+        version = service.current_version(session, model)
+        width = version.shape["n_features"]
+        bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
+        if bad is not None:
+            raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
+        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
+                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
+
+    # What the worker needs is read, and the session closed, before the wait: no transaction or
+    # lock is held while a worker computes.
+    loaded = await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
+    probabilities = await inference.predict(loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
-    bad = next((i for i, row in enumerate(probabilities) if not all(math.isfinite(p) for p in row)), None)
+    bad = next((i for i, row in enumerate(probabilities) if not all(p is not None and math.isfinite(p) for p in row)), None)
     if bad is not None:
         raise Unprocessable(f"Row {bad} gives no finite prediction: its values are too large for this model.")
-    return PredictOut(model=model.name, version=version.version, probabilities=probabilities)
-
+    return PredictOut(model=loaded["model"], version=loaded["version"], probabilities=probabilities)

@@ -26,7 +26,7 @@ ROUTES = [("GET", "/v1/models/{}", None), ("GET", "/v1/models/{}/versions/1/weig
 
 
 @pytest.mark.parametrize("method, template, body", ROUTES)
-def test_an_ambiguous_name_needs_the_client(client, same_name, method, template, body):
+def test_an_ambiguous_name_needs_the_client(client, same_name, inference_worker, method, template, body):
     admin = same_name["admin"]
     ambiguous = client.request(method, template.format("churn"), json=body, headers=admin)
     assert ambiguous.status_code == 409, ambiguous.text

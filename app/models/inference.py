@@ -1,0 +1,62 @@
+"""Predictions, computed by an inference worker (workers/tasks.py, the `inference` queue).
+
+The API loads no weights and no torch: it sends what the worker needs (family, params, shape, the
+sha256 digests of the weights, the rows) as a task by name and waits for the answer in a thread
+of its own, off the event loop and outside any transaction. No answer in time is a 503 with
+Retry-After; so is a worker that `obliviate serve` supervises and that is down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from app import queue
+from app.config import get_settings
+from app.errors import Conflict, ServiceUnavailable
+from app.health import supervision
+
+_limiters: dict[int, anyio.CapacityLimiter] = {}
+
+
+def _limiter(threads: int) -> anyio.CapacityLimiter:
+    if threads not in _limiters:
+        _limiters[threads] = anyio.CapacityLimiter(threads)
+    return _limiters[threads]
+
+
+async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:
+    """Class probabilities per row (None where the network gave a value that is not finite)."""
+    settings = get_settings()
+    timeout = settings.inference_timeout_seconds
+    retry_after = {"Retry-After": str(max(1, math.ceil(timeout)))}
+    if supervision.worker_state() == "missing":
+        raise ServiceUnavailable(
+            "No inference worker is running: the worker beside this server stopped and is being restarted.",
+            headers=retry_after,
+        )
+    kwargs = {key: loaded[key] for key in ("family", "params", "shape", "weights")} | {"rows": rows}
+    # One deadline for both waits: for a free thread, then for the worker's answer.
+    deadline = time.monotonic() + timeout
+
+    def send_and_wait() -> Any:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise queue.InferenceTimeout
+        return queue.call(queue.PREDICT, kwargs, left)
+
+    try:
+        answer = await anyio.to_thread.run_sync(send_and_wait, limiter=_limiter(settings.inference_threads))
+    except queue.InferenceTimeout:
+        raise ServiceUnavailable(
+            f"No inference worker answered within {timeout:g} s: none consumes the '{queue.INFERENCE_QUEUE}' queue "
+            "(obliviate serve --no-worker starts none), or all are busy.",
+            headers=retry_after,
+        ) from None
+    if "error" in answer:
+        raise Conflict(f"This version's weights cannot predict: {answer['error']}")
+    return answer["probabilities"]
