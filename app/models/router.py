@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from app.artifacts.store import get_store
 from app.config import get_settings
+from app.db import get_sessionmaker
 from app.deps import SessionDep, run_unit_of_work, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.idempotency import http as idempotency
@@ -171,12 +172,12 @@ def download_weights(
     responses=problem_responses(409, 503),
 )
 @reads_only
-async def predict(
-    name: ModelName, body: PredictBody, session: SessionDep, principal: Reader, client: ClientName = None,
-) -> Any:
+async def predict(name: ModelName, body: PredictBody, principal: Reader, client: ClientName = None) -> Any:
     limit = get_settings().max_predict_rows
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
+
+    session = get_sessionmaker()()
 
     def load() -> dict[str, Any]:
         model = service.get_for(session, principal, name, client=client)
@@ -188,8 +189,9 @@ async def predict(
         return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
                 "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
 
-    # What the worker needs is read, and the session closed, before the wait: no transaction or
-    # lock is held while a worker computes.
+    # What the worker needs is read, and the session closed, in one threadpool call before the
+    # wait (no SessionDep: that would close it in a later call): no transaction or lock is held
+    # while a worker computes.
     loaded = await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
     probabilities = await inference.predict(loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
