@@ -27,7 +27,7 @@ class StrictModel(BaseModel):
 
 def example(value: Any) -> ConfigDict:
     """`model_config = example({...})` on a request body: the example shown in /docs and by
-    client generators (tests/test_openapi.py checks that each validates)."""
+    client generators (tests/system/test_openapi.py checks that each validates)."""
     return ConfigDict(json_schema_extra={"examples": [value]})
 
 

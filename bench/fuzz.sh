@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # API fuzzing with schemathesis against a running server, with many more examples than the test
-# suite's tests/test_fuzz.py. Starts uvicorn on a free port with a fresh embedded data folder,
+# suite's tests/system/test_fuzz.py. Starts uvicorn on a free port with a fresh embedded data folder,
 # creates an admin key, seeds a few objects, runs the schemathesis CLI over every operation, sends
 # hostile inputs (tests/hostile.py: internal callback URLs, identifiers where they must not go),
 # prints the summaries and stops the server it started.

@@ -1,4 +1,4 @@
-"""Hostile inputs for the fuzz runs (tests/test_fuzz.py and bench/fuzz.sh): callback URLs that
+"""Hostile inputs for the fuzz runs (tests/system/test_fuzz.py and bench/fuzz.sh): callback URLs that
 point inside the network in the many ways an address can be written, and requests that carry an
 identifier where it must be neither stored nor echoed (unknown field names, external ids,
 disguised in reasons). Each case is (body, secret): the body must be refused with 422, and the

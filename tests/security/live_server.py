@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import SERVICES, TEST_REDIS_URL, TEST_SECRET
-from tests.test_serve_smoke import _cli, _env, _free_port
+from tests.cli.test_serve_smoke import _cli, _env, _free_port
 
 # Hang timeouts, not performance figures: a healthy server answers in a fraction of these.
 ANSWER_TIMEOUT = 30.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.security.live_server import LiveServer, database_for_pass
-from tests.test_serve_smoke import _children, _living
+from tests.cli.test_serve_smoke import _children, _living
 
 
 def _worker_of(pid: int) -> int | None:

@@ -83,7 +83,7 @@ def test_a_route_without_an_operation_id_is_named():
     router.post("/{thing_id}/polish")(lambda thing_id: None)
     app = FastAPI()
     app.include_router(router)
-    assert _without_operation_id(app) == ["POST /v1/things/{thing_id}/polish (tests.test_openapi.<lambda>)"]
+    assert _without_operation_id(app) == ["POST /v1/things/{thing_id}/polish (tests.system.test_openapi.<lambda>)"]
 
 
 def test_operation_ids_are_clean_unique_and_tagged(document):

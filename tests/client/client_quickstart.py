@@ -1,6 +1,6 @@
 """The README's quick start through the generated client, as an integrator would write it.
 
-Run by tests/test_generated_client.py with the generator's environment (httpx and attrs, what
+Run by tests/client/test_generated_client.py with the generator's environment (httpx and attrs, what
 the generated package needs) and the generated package on PYTHONPATH:
 
     python tests/client_quickstart.py BASE_URL API_KEY
