@@ -2,7 +2,7 @@
 # API fuzzing with schemathesis against a running server, with many more examples than the test
 # suite's tests/system/test_fuzz.py. Starts uvicorn on a free port with a fresh embedded data folder,
 # creates an admin key, seeds a few objects, runs the schemathesis CLI over every operation, sends
-# hostile inputs (tests/hostile.py: internal callback URLs, identifiers where they must not go),
+# hostile inputs (tests/system/hostile.py: internal callback URLs, identifiers where they must not go),
 # prints the summaries and stops the server it started.
 #
 #   bench/fuzz.sh                        # 300 examples per operation, at most 600 s
@@ -95,12 +95,12 @@ status=0
     ${FUZZ_SEED:+--seed "$FUZZ_SEED"} || status=$?
 
 # Hostile inputs the generated cases rarely hit: internal callback URLs in every spelling, and
-# identifiers as field names, external ids and disguised in reasons (tests/hostile.py).
+# identifiers as field names, external ids and disguised in reasons (tests/system/hostile.py).
 "$BIN/python" - "$BASE" "$KEY" "$EXAMPLES" "${FUZZ_SEED:-0}" <<'EOF' || status=1
 import sys
 import httpx
 sys.path.insert(0, ".")
-from tests.hostile import cases
+from tests.system.hostile import cases
 
 base, key, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 failed = 0

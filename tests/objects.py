@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 
 from tests.dataset_files import csv_bytes, digits_table, upload
 
@@ -15,13 +16,28 @@ N_FEATURES = 64
 N_CLASSES = 10
 
 
-def request_body(**overrides) -> dict:
-    body = {
-        "subject": {"identifiers": {"user_id": f"obj-{uuid.uuid4().hex}"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
-    body.update(overrides)
+def identifier(kind: str, tag: str = "obj") -> str:
+    """A subject identifier of `kind` that no other call returns, named after `tag` (the test file) so a
+    row left behind says which test wrote it."""
+    token = uuid.uuid4().hex
+    if kind == "email":
+        return f"{tag}-{token[:10]}@example.org"
+    return f"{tag}-{token}"
+
+
+def request_body(
+    tag: str = "obj", *, identify: Iterable[str] = ("user_id",), identifiers: dict | None = None, **fields,
+) -> dict:
+    """The body of an erasure request: a GDPR request from the portal for a subject of its own.
+
+    The subject has a fresh identifier of each kind in `identify` (see `identifier`), or exactly the
+    given `identifiers`; `fields` replace or add top-level fields (`subject=` replaces the whole
+    subject). Test files bind their variant once, e.g.
+    `request_body = functools.partial(objects.request_body, "batch", source="batch")`.
+    """
+    subject = dict(identifiers) if identifiers is not None else {kind: identifier(kind, tag) for kind in identify}
+    body = {"subject": {"identifiers": subject}, "jurisdiction": "gdpr", "source": "portal"}
+    body.update(fields)
     return body
 
 

@@ -7,6 +7,7 @@ import json
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -14,17 +15,13 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 
+from tests import objects
 from tests.conftest import drop_sqlite_guards, restore_sqlite_guards
 
 URL = "/v1/erasure-requests"
 
 
-def request_body():
-    return {
-        "subject": {"identifiers": {"user_id": f"audit-{uuid.uuid4().hex}"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
+request_body = partial(objects.request_body, "audit")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import generated_client
+from tests.client import generated_client
 from tests.live import serve
 
 QUICKSTART = Path(__file__).with_name("client_quickstart.py")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from tests import objects
 from tests.conftest import TEST_REDIS_URL
 
 URL = "/v1/erasure-requests"
 
 
-def request_body():
-    return {"subject": {"identifiers": {"user_id": f"metrics-{uuid.uuid4().hex}"}}, "jurisdiction": "gdpr", "source": "portal"}
+request_body = partial(objects.request_body, "metrics")
 
 
 def samples(client) -> dict[tuple[str, tuple], float]:

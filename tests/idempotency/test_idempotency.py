@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
 
+from tests import objects
+
 URL = "/v1/erasure-requests"
 
 
-def request_body(email: str | None = None, **overrides):
-    body = {
-        "subject": {"identifiers": {"email": email or f"idem-{uuid.uuid4().hex[:10]}@example.org"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "idem", identify=("email",))
 
 
 def request_count() -> int:

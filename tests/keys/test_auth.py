@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from sqlalchemy import select, update
+
+from tests import objects
 
 URL = "/v1/erasure-requests"
 REVIEW_BODIES = {
@@ -16,14 +19,7 @@ REVIEW_BODIES = {
 }
 
 
-def request_body(**overrides):
-    body = {
-        "subject": {"identifiers": {"user_id": f"auth-{uuid.uuid4().hex}"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "auth")
 
 
 def assert_problem(response, status):

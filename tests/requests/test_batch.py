@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import uuid
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
+
+from tests import objects
 
 URL = "/v1/erasure-requests"
 BATCH = f"{URL}/batch"
 
 
-def request_body(**overrides):
-    body = {
-        "subject": {"identifiers": {"user_id": f"batch-{uuid.uuid4().hex}"}},
-        "jurisdiction": "ccpa",
-        "source": "batch",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "batch", jurisdiction="ccpa", source="batch")
 
 
 def request_count() -> int:

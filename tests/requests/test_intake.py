@@ -7,22 +7,18 @@ import hmac
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import func, select, update
 
+from tests import objects
+
 URL = "/v1/erasure-requests"
 
 
-def request_body(**overrides):
-    body = {
-        "subject": {"identifiers": {"email": f"intake-{uuid.uuid4().hex[:10]}@example.org"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "intake", identify=("email",))
 
 
 def parse_time(value: str) -> datetime:

@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select, text
 
 from tests.conftest import SERVICES
+from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
 postgres_only = pytest.mark.skipif(not SERVICES, reason="services pass only (OBLIVIATE_TEST_DATABASE_URL)")
 
 
-def body(**overrides):
-    found = {
-        "subject": {"identifiers": {"email": f"fast-{uuid.uuid4().hex[:10]}@example.org", "user_id": uuid.uuid4().hex}},
-        "jurisdiction": "gdpr", "source": "portal",
-    }
-    found.update(overrides)
-    return found
+body = partial(request_body, "fast", identify=("email", "user_id"))
 
 
 @pytest.fixture

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import select, update
+
+from tests import objects
 
 URL = "/v1/erasure-requests"
 
@@ -39,14 +42,7 @@ ALLOWED = {
 }
 
 
-def request_body(**overrides):
-    body = {
-        "subject": {"identifiers": {"user_id": f"life-{uuid.uuid4().hex}"}},
-        "jurisdiction": "gdpr",
-        "source": "admin",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "life", source="admin")
 
 
 def key_id(headers) -> str:

@@ -5,21 +5,17 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from sqlalchemy import select, update
 
+from tests import objects
+
 URL = "/v1/erasure-requests"
 
 
-def request_body(**overrides):
-    body = {
-        "subject": {"identifiers": {"user_id": f"list-{uuid.uuid4().hex}"}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-    }
-    body.update(overrides)
-    return body
+request_body = partial(objects.request_body, "list")
 
 
 def create(client, headers, **overrides) -> str:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id, upload
-from tests.objects import create_dataset, create_request, digits_csv, import_model, logistic_weights
+from tests.objects import create_dataset, create_request, digits_csv, import_model, logistic_weights, request_body
 
 ALL_BUT_ADMIN = "requests:write,requests:read,requests:review,models:write,models:read"
 REVIEW_BODIES = {
@@ -174,23 +174,18 @@ def test_same_names_and_keys_stay_per_client(client, world):
     assert client.get(f"/v1/models/{world['model']['name']}", headers=world["a"]).json()["id"] == world["model"]["id"]
     # An external_id of A's: a new request for B, not A's request returned as "existing".
     response = client.post(
-        "/v1/erasure-requests", json={**_request_json(), "external_id": "alpha-ext-1"}, headers=world["b"],
+        "/v1/erasure-requests", headers=world["b"],
+        json=request_body("bola", jurisdiction="ccpa", source="admin", external_id="alpha-ext-1"),
     )
     assert response.status_code == 201 and response.json()["id"] != world["completed"]
     # An Idempotency-Key of A's: never replays A's response to B.
-    body = _request_json()
+    body = request_body("bola", jurisdiction="ccpa", source="admin")
     key = {"Idempotency-Key": f"shared-{uuid.uuid4().hex}"}
     first = client.post("/v1/erasure-requests", json=body, headers={**world["a"], **key})
     second = client.post("/v1/erasure-requests", json=body, headers={**world["b"], **key})
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] != second.json()["id"]
     assert "idempotent-replayed" not in {h.lower() for h in second.headers}
-
-
-def _request_json():
-    return {
-        "subject": {"identifiers": {"user_id": f"bola-{uuid.uuid4().hex}"}}, "jurisdiction": "ccpa", "source": "admin",
-    }
 
 
 def test_lists_never_show_another_clients_objects(client, world):

@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from tests.objects import request_body
+
 URL = "/v1/erasure-requests"
 CONFLICT_TYPE = "https://obliviate.dev/problems/external-id-conflict"
 
 
 def body(user_id: str, external_id: str, **extra):
-    return {"subject": {"identifiers": {"user_id": user_id}}, "jurisdiction": "gdpr", "source": "portal",
-            "external_id": external_id, **extra}
+    return request_body(identifiers={"user_id": user_id}, external_id=external_id, **extra)
 
 
 def count_for(external_id: str) -> int:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import signal
 import uuid
+from functools import partial
 
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from tests.dataset_files import csv_bytes, digits_table, upload
+from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
 EMAIL = "jane.leak@example.org"
@@ -28,10 +30,7 @@ DISGUISES = [
 ]
 
 
-def body(**overrides):
-    found = {"subject": {"identifiers": {"email": EMAIL}}, "jurisdiction": "gdpr", "source": "portal"}
-    found.update(overrides)
-    return found
+body = partial(request_body, identifiers={"email": EMAIL})
 
 
 def assert_not_echoed(response, *values: str):

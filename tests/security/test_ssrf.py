@@ -10,11 +10,12 @@ loopback), connects to the address it checked, and the trail records a generic o
 from __future__ import annotations
 
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
+
+from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
 HOSTILE = [
@@ -30,8 +31,7 @@ HOSTILE = [
 
 
 def body(callback: str) -> dict:
-    return {"subject": {"identifiers": {"user_id": f"ssrf-{uuid.uuid4().hex[:8]}"}}, "jurisdiction": "gdpr",
-            "source": "portal", "callback_url": callback}
+    return request_body("ssrf", callback_url=callback)
 
 
 @pytest.mark.parametrize("callback", HOSTILE)

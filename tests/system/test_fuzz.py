@@ -210,8 +210,8 @@ def test_an_identifier_with_a_lone_surrogate_is_422(client, admin_headers, route
 
 def test_hostile_inputs_are_refused_and_not_echoed(client, admin_headers):
     """Internal callback URLs in every spelling, identifiers as field names, external ids and
-    disguised in reasons (tests/hostile.py; bench/fuzz.sh sends many more to a live server)."""
-    from tests.hostile import cases
+    disguised in reasons (tests/system/hostile.py; bench/fuzz.sh sends many more to a live server)."""
+    from tests.system.hostile import cases
 
     for label, body, secret in cases(max(EXAMPLES, 50), seed=EXAMPLES):
         response = client.post("/v1/erasure-requests", json=body, headers=admin_headers)

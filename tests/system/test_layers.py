@@ -30,7 +30,7 @@ def test_an_api_process_that_served_every_route_loaded_neither_workers_nor_torch
     (tmp_path / "digits.csv").write_bytes(csv_bytes(digits_table(subjects=50)))
     (tmp_path / "weights.safetensors").write_bytes(logistic_weights())
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "drive_api.py"), str(tmp_path)], cwd=ROOT,
+        [sys.executable, str(ROOT / "tests" / "system" / "drive_api.py"), str(tmp_path)], cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]

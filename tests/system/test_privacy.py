@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests import objects
+
 URL = "/v1/erasure-requests"
 
 
@@ -59,17 +61,13 @@ def all_logs(caplog):
 
 
 def request_body(planted: Planted, **overrides):
-    body = {
-        "subject": {"identifiers": {"email": planted.email, "phone": planted.phone, "user_id": planted.user_id}},
-        "jurisdiction": "gdpr",
-        "source": "portal",
-        "reason": (
-            f"Please erase {planted.email} (also written {planted.email.upper()}), "
-            f"phone {planted.phone}, {planted.phone_digits} or {planted.phone_national}."
-        ),
-    }
-    body.update(overrides)
-    return body
+    """A request for the planted subject, whose reason names the planted e-mail address and phone number."""
+    reason = (
+        f"Please erase {planted.email} (also written {planted.email.upper()}), "
+        f"phone {planted.phone}, {planted.phone_digits} or {planted.phone_national}."
+    )
+    identifiers = {"email": planted.email, "phone": planted.phone, "user_id": planted.user_id}
+    return objects.request_body(identifiers=identifiers, **{"reason": reason, **overrides})
 
 
 def assert_clean(text: str, planted: Planted, where: str) -> None:

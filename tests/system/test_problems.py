@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
+
+from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
 MIB = 1024 * 1024
 
 
-def valid_body(**overrides):
-    body = {"subject": {"identifiers": {"user_id": f"prob-{uuid.uuid4().hex}"}}, "jurisdiction": "gdpr", "source": "portal"}
-    body.update(overrides)
-    return body
+valid_body = partial(request_body, "prob")
 
 
 def request_count() -> int:

@@ -1,7 +1,7 @@
 """Drives every route of the API in a process of its own, then prints (as JSON) the modules of
 `workers` and `torch` that the process loaded: tests/system/test_layers.py expects none.
 
-Run as `python tests/drive_api.py FOLDER` with the test's OBLIVIATE_* environment; FOLDER holds
+Run as `python tests/system/drive_api.py FOLDER` with the test's OBLIVIATE_* environment; FOLDER holds
 digits.csv and weights.safetensors, written by the test (which imports torch itself).
 """
 

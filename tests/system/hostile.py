@@ -11,6 +11,8 @@ import random
 import string
 from collections.abc import Iterator
 
+from tests.objects import request_body
+
 INTERNAL = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
             "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"]
 
@@ -46,7 +48,7 @@ def _disguised(rng: random.Random, email: str) -> str:
 
 
 def _base(rng: random.Random) -> dict:
-    return {"subject": {"identifiers": {"user_id": f"hostile-{_word(rng)}"}}, "jurisdiction": "gdpr", "source": "portal"}
+    return request_body(identifiers={"user_id": f"hostile-{_word(rng)}"})
 
 
 def cases(count: int, seed: int = 0) -> Iterator[tuple[str, dict, str]]:
