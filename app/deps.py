@@ -134,9 +134,6 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
 def authenticating(check):
     """Marks a dependency that authenticates the caller itself: it calls get_principal instead
     of depending on it, one dependency less to resolve on every request. The OpenAPI document

@@ -49,7 +49,7 @@ def send(
     transport: httpx.BaseTransport | None = None,
 ) -> tuple[int | None, str]:
     """(status code, outcome class) of one POST. The status is only that of the checked host;
-    the outcome is one of service.OUTCOMES, never an exception's name or text."""
+    the outcome is service.DELIVERED, REJECTED, UNREACHABLE or REFUSED, never an exception's name or text."""
     try:
         address, host, port = resolve_checked(url, resolver)
     except AddressRefused:

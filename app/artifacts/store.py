@@ -20,7 +20,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, BinaryIO
 
 import fsspec.core
@@ -155,33 +154,6 @@ class ArtifactStore:
             return self.fs.open(self.path(sha), "rb")
         except FileNotFoundError:
             raise ArtifactMissing(f"artifact {sha} is not in the store") from None
-
-    def local_path(self, sha: str) -> Path | None:
-        """The artifact's file on this machine when the store is a local folder, else None.
-        The hash is not checked here: call `verify` first when it matters."""
-        if not self.is_local:
-            return None
-        path = Path(self.path(sha))
-        if not path.is_file():
-            raise ArtifactMissing(f"artifact {sha} is not in the store")
-        return path
-
-    def fetch_to(self, sha: str, destination: str | os.PathLike) -> Path:
-        """Copy the artifact to a local file, checking the hash as it streams."""
-        destination = Path(destination)
-        digest = hashlib.sha256()
-        try:
-            with self.fs.open(self.path(sha), "rb") as source, open(destination, "wb") as target:
-                for chunk in iter(lambda: source.read(CHUNK), b""):
-                    digest.update(chunk)
-                    target.write(chunk)
-        except FileNotFoundError:
-            destination.unlink(missing_ok=True)
-            raise ArtifactMissing(f"artifact {sha} is not in the store") from None
-        if digest.hexdigest() != sha:
-            destination.unlink(missing_ok=True)
-            raise ArtifactCorrupted(f"artifact {sha} does not match its hash")
-        return destination
 
     def _read_all(self, sha: str) -> bytes:
         try:

@@ -60,7 +60,3 @@ class Frontier:
         for _, node in reversed(self._nodes[:-1]):
             root = node_hash(node, root)
         return root
-
-
-def tree_root(event_hashes: Iterable[str]) -> bytes:
-    return Frontier().extend(event_hashes).root()

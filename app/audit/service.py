@@ -13,9 +13,6 @@ from app.audit.chain import GENESIS, ChainResult, canonical_json, event_hash, ha
 from app.audit.models import AuditEvent, AuditHead
 from app.db import utcnow
 
-SYSTEM = "system"
-
-
 def request_stream(request_id) -> str:
     return f"request:{request_id}"
 

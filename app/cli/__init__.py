@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from app import __version__
 from app.cli.audit import audit_app
 from app.cli.certificate import certificate_app
-from app.cli.common import EXIT_USAGE, check_secret, console, ensure_schema, err_console, fail
+from app.cli.common import check_secret, console, ensure_schema, err_console
 from app.cli.importer import ImportFormat, run_import
 from app.cli.keys import keys_app
 from app.cli.serve import serve

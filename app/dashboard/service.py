@@ -38,7 +38,6 @@ class Viewer:
 
     principal: Principal
     csrf_token: str
-    session_hash: str
 
 
 def _digest(session_id: str) -> str:
@@ -65,7 +64,7 @@ def login(session: Session, plaintext: str) -> tuple[str, Viewer] | None:
     )
     session.add(row)
     session.flush()
-    return session_id, Viewer(principal, row.csrf_token, row.id_hash)
+    return session_id, Viewer(principal, row.csrf_token)
 
 
 def resume(session: Session, session_id: str | None, now: datetime | None = None) -> Viewer | None:
@@ -87,7 +86,7 @@ def resume(session: Session, session_id: str | None, now: datetime | None = None
         row.last_seen_at = now
         session.flush()
     principal = Principal(str(key.id), key.client, key.name, key.scope_set)
-    return Viewer(principal, row.csrf_token, row.id_hash)
+    return Viewer(principal, row.csrf_token)
 
 
 def logout(session: Session, session_id: str | None) -> None:

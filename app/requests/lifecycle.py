@@ -6,8 +6,6 @@ from calendar import monthrange
 from datetime import datetime, timedelta
 
 TERMINAL = frozenset({"denied", "cancelled", "completed", "failed"})
-# Statuses a worker owns; reviewers may extend them but not move them.
-IN_PROGRESS = frozenset({"processing", "verifying"})
 
 # action → (statuses it may start from, status it leads to; None = back to where the hold began)
 REVIEW_ACTIONS: dict[str, tuple[frozenset[str], str | None]] = {

@@ -48,12 +48,6 @@ def to_out(request: AnyRequest, now: datetime | None = None) -> ErasureRequestOu
     )
 
 
-def find_by_external_id(session: Session, client: str, external_id: str) -> ErasureRequest | None:
-    return session.scalar(
-        select(ErasureRequest).where(ErasureRequest.client == client, ErasureRequest.external_id == external_id)
-    )
-
-
 def create(session: Session, principal: Principal, payload: ErasureRequestCreate) -> tuple[AnyRequest, bool]:
     """Returns (request, created). An existing (client, external_id) is returned, not duplicated,
     if it names the same subject; another subject raises ExternalIdTaken (409)."""

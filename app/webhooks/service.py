@@ -23,7 +23,6 @@ TOLERANCE_SECONDS = 300
 # What an attempt's audit event says happened: a class, never the receiver's status code or an
 # exception, so the trail a client reads cannot map which addresses and ports answer.
 DELIVERED, REJECTED, UNREACHABLE, REFUSED = "delivered", "rejected", "unreachable", "refused"
-OUTCOMES = (DELIVERED, REJECTED, UNREACHABLE, REFUSED)
 
 
 def client_secret(client: str) -> str:
@@ -72,7 +71,7 @@ def due(session: Session, limit: int = 50) -> list[WebhookDelivery]:
 
 
 def record_attempt(session: Session, delivery: WebhookDelivery, status: int | None, outcome: str) -> None:
-    """`status` is the checked receiver's answer (kept for the operator); `outcome` one of OUTCOMES."""
+    """`status` is the checked receiver's answer (kept for the operator); `outcome` one of the four classes above."""
     delivery.attempts += 1
     delivery.last_status, delivery.last_error = status, None if outcome == DELIVERED else outcome
     if outcome == DELIVERED:

@@ -131,16 +131,19 @@ def test_sisa_ensemble_beats_chance():
     assert training.evaluate(family, networks, test_x, test_y)["accuracy"] > 0.9
 
 
-def test_assign_shards_follows_the_subject_key():
+def test_partition_shards_follow_the_subject_key():
+    from workers.partition import partition
+
     keys = [hashlib.sha256(f"subject-{i}".encode()).hexdigest() for i in range(400)]
-    records = [keys[i % 400] for i in range(1200)]
-    shards = training.assign_shards(records, 5)
+    records = np.array([keys[i % 400] for i in range(1200)])
+    record_ids = np.arange(1200)
+    shards = partition(record_ids, records, seed=0, holdout_fraction=0, shards=5, slices=1).shards
     for key in keys:
-        assert len(set(shards[[r == key for r in records]])) == 1
+        assert len(set(shards[records == key].tolist())) == 1
     assert shards[0] == int(hashlib.sha256(keys[0].encode("ascii")).hexdigest()[:16], 16) % 5
     assert np.bincount(shards, minlength=5).min() > 150
     with pytest.raises(ValueError):
-        training.assign_shards(records, 0)
+        partition(record_ids, records, seed=0, holdout_fraction=0, shards=0, slices=1)
 
 
 def test_assign_slices_partitions_deterministically():

@@ -104,10 +104,13 @@ def test_lookup_reports_model_versions_shards_and_slices(client, reviewer, uploa
 
 
 def test_sharding_rule_is_the_engines(uploaded):
-    from workers.engine.training import assign_shards
+    import numpy as np
+
+    from workers.partition import partition
 
     keys = [subject_key("user_id", f"u{i:04d}") for i in range(1, 50)]
-    assert assign_shards(keys, 8).tolist() == [shard_of(k, 8) for k in keys]
+    manifest = partition(np.arange(len(keys)), np.array(keys), seed=0, holdout_fraction=0, shards=8, slices=1)
+    assert manifest.shards.tolist() == [shard_of(k, 8) for k in keys]
 
 
 def test_other_clients_and_unknown_subjects_find_nothing(client, reviewer, make_key, uploaded):

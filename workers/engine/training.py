@@ -234,13 +234,6 @@ def _digest64(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-def assign_shards(subject_keys: Sequence[str], shards: int) -> np.ndarray:
-    """Shard index of each record from its subject's key, so a subject lives in one shard."""
-    if shards < 1:
-        raise ValueError("shards must be at least 1")
-    return np.array([_digest64(key) % shards for key in subject_keys], dtype=np.int64)
-
-
 def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.ndarray]:
     """Split one shard's record ids into `slices` slices, each in a fixed order.
 

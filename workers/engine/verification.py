@@ -13,7 +13,7 @@ the model remembers them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -129,9 +129,6 @@ class ThresholdResult:
     @property
     def verified(self) -> bool:
         return not self.failed and not self.not_applicable
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verified": self.verified}
 
 
 def _accuracy(figures: dict[str, Any], part: str) -> float | None:

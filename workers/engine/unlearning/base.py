@@ -34,12 +34,6 @@ from workers.engine.training import derive_seed, network_device, rng_devices
 
 # Exact methods, carried out by the job runner from the dataset lineage (they retrain).
 EXACT_METHODS = frozenset({"retrain", "sisa"})
-EXACT_METHOD_DESCRIPTIONS = {
-    "retrain": "Train a fresh network on the retained records with the original seed and "
-    "hyper-parameters; the reference the approximate methods are measured against.",
-    "sisa": "Retrain only the shards that held the subject, each from the checkpoint taken "
-    "before the first slice that contained them (Bourtoule et al. 2021).",
-}
 
 # Method configs are pydantic dataclasses with this config: unknown keys are errors, not ignored.
 STRICT = ConfigDict(extra="forbid")
