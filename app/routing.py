@@ -30,7 +30,7 @@ from fastapi.routing import APIRoute
 from app.config import get_settings
 from app.deps import get_session, run_unit_of_work
 from app.errors import TooManyRequests
-from app.keys.service import Principal
+from app.principal import Principal
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 

@@ -17,7 +17,7 @@ from app.deps import SessionDep
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
 from app.models import service as model_service
-from app.requests.schemas import Subject
+from app.schemas import Subject
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 RECENT_JOBS = 20

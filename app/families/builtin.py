@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from app.families.registry import FamilySpec
+from app.families.spec import FamilySpec
 
 _STRICT = ConfigDict(extra="forbid")
 

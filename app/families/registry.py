@@ -9,57 +9,15 @@ Third-party families register a spec under the entry point group ``obliviate.fam
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
-from collections.abc import Callable
-from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from app.families import builtin
+from app.families.spec import FamilyParamsError, FamilySpec
 
-from app.errors import sanitised_validation_errors
+__all__ = ["ENTRY_POINT_GROUP", "FamilyParamsError", "FamilySpec", "UnknownFamilyError", "families", "get_family"]
 
 ENTRY_POINT_GROUP = "obliviate.families"
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    name: str
-    # A pydantic dataclass with extra="forbid"; its fields are the family's hyper-parameters.
-    config_class: type
-    # "module:attribute" of an object implementing workers.engine.families.base.ModelFamily.
-    implementation: str
-    description: str = ""
-    # Whether the family supports certified removal (convex loss with L2 regularisation).
-    convex: bool = False
-    # safetensors dtype codes the network computes in; imported weights of another dtype are
-    # refused rather than silently cast.
-    weight_dtypes: tuple[str, ...] = ("F32",)
-    # (config, n_features, n_classes) → tensor name → shape of the network's weights, without
-    # torch, so the API can check imported weights; None leaves that check to the implementation.
-    parameter_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
-
-    def parse_params(self, params: dict[str, Any] | None) -> Any:
-        """Validate user hyper-parameters; raises FamilyParamsError with readable messages."""
-        try:
-            return TypeAdapter(self.config_class).validate_python(params or {})
-        except ValidationError as exc:
-            errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
-            raise FamilyParamsError([{**error, "loc": [str(part) for part in error["loc"]]} for error in errors]) from None
-
-    def dump_params(self, config: Any) -> dict[str, Any]:
-        return asdict(config)
-
-    def load_implementation(self) -> Any:
-        module_name, _, attr = self.implementation.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
-
-
-class FamilyParamsError(ValueError):
-    def __init__(self, errors: list[dict[str, Any]]):
-        super().__init__("; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors))
-        self.errors = errors
 
 
 class UnknownFamilyError(KeyError):
@@ -75,8 +33,6 @@ def families() -> dict[str, FamilySpec]:
             found[spec.name] = spec
     # Built-ins are always present, even when the package metadata is not installed
     # (running from a source checkout).
-    from app.families import builtin
-
     for spec in builtin.BUILTIN_FAMILIES:
         found.setdefault(spec.name, spec)
     return found

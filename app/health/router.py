@@ -10,7 +10,7 @@ from sqlalchemy import text
 from app import metrics
 from app.config import get_settings
 from app.db import READ_ONLY, get_engine
-from app.health import supervision
+from app.health import figures, supervision
 
 router = APIRouter(tags=["health"])
 
@@ -61,6 +61,6 @@ def readyz() -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, operation_id="get_metrics", summary="Prometheus metrics")
 async def prometheus_metrics() -> Response:
-    # Async: the database's figures come from a thread of the metrics' own (app/metrics.py).
-    database = await metrics.database_families()
+    # Async: the database's figures come from a thread of their own (app/health/figures.py).
+    database = await figures.database_families()
     return Response(metrics.render(database), media_type="text/plain; version=0.0.4; charset=utf-8")

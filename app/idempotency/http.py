@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from app.idempotency import service
-from app.keys.service import Principal
+from app.principal import Principal
 
 Handler = Callable[[], tuple[int, Any, dict[str, str]]]
 

@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
@@ -23,6 +22,7 @@ from app.db import utcnow
 from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.keys.models import ApiKey
 from app.pagination import decode_cursor, encode_cursor
+from app.principal import Principal
 
 SCOPES = (
     "requests:write",
@@ -43,29 +43,6 @@ STATES = ("active", "revoked", "expired")
 
 class InvalidScopes(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the key, its client (tenant) and its scopes. Admins see every client."""
-
-    key_id: str
-    client: str
-    name: str
-    scopes: frozenset[str]
-    # Checked on every use of a cached principal, so a key stops at its expiry to the second.
-    expires_at: datetime | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.scopes
-
-    @property
-    def actor(self) -> str:
-        return f"key:{self.key_id}"
-
-    def has(self, scope: str) -> bool:
-        return scope in self.scopes or self.is_admin
 
 
 def hash_key(plaintext: str) -> str:

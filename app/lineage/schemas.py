@@ -4,8 +4,7 @@ import uuid
 
 from pydantic import BaseModel, Field
 
-from app.requests.schemas import Subject
-from app.schemas import example
+from app.schemas import Subject, example
 
 
 class LookupBody(Subject):

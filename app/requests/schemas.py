@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
 from app.pii import find_identifier, reveals
-from app.pseudonym import KIND_PATTERN, MAX_IDENTIFIER_LENGTH, IdentifierError, redact, validate_identifier
-from app.schemas import StrictModel, example
+from app.pseudonym import redact
+from app.schemas import StrictModel, Subject, example
 from app.webhooks.addresses import AddressRefused, check_url
 
 Jurisdiction = Literal["gdpr", "ccpa"]
@@ -17,38 +17,6 @@ Status = Literal[
     "received", "approved", "on_hold", "denied", "cancelled",
     "scheduled", "processing", "verifying", "completed", "failed",
 ]
-MAX_IDENTIFIERS = 10
-
-
-class Subject(StrictModel):
-    # kind → value, e.g. {"email": "...", "user_id": "..."}. Typed loosely on purpose and checked
-    # by hand below, so that no validation message or location ever carries a value.
-    identifiers: dict[str, Any] = Field(
-        description="Identifier kind → value (email, user_id, phone, ...). Never stored or echoed.",
-        json_schema_extra={
-            "minProperties": 1, "maxProperties": MAX_IDENTIFIERS,
-            "propertyNames": {"pattern": KIND_PATTERN.pattern},
-            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH},
-        },
-    )
-
-    @field_validator("identifiers")
-    @classmethod
-    def _check(cls, value: dict[str, Any]) -> dict[str, str]:
-        if not value:
-            raise ValueError("at least one identifier is required")
-        if len(value) > MAX_IDENTIFIERS:
-            raise ValueError(f"at most {MAX_IDENTIFIERS} identifiers")
-        for kind, raw in value.items():
-            if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
-                raise ValueError("identifier kinds are lower-case words (letters, digits, underscore)")
-            if not isinstance(raw, str):
-                raise ValueError(f"identifier '{kind}' must be a string")
-            try:
-                validate_identifier(kind, raw)
-            except IdentifierError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 class ErasureRequestCreate(StrictModel):
