@@ -17,10 +17,10 @@ from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app import signing
 from app.audit.merkle import Frontier
 from app.audit.models import AuditCheckpoint, AuditEvent
 from app.audit.notes import Checkpoint, open_checkpoint, sign_checkpoint
-from app.certificates import signing
 from app.config import get_settings
 from app.db import is_postgres, on_commit, session_scope, utcnow
 

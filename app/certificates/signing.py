@@ -1,67 +1,27 @@
-"""Ed25519 signing of certificates. The private key comes from OBLIVIATE_SIGNING_KEY_PATH (a PEM
-file every API and worker process can read) or is generated once under the data directory."""
+"""Ed25519 signing of certificates, with the server's signing key (app/signing.py), which also
+signs the audit checkpoints."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import os
-from functools import lru_cache
-from pathlib import Path
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from app.audit.chain import canonical_json
-from app.config import get_settings
+from app.signing import key_id, private_key, public_key_b64
+
+__all__ = [
+    "ALGORITHM", "FORMAT_VERSION", "canonical_bytes", "document_bytes", "format_of", "key_id", "private_key",
+    "public_key_b64", "sign_body", "verify_document",
+]
 
 ALGORITHM = "Ed25519"
 # Certificates of format 2 are signed over their RFC 8785 (JCS) canonical form, so whitespace and
 # key order do not matter, only values. Format 1 (no `format_version` field, issued before) was
 # signed over Python's sorted compact JSON and is checked byte for byte as issued.
 FORMAT_VERSION = 2
-
-
-def _key_path() -> Path:
-    settings = get_settings()
-    return Path(settings.signing_key_path) if settings.signing_key_path else settings.data_dir / "signing_key.pem"
-
-
-@lru_cache(maxsize=4)
-def _load(path: str) -> Ed25519PrivateKey:
-    file = Path(path)
-    if not file.exists():
-        if get_settings().signing_key_path:
-            raise RuntimeError(f"OBLIVIATE_SIGNING_KEY_PATH points to {file}, which does not exist")
-        file.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:  # O_EXCL: processes starting together must end up with one key
-            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-        except FileExistsError:
-            pass
-    key = serialization.load_pem_private_key(file.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError("the signing key must be an Ed25519 private key")
-    return key
-
-
-def private_key() -> Ed25519PrivateKey:
-    return _load(str(_key_path().resolve()))
-
-
-def public_key_b64(key: Ed25519PublicKey | None = None) -> str:
-    key = key or private_key().public_key()
-    return base64.b64encode(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
-
-
-def key_id(public_b64: str) -> str:
-    return hashlib.sha256(base64.b64decode(public_b64)).hexdigest()[:16]
 
 
 def format_of(body) -> int:
