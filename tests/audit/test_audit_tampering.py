@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from tests.conftest import drop_sqlite_guards, restore_sqlite_guards
+from tests.objects import request_body
 
 TRIALS = 1000
 REQUESTS = 60
@@ -55,7 +56,7 @@ def log(client, make_key) -> dict[str, list[dict]]:
     """Build the log over the API; return its events by stream, in seq order."""
     headers = make_key(REVIEWER, client="acme")
     for index in range(REQUESTS):
-        body = {"subject": {"identifiers": {"user_id": f"tamper-{index}"}}, "jurisdiction": "gdpr", "source": "portal"}
+        body = request_body(identifiers={"user_id": f"tamper-{index}"})
         created = client.post("/v1/erasure-requests", json=body, headers=headers)
         assert created.status_code == 201, created.text
         for action, payload in PATHS[index % len(PATHS)]:

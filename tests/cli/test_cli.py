@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from app.cli import cli
+from tests.objects import request_body
 
 PLANTED = "planted-cli-leak-7f3a@example.org"
 KEY_PATTERN = re.compile(r"obl_[A-Za-z0-9_-]+")
@@ -52,7 +53,7 @@ def test_keys_create_prints_a_working_key(run, client):
     assert len(keys) == 1
     assert "client:  acme" in result.stdout and "requests:read, requests:write" in result.stdout
     headers = {"Authorization": f"Bearer {keys[0]}"}
-    body = {"subject": {"identifiers": {"user_id": "42"}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = request_body(identifiers={"user_id": "42"})
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     assert client.get(f"/v1/erasure-requests/{created.json()['id']}", headers=headers).status_code == 200
@@ -187,7 +188,7 @@ def _tamper(statement: str) -> None:
 
 
 def test_audit_verify_detects_tampering(run, client, headers):
-    body = {"subject": {"identifiers": {"email": "a@example.org"}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = request_body(identifiers={"email": "a@example.org"})
     ids = [client.post("/v1/erasure-requests", json=body, headers=headers).json()["id"] for _ in range(3)]
     assert client.post(f"/v1/erasure-requests/{ids[1]}/approve", headers=headers).status_code == 200
 
@@ -205,7 +206,7 @@ def test_audit_verify_detects_tampering(run, client, headers):
 
 
 def test_audit_verify_offline_file(run, client, headers, tmp_path):
-    body = {"subject": {"identifiers": {"user_id": "9"}}, "jurisdiction": "ccpa", "source": "admin"}
+    body = request_body(identifiers={"user_id": "9"}, jurisdiction="ccpa", source="admin")
     rid = client.post("/v1/erasure-requests", json=body, headers=headers).json()["id"]
     client.post(f"/v1/erasure-requests/{rid}/hold", json={"reason": "legal check"}, headers=headers)
     client.post(f"/v1/erasure-requests/{rid}/release", headers=headers)

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from app.db import get_engine
 from tests.dashboard.helpers import complete_without_data, csrf_of, new_key, new_request, sign_in
+from tests.objects import request_body
 from tests.worker import wait_for
 
 
@@ -128,8 +129,8 @@ def test_admin_creates_a_key_shown_once_and_audit_verification_runs(client):
     assert created.status_code == 201
     plaintext = re.search(r'value="(obl_[^"]+)"', created.text).group(1)
     assert plaintext not in client.get("/admin/keys").text
-    assert client.post("/v1/erasure-requests", headers={"Authorization": f"Bearer {plaintext}"}, json={
-        "subject": {"identifiers": {"email": "k@example.org"}}, "jurisdiction": "gdpr", "source": "portal"}).status_code == 201
+    assert client.post("/v1/erasure-requests", headers={"Authorization": f"Bearer {plaintext}"},
+                       json=request_body(identifiers={"email": "k@example.org"})).status_code == 201
     started = client.post("/admin/audit/verify", data={"csrf_token": token}, follow_redirects=False)
     assert started.status_code == 303
     run_page = started.headers["location"]

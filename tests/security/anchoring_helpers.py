@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from tests.conftest import SERVICES, TEST_DB_URL
+from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
 REVIEWER = "requests:write,requests:read,requests:review"
@@ -66,8 +67,7 @@ def key(scopes: str = REVIEWER, client: str = "acme") -> dict[str, str]:
 def build_log(client, headers, requests: int = 4) -> list[str]:
     ids = []
     for index in range(requests):
-        body = {"subject": {"identifiers": {"user_id": f"anchor-{uuid.uuid4().hex[:8]}-{index}"}},
-                "jurisdiction": "gdpr", "source": "portal"}
+        body = request_body(identifiers={"user_id": f"anchor-{uuid.uuid4().hex[:8]}-{index}"})
         rid = client.post(URL, json=body, headers=headers).json()["id"]
         assert client.post(f"{URL}/{rid}/hold", json={"reason": "identity check"}, headers=headers).status_code == 200
         assert client.post(f"{URL}/{rid}/release", headers=headers).status_code == 200
@@ -80,7 +80,7 @@ def certified_request(client, headers) -> str:
     from app.db import session_scope
     from app.unlearning import planner
 
-    body = {"subject": {"identifiers": {"user_id": f"cert-{uuid.uuid4().hex[:8]}"}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = request_body("cert")
     rid = client.post(URL, json=body, headers=headers).json()["id"]
     assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
     with session_scope() as session:

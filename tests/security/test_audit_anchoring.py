@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import SERVICES
+from tests.objects import request_body
 from tests.security.anchoring_helpers import (
     REVIEWER, URL, api_client, build_log, certified_request, cli, delete_chain, drop_every_trigger, key,
     own_database, rewrite_chain, truncate_and_fix_head,
@@ -238,8 +239,7 @@ def test_triggers_guard_heads_checkpoints_and_log_positions(client, headers):
     assert _refused("DELETE FROM audit_checkpoints")
     assert _refused("UPDATE audit_events SET log_index = log_index + 100")
     assert _refused("UPDATE audit_events SET log_index = NULL")
-    rid = client.post(URL, json={"subject": {"identifiers": {"user_id": "guard"}}, "jurisdiction": "gdpr",
-                                 "source": "portal"}, headers=headers).json()["id"]
+    rid = client.post(URL, json=request_body(identifiers={"user_id": "guard"}), headers=headers).json()["id"]
     stream = {"stream": f"request:{rid}"}
     # Setting an unset position is the checkpointer's one write; with any other change, refused.
     assert _refused("UPDATE audit_events SET log_index = 999, actor = 'x' WHERE stream = :stream", stream)

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from app.pseudonym import normalise_identifier, subject_key
+from tests.objects import request_body
 
 SECRET = b"test-secret-key-for-pseudonyms-0123456789"
 
@@ -62,7 +63,7 @@ def test_intake_stores_the_pinned_subject_key(client, headers, kind, value, norm
     from tests.conftest import TEST_SECRET
 
     assert TEST_SECRET.encode() == SECRET
-    body = {"subject": {"identifiers": {kind: value}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = request_body(identifiers={kind: value})
     response = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert response.status_code == 201, response.text
     with session_scope() as session:
@@ -81,7 +82,7 @@ def test_intake_stores_the_pinned_subject_key(client, headers, kind, value, norm
     ("user_id", "us\u00aded"), ("customer_ref", "a\x1fb"), ("customer_ref", "a\u2028b"), ("phone", "+44 20\u200b7946 0958"),
 ])
 def test_invalid_identifiers_are_refused_without_echo(client, headers, kind, value):
-    body = {"subject": {"identifiers": {kind: value}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = request_body(identifiers={kind: value})
     response = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert response.status_code == 422, response.text
     assert value not in response.text

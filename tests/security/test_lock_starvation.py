@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import SERVICES
+from tests.objects import request_body
 from tests.security.live_server import ANSWER_TIMEOUT, WRITE_TIMEOUT, LiveServer, database_for_pass
 
 BURST, AT_ONCE = 200, 60
@@ -118,9 +119,8 @@ async def _review_burst(base: str, reviewer: dict, request_id: str) -> tuple[lis
 def test_a_burst_of_review_actions_on_one_request_leaves_the_api_answering(tmp_path, request):
     with LiveServer(tmp_path, database_url=database_for_pass(request)) as server:
         reviewer = server.key("requests:write,requests:read,requests:review", client="reviewer")
-        created = httpx.post(f"{server.base}/v1/erasure-requests", headers=reviewer, timeout=ANSWER_TIMEOUT, json={
-            "subject": {"identifiers": {"user_id": "burst-subject"}}, "jurisdiction": "gdpr", "source": "portal",
-        })
+        created = httpx.post(f"{server.base}/v1/erasure-requests", headers=reviewer, timeout=ANSWER_TIMEOUT,
+                             json=request_body(identifiers={"user_id": "burst-subject"}))
         assert created.status_code == 201, created.text
         request_id = created.json()["id"]
 

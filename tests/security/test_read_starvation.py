@@ -13,6 +13,7 @@ import asyncio
 
 import httpx
 
+from tests.objects import request_body
 from tests.security.live_server import ANSWER_TIMEOUT, LiveServer, database_for_pass
 
 READERS, READS = 64, 256
@@ -48,10 +49,9 @@ def test_sixty_four_concurrent_readers_are_all_served(tmp_path, request):
         with httpx.Client(base_url=server.base, timeout=ANSWER_TIMEOUT) as http:
             for index in range(60):
                 for headers, who in ((crowd, "crowd"), (other, "other")):
-                    created = http.post(LIST, headers=headers, json={
-                        "subject": {"identifiers": {"user_id": f"{who}-{index}"}}, "jurisdiction": "gdpr",
-                        "source": "portal", "external_id": f"{who}-{index}",
-                    })
+                    created = http.post(LIST, headers=headers, json=request_body(
+                        identifiers={"user_id": f"{who}-{index}"}, external_id=f"{who}-{index}",
+                    ))
                     assert created.status_code == 201, created.text
 
         crowd_codes, other_codes = asyncio.run(_read_together(server.base, crowd, other))

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id
-from tests.objects import create_dataset, import_model
+from tests.objects import create_dataset, import_model, request_body
 from tests.worker import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -20,7 +20,7 @@ ERASED = subject_id(1)  # records 36-71: among the 100 records the imported weig
 
 
 def _erase_and_wait(client, headers) -> dict:
-    body = {"subject": {"identifiers": {"user_id": ERASED}}, "jurisdiction": "gdpr", "source": "admin"}
+    body = request_body(identifiers={"user_id": ERASED}, source="admin")
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]

@@ -193,7 +193,7 @@ def test_the_checks_would_see_a_leak(client, headers, planted, database_url, dat
 ])
 def test_bad_identifier_errors_do_not_echo_the_value(client, headers, planted, kind, value):
     value = value.format(token=planted.token)
-    body = {"subject": {"identifiers": {kind: value}}, "jurisdiction": "gdpr", "source": "portal"}
+    body = objects.request_body(identifiers={kind: value})
     response = client.post(URL, json=body, headers=headers)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
