@@ -80,9 +80,10 @@ reset_settings
 clear_cache
 _.unit_of_work
 
-# The family interface's per-example loss (workers/engine/families); verification computes its
-# own (workers.engine.training.cross_entropy_per_example). Whether families keep it is decided
-# with the rewrite of the unlearning backbone, which owns workers.engine.training and families.base.
+# The family interface's per-example loss: part of the ModelFamily protocol a plugin implements
+# (README, "Datasets and models"); today's verification computes its own
+# (workers.engine.training.cross_entropy_per_example). Whether families keep it is decided with
+# the unlearning backbone, which reworks workers.engine.training and families.base.
 _.loss_per_example
 
 # ThresholdResult.verified (workers/engine/verification.py): a check that could not run is not a
