@@ -4,6 +4,10 @@ A new request is three things in the caller's transaction: its row (skipped when
 (client, external_id) is taken), a row per subject key, and the first link of its audit chain
 with the chain's head. On PostgreSQL any number of requests go in one statement (one round trip);
 on SQLite, which has no round trips, one multi-row statement per table.
+
+The PostgreSQL statement is composed of SQLAlchemy Core parts, each owned by the domain whose
+tables it writes (`_statement`), and compiled once at import; the unit of work's inserts on
+SQLite share its request insert (`insert_skipping_taken`) and the audit's link values.
 """
 
 from __future__ import annotations
