@@ -32,6 +32,9 @@ from app.errors import ServiceUnavailable
 
 log = logging.getLogger("obliviate.asyncdb")
 
+_DIALECT = psycopg_dialect.dialect()
+
+
 class Prepared:
     """A Core statement compiled once for psycopg: its SQL and the values that the statement
     itself binds (constants such as `literal(1)`). Compiling costs far more than running: a
@@ -48,9 +51,6 @@ class Prepared:
         """The parameters of one execution: `values`, with the constants added to it."""
         values.update(self.constants)
         return values
-
-
-_DIALECT = psycopg_dialect.dialect()
 
 
 def binary_arrays(context: AdaptContext) -> None:
