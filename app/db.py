@@ -7,11 +7,13 @@ workers and the CLI. Services only flush.
 
 from __future__ import annotations
 
+import functools
 import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -212,6 +214,18 @@ def read_session() -> Session:
 def is_postgres(session_or_engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "postgresql"
+
+
+@functools.cache
+def insert_skipping_taken(dialect: str, table, index_elements: tuple[str, ...], returning: str) -> Any:
+    """`INSERT … ON CONFLICT (index_elements) DO NOTHING RETURNING returning` into `table` on
+    PostgreSQL or SQLite: a row whose key is taken is skipped, not an error, so that racing
+    writers of one key both end with one row and a usable transaction. Built once per use."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(index_elements)).returning(table.c[returning])
 
 
 def on_commit(session: Session, callback) -> None:

@@ -6,12 +6,17 @@ from collections.abc import Iterator
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import JSON, ColumnElement, Text, bindparam, cast, func, insert, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import CTE
 
 from app.audit.chain import GENESIS, ChainResult, canonical_json, event_hash, hash_event, verify_chain
 from app.audit.models import AuditEvent, AuditHead
 from app.db import utcnow
+
+EVENTS, HEADS = AuditEvent.__table__, AuditHead.__table__
+
 
 def request_stream(request_id) -> str:
     return f"request:{request_id}"
@@ -64,8 +69,54 @@ def start_chains(session: Session, first_events: list[tuple[str, str, str, dict[
     event_rows, head_rows = first_links(first_events)
     for row in event_rows:
         del row["data_json"]  # the JSON column writes `data` itself
-    session.execute(insert(AuditEvent.__table__), event_rows if len(event_rows) > 1 else event_rows[0])
-    session.execute(insert(AuditHead.__table__), head_rows if len(head_rows) > 1 else head_rows[0])
+    session.execute(insert(EVENTS), event_rows if len(event_rows) > 1 else event_rows[0])
+    session.execute(insert(HEADS), head_rows if len(head_rows) > 1 else head_rows[0])
+
+
+# The fields of a new chain's first link that vary: the parameters of `first_links_part`.
+_LINK_FIELDS = ("stream", "type", "at", "actor", "data", "hash")
+
+
+def first_links_part(owner: ColumnElement, *, many: bool) -> list[CTE]:
+    """`start_chains` as part of one PostgreSQL statement: data-modifying CTEs that append the
+    first link of a chain, and its head, for each row of `owner`'s CTE (the ids of the requests
+    the statement inserted), so that a row not inserted starts no chain.
+
+    One chain takes audit_stream, audit_type, audit_at, audit_actor, audit_data (the canonical
+    JSON text that the hash covers) and audit_hash; `many` takes an array of each and
+    audit_owners, each chain's owner, matched with `owner` (see `first_links_values`)."""
+    if many:
+        # Text, not varchar(n): a cast to varchar(n) would truncate silently, where the column's
+        # own assignment refuses an over-long value.
+        types = {"owners": owner.type, **{field: Text() for field in _LINK_FIELDS}, "at": EVENTS.c.at.type}
+        given = func.unnest(*(cast(bindparam(f"audit_{name}"), ARRAY(sql_type)) for name, sql_type in types.items())) \
+            .table_valued("owner", *_LINK_FIELDS).render_derived(name="given")
+        chains = select(*(given.c[field] for field in _LINK_FIELDS)) \
+            .join_from(given, owner.table, owner == given.c.owner).cte("chains")
+    else:
+        chains = select(*(bindparam(f"audit_{field}").label(field) for field in _LINK_FIELDS)) \
+            .select_from(owner.table).subquery("chain")
+    first, genesis = literal(1), literal(GENESIS)
+    events = insert(EVENTS).from_select(
+        ["stream", "seq", "type", "at", "actor", "data", "prev_hash", "hash"],
+        select(chains.c.stream, first, chains.c.type, chains.c.at, chains.c.actor, cast(chains.c.data, JSON), genesis, chains.c.hash),
+    ).cte("first_events")
+    heads = insert(HEADS).from_select(["stream", "seq", "hash"], select(chains.c.stream, first, chains.c.hash)).cte("heads")
+    return [events, heads]
+
+
+def first_links_values(first_events: list[tuple[str, str, str, dict[str, Any]]], owners: list | None = None) -> dict[str, Any]:
+    """The parameters of `first_links_part` for the (stream, type, actor, data) of each new
+    chain: of one chain, or, given each chain's owner, of `many`."""
+    event_rows, _heads = first_links(first_events)
+    for row in event_rows:
+        row["data"] = row.pop("data_json")
+    if owners is None:
+        (row,) = event_rows
+        return {f"audit_{field}": row[field] for field in _LINK_FIELDS}
+    values = {f"audit_{field}": [row[field] for row in event_rows] for field in _LINK_FIELDS}
+    values["audit_owners"] = owners
+    return values
 
 
 def events(session: Session, stream: str) -> list[AuditEvent]:

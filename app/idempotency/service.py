@@ -15,16 +15,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import JSON, ColumnElement, bindparam, cast, delete, exists, insert, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import CTE
 
 from app.config import get_settings
-from app.db import get_engine, get_sessionmaker, utcnow
+from app.db import get_engine, get_sessionmaker, insert_skipping_taken, utcnow
 from app.errors import BadRequest, Conflict, Unprocessable
 from app.idempotency.models import IdempotencyRecord
 from app.pii import find_identifier
 
 MAX_KEY_LENGTH = 255
+KEYS = IdempotencyRecord.__table__
+DONE = "done"  # the state of a key whose answer is stored
 
 
 @dataclass(frozen=True)
@@ -58,24 +61,13 @@ def scoped_key(route: str, key: str) -> str:
     return f"{route}:{validate_key(key)}"
 
 
-_INSERT_MARKERS: dict[str, Any] = {}
-
-
 def _mark_in_flight(client: str, scoped_key: str, digest: str) -> bool:
     """Insert the in-flight marker and commit it at once; False if the key is taken. On
     PostgreSQL one autocommitted statement (one round trip instead of three, on every keyed
     request); SQLite has no round trips to save."""
     engine = get_engine()
     dialect = engine.dialect.name
-    statement = _INSERT_MARKERS.get(dialect)
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        table = IdempotencyRecord.__table__
-        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=["client", "key"]).returning(table.c.client)
-        _INSERT_MARKERS[dialect] = statement
+    statement = insert_skipping_taken(dialect, KEYS, ("client", "key"), "client")
     values = {"client": client, "key": scoped_key, "fingerprint": digest, "state": "in_flight", "created_at": utcnow()}
     if dialect == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -97,7 +89,7 @@ def claim(client: str, scoped_key: str, digest: str) -> Replay | None:
             return None
         if record.fingerprint != digest:
             raise Unprocessable("This Idempotency-Key was already used with a different request body.")
-        if record.state == "done":
+        if record.state == DONE:
             return Replay(record.status_code or 200, record.body, dict(record.headers or {}))
         stale_before = utcnow() - timedelta(seconds=settings.idempotency_in_flight_seconds)
         if record.created_at > stale_before:
@@ -113,13 +105,12 @@ def claim(client: str, scoped_key: str, digest: str) -> Replay | None:
 def _complete_statement():
     # Built once, and on the table rather than the entity: an ORM-enabled UPDATE built per call
     # cost more than the rest of a keyed intake.
-    table = IdempotencyRecord.__table__
     return (
-        update(table)
-        .where(table.c.client == bindparam("where_client"), table.c.key == bindparam("where_key"))
+        update(KEYS)
+        .where(KEYS.c.client == bindparam("where_client"), KEYS.c.key == bindparam("where_key"))
         .values(
-            state="done", status_code=bindparam("new_status_code", type_=table.c.status_code.type),
-            body=bindparam("new_body", type_=table.c.body.type), headers=bindparam("new_headers", type_=table.c.headers.type),
+            state=DONE, status_code=bindparam("new_status_code", type_=KEYS.c.status_code.type),
+            body=bindparam("new_body", type_=KEYS.c.body.type), headers=bindparam("new_headers", type_=KEYS.c.headers.type),
         )
     )
 
@@ -132,6 +123,36 @@ def complete(session: Session, client: str, scoped_key: str, status_code: int, b
         "where_client": client, "where_key": scoped_key, "new_status_code": status_code, "new_body": body,
         "new_headers": headers,
     })
+
+
+def key_unused() -> ColumnElement[bool]:
+    """Whether the key idempotency_client, idempotency_key (parameters) is unused: the guard of
+    a write that `done_part` records under that key, in the same PostgreSQL statement."""
+    return ~exists().where(KEYS.c.client == bindparam("idempotency_client"), KEYS.c.key == bindparam("idempotency_key"))
+
+
+def done_part(owner: ColumnElement) -> CTE:
+    """`claim` and `complete` at once, as part of one PostgreSQL statement: a data-modifying CTE
+    that records the key as done, with its answer, if `owner`'s CTE holds a row (what the key
+    created, under `key_unused`). A key taken meanwhile by a concurrent first use makes this
+    insert fail on the primary key, which aborts the whole statement: a key never gets two
+    effects. Parameters: `done_values`."""
+    answer = select(
+        bindparam("idempotency_client"), bindparam("idempotency_key"), bindparam("idempotency_fingerprint"), literal(DONE),
+        bindparam("idempotency_status_code"), cast(bindparam("idempotency_body"), JSON),
+        cast(bindparam("idempotency_headers"), JSON), bindparam("idempotency_at"),
+    ).select_from(owner.table)
+    columns = ["client", "key", "fingerprint", "state", "status_code", "body", "headers", "created_at"]
+    return insert(KEYS).from_select(columns, answer).cte("remembered")
+
+
+def done_values(client: str, scoped_key: str, digest: str, status_code: int, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+    """The parameters of `key_unused` and `done_part`: the body and headers as JSON text."""
+    return {
+        "idempotency_client": client, "idempotency_key": scoped_key, "idempotency_fingerprint": digest,
+        "idempotency_status_code": status_code, "idempotency_body": json.dumps(body),
+        "idempotency_headers": json.dumps(headers), "idempotency_at": utcnow(),
+    }
 
 
 def release(client: str, scoped_key: str) -> None:

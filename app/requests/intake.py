@@ -4,27 +4,33 @@ A new request is three things in the caller's transaction: its row (skipped when
 (client, external_id) is taken), a row per subject key, and the first link of its audit chain
 with the chain's head. On PostgreSQL any number of requests go in one statement (one round trip);
 on SQLite, which has no round trips, one multi-row statement per table.
+
+The PostgreSQL statement is composed of SQLAlchemy Core parts, each owned by the domain whose
+tables it writes (`_statement`), and compiled once at import; the unit of work's inserts on
+SQLite share its request insert (`insert_skipping_taken`) and the audit's link values.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import String, insert
+from sqlalchemy import ColumnElement, String, Text, bindparam, cast, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.sql.expression import CTE
 
+from app import asyncdb
 from app.audit import service as audit_service
-from app.audit.chain import GENESIS
-from app.audit.models import AuditEvent, AuditHead
-from app.idempotency.models import IdempotencyRecord
+from app.db import insert_skipping_taken
+from app.idempotency import service as idempotency_service
 from app.keys.service import Principal
 from app.requests.models import ErasureRequest, RequestSubject
 
 REQUESTS = ErasureRequest.__table__
 SUBJECTS = RequestSubject.__table__
+_TAKEN = ("client", "external_id")  # a request whose (client, external_id) is taken is skipped
 
 
 def received_event(principal: Principal, row: dict[str, Any], keys: dict[str, str]) -> tuple[str, str, str, dict]:
@@ -37,25 +43,13 @@ def received_event(principal: Principal, row: dict[str, Any], keys: dict[str, st
     }
 
 
-_INSERT_REQUESTS: dict[str, Any] = {}
-
-
 def insert_requests(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
     """Insert the rows whose (client, external_id) is free; returns the ids inserted. A taken
     external_id is skipped, not an error: an intake racing another for the same id waits for
     the other transaction, then skips, so both end with one row and a usable transaction."""
     if not rows:
         return set()
-    dialect = session.get_bind().dialect.name
-    statement = _INSERT_REQUESTS.get(dialect)
-    if statement is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        statement = (dialect_insert(REQUESTS).on_conflict_do_nothing(index_elements=["client", "external_id"])
-                     .returning(REQUESTS.c.id))
-        _INSERT_REQUESTS[dialect] = statement
+    statement = insert_skipping_taken(session.get_bind().dialect.name, REQUESTS, _TAKEN, "id")
     return set(session.scalars(statement, rows[0] if len(rows) == 1 else rows))
 
 
@@ -67,125 +61,95 @@ def insert_subjects(session: Session, rows: list[dict[str, Any]]) -> None:
 # Columns a new request always leaves empty; not sent, so the statement carries fewer parameters.
 EMPTY_AT_INTAKE = frozenset({"held_from", "status_reason", "extended_days", "decided_at", "completed_at", "outcome", "progress"})
 _REQUEST_COLUMNS = [column for column in REQUESTS.columns if column.name not in EMPTY_AT_INTAKE]
+_NAMES = [column.name for column in _REQUEST_COLUMNS]
 
 
-def _array(name: str, sql_type: str) -> str:
-    # Binary: psycopg's text form escapes every element with a regular expression.
-    return f"CAST(%({name})b AS {sql_type}[])"
+def requests_part(*, many: bool, guard: ColumnElement[bool] | None = None) -> tuple[CTE, CTE]:
+    """`insert_requests` and `insert_subjects` as part of one PostgreSQL statement: the CTE
+    new_requests inserts the requests whose (client, external_id) is free and returns their
+    ids; the CTE after it, their subjects. PostgreSQL checks the subjects' foreign key at the
+    end of the statement, when the request rows exist. Parameters: `request_values`.
 
-
-def _statements() -> tuple[str, str]:
-    """(one request, many requests): data-modifying CTEs that write subjects and audit links
-    only for the requests actually inserted, in one statement and one round trip. PostgreSQL
-    checks the subjects' foreign key at the end of the statement, when the request rows exist.
-
-    Many requests travel as one array per column, so the query text stays small and psycopg
+    Many requests travel as one array per column, so the statement stays small and psycopg
     parses it once (a multi-row VALUES list has a parameter per value, and parsing those
-    dominated a batch; arrays also beat one JSON document per table); a single request as plain
-    values, which cost least."""
-    from sqlalchemy.dialects import postgresql
-
-    dialect = postgresql.dialect()
-    names = [column.name for column in _REQUEST_COLUMNS]
-    arrays = ", ".join(_array(column.name, column.type.compile(dialect=dialect)) for column in _REQUEST_COLUMNS)
-    events = ", ".join(_array(name, sql_type) for name, sql_type in (
-        ("id", "uuid"), ("stream", "text"), ("type", "text"), ("at", "timestamptz"), ("actor", "text"),
-        ("data", "text"), ("hash", "text"),
-    ))
-    one = f"""
-        WITH new_requests AS (
-            INSERT INTO {REQUESTS.name} ({", ".join(names)}) VALUES ({", ".join(f"%({name})s" for name in names)})
-            ON CONFLICT (client, external_id) DO NOTHING
-            RETURNING id
-        ), subjects AS (
-            INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
-            SELECT new_requests.id, s.kind, s.subject_key
-            FROM new_requests, unnest({_array("kinds", "text")}, {_array("subject_keys", "text")}) AS s(kind, subject_key)
-        ), first_events AS (
-            INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
-            SELECT %(stream)s, 1, %(type)s, %(at)s, %(actor)s, CAST(%(data)s AS json), '{GENESIS}', %(hash)s
-            FROM new_requests
-        ), heads AS (
-            INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT %(stream)s, 1, %(hash)s FROM new_requests
-        )
-        SELECT id FROM new_requests
-    """
-    many = f"""
-        WITH new_requests AS (
-            INSERT INTO {REQUESTS.name} ({", ".join(names)})
-            SELECT * FROM unnest({arrays})
-            ON CONFLICT (client, external_id) DO NOTHING
-            RETURNING id
-        ), subjects AS (
-            INSERT INTO {SUBJECTS.name} (request_id, kind, subject_key)
-            SELECT s.request_id, s.kind, s.subject_key
-            FROM unnest({_array("subject_request_ids", "uuid")}, {_array("kinds", "text")}, {_array("subject_keys", "text")})
-                AS s(request_id, kind, subject_key)
-            JOIN new_requests ON new_requests.id = s.request_id
-        ), events AS (
-            SELECT e.* FROM unnest({events}) AS e(request_id, stream, type, at, actor, data, hash)
-            JOIN new_requests ON new_requests.id = e.request_id
-        ), first_events AS (
-            INSERT INTO {AuditEvent.__tablename__} (stream, seq, type, at, actor, data, prev_hash, hash)
-            SELECT stream, 1, type, at, actor, CAST(data AS json), '{GENESIS}', hash FROM events
-        ), heads AS (
-            INSERT INTO {AuditHead.__tablename__} (stream, seq, hash) SELECT stream, 1, hash FROM events
-        )
-        SELECT id FROM new_requests
-    """
-    # One request under an Idempotency-Key: stored only if the key is unused, and the key's
-    # answer stored with it, in the same statement. A key used meanwhile by a concurrent request
-    # makes the second insert into idempotency_keys fail on its primary key, which aborts the
-    # whole statement: a key never gets two requests.
-    # Typed as text, not varchar(n): an explicit cast to varchar(n) would truncate silently,
-    # where the column's own assignment refuses an over-long value.
-    typed = ", ".join(
-        f"CAST(%({column.name})s AS {'text' if isinstance(column.type, String) else column.type.compile(dialect=dialect)})"
-        for column in _REQUEST_COLUMNS
-    )
-    keyed = one.replace(
-        f"VALUES ({', '.join(f'%({name})s' for name in names)})",
-        f"SELECT {typed} WHERE NOT EXISTS (SELECT 1 FROM {IdempotencyRecord.__tablename__} "
-        "WHERE client = %(client)s AND key = %(idempotency_key)s)",
-    ).replace(
-        "        SELECT id FROM new_requests\n",
-        f"""        , remembered AS (
-            INSERT INTO {IdempotencyRecord.__tablename__} (client, key, fingerprint, state, status_code, body, headers, created_at)
-            SELECT %(client)s, %(idempotency_key)s, %(fingerprint)s, 'done', %(status_code)s,
-                   CAST(%(response_body)s AS json), CAST(%(response_headers)s AS json), %(at)s
-            FROM new_requests
-        )
-        SELECT id FROM new_requests\n""",
-    )
-    return one, many, keyed
+    dominated a batch; arrays also beat one JSON document per table); one request as plain
+    values, which cost least. Under `guard` (one request) the row is inserted only where the
+    guard holds; its values are then typed by casts, as a SELECT list has no column types."""
+    skipping = insert_skipping_taken("postgresql", REQUESTS, _TAKEN, "id")
+    if many:
+        given = func.unnest(*(cast(bindparam(column.name), ARRAY(column.type)) for column in _REQUEST_COLUMNS)) \
+            .table_valued(*_NAMES).render_derived(name="given")
+        new_requests = skipping.from_select(_NAMES, select(*given.c)).cte("new_requests")
+        subjects = func.unnest(*(cast(bindparam(name), ARRAY(sql_type)) for name, sql_type in (
+            ("subject_request_ids", REQUESTS.c.id.type), ("kinds", Text()), ("subject_keys", Text()),
+        ))).table_valued("request_id", "kind", "subject_key").render_derived(name="given_subjects")
+        rows = select(subjects.c.request_id, subjects.c.kind, subjects.c.subject_key) \
+            .join_from(subjects, new_requests, new_requests.c.id == subjects.c.request_id)
+    else:
+        if guard is None:
+            new_requests = skipping.values({name: bindparam(name) for name in _NAMES})
+        else:
+            # Text, not varchar(n): a cast to varchar(n) would truncate silently, where the
+            # column's own assignment refuses an over-long value.
+            typed = [cast(bindparam(column.name), Text() if isinstance(column.type, String) else column.type)
+                     for column in _REQUEST_COLUMNS]
+            new_requests = skipping.from_select(_NAMES, select(*typed).where(guard))
+        new_requests = new_requests.cte("new_requests")
+        subjects = func.unnest(cast(bindparam("kinds"), ARRAY(Text())), cast(bindparam("subject_keys"), ARRAY(Text()))) \
+            .table_valued("kind", "subject_key").render_derived(name="given_subjects")
+        rows = select(new_requests.c.id, subjects.c.kind, subjects.c.subject_key)
+    return new_requests, insert(SUBJECTS).from_select(["request_id", "kind", "subject_key"], rows).cte("subjects")
 
 
-_ONE, _MANY, _ONE_KEYED = _statements()
-_EVENT_FIELDS = ("stream", "type", "at", "actor", "hash")
-
-
-def postgres_statement(principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> tuple[str, dict[str, Any]]:
-    """(statement, parameters) that store new requests, each with its subjects and the first
-    link of its audit chain, in one statement, and return the ids inserted (a request whose
-    external_id is taken writes nothing). Values are what psycopg sends as they are: UUIDs, UTC
-    datetimes, strings, booleans; event data as its canonical JSON text, already written for
-    its hash. One statement is atomic on its own, so it needs no transaction around it."""
-    event_rows, _heads = audit_service.first_links([received_event(principal, row, keys) for row, keys in rows])
+def request_values(rows: list[tuple[dict[str, Any], dict[str, str]]]) -> dict[str, Any]:
+    """The parameters of `requests_part` for new rows and their subject keys (`many` unless
+    there is one). Values are what psycopg sends as they are: UUIDs, UTC datetimes, strings,
+    booleans."""
     if len(rows) == 1:
-        (row, keys), (event,) = rows[0], event_rows
-        params: dict[str, Any] = {column.name: row[column.name] for column in _REQUEST_COLUMNS}
-        params.update({field: event[field] for field in _EVENT_FIELDS}, data=event["data_json"],
-                      kinds=list(keys), subject_keys=list(keys.values()))
-        return _ONE, params
-    params = {column.name: [row[column.name] for row, _keys in rows] for column in _REQUEST_COLUMNS}
-    params.update({field: [event[field] for event in event_rows] for field in _EVENT_FIELDS})
-    params.update(
-        data=[event["data_json"] for event in event_rows],
+        (row, keys), = rows
+        values = {name: row[name] for name in _NAMES}
+        values.update(kinds=list(keys), subject_keys=list(keys.values()))
+        return values
+    values = {name: [row[name] for row, _keys in rows] for name in _NAMES}
+    values.update(
         subject_request_ids=[row["id"] for row, keys in rows for _kind in keys],
         kinds=[kind for _row, keys in rows for kind in keys],
         subject_keys=[key for _row, keys in rows for key in keys.values()],
     )
-    return _MANY, params
+    return values
+
+
+def _statement(*, many: bool = False, keyed: bool = False) -> asyncdb.Prepared:
+    """Intake's one statement, composed of each domain's part: the requests and their subjects
+    (here), the first link of each new request's audit chain (app/audit/service.py) and, under
+    an Idempotency-Key, the key's guard and its answer (app/idempotency/service.py). Every part
+    after the first writes only for the requests actually inserted; the statement returns
+    their ids."""
+    new_requests, subjects = requests_part(many=many, guard=idempotency_service.key_unused() if keyed else None)
+    parts = [subjects, *audit_service.first_links_part(new_requests.c.id, many=many)]
+    if keyed:
+        parts.append(idempotency_service.done_part(new_requests.c.id))
+    return asyncdb.Prepared(select(new_requests.c.id).add_cte(*parts))
+
+
+# One request, many requests, one request under an Idempotency-Key.
+_ONE, _MANY, _ONE_KEYED = _statement(), _statement(many=True), _statement(keyed=True)
+
+
+def _values(principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> dict[str, Any]:
+    events = [received_event(principal, row, keys) for row, keys in rows]
+    values = request_values(rows)
+    values.update(audit_service.first_links_values(events, None if len(rows) == 1 else [row["id"] for row, _keys in rows]))
+    return values
+
+
+def postgres_statement(principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> tuple[str, dict[str, Any]]:
+    """(SQL, parameters) that store new requests, each with its subjects and the first link of
+    its audit chain, in one statement, and return the ids inserted (a request whose
+    external_id is taken writes nothing). One statement is atomic on its own, so it needs no
+    transaction around it; its arrays go in binary (asyncdb.binary_arrays)."""
+    prepared = _ONE if len(rows) == 1 else _MANY
+    return prepared.sql, prepared.params(_values(principal, rows))
 
 
 def postgres_statement_keyed(
@@ -195,11 +159,9 @@ def postgres_statement_keyed(
     """`postgres_statement` for one request under an Idempotency-Key (scoped to its route):
     nothing is stored if the key is already in use; otherwise the key is stored as done, with
     `answer` (status, body, headers), in the same statement as the request."""
-    _statement, params = postgres_statement(principal, [(row, keys)])
-    status_code, body, headers = answer
-    params.update(idempotency_key=idempotency_key, fingerprint=fingerprint, status_code=status_code,
-                  response_body=json.dumps(body), response_headers=json.dumps(headers))
-    return _ONE_KEYED, params
+    values = _values(principal, [(row, keys)])
+    values.update(idempotency_service.done_values(principal.client, idempotency_key, fingerprint, *answer))
+    return _ONE_KEYED.sql, _ONE_KEYED.params(values)
 
 
 def store_postgres(session: Session, principal: Principal, rows: list[tuple[dict[str, Any], dict[str, str]]]) -> set[uuid.UUID]:
@@ -212,6 +174,7 @@ def store_postgres(session: Session, principal: Principal, rows: list[tuple[dict
     statement, params = postgres_statement(principal, rows)
     cursor = session.connection().connection.cursor()
     try:
+        asyncdb.binary_arrays(cursor)
         cursor.execute(statement, params)
         return {request_id for (request_id,) in cursor.fetchall()}
     finally:

@@ -261,3 +261,116 @@ def test_a_batch_failing_in_a_later_chunk_stores_nothing(client, headers, monkey
     monkeypatch.setattr(asyncdb, "fetch_ids", real)
     retried = client.post(f"{URL}/batch", json=items, headers=headers).json()
     assert retried["created"] == 5
+
+
+def a_payload(**overrides):
+    from app.requests.schemas import ErasureRequestCreate
+
+    return ErasureRequestCreate.model_validate(body(**overrides))
+
+
+PRINCIPAL_ARGS = ("00000000-0000-0000-0000-0000000000aa", "acme", "parts", frozenset({"requests:write"}))
+
+
+def test_every_parameter_of_the_statement_comes_from_the_domain_that_owns_its_part():
+    """The statement is composed of the requests', the audit's and the idempotency service's
+    parts, each with the values its own domain gives: together they bind every parameter the
+    SQL names, none is left over, and no two domains give a value of the same name."""
+    import re
+
+    from app.audit import service as audit_service
+    from app.idempotency import service as idempotency_service
+    from app.keys.service import Principal
+    from app.requests import intake, service
+
+    principal = Principal(*PRINCIPAL_ARGS)
+    for prepared, count, keyed in ((intake._ONE, 1, False), (intake._MANY, 3, False), (intake._ONE_KEYED, 1, True)):
+        rows = [service.new_row(principal, a_payload(external_id=f"parts-{n}")) for n in range(count)]
+        owners = None if count == 1 else [row["id"] for row, _keys in rows]
+        parts = [
+            intake.request_values(rows),
+            audit_service.first_links_values([intake.received_event(principal, *row) for row in rows], owners),
+        ]
+        if keyed:
+            parts.append(idempotency_service.done_values(principal.client, "create-request:k", "f" * 64, 201, {}, {}))
+        names = [set(part) for part in parts]
+        assert all(not (one & other) for index, one in enumerate(names) for other in names[index + 1:])
+        named = set(re.findall(r"%\((\w+)\)s", prepared.sql))
+        assert named == set().union(*names, prepared.constants)
+        assert "%(" not in re.sub(r"%\((\w+)\)s", "", prepared.sql)  # every placeholder is a named one
+        sql, params = (intake.postgres_statement_keyed(principal, *rows[0], "create-request:k", "f" * 64, (201, {}, {}))
+                       if keyed else intake.postgres_statement(principal, rows))
+        assert sql == prepared.sql and set(params) == named
+
+
+@postgres_only
+def test_the_statement_writes_what_the_unit_of_work_writes(client, monkeypatch):
+    """For the same request, the composed statement stores the same request row, subjects,
+    first audit link (to the hash) and chain head as the unit of work's own inserts
+    (insert_requests, insert_subjects, audit start_chains); under a key, the same record as
+    the unit of work's claim and complete."""
+    from datetime import UTC, datetime
+
+    from app.audit import service as audit_service
+    from app.audit.models import AuditEvent, AuditHead
+    from app.db import session_scope
+    from app.idempotency import service as idempotency_service
+    from app.idempotency.models import IdempotencyRecord
+    from app.keys.service import Principal
+    from app.requests import intake, service
+    from app.requests.models import ErasureRequest, RequestSubject
+
+    monkeypatch.setattr(audit_service, "utcnow", lambda: datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC))
+    principal = Principal(*PRINCIPAL_ARGS)
+    rows = [service.new_row(principal, a_payload(external_id="same-1", reason="moved away")),
+            service.new_row(principal, a_payload())]
+    keyed = service.new_row(principal, a_payload())
+    scoped, digest, answer = "create-request:same", "e" * 64, (201, {"id": "x", "nested": [1, "ü"]}, {"Location": "/x"})
+
+    def written(session, ids) -> list:
+        requests = session.scalars(select(ErasureRequest).where(ErasureRequest.id.in_(ids)).order_by(ErasureRequest.id))
+        subjects = session.scalars(select(RequestSubject).where(RequestSubject.request_id.in_(ids))
+                                   .order_by(RequestSubject.request_id, RequestSubject.kind))
+        streams = [audit_service.request_stream(request_id) for request_id in ids]
+        events = session.scalars(select(AuditEvent).where(AuditEvent.stream.in_(streams)).order_by(AuditEvent.stream))
+        heads = session.scalars(select(AuditHead).where(AuditHead.stream.in_(streams)).order_by(AuditHead.stream))
+        keys = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == scoped))
+        found = []
+        for kind, objects in (("request", requests), ("subject", subjects), ("event", events), ("head", heads), ("key", keys)):
+            for obj in objects:
+                columns = {c.name: getattr(obj, c.key) for c in obj.__table__.columns if c.name not in ("log_index", "created_at")}
+                if kind == "event":
+                    columns.pop("id")
+                found.append((kind, columns))
+        return found
+
+    ids = [row["id"] for row, _keys in rows]
+    outcomes = []
+    for composed in (True, False):
+        with session_scope() as session:
+            if composed:
+                assert intake.store_postgres(session, principal, rows) == set(ids)
+                # Another request, under a key: only the key's record is compared.
+                statement, params = intake.postgres_statement_keyed(principal, *keyed, scoped, digest, answer)
+                cursor = session.connection().connection.cursor()
+                intake.asyncdb.binary_arrays(cursor)
+                cursor.execute(statement, params)
+                assert len(cursor.fetchall()) == 1
+            else:
+                inserted = intake.insert_requests(session, [row for row, _keys in rows])
+                assert inserted == set(ids)
+                intake.insert_subjects(session, [{"request_id": row["id"], "kind": kind, "subject_key": key}
+                                                 for row, keys in rows for kind, key in keys.items()])
+                audit_service.start_chains(session, [intake.received_event(principal, *row) for row in rows])
+                session.add(IdempotencyRecord(client=principal.client, key=scoped, fingerprint=digest, state="in_flight",
+                                              created_at=datetime.now(UTC)))
+                session.flush()
+                idempotency_service.complete(session, principal.client, scoped, *answer)
+            session.flush()
+            outcomes.append(written(session, ids))
+            session.rollback()
+    composed, unit_of_work = outcomes
+    assert [kind for kind, _columns in composed] == ["request"] * 2 + ["subject"] * 4 + ["event"] * 2 + ["head"] * 2 + ["key"]
+    assert composed == unit_of_work
+    for _kind, columns in composed[6:8]:
+        assert audit_service.verify_chain(columns["stream"], [columns], (1, columns["hash"])).valid
