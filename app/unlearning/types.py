@@ -22,10 +22,8 @@ from app.families.shape import Shape
 JsonValue: TypeAlias = Union[None, bool, int, float, str, Sequence["JsonValue"], Mapping[str, "JsonValue"]]
 JsonObject: TypeAlias = Mapping[str, JsonValue]
 
-EXACT = ("retrain", "sisa", "none_needed")
-
 __all__ = [
-    "EXACT", "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
+    "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
     "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
     "Verification",
 ]
