@@ -23,8 +23,7 @@ from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
 from workers.engine.training import StateDict
-from workers.engine.unlearning import verification
-from workers.engine.unlearning import base
+from workers.engine.unlearning import base, verification
 from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
 
 __all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
