@@ -92,8 +92,4 @@ _.loss_per_example
 _.verified
 
 # The job runner loads each kind's failure hook by "module:attribute" (workers/jobs.py ON_FAILED).
-on_failed
-# removed by the unlearning backbone (workers/jobs.py, workers/unlearning_methods.py): drop these
-# two lines once it is merged.
-_.progress_snapshot
-APPROXIMATE
+fail_requests

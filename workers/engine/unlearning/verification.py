@@ -1,4 +1,8 @@
-"""Does a new model version still remember the forget records? Figures and thresholds.
+"""Does a new model version still remember the forget records? Figures, thresholds, and the
+unlearning job's verification of a method's outcome (`verify_outcome`, `check_outcome`).
+
+All of verification lives here: a family-specific figure or a statistical verdict plugs into
+`verify_outcome` (what is measured) and `check_outcome` (what passes).
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -12,15 +16,23 @@ the model remembers them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
-from workers.engine.training import ensemble_proba, evaluate
+from app.artifacts.store import get_store
+from app.config import get_settings
+from app.unlearning.types import Figures, LineageProof, SampledReference, SetFigures, Shard, Verification
+from workers.engine.partition import HOLDOUT
+from workers.engine.serialization import load_network
+from workers.engine.training import device_from_setting, ensemble_proba, evaluate, new_network, train_single
+from workers.engine.unlearning.base import EXACT_METHODS
+from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
 Networks = nn.Module | Sequence[nn.Module]
@@ -39,7 +51,7 @@ def accuracy_and_loss(
 
 def per_example_losses(
     family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """Cross-entropy of the (ensemble) probability of each record's label, as float64."""
     if y.shape[0] == 0:
         return np.zeros(0)
@@ -48,7 +60,7 @@ def per_example_losses(
     return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """1-based ranks, tied values sharing the mean of their ranks."""
     order = np.argsort(values, kind="mergesort")
     sorted_values = values[order]
@@ -131,12 +143,13 @@ class ThresholdResult:
         return not self.failed and not self.not_applicable
 
 
-def _accuracy(figures: dict[str, Any], part: str) -> float | None:
-    return (figures.get(part) or {}).get("accuracy")
+def _accuracy(figures: Mapping[str, Any], part: str) -> float | None:
+    value = (figures.get(part) or {}).get("accuracy")
+    return None if value is None else float(value)
 
 
 def check_thresholds(
-    after: dict[str, Any], before: dict[str, Any] | None, thresholds: Thresholds | None = None
+    after: Mapping[str, Any], before: Mapping[str, Any] | None, thresholds: Thresholds | None = None
 ) -> ThresholdResult:
     """Compare `verify` figures after unlearning (and before, for the utility drop) with the
     thresholds; each failed or unchecked test is described in a readable sentence."""
@@ -186,3 +199,76 @@ def check_thresholds(
                 f"{holdout_accuracy:.3f} (allowed: {thresholds.max_holdout_drop * 100:.1f})"
             )
     return result
+
+
+# The unlearning job's verification of a method's outcome.
+
+
+def _figures(raw: Mapping[str, Any]) -> Figures:
+    def part(name: str) -> SetFigures:
+        return SetFigures(accuracy=raw[name]["accuracy"], loss=raw[name]["loss"], n=int(raw[name]["n"]))
+
+    return Figures(forget=part("forget"), retain=part("retain"), holdout=part("holdout"), mia_auc=raw["mia_auc"])
+
+
+def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard]) -> Verification:
+    """Figures before and after on the forget records, a retain sample and the holdout, plus the
+    lineage proof (no forget record in the new manifest)."""
+    store = get_store()
+    forget = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
+    retain = ctx.old_records.rows_for(retain_sample(ctx, limit=5000))
+    holdout_ids = np.sort(outcome.manifest.record_ids[outcome.manifest.shards == HOLDOUT])
+    holdout_ids = holdout_ids[np.isin(holdout_ids, ctx.new_records.record_ids)]
+    holdout = ctx.new_records.rows_for(holdout_ids) if len(holdout_ids) else None
+
+    def networks(shards: Sequence[Shard]) -> list[nn.Module]:
+        return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
+
+    before = _figures(verify(ctx.family, networks(before_shards), forget, retain, holdout))
+    after = _figures(verify(ctx.family, networks(outcome.shards), forget, retain, holdout))
+    trained_after = outcome.manifest.trained_ids()
+    reference = None
+    if holdout is None and outcome.method not in EXACT_METHODS:
+        reference = sampled_reference(ctx, forget)
+    return Verification(
+        before=before, after=after,
+        lineage_proof=LineageProof(forget_records=int(len(ctx.forget_ids)),
+                                   in_new_manifest=int(np.isin(ctx.forget_ids, trained_after).sum())),
+        holdout_available=holdout is not None, reference=reference,
+    )
+
+
+def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
+    """Failed checks of an approximate result (empty = verified)."""
+    settings = get_settings()
+    thresholds = Thresholds(
+        max_forget_holdout_gap=settings.max_forget_holdout_gap, max_mia_auc=settings.max_mia_auc,
+        max_holdout_drop=settings.max_holdout_drop,
+    )
+    if not figures.holdout_available:
+        reference = figures.reference
+        gap = abs((figures.after.forget.accuracy or 0) - ((reference.forget_accuracy if reference else None) or 0))
+        return [] if gap <= thresholds.max_forget_holdout_gap else [
+            f"no holdout: forget accuracy differs from a sampled retrain reference by {gap * 100:.1f} points"
+        ]
+    result = check_thresholds(figures.after.to_json(), figures.before.to_json(), thresholds)
+    failed = list(result.failed) + list(result.not_applicable)
+    if outcome.method == "certified_newton":
+        spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
+        if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
+            raise TypeError(f"certified removal state is not numeric: {spent!r}, {budget!r}")
+        if spent > budget:
+            failed.append(f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})")
+    return failed
+
+
+def sampled_reference(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor]) -> SampledReference:
+    """Without a holdout, an approximate result is compared with a network retrained on a sample
+    of the retained records: the forget records should look as unfamiliar to both."""
+    ids = retain_sample(ctx, limit=5000)
+    features, labels = ctx.old_records.rows_for(ids)
+    state = train_single(ctx.family, ctx.config, ctx.shape, features, labels, seed=ctx.seed, device=device_from_setting("cpu"))
+    network = new_network(ctx.family, ctx.config, ctx.shape, ctx.seed)
+    network.load_state_dict(state)
+    figures = evaluate(ctx.family, network, *forget)
+    return SampledReference(forget_accuracy=figures["accuracy"], forget_loss=figures["loss"], retain_sample=int(len(ids)))
