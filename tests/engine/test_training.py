@@ -132,7 +132,7 @@ def test_sisa_ensemble_beats_chance():
 
 
 def test_partition_shards_follow_the_subject_key():
-    from workers.partition import partition
+    from workers.engine.partition import partition
 
     keys = [hashlib.sha256(f"subject-{i}".encode()).hexdigest() for i in range(400)]
     records = np.array([keys[i % 400] for i in range(1200)])

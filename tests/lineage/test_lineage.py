@@ -106,7 +106,7 @@ def test_lookup_reports_model_versions_shards_and_slices(client, reviewer, uploa
 def test_sharding_rule_is_the_engines(uploaded):
     import numpy as np
 
-    from workers.partition import partition
+    from workers.engine.partition import partition
 
     keys = [subject_key("user_id", f"u{i:04d}") for i in range(1, 50)]
     manifest = partition(np.arange(len(keys)), np.array(keys), seed=0, holdout_fraction=0, shards=8, slices=1)
