@@ -5,7 +5,8 @@ The score of a record under a network is its logit-scaled confidence in the reco
 φ = log p_y − log(1 − p_y), which is close to Gaussian across networks for one record. The
 references are networks trained on parts of the model's data; for each audited record the ones
 that never saw it ("OUT") give the score that record has when unseen. Its residual is the
-target's score minus the OUT mean.
+target's score minus the OUT mean, in units of the record's OUT spread (shrunk towards the
+median spread, since a few references estimate it poorly).
 
 The target is usually trained on more data than a reference (all of it against a half), so it
 is a little more confident everywhere. The residuals of the null records (the holdout: unseen by
@@ -45,6 +46,8 @@ from workers.engine.verdicts import Check, check, clopper_pearson
 # Fewest OUT references a record needs to be audited, and fewest null records for the shift.
 MIN_OUT_REFERENCES = 2
 MIN_NULL_RECORDS = 20
+# Weight, in degrees of freedom, of the median spread against a record's own OUT spread.
+PRIOR_DF = 10
 
 
 def logit_confidence(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -70,7 +73,7 @@ def epsilon_lower_bound(tpr_low: float, fpr_high: float, delta: float = 0.0) -> 
 
 @dataclass(frozen=True)
 class Residuals:
-    values: np.ndarray      # target score − OUT mean, NaN where not auditable
+    values: np.ndarray      # (target score − OUT mean) / the record's OUT spread, NaN where not auditable
     out_counts: np.ndarray  # OUT references per record
 
 
@@ -89,7 +92,18 @@ def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
     totals = np.where(mask, references, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-    values = np.where(counts >= MIN_OUT_REFERENCES, target - means, np.nan)
+    # Records differ in how much their score varies between networks (an ambiguous record swings,
+    # an easy one does not). Each residual is scaled by its record's OUT spread, shrunk towards
+    # the median spread of all records since two to four references estimate it poorly.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        squares = np.where(mask, (references - means[:, None]) ** 2, 0.0).sum(axis=1)
+        own = np.where(counts > 1, squares / np.maximum(counts - 1, 1), np.nan)
+    pooled = float(np.nanmedian(own)) if np.isfinite(own).any() else 1.0
+    pooled = max(pooled, 1e-6)
+    df = np.maximum(counts - 1, 0)
+    variance = (df * np.nan_to_num(own) + PRIOR_DF * pooled) / (df + PRIOR_DF)
+    scale = np.sqrt(variance * (1 + 1 / np.maximum(counts, 1)))
+    values = np.where(counts >= MIN_OUT_REFERENCES, (target - means) / scale, np.nan)
     return Residuals(values, counts)
 
 
@@ -124,8 +138,10 @@ def lira_audit(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     spread = max(spread, 1e-6)
     z_forget = (forget.values - shift) / spread
     z_null = (null_values - shift) / spread
-    # The null's own shift and spread are estimates: a t distribution with its degrees of freedom.
-    p_values = stats.t.sf(z_forget, df=null_values.size - 1)
+    # A residual scaled by an estimated spread is t-distributed: its degrees of freedom are the
+    # record's OUT references less one plus the prior's, and at most the null's.
+    df = np.minimum(np.maximum(forget.out_counts - 1, 0) + PRIOR_DF, null_values.size - 1)
+    p_values = stats.t.sf(z_forget, df=df)
     flagged = _holm(p_values, alpha)
     threshold = float(stats.norm.ppf(1 - record_level))
     tp, fp = int((z_forget > threshold).sum()), int((z_null > threshold).sum())

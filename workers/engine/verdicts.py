@@ -19,7 +19,8 @@ Intervals here are two-sided at level 1 − α:
   collapses to a point;
 - difference of paired proportions (the same records before and after): a percentile bootstrap
   over records;
-- AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic;
+- AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic,
+  made conservative for small forget sets (see `delong_auc`);
 - a rate: Clopper-Pearson.
 """
 
@@ -200,9 +201,11 @@ def delong_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]
         return auc, (0.0, 1.0)
     v10 = (combined[:m] - rank_x) / n          # per member: share of non-members below it
     v01 = 1.0 - (combined[m:] - rank_y) / m    # per non-member: share of members above it
-    variance = v10.var(ddof=1) / m + v01.var(ddof=1) / n
-    # A perfectly separated sample has zero variance; a floor of one record's worth keeps the
-    # interval from claiming certainty that so few records cannot give.
-    se = max(math.sqrt(max(variance, 0.0)), 1.0 / (2 * math.sqrt(m * n)))
-    z = float(stats.norm.ppf(1 - alpha / 2))
-    return auc, (max(0.0, auc - z * se), min(1.0, auc + z * se))
+    # DeLong's variance from a handful of members is itself a guess. Two corrections keep small
+    # forget sets honest: the members' component is at least what it is when they look exactly
+    # unseen (each member's share of non-members below it is then uniform, variance 1/12), and
+    # the quantile is Student's with the members' degrees of freedom.
+    variance = max(v10.var(ddof=1), 1.0 / 12) / m + v01.var(ddof=1) / n
+    se = math.sqrt(variance)
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=m - 1))
+    return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
