@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # Reference models kept per model for the per-record audit (even; 0 = none). Trained with
     # every model whose unlearning method is approximate, set or chosen.
     audit_references: int = Field(default=8, ge=0, le=64)
+    # An erasure destroys the references that held its subjects; the job that trains their
+    # replacements waits this long, so the unlearning jobs of the same window go first.
+    reference_refill_delay_seconds: float = Field(default=300.0, ge=0)
     # Deprecated fixed thresholds; when set they replace the matching tolerance above
     # (max_mia_auc − 0.5 for the AUC), so an older deployment keeps its policy.
     max_forget_holdout_gap: float | None = None
@@ -199,7 +202,7 @@ class Settings(BaseSettings):
         return self.database_url == "" or self.database_url.startswith("sqlite")
 
     @model_validator(mode="after")
-    def _fill_embedded_defaults(self) -> "Settings":
+    def _fill_embedded_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'obliviate.db').resolve()}"
         if not self.broker_url:

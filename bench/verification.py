@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import RESULTS, as_records, describe_machine, finish_machine, machine, markdown_table, setup, write_json
 
 APPROXIMATE = ("finetune", "neggrad_plus", "scrub", "salun")
@@ -113,7 +112,7 @@ class Case:
             if only is not None and shard not in only:
                 networks.append(keep[shard])
                 continue
-            network, seconds = cpu_timed(lambda: self._train(ids[shards == shard], seed + 7919 * shard))
+            network, seconds = cpu_timed(lambda shard=shard: self._train(ids[shards == shard], seed + 7919 * shard))
             networks.append(network)
             cpu += seconds
         return networks, cpu
@@ -125,7 +124,8 @@ class Case:
         self.member = references.membership(keys, count, self.seed)
         found = []
         for k in range(count):
-            network, seconds = cpu_timed(lambda: self._train(self.trained[self.member[:, k]], references.reference_seed(self.seed, k)))
+            network, seconds = cpu_timed(
+                lambda k=k: self._train(self.trained[self.member[:, k]], references.reference_seed(self.seed, k)))
             found.append(network)
             self.reference_cpu.append(seconds)
         return found
@@ -158,10 +158,10 @@ def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
     forget = case.records.rows_for(forget_ids)
     retain_sample = case.records.rows_for(np.sort(rng.choice(retain_ids, size=min(1000, len(retain_ids)), replace=False)))
     if case.references:
-        audit_of = lambda nets: reference_audit_inputs(case.family, nets, case.references, forget,  # noqa: E731
+        audit_of = lambda nets: reference_audit_inputs(case.family, nets, case.references, forget,
                                                        ~case.member[erased], case.holdout)
     else:
-        audit_of = lambda nets: shard_audit_inputs(case.family, nets, forget, case.shard_of(forget_ids),  # noqa: E731
+        audit_of = lambda nets: shard_audit_inputs(case.family, nets, forget, case.shard_of(forget_ids),
                                                    case.holdout)
 
     def verify(networks):
@@ -200,7 +200,7 @@ def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
     data = ForgetRetain(*forget, *case.records.rows_for(retain_ids))
     for name in APPROXIMATE:
         method = get_method(name)
-        result, cpu = cpu_timed(lambda: method.run(case.family, case.networks[0], case.config, data,
+        result, cpu = cpu_timed(lambda method=method, name=name: method.run(case.family, case.networks[0], case.config, data,
                                                    parse_method_config(name, None), seed=case.seed))
         (checks, block), verify_cpu = verify([result.network])
         found = figures(case, [result.network], forget, retain_sample, checks)

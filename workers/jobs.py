@@ -30,7 +30,7 @@ from app.unlearning import exclusive
 log = logging.getLogger("obliviate.jobs")
 
 # kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
-HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run"}
+HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run", "references": "workers.references:run"}
 # kind → "module:function(session, job, reason)", called when a job fails for good.
 ON_FAILED = {"unlearning": "workers.unlearning:on_failed"}
 

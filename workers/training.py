@@ -25,7 +25,7 @@ from app.models.models import Model
 from app.models.service import record_version
 from workers.engine.families.base import Shape
 from workers.engine.serialization import state_to_bytes
-from workers.engine.training import derive_seed, device_from_setting, set_determinism, train_sisa_shard, train_single
+from workers.engine.training import derive_seed, device_from_setting, set_determinism, train_single, train_sisa_shard
 from workers.partition import HOLDOUT, Manifest, partition
 
 log = logging.getLogger("obliviate.training")
@@ -126,7 +126,7 @@ def evaluate_version(family, config, shape, records: Records, manifest: Manifest
     return {
         "holdout": accuracy_and_loss(family, networks, *records.rows_for(np.sort(holdout_ids))),
         "train_sample": accuracy_and_loss(family, networks, *records.rows_for(sample)),
-        "records": {"trained": int(len(train_ids)), "holdout": int(len(holdout_ids))},
+        "records": {"trained": len(train_ids), "holdout": len(holdout_ids)},
     }
 
 
@@ -164,8 +164,19 @@ def run(context) -> None:
     context.progress(0.92, "evaluating")
     metrics = evaluate_version(family, config, shape, records, manifest, shards)
     manifest_sha = get_store().put_bytes(manifest.to_parquet())
+    # The per-record audit's reference pool, trained with the model (workers/references.py).
+    from workers import references
+
+    with session_scope() as session:
+        pool = references.pool_size(session.get(Model, snapshot["model_id"]), len(records.record_ids))
+    trained_references = references.train_positions(
+        family, config, shape, records, manifest.trained_ids(), seed=snapshot["seed"], size=pool,
+        positions=list(range(pool)), progress=lambda f, step: context.progress(0.93 + 0.06 * f, step),
+    ) if pool else {}
     context.check()
     with session_scope() as session:
+        references.record_all(session, model_id=snapshot["model_id"], size=pool, seed=snapshot["seed"],
+                              dataset_version_id=snapshot["dataset_version_id"], trained=trained_references)
         version = record_version(
             session, model_id=snapshot["model_id"], dataset_version_id=snapshot["dataset_version_id"], family=spec.name,
             params=spec.dump_params(config), seed=snapshot["seed"], shape=shape_dict(shape), sisa=sisa, manifest_sha=manifest_sha,
@@ -173,5 +184,6 @@ def run(context) -> None:
         )
         job_service.complete(
             session, context.job_id, context.attempt,
-            {"model_version": version.version, "sha256": version.sha256, "metrics": metrics},
+            {"model_version": version.version, "sha256": version.sha256, "metrics": metrics,
+             "references": {"pool_size": pool, "trained": sorted(trained_references)}},
         )

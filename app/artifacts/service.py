@@ -23,7 +23,7 @@ from app.artifacts.models import PendingDeletion
 from app.artifacts.store import ArtifactMissing, ArtifactStore, get_store
 from app.datasets.models import DatasetVersion
 from app.db import is_postgres, on_rollback, session_scope, utcnow
-from app.models.models import ModelVersion
+from app.models.models import ModelReference, ModelVersion
 
 log = logging.getLogger("obliviate.artifacts")
 # First key of the two-key advisory locks, so they never meet other locks of the application.
@@ -65,8 +65,8 @@ def model_version_artifacts(version: ModelVersion) -> set[str]:
 
 
 def live_references(session: Session, shas: Iterable[str]) -> set[str]:
-    """Which of these hashes a dataset version or model version of any client, not destroyed,
-    still references. Shard hashes live in JSON, so rows are found by the hash's text (a hex
+    """Which of these hashes a dataset version, model version or reference model of any client,
+    not destroyed, still references. Shard hashes live in JSON, so rows are found by the hash's text (a hex
     digest is never escaped) and then confirmed from the parsed shards."""
     wanted = sorted(set(shas))
     found: set[str] = set()
@@ -78,6 +78,8 @@ def live_references(session: Session, shas: Iterable[str]) -> set[str]:
                 ModelVersion.destroyed_at.is_(None),
                 or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
             found |= model_version_artifacts(version) & set(wanted)
+        found.update(session.scalars(select(ModelReference.weights_sha256).where(
+            ModelReference.weights_sha256.in_(chunk), ModelReference.destroyed_at.is_(None))))
     return found
 
 

@@ -162,7 +162,7 @@ def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
     all_memorised, _ = _planted(seed, memorised=50)
     assert audit_check(all_memorised, POLICY).extra["epsilon_lower_bound"] > 1.0
     # The loss-threshold attack on the same model: losses from the same scores (φ = −log(e^ℓ − 1)).
-    loss = lambda phi: np.log1p(np.exp(-phi))  # noqa: E731
+    loss = lambda phi: np.log1p(np.exp(-phi))
     population = mia_auc_check(loss(inputs.forget_target), loss(inputs.null_target), POLICY)
     assert population.verdict != "fail"
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.engine import audit, references as reference_models
+from workers.engine import audit
+from workers.engine import references as reference_models
 from workers.engine.training import ensemble_proba
 from workers.engine.verdicts import Check, check, delong_auc, overall, paired_difference, proportion_difference, reasons
 
@@ -63,9 +64,9 @@ def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, 
     found = proportion_difference(forget_correct, holdout_correct, policy.alpha)
     return check("forget_accuracy_gap", label="forget − holdout accuracy", attack=None, test="newcombe_wilson",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
-                 alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=int(len(forget_correct)),
+                 alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=len(forget_correct),
                  reference="holdout", unavailable="needs both a forget and a holdout set",
-                 holdout_records=int(len(holdout_correct)))
+                 holdout_records=len(holdout_correct))
 
 
 def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
@@ -73,16 +74,16 @@ def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy:
     return check("mia_auc", label="membership-inference AUC − 0.5", attack="loss_threshold", test="delong",
                  estimate=None if found is None else found[0] - 0.5,
                  interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
-                 alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=int(len(forget_losses)),
+                 alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(forget_losses),
                  reference="holdout", unavailable="needs both a forget and a holdout set",
-                 auc=None if found is None else found[0], holdout_records=int(len(holdout_losses)))
+                 auc=None if found is None else found[0], holdout_records=len(holdout_losses))
 
 
 def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy) -> Check:
     found = paired_difference(before_correct, after_correct, policy.alpha)
     return check("holdout_drop", label="holdout accuracy drop", attack=None, test="bootstrap",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
-                 alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=int(len(after_correct)),
+                 alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
                  reference="holdout", unavailable="needs a holdout set")
 
 

@@ -151,7 +151,7 @@ def proportion_difference(a: Sequence[float], b: Sequence[float], alpha: float) 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size == 0 or b.size == 0:
         return None
-    ka, kb = int(round(a.sum())), int(round(b.sum()))
+    ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
     pa, pb = ka / a.size, kb / b.size
     la, ua = wilson(ka, a.size, alpha)
     lb, ub = wilson(kb, b.size, alpha)
