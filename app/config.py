@@ -118,14 +118,16 @@ class Settings(BaseSettings):
     # beyond, and is inconclusive otherwise. An approximate method passes only when every check
     # passes; exact methods record their verdicts and never escalate on them.
     verification_alpha: float = Field(default=0.05, gt=0, lt=0.5)
-    # |forget accuracy − holdout accuracy| (fraction: 0.10 = 10 points).
-    tolerance_forget_gap: float = Field(default=0.10, ge=0, le=1)
+    # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that
+    # the intervals are wider than any useful tolerance and the checks say inconclusive.
+    # |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points).
+    tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1)
     # |AUC − 0.5| of the loss-threshold membership attack, forget vs holdout records.
-    tolerance_mia_auc: float = Field(default=0.05, ge=0, le=0.5)
+    tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5)
     # Per-record audit advantage TPR − FPR against reference models or SISA shards.
-    tolerance_audit: float = Field(default=0.10, ge=0, le=1)
+    tolerance_audit: float = Field(default=0.15, ge=0, le=1)
     # Holdout accuracy lost against the version before (paired on the same records).
-    tolerance_holdout_drop: float = Field(default=0.02, ge=0, le=1)
+    tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1)
     # Per-record level at which the audit counts TPR and FPR, and δ of its ε lower bound.
     audit_record_level: float = Field(default=0.05, gt=0, lt=0.5)
     audit_delta: float = Field(default=0.0, ge=0, lt=1)

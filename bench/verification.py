@@ -197,7 +197,8 @@ def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
                     "reasons": block_a["reasons"]})
     if case.spec["sisa"]:
         return results
-    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids))
+    # The methods' stopping rules aim at the holdout's loss (records the model never saw).
+    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *case.holdout)
     for name in APPROXIMATE:
         method = get_method(name)
         result, cpu = cpu_timed(lambda method=method, name=name: method.run(case.family, case.networks[0], case.config, data,
@@ -265,6 +266,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every case's rows")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--subjects", help="comma-separated subject counts instead of each case's own")
     parser.add_argument("--references", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default=str(RESULTS / "verification.json"))
@@ -277,6 +279,8 @@ def main() -> None:
         for name in args.cases.split(","):
             spec = CASES[name]
             model_cpu, refs = [], []
+            if args.subjects:
+                spec = {**spec, "subjects": tuple(int(n) for n in args.subjects.split(","))}
             for seed in range(args.seeds):
                 print(f"[{name}] seed {seed}", flush=True)
                 case = Case(name, spec, seed, args.scale, args.references)

@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.db import utcnow
 from app.jobs import service as job_service
 from app.jobs.models import Job
+from app.lineage import reference_halves
 from app.models.models import Model, ModelReference
 
 KIND = "references"
@@ -66,3 +67,12 @@ def schedule_refill(session: Session, model: Model) -> Job | None:
     delay = get_settings().reference_refill_delay_seconds
     return job_service.create(session, client=model.client, kind=KIND, model_id=model.id, payload={},
                               not_before=utcnow() + timedelta(seconds=delay) if delay > 0 else None)
+
+
+def destroy_holding(session: Session, model_id, subject_keys: list[str]) -> list[ModelReference]:
+    """Mark destroyed every live reference of the model that trained on one of these subjects
+    (the subjects the model's training records held); answers them."""
+    doomed = [r for r in live(session, model_id)
+              if any(reference_halves.holds(r.position, r.membership_seed, key) for key in subject_keys)]
+    destroy(session, doomed)
+    return doomed

@@ -165,7 +165,8 @@ def test_verification_chart_shows_every_figure_with_its_reference():
                "after": {"forget": {"accuracy": 0.88, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.5, "new": 3.0}}
     bars = {bar.label: bar for bar in verification_bars(figures)}
     assert set(bars) == {"forget accuracy", "holdout accuracy", "mia_auc", "new"}
-    assert bars["mia_auc"].reference == 0.55 and bars["forget accuracy"].reference == 0.9
+    # The line is the policy's tolerance: AUC 0.5 + OBLIVIATE_TOLERANCE_MIA_AUC (default 0.10).
+    assert bars["mia_auc"].reference == 0.6 and bars["forget accuracy"].reference == 0.9
     assert bars["new"].scale == 3.0 and bars["new"].length(3.0) == 100.0
     series = metric_series([(1, {"holdout": {"accuracy": 0.8}}), (2, {"verification": figures})])
     by_name = {s.name: s for s in series}

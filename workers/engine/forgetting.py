@@ -32,14 +32,14 @@ from workers.engine.verdicts import Check, check, delong_auc, overall, paired_di
 class Policy:
     # Confidence level of every interval is 1 − alpha.
     alpha: float = 0.05
-    # Largest |forget accuracy − holdout accuracy| (0.10 = 10 points).
-    forget_gap: float = 0.10
+    # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
+    forget_gap: float = 0.15
     # Largest |AUC − 0.5| of the loss-threshold attack.
-    mia_auc: float = 0.05
+    mia_auc: float = 0.10
     # Largest per-record audit advantage TPR − FPR.
-    audit: float = 0.10
-    # Largest drop of holdout accuracy against the version before (0.02 = 2 points).
-    holdout_drop: float = 0.02
+    audit: float = 0.15
+    # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
+    holdout_drop: float = 0.03
     # Per-record level q at which the audit's TPR and FPR are counted.
     record_level: float = 0.05
     # δ of the ε lower bound.

@@ -1,15 +1,14 @@
 """Reference models for the per-record audit: K networks on random subject-disjoint halves of a
 model's training data.
 
-References come in complementary pairs: a subject is in exactly one of references 2j and 2j+1,
-chosen by a hash of (seed, j, subject key). So every record has exactly K/2 references that
-never saw it, membership needs no storage (it is recomputed from the subject keys), and erasing
-a subject tells at once which references held it: one of each pair.
+References come in complementary pairs (app/lineage/reference_halves.py): a subject is in
+exactly one of references 2j and 2j+1. So every record has exactly K/2 references that never saw
+it, membership needs no storage (it is recomputed from the subject keys), and erasing a subject
+tells at once which references held it: one of each pair.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,26 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.lineage.reference_halves import membership
 from workers.engine.audit import logit_confidence
 from workers.engine.training import derive_seed, ensemble_proba, train_single
-
-
-def _side(seed: int, pair: int, key: str) -> int:
-    digest = hashlib.sha256(f"reference:{seed}:{pair}:{key}".encode()).digest()
-    return digest[0] & 1
-
-
-def membership(subject_keys: Sequence[str], count: int, seed: int) -> np.ndarray:
-    """[n, count] bool: record i (of subject subject_keys[i]) is in reference k's training data."""
-    if count < 2 or count % 2:
-        raise ValueError("reference models come in pairs: count must be even and at least 2")
-    keys = list(subject_keys)
-    unique = {key: [_side(seed, pair, key) for pair in range(count // 2)] for key in set(keys)}
-    found = np.zeros((len(keys), count), dtype=bool)
-    for i, key in enumerate(keys):
-        for pair, side in enumerate(unique[key]):
-            found[i, 2 * pair + side] = True
-    return found
 
 
 def holding(subject_keys: Sequence[str], count: int, seed: int) -> list[int]:

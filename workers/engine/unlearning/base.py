@@ -64,6 +64,10 @@ class ForgetRetain:
     forget_y: torch.Tensor
     retain_x: torch.Tensor
     retain_y: torch.Tensor
+    # Records the model never saw (a holdout sample), optional: methods with a stopping rule
+    # aim the forget records' loss at theirs instead of running a fixed number of epochs.
+    unseen_x: torch.Tensor | None = None
+    unseen_y: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for part in ("forget", "retain"):
@@ -86,10 +90,15 @@ class ForgetRetain:
             raise ValueError("the retain set is empty; nothing would be left to learn from")
 
     def to(self, device: torch.device) -> ForgetRetain:
+        unseen = (None, None) if self.unseen_x is None else (self.unseen_x.to(device), self.unseen_y.to(device))
         return ForgetRetain(
             self.forget_x.to(device), self.forget_y.to(device),
-            self.retain_x.to(device), self.retain_y.to(device),
+            self.retain_x.to(device), self.retain_y.to(device), *unseen,
         )
+
+    @property
+    def has_unseen(self) -> bool:
+        return self.unseen_y is not None and int(self.unseen_y.shape[0]) > 0
 
     @property
     def n_forget(self) -> int:
