@@ -60,7 +60,7 @@ def clopper(successes: int, trials: int) -> list[float]:
 
 
 def policy():
-    from workers.checks import policy_from_settings
+    from workers.engine.forgetting import policy_from_settings
 
     return policy_from_settings()
 
@@ -73,7 +73,7 @@ class Case:
 
         from app.families.registry import get_family
         from workers.engine.families.base import Shape
-        from workers.partition import partition
+        from workers.engine.partition import partition
 
         self.name, self.spec, self.seed = name, spec, seed
         rows = int(spec["rows"] * scale)

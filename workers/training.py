@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,50 +15,23 @@ import torch
 
 from app.artifacts.store import get_store
 from app.config import get_settings
-from app.datasets.ingest import read_version_table
 from app.datasets.models import Dataset, DatasetVersion
 from app.db import session_scope
 from app.families.registry import get_family
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models.models import Model
+from app.unlearning.service import reference_pool_size
 from app.models.service import record_version
+from app.unlearning.types import Shard, Sisa
+from workers import references
 from workers.engine.families.base import Shape
-from workers.engine.serialization import state_to_bytes
-from workers.engine.training import derive_seed, device_from_setting, set_determinism, train_single, train_sisa_shard
-from workers.partition import HOLDOUT, Manifest, partition
+from workers.engine.partition import HOLDOUT, Manifest, partition
+from workers.engine.records import Records, load_records
+from workers.engine.shards import train_shards
+from workers.engine.training import evaluate, set_determinism
 
 log = logging.getLogger("obliviate.training")
-
-
-@dataclass
-class Records:
-    """A dataset version in memory, indexed by record id."""
-
-    record_ids: np.ndarray
-    subject_keys: np.ndarray
-    features: np.ndarray
-    labels: np.ndarray
-
-    def rows_for(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        index = np.searchsorted(self.record_ids, ids)
-        return torch.from_numpy(self.features[index]), torch.from_numpy(self.labels[index])
-
-
-def load_records(version_sha: str, feature_columns: list[str]) -> Records:
-    table = read_version_table(get_store(), version_sha)
-    order = np.argsort(table.column("record_id").to_numpy(), kind="stable")
-    features = np.column_stack([table.column(c).to_numpy().astype(np.float32) for c in feature_columns])
-    return Records(
-        record_ids=table.column("record_id").to_numpy()[order].astype(np.int64),
-        subject_keys=np.asarray(table.column("subject_key").to_pylist(), dtype=object)[order],
-        features=np.ascontiguousarray(features[order]),
-        labels=table.column("label").to_numpy()[order].astype(np.int64),
-    )
-
-
-def shard_seed(seed: int, shard: int, sisa: bool) -> int:
-    return derive_seed(seed, "shard", shard) if sisa else seed
 
 
 def configure_threads() -> None:
@@ -67,65 +40,18 @@ def configure_threads() -> None:
         torch.set_num_threads(threads)
 
 
-def shape_dict(shape: Shape) -> dict[str, int]:
-    return {"n_features": shape.n_features, "n_classes": shape.n_classes}
-
-
-def train_shards(
-    *, family, config, shape: Shape, records: Records, manifest: Manifest, seed: int, sisa: dict | None,
-    shard_list: list[int], resume: dict[int, tuple[int, dict, list[str]]] | None = None, progress=None,
-    label: str = "",
-) -> dict[int, dict[str, Any]]:
-    """Train the given shards; `resume[shard] = (start_slice, checkpoint_state, kept_checkpoint_hashes)`.
-    Returns shard → {"shard", "weights", "checkpoints"} with every artifact stored."""
-    store = get_store()
-    device = device_from_setting(get_settings().device)
-    resume = resume or {}
-    n_slices = sisa["slices"] if sisa else 1
-    total_steps = max(1, sum(n_slices - resume.get(s, (0, None, []))[0] for s in shard_list))
-    done = 0
-    out: dict[int, dict[str, Any]] = {}
-    for shard in shard_list:
-        start, init_state, kept = resume.get(shard, (0, None, []))
-        checkpoints = list(kept[:start])
-        if sisa:
-            slices = [records.rows_for(manifest.slice_ids(shard, r)) for r in range(n_slices)]
-
-            def on_checkpoint(r: int, state, shard=shard):
-                nonlocal done
-                checkpoints.append(store.put_bytes(state_to_bytes(state, {"shard": str(shard), "slice": str(r)})))
-                done += 1
-                if progress:
-                    progress(done / total_steps, f"{label}shard {shard + 1}/{sisa['shards']}, slice {r + 1}/{n_slices}")
-
-            state = train_sisa_shard(
-                family, config, shape, slices, seed=shard_seed(seed, shard, True), device=device,
-                start_slice=start, init_state=init_state, on_checkpoint=on_checkpoint,
-            )
-        else:
-            features, labels = records.rows_for(manifest.slice_ids(0, 0))
-            state = train_single(family, config, shape, features, labels, seed=seed, device=device, init_state=init_state)
-            done += 1
-            if progress:
-                progress(done / total_steps, f"{label}network trained")
-        weights = store.put_bytes(state_to_bytes(state, {"shard": str(shard)}))
-        out[shard] = {"shard": shard, "weights": weights, "checkpoints": checkpoints}
-    return out
-
-
-def evaluate_version(family, config, shape, records: Records, manifest: Manifest, shards: list[dict]) -> dict[str, Any]:
+def evaluate_version(family, config, shape, records: Records, manifest: Manifest, shards: Sequence[Shard]) -> dict[str, Any]:
     from workers.engine.serialization import load_network
-    from workers.engine.verification import accuracy_and_loss
 
     store = get_store()
-    networks = [load_network(family, config, shape, store.get_bytes(s["weights"])) for s in shards]
+    networks = [load_network(family, config, shape, store.get_bytes(s.weights)) for s in shards]
     holdout_ids = manifest.record_ids[manifest.shards == HOLDOUT]
     train_ids = manifest.trained_ids()
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(train_ids, size=min(len(train_ids), 5000), replace=False)) if len(train_ids) else train_ids
     return {
-        "holdout": accuracy_and_loss(family, networks, *records.rows_for(np.sort(holdout_ids))),
-        "train_sample": accuracy_and_loss(family, networks, *records.rows_for(sample)),
+        "holdout": evaluate(family, networks, *records.rows_for(np.sort(holdout_ids))),
+        "train_sample": evaluate(family, networks, *records.rows_for(sample)),
         "records": {"trained": len(train_ids), "holdout": len(holdout_ids)},
     }
 
@@ -149,12 +75,12 @@ def run(context) -> None:
     context.progress(0.02, "loading data")
     records = load_records(snapshot["dataset_sha"], snapshot["features"])
     shape = Shape(n_features=records.features.shape[1], n_classes=max(snapshot["classes"], 2))
-    sisa = snapshot["sisa"]
+    sisa = Sisa.from_json(snapshot["sisa"])
     manifest = partition(
         records.record_ids, records.subject_keys, seed=snapshot["seed"], holdout_fraction=snapshot["holdout_fraction"],
-        shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1,
+        shards=sisa.shards if sisa else 1, slices=sisa.slices if sisa else 1,
     )
-    shard_count = sisa["shards"] if sisa else 1
+    shard_count = sisa.shards if sisa else 1
     trained = train_shards(
         family=family, config=config, shape=shape, records=records, manifest=manifest, seed=snapshot["seed"],
         sisa=sisa, shard_list=list(range(shard_count)),
@@ -165,10 +91,8 @@ def run(context) -> None:
     metrics = evaluate_version(family, config, shape, records, manifest, shards)
     manifest_sha = get_store().put_bytes(manifest.to_parquet())
     # The per-record audit's reference pool, trained with the model (workers/references.py).
-    from workers import references
-
     with session_scope() as session:
-        pool = references.pool_size(session.get(Model, snapshot["model_id"]), len(records.record_ids))
+        pool = reference_pool_size(session.get(Model, snapshot["model_id"]), len(records.record_ids))
     trained_references = references.train_positions(
         family, config, shape, records, manifest.trained_ids(), seed=snapshot["seed"], size=pool,
         positions=list(range(pool)), progress=lambda f, step: context.progress(0.93 + 0.06 * f, step),
@@ -179,8 +103,8 @@ def run(context) -> None:
                               dataset_version_id=snapshot["dataset_version_id"], trained=trained_references)
         version = record_version(
             session, model_id=snapshot["model_id"], dataset_version_id=snapshot["dataset_version_id"], family=spec.name,
-            params=spec.dump_params(config), seed=snapshot["seed"], shape=shape_dict(shape), sisa=sisa, manifest_sha=manifest_sha,
-            shards=shards, metrics=metrics, origin={"kind": "training", "job_id": str(context.job_id)},
+            params=spec.dump_params(config), seed=snapshot["seed"], shape=shape.to_json(), sisa=snapshot["sisa"],
+            manifest_sha=manifest_sha, shards=[s.to_json() for s in shards], metrics=metrics, origin={"kind": "training", "job_id": str(context.job_id)},
         )
         job_service.complete(
             session, context.job_id, context.attempt,

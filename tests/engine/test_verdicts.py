@@ -25,7 +25,7 @@ from workers.engine.verdicts import (
     paired_difference,
     proportion_difference,
 )
-from workers.engine.verification import mia_auc
+from workers.engine.unlearning.verification import mia_auc
 
 POLICY = Policy()
 

@@ -15,13 +15,14 @@ The population checks compare with the holdout; only the audit compares record b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from app.config import get_settings
 from workers.engine import audit
 from workers.engine import references as reference_models
 from workers.engine.training import ensemble_proba
@@ -165,3 +166,62 @@ def forgetting_checks(family: Any, after, before, forget: tuple, holdout: tuple 
     if audit_inputs is not None:
         checks.append(audit_check(audit_inputs, policy, forget_ids))
     return checks
+
+
+# The job's block: the policy in force and every check of one new version.
+
+
+def policy_from_settings() -> Policy:
+    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance)."""
+    settings = get_settings()
+    tolerances = settings.verification_tolerances()
+    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"], mia_auc=tolerances["mia_auc"],
+                  audit=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
+                  record_level=settings.audit_record_level, delta=settings.audit_delta)
+
+
+def verification_block(family: Any, *, before, after, forget: tuple, holdout: tuple | None, forget_ids: np.ndarray,
+                       method: str, exact: bool, references: Sequence[nn.Module] = (),
+                       forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
+                       pool_expected: int = 0, forget_shards: np.ndarray | None = None) -> dict[str, Any]:
+    """The verdicts of one new version, as stored in the job, the certificate and the request.
+
+    `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
+    never saw which forget record); `forget_shards` the shard of each forget record of a SISA
+    model. `pool_expected` is the pool the model should have: with fewer live references the
+    audit's verdict says how many are missing, and where they are too few it cannot run."""
+    policy = policy_from_settings()
+    inputs, reference = None, "holdout"
+    has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
+    if forget_shards is not None and len(_as_list(after)) > 1 and has_holdout:
+        inputs, reference = shard_audit_inputs(family, _as_list(after), forget, forget_shards, holdout), "shards"
+    elif references and has_holdout and forget_out is not None:
+        inputs = reference_audit_inputs(family, after, list(references), forget, forget_out, holdout)
+        reference = "references"
+    note = None
+    if pool_expected and len(references) < pool_expected:
+        note = (f"{len(references)} of {pool_expected} reference models are live; the others held erased subjects "
+                f"and await their refill job")
+    checks = forgetting_checks(family, after, before, forget, holdout, policy, audit_inputs=inputs, forget_ids=forget_ids)
+    if pool_expected and inputs is None:
+        checks.append(check("per_record_audit", label="per-record audit", attack="offline_lira", test="clopper_pearson",
+                            estimate=None, interval=None, alpha=policy.alpha, tolerance=policy.audit, two_sided=False,
+                            n=len(forget_ids), reference="references",
+                            unavailable=f"too few references ({note or 'no holdout to calibrate against'})"))
+    elif note:
+        # An audit that still ran rests on fewer references: its verdict says so.
+        checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    block = summary(checks, policy)
+    found = next((c for c in checks if c.name == "per_record_audit"), None)
+    block.update({
+        "method": method, "exact": exact,
+        # An exact method records its verdicts but never escalates on them.
+        "escalates": not exact and block["verdict"] != "pass",
+        "attacks": sorted({c.attack for c in checks if c.attack}), "records": len(forget_ids),
+        "reference": reference, "epsilon_lower_bound": found.extra.get("epsilon_lower_bound") if found else None,
+        "tolerances": {"forget_gap": policy.forget_gap, "mia_auc": policy.mia_auc, "audit": policy.audit,
+                       "holdout_drop": policy.holdout_drop},
+        "references": {"live": len(references), "expected": pool_expected, "ids": list(reference_ids),
+                       **({"note": note} if note else {})},
+    })
+    return block

@@ -16,8 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.artifacts.store import get_store
 from app.lineage.reference_halves import membership
+from app.unlearning.types import ReferenceModel
 from workers.engine.audit import logit_confidence
+from workers.engine.serialization import load_network
 from workers.engine.training import derive_seed, ensemble_proba, train_single
 
 
@@ -56,3 +59,19 @@ def score_matrix(family: Any, references: Sequence[nn.Module], features: torch.T
     if not references:
         return np.zeros((int(labels.shape[0]), 0))
     return np.column_stack([scores(family, network, features, labels) for network in references])
+
+
+# A model's stored pool.
+
+
+def networks(pool: Sequence[ReferenceModel], family: Any, config: Any, shape: Any) -> list[nn.Module]:
+    store = get_store()
+    return [load_network(family, config, shape, store.get_bytes(r.weights)) for r in pool]
+
+
+def out_mask(pool: Sequence[ReferenceModel], subject_keys: list[str]) -> np.ndarray:
+    """[n, len(pool)] true where a reference never saw the record's subject."""
+    if not pool:
+        return np.zeros((len(subject_keys), 0), dtype=bool)
+    return np.column_stack([~membership(subject_keys, r.pool_size, r.membership_seed)[:, r.position]
+                            for r in pool])

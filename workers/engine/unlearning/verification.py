@@ -1,4 +1,8 @@
-"""Does a new model version still remember the forget records? Figures and thresholds.
+"""Does a new model version still remember the forget records? Figures, thresholds, and the
+unlearning job's verification of a method's outcome (`verify_outcome`, `check_outcome`).
+
+All of verification lives here: a family-specific figure or a statistical verdict plugs into
+`verify_outcome` (what is measured) and `check_outcome` (what passes).
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -12,15 +16,22 @@ the model remembers them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
+from app.artifacts.store import get_store
+from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
+from workers.engine import forgetting, references
+from workers.engine.partition import HOLDOUT
+from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
+from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
 Networks = nn.Module | Sequence[nn.Module]
@@ -39,7 +50,7 @@ def accuracy_and_loss(
 
 def per_example_losses(
     family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """Cross-entropy of the (ensemble) probability of each record's label, as float64."""
     if y.shape[0] == 0:
         return np.zeros(0)
@@ -48,7 +59,7 @@ def per_example_losses(
     return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """1-based ranks, tied values sharing the mean of their ranks."""
     order = np.argsort(values, kind="mergesort")
     sorted_values = values[order]
@@ -134,12 +145,13 @@ class ThresholdResult:
         return {**asdict(self), "verified": self.verified}
 
 
-def _accuracy(figures: dict[str, Any], part: str) -> float | None:
-    return (figures.get(part) or {}).get("accuracy")
+def _accuracy(figures: Mapping[str, Any], part: str) -> float | None:
+    value = (figures.get(part) or {}).get("accuracy")
+    return None if value is None else float(value)
 
 
 def check_thresholds(
-    after: dict[str, Any], before: dict[str, Any] | None, thresholds: Thresholds | None = None
+    after: Mapping[str, Any], before: Mapping[str, Any] | None, thresholds: Thresholds | None = None
 ) -> ThresholdResult:
     """Compare `verify` figures after unlearning (and before, for the utility drop) with the
     thresholds; each failed or unchecked test is described in a readable sentence."""
@@ -189,3 +201,71 @@ def check_thresholds(
                 f"{holdout_accuracy:.3f} (allowed: {thresholds.max_holdout_drop * 100:.1f})"
             )
     return result
+
+
+# The unlearning job's verification of a method's outcome.
+
+
+def _figures(raw: Mapping[str, Any]) -> Figures:
+    def part(name: str) -> SetFigures:
+        return SetFigures(accuracy=raw[name]["accuracy"], loss=raw[name]["loss"], n=int(raw[name]["n"]))
+
+    return Figures(forget=part("forget"), retain=part("retain"), holdout=part("holdout"), mia_auc=raw["mia_auc"])
+
+
+def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard]) -> Verification:
+    """Figures before and after on the forget records, a retain sample and the holdout, plus the
+    lineage proof (no forget record in the new manifest)."""
+    store = get_store()
+    forget = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
+    retain = ctx.old_records.rows_for(retain_sample(ctx, limit=5000))
+    holdout_ids = np.sort(outcome.manifest.record_ids[outcome.manifest.shards == HOLDOUT])
+    holdout_ids = holdout_ids[np.isin(holdout_ids, ctx.new_records.record_ids)]
+    holdout = ctx.new_records.rows_for(holdout_ids) if len(holdout_ids) else None
+
+    def networks(shards: Sequence[Shard]) -> list[nn.Module]:
+        return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
+
+    before_networks, after_networks = networks(before_shards), networks(outcome.shards)
+    before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
+    after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
+    trained_after = outcome.manifest.trained_ids()
+    return Verification(
+        before=before, after=after,
+        lineage_proof=LineageProof(forget_records=len(ctx.forget_ids),
+                                   in_new_manifest=int(np.isin(ctx.forget_ids, trained_after).sum())),
+        holdout_available=holdout is not None,
+        verdicts=_verdicts(ctx, outcome, before_networks, after_networks, forget, holdout),
+    )
+
+
+def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: list[nn.Module],
+              forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
+    """The statistical verdicts (workers/engine/forgetting.py) against the holdout and, per
+    record, the model's reference models or, for a SISA model, its own shards."""
+    forget_ids = np.sort(ctx.forget_ids)
+    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
+    shards = None
+    if ctx.sisa is not None:
+        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+    return forgetting.verification_block(
+        ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
+        method=outcome.method, exact=outcome.method in EXACT,
+        references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
+        forget_out=references.out_mask(ctx.references, keys), reference_ids=[str(r.id) for r in ctx.references],
+        pool_expected=ctx.reference_pool, forget_shards=shards,
+    )
+
+
+def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
+    """Why an approximate result is not verified (empty = verified): every check whose verdict is
+    not `pass` (an inconclusive one included), and an exhausted certified-removal budget."""
+    verdicts = figures.verdicts or {}
+    failed = [] if verdicts.get("verdict") == "pass" else list(verdicts.get("reasons") or ["no verdicts were computed"])
+    if outcome.method == "certified_newton":
+        spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
+        if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
+            raise TypeError(f"certified removal state is not numeric: {spent!r}, {budget!r}")
+        if spent > budget:
+            failed.append(f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})")
+    return failed
