@@ -274,7 +274,8 @@ def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPl
     ]
     if result.get("model") is not None:
         result["model"]["destroyed"] = result["model"].get("destroyed", []) + destroyed_models
-        result["model"]["destroyed_references"] = result["model"].get("destroyed_references", []) + destroyed_references
+        if destroyed_references:
+            result["model"]["destroyed_references"] = result["model"].get("destroyed_references", []) + destroyed_references
     if result.get("dataset") is not None:
         result["dataset"]["destroyed"] = result["dataset"].get("destroyed", []) + destroyed_datasets
     if destroyed_models or destroyed_datasets or destroyed_references:

@@ -90,15 +90,13 @@ class ForgetRetain:
             raise ValueError("the retain set is empty; nothing would be left to learn from")
 
     def to(self, device: torch.device) -> ForgetRetain:
-        unseen = (None, None) if self.unseen_x is None else (self.unseen_x.to(device), self.unseen_y.to(device))
+        unseen: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if self.unseen_x is not None and self.unseen_y is not None:
+            unseen = (self.unseen_x.to(device), self.unseen_y.to(device))
         return ForgetRetain(
             self.forget_x.to(device), self.forget_y.to(device),
             self.retain_x.to(device), self.retain_y.to(device), *unseen,
         )
-
-    @property
-    def has_unseen(self) -> bool:
-        return self.unseen_y is not None and int(self.unseen_y.shape[0]) > 0
 
     @property
     def n_forget(self) -> int:
@@ -297,6 +295,16 @@ def mean_loss(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | N
     loss = F.cross_entropy(network(x), y).item()
     network.train(was_training)
     return loss
+
+
+def unseen_and_forget_losses(network: nn.Module, data: ForgetRetain) -> tuple[float, float] | None:
+    """Mean loss of the unseen records and of the forget records, for the stopping rules that aim
+    the one at the other; None without unseen records."""
+    if data.unseen_x is None or data.unseen_y is None:
+        return None
+    unseen = mean_loss(network, data.unseen_x, data.unseen_y)
+    forget = mean_loss(network, data.forget_x, data.forget_y)
+    return None if unseen is None or forget is None else (unseen, forget)
 
 
 def report(progress: Progress | None, fraction: float, step: str) -> None:

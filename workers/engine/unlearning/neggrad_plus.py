@@ -44,11 +44,11 @@ from workers.engine.unlearning.base import (
     dump_config,
     forget_retain_losses,
     make_optimizer,
-    mean_loss,
     report,
     seeded_generator,
     take,
     training_mode,
+    unseen_and_forget_losses,
     working_copy,
 )
 
@@ -106,7 +106,8 @@ class NegGradPlus:
         generator = seeded_generator(seed)
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
         cap = config.forget_loss_cap
-        target = mean_loss(network, data.unseen_x, data.unseen_y) if config.target_unseen_loss and data.has_unseen else None
+        losses = unseen_and_forget_losses(network, data) if config.target_unseen_loss else None
+        target = None if losses is None else losses[0]
         if target is not None and cap is None:
             cap = target
         epochs = config.target_epochs if target is not None else config.epochs
@@ -140,8 +141,8 @@ class NegGradPlus:
                     epoch_steps += 1
                     if target is not None and step % config.check_every == 0:
                         # Against the unseen loss now: the retain descent moves it too.
-                        now = mean_loss(network, data.unseen_x, data.unseen_y)
-                        if mean_loss(network, data.forget_x, data.forget_y) >= now:
+                        now = unseen_and_forget_losses(network, data)
+                        if now is not None and now[1] >= now[0]:
                             stopped = step
                             break
                 epoch_figures.append(

@@ -43,11 +43,11 @@ from workers.engine.unlearning.base import (
     forget_retain_losses,
     frozen_copy,
     make_optimizer,
-    mean_loss,
     report,
     seeded_generator,
     take,
     training_mode,
+    unseen_and_forget_losses,
     working_copy,
 )
 
@@ -76,11 +76,11 @@ class ScrubConfig:
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
     optimizer: Optimizer = "adam"
     weight_decay: WeightDecay = 0.0
-    # SCRUB+R: with records the model never saw (ForgetRetain.unseen_*), max/min epochs go on
+    # SCRUB+R (opt-in): with records the model never saw (ForgetRetain.unseen_*), max/min epochs go on
     # until the forget records' mean loss reaches theirs (at most `rewind_max_epochs`), and the
     # student is rewound to the epoch whose forget loss came closest to it, before the trailing
     # min-only epochs. A fixed count of max epochs is too few for a memorising model.
-    rewind: bool = True
+    rewind: bool = False
     rewind_max_epochs: Annotated[int, Field(ge=1, le=1000)] = 12
 
     def __post_init__(self) -> None:
@@ -180,11 +180,12 @@ class Scrub:
 
         rewound_to = None
         with training_mode(student, seed):
-            if config.rewind and data.has_unseen:
+            if config.rewind and unseen_and_forget_losses(student, data) is not None:
                 snapshots = []
                 for epoch in range(config.rewind_max_epochs):
                     min_pass(max_pass())
-                    gap = mean_loss(student, data.forget_x, data.forget_y) - mean_loss(student, data.unseen_x, data.unseen_y)
+                    losses = unseen_and_forget_losses(student, data)
+                    gap = 0.0 if losses is None else losses[1] - losses[0]
                     snapshots.append((abs(gap), epoch, copy_state(student)))
                     report(progress, (epoch + 1) / config.rewind_max_epochs, "scrub")
                     if gap >= 0:

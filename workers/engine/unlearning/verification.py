@@ -261,7 +261,10 @@ def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
     """Why an approximate result is not verified (empty = verified): every check whose verdict is
     not `pass` (an inconclusive one included), and an exhausted certified-removal budget."""
     verdicts = figures.verdicts or {}
-    failed = [] if verdicts.get("verdict") == "pass" else list(verdicts.get("reasons") or ["no verdicts were computed"])
+    reasons = verdicts.get("reasons")
+    failed: list[str] = []
+    if verdicts.get("verdict") != "pass":
+        failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
     if outcome.method == "certified_newton":
         spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
         if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
