@@ -16,11 +16,13 @@ from app.jobs.models import Job
 from app.models import references as reference_service
 from app.models import service as model_service
 from app.models.models import Model
+from app.unlearning import service as unlearning_service
 from app.unlearning.service import reference_pool_size
 from workers.engine.families.base import Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import load_records
 from workers.engine.training import set_determinism
+from workers.jobs import TransientError
 from workers.references import record_all, train_positions
 from workers.training import configure_threads
 
@@ -57,8 +59,18 @@ def run(context) -> None:
                               progress=lambda f, step: context.progress(0.05 + 0.9 * f, step))
     context.check()
     with session_scope() as session:
-        record_all(session, model_id=snapshot["model_id"], size=size, seed=snapshot["seed"],
-                   dataset_version_id=snapshot["dataset_version_id"], trained=trained)
-        job_service.complete(session, context.job_id, context.attempt,
-                             {"trained": sorted(trained), "pool_size": size, "dataset_version_id": str(snapshot["dataset_version_id"])})
-
+        # Under the model's row lock, which promoting a new version also takes: an erasure that
+        # committed new data meanwhile means these references may hold its subjects. Their bytes
+        # are then scheduled like destroyed ones and the job runs again on the new data.
+        model = session.get(Model, snapshot["model_id"], with_for_update=True)
+        stale = model_service.current_version(session, model).dataset_version_id != snapshot["dataset_version_id"]
+        if stale:
+            unlearning_service.schedule_unreferenced(session, sorted(trained.values()))
+        else:
+            record_all(session, model_id=snapshot["model_id"], size=size, seed=snapshot["seed"],
+                       dataset_version_id=snapshot["dataset_version_id"], trained=trained)
+            job_service.complete(session, context.job_id, context.attempt,
+                                 {"trained": sorted(trained), "pool_size": size,
+                                  "dataset_version_id": str(snapshot["dataset_version_id"])})
+    if stale:
+        raise TransientError("the model's data changed while its references were trained; refilling again")

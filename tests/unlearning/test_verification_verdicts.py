@@ -145,3 +145,38 @@ def test_too_few_references_escalate_with_the_reason(client, admin, settings_env
     block = version["origin"]["escalations"][0]["verdicts"]
     assert block["references"]["live"] == 2 and block["references"]["expected"] == 4
     assert "2 of 4 reference models are live" in " ".join(version["origin"]["escalations"][0]["reasons"])
+
+
+def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_env, monkeypatch):
+    from app.artifacts.models import PendingDeletion
+    from app.db import session_scope
+    from app.jobs.models import Job
+    from app.models.models import ModelReference
+    from workers import refill
+
+    settings_env(AUDIT_REFERENCES="2", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
+    _model(client, admin, "raced", unlearning_method="finetune")
+    subjects = _trained_subjects(2)
+    _erase(client, admin, subjects[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    trained_shas: list[str] = []
+    real = refill.train_positions
+
+    def train_then_erase(*args, **kwargs):
+        found = real(*args, **kwargs)
+        trained_shas.extend(found.values())
+        # While the refill trained on the old data, another erasure promotes a new version.
+        _erase(client, admin, subjects[1])
+        _plan()
+        assert _execute_queued("unlearning") == ["completed"]
+        return found
+
+    monkeypatch.setattr(refill, "train_positions", train_then_erase)
+    assert _execute_queued("references") == ["retry"]
+    with session_scope() as session:
+        recorded = set(session.scalars(select(ModelReference.weights_sha256)))
+        assert trained_shas and not recorded & set(trained_shas)
+        pending = set(session.scalars(select(PendingDeletion.sha256)))
+        assert set(trained_shas) <= pending
+        assert session.scalars(select(Job).where(Job.kind == "references", Job.status == "queued")).all()
