@@ -26,7 +26,16 @@ from app.config import get_settings
 from workers.engine import audit
 from workers.engine import references as reference_models
 from workers.engine.training import ensemble_proba
-from workers.engine.verdicts import Check, check, delong_auc, overall, paired_difference, proportion_difference, reasons
+from workers.engine.verdicts import (
+    Check,
+    check,
+    delong_auc,
+    overall,
+    paired_difference,
+    proportion_difference,
+    reasons,
+    rounded,
+)
 
 
 @dataclass(frozen=True)
@@ -224,4 +233,4 @@ def verification_block(family: Any, *, before, after, forget: tuple, holdout: tu
         "references": {"live": len(references), "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},
     })
-    return block
+    return rounded(block)

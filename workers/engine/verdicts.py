@@ -65,7 +65,26 @@ class Check:
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
         found["interval"] = list(self.interval) if self.interval is not None else None
-        return found
+        return rounded(found)
+
+
+# Figures are stored to six decimals: more is noise at any forget-set size, and a float's full
+# 17-digit form has neighbours that parse to the same number, which a signed document must not.
+DECIMALS = 6
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float | np.floating):
+        return round(float(value), DECIMALS)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(item) for item in value]
+    return value
 
 
 def decide(low: float, high: float, tolerance: float, *, two_sided: bool) -> Verdict:
