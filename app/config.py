@@ -113,10 +113,35 @@ class Settings(BaseSettings):
     deadline_margin_hours: float = 72.0
     small_model_rows: int = 200_000
     approximate_method: str = "finetune"
-    # Verification policy for approximate methods (fractions: 0.03 = 3 points).
-    max_forget_holdout_gap: float = 0.03
-    max_mia_auc: float = 0.55
-    max_holdout_drop: float = 0.01
+    # Verification (workers/engine/verdicts.py). Every check answers an estimate with an interval
+    # at level 1 − α; it passes when the interval lies within its tolerance, fails when it lies
+    # beyond, and is inconclusive otherwise. An approximate method passes only when every check
+    # passes; exact methods record their verdicts and never escalate on them.
+    verification_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that
+    # the intervals are wider than any useful tolerance and the checks say inconclusive.
+    # |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points).
+    tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1)
+    # |AUC − 0.5| of the loss-threshold membership attack, forget vs holdout records.
+    tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5)
+    # Per-record audit advantage TPR − FPR against reference models or SISA shards.
+    tolerance_audit: float = Field(default=0.15, ge=0, le=1)
+    # Holdout accuracy lost against the version before (paired on the same records).
+    tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1)
+    # Per-record level at which the audit counts TPR and FPR, and δ of its ε lower bound.
+    audit_record_level: float = Field(default=0.05, gt=0, lt=0.5)
+    audit_delta: float = Field(default=0.0, ge=0, lt=1)
+    # Reference models kept per model for the per-record audit (even; 0 = none). Trained with
+    # every model whose unlearning method is approximate, set or chosen.
+    audit_references: int = Field(default=8, ge=0, le=64)
+    # An erasure destroys the references that held its subjects; the job that trains their
+    # replacements waits this long, so the unlearning jobs of the same window go first.
+    reference_refill_delay_seconds: float = Field(default=300.0, ge=0)
+    # Deprecated fixed thresholds; when set they replace the matching tolerance above
+    # (max_mia_auc − 0.5 for the AUC), so an older deployment keeps its policy.
+    max_forget_holdout_gap: float | None = None
+    max_mia_auc: float | None = None
+    max_holdout_drop: float | None = None
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
     # Audit anchoring. Signed checkpoints of the audit log are also written here, outside the
@@ -165,12 +190,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
         return value
 
+    def verification_tolerances(self) -> dict[str, float]:
+        """The tolerances in force: the deprecated thresholds where set, else the tolerances."""
+        return {
+            "forget_gap": self.tolerance_forget_gap if self.max_forget_holdout_gap is None else self.max_forget_holdout_gap,
+            "mia_auc": self.tolerance_mia_auc if self.max_mia_auc is None else self.max_mia_auc - 0.5,
+            "audit": self.tolerance_audit,
+            "holdout_drop": self.tolerance_holdout_drop if self.max_holdout_drop is None else self.max_holdout_drop,
+        }
+
     @property
     def embedded(self) -> bool:
         return self.database_url == "" or self.database_url.startswith("sqlite")
 
     @model_validator(mode="after")
-    def _fill_embedded_defaults(self) -> "Settings":
+    def _fill_embedded_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'obliviate.db').resolve()}"
         if not self.broker_url:

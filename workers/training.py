@@ -21,8 +21,10 @@ from app.families.registry import get_family
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models.models import Model
+from app.unlearning.service import reference_pool_size
 from app.models.service import record_version
 from app.unlearning.types import Shard, Sisa
+from workers import references
 from workers.engine.families.base import Shape
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.records import Records, load_records
@@ -50,7 +52,7 @@ def evaluate_version(family, config, shape, records: Records, manifest: Manifest
     return {
         "holdout": evaluate(family, networks, *records.rows_for(np.sort(holdout_ids))),
         "train_sample": evaluate(family, networks, *records.rows_for(sample)),
-        "records": {"trained": int(len(train_ids)), "holdout": int(len(holdout_ids))},
+        "records": {"trained": len(train_ids), "holdout": len(holdout_ids)},
     }
 
 
@@ -88,8 +90,17 @@ def run(context) -> None:
     context.progress(0.92, "evaluating")
     metrics = evaluate_version(family, config, shape, records, manifest, shards)
     manifest_sha = get_store().put_bytes(manifest.to_parquet())
+    # The per-record audit's reference pool, trained with the model (workers/references.py).
+    with session_scope() as session:
+        pool = reference_pool_size(session.get(Model, snapshot["model_id"]), len(records.record_ids))
+    trained_references = references.train_positions(
+        family, config, shape, records, manifest.trained_ids(), seed=snapshot["seed"], size=pool,
+        positions=list(range(pool)), progress=lambda f, step: context.progress(0.93 + 0.06 * f, step),
+    ) if pool else {}
     context.check()
     with session_scope() as session:
+        references.record_all(session, model_id=snapshot["model_id"], size=pool, seed=snapshot["seed"],
+                              dataset_version_id=snapshot["dataset_version_id"], trained=trained_references)
         version = record_version(
             session, model_id=snapshot["model_id"], dataset_version_id=snapshot["dataset_version_id"], family=spec.name,
             params=spec.dump_params(config), seed=snapshot["seed"], shape=shape.to_json(), sisa=snapshot["sisa"],
@@ -97,5 +108,6 @@ def run(context) -> None:
         )
         job_service.complete(
             session, context.job_id, context.attempt,
-            {"model_version": version.version, "sha256": version.sha256, "metrics": metrics},
+            {"model_version": version.version, "sha256": version.sha256, "metrics": metrics,
+             "references": {"pool_size": pool, "trained": sorted(trained_references)}},
         )

@@ -46,7 +46,7 @@ def _reference(name: str, after: dict[str, float]) -> tuple[float | None, str | 
     """The line a figure is judged against: the policy threshold, or the unseen data's figure."""
     settings = get_settings()
     if name == "mia_auc":
-        return settings.max_mia_auc, "threshold"
+        return 0.5 + settings.verification_tolerances()["mia_auc"], "tolerance"
     if name == "forget.accuracy" and "holdout.accuracy" in after:
         return after["holdout.accuracy"], "held-out accuracy"
     return None, None

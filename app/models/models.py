@@ -62,3 +62,30 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the weights were destroyed because they still held an erased subject.
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ModelReference(Base):
+    """One reference model of the per-record membership audit: a network trained on one half of
+    a model's training subjects (workers/engine/references.py decides which half from the subject
+    keys and `membership_seed`, so membership needs no storage).
+
+    References hold personal data: they are part of the model's lineage. An erasure destroys
+    every reference that held an erased subject, like a superseded model version, and a refill
+    job trains a new one on the current data."""
+
+    __tablename__ = "model_references"
+    __table_args__ = (UniqueConstraint("model_id", "position", "generation"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    model_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("models.id"), index=True)
+    # Which reference of the pool (0..K-1): positions 2j and 2j+1 split the subjects between them.
+    position: Mapped[int] = mapped_column(Integer)
+    # Pool size and seed of the membership rule this reference was trained under.
+    pool_size: Mapped[int] = mapped_column(Integer)
+    membership_seed: Mapped[int] = mapped_column(Integer)
+    # How many times this position was (re)filled; a refill after an erasure is the next one.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    dataset_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("dataset_versions.id"), index=True)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -20,7 +20,7 @@ from app.families.registry import FamilyParamsError, UnknownFamilyError, familie
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.keys.service import Principal
-from app.models.models import Model, ModelVersion
+from app.models.models import Model, ModelReference, ModelVersion
 from app.models.schemas import METHODS, ModelCreate, ModelOut, ModelVersionOut
 
 
@@ -227,7 +227,8 @@ def version_artifacts(version: ModelVersion) -> set[str]:
 
 
 def live_references(session: Session, shas: Sequence[str]) -> set[str]:
-    """Which of these hashes a model version of any client, not destroyed, references. Shard
+    """Which of these hashes a model version or reference model of any client, not destroyed,
+    references. Shard
     hashes live in JSON, so rows are found by the hash's text (a hex digest is never escaped)
     and then confirmed from the parsed shards."""
     wanted = sorted(set(shas))
@@ -239,6 +240,9 @@ def live_references(session: Session, shas: Sequence[str]) -> set[str]:
                 ModelVersion.destroyed_at.is_(None),
                 or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
             found |= version_artifacts(version) & set(wanted)
+        # Reference models of the per-record audit hold weights too (app/models/references.py).
+        found.update(session.scalars(select(ModelReference.weights_sha256).where(
+            ModelReference.weights_sha256.in_(chunk), ModelReference.destroyed_at.is_(None))))
     return found
 
 

@@ -24,16 +24,19 @@ from app.config import get_settings
 from app.datasets import service as dataset_service
 from app.families.shape import Shape
 from app.jobs import service as job_service
+from app.models import references as reference_service
 from app.models import service as model_service
 from app.models.models import Model
 from app.requests import service as request_service
 from app.unlearning import completion, exclusive
 from app.unlearning.models import JobRequest
 from app.unlearning.types import (
+    EXACT,
     DatasetErasure,
     Escalation,
     JobAttempt,
     ModelSnapshot,
+    ReferenceModel,
     Shard,
     Sisa,
     UnlearningPlan,
@@ -80,6 +83,16 @@ def choose_method(model: Model, rows: int) -> str:
     if rows <= get_settings().small_model_rows:
         return "retrain"
     return get_settings().approximate_method
+
+
+def reference_pool_size(model: Model, rows: int) -> int:
+    """K reference models for the per-record audit: OBLIVIATE_AUDIT_REFERENCES (rounded down to
+    pairs) when the model's unlearning method, set or chosen, is approximate; 0 for exact methods
+    and for SISA models, whose shards are their references."""
+    size = get_settings().audit_references
+    if size <= 0 or model.sisa or choose_method(model, rows) in EXACT:
+        return 0
+    return size - size % 2
 
 
 def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
@@ -161,6 +174,9 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         same_lineage=new_dataset.parent_version_id == old_dataset.id or new_dataset.id == old_dataset.id,
         method=choose_method(model, old_dataset.rows),
         holds=dataset_service.holds_subjects(session, old.dataset_version_id, erasure.keys),
+        references=tuple(ReferenceModel(r.id, r.position, r.pool_size, r.membership_seed, r.weights_sha256)
+                         for r in reference_service.live(session, model.id)),
+        reference_pool=reference_pool_size(model, old_dataset.rows),
     )
 
 
@@ -205,7 +221,10 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
     after = result.verification.after
     for request in completion.requests_of(session, attempt.job_id, lock=True):
         if request.status == "processing":
-            request.progress = {"verification": {snapshot.model: {"after": after.to_json(), "method": result.method}}}
+            shown: dict[str, Any] = {"after": after.to_json(), "method": result.method}
+            if result.verification.verdicts is not None:
+                shown["verdicts"] = dict(result.verification.verdicts)
+            request.progress = {"verification": {snapshot.model: shown}}
             request_service.move(session, request, "verify", WORKER, model=snapshot.model, method=result.method,
                                  mia_auc_before=result.verification.before.mia_auc, mia_auc_after=after.mia_auc)
     _audit_all(session, plan.request_ids, "model.unlearned", {
@@ -231,6 +250,15 @@ def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPl
     if plan.model_id is not None and holding:
         doomed = model_service.superseded_versions(session, model_service.get_model(session, plan.model_id), holding)
     candidates = model_service.mark_versions_destroyed(session, doomed)
+    # Reference models hold personal data too: every one whose half held an erased subject goes
+    # (decided from the keys, so a subject the model held out costs a reference needlessly, never
+    # the reverse), and a low-priority job trains replacements on the new data.
+    doomed_references = []
+    if plan.model_id is not None and holding:
+        doomed_references = reference_service.destroy_holding(session, plan.model_id, keys)
+        candidates |= {r.weights_sha256 for r in doomed_references}
+        if doomed_references:
+            reference_service.schedule_refill(session, model_service.get_model(session, plan.model_id))
     in_use = model_service.dataset_versions_in_use(session, holding)
     destroyed_datasets, dataset_shas = dataset_service.destroy_versions(session, holding, keys, in_use=in_use)
     removed = schedule_unreferenced(session, candidates | dataset_shas)
@@ -240,13 +268,20 @@ def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPl
     ]
     result = job_service.result_of(session, attempt.job_id)
     result["artifacts_to_delete"] = sorted(set(result.get("artifacts_to_delete", [])) | set(removed))
+    destroyed_references = [
+        {"id": str(r.id), "position": r.position, "generation": r.generation, "sha256": r.weights_sha256,
+         "artifacts": sorted({r.weights_sha256} & set(removed))} for r in doomed_references
+    ]
     if result.get("model") is not None:
         result["model"]["destroyed"] = result["model"].get("destroyed", []) + destroyed_models
+        if destroyed_references:
+            result["model"]["destroyed_references"] = result["model"].get("destroyed_references", []) + destroyed_references
     if result.get("dataset") is not None:
         result["dataset"]["destroyed"] = result["dataset"].get("destroyed", []) + destroyed_datasets
-    if destroyed_models or destroyed_datasets:
+    if destroyed_models or destroyed_datasets or destroyed_references:
         _audit_all(session, plan.request_ids, "artifacts.destroyed",
-                   {"model_versions": destroyed_models, "dataset_versions": destroyed_datasets})
+                   {"model_versions": destroyed_models, "dataset_versions": destroyed_datasets,
+                    "reference_models": destroyed_references})
     _save(session, attempt, result)
     return list(result["artifacts_to_delete"])
 

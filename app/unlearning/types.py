@@ -22,8 +22,13 @@ from app.families.shape import Shape
 JsonValue: TypeAlias = None | bool | int | float | str | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
 JsonObject: TypeAlias = Mapping[str, JsonValue]
 
+# Exact methods, carried out by the job runner from the dataset lineage (they retrain); with
+# "none_needed" (no weights saw the subjects) the outcomes whose verdicts never escalate.
+EXACT_METHODS: frozenset[str] = frozenset({"retrain", "sisa"})
+EXACT: frozenset[str] = EXACT_METHODS | {"none_needed"}
+
 __all__ = [
-    "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
+    "EXACT", "EXACT_METHODS", "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
     "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
     "Verification",
 ]
@@ -147,6 +152,20 @@ class ModelSnapshot:
     method: str
     # Whether the current version's dataset version holds any of the erased subjects at all.
     holds: bool
+    # The live reference models of the per-record audit, and how many the model should have.
+    references: tuple[ReferenceModel, ...] = ()
+    reference_pool: int = 0
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """One live reference of a model (app/models/references.py): its weights and membership rule."""
+
+    id: uuid.UUID
+    position: int
+    pool_size: int
+    membership_seed: int
+    weights: str
 
 
 @dataclass(frozen=True)
@@ -208,6 +227,9 @@ class Verification:
     lineage_proof: LineageProof
     holdout_available: bool
     reference: SampledReference | None = None
+    # The statistical verdicts (workers/engine/forgetting.py, workers/checks.py): the overall
+    # verdict, its reasons and every check with its estimate, interval, α and tolerance.
+    verdicts: JsonObject | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
         out: dict[str, JsonValue] = {
@@ -216,6 +238,8 @@ class Verification:
                               "in_new_manifest": self.lineage_proof.in_new_manifest},
             "holdout_available": self.holdout_available,
         }
+        if self.verdicts is not None:
+            out["verdicts"] = dict(self.verdicts)
         if self.reference is not None:
             out["reference"] = {"forget_accuracy": self.reference.forget_accuracy,
                                 "forget_loss": self.reference.forget_loss, "retain_sample": self.reference.retain_sample}
@@ -231,6 +255,7 @@ class Verification:
             holdout_available=bool(raw["holdout_available"]),
             reference=None if reference is None else SampledReference(
                 reference["forget_accuracy"], reference["forget_loss"], int(reference["retain_sample"])),
+            verdicts=raw.get("verdicts"),
         )
 
 
@@ -241,9 +266,15 @@ class Escalation:
     from_method: str
     to_method: str
     reasons: tuple[str, ...]
+    # The escalated result's verification block (its verdicts), kept in the certificate.
+    verdicts: JsonObject | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {"from": self.from_method, "to": self.to_method, "reasons": list(self.reasons)}
+        out: dict[str, JsonValue] = {"from": self.from_method, "to": self.to_method, "reasons": list(self.reasons)}
+        if self.verdicts is not None:
+            out["verdict"] = self.verdicts.get("verdict")
+            out["verdicts"] = dict(self.verdicts)
+        return out
 
 
 @dataclass(frozen=True)

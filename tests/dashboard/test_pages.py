@@ -166,10 +166,26 @@ def test_verification_chart_shows_every_figure_with_its_reference():
                "after": {"forget": {"accuracy": 0.88, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.5, "new": 3.0}}
     bars = {bar.label: bar for bar in verification_bars(figures)}
     assert set(bars) == {"forget accuracy", "holdout accuracy", "mia_auc", "new"}
-    assert bars["mia_auc"].reference == 0.55 and bars["forget accuracy"].reference == 0.9
+    # The line is the policy's tolerance: AUC 0.5 + OBLIVIATE_TOLERANCE_MIA_AUC (default 0.10).
+    assert bars["mia_auc"].reference == 0.6 and bars["forget accuracy"].reference == 0.9
     assert bars["new"].scale == 3.0 and bars["new"].length(3.0) == 100.0
     series = metric_series([(1, {"holdout": {"accuracy": 0.8}}), (2, {"verification": figures})])
     by_name = {s.name: s for s in series}
     assert by_name["holdout accuracy"].values == [(1, 0.8), (2, 0.9)]
     assert by_name["mia_auc"].values == [(2, 0.5)] and by_name["mia_auc"].coords == [(50.0, 20.0)]  # a dot
     assert by_name["holdout accuracy"].coords == [(0.0, 38.0), (100.0, 2.0)]
+
+
+def test_verdicts_table_shows_each_check_with_its_interval():
+    from app.dashboard.web import templates
+
+    verdicts = {"verdict": "inconclusive", "alpha": 0.05, "records": 12, "reference": "references",
+                "epsilon_lower_bound": 0.0, "escalates": True, "checks": [
+                    {"name": "mia_auc", "attack": "loss_threshold", "estimate": 0.021, "interval": [-0.08, 0.12],
+                     "tolerance": 0.1, "two_sided": True, "verdict": "inconclusive", "reason": "too little evidence"},
+                    {"name": "per_record_audit", "attack": "offline_lira", "estimate": None, "interval": None,
+                     "tolerance": 0.15, "two_sided": False, "verdict": "inconclusive", "reason": "too few references"}]}
+    html = templates.get_template("_verdicts.html").render(verdicts=verdicts)
+    assert "Verdict: <strong class=\"badge bad\">inconclusive</strong>" in html and "escalated" in html
+    assert "[-0.080, +0.120]" in html and "±0.100" in html and "≤ 0.150" in html
+    assert 'title="too few references"' in html and "ε ≥ 0.00" in html

@@ -30,10 +30,8 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from app.unlearning.types import EXACT_METHODS
 from workers.engine.training import derive_seed, network_device, rng_devices
-
-# Exact methods, carried out by the job runner from the dataset lineage (they retrain).
-EXACT_METHODS = frozenset({"retrain", "sisa"})
 
 # Method configs are pydantic dataclasses with this config: unknown keys are errors, not ignored.
 STRICT = ConfigDict(extra="forbid")
@@ -58,6 +56,10 @@ class ForgetRetain:
     forget_y: torch.Tensor
     retain_x: torch.Tensor
     retain_y: torch.Tensor
+    # Records the model never saw (a holdout sample), optional: methods with a stopping rule
+    # aim the forget records' loss at theirs instead of running a fixed number of epochs.
+    unseen_x: torch.Tensor | None = None
+    unseen_y: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for part in ("forget", "retain"):
@@ -80,9 +82,12 @@ class ForgetRetain:
             raise ValueError("the retain set is empty; nothing would be left to learn from")
 
     def to(self, device: torch.device) -> ForgetRetain:
+        unseen: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if self.unseen_x is not None and self.unseen_y is not None:
+            unseen = (self.unseen_x.to(device), self.unseen_y.to(device))
         return ForgetRetain(
             self.forget_x.to(device), self.forget_y.to(device),
-            self.retain_x.to(device), self.retain_y.to(device),
+            self.retain_x.to(device), self.retain_y.to(device), *unseen,
         )
 
     @property
@@ -282,6 +287,16 @@ def mean_loss(network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | N
     loss = F.cross_entropy(network(x), y).item()
     network.train(was_training)
     return loss
+
+
+def unseen_and_forget_losses(network: nn.Module, data: ForgetRetain) -> tuple[float, float] | None:
+    """Mean loss of the unseen records and of the forget records, for the stopping rules that aim
+    the one at the other; None without unseen records."""
+    if data.unseen_x is None or data.unseen_y is None:
+        return None
+    unseen = mean_loss(network, data.unseen_x, data.unseen_y)
+    forget = mean_loss(network, data.forget_x, data.forget_y)
+    return None if unseen is None or forget is None else (unseen, forget)
 
 
 def report(progress: Progress | None, fraction: float, step: str) -> None:

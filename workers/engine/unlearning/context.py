@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from app.artifacts.store import get_store
 from app.families.registry import FamilySpec, get_family
-from app.unlearning.types import JsonObject, ModelSnapshot, Shard, Sisa
+from app.unlearning.types import JsonObject, ModelSnapshot, ReferenceModel, Shard, Sisa
 from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import Records, load_records
@@ -46,6 +46,9 @@ class Context:
     # record id means the same row in both and SISA checkpoints stay valid.
     same_lineage: bool
     progress: Progress | None = None
+    # The model's live reference models (the per-record audit) and the pool it should have.
+    references: tuple[ReferenceModel, ...] = ()
+    reference_pool: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
         shape=snapshot.shape, seed=snapshot.seed, sisa=snapshot.sisa, holdout_fraction=snapshot.holdout_fraction,
         old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
+        references=snapshot.references, reference_pool=snapshot.reference_pool,
     )
 
 

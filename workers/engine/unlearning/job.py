@@ -47,7 +47,8 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     if outcome.method not in base.EXACT_METHODS | {"none_needed"}:
         failed = verification.check_outcome(outcome, figures)
         if failed:
-            escalations.append(Escalation(from_method=outcome.method, to_method="retrain", reasons=tuple(failed)))
+            escalations.append(Escalation(from_method=outcome.method, to_method="retrain", reasons=tuple(failed),
+                                          verdicts=figures.verdicts))
             escalate(escalations[-1])
             outcome = retrain(ctx)
             figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
@@ -126,7 +127,11 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
     # The Newton step minimises the objective over every retained record, so no sampling there.
     retain_ids = retain_sample(ctx, limit=None if method_name == "certified_newton" else RETAIN_SAMPLE)
     retain_x, retain_y = ctx.old_records.rows_for(retain_ids)
-    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y)
+    # Records no version saw, for the stopping rules that aim at their loss (neggrad_plus, scrub).
+    unseen_ids = ctx.old_manifest.record_ids[ctx.old_manifest.shards == HOLDOUT]
+    unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])[:RETAIN_SAMPLE]
+    unseen = ctx.new_records.rows_for(unseen_ids) if len(unseen_ids) else (None, None)
+    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen)
     shards: list[Shard] = []
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):

@@ -8,6 +8,11 @@ over interleaved batches. Pure ascent has no floor: the forget loss grows withou
 drags the whole network with it, and a forget loss far above the held-out loss is itself a
 membership signal. So the ascent term is clamped at `forget_loss_cap`: once a forget batch is
 that badly predicted, it contributes no gradient and only the retain term acts.
+
+How much ascent is enough depends on the model: a generalising one barely remembers its forget
+records, a memorising one fits their noisy labels. Given records the model never saw, the run
+aims at their loss (the forget records of a retrain look unseen): the cap is their mean loss and
+the run stops once the forget records' mean loss reaches theirs, checked every few steps.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from workers.engine.unlearning.base import (
     seeded_generator,
     take,
     training_mode,
+    unseen_and_forget_losses,
     working_copy,
 )
 
@@ -63,6 +69,14 @@ class NegGradPlusConfig:
     forget_loss_cap: Annotated[float, Field(gt=0, le=100)] | None = None
     optimizer: Optimizer = "adam"
     weight_decay: WeightDecay = 0.0
+    # With records the model never saw (ForgetRetain.unseen_*), the run targets their loss
+    # instead of a fixed effort: the ascent's cap is their mean loss, and training stops at the
+    # first check where the forget records' mean loss has reached it, after at most
+    # `target_epochs` passes. A memorising model needs far more ascent than a generalising one.
+    target_unseen_loss: bool = True
+    target_epochs: Epochs = 20
+    # Steps between two checks of the stopping rule.
+    check_every: Annotated[int, Field(ge=1, le=10_000)] = 10
 
 
 class NegGradPlus:
@@ -92,10 +106,17 @@ class NegGradPlus:
         generator = seeded_generator(seed)
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
         cap = config.forget_loss_cap
-        step, capped_steps = 0, 0
+        losses = unseen_and_forget_losses(network, data) if config.target_unseen_loss else None
+        target = None if losses is None else losses[0]
+        if target is not None and cap is None:
+            cap = target
+        epochs = config.target_epochs if target is not None else config.epochs
+        step, capped_steps, stopped = 0, 0, None
         epoch_figures: list[dict[str, float]] = []
         with training_mode(network, seed):
-            for epoch in range(config.epochs):
+            for epoch in range(epochs):
+                if stopped is not None:
+                    break
                 retain_total = forget_total = 0.0
                 epoch_steps = 0
                 for retain_index in batches(data.n_retain, config.batch_size, generator):
@@ -118,13 +139,19 @@ class NegGradPlus:
                     forget_total += forget_loss.item()
                     step += 1
                     epoch_steps += 1
+                    if target is not None and step % config.check_every == 0:
+                        # Against the unseen loss now: the retain descent moves it too.
+                        now = unseen_and_forget_losses(network, data)
+                        if now is not None and now[1] >= now[0]:
+                            stopped = step
+                            break
                 epoch_figures.append(
                     {
                         "retain_loss": retain_total / epoch_steps,
                         "forget_loss": forget_total / epoch_steps,
                     }
                 )
-                report(progress, (epoch + 1) / config.epochs, "neggrad_plus")
+                report(progress, (epoch + 1) / epochs, "neggrad_plus")
         return UnlearnResult(
             network=network,
             details={
@@ -132,6 +159,8 @@ class NegGradPlus:
                 "config": dump_config(config),
                 "steps": step,
                 "forget_loss_cap": cap,
+                "unseen_loss_target": target,
+                "stopped_at_step": stopped,
                 "capped_steps": capped_steps,
                 "per_epoch": epoch_figures,
                 "before": before,

@@ -10,6 +10,10 @@ Each of the first `max_epochs` epochs runs a max pass over the forget set and th
 over the retain set; the remaining epochs are min passes only, which repair the retain
 performance the max-steps cost. Distilling from the teacher rather than only fitting labels is
 what keeps the retained behaviour of the original, including its calibration.
+
+SCRUB+R (the authors' rewinding variant): given records the model never saw, max and min epochs
+go on until the forget loss reaches theirs, and the student is rewound to the epoch closest to
+it, so the forget records end up looking unseen rather than conspicuously forgotten.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
-from workers.engine.training import network_device
+from workers.engine.training import copy_state, network_device
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
@@ -43,6 +47,7 @@ from workers.engine.unlearning.base import (
     seeded_generator,
     take,
     training_mode,
+    unseen_and_forget_losses,
     working_copy,
 )
 
@@ -71,6 +76,12 @@ class ScrubConfig:
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
     optimizer: Optimizer = "adam"
     weight_decay: WeightDecay = 0.0
+    # SCRUB+R (opt-in): with records the model never saw (ForgetRetain.unseen_*), max/min epochs go on
+    # until the forget records' mean loss reaches theirs (at most `rewind_max_epochs`), and the
+    # student is rewound to the epoch whose forget loss came closest to it, before the trailing
+    # min-only epochs. A fixed count of max epochs is too few for a memorising model.
+    rewind: bool = False
+    rewind_max_epochs: Annotated[int, Field(ge=1, le=1000)] = 12
 
     def __post_init__(self) -> None:
         if self.max_epochs > self.epochs:
@@ -128,50 +139,65 @@ class Scrub:
         temperature = config.temperature
         step = 0
         epoch_figures: list[dict[str, float | None]] = []
+        def max_pass() -> float:
+            nonlocal step
+            total, count = 0.0, 0
+            for index in batches(data.n_forget, forget_batch_size(config, data.n_forget), generator):
+                x = take(data.forget_x, index)
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                divergence = distillation_kl(student(x), teacher_logits, temperature)
+                check_finite(divergence, self.name, step)
+                optimizer.zero_grad(set_to_none=True)
+                (-divergence).backward()
+                optimizer.step()
+                step += 1
+                total += divergence.item()
+                count += 1
+            return total / count
+
+        def min_pass(forget_kl: float | None) -> None:
+            nonlocal step
+            kl_total = ce_total = 0.0
+            count = 0
+            for index in batches(data.n_retain, config.batch_size, generator):
+                x, y = take(data.retain_x, index), take(data.retain_y, index)
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                logits = student(x)
+                divergence = distillation_kl(logits, teacher_logits, temperature)
+                cross_entropy = F.cross_entropy(logits, y)
+                loss = config.alpha * divergence + config.gamma * cross_entropy
+                check_finite(loss, self.name, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                kl_total += divergence.item()
+                ce_total += cross_entropy.item()
+                count += 1
+            epoch_figures.append({"forget_kl": forget_kl, "retain_kl": kl_total / count, "retain_ce": ce_total / count})
+
+        rewound_to = None
         with training_mode(student, seed):
-            for epoch in range(config.epochs):
-                forget_kl = None
-                if epoch < config.max_epochs:
-                    total, count = 0.0, 0
-                    for index in batches(data.n_forget, forget_batch_size(config, data.n_forget), generator):
-                        x = take(data.forget_x, index)
-                        with torch.no_grad():
-                            teacher_logits = teacher(x)
-                        divergence = distillation_kl(student(x), teacher_logits, temperature)
-                        check_finite(divergence, self.name, step)
-                        optimizer.zero_grad(set_to_none=True)
-                        (-divergence).backward()
-                        optimizer.step()
-                        step += 1
-                        total += divergence.item()
-                        count += 1
-                    forget_kl = total / count
-                kl_total = ce_total = 0.0
-                count = 0
-                for index in batches(data.n_retain, config.batch_size, generator):
-                    x, y = take(data.retain_x, index), take(data.retain_y, index)
-                    with torch.no_grad():
-                        teacher_logits = teacher(x)
-                    logits = student(x)
-                    divergence = distillation_kl(logits, teacher_logits, temperature)
-                    cross_entropy = F.cross_entropy(logits, y)
-                    loss = config.alpha * divergence + config.gamma * cross_entropy
-                    check_finite(loss, self.name, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    step += 1
-                    kl_total += divergence.item()
-                    ce_total += cross_entropy.item()
-                    count += 1
-                epoch_figures.append(
-                    {
-                        "forget_kl": forget_kl,
-                        "retain_kl": kl_total / count,
-                        "retain_ce": ce_total / count,
-                    }
-                )
-                report(progress, (epoch + 1) / config.epochs, "scrub")
+            if config.rewind and unseen_and_forget_losses(student, data) is not None:
+                snapshots = []
+                for epoch in range(config.rewind_max_epochs):
+                    min_pass(max_pass())
+                    losses = unseen_and_forget_losses(student, data)
+                    gap = 0.0 if losses is None else losses[1] - losses[0]
+                    snapshots.append((abs(gap), epoch, copy_state(student)))
+                    report(progress, (epoch + 1) / config.rewind_max_epochs, "scrub")
+                    if gap >= 0:
+                        break
+                _, rewound_to, state = min(snapshots, key=lambda item: (item[0], item[1]))
+                student.load_state_dict(state)
+                for _ in range(config.epochs - config.max_epochs):
+                    min_pass(None)
+            else:
+                for epoch in range(config.epochs):
+                    min_pass(max_pass() if epoch < config.max_epochs else None)
+                    report(progress, (epoch + 1) / config.epochs, "scrub")
         return UnlearnResult(
             network=student,
             details={
@@ -179,6 +205,7 @@ class Scrub:
                 "config": dump_config(config),
                 "steps": step,
                 "per_epoch": epoch_figures,
+                "rewound_to_epoch": rewound_to,
                 "before": before,
                 "after": forget_retain_losses(student, data),
             },

@@ -26,12 +26,11 @@ import torch
 from torch import nn
 
 from app.artifacts.store import get_store
-from app.config import get_settings
-from app.unlearning.types import Figures, LineageProof, SampledReference, SetFigures, Shard, Verification
+from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
+from workers.engine import forgetting, references
 from workers.engine.partition import HOLDOUT
 from workers.engine.serialization import load_network
-from workers.engine.training import device_from_setting, ensemble_proba, evaluate, new_network, train_single
-from workers.engine.unlearning.base import EXACT_METHODS
+from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
@@ -224,35 +223,45 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
     def networks(shards: Sequence[Shard]) -> list[nn.Module]:
         return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
 
-    before = _figures(verify(ctx.family, networks(before_shards), forget, retain, holdout))
-    after = _figures(verify(ctx.family, networks(outcome.shards), forget, retain, holdout))
+    before_networks, after_networks = networks(before_shards), networks(outcome.shards)
+    before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
+    after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
     trained_after = outcome.manifest.trained_ids()
-    reference = None
-    if holdout is None and outcome.method not in EXACT_METHODS:
-        reference = sampled_reference(ctx, forget)
     return Verification(
         before=before, after=after,
-        lineage_proof=LineageProof(forget_records=int(len(ctx.forget_ids)),
+        lineage_proof=LineageProof(forget_records=len(ctx.forget_ids),
                                    in_new_manifest=int(np.isin(ctx.forget_ids, trained_after).sum())),
-        holdout_available=holdout is not None, reference=reference,
+        holdout_available=holdout is not None,
+        verdicts=_verdicts(ctx, outcome, before_networks, after_networks, forget, holdout),
+    )
+
+
+def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: list[nn.Module],
+              forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
+    """The statistical verdicts (workers/engine/forgetting.py) against the holdout and, per
+    record, the model's reference models or, for a SISA model, its own shards."""
+    forget_ids = np.sort(ctx.forget_ids)
+    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
+    shards = None
+    if ctx.sisa is not None:
+        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+    return forgetting.verification_block(
+        ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
+        method=outcome.method, exact=outcome.method in EXACT,
+        references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
+        forget_out=references.out_mask(ctx.references, keys), reference_ids=[str(r.id) for r in ctx.references],
+        pool_expected=ctx.reference_pool, forget_shards=shards,
     )
 
 
 def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
-    """Failed checks of an approximate result (empty = verified)."""
-    settings = get_settings()
-    thresholds = Thresholds(
-        max_forget_holdout_gap=settings.max_forget_holdout_gap, max_mia_auc=settings.max_mia_auc,
-        max_holdout_drop=settings.max_holdout_drop,
-    )
-    if not figures.holdout_available:
-        reference = figures.reference
-        gap = abs((figures.after.forget.accuracy or 0) - ((reference.forget_accuracy if reference else None) or 0))
-        return [] if gap <= thresholds.max_forget_holdout_gap else [
-            f"no holdout: forget accuracy differs from a sampled retrain reference by {gap * 100:.1f} points"
-        ]
-    result = check_thresholds(figures.after.to_json(), figures.before.to_json(), thresholds)
-    failed = list(result.failed) + list(result.not_applicable)
+    """Why an approximate result is not verified (empty = verified): every check whose verdict is
+    not `pass` (an inconclusive one included), and an exhausted certified-removal budget."""
+    verdicts = figures.verdicts or {}
+    reasons = verdicts.get("reasons")
+    failed: list[str] = []
+    if verdicts.get("verdict") != "pass":
+        failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
     if outcome.method == "certified_newton":
         spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
         if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
@@ -260,15 +269,3 @@ def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
         if spent > budget:
             failed.append(f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})")
     return failed
-
-
-def sampled_reference(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor]) -> SampledReference:
-    """Without a holdout, an approximate result is compared with a network retrained on a sample
-    of the retained records: the forget records should look as unfamiliar to both."""
-    ids = retain_sample(ctx, limit=5000)
-    features, labels = ctx.old_records.rows_for(ids)
-    state = train_single(ctx.family, ctx.config, ctx.shape, features, labels, seed=ctx.seed, device=device_from_setting("cpu"))
-    network = new_network(ctx.family, ctx.config, ctx.shape, ctx.seed)
-    network.load_state_dict(state)
-    figures = evaluate(ctx.family, network, *forget)
-    return SampledReference(forget_accuracy=figures["accuracy"], forget_loss=figures["loss"], retain_sample=int(len(ids)))

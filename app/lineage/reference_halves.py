@@ -1,0 +1,37 @@
+"""Which reference models of a model hold a subject (torch-free, shared by the engine, which
+trains the references, and the erasure, which destroys those that held an erased subject).
+
+References come in complementary pairs: a subject is in exactly one of references 2j and 2j+1,
+chosen from a hash of (seed, j, subject key). The rule must never change for stored references:
+an erasure recomputes membership from the key instead of storing it per reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def side(seed: int, pair: int, subject_key: str) -> int:
+    """0 or 1: which reference of pair `pair` holds the subject."""
+    return hashlib.sha256(f"reference:{seed}:{pair}:{subject_key}".encode()).digest()[0] & 1
+
+
+def membership(subject_keys: Sequence[str], count: int, seed: int) -> np.ndarray:
+    """[n, count] bool: a record of subject subject_keys[i] is in reference k's training data."""
+    if count < 2 or count % 2:
+        raise ValueError("reference models come in pairs: count must be even and at least 2")
+    keys = list(subject_keys)
+    sides = {key: [side(seed, pair, key) for pair in range(count // 2)] for key in set(keys)}
+    found = np.zeros((len(keys), count), dtype=bool)
+    for i, key in enumerate(keys):
+        for pair, chosen in enumerate(sides[key]):
+            found[i, 2 * pair + chosen] = True
+    return found
+
+
+def holds(position: int, seed: int, subject_key: str) -> bool:
+    """Whether reference `position` (of any pool size) holds the subject."""
+    return side(seed, position // 2, subject_key) == position % 2

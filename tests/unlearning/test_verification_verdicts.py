@@ -1,0 +1,182 @@
+"""Statistical verdicts in unlearning jobs: the verification block in the job, the certificate
+and the request; escalation of inconclusive and failed approximate results with the reason;
+exact methods that record verdicts without escalating; reference models destroyed with the
+subjects they held and refilled by their own job."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tests.dataset_files import artifact_files
+from tests.unlearning.test_unlearning_jobs import (  # noqa: F401  (admin is a fixture)
+    LAX,
+    _erase,
+    _execute_queued,
+    _model,
+    _plan,
+    _trained_subjects,
+    _version,
+    admin,
+)
+
+BLOCK_FIELDS = {"verdict", "alpha", "reasons", "checks", "attacks", "records", "reference", "epsilon_lower_bound",
+                "escalates", "method", "exact", "tolerances", "references"}
+CHECK_FIELDS = {"name", "attack", "test", "estimate", "interval", "alpha", "tolerance", "n", "reference", "verdict",
+                "reason"}
+
+
+def _certificate(client, headers, request_id):
+    return client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers).json()["certificate"]
+
+
+def test_exact_method_records_its_verdicts_in_job_certificate_and_request(client, admin):
+    _model(client, admin, "exact", unlearning_method="retrain")
+    request_id = _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    model = _certificate(client, admin, request_id)["models"][0]
+    block = model["verification"]["verdicts"]
+    assert BLOCK_FIELDS <= set(block) and block["exact"] is True and block["escalates"] is False
+    assert block["alpha"] == 0.05 and block["records"] == model["verification"]["lineage_proof"]["forget_records"]
+    assert {c["name"] for c in block["checks"]} >= {"forget_accuracy_gap", "mia_auc", "holdout_drop"}
+    assert all(CHECK_FIELDS <= set(c) for c in block["checks"])
+    # One subject's few records cannot show a retrain is within tolerance: said, not escalated.
+    assert block["verdict"] == "inconclusive" and model["escalations"] == [] and model["method"] == "retrain"
+    job = client.get(f"/v1/jobs/{model['job_id']}", headers=admin).json()
+    assert job["result"]["model"]["verification"]["verdicts"] == block
+    shown = client.get(f"/v1/erasure-requests/{request_id}", headers=admin).json()["progress"]["verification"]["exact"]
+    assert shown["verdicts"] == block
+
+
+def test_inconclusive_approximate_result_escalates_and_says_why(client, admin, settings_env):
+    settings_env(AUDIT_REFERENCES="0")
+    _model(client, admin, "small-forget", unlearning_method="finetune")
+    request_id = _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    version = _version(client, admin, "small-forget", 2)
+    assert version["origin"]["method"] == "retrain" and version["origin"]["requested_method"] == "finetune"
+    reasons = " ".join(version["origin"]["escalations"][0]["reasons"])
+    assert "inconclusive" in reasons and "too little evidence" in reasons
+    audit = client.get(f"/v1/erasure-requests/{request_id}/audit", headers=admin).json()
+    escalated = [e for e in audit["events"] if e["type"] == "unlearning.escalated"]
+    assert escalated and escalated[0]["data"]["verdict"] == "inconclusive"
+    # The certificate keeps the escalated method's verdicts next to the retrain's.
+    model = _certificate(client, admin, request_id)["models"][0]
+    assert model["escalations"][0]["verdicts"]["verdict"] == "inconclusive"
+    assert model["verification"]["verdicts"]["method"] == "retrain"
+
+
+def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(client, admin, settings_env):
+    # OBLIVIATE_MAX_MIA_AUC=0 (deprecated) is a tolerance of −0.5 on AUC − 0.5: no interval meets it.
+    settings_env(AUDIT_REFERENCES="0", MAX_MIA_AUC="0.0")
+    _model(client, admin, "never-enough", unlearning_method="finetune")
+    _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    version = _version(client, admin, "never-enough", 2)
+    assert version["origin"]["method"] == "retrain"
+    escalated = version["origin"]["escalations"][0]["verdicts"]
+    assert escalated["verdict"] == "fail" and escalated["tolerances"]["mia_auc"] == -0.5
+    mia = next(c for c in escalated["checks"] if c["name"] == "mia_auc")
+    assert mia["verdict"] == "fail" and mia["interval"][0] > -0.5
+
+
+def test_passing_approximate_result_is_kept(client, admin, settings_env):
+    settings_env(**LAX)
+    _model(client, admin, "lax", unlearning_method="scrub")
+    _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    version = _version(client, admin, "lax", 2)
+    block = version["metrics"]["verification"]["verdicts"]
+    assert version["origin"]["method"] == "scrub" and block["verdict"] == "pass" and block["escalates"] is False
+
+
+def test_references_are_audited_destroyed_with_their_subjects_and_refilled(client, admin, settings_env, data_dir):
+    from app.db import session_scope
+    from app.jobs.models import Job
+    from app.models.models import ModelReference
+
+    settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
+    _model(client, admin, "audited", unlearning_method="finetune")
+    with session_scope() as session:
+        pool = list(session.scalars(select(ModelReference)))
+        assert sorted(r.position for r in pool) == [0, 1, 2, 3]
+        weights = {r.position: r.weights_sha256 for r in pool}
+    request_id = _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    model = _certificate(client, admin, request_id)["models"][0]
+    audit = next(c for c in model["verification"]["verdicts"]["checks"] if c["name"] == "per_record_audit")
+    assert audit["reference"] == "references" and audit["attack"] == "offline_lira"
+    assert model["verification"]["verdicts"]["reference"] == "references"
+    # One subject sits on one side of each pair: two of the four references held it.
+    destroyed = model["destroyed_references"]
+    assert len(destroyed) == 2 and {d["position"] // 2 for d in destroyed} == {0, 1}
+    files = artifact_files(data_dir)
+    for entry in destroyed:
+        assert not any(weights[entry["position"]] in f for f in files)
+    with session_scope() as session:
+        live = {r.position for r in session.scalars(select(ModelReference).where(ModelReference.destroyed_at.is_(None)))}
+        assert live == {0, 1, 2, 3} - {d["position"] for d in destroyed}
+        refill = session.scalars(select(Job).where(Job.kind == "references")).all()
+        assert len(refill) == 1
+    assert _execute_queued("references") == ["completed"]
+    with session_scope() as session:
+        live = list(session.scalars(select(ModelReference).where(ModelReference.destroyed_at.is_(None))))
+        assert sorted(r.position for r in live) == [0, 1, 2, 3]
+        assert max(r.generation for r in live) == 1
+
+
+def test_too_few_references_escalate_with_the_reason(client, admin, settings_env):
+    settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="3600", **LAX)
+    _model(client, admin, "starved", unlearning_method="finetune")
+    subjects = _trained_subjects(2)
+    _erase(client, admin, subjects[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    # The refill waits an hour; the next erasure finds half the pool.
+    _erase(client, admin, subjects[1])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    version = _version(client, admin, "starved", 3)
+    assert version["origin"]["method"] == "retrain"
+    block = version["origin"]["escalations"][0]["verdicts"]
+    assert block["references"]["live"] == 2 and block["references"]["expected"] == 4
+    assert "2 of 4 reference models are live" in " ".join(version["origin"]["escalations"][0]["reasons"])
+
+
+def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_env, monkeypatch):
+    from app.artifacts.models import PendingDeletion
+    from app.db import session_scope
+    from app.jobs.models import Job
+    from app.models.models import ModelReference
+    from workers import refill
+
+    settings_env(AUDIT_REFERENCES="2", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
+    _model(client, admin, "raced", unlearning_method="finetune")
+    subjects = _trained_subjects(2)
+    _erase(client, admin, subjects[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    trained_shas: list[str] = []
+    real = refill.train_positions
+
+    def train_then_erase(*args, **kwargs):
+        found = real(*args, **kwargs)
+        trained_shas.extend(found.values())
+        # While the refill trained on the old data, another erasure promotes a new version.
+        _erase(client, admin, subjects[1])
+        _plan()
+        assert _execute_queued("unlearning") == ["completed"]
+        return found
+
+    monkeypatch.setattr(refill, "train_positions", train_then_erase)
+    assert _execute_queued("references") == ["retry"]
+    with session_scope() as session:
+        recorded = set(session.scalars(select(ModelReference.weights_sha256)))
+        assert trained_shas and not recorded & set(trained_shas)
+        pending = set(session.scalars(select(PendingDeletion.sha256)))
+        assert set(trained_shas) <= pending
+        assert session.scalars(select(Job).where(Job.kind == "references", Job.status == "queued")).all()

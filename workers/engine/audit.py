@@ -1,0 +1,176 @@
+"""Per-record membership audit against reference models (offline LiRA, Carlini et al. 2022; its
+unlearning form U-LiRA, Hayes et al. 2025), and an ε lower bound from the same test.
+
+The score of a record under a network is its logit-scaled confidence in the record's label,
+φ = log p_y − log(1 − p_y), which is close to Gaussian across networks for one record. The
+references are networks trained on parts of the model's data; for each audited record the ones
+that never saw it ("OUT") give the score that record has when unseen. Its residual is the
+target's score minus the OUT mean, in units of the record's OUT spread (shrunk towards the
+median spread, since a few references estimate it poorly).
+
+The target is usually trained on more data than a reference (all of it against a half), so it
+is a little more confident everywhere. The residuals of the null records (the holdout: unseen by
+the target and by every reference) measure that shift and the spread of residuals of unseen
+records; each audited residual is standardised against them, z = (r − mean) / sd, and its
+one-sided p-value 1 − Φ(z) tests "this record looks unseen". A record whose p-value survives
+Holm's correction at α over all audited records is flagged: it is still memorised, with a
+family-wise error of at most α, whatever the aggregate says.
+
+The aggregate is the attack's advantage at a fixed per-record level q (`record_level`): TPR is
+the share of forget records with z above Φ⁻¹(1 − q), FPR the same share among the null records.
+The advantage TPR − FPR is 0 for a model that never saw the forget set. Its interval joins the
+two Clopper-Pearson intervals at α/2 each, so it holds at 1 − α.
+
+ε lower bound. For any (ε, δ)-differentially private training, every membership test obeys
+TPR ≤ e^ε·FPR + δ and 1 − FPR ≤ e^ε·(1 − TPR) + δ (Kairouz et al. 2015). With the
+Clopper-Pearson bounds TPR_low and FPR_high at α/2 each:
+
+    ε ≥ max(0, ln((TPR_low − δ) / FPR_high), ln((1 − FPR_high − δ) / (1 − TPR_low)))
+
+holds with confidence 1 − α. It uses only this model, its references and its holdout, and the
+threshold is fixed in advance (q), so no selection bias enters. It is a lower bound: a weak
+bound on a few records says little, a large one is proof of leakage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from workers.engine.verdicts import Check, check, clopper_pearson
+
+# Fewest OUT references a record needs to be audited, and fewest null records for the shift.
+MIN_OUT_REFERENCES = 2
+MIN_NULL_RECORDS = 20
+# Weight, in degrees of freedom, of the median spread against a record's own OUT spread.
+PRIOR_DF = 10
+
+
+def logit_confidence(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """φ = log p_y − log(1 − p_y) per record, from class probabilities [n, C] (float64)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    picked = proba[np.arange(len(labels)), np.asarray(labels)]
+    # 1 − p_y as the other classes' sum keeps precision when p_y rounds to 1.
+    others = proba.copy()
+    others[np.arange(len(labels)), np.asarray(labels)] = 0.0
+    rest = others.sum(axis=1)
+    return np.log(np.clip(picked, 1e-300, None)) - np.log(np.clip(rest, 1e-300, None))
+
+
+def epsilon_lower_bound(tpr_low: float, fpr_high: float, delta: float = 0.0) -> float:
+    """The largest ε the DP inequalities force, from a TPR lower and an FPR upper bound."""
+    bounds = [0.0]
+    if tpr_low - delta > 0 and fpr_high > 0:
+        bounds.append(math.log((tpr_low - delta) / fpr_high))
+    if 1 - fpr_high - delta > 0 and tpr_low < 1:
+        bounds.append(math.log((1 - fpr_high - delta) / (1 - tpr_low)))
+    return max(bounds)
+
+
+@dataclass(frozen=True)
+class Residuals:
+    values: np.ndarray      # (target score − OUT mean) / the record's OUT spread, NaN where not auditable
+    out_counts: np.ndarray  # OUT references per record
+
+
+def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
+              *, use_at_most: int | None = None) -> Residuals:
+    """Target score minus the mean OUT reference score, per record. `references` is [n, K],
+    `out_mask` [n, K] true where reference k never saw record i. `use_at_most` caps the OUT
+    references averaged (the first ones), so null records, which every reference leaves out,
+    get residuals of the same spread as audited ones."""
+    target = np.asarray(target, dtype=np.float64)
+    references = np.asarray(references, dtype=np.float64)
+    mask = np.asarray(out_mask, dtype=bool).copy()
+    if use_at_most is not None:
+        mask &= np.cumsum(mask, axis=1) <= use_at_most
+    counts = mask.sum(axis=1)
+    totals = np.where(mask, references, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+    # Records differ in how much their score varies between networks (an ambiguous record swings,
+    # an easy one does not). Each residual is scaled by its record's OUT spread, shrunk towards
+    # the median spread of all records since two to four references estimate it poorly.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        squares = np.where(mask, (references - means[:, None]) ** 2, 0.0).sum(axis=1)
+        own = np.where(counts > 1, squares / np.maximum(counts - 1, 1), np.nan)
+    pooled = float(np.nanmedian(own)) if np.isfinite(own).any() else 1.0
+    pooled = max(pooled, 1e-6)
+    df = np.maximum(counts - 1, 0)
+    variance = (df * np.nan_to_num(own) + PRIOR_DF * pooled) / (df + PRIOR_DF)
+    scale = np.sqrt(variance * (1 + 1 / np.maximum(counts, 1)))
+    values = np.where(counts >= MIN_OUT_REFERENCES, (target - means) / scale, np.nan)
+    return Residuals(values, counts)
+
+
+def lira_audit(forget: Residuals, null: Residuals, *, alpha: float, tolerance: float,
+               record_level: float = 0.05, delta: float = 0.0, reference: str = "references",
+               record_ids: np.ndarray | None = None) -> Check:
+    """The per-record audit's Check: estimate TPR − FPR, Clopper-Pearson interval, verdict, the
+    flagged records (Holm at α) and the ε lower bound. A flagged record fails the check even if
+    the aggregate is within tolerance."""
+    label = "per-record audit advantage (TPR − FPR)"
+    n_forget = int(forget.values.size)
+    audited = ~np.isnan(forget.values)
+    null_values = null.values[~np.isnan(null.values)]
+    common = {"label": label, "attack": "offline_lira", "test": "clopper_pearson", "alpha": alpha,
+              "tolerance": tolerance, "two_sided": False, "reference": reference}
+    coverage = {"records_audited": int(audited.sum()), "records": n_forget,
+                "median_out_references": float(np.median(forget.out_counts)) if n_forget else 0.0,
+                "null_records": int(null_values.size)}
+    if audited.sum() < n_forget:
+        missing = n_forget - int(audited.sum())
+        return check("per_record_audit", estimate=None, interval=None, n=n_forget,
+                     unavailable=f"too few references: {missing} of {n_forget} forget records have fewer "
+                                 f"than {MIN_OUT_REFERENCES} references that never saw them; the pool must be "
+                                 f"refilled before this model can be audited", epsilon_lower_bound=None,
+                     flagged=[], **coverage, **common)
+    if null_values.size < MIN_NULL_RECORDS:
+        return check("per_record_audit", estimate=None, interval=None, n=n_forget,
+                     unavailable=f"only {null_values.size} unseen records to calibrate against "
+                                 f"(needs {MIN_NULL_RECORDS})", epsilon_lower_bound=None, flagged=[],
+                     **coverage, **common)
+    shift, spread = float(null_values.mean()), float(null_values.std(ddof=1))
+    spread = max(spread, 1e-6)
+    z_forget = (forget.values - shift) / spread
+    z_null = (null_values - shift) / spread
+    # A residual scaled by an estimated spread is t-distributed: its degrees of freedom are the
+    # record's OUT references less one plus the prior's, and at most the null's.
+    df = np.minimum(np.maximum(forget.out_counts - 1, 0) + PRIOR_DF, null_values.size - 1)
+    p_values = stats.t.sf(z_forget, df=df)
+    flagged = _holm(p_values, alpha)
+    threshold = float(stats.norm.ppf(1 - record_level))
+    tp, fp = int((z_forget > threshold).sum()), int((z_null > threshold).sum())
+    tpr_low, tpr_high = clopper_pearson(tp, n_forget, alpha / 2)
+    fpr_low, fpr_high = clopper_pearson(fp, int(z_null.size), alpha / 2)
+    estimate = tp / n_forget - fp / z_null.size
+    epsilon = epsilon_lower_bound(tpr_low, fpr_high, delta)
+    ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)
+    result = check("per_record_audit", estimate=estimate, interval=(tpr_low - fpr_high, tpr_high - fpr_low),
+                   n=n_forget, epsilon_lower_bound=epsilon, flagged=[int(i) for i in ids[flagged]],
+                   tpr=tp / n_forget, fpr=fp / z_null.size, record_level=record_level, delta=delta,
+                   **coverage, **common)
+    if flagged.any() and result.verdict != "fail":
+        reason = (f"{int(flagged.sum())} of {n_forget} forget records are individually still recognisable "
+                  f"(Holm-corrected p ≤ {alpha}); {result.reason}")
+        return Check(**{**_fields(result), "verdict": "fail", "reason": reason})
+    return result
+
+
+def _fields(found: Check) -> dict[str, Any]:
+    return {name: getattr(found, name) for name in found.__dataclass_fields__}
+
+
+def _holm(p_values: np.ndarray, alpha: float) -> np.ndarray:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level α."""
+    n = p_values.size
+    rejected = np.zeros(n, dtype=bool)
+    for rank, index in enumerate(np.argsort(p_values, kind="stable")):
+        if p_values[index] > alpha / (n - rank):
+            break
+        rejected[index] = True
+    return rejected

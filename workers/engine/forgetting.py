@@ -1,0 +1,236 @@
+"""The forgetting checks of one unlearned model version, each an estimate with an interval and a
+verdict (workers/engine/verdicts.py):
+
+- `forget_accuracy_gap`: forget accuracy − holdout accuracy (two-sided: a model that forgot
+  generalises to the forget records like to unseen ones, no better and no worse);
+- `mia_auc`: loss-threshold attack (Yeom et al. 2018), AUC − 0.5 between forget and holdout
+  records (two-sided: far below 0.5 the forget records stand out by their high loss);
+- `per_record_audit`: offline LiRA against reference models or SISA shards (workers/engine/audit.py);
+- `holdout_drop`: holdout accuracy before − after, paired on the same records (one-sided: the
+  price in utility, not a forgetting figure).
+
+The population checks compare with the holdout; only the audit compares record by record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.config import get_settings
+from workers.engine import audit
+from workers.engine import references as reference_models
+from workers.engine.training import ensemble_proba
+from workers.engine.verdicts import (
+    Check,
+    check,
+    delong_auc,
+    overall,
+    paired_difference,
+    proportion_difference,
+    reasons,
+    rounded,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    # Confidence level of every interval is 1 − alpha.
+    alpha: float = 0.05
+    # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
+    forget_gap: float = 0.15
+    # Largest |AUC − 0.5| of the loss-threshold attack.
+    mia_auc: float = 0.10
+    # Largest per-record audit advantage TPR − FPR.
+    audit: float = 0.15
+    # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
+    holdout_drop: float = 0.03
+    # Per-record level q at which the audit's TPR and FPR are counted.
+    record_level: float = 0.05
+    # δ of the ε lower bound.
+    delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    """Scores for the per-record audit: the target's and the references' on the forget and the
+    null (holdout) records, with which references never saw which record."""
+
+    forget_target: np.ndarray
+    forget_references: np.ndarray
+    forget_out: np.ndarray
+    null_target: np.ndarray
+    null_references: np.ndarray
+    null_out: np.ndarray
+    reference: str = "references"
+
+
+def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy) -> Check:
+    found = proportion_difference(forget_correct, holdout_correct, policy.alpha)
+    return check("forget_accuracy_gap", label="forget − holdout accuracy", attack=None, test="newcombe_wilson",
+                 estimate=None if found is None else found[0], interval=None if found is None else found[1],
+                 alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=len(forget_correct),
+                 reference="holdout", unavailable="needs both a forget and a holdout set",
+                 holdout_records=len(holdout_correct))
+
+
+def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
+    found = delong_auc(-np.asarray(forget_losses), -np.asarray(holdout_losses), policy.alpha)
+    return check("mia_auc", label="membership-inference AUC − 0.5", attack="loss_threshold", test="delong",
+                 estimate=None if found is None else found[0] - 0.5,
+                 interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
+                 alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(forget_losses),
+                 reference="holdout", unavailable="needs both a forget and a holdout set",
+                 auc=None if found is None else found[0], holdout_records=len(holdout_losses))
+
+
+def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy) -> Check:
+    found = paired_difference(before_correct, after_correct, policy.alpha)
+    return check("holdout_drop", label="holdout accuracy drop", attack=None, test="bootstrap",
+                 estimate=None if found is None else found[0], interval=None if found is None else found[1],
+                 alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
+                 reference="holdout", unavailable="needs a holdout set")
+
+
+def audit_check(inputs: AuditInputs, policy: Policy, record_ids: np.ndarray | None = None) -> Check:
+    # Null records are OUT for every reference; averaging as many as an audited record has keeps
+    # both residuals equally noisy.
+    per_record = int(np.median(inputs.forget_out.sum(axis=1))) if len(inputs.forget_out) else None
+    forget = audit.residuals(inputs.forget_target, inputs.forget_references, inputs.forget_out)
+    null = audit.residuals(inputs.null_target, inputs.null_references, inputs.null_out, use_at_most=per_record)
+    return audit.lira_audit(forget, null, alpha=policy.alpha, tolerance=policy.audit, record_level=policy.record_level,
+                            delta=policy.delta, reference=inputs.reference, record_ids=record_ids)
+
+
+def summary(checks: Sequence[Check], policy: Policy) -> dict[str, Any]:
+    """The verification block: the overall verdict, why, and every check."""
+    return {"verdict": overall(checks), "alpha": policy.alpha, "reasons": reasons(checks),
+            "checks": [c.as_dict() for c in checks]}
+
+
+# Torch side: figures from networks.
+
+
+def _as_list(networks: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    return [networks] if isinstance(networks, nn.Module) else list(networks)
+
+
+def correct_and_losses(family: Any, networks, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    if y.shape[0] == 0:
+        return np.zeros(0), np.zeros(0)
+    proba = ensemble_proba(family, _as_list(networks), x).double()
+    y = y.to(proba.device)
+    correct = (proba.argmax(dim=1) == y).double().cpu().numpy()
+    losses = (-torch.log(proba.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-12))).cpu().numpy()
+    return correct, losses
+
+
+def reference_audit_inputs(family: Any, target, refs: Sequence[nn.Module], forget: tuple, forget_out: np.ndarray,
+                           holdout: tuple) -> AuditInputs:
+    """Audit inputs of a model against its reference models (`forget_out`: [n_forget, K])."""
+    null_out = np.ones((int(holdout[1].shape[0]), len(refs)), dtype=bool)
+    return AuditInputs(
+        reference_models.scores(family, target, *forget), reference_models.score_matrix(family, refs, *forget),
+        forget_out, reference_models.scores(family, target, *holdout),
+        reference_models.score_matrix(family, refs, *holdout), null_out, "references",
+    )
+
+
+def shard_audit_inputs(family: Any, shards: Sequence[nn.Module], forget: tuple, forget_shard: np.ndarray,
+                       holdout: tuple) -> AuditInputs:
+    """SISA: each forget record is scored under the shard that held it (retrained without it) and
+    compared with the other shards, which never saw it. Null records get the same treatment with
+    a shard drawn for each, so both sides measure one shard against the rest."""
+    matrix_forget = reference_models.score_matrix(family, shards, *forget)
+    matrix_null = reference_models.score_matrix(family, shards, *holdout)
+    rows_f = np.arange(len(forget_shard))
+    null_shard = np.random.default_rng(0).integers(0, len(shards), size=matrix_null.shape[0])
+    rows_n = np.arange(len(null_shard))
+    out_f = np.ones_like(matrix_forget, dtype=bool)
+    out_f[rows_f, forget_shard] = False
+    out_n = np.ones_like(matrix_null, dtype=bool)
+    out_n[rows_n, null_shard] = False
+    return AuditInputs(matrix_forget[rows_f, forget_shard], matrix_forget, out_f,
+                       matrix_null[rows_n, null_shard], matrix_null, out_n, "shards")
+
+
+def forgetting_checks(family: Any, after, before, forget: tuple, holdout: tuple | None, policy: Policy,
+                      audit_inputs: AuditInputs | None = None, forget_ids: np.ndarray | None = None) -> list[Check]:
+    """Every check of one new version: population checks against the holdout, the utility drop
+    against the version before, and the per-record audit where there are references."""
+    empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
+    holdout = holdout if holdout is not None else empty
+    forget_correct, forget_losses = correct_and_losses(family, after, *forget)
+    holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
+    checks = [accuracy_gap_check(forget_correct, holdout_correct, policy),
+              mia_auc_check(forget_losses, holdout_losses, policy)]
+    if before is not None:
+        before_correct, _ = correct_and_losses(family, before, *holdout)
+        checks.append(holdout_drop_check(before_correct, holdout_correct, policy))
+    if audit_inputs is not None:
+        checks.append(audit_check(audit_inputs, policy, forget_ids))
+    return checks
+
+
+# The job's block: the policy in force and every check of one new version.
+
+
+def policy_from_settings() -> Policy:
+    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance)."""
+    settings = get_settings()
+    tolerances = settings.verification_tolerances()
+    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"], mia_auc=tolerances["mia_auc"],
+                  audit=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
+                  record_level=settings.audit_record_level, delta=settings.audit_delta)
+
+
+def verification_block(family: Any, *, before, after, forget: tuple, holdout: tuple | None, forget_ids: np.ndarray,
+                       method: str, exact: bool, references: Sequence[nn.Module] = (),
+                       forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
+                       pool_expected: int = 0, forget_shards: np.ndarray | None = None) -> dict[str, Any]:
+    """The verdicts of one new version, as stored in the job, the certificate and the request.
+
+    `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
+    never saw which forget record); `forget_shards` the shard of each forget record of a SISA
+    model. `pool_expected` is the pool the model should have: with fewer live references the
+    audit's verdict says how many are missing, and where they are too few it cannot run."""
+    policy = policy_from_settings()
+    inputs, reference = None, "holdout"
+    has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
+    if forget_shards is not None and len(_as_list(after)) > 1 and has_holdout:
+        inputs, reference = shard_audit_inputs(family, _as_list(after), forget, forget_shards, holdout), "shards"
+    elif references and has_holdout and forget_out is not None:
+        inputs = reference_audit_inputs(family, after, list(references), forget, forget_out, holdout)
+        reference = "references"
+    note = None
+    if pool_expected and len(references) < pool_expected:
+        note = (f"{len(references)} of {pool_expected} reference models are live; the others held erased subjects "
+                f"and await their refill job")
+    checks = forgetting_checks(family, after, before, forget, holdout, policy, audit_inputs=inputs, forget_ids=forget_ids)
+    if pool_expected and inputs is None:
+        checks.append(check("per_record_audit", label="per-record audit", attack="offline_lira", test="clopper_pearson",
+                            estimate=None, interval=None, alpha=policy.alpha, tolerance=policy.audit, two_sided=False,
+                            n=len(forget_ids), reference="references",
+                            unavailable=f"too few references ({note or 'no holdout to calibrate against'})"))
+    elif note:
+        # An audit that still ran rests on fewer references: its verdict says so.
+        checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    block = summary(checks, policy)
+    found = next((c for c in checks if c.name == "per_record_audit"), None)
+    block.update({
+        "method": method, "exact": exact,
+        # An exact method records its verdicts but never escalates on them.
+        "escalates": not exact and block["verdict"] != "pass",
+        "attacks": sorted({c.attack for c in checks if c.attack}), "records": len(forget_ids),
+        "reference": reference, "epsilon_lower_bound": found.extra.get("epsilon_lower_bound") if found else None,
+        "tolerances": {"forget_gap": policy.forget_gap, "mia_auc": policy.mia_auc, "audit": policy.audit,
+                       "holdout_drop": policy.holdout_drop},
+        "references": {"live": len(references), "expected": pool_expected, "ids": list(reference_ids),
+                       **({"note": note} if note else {})},
+    })
+    return rounded(block)

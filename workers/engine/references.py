@@ -1,0 +1,77 @@
+"""Reference models for the per-record audit: K networks on random subject-disjoint halves of a
+model's training data.
+
+References come in complementary pairs (app/lineage/reference_halves.py): a subject is in
+exactly one of references 2j and 2j+1. So every record has exactly K/2 references that never saw
+it, membership needs no storage (it is recomputed from the subject keys), and erasing a subject
+tells at once which references held it: one of each pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.artifacts.store import get_store
+from app.lineage.reference_halves import membership
+from app.unlearning.types import ReferenceModel
+from workers.engine.audit import logit_confidence
+from workers.engine.serialization import load_network
+from workers.engine.training import derive_seed, ensemble_proba, train_single
+
+
+def holding(subject_keys: Sequence[str], count: int, seed: int) -> list[int]:
+    """The references whose training data held any of these subjects."""
+    if not subject_keys:
+        return []
+    return sorted(set(np.flatnonzero(membership(subject_keys, count, seed).any(axis=0)).tolist()))
+
+
+def reference_seed(seed: int, index: int) -> int:
+    return derive_seed(seed, "reference", index)
+
+
+def train_reference(family: Any, config: Any, shape: Any, features: torch.Tensor, labels: torch.Tensor,
+                    member: np.ndarray, *, seed: int, index: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Weights of reference `index`, trained on the records where `member` is true."""
+    chosen = torch.from_numpy(np.flatnonzero(member))
+    return train_single(family, config, shape, features[chosen], labels[chosen],
+                        seed=reference_seed(seed, index), device=device)
+
+
+def scores(family: Any, networks: nn.Module | Sequence[nn.Module], features: torch.Tensor,
+           labels: torch.Tensor) -> np.ndarray:
+    """Logit-scaled confidence of the (ensemble) network in each record's label."""
+    networks = [networks] if isinstance(networks, nn.Module) else list(networks)
+    if labels.shape[0] == 0:
+        return np.zeros(0)
+    proba = ensemble_proba(family, networks, features).double().cpu().numpy()
+    return logit_confidence(proba, labels.cpu().numpy())
+
+
+def score_matrix(family: Any, references: Sequence[nn.Module], features: torch.Tensor,
+                 labels: torch.Tensor) -> np.ndarray:
+    """[n, K] scores of each record under each reference."""
+    if not references:
+        return np.zeros((int(labels.shape[0]), 0))
+    return np.column_stack([scores(family, network, features, labels) for network in references])
+
+
+# A model's stored pool.
+
+
+def networks(pool: Sequence[ReferenceModel], family: Any, config: Any, shape: Any) -> list[nn.Module]:
+    store = get_store()
+    return [load_network(family, config, shape, store.get_bytes(r.weights)) for r in pool]
+
+
+def out_mask(pool: Sequence[ReferenceModel], subject_keys: list[str]) -> np.ndarray:
+    """[n, len(pool)] true where a reference never saw the record's subject."""
+    if not pool:
+        return np.zeros((len(subject_keys), 0), dtype=bool)
+    return np.column_stack([~membership(subject_keys, r.pool_size, r.membership_seed)[:, r.position]
+                            for r in pool])

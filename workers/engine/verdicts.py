@@ -1,0 +1,230 @@
+"""Statistical verdicts: an estimate, its confidence interval at level 1 − α, a tolerance, and
+`pass | fail | inconclusive`.
+
+Every forgetting check measures an *advantage* of the forget records over records the model
+never saw (accuracy gap, attack AUC − 0.5, per-record audit rate). Zero means "looks unseen".
+With a tolerance t the verdict reads the interval [low, high]:
+
+    pass          the whole interval lies within the tolerance (high ≤ t; for a two-sided
+                  check also low ≥ −t)
+    fail          the whole interval lies beyond it (low > t; two-sided also high < −t)
+    inconclusive  anything else: the data cannot tell, usually because the forget set is small
+
+Inconclusive is not a pass. The decision rule knows nothing of models or attacks, so any
+check that produces (estimate, interval, tolerance) reuses it, text checks included.
+
+Intervals here are two-sided at level 1 − α:
+- difference of two independent proportions: Newcombe's hybrid Wilson score interval
+  (Newcombe 1998, method 10), which stays honest for one or two records where a bootstrap
+  collapses to a point;
+- difference of paired proportions (the same records before and after): a percentile bootstrap
+  over records;
+- AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic,
+  made conservative for small forget sets (see `delong_auc`);
+- a rate: Clopper-Pearson.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+Interval = tuple[float, float]
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's evidence and verdict, as it goes into the job, the certificate and the API."""
+
+    name: str
+    # The membership attack behind the figure ("loss_threshold", "offline_lira"), None for
+    # accuracy checks.
+    attack: str | None
+    # How the interval was computed ("newcombe_wilson", "delong", "clopper_pearson", "bootstrap").
+    test: str
+    estimate: float | None
+    interval: Interval | None
+    alpha: float
+    tolerance: float
+    two_sided: bool
+    # Records the estimate rests on (the forget records, for forgetting checks).
+    n: int
+    # What "unseen" is measured against: "holdout", "references", "shards", "retrain".
+    reference: str
+    verdict: Verdict
+    reason: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["interval"] = list(self.interval) if self.interval is not None else None
+        return rounded(found)
+
+
+# Figures are stored to six decimals: more is noise at any forget-set size, and a float's full
+# 17-digit form has neighbours that parse to the same number, which a signed document must not.
+DECIMALS = 6
+
+
+def rounded(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float | np.floating):
+        return round(float(value), DECIMALS)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(item) for item in value]
+    return value
+
+
+def decide(low: float, high: float, tolerance: float, *, two_sided: bool) -> Verdict:
+    if two_sided:
+        if low >= -tolerance and high <= tolerance:
+            return "pass"
+        if low > tolerance or high < -tolerance:
+            return "fail"
+        return "inconclusive"
+    if high <= tolerance:
+        return "pass"
+    if low > tolerance:
+        return "fail"
+    return "inconclusive"
+
+
+def _explain(label: str, estimate: float, interval: Interval, tolerance: float, verdict: Verdict,
+             alpha: float, two_sided: bool, n: int) -> str:
+    bound = f"±{tolerance:.3f}" if two_sided else f"≤ {tolerance:.3f}"
+    figures = (f"{label} {estimate:+.3f}, {100 * (1 - alpha):.0f}% interval "
+               f"[{interval[0]:+.3f}, {interval[1]:+.3f}] on {n} records, tolerance {bound}")
+    if verdict == "pass":
+        return f"{figures}: within tolerance"
+    if verdict == "fail":
+        return f"{figures}: beyond tolerance"
+    return f"{figures}: the interval straddles the tolerance, too little evidence to pass"
+
+
+def check(name: str, *, label: str, attack: str | None, test: str, estimate: float | None,
+          interval: Interval | None, alpha: float, tolerance: float, two_sided: bool, n: int,
+          reference: str, unavailable: str | None = None, **extra: Any) -> Check:
+    """A Check from an estimate and its interval; without them (`unavailable` says why) the
+    verdict is inconclusive."""
+    if estimate is None or interval is None:
+        return Check(name, attack, test, None, None, alpha, tolerance, two_sided, n, reference,
+                     "inconclusive", f"{label}: {unavailable or 'not measurable'}", dict(extra))
+    interval = (float(interval[0]), float(interval[1]))
+    verdict = decide(*interval, tolerance, two_sided=two_sided)
+    return Check(name, attack, test, float(estimate), interval, alpha, tolerance, two_sided, n, reference,
+                 verdict, _explain(label, estimate, interval, tolerance, verdict, alpha, two_sided, n), dict(extra))
+
+
+def overall(checks: Iterable[Check]) -> Verdict:
+    """fail if any check fails, pass only if every check passes, otherwise inconclusive."""
+    verdicts = [c.verdict for c in checks]
+    if not verdicts:
+        return "inconclusive"
+    if "fail" in verdicts:
+        return "fail"
+    return "pass" if all(v == "pass" for v in verdicts) else "inconclusive"
+
+
+def reasons(checks: Iterable[Check]) -> list[str]:
+    """Why a result is not verified: the reason of every check that did not pass."""
+    return [f"{c.verdict}: {c.reason}" for c in checks if c.verdict != "pass"]
+
+
+# Intervals.
+
+
+def clopper_pearson(successes: int, trials: int, alpha: float) -> Interval:
+    """Exact two-sided interval of a binomial rate; (0, 1) without trials."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return (low, high)
+
+
+def wilson(successes: int, trials: int, alpha: float) -> Interval:
+    if trials <= 0:
+        return (0.0, 1.0)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def proportion_difference(a: Sequence[float], b: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+    """mean(a) − mean(b) of two independent 0/1 samples with Newcombe's hybrid score interval;
+    None when either sample is empty."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return None
+    ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
+    pa, pb = ka / a.size, kb / b.size
+    la, ua = wilson(ka, a.size, alpha)
+    lb, ub = wilson(kb, b.size, alpha)
+    difference = pa - pb
+    low = difference - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    high = difference + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    return difference, (max(-1.0, low), min(1.0, high))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float, *, seed: int = 0,
+                      resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, Interval] | None:
+    """mean(a − b) over the same records, with a percentile bootstrap over records; None when
+    empty. With one record the interval is the whole range: nothing is learnt from one pair."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError("paired samples must have the same length")
+    if a.size == 0:
+        return None
+    differences = a - b
+    estimate = float(differences.mean())
+    if a.size < 2:
+        return estimate, (-1.0, 1.0)
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    return estimate, (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+
+
+def _midranks(values: np.ndarray) -> np.ndarray:
+    return stats.rankdata(values, method="average")
+
+
+def delong_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+    """AUC = P(member score > non-member score), ties half, with DeLong's interval (clipped to
+    [0, 1]). None when a side is empty; with one record on a side the variance is unknown and
+    the interval is [0, 1]."""
+    x = np.asarray(member_scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
+    m, n = x.size, y.size
+    if m == 0 or n == 0:
+        return None
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("membership scores contain NaN")
+    combined = _midranks(np.concatenate([x, y]))
+    rank_x, rank_y = _midranks(x), _midranks(y)
+    auc = float((combined[:m].sum() - m * (m + 1) / 2) / (m * n))
+    if m < 2 or n < 2:
+        return auc, (0.0, 1.0)
+    v10 = (combined[:m] - rank_x) / n          # per member: share of non-members below it
+    v01 = 1.0 - (combined[m:] - rank_y) / m    # per non-member: share of members above it
+    # DeLong's variance from a handful of members is itself a guess. Two corrections keep small
+    # forget sets honest: the members' component is at least what it is when they look exactly
+    # unseen (each member's share of non-members below it is then uniform, variance 1/12), and
+    # the quantile is Student's with the members' degrees of freedom.
+    variance = max(v10.var(ddof=1), 1.0 / 12) / m + v01.var(ddof=1) / n
+    se = math.sqrt(variance)
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=m - 1))
+    return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
