@@ -32,9 +32,7 @@ from workers.engine.unlearning.certified_newton import (
     softmax_regression_hessian,
 )
 from workers.engine.unlearning.verification import (
-    Thresholds,
     accuracy_and_loss,
-    check_thresholds,
     mia_auc,
     verify,
 )
@@ -304,30 +302,3 @@ def test_ensemble_and_empty_sets(mlp_runs, digits):
     assert found["holdout"]["n"] == 0 and found["mia_auc"] is None
 
 
-def figures_of(forget, holdout, mia):
-    return {
-        "forget": {"accuracy": forget, "loss": 0.1, "n": 5},
-        "holdout": {"accuracy": holdout, "loss": 0.1, "n": 100},
-        "mia_auc": mia,
-    }
-
-
-def test_check_thresholds():
-    before = figures_of(0.99, 0.95, 0.7)
-    passed = check_thresholds(figures_of(0.96, 0.945, 0.52), before, Thresholds())
-    assert passed.verified and passed.failed == [] and passed.not_applicable == []
-
-    failed = check_thresholds(figures_of(1.0, 0.92, 0.61), before)
-    assert len(failed.failed) == 3 and not failed.verified
-    assert "8.0 points above" in failed.failed[0]
-    assert "0.610" in failed.failed[1]
-    assert "fell 3.0 points" in failed.failed[2]
-
-    strict = Thresholds(min_mia_auc=0.45)
-    assert "unusually high loss" in check_thresholds(figures_of(0.95, 0.95, 0.3), before, strict).failed[0]
-
-    no_holdout = {"forget": {"accuracy": 0.9, "loss": 0.2, "n": 5},
-                  "holdout": {"accuracy": None, "loss": None, "n": 0}, "mia_auc": None}
-    unchecked = check_thresholds(no_holdout, before)
-    assert unchecked.failed == [] and len(unchecked.not_applicable) == 3
-    assert not unchecked.verified

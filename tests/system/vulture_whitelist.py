@@ -86,10 +86,5 @@ _.unit_of_work
 # the unlearning backbone, which reworks workers.engine.training and families.base.
 _.loss_per_example
 
-# ThresholdResult.verified (workers/engine/verification.py): a check that could not run is not a
-# pass. workers/unlearning_methods.py spells the same rule out (failed + not_applicable); the
-# unlearning backbone's rewrite of that file is where it should read this property instead.
-_.verified
-
 # The job runner loads each kind's failure hook by "module:attribute" (workers/jobs.py ON_FAILED).
 fail_requests

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from torch import nn
 from torch.nn import functional as F
 
-from app.unlearning.types import EXACT_METHODS
+from app.unlearning.types import EXACT_METHODS as EXACT_METHODS
 from workers.engine.training import derive_seed, network_device, rng_devices
 
 # Method configs are pydantic dataclasses with this config: unknown keys are errors, not ignored.

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from app.artifacts.store import get_store
-from app.unlearning.types import Escalation, JsonObject, JsonValue, Shard, UnlearningResult
+from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
@@ -44,7 +44,7 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
         verifying()
     figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
     # Exact results, and a version no weight of which saw the subjects, need no check.
-    if outcome.method not in base.EXACT_METHODS | {"none_needed"}:
+    if outcome.method not in EXACT:
         failed = verification.check_outcome(outcome, figures)
         if failed:
             escalations.append(Escalation(from_method=outcome.method, to_method="retrain", reasons=tuple(failed),

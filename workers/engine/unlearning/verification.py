@@ -1,8 +1,9 @@
-"""Does a new model version still remember the forget records? Figures, thresholds, and the
-unlearning job's verification of a method's outcome (`verify_outcome`, `check_outcome`).
+"""Does a new model version still remember the forget records? Figures, and the unlearning job's
+verification of a method's outcome (`verify_outcome`, `check_outcome`).
 
-All of verification lives here: a family-specific figure or a statistical verdict plugs into
-`verify_outcome` (what is measured) and `check_outcome` (what passes).
+Verification enters here: a family-specific figure or a statistical check plugs into
+`verify_outcome` (what is measured) and `check_outcome` (what passes); the checks' statistics are
+`workers/engine/forgetting.py` and `verdicts.py`, the per-record audit `audit.py`.
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -17,7 +18,6 @@ the model remembers them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -114,93 +114,6 @@ def verify(
         per_example_losses(family, networks, *holdout),
     )
     return figures
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    # Largest |forget accuracy − holdout accuracy|, as a fraction (0.03 = 3 points). A model
-    # that forgot generalises to the forget records like to unseen ones, no better, no worse.
-    max_forget_holdout_gap: float = 0.03
-    # Largest forget-vs-holdout membership AUC; 0.5 means the attack is reduced to guessing.
-    max_mia_auc: float = 0.55
-    # Smallest such AUC, or None for no lower bound. Far below 0.5 the forget records stand out
-    # by a loss higher than unseen records', which leaks membership just as well.
-    min_mia_auc: float | None = None
-    # Largest drop of holdout accuracy against the model before unlearning (0.01 = 1 point).
-    max_holdout_drop: float = 0.01
-
-
-@dataclass
-class ThresholdResult:
-    failed: list[str] = field(default_factory=list)
-    # Checks that could not run (no holdout set, an empty forget set…). They are not passes:
-    # an approximate result that cannot be checked is not verified.
-    not_applicable: list[str] = field(default_factory=list)
-
-    @property
-    def verified(self) -> bool:
-        return not self.failed and not self.not_applicable
-
-
-def _accuracy(figures: Mapping[str, Any], part: str) -> float | None:
-    value = (figures.get(part) or {}).get("accuracy")
-    return None if value is None else float(value)
-
-
-def check_thresholds(
-    after: Mapping[str, Any], before: Mapping[str, Any] | None, thresholds: Thresholds | None = None
-) -> ThresholdResult:
-    """Compare `verify` figures after unlearning (and before, for the utility drop) with the
-    thresholds; each failed or unchecked test is described in a readable sentence."""
-    thresholds = thresholds or Thresholds()
-    result = ThresholdResult()
-    forget_accuracy = _accuracy(after, "forget")
-    holdout_accuracy = _accuracy(after, "holdout")
-
-    if forget_accuracy is None or holdout_accuracy is None:
-        result.not_applicable.append(
-            "forget/holdout accuracy gap: needs both a forget and a holdout set"
-        )
-    else:
-        gap = forget_accuracy - holdout_accuracy
-        if abs(gap) > thresholds.max_forget_holdout_gap:
-            result.failed.append(
-                f"forget accuracy {forget_accuracy:.3f} is {abs(gap) * 100:.1f} points "
-                f"{'above' if gap > 0 else 'below'} holdout accuracy {holdout_accuracy:.3f} "
-                f"(allowed: {thresholds.max_forget_holdout_gap * 100:.1f})"
-            )
-
-    auc = after.get("mia_auc")
-    if auc is None:
-        result.not_applicable.append("membership-inference AUC: needs a forget and a holdout set")
-    else:
-        if auc > thresholds.max_mia_auc:
-            result.failed.append(
-                f"membership-inference AUC {auc:.3f} is above {thresholds.max_mia_auc:.3f}: "
-                f"the forget records are still recognisable as training data"
-            )
-        if thresholds.min_mia_auc is not None and auc < thresholds.min_mia_auc:
-            result.failed.append(
-                f"membership-inference AUC {auc:.3f} is below {thresholds.min_mia_auc:.3f}: "
-                f"the forget records stand out by their unusually high loss"
-            )
-
-    previous = _accuracy(before or {}, "holdout")
-    if previous is None or holdout_accuracy is None:
-        result.not_applicable.append(
-            "holdout accuracy drop: needs holdout figures before and after unlearning"
-        )
-    else:
-        drop = previous - holdout_accuracy
-        if drop > thresholds.max_holdout_drop:
-            result.failed.append(
-                f"holdout accuracy fell {drop * 100:.1f} points, from {previous:.3f} to "
-                f"{holdout_accuracy:.3f} (allowed: {thresholds.max_holdout_drop * 100:.1f})"
-            )
-    return result
-
-
-# The unlearning job's verification of a method's outcome.
 
 
 def _figures(raw: Mapping[str, Any]) -> Figures:
