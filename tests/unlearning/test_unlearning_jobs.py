@@ -79,8 +79,11 @@ def _version(client, headers, name, number):
 def test_approximate_method_moves_forget_figures(client, admin, settings_env, method):
     settings_env(**LAX)
     _model(client, admin, f"m-{method}", unlearning_method=method)
-    request_ids = [_erase(client, admin, raw) for raw in _trained_subjects(3)]
-    assert _plan() == 3
+    # Ten subjects (about 60 records): with three (18 records) the membership AUC's own noise
+    # (about ±0.07) exceeded what any method moves it on this well-generalising model, so its
+    # direction depended on the CPU's float kernels.
+    request_ids = [_erase(client, admin, raw) for raw in _trained_subjects(10)]
+    assert _plan() == 10
     assert _execute_queued("unlearning") == ["completed"]
     for request_id in request_ids:
         assert client.get(f"/v1/erasure-requests/{request_id}", headers=admin).json()["status"] == "completed"
