@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,44 @@ def load_records(version_sha: str, feature_columns: list[str]) -> Records:
         features=np.ascontiguousarray(features[order]),
         labels=table.column("label").to_numpy()[order].astype(np.int64),
     )
+
+
+@dataclass
+class TextRecords(Records):
+    """A text dataset version in memory: `features` are the training windows of every record
+    (workers/engine/families/causal_lm.py) and `labels` each window's record id, so rows_for
+    selects a set of records' windows as for tabular rows."""
+
+    texts: list[str] = field(default_factory=list)
+
+    def rows_for(self, ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = np.isin(self.labels, ids)
+        return torch.from_numpy(self.features[mask]), torch.from_numpy(self.labels[mask])
+
+    def texts_for(self, ids: np.ndarray) -> list[str]:
+        return [self.texts[i] for i in np.searchsorted(self.record_ids, ids).tolist()]
+
+
+def load_text_records(version_sha: str, block_size: int) -> TextRecords:
+    from workers.engine.families.causal_lm import record_windows
+
+    table = read_version_table(get_store(), version_sha)
+    order = np.argsort(table.column("record_id").to_numpy(), kind="stable")
+    record_ids = table.column("record_id").to_numpy()[order].astype(np.int64)
+    texts = [table.column("text").to_pylist()[i] for i in order.tolist()]
+    windows, owners = record_windows(texts, block_size)
+    return TextRecords(
+        record_ids=record_ids, subject_keys=np.asarray(table.column("subject_key").to_pylist(), dtype=object)[order],
+        features=windows, labels=record_ids[owners], texts=texts,
+    )
+
+
+def records_and_shape(family, config, dataset_sha: str, features: list[str], classes: int, text: bool) -> tuple[Records, Shape]:
+    """A dataset version's records in memory, and the shape of the networks trained on them."""
+    if text:
+        return load_text_records(dataset_sha, config.block_size), family.shape(config)
+    records = load_records(dataset_sha, features)
+    return records, Shape(n_features=records.features.shape[1], n_classes=max(classes, 2))
 
 
 def shard_seed(seed: int, shard: int, sisa: bool) -> int:
@@ -142,13 +180,14 @@ def run(context) -> None:
         snapshot = {
             "model_id": model.id, "seed": model.seed, "sisa": model.sisa, "holdout_fraction": model.holdout_fraction,
             "params": model.params, "features": list(dataset.feature_columns), "classes": len(dataset.classes),
-            "dataset_version_id": dataset_version.id, "dataset_sha": dataset_version.sha256,
+            "dataset_version_id": dataset_version.id, "dataset_sha": dataset_version.sha256, "text": dataset.is_text,
         }
     config = spec.parse_params(snapshot["params"])
     family = spec.load_implementation()
     context.progress(0.02, "loading data")
-    records = load_records(snapshot["dataset_sha"], snapshot["features"])
-    shape = Shape(n_features=records.features.shape[1], n_classes=max(snapshot["classes"], 2))
+    records, shape = records_and_shape(
+        family, config, snapshot["dataset_sha"], snapshot["features"], snapshot["classes"], snapshot["text"],
+    )
     sisa = snapshot["sisa"]
     manifest = partition(
         records.record_ids, records.subject_keys, seed=snapshot["seed"], holdout_fraction=snapshot["holdout_fraction"],

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
+TABULAR_METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
+# gradient_difference and npo are for language models (causal_lm) only.
+METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 
 
 class SisaSpec(StrictModel):

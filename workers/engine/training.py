@@ -60,8 +60,10 @@ def slice_seed(seed: int, slice_index: int) -> int:
 
 
 def slice_epochs(config: Any, n_slices: int) -> int:
-    """Epochs per slice, so that a shard's total effort is about config.epochs."""
-    return max(1, round(config.epochs / n_slices))
+    """Epochs per slice, so that a shard's total effort is about config.epochs (config.steps for
+    a family that counts optimiser steps, such as causal_lm)."""
+    budget = config.epochs if hasattr(config, "epochs") else config.steps
+    return max(1, round(budget / n_slices))
 
 
 def rng_devices(device: torch.device) -> list[int]:
@@ -290,6 +292,8 @@ def evaluate(
     networks = (
         [network_or_networks] if isinstance(network_or_networks, nn.Module) else list(network_or_networks)
     )
+    if hasattr(family, "evaluate"):  # a family with figures of its own (causal_lm: token loss)
+        return family.evaluate(networks, features, labels)
     n = int(labels.shape[0])
     if n == 0:
         return {"accuracy": None, "loss": None, "n": 0}
