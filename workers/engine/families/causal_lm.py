@@ -151,6 +151,26 @@ def sequence_log_likelihood(network: nn.Module, windows: torch.Tensor) -> torch.
     return -(losses * mask).sum(dim=1)
 
 
+def ensemble_log_softmax(networks: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Tensor:
+    """Log of the mean next-token distribution of the networks [batch, length, vocab]."""
+    with torch.no_grad():
+        parts = [F.log_softmax(network.eval()(inputs.to(network_device(network))).float(), dim=-1).to(inputs.device)
+                 for network in networks]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(parts))
+
+
+def ensemble_window_log_probs(networks: Sequence[nn.Module], windows: torch.Tensor):
+    """(log-probability of each target, whether it was the arg-max, mask of real targets)."""
+    inputs, targets = inputs_and_targets(windows)
+    log_probs = ensemble_log_softmax(networks, inputs)
+    mask = targets >= 0
+    safe = targets.clamp_min(0)
+    picked = log_probs.gather(2, safe.unsqueeze(2)).squeeze(2)
+    return picked, log_probs.argmax(dim=2) == safe, mask
+
+
 class CausalLM:
     name = "causal_lm"
 
@@ -203,8 +223,6 @@ class CausalLM:
     def evaluate(self, networks: Sequence[nn.Module], features: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         """Mean token NLL (nats), perplexity and next-token accuracy of the ensemble over the
         windows of some records; `n` counts the records."""
-        from workers.engine.families.lm_scoring import ensemble_window_log_probs
-
         records = int(np.unique(labels.numpy()).size) if labels.numel() else 0
         if records == 0:
             return {"accuracy": None, "loss": None, "perplexity": None, "tokens": 0, "n": 0}

@@ -12,38 +12,15 @@ block of context.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from app.families.builtin import BOS_TOKEN, EOS_TOKEN
-from workers.engine.families.causal_lm import PAD, decode, encode, inputs_and_targets
-from workers.engine.training import network_device
+from workers.engine.families.causal_lm import PAD, decode, encode, ensemble_log_softmax, ensemble_window_log_probs
 
 SCORE_BATCH = 256
-
-
-def ensemble_log_softmax(networks: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Tensor:
-    """Log of the mean next-token distribution of the networks [batch, length, vocab]."""
-    with torch.no_grad():
-        parts = [F.log_softmax(network.eval()(inputs.to(network_device(network))).float(), dim=-1).to(inputs.device)
-                 for network in networks]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.logsumexp(torch.stack(parts), dim=0) - math.log(len(parts))
-
-
-def ensemble_window_log_probs(networks: Sequence[nn.Module], windows: torch.Tensor):
-    """(log-probability of each target, whether it was the arg-max, mask of real targets)."""
-    inputs, targets = inputs_and_targets(windows)
-    log_probs = ensemble_log_softmax(networks, inputs)
-    mask = targets >= 0
-    safe = targets.clamp_min(0)
-    picked = log_probs.gather(2, safe.unsqueeze(2)).squeeze(2)
-    return picked, log_probs.argmax(dim=2) == safe, mask
 
 
 def _score_rows(text: str, block_size: int) -> list[tuple[list[int], int]]:
