@@ -136,6 +136,8 @@ def test_sisa_slices_share_the_steps_and_resume_exactly():
                                         start_slice=1, init_state=checkpoints[0])
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     assert training.slice_epochs(config, 2) == 20
+    # Under SISA with S shards, each shard trains 1/S of the steps.
+    assert training.slice_epochs(config, 2, n_shards=4) == 5
 
 
 def test_evaluate_reports_token_loss_and_perplexity(trained):
