@@ -172,3 +172,20 @@ def test_verification_chart_shows_every_figure_with_its_reference():
     assert by_name["holdout accuracy"].values == [(1, 0.8), (2, 0.9)]
     assert by_name["mia_auc"].values == [(2, 0.5)] and by_name["mia_auc"].coords == [(50.0, 20.0)]  # a dot
     assert by_name["holdout accuracy"].coords == [(0.0, 38.0), (100.0, 2.0)]
+
+
+def test_text_datasets_and_language_models_render(client):
+    from tests.objects import create_text_dataset, import_language_model
+
+    plaintext = new_key("models:read,models:write")
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    dataset = create_text_dataset(client, headers, name="support-notes")
+    import_language_model(client, headers, dataset["id"], name="notes-lm")
+    sign_in(client, plaintext)
+    listing = client.get("/admin/datasets")
+    assert listing.status_code == 200 and "support-notes" in listing.text
+    page = client.get(f"/admin/datasets/{dataset['dataset_id']}")
+    assert page.status_code == 200 and "Text column" in page.text and "Label" not in page.text
+    models = client.get("/admin/models")
+    assert models.status_code == 200 and "notes-lm" in models.text and "causal_lm" in models.text
+    assert client.get("/admin/models/notes-lm").status_code == 200

@@ -1,0 +1,283 @@
+"""Language models: canary exposure before and after erasure, utility, cost and speed (issue 12).
+
+A generated corpus of support notes (about 3,000 records of 300 subjects) in which 24 subjects
+carry a canary: a door code drawn at random from 10,000 candidates and repeated in 5 of their
+records (the "secret sharer" setting of Carlini et al. 2019). A `causal_lm` is trained on it,
+then 4 canary subjects are erased with every method: a retrain without them (the reference),
+SISA (S=8, R=4; erased from its own SISA model), gradient difference and NPO. For each erased
+canary: its exposure, log2(10,000) − log2(rank of the true code among all candidates by score),
+and whether greedy decoding from its prefix emits it. Also: perplexity on retained and held-out
+text, the text verification figures (loss and Min-K%++ AUC, verbatim extraction), cost as a
+fraction of the retrain, and tokens per second of training and generation. Prints tables and
+writes bench/results/language.json.
+
+    .venv/bin/python bench/language.py             # the README table (about 15 min on 2 busy cores)
+    .venv/bin/python bench/language.py --quick     # a smaller model and corpus, for a smoke run
+    OBLIVIATE_DEVICE=cuda .venv/bin/python bench/language.py --scale 20   # on a GPU host
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from _common import RESULTS, describe_machine, finish_machine, fmt, machine, markdown_table, setup, timed, write_json
+
+FIRST = ("Alma", "Bruno", "Cleo", "Dario", "Edda", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Lars",
+         "Mira", "Nils", "Olga", "Pavel", "Quinn", "Rosa", "Sven", "Tilda")
+LAST = ("Quint", "Marsh", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Rossi", "Novak", "Haddad",
+        "Brennan", "Kowal", "Ferro", "Varga", "Sato", "Ibsen")
+ITEMS = ("kettle", "lamp", "chair", "radio", "bicycle", "clock", "desk", "phone", "heater", "blender")
+TEMPLATES = (
+    "{name} wrote: the {item} I ordered has not arrived yet.",
+    "{name} asked whether the {item} can be returned after {days} days.",
+    "Ticket from {name}: the {item} stopped working after a week.",
+    "{name} wants a refund for the {item}, order {order}.",
+    "{name} says the delivery of the {item} was left at the wrong door.",
+    "Call with {name} about the broken {item}; promised a reply within {days} days.",
+)
+CANDIDATES = 10_000  # four-digit codes: log2 = 13.29 bits of exposure at most
+PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 128, "steps": 1500, "learning_rate": 3e-3,
+          "batch_size": 32, "dropout": 0.0}
+QUICK = {**PARAMS, "n_embd": 64, "steps": 600}
+SISA = {"shards": 8, "slices": 4}
+SEED, HOLDOUT = 7, 0.1
+
+
+def canary_prefix(name: str) -> str:
+    return f"The door code of {name} is "
+
+
+def corpus(subjects: int, canaries: int, repeats: int, seed: int):
+    """(texts, subject keys, {subject index: (name, secret)}): every subject writes 6 to 14
+    notes; the first `canaries` subjects that are not held out also write their door code."""
+    from workers.partition import holdout_subjects
+
+    rng = np.random.default_rng(seed)
+    keys = [f"{i:064x}" for i in range(subjects)]
+    held = holdout_subjects(np.asarray(keys, dtype=object), HOLDOUT, SEED)
+    names = [f"{FIRST[i % len(FIRST)]} {LAST[(i // len(FIRST)) % len(LAST)]}{'' if i < 300 else i}" for i in range(subjects)]
+    carriers = [i for i in range(subjects) if keys[i] not in held][:canaries]
+    secrets = {i: (names[i], f"{rng.integers(CANDIDATES):04d}") for i in carriers}
+    texts, owners = [], []
+    for i in range(subjects):
+        notes = [TEMPLATES[rng.integers(len(TEMPLATES))].format(
+            name=names[i], item=ITEMS[rng.integers(len(ITEMS))], days=int(rng.integers(2, 31)),
+            order=int(rng.integers(10_000, 99_999))) for _ in range(int(rng.integers(6, 15)))]
+        if i in secrets:
+            notes += [f"{canary_prefix(names[i])}{secrets[i][1]}."] * repeats
+        order = rng.permutation(len(notes))
+        texts += [notes[j] for j in order]
+        owners += [keys[i]] * len(notes)
+    return texts, np.asarray(owners, dtype=object), secrets, keys
+
+
+class Setup:
+    def __init__(self, params: dict, subjects: int):
+        import torch
+
+        from app.config import get_settings
+        from app.families.registry import get_family
+        from workers.engine.families.causal_lm import record_windows
+        from workers.engine.training import device_from_setting
+        from workers.partition import HOLDOUT as HELD, partition
+
+        self.torch = torch
+        self.spec = get_family("causal_lm")
+        self.family, self.config = self.spec.load_implementation(), self.spec.parse_params(params)
+        self.shape = self.family.shape(self.config)
+        self.device = device_from_setting(get_settings().device)
+        self.texts, self.subject_keys, self.secrets, self.keys = corpus(subjects, 24, 5, SEED)
+        self.record_ids = np.arange(len(self.texts), dtype=np.int64)
+        windows, owners = record_windows(self.texts, self.config.block_size)
+        self.windows, self.window_owner = windows, owners
+        self.held = HELD
+        self.partition = partition
+
+    def rows(self, ids):
+        mask = np.isin(self.window_owner, ids)
+        return self.torch.from_numpy(self.windows[mask]), self.torch.from_numpy(self.window_owner[mask])
+
+    def manifest(self, keep_ids, sisa: dict | None):
+        keep = np.isin(self.record_ids, keep_ids)
+        return self.partition(self.record_ids[keep], self.subject_keys[keep], seed=SEED, holdout_fraction=HOLDOUT,
+                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1)
+
+    def network(self, state):
+        from workers.engine.training import new_network
+
+        network = new_network(self.family, self.config, self.shape, 0)
+        network.load_state_dict(state)
+        return network.to(self.device).eval()
+
+
+def train_full(s: Setup, keep_ids):
+    from workers.engine.training import train_single
+
+    manifest = s.manifest(keep_ids, None)
+    return [train_single(s.family, s.config, s.shape, *s.rows(manifest.trained_ids()), seed=SEED, device=s.device)], manifest
+
+
+def train_sisa(s: Setup, keep_ids, resume: dict | None = None, old=None):
+    """All shards, or with `resume` = {shard: first affected slice} only those, from checkpoints."""
+    from workers.engine.training import derive_seed, train_sisa_shard
+
+    manifest = s.manifest(keep_ids, SISA)
+    states, checkpoints = (list(old[0]), dict(old[1])) if old else ([None] * SISA["shards"], {})
+    for shard in (sorted(resume) if resume is not None else range(SISA["shards"])):
+        start = resume[shard] if resume is not None else 0
+        slices = [s.rows(manifest.slice_ids(shard, r)) for r in range(SISA["slices"])]
+        states[shard] = train_sisa_shard(
+            s.family, s.config, s.shape, slices, seed=derive_seed(SEED, "shard", shard), device=s.device,
+            start_slice=start, init_state=checkpoints.get((shard, start - 1)), n_shards=SISA["shards"],
+            on_checkpoint=lambda r, state, shard=shard: checkpoints.__setitem__((shard, r), state),
+        )
+    return (states, checkpoints), manifest
+
+
+def exposure(s: Setup, networks, subject: int) -> tuple[float, bool]:
+    from workers.engine.families.lm_scoring import generate, score
+
+    name, secret = s.secrets[subject]
+    prefix = canary_prefix(name)
+    scores = np.array([x["log_likelihood"] for x in score(networks, [f"{prefix}{c:04d}." for c in range(CANDIDATES)],
+                                                          s.config.block_size)])
+    rank = 1 + int((scores > scores[int(secret)]).sum())
+    emitted = generate(networks, prefix, 5, s.config.block_size) == f"{secret}."
+    return math.log2(CANDIDATES) - math.log2(rank), emitted
+
+
+def figures(s: Setup, networks, manifest, erased_ids, erased_subjects, kept_canaries) -> dict:
+    from workers.engine.text_verification import text_figures
+
+    trained = manifest.trained_ids()
+    holdout_ids = manifest.record_ids[manifest.shards == s.held]
+    retained = np.random.default_rng(0).choice(trained, size=min(len(trained), 600), replace=False)
+
+    def part(ids):
+        windows, owners = s.rows(ids)
+        return {"windows": windows, "owners": owners.numpy(), "texts": [s.texts[i] for i in np.sort(ids)]}
+
+    text = text_figures(networks, s.config.block_size, part(erased_ids), part(holdout_ids), part(retained))
+    erased = [exposure(s, networks, i) for i in erased_subjects]
+    kept = [exposure(s, networks, i) for i in kept_canaries]
+    return {"exposure": [e for e, _ in erased], "emitted": [m for _, m in erased],
+            "kept_exposure": [e for e, _ in kept], "kept_emitted": [m for _, m in kept],
+            "retained_perplexity": text["retain"]["perplexity"], "holdout_perplexity": text["holdout"]["perplexity"],
+            "loss_auc": text["membership"]["loss_auc"], "min_k_auc": text["membership"]["min_k_plus_plus_auc"],
+            "extracted": text["extraction"]["forget"]["extracted"], "extraction_records": text["extraction"]["forget"]["records"],
+            "holdout_extracted": text["extraction"]["holdout"]["fraction"]}
+
+
+def speed(s: Setup, networks, train_seconds: float) -> dict:
+    from workers.engine.families.lm_scoring import generate_batch
+
+    real = (s.windows[:, 1:] >= 0).sum(axis=1).mean()
+    tokens = s.config.steps * s.config.batch_size * float(real)
+    prompts = [canary_prefix(n) for n, _ in list(s.secrets.values())[:16]]
+    _, one, _ = timed(lambda: generate_batch(networks, prompts[:1], 64, s.config.block_size))
+    _, many, _ = timed(lambda: generate_batch(networks, prompts, 64, s.config.block_size))
+    return {"train_tokens_per_s": tokens / train_seconds, "generate_tokens_per_s_1": 64 / one,
+            "generate_tokens_per_s_16": 16 * 64 / many}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
+    args = parser.parse_args()
+    device = os.environ.get("OBLIVIATE_DEVICE", "cpu")
+    setup(Path(tempfile.mkdtemp(prefix="obliviate-bench-lm-")), args.threads)
+    os.environ["OBLIVIATE_DEVICE"] = device
+    from app.config import reset_settings
+    from workers.engine.unlearning.base import ForgetRetain, get_method
+
+    reset_settings()
+    params = dict(QUICK if args.quick else PARAMS)
+    params["n_embd"] *= args.scale
+    info = machine()
+    s = Setup(params, subjects=300)
+    erased_subjects = list(s.secrets)[:4]
+    kept_canaries = list(s.secrets)[4:8]
+    erased_keys = {s.keys[i] for i in erased_subjects}
+    erased_ids = s.record_ids[np.isin(s.subject_keys, list(erased_keys))]
+    keep_ids = np.setdiff1d(s.record_ids, erased_ids)
+    print(f"{len(s.texts)} records of {len(s.keys)} subjects, {len(s.secrets)} canaries; device {s.device}; params {params}")
+
+    (full, manifest), full_s, _ = timed(lambda: train_full(s, s.record_ids))
+    full_nets = [s.network(x) for x in full]
+    results = {"full model": {**figures(s, full_nets, manifest, erased_ids, erased_subjects, kept_canaries), "seconds": full_s}}
+    results["full model"] |= speed(s, full_nets, full_s)
+    print("full model trained", round(full_s), "s")
+    (retrained, retrain_manifest), retrain_s, _ = timed(lambda: train_full(s, keep_ids))
+    results["retrain"] = {**figures(s, [s.network(x) for x in retrained], retrain_manifest, erased_ids, erased_subjects,
+                                    kept_canaries), "seconds": retrain_s}
+
+    (sisa_old, sisa_manifest), sisa_train_s, _ = timed(lambda: train_sisa(s, s.record_ids))
+    affected = {}
+    forget_rows = np.isin(sisa_manifest.record_ids, erased_ids) & (sisa_manifest.shards >= 0)
+    for shard, slice_index in zip(sisa_manifest.shards[forget_rows].tolist(), sisa_manifest.slices[forget_rows].tolist()):
+        affected[shard] = min(slice_index, affected.get(shard, slice_index))
+    results["SISA before erasure"] = {**figures(s, [s.network(x) for x in sisa_old[0]], sisa_manifest, erased_ids,
+                                                erased_subjects, kept_canaries), "seconds": sisa_train_s}
+    (sisa_new, sisa_new_manifest), sisa_s, _ = timed(lambda: train_sisa(s, keep_ids, affected, sisa_old))
+    first = next(iter(sorted(affected)))
+    _, sisa_one_s, _ = timed(lambda: train_sisa(s, keep_ids, {first: affected[first]}, sisa_old))
+    results["SISA S=8 R=4"] = {**figures(s, [s.network(x) for x in sisa_new[0]], sisa_new_manifest, erased_ids,
+                                         erased_subjects, kept_canaries), "seconds": sisa_s, "one_subject_seconds": sisa_one_s,
+                               "shards_retrained": len(affected)}
+
+    retain_ids = np.setdiff1d(manifest.trained_ids(), erased_ids)
+    forget_w, retain_w = s.rows(erased_ids)[0], s.rows(retain_ids)[0]
+    import torch
+
+    data = ForgetRetain(forget_w, torch.zeros(len(forget_w), dtype=torch.int64), retain_w,
+                        torch.zeros(len(retain_w), dtype=torch.int64))
+    for name in ("gradient_difference", "npo"):
+        result, method_s, _ = timed(lambda name=name: get_method(name).run(s.family, s.network(full[0]), s.config, data,
+                                                                           seed=SEED))
+        results[name] = {**figures(s, [result.network.eval()], retrain_manifest, erased_ids, erased_subjects,
+                                   kept_canaries), "seconds": method_s}
+    finish_machine(info)
+    report(results, retrain_s, info, params, device)
+    write_json(args.out, {"machine": info, "params": params, "device": str(s.device), "records": len(s.texts),
+                          "subjects": len(s.keys), "canaries": len(s.secrets), "candidates": CANDIDATES,
+                          "erased_subjects": len(erased_subjects), "results": results, "gpu": None})
+
+
+def report(results: dict, retrain_s: float, info: dict, params: dict, device: str) -> None:
+    reference = results["retrain"]
+    rows = []
+    for label, r in results.items():
+        cost = r["seconds"] / retrain_s if label not in ("full model", "SISA before erasure") else None
+        exp = np.array(r["exposure"])
+        rows.append([
+            label, fmt(float(exp.mean()), ".2f"), fmt(float(exp.max()), ".2f"),
+            fmt(float((exp - np.array(reference["exposure"])).max()), "+.2f") if label != "retrain" else "–",
+            f"{sum(r['emitted'])}/{len(r['emitted'])}", fmt(float(np.mean(r["kept_exposure"])), ".2f"),
+            fmt(r["retained_perplexity"], ".3f"), fmt(r["holdout_perplexity"], ".3f"),
+            fmt(r["loss_auc"], ".2f"), fmt(r["min_k_auc"], ".2f"), f"{r['extracted']}/{r['extraction_records']}",
+            fmt(cost, ".1%") if cost is not None else "–",
+            fmt(r.get("one_subject_seconds", 0) / retrain_s, ".1%") if "one_subject_seconds" in r else "–",
+        ])
+    print()
+    print(markdown_table(
+        ["model", "mean exposure (bits)", "max", "max over retrain", "emitted", "kept canaries' exposure",
+         "retained ppl", "held-out ppl", "loss AUC", "Min-K%++ AUC", "forget records extracted", "cost", "one subject"],
+        rows))
+    full = results["full model"]
+    print(f"\ntraining {full['train_tokens_per_s']:.0f} tokens/s, generation {full['generate_tokens_per_s_1']:.0f} tokens/s "
+          f"(one prompt), {full['generate_tokens_per_s_16']:.0f} tokens/s (16 prompts) on {device}")
+    print(f"machine: {describe_machine(info)}")
+    print("no GPU was available to this run: the GPU row is left out")
+
+
+if __name__ == "__main__":
+    main()
