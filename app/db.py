@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -249,3 +249,11 @@ def _run_on_commit(session: Session) -> None:
 def _run_on_rollback(session: Session) -> None:
     session.info.pop("on_commit", None)
     _run(session.info.pop("on_rollback", []))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error is worth retrying: the server went away or refused us for now
+    (OperationalError), or the driver invalidated the connection under us."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

@@ -1,7 +1,7 @@
 """What the training and unlearning benchmarks share: the machine, the data, training a model
 through the same functions the training job runs, timing and tables.
 
-Models are trained with `workers.partition.partition` and `workers.training.train_shards`, so
+Models are trained with `workers.engine.partition.partition` and `workers.engine.shards.train_shards`, so
 the weights, checkpoints and manifests are exactly what the service would store; only the
 dataset upload and the database are left out. Artifacts go to a temporary data folder.
 """
@@ -99,7 +99,7 @@ def subject_key(index: int) -> str:
 def as_records(features: np.ndarray, labels: np.ndarray, rows_per_subject: float, seed: int):
     """Records with every row owned by a random subject, about `rows_per_subject` rows each,
     and the rows of one subject scattered through the data as in a real upload."""
-    from workers.training import Records
+    from workers.engine.records import Records
 
     rng = np.random.default_rng(seed)
     n = len(labels)
@@ -146,7 +146,7 @@ class Trained:
     holdout_fraction: float
     records: Any
     manifest: Any
-    shards: list[dict]
+    shards: list[Any]  # app.unlearning.types.Shard
     partition_s: float
     train_s: float
     train_cpu_s: float
@@ -156,8 +156,9 @@ def train_model(records, family_name: str, params: dict, *, seed: int, sisa: dic
                 holdout_fraction: float) -> Trained:
     from app.families.registry import get_family
     from workers.engine.families.base import Shape
-    from workers.partition import partition
-    from workers.training import train_shards
+    from app.unlearning.types import Sisa
+    from workers.engine.partition import partition
+    from workers.engine.shards import train_shards
 
     spec = get_family(family_name)
     config, family = spec.parse_params(params), spec.load_implementation()
@@ -168,8 +169,8 @@ def train_model(records, family_name: str, params: dict, *, seed: int, sisa: dic
     partition_s = time.perf_counter() - started
     count = sisa["shards"] if sisa else 1
     trained, wall, cpu = timed(lambda: train_shards(
-        family=family, config=config, shape=shape, records=records, manifest=manifest, seed=seed, sisa=sisa,
-        shard_list=list(range(count)),
+        family=family, config=config, shape=shape, records=records, manifest=manifest, seed=seed,
+        sisa=Sisa.from_json(sisa), shard_list=list(range(count)),
     ))
     return Trained(spec, family, config, shape, seed, sisa, holdout_fraction, records, manifest,
                    [trained[s] for s in range(count)], partition_s, wall, cpu)

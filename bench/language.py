@@ -56,7 +56,7 @@ def canary_prefix(name: str) -> str:
 def corpus(subjects: int, canaries: int, repeats: int, seed: int):
     """(texts, subject keys, {subject index: (name, secret)}): every subject writes 6 to 14
     notes; the first `canaries` subjects that are not held out also write their door code."""
-    from workers.partition import holdout_subjects
+    from workers.engine.partition import holdout_subjects
 
     rng = np.random.default_rng(seed)
     keys = [f"{i:064x}" for i in range(subjects)]
@@ -85,7 +85,7 @@ class Setup:
         from app.families.registry import get_family
         from workers.engine.families.causal_lm import record_windows
         from workers.engine.training import device_from_setting
-        from workers.partition import HOLDOUT as HELD, partition
+        from workers.engine.partition import HOLDOUT as HELD, partition
 
         self.torch = torch
         self.spec = get_family("causal_lm")
@@ -153,25 +153,34 @@ def exposure(s: Setup, networks, subject: int) -> tuple[float, bool]:
 
 
 def figures(s: Setup, networks, manifest, erased_ids, erased_subjects, kept_canaries) -> dict:
-    from workers.engine.text_verification import text_figures
+    """The job's own text figures (workers/engine/unlearning/verification.py) and the canaries'
+    exposure."""
+    from workers.engine.text_verification import verbatim_extraction
+    from workers.engine.training import evaluate
+    from workers.engine.unlearning.verification import EXTRACTION_HOLDOUT_SAMPLE, membership_aucs
 
     trained = manifest.trained_ids()
     holdout_ids = manifest.record_ids[manifest.shards == s.held]
-    retained = np.random.default_rng(0).choice(trained, size=min(len(trained), 600), replace=False)
+    retained = np.sort(np.random.default_rng(0).choice(trained, size=min(len(trained), 600), replace=False))
 
-    def part(ids):
-        windows, owners = s.rows(ids)
-        return {"windows": windows, "owners": owners.numpy(), "texts": [s.texts[i] for i in np.sort(ids)]}
+    def windows(ids):
+        part, owners = s.rows(ids)
+        return part, owners.numpy()
 
-    text = text_figures(networks, s.config.block_size, part(erased_ids), part(holdout_ids), part(retained))
+    membership = membership_aucs(networks, windows(erased_ids), windows(holdout_ids))
+    retain = evaluate(s.family, networks, *s.rows(retained))
+    holdout = evaluate(s.family, networks, *s.rows(holdout_ids))
+    forget_extraction = verbatim_extraction(networks, [s.texts[i] for i in erased_ids], s.config.block_size)
+    holdout_extraction = verbatim_extraction(
+        networks, [s.texts[i] for i in holdout_ids[:EXTRACTION_HOLDOUT_SAMPLE]], s.config.block_size)
     erased = [exposure(s, networks, i) for i in erased_subjects]
     kept = [exposure(s, networks, i) for i in kept_canaries]
     return {"exposure": [e for e, _ in erased], "emitted": [m for _, m in erased],
             "kept_exposure": [e for e, _ in kept], "kept_emitted": [m for _, m in kept],
-            "retained_perplexity": text["retain"]["perplexity"], "holdout_perplexity": text["holdout"]["perplexity"],
-            "loss_auc": text["membership"]["loss_auc"], "min_k_auc": text["membership"]["min_k_plus_plus_auc"],
-            "extracted": text["extraction"]["forget"]["extracted"], "extraction_records": text["extraction"]["forget"]["records"],
-            "holdout_extracted": text["extraction"]["holdout"]["fraction"]}
+            "retained_perplexity": retain["perplexity"], "holdout_perplexity": holdout["perplexity"],
+            "loss_auc": membership["loss_auc"], "min_k_auc": membership["min_k_plus_plus_auc"],
+            "extracted": forget_extraction["extracted"], "extraction_records": forget_extraction["records"],
+            "holdout_extracted": holdout_extraction["fraction"]}
 
 
 def speed(s: Setup, networks, train_seconds: float) -> dict:

@@ -4,7 +4,8 @@ For a generated 100,000-row set and for scikit-learn's digits, trains three mode
 training job's functions: `mlp_classifier` as one network, `mlp_classifier` with SISA S=8 R=4,
 and `logistic_regression`. Then, for one erasure request (one subject's records) and for a batch
 of 100 requests, it runs every method through the unlearning job's own functions
-(`workers.unlearning_methods`: retrain, sisa, approximate, verify, check) and reports wall time
+(`workers.engine.unlearning.job`: retrain, sisa, approximate; `workers.engine.unlearning.verification`:
+verify_outcome, check_outcome) and reports wall time
 as a fraction of a full retrain of the same model, forget/retain/holdout accuracy, the
 membership-inference AUC (forget vs holdout) and the gaps to the retrain reference, against the
 targets of issue 4. Prints tables and writes bench/results/unlearning.json.
@@ -79,33 +80,30 @@ def method_overrides(overrides: dict[str, dict]):
 
 
 def context(model, forget_subjects: set[str], new_records):
-    from workers.unlearning_methods import Context
+    from app.unlearning.types import Sisa
+    from workers.engine.unlearning.context import Context
 
     erased = np.array([key in forget_subjects for key in model.records.subject_keys.tolist()], dtype=bool)
     forget_ids = np.intersect1d(model.records.record_ids[erased], model.manifest.trained_ids())
     return Context(
         spec=model.spec, family=model.family, config=model.config, shape=model.shape, seed=model.seed,
-        sisa=model.sisa, holdout_fraction=model.holdout_fraction, old_records=model.records,
-        new_records=new_records, old_manifest=model.manifest, old_shards=model.shards, old_state={},
+        sisa=Sisa.from_json(model.sisa), holdout_fraction=model.holdout_fraction, old_records=model.records,
+        new_records=new_records, old_manifest=model.manifest, old_shards=tuple(model.shards), old_state={},
         forget_ids=forget_ids, same_lineage=True,
     )
 
 
 def without(records, forget_subjects: set[str]):
-    from workers.training import Records
+    from workers.engine.records import Records
 
     keep = np.array([key not in forget_subjects for key in records.subject_keys.tolist()], dtype=bool)
     return Records(records.record_ids[keep], records.subject_keys[keep], records.features[keep], records.labels[keep])
 
 
 def run_method(name: str, ctx):
-    from workers import unlearning_methods as methods
+    from workers.engine.unlearning.job import run_method
 
-    if name == "retrain":
-        return methods.retrain(ctx)
-    if name == "sisa":
-        return methods.sisa(ctx)
-    return methods.approximate(ctx, name)
+    return run_method(ctx, name)
 
 
 def summarise(figures: dict) -> dict:
@@ -119,7 +117,7 @@ def measure(models: dict, requests: dict[str, list[str]], repeats: int) -> dict:
     """Every method on every scenario once per repeat, interleaved, so a change of load on the
     machine hits all of them alike (the batch/single ratio compares scenarios too). Figures come
     from the first repeat: every run is deterministic under the model's seed."""
-    from workers import unlearning_methods as methods
+    from workers.engine.unlearning.verification import check_outcome, verify_outcome
 
     contexts = {}
     for label, subjects in requests.items():
@@ -139,8 +137,8 @@ def measure(models: dict, requests: dict[str, list[str]], repeats: int) -> dict:
                 walls[label, job].append(wall)
                 cpus[label, job].append(cpu)
                 if repeat == 0:
-                    found = methods.verify(ctx, outcome, ctx.old_shards)
-                    figures[label, job] = (found, methods.check(outcome, found), outcome.details)
+                    verification = verify_outcome(ctx, outcome, ctx.old_shards)
+                    figures[label, job] = (verification.to_json(), check_outcome(outcome, verification), outcome.details)
     return {label: scenario_rows(label, len(subjects), contexts[label], jobs,
                                  {job: walls[label, job] for job in jobs}, {job: cpus[label, job] for job in jobs},
                                  {job: figures[label, job] for job in jobs})

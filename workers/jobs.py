@@ -16,12 +16,10 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-
 from app import metrics
 from app.artifacts.service import ArtifactReclaimed
 from app.config import get_settings
-from app.db import session_scope, utcnow
+from app.db import is_transient, session_scope, utcnow
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.jobs.service import LeaseLost
@@ -32,7 +30,7 @@ log = logging.getLogger("obliviate.jobs")
 # kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
 HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run"}
 # kind → "module:function(session, job, reason)", called when a job fails for good.
-ON_FAILED = {"unlearning": "workers.unlearning:on_failed"}
+ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests"}
 
 
 class TransientError(RuntimeError):
@@ -97,10 +95,6 @@ class JobContext:
             except Exception:  # a database blip: keep trying until the lease really expires
                 log.warning("lease renewal failed for job %s", self.job_id, exc_info=True)
 
-    @property
-    def progress_snapshot(self) -> dict[str, Any]:
-        return dict(self._progress)
-
 
 def execute(job_id: str) -> str:
     settings = get_settings()
@@ -126,13 +120,11 @@ def execute(job_id: str) -> str:
     except LeaseLost:
         log.warning("job %s attempt %s lost its lease; its work is discarded", job_id, attempt)
         return "lease-lost"
-    except (TransientError, ArtifactReclaimed, OperationalError, ConnectionError, TimeoutError) as exc:
+    except (TransientError, ArtifactReclaimed, ConnectionError, TimeoutError) as exc:
         return _give_back(job_id, attempt, exc)
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            return _give_back(job_id, attempt, exc)
-        return _fail(job_id, attempt, exc)
     except Exception as exc:
+        if is_transient(exc):  # the database went away or dropped our connection
+            return _give_back(job_id, attempt, exc)
         return _fail(job_id, attempt, exc)
 
 

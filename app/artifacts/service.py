@@ -9,21 +9,23 @@ bytes something live still uses. Writers that make a row reference stored bytes 
 lock and cancel a pending deletion (`hold`, `adopt`), so the sweeper and a new reference are
 always ordered. Functions here only flush, except `discard_after_rollback`, which opens its own
 unit of work once the caller's has rolled back.
+
+Which rows reference a hash is known to the domains that own them (dataset versions in
+`app/datasets/`, model versions in `app/models/`): every decision here takes a `LiveReferences`
+query, and `app.unlearning.service.live_references` is the one that asks all of them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from sqlalchemy import Text, cast, delete, or_, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import PendingDeletion
 from app.artifacts.store import ArtifactMissing, ArtifactStore, get_store
-from app.datasets.models import DatasetVersion
 from app.db import is_postgres, on_rollback, session_scope, utcnow
-from app.models.models import ModelVersion
 
 log = logging.getLogger("obliviate.artifacts")
 # First key of the two-key advisory locks, so they never meet other locks of the application.
@@ -31,15 +33,18 @@ LOCK_NAMESPACE = 0x0B11A7E
 # Hashes per IN list or OR of LIKEs: SQLite's expression depth stays far below its limit.
 CHUNK = 200
 
+# (session, sorted hashes) → the hashes a live (not destroyed) row of any client still references.
+LiveReferences = Callable[[Session, Sequence[str]], set[str]]
+
 
 class ArtifactReclaimed(ArtifactMissing):
     """Bytes a writer meant to reference were deleted because nothing used them any more; the
     work that produced them must run again (a job retries)."""
 
 
-def _chunks(shas: list[str]) -> Iterable[list[str]]:
+def _chunks(shas: Sequence[str]) -> Iterable[list[str]]:
     for start in range(0, len(shas), CHUNK):
-        yield shas[start:start + CHUNK]
+        yield list(shas[start:start + CHUNK])
 
 
 def _lock(session: Session, shas: Iterable[str]) -> list[str]:
@@ -56,37 +61,14 @@ def _lock(session: Session, shas: Iterable[str]) -> list[str]:
     return ordered
 
 
-def model_version_artifacts(version: ModelVersion) -> set[str]:
-    shas = {version.manifest_sha256}
-    for shard in version.shards:
-        shas.add(shard["weights"])
-        shas.update(shard.get("checkpoints") or [])
-    return shas
-
-
-def live_references(session: Session, shas: Iterable[str]) -> set[str]:
-    """Which of these hashes a dataset version or model version of any client, not destroyed,
-    still references. Shard hashes live in JSON, so rows are found by the hash's text (a hex
-    digest is never escaped) and then confirmed from the parsed shards."""
-    wanted = sorted(set(shas))
-    found: set[str] = set()
-    for chunk in _chunks(wanted):
-        found.update(session.scalars(select(DatasetVersion.sha256).where(
-            DatasetVersion.sha256.in_(chunk), DatasetVersion.destroyed_at.is_(None))))
-        shards_text = cast(ModelVersion.shards, Text)
-        for version in session.scalars(select(ModelVersion).where(
-                ModelVersion.destroyed_at.is_(None),
-                or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
-            found |= model_version_artifacts(version) & set(wanted)
-    return found
-
-
-def schedule_unreferenced(session: Session, candidates: Iterable[str]) -> list[str]:
+def schedule_unreferenced(session: Session, candidates: Iterable[str], live: LiveReferences) -> list[str]:
     """In the transaction that marks versions destroyed: record a pending deletion for every
-    candidate hash that nothing live references any more, and answer those hashes."""
+    candidate hash that nothing live references any more (`live` answers which are), and
+    answer those hashes."""
     ordered = _lock(session, candidates)
     session.flush()
-    doomed = [sha for sha in ordered if sha not in live_references(session, ordered)]
+    referenced = live(session, ordered)
+    doomed = [sha for sha in ordered if sha not in referenced]
     pending: set[str] = set()
     for chunk in _chunks(doomed):
         pending.update(session.scalars(select(PendingDeletion.sha256).where(PendingDeletion.sha256.in_(chunk))))
@@ -115,7 +97,7 @@ def adopt(session: Session, shas: Iterable[str], *, store: ArtifactStore | None 
         raise ArtifactReclaimed(f"{len(missing)} artifacts were reclaimed before they could be referenced (first {missing[0]})")
 
 
-def finish(session: Session, sha: str, *, store: ArtifactStore | None = None) -> bool:
+def finish(session: Session, sha: str, live: LiveReferences, *, store: ArtifactStore | None = None) -> bool:
     """Carry out one pending deletion: under the hash's lock, delete the bytes if nothing live
     references them, then the record; True when bytes were removed. Commit right after: should
     the commit fail, the record stays and a later run finds nothing left to delete."""
@@ -124,7 +106,7 @@ def finish(session: Session, sha: str, *, store: ArtifactStore | None = None) ->
     row = session.get(PendingDeletion, sha)
     if row is None:
         return False  # finished by another sweeper, or used again
-    removed = sha not in live_references(session, [sha]) and store.delete(sha)
+    removed = sha not in live(session, [sha]) and store.delete(sha)
     session.delete(row)
     session.flush()
     return removed
@@ -136,17 +118,17 @@ def due(session: Session, *, limit: int = 500) -> list[str]:
         select(PendingDeletion.sha256).order_by(PendingDeletion.created_at, PendingDeletion.sha256).limit(limit)))
 
 
-def discard_after_rollback(session: Session, shas: Iterable[str]) -> None:
+def discard_after_rollback(session: Session, shas: Iterable[str], live: LiveReferences) -> None:
     """Bytes stored for rows that then failed: once the transaction has rolled back, schedule
     them like destroyed ones (another writer may have started to use the same content meanwhile,
-    and the sweeper checks that before it deletes anything)."""
-    shas = sorted(set(shas))
+    and the sweeper's `finish` checks every table's references before it deletes anything)."""
+    ordered = sorted(set(shas))
 
     def schedule() -> None:
         try:
             with session_scope() as fresh:
-                schedule_unreferenced(fresh, shas)
+                schedule_unreferenced(fresh, ordered, live)
         except Exception:  # the bytes stay; an orphan is wasted space, not lost data
-            log.exception("could not schedule %d orphaned artifacts for deletion", len(shas))
+            log.exception("could not schedule %d orphaned artifacts for deletion", len(ordered))
 
     on_rollback(session, schedule)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,11 +22,13 @@ from app.artifacts.store import ArtifactStore, get_store
 from app.config import get_settings
 from app.datasets import ingest, text
 from app.datasets.erasure import ErasureOutcome, erase_subjects, mark_version_destroyed
-from app.datasets.models import Dataset, DatasetVersion
+from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
 from app.datasets.storage import (
+    IN_CHUNK,
     add_tombstones,
     add_version,
     insert_subject_records,
+    live_references,
     stored_artifact,
     tombstoned_keys,
     work_dir,
@@ -39,7 +42,8 @@ from app.pseudonym import KIND_PATTERN
 __all__ = [
     "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
     "erase_subjects", "mark_version_destroyed", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
-    "add_version", "insert_subject_records", "work_dir",
+    "add_version", "insert_subject_records", "work_dir", "live_references", "get_dataset", "get_version",
+    "holds_subjects", "versions_holding", "destroy_versions",
 ]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -193,3 +197,61 @@ def list_datasets(
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
+
+
+# The unlearning job's look-ups and destruction (app/unlearning/service.py orchestrates them).
+
+
+def get_dataset(session: Session, dataset_id: uuid.UUID) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound("No dataset with this id.")
+    return dataset
+
+
+def get_version(session: Session, version_id: uuid.UUID) -> DatasetVersion:
+    version = session.get(DatasetVersion, version_id)
+    if version is None:
+        raise NotFound("No dataset version with this id.")
+    return version
+
+
+def holds_subjects(session: Session, version_id: uuid.UUID, keys: Sequence[str]) -> bool:
+    """Whether the lineage index lists any of these subjects in the version."""
+    wanted = sorted(set(keys))
+    return any(
+        session.scalar(select(SubjectRecords.subject_key).where(
+            SubjectRecords.dataset_version_id == version_id,
+            SubjectRecords.subject_key.in_(wanted[start:start + IN_CHUNK])).limit(1)) is not None
+        for start in range(0, len(wanted), IN_CHUNK)
+    )
+
+
+def versions_holding(session: Session, client: str, keys: Sequence[str]) -> set[uuid.UUID]:
+    """The client's live (not destroyed) dataset versions whose lineage index lists any of the keys."""
+    return set(session.scalars(
+        select(SubjectRecords.dataset_version_id).join(DatasetVersion, DatasetVersion.id == SubjectRecords.dataset_version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(SubjectRecords.subject_key.in_(list(keys)), Dataset.client == client, DatasetVersion.destroyed_at.is_(None))
+    ))
+
+
+def destroy_versions(
+    session: Session, version_ids: Iterable[uuid.UUID], keys: Sequence[str], *, in_use: set[uuid.UUID],
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """Mark destroyed every given version that is neither its dataset's current one nor in
+    `in_use` (a live model version was trained on it: that model's job destroys it), and drop
+    the keys' lineage rows of those versions. Answers the `destroyed` entries of the job result
+    and the file hashes whose bytes may go (the caller decides, for every hash at once)."""
+    destroyed: list[dict[str, Any]] = []
+    candidates: set[str] = set()
+    for version_id in sorted(version_ids, key=str):
+        version = get_version(session, version_id)
+        dataset = get_dataset(session, version.dataset_id)
+        if version.version == dataset.current_version or version.id in in_use:
+            continue
+        candidates.add(mark_version_destroyed(session, version))
+        session.execute(delete(SubjectRecords).where(
+            SubjectRecords.dataset_version_id == version.id, SubjectRecords.subject_key.in_(list(keys))))
+        destroyed.append({"dataset_id": str(dataset.id), "version": version.version, "sha256": version.sha256})
+    return destroyed, candidates

@@ -46,8 +46,20 @@ def stored_artifact(session: Session, store: ArtifactStore, path: Path, sha: str
         yield sha
     except BaseException:
         if not existed:
-            artifact_service.discard_after_rollback(session, [sha])
+            # Only dataset versions are asked here (this layer knows no model versions); the
+            # sweeper asks every table again before it deletes the bytes.
+            artifact_service.discard_after_rollback(session, [sha], live_references)
         raise
+
+
+def live_references(session: Session, shas: Sequence[str]) -> set[str]:
+    """Which of these hashes a dataset version of any client, not destroyed, is stored as."""
+    wanted = sorted(set(shas))
+    found: set[str] = set()
+    for start in range(0, len(wanted), IN_CHUNK):
+        found.update(session.scalars(select(DatasetVersion.sha256).where(
+            DatasetVersion.sha256.in_(wanted[start:start + IN_CHUNK]), DatasetVersion.destroyed_at.is_(None))))
+    return found
 
 
 def add_version(

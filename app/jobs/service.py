@@ -8,6 +8,7 @@ for the same idea applied to scheduled deletions.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -60,6 +61,20 @@ def get_for(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound("No job with this id.")
     return job
+
+
+def get(session: Session, job_id: uuid.UUID) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound("No job with this id.")
+    return job
+
+
+def result_of(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
+    """A copy of the job's result as committed (never the session's cached row, which a fenced
+    update does not refresh), for a step to extend and save with `fenced(..., result=...)`."""
+    result = session.scalar(select(Job.result).where(Job.id == job_id))
+    return copy.deepcopy(dict(result or {}))
 
 
 def claim(session: Session, job_id, lease_seconds: float) -> int | None:

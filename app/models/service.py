@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Text, cast, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifact_service
@@ -215,3 +216,75 @@ def record_version(session, *, model_id, dataset_version_id, family, params, see
          "manifest_sha256": manifest_sha, "origin": origin},
     )
     return version
+
+
+# The unlearning job's look-ups and destruction (app/unlearning/service.py orchestrates them).
+
+# Hashes per OR of LIKEs: SQLite's expression depth stays far below its limit.
+REFERENCE_CHUNK = 200
+
+
+def get_model(session: Session, model_id: uuid.UUID) -> Model:
+    model = session.get(Model, model_id)
+    if model is None:
+        raise NotFound("No model with this id.")
+    return model
+
+
+def promoted_by(session: Session, model_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+    """Whether the job (an earlier attempt of it) already recorded a version of the model."""
+    return any(v.origin.get("job_id") == str(job_id)
+               for v in session.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id)))
+
+
+def version_artifacts(version: ModelVersion) -> set[str]:
+    """Every stored hash a model version references: its manifest, weights and checkpoints."""
+    shas = {version.manifest_sha256}
+    for shard in version.shards:
+        shas.add(shard["weights"])
+        shas.update(shard.get("checkpoints") or [])
+    return shas
+
+
+def live_references(session: Session, shas: Sequence[str]) -> set[str]:
+    """Which of these hashes a model version of any client, not destroyed, references. Shard
+    hashes live in JSON, so rows are found by the hash's text (a hex digest is never escaped)
+    and then confirmed from the parsed shards."""
+    wanted = sorted(set(shas))
+    found: set[str] = set()
+    shards_text = cast(ModelVersion.shards, Text)
+    for start in range(0, len(wanted), REFERENCE_CHUNK):
+        chunk = wanted[start:start + REFERENCE_CHUNK]
+        for version in session.scalars(select(ModelVersion).where(
+                ModelVersion.destroyed_at.is_(None),
+                or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
+            found |= version_artifacts(version) & set(wanted)
+    return found
+
+
+def superseded_versions(session: Session, model: Model, dataset_version_ids: Iterable[uuid.UUID]) -> list[ModelVersion]:
+    """The model's live versions, other than the current one, trained on these dataset versions."""
+    return list(session.scalars(select(ModelVersion).where(
+        ModelVersion.model_id == model.id, ModelVersion.dataset_version_id.in_(list(dataset_version_ids)),
+        ModelVersion.destroyed_at.is_(None), ModelVersion.version != model.current_version,
+    )))
+
+
+def mark_versions_destroyed(session: Session, versions: Iterable[ModelVersion]) -> set[str]:
+    """Mark the versions destroyed; answers the hashes they referenced, whose bytes may go (the
+    caller decides, for every hash of the destruction at once)."""
+    candidates: set[str] = set()
+    for version in versions:
+        version.destroyed_at = utcnow()
+        candidates |= version_artifacts(version)
+    session.flush()
+    return candidates
+
+
+def dataset_versions_in_use(session: Session, dataset_version_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these dataset versions a live model version (of any model) was trained on."""
+    wanted = list(dataset_version_ids)
+    if not wanted:
+        return set()
+    return set(session.scalars(select(ModelVersion.dataset_version_id).where(
+        ModelVersion.dataset_version_id.in_(wanted), ModelVersion.destroyed_at.is_(None))))

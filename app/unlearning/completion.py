@@ -4,6 +4,8 @@ certificate of erasure; or fail them with the job's reason."""
 from __future__ import annotations
 
 import hashlib
+import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -24,20 +26,20 @@ from app.unlearning.models import JobRequest
 WORKER = "worker:unlearning"
 
 
-def jobs_of(session: Session, request_id) -> list[Job]:
+def jobs_of(session: Session, request_id: uuid.UUID) -> list[Job]:
     return list(session.scalars(
         select(Job).join(JobRequest, JobRequest.job_id == Job.id).where(JobRequest.request_id == request_id).order_by(Job.created_at)
     ))
 
 
-def requests_of(session: Session, job_id, *, lock: bool = False) -> list[ErasureRequest]:
+def requests_of(session: Session, job_id: uuid.UUID, *, lock: bool = False) -> list[ErasureRequest]:
     query = select(ErasureRequest).join(JobRequest, JobRequest.request_id == ErasureRequest.id).where(JobRequest.job_id == job_id)
     if lock:
         query = query.with_for_update()
     return list(session.scalars(query.order_by(ErasureRequest.received_at)))
 
 
-def build_certificate(session: Session, request: ErasureRequest) -> dict:
+def build_certificate(session: Session, request: ErasureRequest) -> dict[str, Any]:
     datasets, models = [], []
     for job in jobs_of(session, request.id):
         result = job.result or {}
@@ -87,7 +89,7 @@ def issue_certificate(session: Session, request: ErasureRequest) -> Certificate:
     return certificate
 
 
-def signed_document(certificate: Certificate) -> dict:
+def signed_document(certificate: Certificate) -> dict[str, Any]:
     return {
         "certificate": certificate.body,
         "signature": {

@@ -10,6 +10,8 @@ claimed; it stays queued without spending an attempt and the sweeper sends it ag
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,14 +21,14 @@ from app.jobs.models import Job
 from app.models.models import Model
 
 
-def dataset_of(session: Session, model_id, payload: dict | None) -> uuid.UUID | None:
+def dataset_of(session: Session, model_id: uuid.UUID | None, payload: Mapping[str, Any] | None) -> uuid.UUID | None:
     if model_id is not None:
         return session.scalar(select(Model.dataset_id).where(Model.id == model_id))
     raw = (payload or {}).get("dataset_id")
     return uuid.UUID(raw) if raw else None
 
 
-def blocked(session: Session, job_id) -> bool:
+def blocked(session: Session, job_id: uuid.UUID) -> bool:
     """True while another unlearning job of this job's dataset is running.
 
     Runs in the claiming transaction and locks the dataset row first, so two workers claiming

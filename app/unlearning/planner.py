@@ -29,7 +29,7 @@ def subject_pairs(request: ErasureRequest) -> list[tuple[str, str]]:
     return [(s.kind, s.subject_key) for s in request.subjects]
 
 
-def holdings(session: Session, client: str, pairs: list[tuple[str, str]]) -> tuple[set, set]:
+def holdings(session: Session, client: str, pairs: list[tuple[str, str]]) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
     """(dataset ids, model ids) still holding any of the subject's keys, in live (not destroyed)
     dataset versions or in live model versions trained on them."""
     if not pairs:
@@ -43,7 +43,7 @@ def holdings(session: Session, client: str, pairs: list[tuple[str, str]]) -> tup
     ).all()
     version_ids = {v for v, _ in versions}
     dataset_ids = {d for _, d in versions}
-    model_ids: set = set()
+    model_ids: set[uuid.UUID] = set()
     if version_ids:
         model_ids = set(session.scalars(
             select(ModelVersion.model_id).where(ModelVersion.dataset_version_id.in_(version_ids), ModelVersion.destroyed_at.is_(None))
@@ -58,7 +58,8 @@ def _start_by(request: ErasureRequest, now: datetime) -> datetime:
     return max(now, min(window_end, latest))
 
 
-def _job_for(session: Session, client: str, model_id, dataset_id, start_by: datetime, now: datetime) -> Job:
+def _job_for(session: Session, client: str, model_id: uuid.UUID | None, dataset_id: uuid.UUID | None,
+             start_by: datetime, now: datetime) -> Job:
     """The open batch of this model (or model-less dataset), or a new one."""
     # attempt == 0: a job that already ran (now waiting out a backoff) has erased and promoted for
     # its own subjects; a request joining it now would be skipped by those finished steps.
@@ -72,7 +73,7 @@ def _job_for(session: Session, client: str, model_id, dataset_id, start_by: date
     for job in session.scalars(query.with_for_update()):
         if model_id is not None or job.payload.get("dataset_id") == str(dataset_id):
             # A request with an earlier deadline pulls the whole batch forward.
-            if start_by < job.not_before:
+            if job.not_before is None or start_by < job.not_before:
                 job.not_before = start_by
             return job
     payload = {"dataset_id": str(dataset_id)} if model_id is None else {}

@@ -31,7 +31,7 @@ from workers.engine.unlearning.certified_newton import (
     removal_budget,
     softmax_regression_hessian,
 )
-from workers.engine.verification import (
+from workers.engine.unlearning.verification import (
     Thresholds,
     accuracy_and_loss,
     check_thresholds,

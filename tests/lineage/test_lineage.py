@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from app.artifacts import service as artifact_service
 from app.artifacts.store import get_store
 from app.datasets import service as dataset_service
 from app.datasets.erasure import LineageMismatch
@@ -17,6 +16,7 @@ from app.db import session_scope, utcnow
 from app.lineage.sharding import shard_of
 from app.models.models import Model, ModelVersion
 from app.pseudonym import subject_digest, subject_key, subject_keys
+from app.unlearning import service as unlearning_service
 from tests.dataset_files import DIGITS_ROWS, PLANTED, csv_bytes, digits_table, parquet_bytes, records_of, upload
 from workers.destruction import purge
 
@@ -170,13 +170,13 @@ def test_destroy_version_file(client, reviewer, uploaded, table):
     with session_scope() as session:
         old = session.get(DatasetVersion, uuid.UUID(uploaded["id"]))
         sha = dataset_service.mark_version_destroyed(session, old)
-        assert artifact_service.schedule_unreferenced(session, [sha]) == [sha]
+        assert unlearning_service.schedule_unreferenced(session, [sha]) == [sha]
         # The bytes go only after the destruction committed.
         assert old.destroyed_at is not None and get_store().exists(sha)
     assert purge([sha]) == 1 and not get_store().exists(sha)
     with session_scope() as session:
         again = dataset_service.mark_version_destroyed(session, session.get(DatasetVersion, uuid.UUID(uploaded["id"])))
-        assert artifact_service.schedule_unreferenced(session, [again]) == [sha]
+        assert unlearning_service.schedule_unreferenced(session, [again]) == [sha]
     assert purge([sha]) == 0
     found = lookup(client, reviewer, "u0001").json()["datasets"]
     assert [(d["version"], d["destroyed"], d["current"]) for d in found] == [(1, True, False)]
@@ -190,12 +190,12 @@ def test_shared_bytes_survive_until_the_last_version_is_destroyed(client, review
     assert again["sha256"] == uploaded["sha256"] and again["version"] == 2
     with session_scope() as session:
         first, second = (session.get(DatasetVersion, uuid.UUID(v["id"])) for v in (uploaded, again))
-        assert artifact_service.schedule_unreferenced(session, [dataset_service.mark_version_destroyed(session, first)]) == []
+        assert unlearning_service.schedule_unreferenced(session, [dataset_service.mark_version_destroyed(session, first)]) == []
     assert purge([first.sha256]) == 0 and get_store().exists(first.sha256)
     with session_scope() as session:
         second = session.get(DatasetVersion, second.id)
         sha = dataset_service.mark_version_destroyed(session, second)
-        assert artifact_service.schedule_unreferenced(session, [sha]) == [sha]
+        assert unlearning_service.schedule_unreferenced(session, [sha]) == [sha]
     assert purge([sha]) == 1 and not get_store().exists(sha)
 
 

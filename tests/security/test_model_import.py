@@ -62,7 +62,7 @@ def _trained_ids(client, headers, name: str) -> int:
     from app.artifacts.store import get_store
     from app.db import session_scope
     from app.models.models import ModelVersion
-    from workers.partition import Manifest
+    from workers.engine.partition import Manifest
 
     model_id = uuid.UUID(client.get(f"/v1/models/{name}", headers=headers).json()["id"])
     with session_scope() as session:

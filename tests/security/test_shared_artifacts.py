@@ -101,12 +101,12 @@ def shared_dataset(client, make_key):
 
 def _destroy(session, version_id) -> list[str]:
 
-    from app.artifacts import service as artifact_service
     from app.datasets.erasure import mark_version_destroyed
     from app.datasets.models import DatasetVersion
+    from app.unlearning import service as unlearning_service
 
     sha = mark_version_destroyed(session, session.get(DatasetVersion, uuid.UUID(version_id)))
-    return artifact_service.schedule_unreferenced(session, [sha])
+    return unlearning_service.schedule_unreferenced(session, [sha])
 
 
 def test_concurrent_destructions_delete_shared_bytes_exactly_once(shared_dataset):
@@ -161,6 +161,7 @@ def test_a_writer_that_uses_the_bytes_again_cancels_their_deletion(shared_datase
     from app.artifacts import service as artifact_service
     from app.artifacts.store import get_store
     from app.db import session_scope
+    from app.unlearning import service as unlearning_service
     from workers.destruction import purge
 
     (a, b), sha = shared_dataset
@@ -173,7 +174,7 @@ def test_a_writer_that_uses_the_bytes_again_cancels_their_deletion(shared_datase
 
     # Once the sweeper has removed them, a writer learns so instead of referencing missing bytes.
     with session_scope() as session:
-        artifact_service.schedule_unreferenced(session, [sha])
+        unlearning_service.schedule_unreferenced(session, [sha])
     assert purge() == 1
     with pytest.raises(artifact_service.ArtifactReclaimed), session_scope() as session:
         artifact_service.adopt(session, [sha])

@@ -89,7 +89,7 @@ def _erase(client, headers, raw_id, callback=None):
 def _trained_subject() -> str:
     """A subject outside the 20 % holdout of seed 3, so the weights did see their records."""
     from app.pseudonym import subject_key
-    from workers.partition import holdout_subjects
+    from workers.engine.partition import holdout_subjects
 
     candidates = [subject_id(i) for i in range(5, 60)]
     keys = np.array([subject_key("user_id", raw) for raw in candidates], dtype=object)
@@ -186,8 +186,8 @@ def test_exact_retrain_matches_fresh_retrain(client, admin, worker):
     from app.models.models import Model, ModelVersion
     from workers.engine.families.base import Shape
     from workers.engine.training import device_from_setting, evaluate, new_network, train_single
-    from workers.partition import partition
-    from workers.training import load_records
+    from workers.engine.partition import partition
+    from workers.engine.records import load_records
 
     table = digits_table()
     dataset_id = upload(client, admin, parquet_bytes(table)).json()["dataset_id"]

@@ -63,7 +63,7 @@ def _trained_subjects(count: int) -> list[str]:
     import numpy as np
 
     from app.pseudonym import subject_key
-    from workers.partition import holdout_subjects
+    from workers.engine.partition import holdout_subjects
 
     raws = [subject_id(i) for i in range(10, 120)]
     keys = np.array([subject_key("user_id", r) for r in raws], dtype=object)

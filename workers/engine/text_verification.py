@@ -9,6 +9,7 @@ Three attacks, each comparing the forget records with held-out records the model
   alternatives the model saw in the same place;
 - verbatim extraction: prompted with the first half of a record, does greedy decoding give
   back the next 20 bytes exactly?
+These are the measurements; the AUCs and the checks are in workers/engine/unlearning/verification.py.
 Both AUCs are 0.5 for a model that never saw the forget records. Every figure is a plain
 function of the networks and records, so a statistical verdict can wrap it.
 """
@@ -16,15 +17,12 @@ function of the networks and records, so a statistical verdict can wrap it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
 from workers.engine.families.causal_lm import ensemble_log_softmax, inputs_and_targets
 from workers.engine.families.lm_scoring import generate_batch
-from workers.engine.verification import mia_auc
 
 BATCH = 128
 MIN_K_FRACTION = 0.2
@@ -60,20 +58,6 @@ def token_statistics(networks: Sequence[nn.Module], windows: torch.Tensor, owner
     return np.asarray(records), losses, np.asarray(min_k)
 
 
-def membership_aucs(networks, forget: tuple[torch.Tensor, np.ndarray], holdout: tuple[torch.Tensor, np.ndarray]) -> dict:
-    """Loss and Min-K%++ AUCs of forget vs holdout records, and the mean token losses."""
-    _, forget_loss, forget_mink = token_statistics(networks, *forget)
-    _, holdout_loss, holdout_mink = token_statistics(networks, *holdout)
-    return {
-        "loss_auc": mia_auc(forget_loss, holdout_loss),
-        # Higher Min-K%++ means member; mia_auc ranks lower values as members.
-        "min_k_plus_plus_auc": mia_auc(-forget_mink, -holdout_mink),
-        "forget_loss": float(forget_loss.mean()) if len(forget_loss) else None,
-        "holdout_loss": float(holdout_loss.mean()) if len(holdout_loss) else None,
-        "forget_records": int(len(forget_loss)), "holdout_records": int(len(holdout_loss)),
-    }
-
-
 def verbatim_extraction(networks, texts: Sequence[str], block_size: int, length: int = EXTRACTION_BYTES) -> dict:
     """How many records come back verbatim: prompted with the first half of a record's bytes,
     greedy decoding emits exactly its next `length` bytes (the rest, when shorter). Records of
@@ -93,24 +77,3 @@ def verbatim_extraction(networks, texts: Sequence[str], block_size: int, length:
         outputs = generate_batch(networks, prompts[start:start + BATCH], length, block_size)
         extracted += sum(out[:len(want)] == want for out, want in zip(outputs, expected[start:start + BATCH], strict=True))
     return {"records": len(prompts), "extracted": int(extracted), "fraction": extracted / len(prompts)}
-
-
-def text_figures(networks, block_size: int, forget: dict[str, Any], holdout: dict[str, Any] | None,
-                 retain: dict[str, Any], extraction_sample: int = 200) -> dict[str, Any]:
-    """Everything verification records for one version of a language model. Each part is
-    {"windows": tensor, "owners": record id per window, "texts": [str]}."""
-    from workers.engine.families.causal_lm import CausalLMFamily
-
-    figures: dict[str, Any] = {
-        "forget": CausalLMFamily.evaluate(networks, forget["windows"], torch.from_numpy(forget["owners"])),
-        "retain": CausalLMFamily.evaluate(networks, retain["windows"], torch.from_numpy(retain["owners"])),
-        "extraction": {"forget": verbatim_extraction(networks, forget["texts"], block_size)},
-    }
-    if holdout is None:
-        figures |= {"holdout": None, "membership": None}
-        return figures
-    figures["holdout"] = CausalLMFamily.evaluate(networks, holdout["windows"], torch.from_numpy(holdout["owners"]))
-    figures["membership"] = membership_aucs(networks, (forget["windows"], forget["owners"]),
-                                            (holdout["windows"], holdout["owners"]))
-    figures["extraction"]["holdout"] = verbatim_extraction(networks, holdout["texts"][:extraction_sample], block_size)
-    return figures

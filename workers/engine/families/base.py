@@ -7,19 +7,15 @@ under a seed on CPU, so an exact retrain can be compared with the original run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+# The shape is part of a model version's row, so the app defines it; families build for it.
+from app.families.shape import Shape
 
-@dataclass(frozen=True)
-class Shape:
-    """What the data looks like; fixed for a model at training time and stored with it."""
-
-    n_features: int
-    n_classes: int
+__all__ = ["ModelFamily", "Shape"]
 
 
 @runtime_checkable

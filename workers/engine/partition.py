@@ -10,6 +10,7 @@ import numpy as np
 
 from app.lineage.manifest import HOLDOUT, Manifest
 from app.lineage.sharding import shard_of
+from workers.engine.training import assign_slices
 
 __all__ = ["HOLDOUT", "Manifest", "holdout_subjects", "partition"]
 
@@ -27,8 +28,6 @@ def holdout_subjects(subject_keys: np.ndarray, fraction: float, seed: int) -> se
 
 def partition(record_ids: np.ndarray, subject_keys: np.ndarray, *, seed: int, holdout_fraction: float,
               shards: int, slices: int) -> Manifest:
-    from workers.engine.training import assign_slices
-
     held = holdout_subjects(subject_keys, holdout_fraction, seed)
     shard_ids = np.array(
         [HOLDOUT if key in held else shard_of(key, shards) for key in subject_keys.tolist()], dtype=np.int64

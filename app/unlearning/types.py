@@ -1,0 +1,272 @@
+"""What the unlearning job hands between its steps, typed (DESIGN §1 step 5).
+
+The app's services (`app/unlearning/service.py`) answer and accept these frozen records; the
+workers sequence the steps and do the maths on them, and never see a row or build JSON for the
+database. Conversion to and from the JSON of `job.result` and of the model version rows happens
+here, on the app side: `to_json` writes exactly the keys (and key order) the job result and the
+certificates have always carried, `from_json` reads them back.
+
+Workers import this module; it imports neither torch, numpy nor the workers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, Union
+
+from app.families.shape import Shape
+
+# A value JSON can carry: what method details, family parameters and model state hold.
+JsonValue: TypeAlias = Union[None, bool, int, float, str, Sequence["JsonValue"], Mapping[str, "JsonValue"]]
+JsonObject: TypeAlias = Mapping[str, JsonValue]
+
+EXACT = ("retrain", "sisa", "none_needed")
+
+__all__ = [
+    "EXACT", "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
+    "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
+    "Verification",
+]
+
+
+@dataclass(frozen=True)
+class JobAttempt:
+    """The worker's claim on a job: every write of a step is fenced by this attempt."""
+
+    job_id: uuid.UUID
+    attempt: int
+    lease_seconds: float
+
+
+@dataclass(frozen=True)
+class UnlearningPlan:
+    """The job's live requests and the subjects they name, after `service.start`."""
+
+    job_id: uuid.UUID
+    client: str
+    # The model to unlearn, or None for a job that only erases a dataset no model was trained on.
+    model_id: uuid.UUID | None
+    dataset_id: uuid.UUID | None
+    # (identifier kind, subject key) of every subject of the live requests, sorted.
+    pairs: tuple[tuple[str, str], ...]
+    request_ids: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True)
+class DatasetErasure:
+    """The dataset version without the subjects (`service.erase_dataset`)."""
+
+    dataset_id: uuid.UUID
+    name: str
+    version_before: int
+    sha256_before: str
+    version_after: int
+    sha256_after: str
+    rows_removed: int
+    subjects_removed: int
+    # The dataset version the new model version is trained on, and the erased keys of the
+    # dataset's subject kind (what the model step and the destruction look for).
+    version_id: uuid.UUID
+    keys: tuple[str, ...]
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The `dataset` entry of job.result (without its `destroyed` list)."""
+        return {
+            "dataset_id": str(self.dataset_id), "name": self.name,
+            "version_before": self.version_before, "sha256_before": self.sha256_before,
+            "version_after": self.version_after, "sha256_after": self.sha256_after,
+            "rows_removed": self.rows_removed, "subjects_removed": self.subjects_removed,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], *, version_id: uuid.UUID, keys: Sequence[str]) -> DatasetErasure:
+        return cls(
+            dataset_id=uuid.UUID(str(raw["dataset_id"])), name=str(raw["name"]),
+            version_before=int(raw["version_before"]), sha256_before=str(raw["sha256_before"]),
+            version_after=int(raw["version_after"]), sha256_after=str(raw["sha256_after"]),
+            rows_removed=int(raw["rows_removed"]), subjects_removed=int(raw["subjects_removed"]),
+            version_id=version_id, keys=tuple(keys),
+        )
+
+
+@dataclass(frozen=True)
+class Sisa:
+    shards: int
+    slices: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"shards": self.shards, "slices": self.slices}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, int] | None) -> Sisa | None:
+        return None if raw is None else cls(shards=int(raw["shards"]), slices=int(raw["slices"]))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One network of a model version: its weights and, for SISA, the checkpoint after each slice."""
+
+    shard: int
+    weights: str
+    checkpoints: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return {"shard": self.shard, "weights": self.weights, "checkpoints": list(self.checkpoints)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Shard:
+        return cls(shard=int(raw["shard"]), weights=str(raw["weights"]),
+                   checkpoints=tuple(str(c) for c in raw.get("checkpoints") or ()))
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """Everything about the model's current version that producing the next one needs."""
+
+    model: str
+    model_id: uuid.UUID
+    family: str
+    params: JsonObject
+    seed: int
+    shape: Shape
+    sisa: Sisa | None
+    holdout_fraction: float
+    version_before: int
+    sha256_before: str
+    old_shards: tuple[Shard, ...]
+    old_state: JsonObject
+    manifest_sha: str
+    features: tuple[str, ...]
+    old_dataset_sha: str
+    new_dataset_sha: str
+    new_dataset_version_id: uuid.UUID
+    # The new dataset version descends directly from the one the model was trained on, so every
+    # record id means the same row in both and SISA checkpoints stay valid.
+    same_lineage: bool
+    # The method the model's policy asks for (service.choose_method).
+    method: str
+    # Whether the current version's dataset version holds any of the erased subjects at all.
+    holds: bool
+    # A text dataset (a language model's): records are texts, not feature rows.
+    text: bool = False
+
+
+@dataclass(frozen=True)
+class SetFigures:
+    """Accuracy and mean loss on one set of records; None figures when it is empty."""
+
+    accuracy: float | None
+    loss: float | None
+    n: int
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return {"accuracy": self.accuracy, "loss": self.loss, "n": self.n}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> SetFigures:
+        return cls(accuracy=raw["accuracy"], loss=raw["loss"], n=int(raw["n"]))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One model version measured on the forget records, a retain sample and the holdout."""
+
+    forget: SetFigures
+    retain: SetFigures
+    holdout: SetFigures
+    # Forget-vs-holdout membership-inference AUC; None without a holdout set.
+    mia_auc: float | None
+    # Language models only: perplexities, the loss and Min-K%++ membership AUCs and verbatim
+    # extraction (workers/engine/unlearning/verification.py, `text_figures`). For them the set
+    # figures are next-token accuracy and mean token loss, and `n` counts records.
+    text: JsonObject | None = None
+
+    def to_json(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {"forget": self.forget.to_json(), "retain": self.retain.to_json(),
+                                     "holdout": self.holdout.to_json(), "mia_auc": self.mia_auc}
+        if self.text is not None:
+            out["text"] = self.text
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Figures:
+        return cls(forget=SetFigures.from_json(raw["forget"]), retain=SetFigures.from_json(raw["retain"]),
+                   holdout=SetFigures.from_json(raw["holdout"]), mia_auc=raw["mia_auc"], text=raw.get("text"))
+
+
+@dataclass(frozen=True)
+class LineageProof:
+    forget_records: int
+    # Forget records the new manifest still trains on; anything but 0 stops the job.
+    in_new_manifest: int
+
+
+@dataclass(frozen=True)
+class SampledReference:
+    """Without a holdout: a network retrained on a sample of the retained records, on the forget set."""
+
+    forget_accuracy: float | None
+    forget_loss: float | None
+    retain_sample: int
+
+
+@dataclass(frozen=True)
+class Verification:
+    before: Figures
+    after: Figures
+    lineage_proof: LineageProof
+    holdout_available: bool
+    reference: SampledReference | None = None
+
+    def to_json(self) -> dict[str, JsonValue]:
+        out: dict[str, JsonValue] = {
+            "before": self.before.to_json(), "after": self.after.to_json(),
+            "lineage_proof": {"forget_records": self.lineage_proof.forget_records,
+                              "in_new_manifest": self.lineage_proof.in_new_manifest},
+            "holdout_available": self.holdout_available,
+        }
+        if self.reference is not None:
+            out["reference"] = {"forget_accuracy": self.reference.forget_accuracy,
+                                "forget_loss": self.reference.forget_loss, "retain_sample": self.reference.retain_sample}
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Verification:
+        reference = raw.get("reference")
+        return cls(
+            before=Figures.from_json(raw["before"]), after=Figures.from_json(raw["after"]),
+            lineage_proof=LineageProof(int(raw["lineage_proof"]["forget_records"]),
+                                       int(raw["lineage_proof"]["in_new_manifest"])),
+            holdout_available=bool(raw["holdout_available"]),
+            reference=None if reference is None else SampledReference(
+                reference["forget_accuracy"], reference["forget_loss"], int(reference["retain_sample"])),
+        )
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """An approximate result that missed its thresholds, replaced by an exact method."""
+
+    from_method: str
+    to_method: str
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return {"from": self.from_method, "to": self.to_method, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
+class UnlearningResult:
+    """The new model version a method produced and verified (its artifacts already stored)."""
+
+    method: str
+    requested_method: str
+    manifest_sha: str
+    shards: tuple[Shard, ...]
+    state: JsonObject
+    # The method's own figures (steps, losses, budget…), JSON-serialisable.
+    details: JsonObject
+    verification: Verification
+    escalations: tuple[Escalation, ...] = ()

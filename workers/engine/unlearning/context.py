@@ -1,0 +1,90 @@
+"""What one model's unlearning works on: the records in memory, the old manifest and the
+forget records, built from the app's `ModelSnapshot` (shared by the methods and verification)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.store import get_store
+from app.families.registry import FamilySpec, get_family
+from app.unlearning.types import JsonObject, ModelSnapshot, Shard, Sisa
+from workers.engine.families.base import ModelFamily, Shape
+from workers.engine.partition import Manifest
+from workers.engine.records import Records, records_and_shape
+from workers.engine.unlearning.base import Progress
+
+# Retained records an approximate method sees at most (certified_newton sees them all).
+RETAIN_SAMPLE = 20_000
+
+Ids = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything about one model's unlearning that the method steps need."""
+
+    spec: FamilySpec
+    family: ModelFamily
+    # The family's validated hyper-parameters (its `config_class`).
+    config: object
+    shape: Shape
+    seed: int
+    sisa: Sisa | None
+    holdout_fraction: float
+    old_records: Records
+    new_records: Records
+    old_manifest: Manifest
+    old_shards: tuple[Shard, ...]
+    old_state: JsonObject
+    # Erased records the old version trained on (not those it held out).
+    forget_ids: Ids
+    # The new dataset version descends directly from the one the model was trained on, so every
+    # record id means the same row in both and SISA checkpoints stay valid.
+    same_lineage: bool
+    progress: Progress | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A method's new version: its manifest in memory, its networks stored."""
+
+    method: str
+    manifest: Manifest
+    shards: tuple[Shard, ...]
+    state: JsonObject
+    details: JsonObject
+
+
+def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None) -> Context:
+    """Load the records of the old and the new dataset version and find the forget records."""
+    spec = get_family(snapshot.family)
+    family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
+
+    def load(sha: str) -> Records:
+        return records_and_shape(family, config, sha, snapshot.features, snapshot.shape.n_classes, snapshot.text)[0]
+
+    old_records = load(snapshot.old_dataset_sha)
+    new_records = old_records if snapshot.new_dataset_sha == snapshot.old_dataset_sha else load(snapshot.new_dataset_sha)
+    keyset = set(keys)
+    erased_mask = np.array([k in keyset for k in old_records.subject_keys.tolist()], dtype=bool)
+    old_manifest = Manifest.from_parquet(get_store().get_bytes(snapshot.manifest_sha))
+    forget_ids: Ids = np.intersect1d(old_records.record_ids[erased_mask], old_manifest.trained_ids())
+    return Context(
+        spec=spec, family=family, config=config,
+        shape=snapshot.shape, seed=snapshot.seed, sisa=snapshot.sisa, holdout_fraction=snapshot.holdout_fraction,
+        old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
+        old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
+    )
+
+
+def retain_sample(ctx: Context, limit: int | None = RETAIN_SAMPLE) -> Ids:
+    """The trained records that stay, at most `limit` of them (a sample fixed by the seed)."""
+    trained = ctx.old_manifest.trained_ids()
+    retain = trained[~np.isin(trained, ctx.forget_ids)]
+    if limit is not None and len(retain) > limit:
+        retain = np.random.default_rng(ctx.seed).choice(retain, size=limit, replace=False)
+    return np.sort(retain)

@@ -1,0 +1,174 @@
+"""Producing the new model version of an unlearning job: exact (retrain, sisa), approximate
+(finetune, neggrad_plus, scrub, salun) or certified (certified_newton), verified, and escalated
+to an exact retrain when an approximate result misses its thresholds.
+
+Everything here works on the typed snapshot of the model (`app.unlearning.types`) and the
+records in memory; it stores artifacts but never touches the database. The sequencer
+(`workers/unlearning.py`) hands the `UnlearningResult` to `app.unlearning.service`.
+
+A new approximate method plugs in as a module of this package registered in `base.METHODS`;
+`approximate` runs any of them on every shard network of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from app.artifacts.store import get_store
+from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult
+from workers.engine.partition import HOLDOUT, Manifest, partition
+from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
+from workers.engine.shards import Resume, train_shards
+from workers.engine.training import StateDict
+from workers.engine.unlearning import verification
+from workers.engine.unlearning import base
+from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
+
+__all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
+
+def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], None],
+            verifying: Callable[[], None] | None = None) -> UnlearningResult:
+    """The requested method's result, verified; an approximate one that misses its thresholds
+    is reported to `escalate` and replaced by a retrain. The manifest is stored."""
+    escalations: list[Escalation] = []
+    if len(ctx.forget_ids) == 0:
+        # The subjects were only among the holdout: the weights never saw them, so the version is
+        # re-linked to the erased dataset version without retraining.
+        outcome = Outcome("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
+                          {"note": "the subjects' records were held out; no weights saw them"})
+    else:
+        outcome = run_method(ctx, requested)
+    if verifying is not None:
+        verifying()
+    figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
+    if outcome.method not in EXACT:
+        failed = verification.check_outcome(outcome, figures)
+        if failed:
+            escalations.append(Escalation(from_method=outcome.method, to_method="retrain", reasons=tuple(failed)))
+            escalate(escalations[-1])
+            outcome = retrain(ctx)
+            figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
+    if figures.lineage_proof.in_new_manifest:
+        raise RuntimeError("the new manifest still lists erased records")
+    manifest_sha = get_store().put_bytes(outcome.manifest.to_parquet())
+    return UnlearningResult(
+        method=outcome.method, requested_method=requested, manifest_sha=manifest_sha, shards=outcome.shards,
+        state=outcome.state, details=outcome.details, verification=figures, escalations=tuple(escalations),
+    )
+
+
+def run_method(ctx: Context, name: str) -> Outcome:
+    if name == "retrain":
+        return retrain(ctx)
+    if name == "sisa":
+        return sisa(ctx)
+    return approximate(ctx, name)
+
+
+def retrain(ctx: Context) -> Outcome:
+    manifest = _new_partition(ctx)
+    shard_count = ctx.sisa.shards if ctx.sisa else 1
+    trained = train_shards(
+        family=ctx.family, config=ctx.config, shape=ctx.shape, records=ctx.new_records, manifest=manifest,
+        seed=ctx.seed, sisa=ctx.sisa, shard_list=list(range(shard_count)), progress=ctx.progress, label="retrain: ",
+    )
+    return Outcome("retrain", manifest, tuple(trained[s] for s in range(shard_count)), {},
+                   {"shards_retrained": shard_count})
+
+
+def sisa(ctx: Context) -> Outcome:
+    """Retrain only the shards holding forget records, each from its checkpoint before the first
+    affected slice; unaffected shards keep their weights and checkpoints."""
+    if not ctx.sisa:
+        raise ValueError("the sisa method needs a model trained with SISA")
+    if not ctx.same_lineage:
+        outcome = retrain(ctx)
+        return replace(outcome, method="sisa",
+                       details={**outcome.details, "note": "dataset changed since training: all shards retrained"})
+    manifest = _new_partition(ctx)
+    forget = np.isin(ctx.old_manifest.record_ids, ctx.forget_ids) & (ctx.old_manifest.shards != HOLDOUT)
+    first_slice: dict[int, int] = {}
+    for shard, slice_index in zip(ctx.old_manifest.shards[forget].tolist(), ctx.old_manifest.slices[forget].tolist()):
+        first_slice[shard] = min(slice_index, first_slice.get(shard, slice_index))
+    store = get_store()
+    resume: Resume = {}
+    for shard, start in first_slice.items():
+        old = ctx.old_shards[shard]
+        state: StateDict | None = None
+        if start > 0:
+            state, _ = bytes_to_state(store.get_bytes(old.checkpoints[start - 1]))
+        for r in range(start):  # the slices before the first affected one are unchanged by design
+            if not np.array_equal(manifest.slice_ids(shard, r), ctx.old_manifest.slice_ids(shard, r)):
+                raise RuntimeError(f"shard {shard} slice {r} changed although it held no erased record")
+        resume[shard] = (start, state, old.checkpoints)
+    trained = train_shards(
+        family=ctx.family, config=ctx.config, shape=ctx.shape, records=ctx.new_records, manifest=manifest,
+        seed=ctx.seed, sisa=ctx.sisa, shard_list=sorted(first_slice), resume=resume, progress=ctx.progress,
+        label="sisa: ",
+    )
+    shards = tuple(trained.get(s, ctx.old_shards[s]) for s in range(ctx.sisa.shards))
+    details: dict[str, JsonValue] = {
+        "shards_retrained": sorted(first_slice), "from_slice": {str(s): k for s, k in first_slice.items()},
+        "slices_retrained": sum(ctx.sisa.slices - k for k in first_slice.values()),
+        "slices_total": ctx.sisa.shards * ctx.sisa.slices,
+    }
+    return Outcome("sisa", manifest, shards, {}, details)
+
+
+def approximate(ctx: Context, method_name: str) -> Outcome:
+    """Apply an approximate or certified method to the current network(s) of the model."""
+    method = base.get_method(method_name)
+    store = get_store()
+    forget_x, forget_y = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
+    # The Newton step minimises the objective over every retained record, so no sampling there.
+    retain_ids = retain_sample(ctx, limit=None if method_name == "certified_newton" else RETAIN_SAMPLE)
+    retain_x, retain_y = ctx.old_records.rows_for(retain_ids)
+    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y)
+    shards: list[Shard] = []
+    details: JsonObject = {}
+    for index, old in enumerate(ctx.old_shards):
+        network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights))
+        result = method.run(ctx.family, network, ctx.config, data, base.parse_method_config(method_name, None),
+                            seed=ctx.seed, progress=ctx.progress)
+        weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
+                                                 {"shard": str(index)}))
+        shards.append(Shard(shard=index, weights=weights, checkpoints=()))
+        details = result.details
+    manifest = without_forget(ctx)
+    state: dict[str, JsonValue] = dict(ctx.old_state)
+    if method_name == "certified_newton":
+        # The first removal also pays for the training run's own distance from the optimum.
+        spent = _optional_number(ctx.old_state, "residual_spent")
+        spent = _number(details, "input_residual_norm") if spent is None else spent
+        state["residual_spent"] = spent + _number(details, "residual_norm")
+        state["budget"] = _number(details, "budget")
+    return Outcome(method_name, manifest, tuple(shards), state, details)
+
+
+def _optional_number(values: JsonObject, key: str) -> float | None:
+    return None if values.get(key) is None else _number(values, key)
+
+
+def _number(values: JsonObject, key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} is not a number: {value!r}")
+    return float(value)
+
+
+def _new_partition(ctx: Context) -> Manifest:
+    return partition(
+        ctx.new_records.record_ids, ctx.new_records.subject_keys, seed=ctx.seed,
+        holdout_fraction=ctx.holdout_fraction, shards=ctx.sisa.shards if ctx.sisa else 1,
+        slices=ctx.sisa.slices if ctx.sisa else 1,
+    )
+
+
+def without_forget(ctx: Context) -> Manifest:
+    """The old manifest less the forget records and the records the new dataset lacks."""
+    keep = ~np.isin(ctx.old_manifest.record_ids, ctx.forget_ids) & np.isin(ctx.old_manifest.record_ids,
+                                                                           ctx.new_records.record_ids)
+    return Manifest(ctx.old_manifest.record_ids[keep], ctx.old_manifest.shards[keep], ctx.old_manifest.slices[keep])
