@@ -112,7 +112,7 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
         assert client.get(f"/v1/models/{name}/versions/2/weights", headers=admin).status_code == 200
         figures = after[name]["versions"][1]["metrics"]["verification"]
         assert figures["lineage_proof"]["in_new_manifest"] == 0
-        assert figures["after"]["text"]["extraction"]["forget"]["records"] == 5
+        assert figures["after"]["text"]["extraction"]["forget"]["records"] == 8
     exposure_after = _exposure(client, admin, "notes-lm", secret)
     assert exposure_after < before["notes-lm"] - 4, (before, exposure_after)
     assert _generate(client, admin, "notes-lm") != f"{secret}."
