@@ -224,10 +224,11 @@ def main() -> None:
     full_nets = [s.network(x) for x in full]
     results = {"full model": {**figures(s, full_nets, manifest, erased_ids, erased_subjects, kept_canaries), "seconds": full_s}}
     results["full model"] |= speed(s, full_nets, full_s)
-    print("full model trained", round(full_s), "s")
+    print("full model trained", round(full_s), "s", flush=True)
     (retrained, retrain_manifest), retrain_s, _ = timed(lambda: train_full(s, keep_ids))
     results["retrain"] = {**figures(s, [s.network(x) for x in retrained], retrain_manifest, erased_ids, erased_subjects,
                                     kept_canaries), "seconds": retrain_s}
+    print("retrained", round(retrain_s), "s", flush=True)
 
     (sisa_old, sisa_manifest), sisa_train_s, _ = timed(lambda: train_sisa(s, s.record_ids))
     affected = {}
@@ -242,6 +243,7 @@ def main() -> None:
     results["SISA S=8 R=4"] = {**figures(s, [s.network(x) for x in sisa_new[0]], sisa_new_manifest, erased_ids,
                                          erased_subjects, kept_canaries), "seconds": sisa_s, "one_subject_seconds": sisa_one_s,
                                "shards_retrained": len(affected)}
+    print("SISA trained and unlearned", round(sisa_train_s), round(sisa_s), "s", flush=True)
 
     retain_ids = np.setdiff1d(manifest.trained_ids(), erased_ids)
     forget_w, retain_w = s.rows(erased_ids)[0], s.rows(retain_ids)[0]
@@ -254,6 +256,7 @@ def main() -> None:
                                                                            seed=SEED))
         results[name] = {**figures(s, [result.network.eval()], retrain_manifest, erased_ids, erased_subjects,
                                    kept_canaries), "seconds": method_s}
+        print(name, round(method_s), "s", flush=True)
     finish_machine(info)
     report(results, retrain_s, info, params, device)
     write_json(args.out, {"machine": info, "params": params, "device": str(s.device), "records": len(s.texts),
@@ -282,6 +285,23 @@ def report(results: dict, retrain_s: float, info: dict, params: dict, device: st
          "retained ppl", "held-out ppl", "loss AUC", "Min-K%++ AUC", "forget records extracted", "cost", "one subject"],
         rows))
     full = results["full model"]
+    counts = min(full["exposure"]) >= 10 and sum(full["emitted"]) >= len(full["emitted"]) / 2
+    print(f"\nbefore erasure: exposure of the erased canaries {', '.join(f'{e:.1f}' for e in full['exposure'])} bits, "
+          f"{sum(full['emitted'])}/{len(full['emitted'])} emitted: the case {'counts' if counts else 'does NOT count'} "
+          "(every exposure ≥ 10 bits, at least half emitted)")
+    for label, r in results.items():
+        if label in ("full model", "retrain", "SISA before erasure"):
+            continue
+        exp, ref = np.array(r["exposure"]), np.array(reference["exposure"])
+        goals = {
+            "mean exposure within 1 bit of the retrain's": abs(exp.mean() - ref.mean()) <= 1,
+            "no canary 2 bits above the retrain's": bool((exp - ref).max() <= 2),
+            "no secret emitted": not any(r["emitted"]),
+            "perplexity within 2% of the retrain's": all(
+                abs(r[k] / reference[k] - 1) <= 0.02 for k in ("retained_perplexity", "holdout_perplexity")),
+            "cost": (r.get("one_subject_seconds", r["seconds"]) / retrain_s) <= (0.20 if label.startswith("SISA") else 0.10),
+        }
+        print(f"{label}: " + "; ".join(f"{goal}: {'met' if ok else 'MISSED'}" for goal, ok in goals.items()))
     print(f"\ntraining {full['train_tokens_per_s']:.0f} tokens/s, generation {full['generate_tokens_per_s_1']:.0f} tokens/s "
           f"(one prompt), {full['generate_tokens_per_s_16']:.0f} tokens/s (16 prompts) on {device}")
     print(f"machine: {describe_machine(info)}")

@@ -189,3 +189,16 @@ def test_text_datasets_and_language_models_render(client):
     models = client.get("/admin/models")
     assert models.status_code == 200 and "notes-lm" in models.text and "causal_lm" in models.text
     assert client.get("/admin/models/notes-lm").status_code == 200
+
+
+def test_language_model_figures_are_charted_against_their_references():
+    from app.dashboard.charts import verification_bars
+
+    text = {"loss_auc": 0.51, "min_k_plus_plus_auc": 0.48, "perplexity": {"forget": 9.5, "holdout": 9.1},
+            "extraction": {"forget": {"records": 8, "extracted": 0, "fraction": 0.0},
+                           "holdout": {"records": 20, "extracted": 1, "fraction": 0.05}}}
+    side = {"forget": {"accuracy": 0.4, "loss": 2.1, "n": 8}, "mia_auc": 0.51, "text": text}
+    bars = {bar.label: bar for bar in verification_bars({"before": side, "after": side})}
+    assert bars["text min_k_plus_plus_auc"].reference_label == "threshold"
+    assert bars["text extraction forget fraction"].reference == 0.05
+    assert "text perplexity forget" in bars and "text extraction forget records" in bars
