@@ -201,7 +201,14 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
+    parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and stop")
     args = parser.parse_args()
+    if args.report:
+        import json
+
+        saved = json.loads(args.report.read_text())
+        report(saved["results"], saved["results"]["retrain"]["seconds"], saved["machine"], saved["params"], saved["device"])
+        return
     device = os.environ.get("OBLIVIATE_DEVICE", "cpu")
     setup(Path(tempfile.mkdtemp(prefix="obliviate-bench-lm-")), args.threads)
     os.environ["OBLIVIATE_DEVICE"] = device

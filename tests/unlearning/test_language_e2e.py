@@ -129,3 +129,14 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
     # The stored text no longer holds the canary.
     version = client.get(f"/v1/datasets/{dataset_id}", headers=admin).json()["versions"][-1]
     assert version["rows"] == table.num_rows - 8 and version["current"]
+
+
+def test_a_large_language_model_defaults_to_an_approximate_method_of_its_family(settings_env):
+    from app.models.models import Model
+    from app.unlearning.service import choose_method
+
+    settings_env(SMALL_MODEL_ROWS=100)
+    assert choose_method(Model(family="causal_lm", sisa=None, unlearning_method=None), 50) == "retrain"
+    assert choose_method(Model(family="causal_lm", sisa=None, unlearning_method=None), 5000) == "gradient_difference"
+    assert choose_method(Model(family="mlp_classifier", sisa=None, unlearning_method=None), 5000) == "finetune"
+    assert choose_method(Model(family="causal_lm", sisa={"shards": 2, "slices": 2}, unlearning_method=None), 5000) == "sisa"
