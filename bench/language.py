@@ -11,8 +11,10 @@ text, the text verification figures (loss and Min-K%++ AUC, verbatim extraction)
 fraction of the retrain, and tokens per second of training and generation. Prints tables and
 writes bench/results/language.json.
 
-    .venv/bin/python bench/language.py             # the README table (about 15 min on 2 busy cores)
-    .venv/bin/python bench/language.py --quick     # a smaller model and corpus, for a smoke run
+    .venv/bin/python bench/language.py             # the README table
+    .venv/bin/python bench/language.py --quick     # 150 training steps, a smoke run
+    .venv/bin/python bench/language.py --defaults  # the family's default size
+    .venv/bin/python bench/language.py --report bench/results/language.json   # re-print a run
     OBLIVIATE_DEVICE=cuda .venv/bin/python bench/language.py --scale 20   # on a GPU host
 """
 
@@ -42,9 +44,12 @@ TEMPLATES = (
     "Call with {name} about the broken {item}; promised a reply within {days} days.",
 )
 CANDIDATES = 10_000  # four-digit codes: log2 = 13.29 bits of exposure at most
-PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 128, "block_size": 128, "steps": 1500, "learning_rate": 3e-3,
+# The published table's model: the family's defaults at half the width and 600 steps, so the
+# whole run fits a shared 2-core host. `--defaults` trains the family's defaults instead.
+PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "steps": 600, "learning_rate": 3e-3,
           "batch_size": 32, "dropout": 0.0}
-QUICK = {**PARAMS, "n_embd": 64, "steps": 600}
+DEFAULTS = {**PARAMS, "n_embd": 128, "steps": 1500}
+QUICK = {**PARAMS, "steps": 150}
 SISA = {"shards": 8, "slices": 4}
 SEED, HOLDOUT = 7, 0.1
 
@@ -141,13 +146,30 @@ def train_sisa(s: Setup, keep_ids, resume: dict | None = None, old=None):
 
 
 def exposure(s: Setup, networks, subject: int) -> tuple[float, bool]:
-    from workers.engine.families.lm_scoring import generate, score
+    """Exposure of one canary over all 10,000 codes, ranked exactly by `score` of prefix + code.
+
+    score(prefix + code) is score(prefix) plus the log-probabilities of the code's four digits,
+    so the ranking is computed over the tree of digit prefixes: 1,111 contexts, one forward
+    pass each, give the same sums as 10,000 calls of `score`."""
+    import torch
+
+    from app.families.builtin import BOS_TOKEN
+    from workers.engine.families.causal_lm import ensemble_log_softmax
+    from workers.engine.families.lm_scoring import generate
 
     name, secret = s.secrets[subject]
     prefix = canary_prefix(name)
-    scores = np.array([x["log_likelihood"] for x in score(networks, [f"{prefix}{c:04d}." for c in range(CANDIDATES)],
-                                                          s.config.block_size)])
-    rank = 1 + int((scores > scores[int(secret)]).sum())
+    base = [BOS_TOKEN, *prefix.encode()]
+    digits = [ord(str(d)) for d in range(10)]
+    totals = np.zeros(1)  # log-probability of every code prefix of the current length
+    for depth in range(4):
+        contexts = [base + [ord(c) for c in f"{code:0{depth}d}"] if depth else base for code in range(10 ** depth)]
+        step = []
+        for start in range(0, len(contexts), 256):
+            batch = torch.tensor(contexts[start:start + 256])
+            step.append(ensemble_log_softmax(networks, batch)[:, -1, digits].double().numpy())
+        totals = (totals[:, None] + np.concatenate(step)).reshape(-1)
+    rank = 1 + int((totals > totals[int(secret)]).sum())
     emitted = generate(networks, prefix, 5, s.config.block_size) == f"{secret}."
     return math.log2(CANDIDATES) - math.log2(rank), emitted
 
@@ -172,7 +194,7 @@ def figures(s: Setup, networks, manifest, erased_ids, erased_subjects, kept_cana
     holdout = evaluate(s.family, networks, *s.rows(holdout_ids))
     forget_extraction = verbatim_extraction(networks, [s.texts[i] for i in erased_ids], s.config.block_size)
     holdout_extraction = verbatim_extraction(
-        networks, [s.texts[i] for i in holdout_ids[:EXTRACTION_HOLDOUT_SAMPLE]], s.config.block_size)
+        networks, [s.texts[i] for i in holdout_ids[:EXTRACTION_HOLDOUT_SAMPLE // 2]], s.config.block_size)
     erased = [exposure(s, networks, i) for i in erased_subjects]
     kept = [exposure(s, networks, i) for i in kept_canaries]
     return {"exposure": [e for e, _ in erased], "emitted": [m for _, m in erased],
@@ -197,7 +219,8 @@ def speed(s: Setup, networks, train_seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="150 steps: a smoke run (the case will not count)")
+    parser.add_argument("--defaults", action="store_true", help="the family's default size (n_embd 128, 1500 steps)")
     parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
@@ -216,12 +239,12 @@ def main() -> None:
     from workers.engine.unlearning.base import ForgetRetain, get_method
 
     reset_settings()
-    params = dict(QUICK if args.quick else PARAMS)
+    params = dict(QUICK if args.quick else DEFAULTS if args.defaults else PARAMS)
     params["n_embd"] *= args.scale
     info = machine()
     s = Setup(params, subjects=300)
     erased_subjects = list(s.secrets)[:4]
-    kept_canaries = list(s.secrets)[4:8]
+    kept_canaries = list(s.secrets)[4:6]
     erased_keys = {s.keys[i] for i in erased_subjects}
     erased_ids = s.record_ids[np.isin(s.subject_keys, list(erased_keys))]
     keep_ids = np.setdiff1d(s.record_ids, erased_ids)
