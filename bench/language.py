@@ -15,7 +15,7 @@ writes bench/results/language.json.
     .venv/bin/python bench/language.py --quick     # 150 training steps, a smoke run
     .venv/bin/python bench/language.py --defaults  # the family's default size
     .venv/bin/python bench/language.py --report bench/results/language.json   # re-print a run
-    OBLIVIATE_DEVICE=cuda .venv/bin/python bench/language.py --scale 20   # on a GPU host
+    OBLIVIATE_DEVICE=cuda .venv/bin/python bench/language.py --scale 5    # on a GPU host: ~25x the weights
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="150 steps: a smoke run (the case will not count)")
     parser.add_argument("--defaults", action="store_true", help="the family's default size (n_embd 128, 1500 steps)")
-    parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs)")
+    parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs); weights grow ~scale²")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and stop")
