@@ -49,7 +49,14 @@ def alpha(client, make_key, settings_env):
 
 def test_typed_records_write_the_keys_job_results_and_certificates_carry():
     from app.unlearning.types import (
-        DatasetErasure, Escalation, Figures, LineageProof, SampledReference, SetFigures, Shard, Verification,
+        DatasetErasure,
+        Escalation,
+        Figures,
+        LineageProof,
+        SampledReference,
+        SetFigures,
+        Shard,
+        Verification,
     )
 
     figures = Figures(SetFigures(1.0, 0.01, 18), SetFigures(0.99, 0.02, 500), SetFigures(0.9, 0.3, 60), 0.52)

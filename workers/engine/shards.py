@@ -13,7 +13,7 @@ from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import Records
 from workers.engine.serialization import state_to_bytes
-from workers.engine.training import StateDict, derive_seed, device_from_setting, train_sisa_shard, train_single
+from workers.engine.training import StateDict, derive_seed, device_from_setting, train_single, train_sisa_shard
 
 # Called with (fraction done in [0, 1], what is being trained).
 Progress = Callable[[float, str], None]

@@ -32,6 +32,7 @@ from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
 from workers.engine.training import device_from_setting, ensemble_proba, evaluate, new_network, train_single
+from workers.engine.unlearning.base import EXACT_METHODS
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
@@ -324,7 +325,7 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
         after = _figures(verify(ctx.family, networks(outcome.shards), forget, retain, holdout))
     trained_after = outcome.manifest.trained_ids()
     reference = None
-    if holdout is None and outcome.method not in ("retrain", "sisa"):
+    if holdout is None and outcome.method not in EXACT_METHODS:
         reference = sampled_reference(ctx, forget)
     return Verification(
         before=before, after=after,
