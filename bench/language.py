@@ -83,7 +83,7 @@ def corpus(subjects: int, canaries: int, repeats: int, seed: int):
 
 
 class Setup:
-    def __init__(self, params: dict, subjects: int):
+    def __init__(self, params: dict, subjects: int, repeats: int = 5):
         import torch
 
         from app.config import get_settings
@@ -97,7 +97,7 @@ class Setup:
         self.family, self.config = self.spec.load_implementation(), self.spec.parse_params(params)
         self.shape = self.family.shape(self.config)
         self.device = device_from_setting(get_settings().device)
-        self.texts, self.subject_keys, self.secrets, self.keys = corpus(subjects, 24, 5, SEED)
+        self.texts, self.subject_keys, self.secrets, self.keys = corpus(subjects, 24, repeats, SEED)
         self.record_ids = np.arange(len(self.texts), dtype=np.int64)
         windows, owners = record_windows(self.texts, self.config.block_size)
         self.windows, self.window_owner = windows, owners
@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--defaults", action="store_true", help="the family's default size (n_embd 128, 1500 steps)")
     parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs); weights grow ~scale²")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--subjects", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=5, help="records of a canary subject that hold its canary")
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and stop")
     args = parser.parse_args()
@@ -242,7 +244,7 @@ def main() -> None:
     params = dict(QUICK if args.quick else DEFAULTS if args.defaults else PARAMS)
     params["n_embd"] *= args.scale
     info = machine()
-    s = Setup(params, subjects=300)
+    s = Setup(params, subjects=args.subjects, repeats=args.repeats)
     erased_subjects = list(s.secrets)[:4]
     kept_canaries = list(s.secrets)[4:6]
     erased_keys = {s.keys[i] for i in erased_subjects}
@@ -289,7 +291,7 @@ def main() -> None:
         print(name, round(method_s), "s", flush=True)
     finish_machine(info)
     report(results, retrain_s, info, params, device)
-    write_json(args.out, {"machine": info, "params": params, "device": str(s.device), "records": len(s.texts),
+    write_json(args.out, {"machine": info, "params": params, "command_args": {"subjects": args.subjects, "repeats": args.repeats}, "device": str(s.device), "records": len(s.texts),
                           "subjects": len(s.keys), "canaries": len(s.secrets), "candidates": CANDIDATES,
                           "erased_subjects": len(erased_subjects), "results": results, "gpu": None})
 
