@@ -1,7 +1,7 @@
 """Language models: canary exposure before and after erasure, utility, cost and speed (issue 12).
 
-A generated corpus of support notes (about 3,000 records of 300 subjects) in which 24 subjects
-carry a canary: a door code drawn at random from 10,000 candidates and repeated in 5 of their
+A generated corpus of support notes (about 2,200 records of 200 subjects) in which 24 subjects
+carry a canary: a door code drawn at random from 10,000 candidates and repeated in 8 of their
 records (the "secret sharer" setting of Carlini et al. 2019). A `causal_lm` is trained on it,
 then 4 canary subjects are erased with every method: a retrain without them (the reference),
 SISA (S=8, R=4; erased from its own SISA model), gradient difference and NPO. For each erased
@@ -44,9 +44,9 @@ TEMPLATES = (
     "Call with {name} about the broken {item}; promised a reply within {days} days.",
 )
 CANDIDATES = 10_000  # four-digit codes: log2 = 13.29 bits of exposure at most
-# The published table's model: the family's defaults at half the width and 600 steps, so the
+# The published table's model: the family's defaults at half the width and 1200 steps, so the
 # whole run fits a shared 2-core host. `--defaults` trains the family's defaults instead.
-PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "steps": 600, "learning_rate": 3e-3,
+PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "steps": 1200, "learning_rate": 3e-3,
           "batch_size": 32, "dropout": 0.0}
 DEFAULTS = {**PARAMS, "n_embd": 128, "steps": 1500}
 QUICK = {**PARAMS, "steps": 150}
@@ -224,8 +224,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=1, help="width multiple of the model (GPU runs); weights grow ~scale²")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, help="training steps instead of the configuration's")
-    parser.add_argument("--subjects", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5, help="records of a canary subject that hold its canary")
+    parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=8, help="records of a canary subject that hold its canary")
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and stop")
     args = parser.parse_args()
