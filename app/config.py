@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
     max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_predict_rows: int = 10_000
+    # Text datasets and language models. One record's text may be at most this many UTF-8 bytes
+    # (longer → 422 naming the record); a generate prompt or a scored text at most
+    # max_prompt_bytes (→ 413); one generate call at most max_new_tokens new tokens (→ 422).
+    max_text_bytes: int = Field(default=64 * 1024, ge=1)
+    max_prompt_bytes: int = Field(default=16 * 1024, ge=1)
+    max_new_tokens: int = Field(default=1024, ge=1)
     device: str = "auto"
     # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
     # shared with other processes, 1 avoids oversubscription that slows small networks tenfold.

@@ -18,8 +18,10 @@ from app.config import get_settings
 
 RUN_JOB = "workers.tasks.run_job"
 PREDICT = "workers.tasks.predict"
+GENERATE = "workers.tasks.generate"
+SCORE = "workers.tasks.score"
 INFERENCE_QUEUE = "inference"
-ROUTES = {RUN_JOB: {"queue": "unlearning"}, PREDICT: {"queue": INFERENCE_QUEUE}}
+ROUTES = {RUN_JOB: {"queue": "unlearning"}} | {task: {"queue": INFERENCE_QUEUE} for task in (PREDICT, GENERATE, SCORE)}
 # A result the API did not collect (it timed out) is dropped by the backend after this.
 RESULT_EXPIRES_SECONDS = 3600
 

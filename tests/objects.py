@@ -86,3 +86,42 @@ def import_model(client, headers, dataset_version_id: str, name: str = "digits-l
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+# Language models: a text dataset and causal_lm weights (freshly initialised unless given).
+TINY_LM = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64, "steps": 60, "batch_size": 16,
+           "learning_rate": 0.01}
+
+
+def create_text_dataset(client, headers, name: str = "notes", content: bytes | None = None) -> dict:
+    from tests.text_files import csv_bytes as text_csv
+    from tests.text_files import notes_table, upload_text
+
+    response = upload_text(client, headers, content or text_csv(notes_table(subjects=20, per_subject=3)), name=name)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def lm_weights(params: dict | None = None, seed: int = 0, state: dict | None = None) -> bytes:
+    from app.families.registry import get_family
+    from workers.engine.serialization import state_to_bytes
+    from workers.engine.training import copy_state, new_network
+
+    if state is None:
+        spec = get_family("causal_lm")
+        family, config = spec.load_implementation(), spec.parse_params(params or TINY_LM)
+        state = copy_state(new_network(family, config, family.shape(config), seed))
+    return state_to_bytes(state)
+
+
+def import_language_model(client, headers, dataset_version_id: str, name: str = "notes-lm", params: dict | None = None,
+                          weights: bytes | None = None, record_ids=range(30)) -> dict:
+    metadata = {"name": name, "family": "causal_lm", "dataset_version_id": dataset_version_id,
+                "record_ids": list(record_ids), "params": params or TINY_LM}
+    response = client.post(
+        "/v1/models/import", data={"metadata": json.dumps(metadata)},
+        files={"weights": ("weights.safetensors", weights or lm_weights(params), "application/octet-stream")},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -46,12 +46,45 @@ def predict(family_name: str, params: dict, shape: dict, weight_hashes: list[str
         return ensemble_proba(family, networks, features).tolist()
 
 
-def answer(family_name: str, params: dict, shape: dict, weight_hashes: list[str], rows: list[list[float]]) -> dict:
-    """The task's answer as plain JSON: {"probabilities": [[...]]} with None for a value that is
-    not finite (JSON has no NaN), or {"error": why} for weights that do not fit their family."""
+def _misfit(family_name: str, params: dict, shape: dict, weight_hashes: list[str]) -> dict | None:
     try:
         networks_for(family_name, params, shape, weight_hashes)
     except (ValueError, RuntimeError) as exc:  # torch's load_state_dict raises RuntimeError for a misfit
         return {"error": f"the weights do not fit a {family_name} network with these params ({type(exc).__name__})"}
+    return None
+
+
+def answer(family_name: str, params: dict, shape: dict, weight_hashes: list[str], rows: list[list[float]]) -> dict:
+    """The task's answer as plain JSON: {"probabilities": [[...]]} with None for a value that is
+    not finite (JSON has no NaN), or {"error": why} for weights that do not fit their family."""
+    misfit = _misfit(family_name, params, shape, weight_hashes)
+    if misfit:
+        return misfit
     probabilities = predict(family_name, params, shape, weight_hashes, rows)
     return {"probabilities": [[p if math.isfinite(p) else None for p in row] for row in probabilities]}
+
+
+def answer_generate(family_name: str, params: dict, shape: dict, weight_hashes: list[str], prompt: str,
+                    max_new_tokens: int, temperature: float, seed: int) -> dict:
+    from workers.engine.families.lm_scoring import generate
+
+    misfit = _misfit(family_name, params, shape, weight_hashes)
+    if misfit:
+        return misfit
+    _family, networks = networks_for(family_name, params, shape, weight_hashes)
+    block_size = int(params["block_size"])
+    return {"text": generate(networks, prompt, max_new_tokens, block_size, temperature=temperature, seed=seed)}
+
+
+def answer_score(family_name: str, params: dict, shape: dict, weight_hashes: list[str], texts: list[str]) -> dict:
+    from workers.engine.families.lm_scoring import score
+
+    misfit = _misfit(family_name, params, shape, weight_hashes)
+    if misfit:
+        return misfit
+    _family, networks = networks_for(family_name, params, shape, weight_hashes)
+    scores = score(networks, texts, int(params["block_size"]))
+    # A log-likelihood is finite for any text (every byte has probability > 0), short of a
+    # network that overflowed; JSON has no -inf, so such a score is None.
+    return {"scores": [{**s, "log_likelihood": s["log_likelihood"] if math.isfinite(s["log_likelihood"]) else None}
+                       for s in scores]}

@@ -62,3 +62,20 @@ def predict(family: str, params: dict, shape: dict, weights: list[str], rows: li
     from workers import inference
 
     return inference.answer(family, params, shape, weights, rows)
+
+
+@celery_app.task(name=queue.GENERATE, ignore_result=False)
+def generate(family: str, params: dict, shape: dict, weights: list[str], prompt: str, max_new_tokens: int,
+             temperature: float, seed: int) -> dict:
+    """{"text": continuation} of a language model's weights, or the reason they cannot generate."""
+    from workers import inference
+
+    return inference.answer_generate(family, params, shape, weights, prompt, max_new_tokens, temperature, seed)
+
+
+@celery_app.task(name=queue.SCORE, ignore_result=False)
+def score(family: str, params: dict, shape: dict, weights: list[str], texts: list[str]) -> dict:
+    """{"scores": [{"log_likelihood", "tokens"}]} of each text, or the reason the weights cannot score."""
+    from workers import inference
+
+    return inference.answer_score(family, params, shape, weights, texts)

@@ -27,7 +27,7 @@ from app.unlearning.types import Shard, Sisa
 from workers import references
 from workers.engine.families.base import Shape
 from workers.engine.partition import HOLDOUT, Manifest, partition
-from workers.engine.records import Records, load_records
+from workers.engine.records import Records, records_and_shape
 from workers.engine.shards import train_shards
 from workers.engine.training import evaluate, set_determinism
 
@@ -68,13 +68,14 @@ def run(context) -> None:
         snapshot = {
             "model_id": model.id, "seed": model.seed, "sisa": model.sisa, "holdout_fraction": model.holdout_fraction,
             "params": model.params, "features": list(dataset.feature_columns), "classes": len(dataset.classes),
-            "dataset_version_id": dataset_version.id, "dataset_sha": dataset_version.sha256,
+            "dataset_version_id": dataset_version.id, "dataset_sha": dataset_version.sha256, "text": dataset.is_text,
         }
     config = spec.parse_params(snapshot["params"])
     family = spec.load_implementation()
     context.progress(0.02, "loading data")
-    records = load_records(snapshot["dataset_sha"], snapshot["features"])
-    shape = Shape(n_features=records.features.shape[1], n_classes=max(snapshot["classes"], 2))
+    records, shape = records_and_shape(
+        family, config, snapshot["dataset_sha"], snapshot["features"], snapshot["classes"], snapshot["text"],
+    )
     sisa = Sisa.from_json(snapshot["sisa"])
     manifest = partition(
         records.record_ids, records.subject_keys, seed=snapshot["seed"], holdout_fraction=snapshot["holdout_fraction"],

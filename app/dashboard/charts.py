@@ -45,8 +45,10 @@ def _numbers(block: Any, prefix: str = "") -> dict[str, float]:
 def _reference(name: str, after: dict[str, float]) -> tuple[float | None, str | None]:
     """The line a figure is judged against: the policy threshold, or the unseen data's figure."""
     settings = get_settings()
-    if name == "mia_auc":
+    if name in ("mia_auc", "text.loss_auc", "text.min_k_plus_plus_auc"):  # the last two: language models
         return 0.5 + settings.verification_tolerances()["mia_auc"], "tolerance"
+    if name == "text.extraction.forget.fraction" and "text.extraction.holdout.fraction" in after:
+        return after["text.extraction.holdout.fraction"], "held-out records extracted"
     if name == "forget.accuracy" and "holdout.accuracy" in after:
         return after["holdout.accuracy"], "held-out accuracy"
     return None, None

@@ -24,7 +24,7 @@ MAX_COLUMNS = 10_000
 MAX_CLASSES = 10_000
 # Names of the stored file's own columns; a feature may not take one of them.
 RESERVED_COLUMNS = ("record_id", "subject_key", "label")
-_SNIFF_BYTES = 64 * 1024
+SNIFF_BYTES = 64 * 1024
 CSV_UNPARSABLE = (
     "The CSV file could not be parsed: check that every row has the header's number of "
     "columns, that quotes are balanced and that the text is UTF-8."
@@ -49,10 +49,10 @@ def read_checked_table(
     if os.path.getsize(path) == 0:
         raise Unprocessable("The file is empty.")
     with open(path, "rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
+        head = handle.read(SNIFF_BYTES)
     if head.startswith(PARQUET_MAGIC):
         table, features = _read_parquet(path, spec, limits)
-    elif _looks_like_text(head):
+    elif looks_like_text(head):
         table, features = _read_csv(path, spec, limits)
     else:
         raise Unprocessable("The file is not Parquet or CSV.")
@@ -60,7 +60,7 @@ def read_checked_table(
     return table, features
 
 
-def _looks_like_text(head: bytes) -> bool:
+def looks_like_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
     try:
@@ -161,10 +161,10 @@ def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> Non
         if table.column(column).null_count:
             raise Unprocessable(f"Column '{column}' has empty (null) values.")
     subject_type = plain_type(table.column(spec.subject_column).type)
-    if not (_is_text(subject_type) or pa.types.is_integer(subject_type)):
+    if not (is_text(subject_type) or pa.types.is_integer(subject_type)):
         raise Unprocessable(f"The subject column '{spec.subject_column}' must hold text or integers.")
     label_type = plain_type(table.column(spec.label_column).type)
-    if not (pa.types.is_integer(label_type) or pa.types.is_boolean(label_type) or _is_text(label_type)):
+    if not (pa.types.is_integer(label_type) or pa.types.is_boolean(label_type) or is_text(label_type)):
         raise Unprocessable(f"The label column '{spec.label_column}' must hold integers or text class names.")
     for column in features:
         values = table.column(column)
@@ -176,7 +176,7 @@ def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> Non
         check_float32_range(values, column)
 
 
-def _is_text(kind: pa.DataType) -> bool:
+def is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 

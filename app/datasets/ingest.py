@@ -60,7 +60,19 @@ class BuiltVersion:
 
 def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> ParsedUpload:
     table, features = read_checked_table(path, spec)
-    raw = decoded(table.column(spec.subject_column))
+    keys, key_index = pseudonymise(decoded(table.column(spec.subject_column)), spec.subject_kind, secret)
+    return ParsedUpload(
+        feature_columns=features,
+        keys=keys,
+        key_index=key_index,
+        labels=decoded(table.column(spec.label_column)),
+        features=[decoded(table.column(name)) for name in features],
+    )
+
+
+def pseudonymise(raw: pa.Array, kind: str, secret: bytes) -> tuple[list[str], np.ndarray]:
+    """The distinct subject keys of a column of raw identifiers, sorted, and each row's position
+    among them. Raw values stay in memory; a message names the record number, never the value."""
     if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
         raw = raw.cast(pa.string())
     # HMAC only the distinct values: subjects usually own many rows each.
@@ -68,7 +80,7 @@ def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> 
     distinct_keys: list[str] = []
     for value in distinct.to_pylist():
         try:
-            distinct_keys.append(subject_key(spec.subject_kind, value, secret))
+            distinct_keys.append(subject_key(kind, value, secret))
         except IdentifierError as exc:
             record = pc.index(raw, value).as_py() + 1
             raise Unprocessable(f"Record {record} (counting from 1, header excluded): {exc}.") from None
@@ -77,13 +89,7 @@ def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> 
     position = {key: i for i, key in enumerate(keys)}
     key_of_distinct = np.fromiter((position[k] for k in distinct_keys), dtype=np.int64, count=len(distinct_keys))
     row_distinct = pc.index_in(raw, value_set=distinct).to_numpy(zero_copy_only=False)
-    return ParsedUpload(
-        feature_columns=features,
-        keys=keys,
-        key_index=key_of_distinct[row_distinct],
-        labels=decoded(table.column(spec.label_column)),
-        features=[decoded(table.column(name)) for name in features],
-    )
+    return keys, key_of_distinct[row_distinct]
 
 
 def build_version(

@@ -19,17 +19,25 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(100))
     # The identifier kind of the subject column (email, user_id, ...), matching request identifiers.
     subject_kind: Mapped[str] = mapped_column(String(64))
+    # Tabular datasets: the label column and the feature columns. Text datasets have no label
+    # ("") and no features; `text_column` names the upload's column of training text.
     label_column: Mapped[str] = mapped_column(String(200))
+    text_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
     feature_columns: Mapped[list[str]] = mapped_column(JSON)
     # Label values in class-index order; stored files hold the index.
     classes: Mapped[list[Any]] = mapped_column(JSON)
     current_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+    @property
+    def is_text(self) -> bool:
+        return self.text_column is not None
+
 
 class DatasetVersion(Base):
     """One immutable stored file: Parquet with columns record_id (int64, stable across versions),
-    subject_key (hex string), label (int64 class index) and the float32 feature columns."""
+    subject_key (hex string), then label (int64 class index) and the float32 feature columns of
+    a tabular dataset, or `text` (UTF-8 string) of a text dataset."""
 
     __tablename__ = "dataset_versions"
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)

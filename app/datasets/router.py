@@ -43,19 +43,22 @@ CHUNK = 1024 * 1024
 def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/form-data")], request: Request,
                    session: SessionDep, principal: Writer) -> Any:
     """Register a Parquet or CSV file as a dataset version. Subject identifiers are replaced by
-    their pseudonymous keys before anything is stored."""
+    their pseudonymous keys before anything is stored. With `text_column` instead of
+    `label_column` the file (CSV, Parquet or JSON Lines) is a text dataset of per-subject texts,
+    stored as uploaded, for language models."""
     upload_path, file_sha256 = _spool(form.file.file, get_settings().max_upload_bytes)
     try:
         features = form.feature_list()
         payload = {
             "name": form.name, "subject_column": form.subject_column, "subject_kind": form.subject_kind,
-            "label_column": form.label_column, "feature_columns": features, "file_sha256": file_sha256,
+            "label_column": form.label_column, "text_column": form.text_column, "feature_columns": features,
+            "file_sha256": file_sha256,
         }
 
         def handler():
             version = service.create_dataset(
                 session, principal, form.name, form.subject_column, form.subject_kind, form.label_column,
-                features, upload_path,
+                features, upload_path, text_column=form.text_column,
             )
             dataset = session.get(Dataset, version.dataset_id)
             body = created_out(dataset, version).model_dump(mode="json")
@@ -112,8 +115,8 @@ def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Reader) -
 
 def dataset_out(dataset: Dataset) -> DatasetOut:
     return DatasetOut(
-        id=dataset.id, name=dataset.name, subject_kind=dataset.subject_kind, label_column=dataset.label_column,
-        columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
+        id=dataset.id, name=dataset.name, subject_kind=dataset.subject_kind, label_column=dataset.label_column or None,
+        text_column=dataset.text_column, columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
         created_at=dataset.created_at,
     )
 
@@ -131,7 +134,7 @@ def version_out(dataset: Dataset, version: DatasetVersion, models: list[ModelRef
 def created_out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionCreated:
     return DatasetVersionCreated(
         id=version.id, dataset_id=dataset.id, name=dataset.name, version=version.version, rows=version.rows,
-        subjects=version.subjects, columns=dataset.feature_columns, label_column=dataset.label_column,
-        subject_kind=dataset.subject_kind, sha256=version.sha256, classes=dataset.classes,
+        subjects=version.subjects, columns=dataset.feature_columns, label_column=dataset.label_column or None,
+        text_column=dataset.text_column, subject_kind=dataset.subject_kind, sha256=version.sha256, classes=dataset.classes,
         filtered_rows=int(version.origin.get("filtered_rows", 0)), created_at=version.created_at,
     )

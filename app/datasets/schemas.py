@@ -15,17 +15,24 @@ from app.schemas import Page, StrictModel
 class DatasetUpload(StrictModel):
     """The multipart form of POST /v1/datasets."""
 
-    file: UploadFile = Field(description="Parquet or CSV; one row per record.")
+    file: UploadFile = Field(description="Parquet or CSV (or JSON Lines for text); one row per record.")
     name: str = Field(min_length=1, max_length=100, description="Dataset name; an existing name adds a version.",
                       examples=["digits"])
     subject_column: str = Field(min_length=1, max_length=200, description="Column of data-subject identifiers.",
                                 examples=["user_id"])
     subject_kind: str = Field(
         min_length=1, max_length=64,
-        description="Identifier kind of that column (user_id, email, ...), as used on erasure requests.",
+        description="Identifier kind of that column (user_id, email, creator, ...), as used on erasure requests.",
         examples=["user_id"],
     )
-    label_column: str = Field(min_length=1, max_length=200, examples=["label"])
+    label_column: str | None = Field(
+        default=None, min_length=1, max_length=200, examples=["label"],
+        description="Column of class labels, for a tabular dataset.",
+    )
+    text_column: str | None = Field(
+        default=None, min_length=1, max_length=200, examples=["text"],
+        description="Column of training text, for a text dataset (instead of label_column; no features).",
+    )
     feature_columns: str | None = Field(
         default=None, examples=["f0,f1,f2"],
         description="Comma-separated names or a JSON list; default: every column but subject and label.",
@@ -83,7 +90,8 @@ class DatasetVersionCreated(BaseModel):
     rows: int
     subjects: int
     columns: list[str] = Field(description="Feature columns, in the order models receive them.")
-    label_column: str
+    label_column: str | None = Field(description="None for a text dataset.")
+    text_column: str | None = Field(description="The text column of a text dataset; None for a tabular one.")
     subject_kind: str
     sha256: str = Field(description="sha256 of the stored Parquet file.")
     classes: list[Any] = Field(description="Label values; the stored label is the index in this list.")
@@ -95,7 +103,8 @@ class DatasetOut(BaseModel):
     id: uuid.UUID
     name: str
     subject_kind: str
-    label_column: str
+    label_column: str | None
+    text_column: str | None
     columns: list[str]
     classes: list[Any]
     current_version: int

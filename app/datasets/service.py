@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.store import ArtifactStore, get_store
 from app.config import get_settings
-from app.datasets import ingest
+from app.datasets import ingest, text
 from app.datasets.erasure import ErasureOutcome, erase_subjects, mark_version_destroyed
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
 from app.datasets.storage import (
@@ -51,36 +51,49 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 def create_dataset(
     session: Session, principal: Principal, name: str, subject_column: str, subject_kind: str,
-    label_column: str, feature_columns: Sequence[str] | None, upload_path: str | Path,
-    *, store: ArtifactStore | None = None,
+    label_column: str | None, feature_columns: Sequence[str] | None, upload_path: str | Path,
+    *, store: ArtifactStore | None = None, text_column: str | None = None,
 ) -> DatasetVersion:
     """Register an upload as version 1 of a new dataset, or as the next version of the client's
-    dataset of that name (same subject kind, label column and feature columns, else 409)."""
+    dataset of that name (same subject kind, label column and feature columns, else 409).
+
+    With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text)."""
     if not NAME_PATTERN.match(name or ""):
         raise Unprocessable("name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.")
     if not KIND_PATTERN.match(subject_kind or ""):
         raise Unprocessable("subject_kind is an identifier kind: a lower-case word (letters, digits, underscore).")
+    if (label_column is None) == (text_column is None):
+        raise Unprocessable("Give either label_column (a tabular dataset) or text_column (a text dataset), not both or neither.")
+    if text_column is not None and feature_columns:
+        raise Unprocessable("feature_columns does not apply to a text dataset.")
     store = store or get_store()
-    features = list(feature_columns) if feature_columns else None
-    spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features)
+    secret = get_settings().resolved_secret_key()
     # The expensive part first and outside the transaction: on SQLite the unit of work holds
     # the write lock from its first statement.
-    parsed = ingest.read_upload(upload_path, spec, secret=get_settings().resolved_secret_key())
+    if text_column is not None:
+        parsed = text.read_text_upload(upload_path, text.TextUploadSpec(subject_column, subject_kind, text_column), secret=secret)
+    else:
+        features = list(feature_columns) if feature_columns else None
+        spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features)
+        parsed = ingest.read_upload(upload_path, spec, secret=secret)
     dataset = session.scalar(
         select(Dataset).where(Dataset.client == principal.client, Dataset.name == name).with_for_update()
     )
     if dataset is not None:
-        _check_compatible(dataset, subject_kind, label_column, parsed.feature_columns)
+        _check_compatible(dataset, subject_kind, label_column, text_column, getattr(parsed, "feature_columns", []))
     tombstoned = tombstoned_keys(session, principal.client, parsed.keys)
     out_path = work_dir() / f"version-{uuid.uuid4().hex}.parquet"
     try:
-        built = ingest.build_version(
-            parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None
-        )
+        if text_column is not None:
+            built = text.build_text_version(parsed, out_path, tombstoned=tombstoned)
+        else:
+            built = ingest.build_version(
+                parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None
+            )
         origin = {"kind": "upload", "filtered_rows": built.filtered_rows, "filtered_subjects": built.filtered_subjects}
         with stored_artifact(session, store, out_path, built.sha256) as sha:
             if dataset is None:
-                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built)
+                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column)
             version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)
             insert_subject_records(session, version.id, built.subject_records)
             session.flush()
@@ -89,11 +102,22 @@ def create_dataset(
     return version
 
 
-def _check_compatible(dataset: Dataset, subject_kind: str, label_column: str, features: list[str]) -> None:
+def _check_compatible(
+    dataset: Dataset, subject_kind: str, label_column: str | None, text_column: str | None, features: list[str],
+) -> None:
     if dataset.subject_kind != subject_kind:
         raise Conflict(
             f"Dataset '{dataset.name}' holds subjects of kind '{dataset.subject_kind}', not '{subject_kind}'."
         )
+    if dataset.is_text != (text_column is not None):
+        raise Conflict(
+            f"Dataset '{dataset.name}' is a {'text' if dataset.is_text else 'tabular'} dataset; "
+            "upload the other kind under a new name."
+        )
+    if dataset.is_text:
+        if dataset.text_column != text_column:
+            raise Conflict(f"Dataset '{dataset.name}' uses text column '{dataset.text_column}', not '{text_column}'.")
+        return
     if dataset.label_column != label_column:
         raise Conflict(f"Dataset '{dataset.name}' uses label column '{dataset.label_column}', not '{label_column}'.")
     if list(dataset.feature_columns) != list(features):
@@ -103,9 +127,11 @@ def _check_compatible(dataset: Dataset, subject_kind: str, label_column: str, fe
         )
 
 
-def _new_dataset(session: Session, client: str, name: str, kind: str, label_column: str, built) -> Dataset:
+def _new_dataset(
+    session: Session, client: str, name: str, kind: str, label_column: str | None, built, text_column: str | None,
+) -> Dataset:
     dataset = Dataset(
-        client=client, name=name, subject_kind=kind, label_column=label_column,
+        client=client, name=name, subject_kind=kind, label_column=label_column or "", text_column=text_column,
         feature_columns=built.feature_columns, classes=built.classes, current_version=0, created_at=utcnow(),
     )
     try:

@@ -29,6 +29,12 @@ class FamilySpec:
     # (config, n_features, n_classes) → tensor name → shape of the network's weights, without
     # torch, so the API can check imported weights; None leaves that check to the implementation.
     parameter_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
+    # What the family trains on: "tabular" (feature and label columns) or "text" (a text
+    # dataset's text column). A model's dataset must be of its family's kind.
+    data_kind: str = "tabular"
+    # The unlearning methods this family supports; None means every method of the tabular
+    # families (app.models.schemas.TABULAR_METHODS).
+    methods: tuple[str, ...] | None = None
 
     def parse_params(self, params: dict[str, Any] | None) -> Any:
         """Validate user hyper-parameters; raises FamilyParamsError with readable messages."""

@@ -100,7 +100,8 @@ def import_model(
     dataset, version = service.resolve_dataset_version(session, principal, meta.dataset_version_id)
     if session.scalar(select(Model).where(Model.client == principal.client, Model.name == meta.name)):
         raise Conflict(f"A model named '{meta.name}' already exists.")
-    shape = {"n_features": len(dataset.feature_columns), "n_classes": max(len(dataset.classes), 2)}
+    service.check_data_kind(spec, dataset)
+    shape = service.network_shape(spec, config, dataset)
     check_weights(spec, config, shape, weights)
     store = get_store()
     table = read_version_table(store, version.sha256)

@@ -1,4 +1,4 @@
-"""Predictions, computed by an inference worker (workers/tasks.py, the `inference` queue).
+"""Predictions (and a language model's generate and score), computed by an inference worker (workers/tasks.py, the `inference` queue).
 
 The API loads no weights and no torch: it sends what the worker needs (family, params, shape, the
 sha256 digests of the weights, the rows) as a task by name and waits for the answer in a thread
@@ -31,6 +31,23 @@ def _limiter(threads: int) -> anyio.CapacityLimiter:
 
 async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:
     """Class probabilities per row (None where the network gave a value that is not finite)."""
+    return (await call(queue.PREDICT, loaded, {"rows": rows}))["probabilities"]
+
+
+async def generate(loaded: dict[str, Any], prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
+    """The continuation of `prompt` by a language model's current version."""
+    extra = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    return (await call(queue.GENERATE, loaded, extra))["text"]
+
+
+async def score(loaded: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
+    """Log-likelihood and token count of each text under a language model's current version."""
+    return (await call(queue.SCORE, loaded, {"texts": texts}))["scores"]
+
+
+async def call(task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Send `task` with the version's family, params, shape and weight digests plus `extra`,
+    and wait for the worker's answer."""
     settings = get_settings()
     timeout = settings.inference_timeout_seconds
     retry_after = {"Retry-After": str(max(1, math.ceil(timeout)))}
@@ -39,7 +56,7 @@ async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[
             "No inference worker is running: the worker beside this server stopped and is being restarted.",
             headers=retry_after,
         )
-    kwargs = {key: loaded[key] for key in ("family", "params", "shape", "weights")} | {"rows": rows}
+    kwargs = {key: loaded[key] for key in ("family", "params", "shape", "weights")} | extra
     # One deadline for both waits: for a free thread, then for the worker's answer.
     deadline = time.monotonic() + timeout
 
@@ -47,7 +64,7 @@ async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[
         left = deadline - time.monotonic()
         if left <= 0:
             raise queue.InferenceTimeout
-        return queue.call(queue.PREDICT, kwargs, left)
+        return queue.call(task, kwargs, left)
 
     try:
         answer = await anyio.to_thread.run_sync(send_and_wait, limiter=_limiter(settings.inference_threads))
@@ -59,4 +76,4 @@ async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[
         ) from None
     if "error" in answer:
         raise Conflict(f"This version's weights cannot predict: {answer['error']}")
-    return answer["probabilities"]
+    return answer

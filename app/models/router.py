@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.deps import SessionDep, run_unit_of_work, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
+from app.families.registry import UnknownFamilyError, get_family
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
@@ -27,8 +28,12 @@ from app.models.schemas import (
     ModelCreate,
     ModelOut,
     ModelPage,
+    GenerateBody,
+    GenerateOut,
     PredictBody,
     PredictOut,
+    ScoreBody,
+    ScoreOut,
 )
 from app.openapi import problem_responses
 from app.routing import UnitOfWorkRoute, reads_only
@@ -177,25 +182,87 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
     if len(body.rows) > limit:
         raise PayloadTooLarge(f"At most {limit} rows per call; this one has {len(body.rows)}.")
 
-    session = get_sessionmaker()()
-
-    def load() -> dict[str, Any]:
-        model = service.get_for(session, principal, name, client=client)
-        version = service.current_version(session, model)
+    def check(version) -> None:
+        if _is_language_model(version.family):
+            raise Unprocessable("This model is a language model: use its generate and score endpoints.")
         width = version.shape["n_features"]
         bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
         if bad is not None:
             raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
-        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
-                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
 
-    # What the worker needs is read, and the session closed, in one threadpool call before the
-    # wait (no SessionDep: that would close it in a later call): no transaction or lock is held
-    # while a worker computes.
-    loaded = await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
+    loaded = await _load_current(principal, name, client, check)
     probabilities = await inference.predict(loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
     bad = next((i for i, row in enumerate(probabilities) if not all(p is not None and math.isfinite(p) for p in row)), None)
     if bad is not None:
         raise Unprocessable(f"Row {bad} gives no finite prediction: its values are too large for this model.")
     return PredictOut(model=loaded["model"], version=loaded["version"], probabilities=probabilities)
+
+
+async def _load_current(principal, name: str, client: str | None, check) -> dict[str, Any]:
+    """What a worker needs to answer with the model's current version, after `check(version)`.
+
+    Read, and the session closed, in one threadpool call before the wait (no SessionDep: that
+    would close it in a later call): no transaction or lock is held while a worker computes."""
+    session = get_sessionmaker()()
+
+    def load() -> dict[str, Any]:
+        model = service.get_for(session, principal, name, client=client)
+        version = service.current_version(session, model)
+        check(version)
+        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
+                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
+
+    return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
+
+
+def _is_language_model(family: str) -> bool:
+    try:
+        return get_family(family).data_kind == "text"
+    except UnknownFamilyError:
+        return False
+
+
+def _language_model_only(version) -> None:
+    if not _is_language_model(version.family):
+        raise Unprocessable("Only language models (family causal_lm) generate and score; use predict.")
+
+
+@router.post(
+    "/{name}/generate", response_model=GenerateOut, operation_id="generate",
+    summary="Continue a prompt with a language model's current version",
+    # 413: the prompt is over OBLIVIATE_MAX_PROMPT_BYTES; 409 and 503 as for predict.
+    responses=problem_responses(409, 413, 503),
+)
+@reads_only
+async def generate(name: ModelName, body: GenerateBody, principal: Reader, client: ClientName = None) -> Any:
+    """Bytes after the prompt, greedy at temperature 0 or sampled under `seed`, until end-of-text
+    or `max_new_tokens`; invalid UTF-8 at the end of the continuation is replaced (U+FFFD)."""
+    settings = get_settings()
+    size = len(body.prompt.encode("utf-8"))
+    if size > settings.max_prompt_bytes:
+        raise PayloadTooLarge(f"The prompt has {size} bytes; at most {settings.max_prompt_bytes} (OBLIVIATE_MAX_PROMPT_BYTES).")
+    if body.max_new_tokens > settings.max_new_tokens:
+        raise Unprocessable(f"max_new_tokens is at most {settings.max_new_tokens} (OBLIVIATE_MAX_NEW_TOKENS).")
+    loaded = await _load_current(principal, name, client, _language_model_only)
+    text = await inference.generate(loaded, body.prompt, body.max_new_tokens, body.temperature, body.seed)
+    return GenerateOut(model=loaded["model"], version=loaded["version"], text=text)
+
+
+@router.post(
+    "/{name}/score", response_model=ScoreOut, operation_id="score",
+    summary="Log-likelihood of texts under a language model's current version",
+    # 413: more than OBLIVIATE_MAX_PREDICT_ROWS texts, or one over OBLIVIATE_MAX_PROMPT_BYTES.
+    responses=problem_responses(409, 413, 503),
+)
+@reads_only
+async def score(name: ModelName, body: ScoreBody, principal: Reader, client: ClientName = None) -> Any:
+    settings = get_settings()
+    if len(body.texts) > settings.max_predict_rows:
+        raise PayloadTooLarge(f"At most {settings.max_predict_rows} texts per call; this one has {len(body.texts)}.")
+    big = next((i for i, text in enumerate(body.texts) if len(text.encode("utf-8")) > settings.max_prompt_bytes), None)
+    if big is not None:
+        raise PayloadTooLarge(f"Text {big} is longer than {settings.max_prompt_bytes} bytes (OBLIVIATE_MAX_PROMPT_BYTES).")
+    loaded = await _load_current(principal, name, client, _language_model_only)
+    scores = await inference.score(loaded, body.texts)
+    return ScoreOut(model=loaded["model"], version=loaded["version"], scores=scores)

@@ -4,12 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
+TABULAR_METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
+# gradient_difference and npo are for language models (causal_lm) only.
+METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 
 
 class SisaSpec(StrictModel):
@@ -78,6 +80,54 @@ class PredictOut(BaseModel):
     model: str
     version: int
     probabilities: list[list[float]]
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud800" JSON escape
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+
+
+class GenerateBody(StrictModel):
+    model_config = example({"prompt": "Dear support team,", "max_new_tokens": 40, "temperature": 0.0, "seed": 0})
+
+    prompt: Text = Field(description="Text to continue; at most OBLIVIATE_MAX_PROMPT_BYTES UTF-8 bytes (413).")
+    max_new_tokens: int = Field(
+        default=64, ge=1, le=2**31 - 1, description="Bytes to generate at most; at most OBLIVIATE_MAX_NEW_TOKENS (422).",
+    )
+    temperature: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False, description="0 decodes greedily.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the sampling; same seed, same text.")
+
+
+class GenerateOut(BaseModel):
+    model: str
+    version: int
+    text: str = Field(description="The continuation only, without the prompt; stops at end-of-text.")
+
+
+class ScoreBody(StrictModel):
+    model_config = example({"texts": ["Dear support team, my order is late."]})
+
+    texts: list[Text] = Field(min_length=1, description="At most OBLIVIATE_MAX_PREDICT_ROWS texts (413).")
+
+
+class TextScore(BaseModel):
+    log_likelihood: float | None = Field(
+        description="Sum of the natural-log probabilities of every byte given its prefix, the first given "
+        "begin-of-text; texts longer than the context are scored with a sliding window.",
+    )
+    tokens: int = Field(description="Tokens scored: the text's UTF-8 bytes.")
+
+
+class ScoreOut(BaseModel):
+    model: str
+    version: int
+    scores: list[TextScore]
 
 
 class ImportMetadata(StrictModel):

@@ -21,7 +21,7 @@ from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.keys.service import Principal
 from app.models.models import Model, ModelReference, ModelVersion
-from app.models.schemas import METHODS, ModelCreate, ModelOut, ModelVersionOut
+from app.models.schemas import METHODS, TABULAR_METHODS, ModelCreate, ModelOut, ModelVersionOut
 
 
 def resolve_dataset_version(session: Session, principal: Principal, any_id: uuid.UUID) -> tuple[Dataset, DatasetVersion]:
@@ -53,7 +53,26 @@ def validate_family(family: str, params: dict | None, method: str | None):
             raise Unprocessable(f"Unknown unlearning method '{method}'. Known: {', '.join(METHODS)}.")
         if method == "certified_newton" and not spec.convex:
             raise Unprocessable("certified_newton needs a convex family such as logistic_regression.")
+        supported = spec.methods or TABULAR_METHODS
+        if method not in supported:
+            raise Unprocessable(f"The {spec.name} family does not support '{method}'; it supports {', '.join(supported)}.")
     return spec, config
+
+
+def check_data_kind(spec, dataset: Dataset) -> None:
+    """A text family trains on a text dataset, a tabular family on a tabular one."""
+    kind = "text" if dataset.is_text else "tabular"
+    if spec.data_kind != kind:
+        raise Unprocessable(f"The {spec.name} family trains on {spec.data_kind} datasets; this dataset is {kind}.")
+
+
+def network_shape(spec, config, dataset: Dataset) -> dict[str, int]:
+    """The shape stored with a model version (workers.engine.families.base.Shape)."""
+    if dataset.is_text:
+        from app.families.builtin import LM_VOCAB
+
+        return {"n_features": config.block_size, "n_classes": LM_VOCAB}
+    return {"n_features": len(dataset.feature_columns), "n_classes": max(len(dataset.classes), 2)}
 
 
 def check_job_quota(session: Session, principal: Principal) -> None:
@@ -82,6 +101,7 @@ def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[M
     if body.unlearning_method == "sisa" and body.sisa is None:
         raise Unprocessable("The sisa unlearning method needs a model trained with sisa.")
     dataset, version = resolve_dataset_version(session, principal, body.dataset_id)
+    check_data_kind(spec, dataset)
     if session.scalar(select(Model).where(Model.client == principal.client, Model.name == body.name)):
         raise Conflict(f"A model named '{body.name}' already exists.")
     if dataset.feature_columns and spec.name == "cnn_classifier":

@@ -22,6 +22,7 @@ from app.artifacts.store import ArtifactStore
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.datasets import service as dataset_service
+from app.families.registry import get_family
 from app.families.shape import Shape
 from app.jobs import service as job_service
 from app.models import references as reference_service
@@ -82,7 +83,13 @@ def choose_method(model: Model, rows: int) -> str:
         return "sisa"
     if rows <= get_settings().small_model_rows:
         return "retrain"
-    return get_settings().approximate_method
+    method = get_settings().approximate_method
+    # A language model has approximate methods of its own (OBLIVIATE_APPROXIMATE_METHOD names a
+    # tabular one by default): the first one its family declares.
+    supported = get_family(model.family).methods
+    if supported is not None and method not in supported:
+        return next(m for m in supported if m not in ("retrain", "sisa"))
+    return method
 
 
 def reference_pool_size(model: Model, rows: int) -> int:
@@ -177,6 +184,7 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         references=tuple(ReferenceModel(r.id, r.position, r.pool_size, r.membership_seed, r.weights_sha256)
                          for r in reference_service.live(session, model.id)),
         reference_pool=reference_pool_size(model, old_dataset.rows),
+        text=dataset.is_text,
     )
 
 

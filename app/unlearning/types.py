@@ -155,6 +155,8 @@ class ModelSnapshot:
     # The live reference models of the per-record audit, and how many the model should have.
     references: tuple[ReferenceModel, ...] = ()
     reference_pool: int = 0
+    # A text dataset (a language model's): records are texts, not feature rows.
+    text: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,15 +195,22 @@ class Figures:
     holdout: SetFigures
     # Forget-vs-holdout membership-inference AUC; None without a holdout set.
     mia_auc: float | None
+    # Language models only: perplexities, the loss and Min-K%++ membership AUCs and verbatim
+    # extraction (workers/engine/unlearning/verification.py, `text_figures`). For them the set
+    # figures are next-token accuracy and mean token loss, and `n` counts records.
+    text: JsonObject | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {"forget": self.forget.to_json(), "retain": self.retain.to_json(), "holdout": self.holdout.to_json(),
-                "mia_auc": self.mia_auc}
+        out: dict[str, JsonValue] = {"forget": self.forget.to_json(), "retain": self.retain.to_json(),
+                                     "holdout": self.holdout.to_json(), "mia_auc": self.mia_auc}
+        if self.text is not None:
+            out["text"] = self.text
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Figures:
         return cls(forget=SetFigures.from_json(raw["forget"]), retain=SetFigures.from_json(raw["retain"]),
-                   holdout=SetFigures.from_json(raw["holdout"]), mia_auc=raw["mia_auc"])
+                   holdout=SetFigures.from_json(raw["holdout"]), mia_auc=raw["mia_auc"], text=raw.get("text"))
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,33 @@ def test_verdicts_table_shows_each_check_with_its_interval():
     assert "Verdict: <strong class=\"badge bad\">inconclusive</strong>" in html and "escalated" in html
     assert "[-0.080, +0.120]" in html and "±0.100" in html and "≤ 0.150" in html
     assert 'title="too few references"' in html and "ε ≥ 0.00" in html
+
+
+def test_text_datasets_and_language_models_render(client):
+    from tests.objects import create_text_dataset, import_language_model
+
+    plaintext = new_key("models:read,models:write")
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    dataset = create_text_dataset(client, headers, name="support-notes")
+    import_language_model(client, headers, dataset["id"], name="notes-lm")
+    sign_in(client, plaintext)
+    listing = client.get("/admin/datasets")
+    assert listing.status_code == 200 and "support-notes" in listing.text
+    page = client.get(f"/admin/datasets/{dataset['dataset_id']}")
+    assert page.status_code == 200 and "Text column" in page.text and "Label" not in page.text
+    models = client.get("/admin/models")
+    assert models.status_code == 200 and "notes-lm" in models.text and "causal_lm" in models.text
+    assert client.get("/admin/models/notes-lm").status_code == 200
+
+
+def test_language_model_figures_are_charted_against_their_references():
+    from app.dashboard.charts import verification_bars
+
+    text = {"loss_auc": 0.51, "min_k_plus_plus_auc": 0.48, "perplexity": {"forget": 9.5, "holdout": 9.1},
+            "extraction": {"forget": {"records": 8, "extracted": 0, "fraction": 0.0},
+                           "holdout": {"records": 20, "extracted": 1, "fraction": 0.05}}}
+    side = {"forget": {"accuracy": 0.4, "loss": 2.1, "n": 8}, "mia_auc": 0.51, "text": text}
+    bars = {bar.label: bar for bar in verification_bars({"before": side, "after": side})}
+    assert bars["text min_k_plus_plus_auc"].reference_label == "tolerance"
+    assert bars["text extraction forget fraction"].reference == 0.05
+    assert "text perplexity forget" in bars and "text extraction forget records" in bars

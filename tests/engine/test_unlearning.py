@@ -253,7 +253,7 @@ def test_closed_form_hessian_matches_autograd():
 
 
 def test_registry_and_config_parsing():
-    assert set(METHODS) == {"finetune", "neggrad_plus", "scrub", "salun", "certified_newton"}
+    assert set(METHODS) == {"finetune", "neggrad_plus", "scrub", "salun", "certified_newton", "gradient_difference", "npo"}
     assert EXACT_METHODS == {"retrain", "sisa"}
     assert not EXACT_METHODS & set(METHODS)
     assert parse_method_config("scrub", {"epochs": 3}).epochs == 3

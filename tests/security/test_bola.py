@@ -15,7 +15,16 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id, upload
-from tests.objects import create_dataset, create_request, digits_csv, import_model, logistic_weights, request_body
+from tests.objects import (
+    create_dataset,
+    create_request,
+    create_text_dataset,
+    digits_csv,
+    import_language_model,
+    import_model,
+    logistic_weights,
+    request_body,
+)
 
 ALL_BUT_ADMIN = "requests:write,requests:read,requests:review,models:write,models:read"
 REVIEW_BODIES = {
@@ -42,6 +51,7 @@ def world(client, make_key, inference_worker):
     admin = make_key("admin", client="operators")
     dataset = create_dataset(client, a)
     model = import_model(client, a, dataset["id"], name="alpha-model")
+    language_model = import_language_model(client, a, create_text_dataset(client, a)["id"], name="alpha-lm")
     training = client.post(
         "/v1/models", headers=a,
         json={"name": "alpha-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]},
@@ -62,7 +72,8 @@ def world(client, make_key, inference_worker):
 
     assert client.get(f"/v1/erasure-requests/{completed['id']}/certificate", headers=a).status_code == 200
     return {
-        "a": a, "b": b, "admin": admin, "dataset": dataset, "model": model, "training_job": training.json()["id"],
+        "a": a, "b": b, "admin": admin, "dataset": dataset, "model": model, "language_model": language_model,
+        "training_job": training.json()["id"],
         "unlearning_job": unlearning_job, "completed": completed["id"], "scheduled": scheduled["id"],
         "pending": pending["id"],
     }
@@ -81,6 +92,9 @@ def _reads(w) -> list[tuple[str, str, str, dict | None]]:
         ("model", "GET", "/v1/models/{}", w["model"]["name"], "no-such-model", None),
         ("weights", "GET", "/v1/models/{}/versions/1/weights", w["model"]["name"], "no-such-model", None),
         ("predict", "POST", "/v1/models/{}/predict", w["model"]["name"], "no-such-model", {"rows": [[0.0] * 64]}),
+        ("generate", "POST", "/v1/models/{}/generate", w["language_model"]["name"], "no-such-model",
+         {"prompt": "a", "max_new_tokens": 2}),
+        ("score", "POST", "/v1/models/{}/score", w["language_model"]["name"], "no-such-model", {"texts": ["a"]}),
     ]
 
 

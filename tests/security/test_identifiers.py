@@ -40,6 +40,10 @@ PINNED = [
     ("account_id", "123456789012345678", "123456789012345678", "a64ce02eabc40317cde46b0ba4855333ad4f73c181887efb6ca51911b5f6f48f"),
     ("device_id", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "1998a1267483cbf23083fa170446aefa03c13d4d19539b724a918be00f493c62"),
     ("customer_ref", "Kunde Nr. 7", "Kunde Nr. 7", "1e32f27c35e151fc08b5827b4cf460da41e9ec42c49380ff984d98cd2cc341ad"),
+    # The `creator` kind of text datasets (an artist's or author's works) takes the generic path;
+    # pinned when it was introduced.
+    ("creator", "Ada Lovelace", "Ada Lovelace", "a7098240b3435218763ed46ef1a7de0873a099f623d5fa5d1c4f0c4b35846bde"),
+    ("creator", "  Studio Ｇhibli ", "Studio Ghibli", "466305aaa12ee0b8ea77843bc45888564b74c2a6bb10ac8ac4a02e48daacf36e"),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +11,7 @@ import torch
 
 from app.artifacts.store import get_store
 from app.datasets.ingest import read_version_table
+from workers.engine.families.base import ModelFamily, Shape
 
 
 @dataclass
@@ -37,3 +38,44 @@ def load_records(version_sha: str, feature_columns: Sequence[str]) -> Records:
         features=np.ascontiguousarray(features[order]),
         labels=table.column("label").to_numpy()[order].astype(np.int64),
     )
+
+
+@dataclass
+class TextRecords(Records):
+    """A text dataset version in memory: `features` are the training windows of every record
+    (workers/engine/families/causal_lm.py) and `labels` each window's record id, so `rows_for`
+    selects a set of records' windows as it selects tabular rows."""
+
+    texts: list[str] = field(default_factory=list)
+
+    def rows_for(self, ids: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = np.isin(self.labels, ids)
+        return torch.from_numpy(self.features[mask]), torch.from_numpy(self.labels[mask])
+
+    def texts_for(self, ids: npt.NDArray[np.int64]) -> list[str]:
+        return [self.texts[i] for i in np.searchsorted(self.record_ids, ids).tolist()]
+
+
+def load_text_records(version_sha: str, block_size: int) -> TextRecords:
+    from workers.engine.families.causal_lm import record_windows
+
+    table = read_version_table(get_store(), version_sha)
+    order = np.argsort(table.column("record_id").to_numpy(), kind="stable")
+    record_ids = table.column("record_id").to_numpy()[order].astype(np.int64)
+    column = table.column("text").to_pylist()
+    texts = [column[i] for i in order.tolist()]
+    windows, owners = record_windows(texts, block_size)
+    return TextRecords(
+        record_ids=record_ids, subject_keys=np.asarray(table.column("subject_key").to_pylist(), dtype=object)[order],
+        features=windows, labels=record_ids[owners], texts=texts,
+    )
+
+
+def records_and_shape(family: ModelFamily, config: object, dataset_sha: str, features: Sequence[str], classes: int,
+                      text: bool) -> tuple[Records, Shape]:
+    """A dataset version's records in memory, and the shape of the networks trained on them:
+    text datasets for a text family (causal_lm: windows of config.block_size), else tabular."""
+    if text:
+        return load_text_records(dataset_sha, config.block_size), family.shape(config)  # type: ignore[attr-defined]
+    records = load_records(dataset_sha, features)
+    return records, Shape(n_features=records.features.shape[1], n_classes=max(classes, 2))

@@ -54,7 +54,7 @@ def train_shards(
 
             state = train_sisa_shard(
                 family, config, shape, slices, seed=shard_seed(seed, shard, True), device=device,
-                start_slice=start, init_state=init_state, on_checkpoint=on_checkpoint,
+                start_slice=start, init_state=init_state, on_checkpoint=on_checkpoint, n_shards=sisa.shards,
             )
         else:
             features, labels = records.rows_for(manifest.slice_ids(0, 0))

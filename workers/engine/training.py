@@ -59,9 +59,15 @@ def slice_seed(seed: int, slice_index: int) -> int:
     return derive_seed(seed, "slice", slice_index)
 
 
-def slice_epochs(config: Any, n_slices: int) -> int:
-    """Epochs per slice, so that a shard's total effort is about config.epochs."""
-    return max(1, round(config.epochs / n_slices))
+def slice_epochs(config: Any, n_slices: int, n_shards: int = 1) -> int:
+    """Epochs per slice, so that a shard's total effort is about config.epochs.
+
+    A family that counts optimiser steps instead (causal_lm: config.steps) gives each of the S
+    shards 1/S of the steps: a shard holds about 1/S of the records, so it sees them as often
+    as one network trained on all of them would, and the whole ensemble costs one network."""
+    if hasattr(config, "epochs"):
+        return max(1, round(config.epochs / n_slices))
+    return max(1, round(config.steps / (n_shards * n_slices)))
 
 
 def rng_devices(device: torch.device) -> list[int]:
@@ -196,11 +202,12 @@ def train_sisa_shard(
     start_slice: int = 0,
     init_state: StateDict | None = None,
     on_checkpoint: Callable[[int, StateDict], None] | None = None,
+    n_shards: int = 1,
 ) -> StateDict:
     """Train one SISA shard slice by slice (Bourtoule et al. 2021); returns the final weights.
 
     At slice r the network, continuing from the checkpoint after slice r-1, trains on the union
-    of slices 0..r for `slice_epochs(config, R)` epochs with seed `slice_seed(seed, r)`; then
+    of slices 0..r for `slice_epochs(config, R, n_shards)` epochs with seed `slice_seed(seed, r)`; then
     `on_checkpoint(r, weights)` is called. Each slice depends only on the previous checkpoint
     and its own seed, so `start_slice=k` with `init_state` = checkpoint after slice k-1 gives
     exactly the result of an uninterrupted run over the same slices. This is what lets an
@@ -214,7 +221,7 @@ def train_sisa_shard(
     if start_slice > 0 and init_state is None:
         raise ValueError("resuming a shard after slice 0 needs the checkpoint as init_state")
     network = _prepare(family, config, shape, seed, device, init_state)
-    epochs = slice_epochs(config, n_slices)
+    epochs = slice_epochs(config, n_slices, n_shards)
     for r in range(start_slice, n_slices):
         union_features = torch.cat([features for features, _ in slices[: r + 1]]).to(device)
         union_labels = torch.cat([labels for _, labels in slices[: r + 1]]).to(device)
@@ -283,6 +290,8 @@ def evaluate(
     networks = (
         [network_or_networks] if isinstance(network_or_networks, nn.Module) else list(network_or_networks)
     )
+    if hasattr(family, "evaluate"):  # a family with figures of its own (causal_lm: token loss)
+        return family.evaluate(networks, features, labels)
     n = int(labels.shape[0])
     if n == 0:
         return {"accuracy": None, "loss": None, "n": 0}

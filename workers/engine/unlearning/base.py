@@ -147,6 +147,9 @@ _IMPLEMENTATIONS = {
     "scrub": "workers.engine.unlearning.scrub:Scrub",
     "salun": "workers.engine.unlearning.salun:SalUn",
     "certified_newton": "workers.engine.unlearning.certified_newton:CertifiedNewton",
+    # Language models (causal_lm) only.
+    "gradient_difference": "workers.engine.unlearning.gradient_difference:GradientDifference",
+    "npo": "workers.engine.unlearning.npo:NPO",
 }
 
 

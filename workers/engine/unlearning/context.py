@@ -14,7 +14,7 @@ from app.families.registry import FamilySpec, get_family
 from app.unlearning.types import JsonObject, ModelSnapshot, ReferenceModel, Shard, Sisa
 from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.partition import Manifest
-from workers.engine.records import Records, load_records
+from workers.engine.records import Records, records_and_shape
 from workers.engine.unlearning.base import Progress
 
 # Retained records an approximate method sees at most (certified_newton sees them all).
@@ -65,15 +65,19 @@ class Outcome:
 def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None) -> Context:
     """Load the records of the old and the new dataset version and find the forget records."""
     spec = get_family(snapshot.family)
-    old_records = load_records(snapshot.old_dataset_sha, snapshot.features)
-    new_records = old_records if snapshot.new_dataset_sha == snapshot.old_dataset_sha else load_records(
-        snapshot.new_dataset_sha, snapshot.features)
+    family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
+
+    def load(sha: str) -> Records:
+        return records_and_shape(family, config, sha, snapshot.features, snapshot.shape.n_classes, snapshot.text)[0]
+
+    old_records = load(snapshot.old_dataset_sha)
+    new_records = old_records if snapshot.new_dataset_sha == snapshot.old_dataset_sha else load(snapshot.new_dataset_sha)
     keyset = set(keys)
     erased_mask = np.array([k in keyset for k in old_records.subject_keys.tolist()], dtype=bool)
     old_manifest = Manifest.from_parquet(get_store().get_bytes(snapshot.manifest_sha))
     forget_ids: Ids = np.intersect1d(old_records.record_ids[erased_mask], old_manifest.trained_ids())
     return Context(
-        spec=spec, family=spec.load_implementation(), config=spec.parse_params(dict(snapshot.params)),
+        spec=spec, family=family, config=config,
         shape=snapshot.shape, seed=snapshot.seed, sisa=snapshot.sisa, holdout_fraction=snapshot.holdout_fraction,
         old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,

@@ -18,7 +18,7 @@ the model remembers them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
 from workers.engine import forgetting, references
 from workers.engine.partition import HOLDOUT
+from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
@@ -123,6 +124,95 @@ def _figures(raw: Mapping[str, Any]) -> Figures:
     return Figures(forget=part("forget"), retain=part("retain"), holdout=part("holdout"), mia_auc=raw["mia_auc"])
 
 
+# Language models: held-out records whose verbatim extraction is tried at most (greedy decoding
+# of 20 bytes each is the costly part of text verification).
+EXTRACTION_HOLDOUT_SAMPLE = 200
+
+
+def membership_aucs(networks: Sequence[nn.Module], forget: tuple[torch.Tensor, npt.NDArray[np.int64]],
+                    holdout: tuple[torch.Tensor, npt.NDArray[np.int64]]) -> dict[str, Any]:
+    """Language models: loss and Min-K%++ membership AUCs of forget vs holdout records, from
+    their windows and each window's record id, and the mean token losses."""
+    from workers.engine.text_verification import token_statistics
+
+    _, forget_loss, forget_min_k = token_statistics(networks, *forget)
+    _, holdout_loss, holdout_min_k = token_statistics(networks, *holdout)
+    return {
+        "loss_auc": mia_auc(forget_loss, holdout_loss),
+        # A higher Min-K%++ score means member; mia_auc ranks lower values as members.
+        "min_k_plus_plus_auc": mia_auc(-forget_min_k, -holdout_min_k),
+        "forget_loss": float(forget_loss.mean()) if len(forget_loss) else None,
+        "holdout_loss": float(holdout_loss.mean()) if len(holdout_loss) else None,
+        "forget_records": int(len(forget_loss)), "holdout_records": int(len(holdout_loss)),
+    }
+
+
+def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.NDArray[np.int64],
+                 retain_ids: npt.NDArray[np.int64], holdout_ids: npt.NDArray[np.int64] | None) -> Figures:
+    """A language model's figures: next-token accuracy and mean token loss per set, and under
+    `text` the perplexities, the membership AUCs and verbatim extraction of forget (and held-out)
+    records. `mia_auc` is the loss AUC, as for the other families."""
+    from workers.engine.text_verification import verbatim_extraction
+
+    block_size = int(ctx.config.block_size)  # type: ignore[attr-defined]
+
+    def measured(records: Records, ids: npt.NDArray[np.int64]) -> tuple[dict[str, Any], torch.Tensor, npt.NDArray[np.int64]]:
+        windows, owners = records.rows_for(ids)
+        return evaluate(ctx.family, list(networks), windows, owners), windows, owners.numpy()
+
+    def texts(records: Records, ids: npt.NDArray[np.int64]) -> list[str]:
+        if not isinstance(records, TextRecords):
+            raise TypeError("a language model's records are texts")
+        return records.texts_for(ids)
+
+    forget, forget_windows, forget_owners = measured(ctx.old_records, forget_ids)
+    retain = measured(ctx.old_records, retain_ids)[0]
+    text: dict[str, Any] = {"extraction": {"forget": verbatim_extraction(networks, texts(ctx.old_records, forget_ids), block_size)}}
+    holdout_set, auc = SetFigures(None, None, 0), None
+    if holdout_ids is not None:
+        holdout, holdout_windows, holdout_owners = measured(ctx.new_records, holdout_ids)
+        membership = membership_aucs(networks, (forget_windows, forget_owners), (holdout_windows, holdout_owners))
+        sample = np.sort(np.random.default_rng(ctx.seed).permutation(holdout_ids)[:EXTRACTION_HOLDOUT_SAMPLE])
+        text["extraction"]["holdout"] = verbatim_extraction(networks, texts(ctx.new_records, sample), block_size)
+        text |= {"loss_auc": membership["loss_auc"], "min_k_plus_plus_auc": membership["min_k_plus_plus_auc"]}
+        holdout_set, auc = SetFigures(holdout["accuracy"], holdout["loss"], holdout["n"]), membership["loss_auc"]
+        text["perplexity"] = {"forget": forget["perplexity"], "retain": retain["perplexity"], "holdout": holdout["perplexity"]}
+    else:
+        text["perplexity"] = {"forget": forget["perplexity"], "retain": retain["perplexity"], "holdout": None}
+    return Figures(forget=SetFigures(forget["accuracy"], forget["loss"], forget["n"]),
+                   retain=SetFigures(retain["accuracy"], retain["loss"], retain["n"]),
+                   holdout=holdout_set, mia_auc=auc, text=text)
+
+
+def check_text(figures: Verification, policy: forgetting.Policy) -> list[str]:
+    """Failed checks of an approximate result for a language model: both membership AUCs within
+    the AUC tolerance of 0.5 on either side (a forget set far less familiar than unseen text gives
+    its members away too), no more forget records extracted verbatim (as a fraction) than held-out
+    ones, and held-out next-token accuracy down at most the holdout-drop tolerance."""
+    after = figures.after
+    # Written by `text_figures` just above, so its shape is known.
+    text = cast("Mapping[str, Any]", after.text or {})
+    failed = []
+    for name, label in (("loss_auc", "loss"), ("min_k_plus_plus_auc", "Min-K%++")):
+        auc = text.get(name)
+        if auc is None:
+            failed.append(f"{label} membership AUC: needs a forget and a holdout set")
+        elif abs(auc - 0.5) > policy.mia_auc:
+            side = "the forget records are still recognisable as training data" if auc > 0.5 else (
+                "the forget records stand out as less familiar than unseen text")
+            failed.append(f"{label} membership AUC {auc:.3f} is more than {policy.mia_auc:.3f} from 0.5: {side}")
+    extraction = text.get("extraction") or {}
+    forget, holdout = extraction.get("forget") or {}, extraction.get("holdout") or {}
+    if (forget.get("fraction") or 0) > (holdout.get("fraction") or 0):
+        failed.append(f"{forget['extracted']} of {forget['records']} forget records still come back verbatim "
+                      f"(held-out records: {holdout.get('extracted', 0)} of {holdout.get('records', 0)})")
+    previous, now = figures.before.holdout.accuracy, after.holdout.accuracy
+    if previous is not None and now is not None and previous - now > policy.holdout_drop:
+        failed.append(f"held-out next-token accuracy fell {(previous - now) * 100:.1f} points, from {previous:.3f} "
+                      f"to {now:.3f} (allowed: {policy.holdout_drop * 100:.1f})")
+    return failed
+
+
 def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard]) -> Verification:
     """Figures before and after on the forget records, a retain sample and the holdout, plus the
     lineage proof (no forget record in the new manifest)."""
@@ -137,15 +227,24 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
         return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
 
     before_networks, after_networks = networks(before_shards), networks(outcome.shards)
-    before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
-    after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
+    text = ctx.spec.data_kind == "text"
+    if text:
+        forget_ids, retain_ids = np.sort(ctx.forget_ids), retain_sample(ctx, limit=5000)
+        held = holdout_ids if len(holdout_ids) else None
+        before = text_figures(ctx, before_networks, forget_ids, retain_ids, held)
+        after = text_figures(ctx, after_networks, forget_ids, retain_ids, held)
+    else:
+        before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
+        after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
     trained_after = outcome.manifest.trained_ids()
     return Verification(
         before=before, after=after,
         lineage_proof=LineageProof(forget_records=len(ctx.forget_ids),
                                    in_new_manifest=int(np.isin(ctx.forget_ids, trained_after).sum())),
         holdout_available=holdout is not None,
-        verdicts=_verdicts(ctx, outcome, before_networks, after_networks, forget, holdout),
+        # A language model's checks are its text figures (check_text); the verdicts with
+        # intervals are the tabular families'.
+        verdicts=None if text else _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout),
     )
 
 
@@ -169,12 +268,16 @@ def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: li
 
 def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
     """Why an approximate result is not verified (empty = verified): every check whose verdict is
-    not `pass` (an inconclusive one included), and an exhausted certified-removal budget."""
-    verdicts = figures.verdicts or {}
-    reasons = verdicts.get("reasons")
-    failed: list[str] = []
-    if verdicts.get("verdict") != "pass":
-        failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
+    not `pass` (an inconclusive one included), a language model's text checks, and an exhausted
+    certified-removal budget."""
+    if figures.after.text is not None:
+        failed = check_text(figures, forgetting.policy_from_settings())
+    else:
+        verdicts = figures.verdicts or {}
+        reasons = verdicts.get("reasons")
+        failed = []
+        if verdicts.get("verdict") != "pass":
+            failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
     if outcome.method == "certified_newton":
         spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
         if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):

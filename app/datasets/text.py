@@ -1,0 +1,198 @@
+"""Text datasets: an upload of per-subject texts (CSV, Parquet or JSON Lines) into the stored
+file of a dataset version (torch-free).
+
+The stored file is Parquet with the columns
+    record_id (int64, 0..n-1 in upload order, kept by later versions), subject_key (HMAC hex),
+    text (UTF-8 string).
+The subject column is pseudonymised exactly as for tabular data (app.datasets.ingest). The text
+is the training data itself: it is stored as uploaded, and the redaction that protects free-text
+fields such as reasons does not apply to it. Messages name columns and record numbers, never
+text or identifiers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from app.config import get_settings
+from app.datasets.formats import CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, is_text, looks_like_text, decoded, plain_type
+from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
+from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer
+from app.errors import Unprocessable
+from app.pii import find_identifier
+
+TEXT_COLUMN = "text"
+JSONL_UNPARSABLE = (
+    "The JSON Lines file could not be parsed: check that every line is one JSON object with the "
+    "named columns and that the text is UTF-8."
+)
+
+
+@dataclass(frozen=True)
+class TextUploadSpec:
+    subject_column: str
+    subject_kind: str
+    text_column: str
+
+
+@dataclass
+class ParsedText:
+    keys: list[str]  # distinct subject keys, sorted
+    key_index: np.ndarray  # per row: position of its subject key in `keys`
+    texts: pa.Array
+
+
+def read_text_upload(
+    path: str | os.PathLike, spec: TextUploadSpec, *, secret: bytes, limits: UploadLimits | None = None,
+) -> ParsedText:
+    table = read_text_table(path, spec, limits or UploadLimits.from_settings())
+    keys, key_index = pseudonymise(decoded(table.column(spec.subject_column)), spec.subject_kind, secret)
+    return ParsedText(keys=keys, key_index=key_index, texts=decoded(table.column(spec.text_column)))
+
+
+def read_text_table(path: str | os.PathLike, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
+    _check_names(spec)
+    if os.path.getsize(path) == 0:
+        raise Unprocessable("The file is empty.")
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if head.startswith(PARQUET_MAGIC):
+        table = _read_parquet(path, spec, limits)
+    elif not looks_like_text(head):
+        raise Unprocessable("The file is not Parquet, CSV or JSON Lines in UTF-8.")
+    elif head.lstrip().startswith(b"{"):
+        table = _read_jsonl(path, spec, limits)
+    else:
+        table = _read_csv(path, spec, limits)
+    _check_values(table, spec)
+    return table
+
+
+def _check_names(spec: TextUploadSpec) -> None:
+    if any(find_identifier(name) for name in (spec.subject_column, spec.text_column)):
+        raise Unprocessable("A column named in the form looks like an e-mail address or phone number.")
+    if spec.subject_column == spec.text_column:
+        raise Unprocessable("subject_column and text_column must be different columns.")
+
+
+def _require(names: list[str], spec: TextUploadSpec) -> None:
+    for role, column in (("subject_column", spec.subject_column), ("text_column", spec.text_column)):
+        if column not in names:
+            raise Unprocessable(f"The {role} '{column}' is not a column of the file.")
+
+
+def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+    _require(names, spec)
+    columns = [spec.subject_column, spec.text_column]
+    check_parquet_footer(parquet.metadata, columns, 0, limits)
+    try:
+        return parquet.read(columns=columns)
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The Parquet file could not be read; it may be truncated or damaged.") from None
+
+
+def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
+        names = reader.schema.names
+        reader.close()
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The file is not Parquet, CSV or JSON Lines in UTF-8.") from None
+    _require(names, spec)
+    try:
+        check_csv_rows(path, spec.subject_column, 0, limits)
+        # Both columns stay text: a text that looks like a number is still text, and pyarrow
+        # checks that every value is valid UTF-8.
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={spec.subject_column: pa.string(), spec.text_column: pa.string()},
+            include_columns=[spec.subject_column, spec.text_column],
+            strings_can_be_null=False, quoted_strings_can_be_null=False,
+        ))
+    except (pa.ArrowException, OSError):
+        raise Unprocessable(CSV_UNPARSABLE) from None
+
+
+def _read_jsonl(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
+    # Rows and memory before parsing: one record per line, and a parsed line takes about its
+    # own size again in Arrow buffers.
+    rows = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            rows += chunk.count(b"\n")
+            limits.check_rows(rows, at_least=True)
+    limits.check_rows(rows + 1)
+    limits.check_memory(rows + 1, 0, 2 * os.path.getsize(path))
+    try:
+        table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowException, OSError):
+        raise Unprocessable(JSONL_UNPARSABLE) from None
+    _require(table.column_names, spec)
+    return table.select([spec.subject_column, spec.text_column])
+
+
+def _check_values(table: pa.Table, spec: TextUploadSpec) -> None:
+    if table.num_rows == 0:
+        raise Unprocessable("The file has no rows.")
+    subject_type = plain_type(table.column(spec.subject_column).type)
+    if not (is_text(subject_type) or pa.types.is_integer(subject_type)):
+        raise Unprocessable(f"The subject column '{spec.subject_column}' must hold text or integers.")
+    if table.column(spec.subject_column).null_count:
+        raise Unprocessable(f"Column '{spec.subject_column}' has empty (null) values.")
+    texts = table.column(spec.text_column)
+    if not is_text(plain_type(texts.type)):
+        raise Unprocessable(f"The text column '{spec.text_column}' must hold text (strings); found {plain_type(texts.type)}.")
+    texts = decoded(texts)
+    if texts.null_count:
+        raise Unprocessable(f"Record {_first(pc.is_null(texts))} (counting from 1) has no text.")
+    lengths = pc.binary_length(texts)
+    if not pc.all(pc.greater(lengths, 0)).as_py():
+        raise Unprocessable(f"Record {_first(pc.equal(lengths, 0))} (counting from 1) has an empty text.")
+    limit = get_settings().max_text_bytes
+    if pc.max(lengths).as_py() > limit:
+        raise Unprocessable(
+            f"Record {_first(pc.greater(lengths, limit))} (counting from 1) has a text longer than {limit} bytes "
+            "(OBLIVIATE_MAX_TEXT_BYTES)."
+        )
+
+
+def _first(mask: pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0]) + 1
+
+
+def build_text_version(parsed: ParsedText, out_path: str | os.PathLike, *, tombstoned: set[str]) -> BuiltVersion:
+    """Write the version file without the rows of tombstoned subjects."""
+    dropped = np.array([key in tombstoned for key in parsed.keys], dtype=bool)
+    keep = ~dropped[parsed.key_index]
+    rows = int(keep.sum())
+    if rows == 0:
+        raise Unprocessable("Every record belongs to an erased subject; nothing is left to store.")
+    key_index = parsed.key_index[keep]
+    table = pa.table(
+        [
+            pa.array(np.arange(rows, dtype=np.int64)),
+            pa.array(parsed.keys, pa.string()).take(pa.array(key_index)),
+            parsed.texts.filter(pa.array(keep)).cast(pa.string()),
+        ],
+        names=["record_id", "subject_key", TEXT_COLUMN],
+    )
+    sha = write_version_file(table, out_path)
+    groups = subject_record_groups(parsed.keys, key_index, np.arange(rows, dtype=np.int64))
+    return BuiltVersion(
+        path=Path(out_path), sha256=sha, rows=rows, subjects=len(groups), classes=[],
+        filtered_rows=len(keep) - rows, filtered_subjects=int(dropped.sum()), feature_columns=[],
+        subject_records=groups,
+    )

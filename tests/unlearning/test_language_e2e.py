@@ -1,0 +1,142 @@
+"""A language model from upload to verified erasure, through the API and a real Celery worker:
+upload text, train a tiny causal_lm, generate, score, erase the subject who carries a canary;
+the request completes with a certificate, the canary's exposure falls and the old weights
+answer 410."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.objects import TINY_LM
+from tests.text_files import CANARY_PREFIX, csv_bytes, notes_table, secret_of, upload_text
+from tests.worker import wait_for, wait_job
+
+pytestmark = pytest.mark.timeout(900)
+SEED, HOLDOUT = 3, 0.2
+PARAMS = {**TINY_LM, "steps": 200}
+
+
+@pytest.fixture
+def admin(make_key):
+    return make_key("admin", client="acme")
+
+
+def _canary_subject() -> int:
+    """A subject outside the holdout of this seed, so the weights see its canary."""
+    from app.pseudonym import subject_key
+    from workers.engine.partition import holdout_subjects
+
+    keys = np.array([subject_key("user_id", f"u{i:03d}") for i in range(20)], dtype=object)
+    held = holdout_subjects(keys, HOLDOUT, SEED)
+    return next(i for i in range(3, 20) if keys[i] not in held)
+
+
+def _train(client, headers, dataset_id, name, **extra) -> None:
+    body = {"name": name, "family": "causal_lm", "dataset_id": dataset_id, "holdout_fraction": HOLDOUT,
+            "params": PARAMS, "seed": SEED, **extra}
+    response = client.post("/v1/models", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job = wait_job(client, headers, response.json()["id"], timeout=400)
+    assert job["status"] == "completed", job["error"]
+
+
+def _exposure(client, headers, model: str, secret: str) -> float:
+    """log2 of the candidate space minus log2 of the true secret's rank by score, over every
+    four-digit code."""
+    texts = [f"{CANARY_PREFIX}{code:04d}." for code in range(10_000)]
+    response = client.post(f"/v1/models/{model}/score", json={"texts": texts}, headers=headers)
+    assert response.status_code == 200, response.text
+    scores = np.array([s["log_likelihood"] for s in response.json()["scores"]])
+    rank = 1 + int((scores > scores[int(secret)]).sum())
+    return math.log2(10_000) - math.log2(rank)
+
+
+def _generate(client, headers, model: str) -> str:
+    response = client.post(f"/v1/models/{model}/generate", headers=headers,
+                           json={"prompt": CANARY_PREFIX, "max_new_tokens": 5, "temperature": 0, "seed": 0})
+    assert response.status_code == 200, response.text
+    return response.json()["text"]
+
+
+def _wait_terminal(client, headers, request_id, timeout=500):
+    def terminal():
+        body = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()
+        return body if body["status"] in ("completed", "failed") else None
+
+    return wait_for(terminal, timeout, interval=0.5, what=f"request {request_id}")
+
+
+def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
+    from app.certificates.signing import verify_document
+
+    subject = _canary_subject()
+    secret = secret_of(subject)
+    table = notes_table(subjects=20, per_subject=3, canaries={subject: 5})
+    dataset = upload_text(client, admin, csv_bytes(table))
+    assert dataset.status_code == 201, dataset.text
+    dataset_id = dataset.json()["dataset_id"]
+    _train(client, admin, dataset_id, "notes-lm")
+    _train(client, admin, dataset_id, "notes-npo", unlearning_method="npo")
+    _train(client, admin, dataset_id, "notes-sisa", sisa={"shards": 2, "slices": 2}, params={**PARAMS, "steps": 400})
+    model = client.get("/v1/models/notes-lm", headers=admin).json()
+    assert model["family"] == "causal_lm" and model["versions"][0]["metrics"]["holdout"]["perplexity"] > 1
+
+    assert _generate(client, admin, "notes-lm") == f"{secret}."
+    before = {name: _exposure(client, admin, name, secret) for name in ("notes-lm", "notes-npo", "notes-sisa")}
+    assert before["notes-lm"] >= 10, before
+
+    created = client.post("/v1/erasure-requests", headers=admin, json={
+        "subject": {"identifiers": {"user_id": f"u{subject:03d}"}}, "jurisdiction": "gdpr", "source": "admin"})
+    assert created.status_code == 201, created.text
+    request_id = created.json()["id"]
+    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=admin).status_code == 200
+    result = _wait_terminal(client, admin, request_id)
+    assert result["status"] == "completed", result["status_reason"]
+    assert result["outcome"] == "erased"
+
+    names = ("notes-lm", "notes-npo", "notes-sisa")
+    after = {name: client.get(f"/v1/models/{name}", headers=admin).json() for name in names}
+    assert after["notes-lm"]["current"] == 2
+    assert after["notes-lm"]["versions"][1]["origin"]["method"] == "retrain"
+    sisa = after["notes-sisa"]["versions"][1]["origin"]
+    assert sisa["method"] == "sisa" and len(after["notes-sisa"]["versions"][1]["metrics"]["verification"]) > 0
+    npo = after["notes-npo"]["versions"][1]["origin"]
+    # NPO either verified or escalated to a retrain, and says which.
+    assert npo["requested_method"] == "npo"
+    assert npo["method"] == "npo" or [e["to"] for e in npo["escalations"]] == ["retrain"]
+    for name in names:
+        assert client.get(f"/v1/models/{name}/versions/1/weights", headers=admin).status_code == 410
+        assert client.get(f"/v1/models/{name}/versions/2/weights", headers=admin).status_code == 200
+        figures = after[name]["versions"][1]["metrics"]["verification"]
+        assert figures["lineage_proof"]["in_new_manifest"] == 0
+        assert figures["after"]["text"]["extraction"]["forget"]["records"] == 8
+    exposure_after = _exposure(client, admin, "notes-lm", secret)
+    assert exposure_after < before["notes-lm"] - 4, (before, exposure_after)
+    assert _generate(client, admin, "notes-lm") != f"{secret}."
+    assert _exposure(client, admin, "notes-npo", secret) < before["notes-npo"] - 2
+    assert _generate(client, admin, "notes-sisa") != f"{secret}."
+
+    document = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=admin).json()
+    public = client.get("/v1/keys/signing").json()["public_key"]
+    assert verify_document(document, public) == (True, "valid")
+    body = document["certificate"]
+    assert {m["model"] for m in body["models"]} == set(names)
+    assert body["datasets"][0]["rows_removed"] == 3 + 5
+    assert f"u{subject:03d}" not in str(document)
+    # The stored text no longer holds the canary.
+    version = client.get(f"/v1/datasets/{dataset_id}", headers=admin).json()["versions"][-1]
+    assert version["rows"] == table.num_rows - 8 and version["current"]
+
+
+def test_a_large_language_model_defaults_to_an_approximate_method_of_its_family(settings_env):
+    from app.models.models import Model
+    from app.unlearning.service import choose_method
+
+    settings_env(SMALL_MODEL_ROWS=100)
+    assert choose_method(Model(family="causal_lm", sisa=None, unlearning_method=None), 50) == "retrain"
+    assert choose_method(Model(family="causal_lm", sisa=None, unlearning_method=None), 5000) == "gradient_difference"
+    assert choose_method(Model(family="mlp_classifier", sisa=None, unlearning_method=None), 5000) == "finetune"
+    assert choose_method(Model(family="causal_lm", sisa={"shards": 2, "slices": 2}, unlearning_method=None), 5000) == "sisa"

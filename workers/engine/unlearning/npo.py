@@ -1,0 +1,106 @@
+"""Negative Preference Optimization (Zhang et al. 2024, "Negative Preference Optimization: From
+Catastrophic Collapse to Effective Unlearning"), with a retain term.
+
+For a forget sequence y with log-likelihood log π_θ(y) under the network being unlearned and
+log π_ref(y) under the model before unlearning (frozen), the NPO loss is
+
+    L_NPO = −(2/β) · log σ(−β · (log π_θ(y) − log π_ref(y)))  =  (2/β) · log(1 + (π_θ(y)/π_ref(y))^β)
+
+averaged over the forget batch. It is DPO with only a losing answer: its gradient is gradient
+ascent on log π_θ(y) weighted by 2·σ(β·ratio), which fades as the sequence becomes less likely
+than under the reference, so unlike plain ascent it slows down by itself instead of
+collapsing the model. The retain term is the usual mean token NLL on retained records:
+
+    loss = forget_weight · L_NPO + retain_weight · NLL(retain batch).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+from torch import nn
+from torch.nn import functional as F
+
+from workers.engine.families.causal_lm import sequence_log_likelihood
+from workers.engine.training import network_device
+from workers.engine.unlearning.base import (
+    STRICT,
+    BatchSize,
+    ForgetRetain,
+    LearningRate,
+    Progress,
+    UnlearnResult,
+    check_finite,
+    cycled_batches,
+    dump_config,
+    frozen_copy,
+    make_optimizer,
+    report,
+    seeded_generator,
+    take,
+    training_mode,
+    working_copy,
+)
+from workers.engine.unlearning.gradient_difference import Positive, Steps, mean_token_nll, token_losses
+
+
+@dataclass(config=STRICT)
+class NPOConfig:
+    steps: Steps = 60
+    learning_rate: LearningRate = 1e-3
+    batch_size: BatchSize = 16
+    forget_batch_size: BatchSize = 8
+    # Inverse temperature β of the preference loss (the paper's default 0.1). As β → 0 the loss
+    # tends to plain gradient ascent on the forget log-likelihood.
+    beta: Annotated[float, Field(gt=0, le=100)] = 0.1
+    forget_weight: Positive = 1.0
+    retain_weight: Positive = 1.0
+
+
+def npo_loss(log_likelihood: torch.Tensor, reference_log_likelihood: torch.Tensor, beta: float) -> torch.Tensor:
+    """Mean NPO loss of sequences given their log-likelihoods under the network and the reference."""
+    return (-2.0 / beta * F.logsigmoid(-beta * (log_likelihood - reference_log_likelihood))).mean()
+
+
+class NPO:
+    name = "npo"
+    exact = False
+    config_class = NPOConfig
+    description = "Language models: Negative Preference Optimization against the model before unlearning, plus a retain term."
+
+    def run(self, family: Any, network: nn.Module, family_config: Any, data: ForgetRetain,
+            config: NPOConfig | None = None, *, seed: int, progress: Progress | None = None) -> UnlearnResult:
+        config = config or NPOConfig()
+        reference = frozen_copy(network)
+        network = working_copy(network)
+        data = data.to(network_device(network))
+        before = token_losses(network, data)
+        with torch.no_grad():
+            reference_ll = torch.cat([sequence_log_likelihood(reference, data.forget_x[start:start + 256])
+                                      for start in range(0, data.n_forget, 256)])
+        optimizer = make_optimizer(network, "adam", config.learning_rate)
+        generator = seeded_generator(seed)
+        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
+        retain_batches = cycled_batches(data.n_retain, config.batch_size, generator)
+        last_npo = None
+        with training_mode(network, seed):
+            for step in range(config.steps):
+                index = next(forget_batches)
+                forget = npo_loss(sequence_log_likelihood(network, take(data.forget_x, index)),
+                                  take(reference_ll, index), config.beta)
+                retain = mean_token_nll(network, take(data.retain_x, next(retain_batches)))
+                loss = config.forget_weight * forget + config.retain_weight * retain
+                check_finite(loss, self.name, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                optimizer.step()
+                last_npo = forget.item()
+                report(progress, (step + 1) / config.steps, self.name)
+        return UnlearnResult(network=network, details={
+            "method": self.name, "config": dump_config(config), "steps": config.steps, "last_npo_loss": last_npo,
+            "before": before, "after": token_losses(network, data),
+        })
