@@ -84,8 +84,7 @@ class CausalLMConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
 
-# Byte-level tokens: the 256 byte values, then begin-of-text and end-of-text.
-BYTE_VOCAB = 256
+# Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.
 BOS_TOKEN = 256
 EOS_TOKEN = 257
 LM_VOCAB = 258

@@ -50,13 +50,19 @@ _.query_args
 LogisticRegressionFamily
 MLPFamily
 CNNFamily
+CausalLMFamily
 FineTune
 NegGradPlus
 Scrub
 SalUn
 CertifiedNewton
+GradientDifference
+NPO
 create_app
 __getattr__
+
+# torch calls nn.Module.forward through __call__.
+_.forward
 
 # Library protocols: prometheus_client collectors, anyio's limiter, tarfile members, kombu's
 # transport and Celery's beat configuration.
