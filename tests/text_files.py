@@ -3,13 +3,13 @@ a few of their records (the "secret sharer" setting of Carlini et al. 2019)."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+
+# The file writers are the tabular helpers', re-exported for the text tests.
+from tests.dataset_files import csv_bytes, parquet_bytes  # noqa: F401
 
 CANARY_PREFIX = "my pin is "
 CANARY_DIGITS = 4
@@ -49,18 +49,6 @@ def notes_table(*, subjects: int = 20, per_subject: int = 4, canaries: dict[int,
             ids.append(f"u{subject:03d}")
             texts.append(canary_text(secret_of(subject, seed)))
     return pa.table({kind_column: pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
-
-
-def csv_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pacsv.write_csv(table, sink)
-    return sink.getvalue()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 def jsonl_bytes(table: pa.Table) -> bytes:
