@@ -48,6 +48,10 @@ def test_a_pretty_printed_certificate_verifies(client, headers, tmp_path):
     assert _verify(tmp_path, shuffled).exit_code == 0
 
 
+def _other_last_digit(text: str) -> str:
+    return text[:-1] + ("1" if text[-1] == "0" else "0")
+
+
 def test_any_changed_value_fails(client, headers, tmp_path):
     _rid, response = _served(client, headers)
     document = response.json()
@@ -55,7 +59,8 @@ def test_any_changed_value_fails(client, headers, tmp_path):
     assert _verify(tmp_path, json.dumps(document, indent=2)).exit_code == 0
     changes = [
         lambda d: d["certificate"].update(outcome="erased"),
-        lambda d: d["certificate"].update(request_id=d["certificate"]["request_id"][:-1] + "0"),
+        # Another last hex digit (a uuid ends in "0" one time in 16, where "0" changed nothing).
+        lambda d: d["certificate"].update(request_id=_other_last_digit(d["certificate"]["request_id"])),
         lambda d: d["certificate"]["audit_chain"].update(seq=d["certificate"]["audit_chain"]["seq"] + 1),
         lambda d: d["certificate"].update(extra=None),
         lambda d: d["certificate"].update(format_version=1),
