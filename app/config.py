@@ -120,14 +120,17 @@ class Settings(BaseSettings):
     small_model_rows: int = 200_000
     approximate_method: str = "finetune"
     # Verification (workers/engine/verdicts.py). Every check answers an estimate with an interval
-    # at level 1 − α; it passes when the interval lies within its tolerance, fails when it lies
-    # beyond, and is inconclusive otherwise. An approximate method passes only when every check
+    # at level 1 − 2α, each end a one-sided 1 − α bound; it passes when the interval lies within
+    # its tolerance (a test at level α), fails when it lies beyond, and is inconclusive otherwise. An approximate method passes only when every check
     # passes; exact methods record their verdicts and never escalate on them.
     verification_alpha: float = Field(default=0.05, gt=0, lt=0.5)
     # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that
     # the intervals are wider than any useful tolerance and the checks say inconclusive.
     # |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points).
     tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1)
+    # The same gap calibrated record by record by the reference models (a difference in
+    # differences, far less noisy), where the model has references.
+    tolerance_reference_gap: float = Field(default=0.075, ge=0, le=1)
     # |AUC − 0.5| of the loss-threshold membership attack, forget vs holdout records.
     tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5)
     # Per-record audit advantage TPR − FPR against reference models or SISA shards.
@@ -200,6 +203,8 @@ class Settings(BaseSettings):
         """The tolerances in force: the deprecated thresholds where set, else the tolerances."""
         return {
             "forget_gap": self.tolerance_forget_gap if self.max_forget_holdout_gap is None else self.max_forget_holdout_gap,
+            # An older deployment's gap threshold bounds the calibrated gap too.
+            "reference_gap": self.tolerance_reference_gap if self.max_forget_holdout_gap is None else self.max_forget_holdout_gap,
             "mia_auc": self.tolerance_mia_auc if self.max_mia_auc is None else self.max_mia_auc - 0.5,
             "audit": self.tolerance_audit,
             "holdout_drop": self.tolerance_holdout_drop if self.max_holdout_drop is None else self.max_holdout_drop,

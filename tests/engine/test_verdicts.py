@@ -15,9 +15,11 @@ from workers.engine.forgetting import (
     audit_check,
     holdout_drop_check,
     mia_auc_check,
+    reference_gap_check,
     summary,
 )
 from workers.engine.verdicts import (
+    calibrated_difference,
     clopper_pearson,
     decide,
     delong_auc,
@@ -196,3 +198,116 @@ def test_reference_membership_comes_in_complementary_pairs():
 def test_t_tail_is_used_for_small_nulls():
     # The p-value of the audit uses the null's degrees of freedom: heavier than normal.
     assert stats.t.sf(3.0, df=20) > stats.norm.sf(3.0)
+
+
+# Each verdict is a test at level α: intervals at 1 − 2α, utility checks block only on fail, and
+# the accuracy gap calibrated record by record by the reference models.
+
+
+def test_every_interval_is_at_one_minus_two_alpha_and_says_so():
+    holdout = bits(2000, 1600)
+    found = accuracy_gap_check(bits(600, 480, 1), holdout, POLICY)
+    assert found.confidence == pytest.approx(0.9) and "90% interval" in found.reason
+    assert found.interval == pytest.approx(proportion_difference(bits(600, 480, 1), holdout, 0.10)[1])
+    # At α = 0.025 the same data gives the 95% interval, wider.
+    strict = accuracy_gap_check(bits(600, 480, 1), holdout, Policy(alpha=0.025))
+    assert strict.interval[1] - strict.interval[0] > found.interval[1] - found.interval[0]
+    assert strict.as_dict()["confidence"] == pytest.approx(0.95)
+
+
+def test_an_inconclusive_utility_check_is_recorded_without_blocking_and_a_failed_one_blocks():
+    before = bits(600, 540)
+    slightly = before.copy()
+    # 30 records lost, 15 gained: 2.5 points net, within 3, but 600 records cannot show it.
+    slightly[np.flatnonzero(before)[:30]] = 0
+    slightly[np.flatnonzero(before == 0)[:15]] = 1
+    drop = holdout_drop_check(before, slightly, POLICY)
+    assert drop.verdict == "inconclusive" and drop.utility
+    forgot = accuracy_gap_check(bits(600, 480, 1), bits(2000, 1600), POLICY)
+    block = summary([forgot, drop], POLICY)
+    assert block["verdict"] == "pass" and block["reasons"] == [] and block["notes"][0].startswith("inconclusive:")
+    worse = before.copy()
+    worse[np.flatnonzero(before)[:90]] = 0  # 15 points lost
+    failed = summary([forgot, holdout_drop_check(before, worse, POLICY)], POLICY)
+    assert failed["verdict"] == "fail" and failed["reasons"][0].startswith("fail: holdout accuracy drop")
+    # Without a forgetting check there is nothing to certify, whatever the utility says.
+    assert overall([holdout_drop_check(before, before.copy(), POLICY)]) == "inconclusive"
+
+
+def test_calibrated_difference_floors_the_forget_variance_and_matches_welch():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.1, 1, 4000), rng.normal(0, 1, 6000)
+    estimate, (low, high) = calibrated_difference(a, b, 0.10)
+    se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert estimate == pytest.approx(a.mean() - b.mean())
+    assert (high - low) / 2 == pytest.approx(stats.norm.ppf(0.95) * se, rel=0.02)
+    # Five forget records that happen to agree exactly: the null's spread still applies.
+    estimate, (low, high) = calibrated_difference(np.zeros(5), rng.choice([-1.0, 0.0, 1.0], 600), 0.10)
+    assert high - low > 0.5
+    assert calibrated_difference([0.0], [0.0, 1.0], 0.10)[1] == (-1.0, 1.0)
+    assert calibrated_difference([], [0.0], 0.10) is None
+
+
+def _calibrated(forget_target, forget_refs, holdout_target, holdout_refs, out=None):
+    forget_refs, holdout_refs = np.asarray(forget_refs, dtype=float), np.asarray(holdout_refs, dtype=float)
+    out = np.ones_like(forget_refs, dtype=bool) if out is None else out
+    zeros_f, zeros_h = np.zeros(len(forget_target)), np.zeros(len(holdout_target))
+    inputs = AuditInputs(zeros_f, forget_refs, out, zeros_h, holdout_refs, np.ones_like(holdout_refs, dtype=bool),
+                         forget_references_correct=forget_refs, null_references_correct=holdout_refs)
+    return reference_gap_check(np.asarray(forget_target, dtype=float), inputs, np.asarray(holdout_target, dtype=float),
+                               POLICY)
+
+
+def test_calibrated_gap_sees_through_hard_forget_records_and_catches_remembered_ones():
+    rng = np.random.default_rng(4)
+    holdout_p = rng.uniform(0.6, 1.0, 2000)
+    holdout_target = (rng.uniform(size=2000) < holdout_p).astype(float)
+    holdout_refs = (rng.uniform(size=(2000, 4)) < holdout_p[:, None] - 0.05).astype(float)  # half the data: worse
+    # Forget records far harder than the holdout, for the target and the references alike.
+    hard_p = rng.uniform(0.2, 0.6, 500)
+    forget_target = (rng.uniform(size=500) < hard_p).astype(float)
+    forget_refs = (rng.uniform(size=(500, 4)) < hard_p[:, None] - 0.05).astype(float)
+    raw = accuracy_gap_check(forget_target, holdout_target, POLICY)
+    calibrated = _calibrated(forget_target, forget_refs, holdout_target, holdout_refs)
+    assert raw.verdict == "fail" and raw.estimate < -0.3  # the raw gap blames the records' difficulty
+    assert calibrated.verdict == "pass" and calibrated.reference == "references" and calibrated.test == "welch"
+    # The same hard records, remembered by the target: right where no unseen model is.
+    remembered = _calibrated(np.ones(500), forget_refs, holdout_target, holdout_refs)
+    assert remembered.verdict == "fail" and remembered.interval[0] > POLICY.reference_gap
+    few = _calibrated(forget_target[:8], forget_refs[:8], holdout_target, holdout_refs)
+    assert few.verdict == "inconclusive" and "too little evidence" in few.reason
+    # Only the references that never saw a record count for it; with none the check cannot run.
+    out = np.ones((500, 4), dtype=bool)
+    out[0] = False
+    assert _calibrated(forget_target, forget_refs, holdout_target, holdout_refs, out).verdict == "inconclusive"
+
+
+def test_forget_loss_targets_are_the_out_references_loss_shifted_to_the_target():
+    import torch
+    from torch import nn
+
+    class Constant(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = torch.tensor(logits, dtype=torch.float32)
+
+        def forward(self, x):
+            return self.logits.expand(x.shape[0], -1)
+
+    class Family:
+        @staticmethod
+        def predict_proba(network, x):
+            return torch.softmax(network(x), dim=1)
+
+    x, y = torch.zeros((3, 2)), torch.tensor([0, 0, 1])
+    unseen = (torch.zeros((4, 2)), torch.tensor([0, 1, 0, 1]))
+    sure, unsure = Constant([2.0, 0.0]), Constant([0.0, 0.0])
+    out = np.array([[True, False], [False, True], [True, True]])
+    found = references.forget_loss_targets(Family, unsure, [sure, unsure], (x, y), out, unseen)
+    loss = lambda p: -math.log(p)  # noqa: E731
+    p_sure = math.exp(2) / (math.exp(2) + 1)
+    # Unseen: the target (uniform) loses ln 2 per record; the references on average the same.
+    shift = loss(0.5) - (0.5 * (loss(p_sure) + loss(1 - p_sure)) + loss(0.5)) / 2
+    expected = [loss(p_sure) + shift, loss(0.5) + shift, (loss(1 - p_sure) + loss(0.5)) / 2 + shift]
+    assert found == pytest.approx(np.maximum(expected, 0))
+    assert references.forget_loss_targets(Family, unsure, [sure, unsure], (x, y), np.zeros((3, 2), bool), unseen) is None

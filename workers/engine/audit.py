@@ -19,11 +19,12 @@ family-wise error of at most α, whatever the aggregate says.
 The aggregate is the attack's advantage at a fixed per-record level q (`record_level`): TPR is
 the share of forget records with z above Φ⁻¹(1 − q), FPR the same share among the null records.
 The advantage TPR − FPR is 0 for a model that never saw the forget set. Its interval joins the
-two Clopper-Pearson intervals at α/2 each, so it holds at 1 − α.
+two Clopper-Pearson intervals whose ends are one-sided 1 − α/2 bounds, so each end of the
+difference is a one-sided 1 − α bound (the interval is at 1 − 2α, as every verdict's).
 
 ε lower bound. For any (ε, δ)-differentially private training, every membership test obeys
 TPR ≤ e^ε·FPR + δ and 1 − FPR ≤ e^ε·(1 − TPR) + δ (Kairouz et al. 2015). With the
-Clopper-Pearson bounds TPR_low and FPR_high at α/2 each:
+one-sided Clopper-Pearson bounds TPR_low and FPR_high at 1 − α/2 each:
 
     ε ≥ max(0, ln((TPR_low − δ) / FPR_high), ln((1 − FPR_high − δ) / (1 − TPR_low)))
 
@@ -145,8 +146,10 @@ def lira_audit(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     flagged = _holm(p_values, alpha)
     threshold = float(stats.norm.ppf(1 - record_level))
     tp, fp = int((z_forget > threshold).sum()), int((z_null > threshold).sum())
-    tpr_low, tpr_high = clopper_pearson(tp, n_forget, alpha / 2)
-    fpr_low, fpr_high = clopper_pearson(fp, int(z_null.size), alpha / 2)
+    # Each rate's interval at 1 − α has ends that are one-sided 1 − α/2 bounds, so the
+    # difference's ends (and the ε bound, from one end of each) hold at 1 − α one-sided.
+    tpr_low, tpr_high = clopper_pearson(tp, n_forget, alpha)
+    fpr_low, fpr_high = clopper_pearson(fp, int(z_null.size), alpha)
     estimate = tp / n_forget - fp / z_null.size
     epsilon = epsilon_lower_bound(tpr_low, fpr_high, delta)
     ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)

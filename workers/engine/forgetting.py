@@ -2,14 +2,21 @@
 verdict (workers/engine/verdicts.py):
 
 - `forget_accuracy_gap`: forget accuracy − holdout accuracy (two-sided: a model that forgot
-  generalises to the forget records like to unseen ones, no better and no worse);
+  generalises to the forget records like to unseen ones, no better and no worse). Where the model
+  has reference models the gap is calibrated by them, record by record: each forget record's
+  correctness less the mean correctness of the references that never saw it, against the same
+  difference on the holdout (a difference in differences). Hard records are hard for the
+  references too, so the record-to-record noise cancels and a tighter tolerance applies
+  (`reference_gap`); the references' smaller training sets shift both sides alike;
 - `mia_auc`: loss-threshold attack (Yeom et al. 2018), AUC − 0.5 between forget and holdout
   records (two-sided: far below 0.5 the forget records stand out by their high loss);
 - `per_record_audit`: offline LiRA against reference models or SISA shards (workers/engine/audit.py);
 - `holdout_drop`: holdout accuracy before − after, paired on the same records (one-sided: the
   price in utility, not a forgetting figure).
 
-The population checks compare with the holdout; only the audit compares record by record.
+The population checks compare with the holdout; the audit, and the accuracy gap where there are
+references, compare record by record. Every interval is at level 1 − 2α, each end a one-sided
+1 − α bound (workers/engine/verdicts.py), so every verdict is a test at level α.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from workers.engine import references as reference_models
 from workers.engine.training import ensemble_proba
 from workers.engine.verdicts import (
     Check,
+    calibrated_difference,
     check,
     delong_auc,
+    interval_alpha,
+    notes,
     overall,
     paired_difference,
     proportion_difference,
@@ -44,6 +54,8 @@ class Policy:
     alpha: float = 0.05
     # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
     forget_gap: float = 0.15
+    # Largest |forget − holdout accuracy gap| once calibrated by the reference models.
+    reference_gap: float = 0.075
     # Largest |AUC − 0.5| of the loss-threshold attack.
     mia_auc: float = 0.10
     # Largest per-record audit advantage TPR − FPR.
@@ -68,10 +80,13 @@ class AuditInputs:
     null_references: np.ndarray
     null_out: np.ndarray
     reference: str = "references"
+    # 0/1 correctness of each reference on each record ([n, K]), for the calibrated accuracy gap.
+    forget_references_correct: np.ndarray | None = None
+    null_references_correct: np.ndarray | None = None
 
 
 def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy) -> Check:
-    found = proportion_difference(forget_correct, holdout_correct, policy.alpha)
+    found = proportion_difference(forget_correct, holdout_correct, interval_alpha(policy.alpha))
     return check("forget_accuracy_gap", label="forget − holdout accuracy", attack=None, test="newcombe_wilson",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=len(forget_correct),
@@ -80,7 +95,7 @@ def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, 
 
 
 def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
-    found = delong_auc(-np.asarray(forget_losses), -np.asarray(holdout_losses), policy.alpha)
+    found = delong_auc(-np.asarray(forget_losses), -np.asarray(holdout_losses), interval_alpha(policy.alpha))
     return check("mia_auc", label="membership-inference AUC − 0.5", attack="loss_threshold", test="delong",
                  estimate=None if found is None else found[0] - 0.5,
                  interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
@@ -89,12 +104,42 @@ def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy:
                  auc=None if found is None else found[0], holdout_records=len(holdout_losses))
 
 
+def reference_gap_check(forget_correct: np.ndarray, inputs: AuditInputs, holdout_correct: np.ndarray,
+                        policy: Policy) -> Check:
+    """The accuracy gap calibrated by the references: per forget record, the target's correctness
+    less the mean over the references that never saw it; per holdout record, the same over all
+    references (none saw it); the estimate is the difference of the two means."""
+    if inputs.forget_references_correct is None or inputs.null_references_correct is None:
+        raise ValueError("the calibrated gap needs the references' correctness")
+    out = np.asarray(inputs.forget_out, dtype=bool)
+    counts = out.sum(axis=1)
+    common = {"label": "forget − holdout accuracy, calibrated by references", "attack": None, "test": "welch",
+              "alpha": policy.alpha, "tolerance": policy.reference_gap, "two_sided": True, "n": len(forget_correct),
+              "reference": "references", "holdout_records": len(holdout_correct)}
+    if len(forget_correct) and (counts == 0).any():
+        return check("forget_accuracy_gap", estimate=None, interval=None,
+                     unavailable=f"{int((counts == 0).sum())} forget records have no reference that never saw them",
+                     **common)
+    forget_refs = np.where(out, inputs.forget_references_correct, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    null_refs = (np.asarray(inputs.null_references_correct, dtype=np.float64).mean(axis=1) if len(holdout_correct)
+                 else np.zeros(0))
+    found = calibrated_difference(np.asarray(forget_correct) - forget_refs, np.asarray(holdout_correct) - null_refs,
+                                  interval_alpha(policy.alpha))
+    return check("forget_accuracy_gap", estimate=None if found is None else found[0],
+                 interval=None if found is None else found[1],
+                 unavailable="needs both a forget and a holdout set",
+                 forget_accuracy=float(np.mean(forget_correct)) if len(forget_correct) else None,
+                 holdout_accuracy=float(np.mean(holdout_correct)) if len(holdout_correct) else None,
+                 references_forget_accuracy=float(forget_refs.mean()) if len(forget_refs) else None,
+                 references_holdout_accuracy=float(null_refs.mean()) if len(null_refs) else None, **common)
+
+
 def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy) -> Check:
-    found = paired_difference(before_correct, after_correct, policy.alpha)
-    return check("holdout_drop", label="holdout accuracy drop", attack=None, test="bootstrap",
+    found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha))
+    return replace(check("holdout_drop", label="holdout accuracy drop", attack=None, test="bootstrap",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
-                 reference="holdout", unavailable="needs a holdout set")
+                 reference="holdout", unavailable="needs a holdout set"), utility=True)
 
 
 def audit_check(inputs: AuditInputs, policy: Policy, record_ids: np.ndarray | None = None) -> Check:
@@ -110,7 +155,7 @@ def audit_check(inputs: AuditInputs, policy: Policy, record_ids: np.ndarray | No
 def summary(checks: Sequence[Check], policy: Policy) -> dict[str, Any]:
     """The verification block: the overall verdict, why, and every check."""
     return {"verdict": overall(checks), "alpha": policy.alpha, "reasons": reasons(checks),
-            "checks": [c.as_dict() for c in checks]}
+            "notes": notes(checks), "checks": [c.as_dict() for c in checks]}
 
 
 # Torch side: figures from networks.
@@ -134,10 +179,12 @@ def reference_audit_inputs(family: Any, target, refs: Sequence[nn.Module], forge
                            holdout: tuple) -> AuditInputs:
     """Audit inputs of a model against its reference models (`forget_out`: [n_forget, K])."""
     null_out = np.ones((int(holdout[1].shape[0]), len(refs)), dtype=bool)
+    forget_scores, forget_correct = reference_models.predictions(family, refs, *forget)
+    null_scores, null_correct = reference_models.predictions(family, refs, *holdout)
     return AuditInputs(
-        reference_models.scores(family, target, *forget), reference_models.score_matrix(family, refs, *forget),
-        forget_out, reference_models.scores(family, target, *holdout),
-        reference_models.score_matrix(family, refs, *holdout), null_out, "references",
+        reference_models.scores(family, target, *forget), forget_scores, forget_out,
+        reference_models.scores(family, target, *holdout), null_scores, null_out, "references",
+        forget_references_correct=forget_correct, null_references_correct=null_correct,
     )
 
 
@@ -167,8 +214,11 @@ def forgetting_checks(family: Any, after, before, forget: tuple, holdout: tuple 
     holdout = holdout if holdout is not None else empty
     forget_correct, forget_losses = correct_and_losses(family, after, *forget)
     holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
-    checks = [accuracy_gap_check(forget_correct, holdout_correct, policy),
-              mia_auc_check(forget_losses, holdout_losses, policy)]
+    if audit_inputs is not None and audit_inputs.forget_references_correct is not None:
+        gap = reference_gap_check(forget_correct, audit_inputs, holdout_correct, policy)
+    else:
+        gap = accuracy_gap_check(forget_correct, holdout_correct, policy)
+    checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy)]
     if before is not None:
         before_correct, _ = correct_and_losses(family, before, *holdout)
         checks.append(holdout_drop_check(before_correct, holdout_correct, policy))
@@ -184,7 +234,8 @@ def policy_from_settings() -> Policy:
     """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance)."""
     settings = get_settings()
     tolerances = settings.verification_tolerances()
-    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"], mia_auc=tolerances["mia_auc"],
+    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"],
+                  reference_gap=tolerances["reference_gap"], mia_auc=tolerances["mia_auc"],
                   audit=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
                   record_level=settings.audit_record_level, delta=settings.audit_delta)
 
@@ -228,7 +279,8 @@ def verification_block(family: Any, *, before, after, forget: tuple, holdout: tu
         "escalates": not exact and block["verdict"] != "pass",
         "attacks": sorted({c.attack for c in checks if c.attack}), "records": len(forget_ids),
         "reference": reference, "epsilon_lower_bound": found.extra.get("epsilon_lower_bound") if found else None,
-        "tolerances": {"forget_gap": policy.forget_gap, "mia_auc": policy.mia_auc, "audit": policy.audit,
+        "tolerances": {"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
+                       "mia_auc": policy.mia_auc, "audit": policy.audit,
                        "holdout_drop": policy.holdout_drop},
         "references": {"live": len(references), "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},

@@ -56,9 +56,22 @@ def scores(family: Any, networks: nn.Module | Sequence[nn.Module], features: tor
 def score_matrix(family: Any, references: Sequence[nn.Module], features: torch.Tensor,
                  labels: torch.Tensor) -> np.ndarray:
     """[n, K] scores of each record under each reference."""
-    if not references:
-        return np.zeros((int(labels.shape[0]), 0))
-    return np.column_stack([scores(family, network, features, labels) for network in references])
+    return predictions(family, references, features, labels)[0]
+
+
+def predictions(family: Any, references: Sequence[nn.Module], features: torch.Tensor,
+                labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """[n, K] scores and [n, K] 0/1 correctness of each record under each reference."""
+    n = int(labels.shape[0])
+    if not references or n == 0:
+        return np.zeros((n, len(references))), np.zeros((n, len(references)))
+    found_scores, found_correct = [], []
+    truth = labels.cpu().numpy()
+    for network in references:
+        proba = ensemble_proba(family, [network], features).double().cpu().numpy()
+        found_scores.append(logit_confidence(proba, truth))
+        found_correct.append((proba.argmax(axis=1) == truth).astype(np.float64))
+    return np.column_stack(found_scores), np.column_stack(found_correct)
 
 
 # A model's stored pool.
@@ -75,3 +88,27 @@ def out_mask(pool: Sequence[ReferenceModel], subject_keys: list[str]) -> np.ndar
         return np.zeros((len(subject_keys), 0), dtype=bool)
     return np.column_stack([~membership(subject_keys, r.pool_size, r.membership_seed)[:, r.position]
                             for r in pool])
+
+
+def forget_loss_targets(family: Any, target: nn.Module | Sequence[nn.Module], refs: Sequence[nn.Module],
+                        forget: tuple[torch.Tensor, torch.Tensor], forget_out: np.ndarray,
+                        unseen: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray | None:
+    """The loss each forget record would have under a model that never saw it: the mean
+    cross-entropy over its OUT references, shifted by how much lower the target's loss on unseen
+    records is than the references' (they trained on half the data). For the stopping rule of
+    neggrad_plus (workers/engine/unlearning/neggrad_plus.py). None when a forget record has no OUT
+    reference or there are no unseen records."""
+    out = np.asarray(forget_out, dtype=bool)
+    if not refs or int(unseen[1].shape[0]) == 0 or (out.sum(axis=1) == 0).any():
+        return None
+
+    def losses(networks: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+        proba = ensemble_proba(family, list(networks), x).double()
+        picked = proba.gather(1, y.to(proba.device).view(-1, 1)).squeeze(1)
+        return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
+
+    per_reference = np.column_stack([losses([r], *forget) for r in refs])
+    out_mean = np.where(out, per_reference, 0.0).sum(axis=1) / out.sum(axis=1)
+    targets = [target] if isinstance(target, nn.Module) else list(target)
+    shift = float(losses(targets, *unseen).mean()) - float(np.mean([losses([r], *unseen).mean() for r in refs]))
+    return np.maximum(out_mean + shift, 0.0)

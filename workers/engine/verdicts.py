@@ -13,7 +13,13 @@ With a tolerance t the verdict reads the interval [low, high]:
 Inconclusive is not a pass. The decision rule knows nothing of models or attacks, so any
 check that produces (estimate, interval, tolerance) reuses it, text checks included.
 
-Intervals here are two-sided at level 1 − α:
+Each verdict is a test at level α. A one-sided check passes when the upper end of the interval,
+a one-sided 1 − α bound, is within the tolerance; a two-sided check is an equivalence test, two
+one-sided tests at α each (TOST, Schuirmann 1987). Either way the interval whose ends decide is
+the two-sided one at level 1 − 2α (90 % for α = 0.05): `interval_alpha` turns α into the level
+the interval functions below are called with, and every Check states its `confidence`.
+
+The interval functions here take the two-sided level 1 − a they are asked for:
 - difference of two independent proportions: Newcombe's hybrid Wilson score interval
   (Newcombe 1998, method 10), which stays honest for one or two records where a bootstrap
   collapses to a point;
@@ -61,6 +67,13 @@ class Check:
     verdict: Verdict
     reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Two-sided level of `interval` (1 − 2α): each of its ends is a one-sided 1 − α bound.
+    confidence: float = 0.9
+    # A utility check (the price in accuracy) rather than a forgetting one: only its `fail`
+    # blocks a result. A forgetting claim needs proof, so an inconclusive forgetting check
+    # blocks; a utility check that cannot show the price is small records that and blocks
+    # only on evidence that it is too high (a retrain pays a price in accuracy too).
+    utility: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -87,6 +100,12 @@ def rounded(value: Any) -> Any:
     return value
 
 
+def interval_alpha(alpha: float) -> float:
+    """The two-sided level 1 − a at which to compute an interval whose ends are one-sided 1 − α
+    bounds: a = 2α."""
+    return 2 * alpha
+
+
 def decide(low: float, high: float, tolerance: float, *, two_sided: bool) -> Verdict:
     if two_sided:
         if low >= -tolerance and high <= tolerance:
@@ -104,7 +123,7 @@ def decide(low: float, high: float, tolerance: float, *, two_sided: bool) -> Ver
 def _explain(label: str, estimate: float, interval: Interval, tolerance: float, verdict: Verdict,
              alpha: float, two_sided: bool, n: int) -> str:
     bound = f"±{tolerance:.3f}" if two_sided else f"≤ {tolerance:.3f}"
-    figures = (f"{label} {estimate:+.3f}, {100 * (1 - alpha):.0f}% interval "
+    figures = (f"{label} {estimate:+.3f}, {100 * (1 - interval_alpha(alpha)):.0f}% interval "
                f"[{interval[0]:+.3f}, {interval[1]:+.3f}] on {n} records, tolerance {bound}")
     if verdict == "pass":
         return f"{figures}: within tolerance"
@@ -118,28 +137,42 @@ def check(name: str, *, label: str, attack: str | None, test: str, estimate: flo
           reference: str, unavailable: str | None = None, **extra: Any) -> Check:
     """A Check from an estimate and its interval; without them (`unavailable` says why) the
     verdict is inconclusive."""
+    confidence = 1 - interval_alpha(alpha)
     if estimate is None or interval is None:
         return Check(name, attack, test, None, None, alpha, tolerance, two_sided, n, reference,
-                     "inconclusive", f"{label}: {unavailable or 'not measurable'}", dict(extra))
+                     "inconclusive", f"{label}: {unavailable or 'not measurable'}", dict(extra), confidence)
     interval = (float(interval[0]), float(interval[1]))
     verdict = decide(*interval, tolerance, two_sided=two_sided)
     return Check(name, attack, test, float(estimate), interval, alpha, tolerance, two_sided, n, reference,
-                 verdict, _explain(label, estimate, interval, tolerance, verdict, alpha, two_sided, n), dict(extra))
+                 verdict, _explain(label, estimate, interval, tolerance, verdict, alpha, two_sided, n), dict(extra),
+                 confidence)
 
 
 def overall(checks: Iterable[Check]) -> Verdict:
-    """fail if any check fails, pass only if every check passes, otherwise inconclusive."""
-    verdicts = [c.verdict for c in checks]
-    if not verdicts:
-        return "inconclusive"
-    if "fail" in verdicts:
+    """fail if any check fails; pass if every forgetting check passes and no utility check
+    fails; otherwise inconclusive (also without any forgetting check)."""
+    checks = list(checks)
+    if any(c.verdict == "fail" for c in checks):
         return "fail"
-    return "pass" if all(v == "pass" for v in verdicts) else "inconclusive"
+    forgetting = [c.verdict for c in checks if not c.utility]
+    if not forgetting:
+        return "inconclusive"
+    return "pass" if all(v == "pass" for v in forgetting) else "inconclusive"
+
+
+def _blocks(found: Check) -> bool:
+    return found.verdict == "fail" or (found.verdict == "inconclusive" and not found.utility)
 
 
 def reasons(checks: Iterable[Check]) -> list[str]:
-    """Why a result is not verified: the reason of every check that did not pass."""
-    return [f"{c.verdict}: {c.reason}" for c in checks if c.verdict != "pass"]
+    """Why a result is not verified: the reason of every check that blocks it (a forgetting
+    check that did not pass, a utility check that failed)."""
+    return [f"{c.verdict}: {c.reason}" for c in checks if _blocks(c)]
+
+
+def notes(checks: Iterable[Check]) -> list[str]:
+    """What was recorded without blocking: utility checks that were inconclusive."""
+    return [f"{c.verdict}: {c.reason}" for c in checks if c.verdict == "inconclusive" and c.utility]
 
 
 # Intervals.
@@ -228,3 +261,22 @@ def delong_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]
     se = math.sqrt(variance)
     quantile = float(stats.t.ppf(1 - alpha / 2, df=m - 1))
     return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
+
+
+def calibrated_difference(forget: Sequence[float], null: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+    """mean(forget) − mean(null) of two independent samples of per-record differences (a target's
+    correctness less its references', say), with a Welch interval at level 1 − alpha. As in
+    `delong_auc`, the forget side's variance is at least the null side's (what it is when the
+    forget records look exactly unseen) and the quantile is Student's with the forget side's
+    degrees of freedom, so a handful of records that happen to agree cannot make the interval
+    narrow. None when a side is empty; one forget record or one null record gives [−1, 1]."""
+    a, b = np.asarray(forget, dtype=np.float64), np.asarray(null, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return None
+    estimate = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return estimate, (-1.0, 1.0)
+    null_variance = float(b.var(ddof=1))
+    se = math.sqrt(max(float(a.var(ddof=1)), null_variance) / a.size + null_variance / b.size)
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=a.size - 1))
+    return estimate, (max(-2.0, estimate - quantile * se), min(2.0, estimate + quantile * se))
