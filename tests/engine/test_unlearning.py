@@ -302,3 +302,41 @@ def test_ensemble_and_empty_sets(mlp_runs, digits):
     assert found["holdout"]["n"] == 0 and found["mia_auc"] is None
 
 
+
+
+def _per_record_losses(network, x, y):
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(network(x), y, reduction="none")
+
+
+def test_neggrad_plus_aims_each_record_at_its_own_unseen_loss(digits, mlp_runs):
+    from workers.engine.unlearning.base import SHORTFALL, shortfall
+
+    family, config, original, reference = mlp_runs
+    # The retrain never saw the forget records: its loss on each is that record's target.
+    targets = _per_record_losses(reference, *digits["forget"])
+    data = ForgetRetain(*digits["forget"], *digits["retain"], *digits["atypical_holdout"], forget_target_loss=targets)
+    settings = parse_method_config("neggrad_plus", {"target_epochs": 30, "max_cost": None})
+    result = get_method("neggrad_plus").run(family, original, config, data, settings, seed=7)
+    details = result.details
+    assert details["per_record_targets"] is True and details["stopped_at_step"] is not None
+    assert shortfall(original, data) > 0.5 and shortfall(result.network, data) <= SHORTFALL
+    after = _per_record_losses(result.network, *digits["forget"])
+    before = _per_record_losses(original, *digits["forget"])
+    # Most records, memorised before, now sit near what a model that never saw them gives.
+    assert float((after - targets).abs().median()) < float((before - targets).abs().median()) / 2
+
+
+def test_neggrad_plus_stops_at_its_cost_cap(digits, mlp_runs):
+    family, config, original, _ = mlp_runs
+    data = ForgetRetain(*digits["forget"], *digits["retain"], *digits["atypical_holdout"])
+    settings = parse_method_config("neggrad_plus", {"max_cost": 0.02})
+    details = get_method("neggrad_plus").run(family, original, config, data, settings, seed=7).details
+    budget = 0.02 * config.epochs * (data.n_forget + data.n_retain)
+    assert details["cost_budget_examples"] == pytest.approx(budget)
+    assert details["cost_budget_exhausted_at_step"] == details["stopped_at_step"] == details["steps"]
+    # Each step takes a retain and a forget batch (160 examples at most): the cap binds early.
+    assert details["steps"] <= budget / 32 + 1
+    uncapped = get_method("neggrad_plus").run(family, original, config, data,
+                                              parse_method_config("neggrad_plus", {"max_cost": None}), seed=7).details
+    assert uncapped["cost_budget_examples"] is None and uncapped["steps"] > details["steps"]

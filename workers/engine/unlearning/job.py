@@ -131,7 +131,8 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
     unseen_ids = ctx.old_manifest.record_ids[ctx.old_manifest.shards == HOLDOUT]
     unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])[:RETAIN_SAMPLE]
     unseen = ctx.new_records.rows_for(unseen_ids) if len(unseen_ids) else (None, None)
-    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen)
+    trained = int((ctx.old_manifest.shards != HOLDOUT).sum())
+    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen, trained_records=trained)
     shards: list[Shard] = []
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):

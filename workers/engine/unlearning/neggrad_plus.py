@@ -13,6 +13,12 @@ How much ascent is enough depends on the model: a generalising one barely rememb
 records, a memorising one fits their noisy labels. Given records the model never saw, the run
 aims at their loss (the forget records of a retrain look unseen): the cap is their mean loss and
 the run stops once the forget records' mean loss reaches theirs, checked every few steps.
+
+That rule alone has no price limit: on a large forget set of a generalising model the forget loss
+may take longer to reach the unseen loss than a retrain takes. So the run also stops once it has
+processed `max_cost` times the examples of the model's training (its epochs × trained records,
+the stopping checks' forward passes counted at a third of a training step each); the result is
+then whatever the verification makes of it, and an escalation costs a retrain on top.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from workers.engine.unlearning.base import (
     Optimizer,
     Progress,
     UnlearnResult,
+    UnseenLossTarget,
     Weight,
     WeightDecay,
     batches,
@@ -48,7 +55,6 @@ from workers.engine.unlearning.base import (
     seeded_generator,
     take,
     training_mode,
-    unseen_and_forget_losses,
     working_copy,
 )
 
@@ -77,6 +83,9 @@ class NegGradPlusConfig:
     target_epochs: Epochs = 20
     # Steps between two checks of the stopping rule.
     check_every: Annotated[int, Field(ge=1, le=10_000)] = 10
+    # Most work, in examples processed, as a fraction of the model's training (its family's
+    # `epochs` × the trained records); None: no cap. A family without epochs is not capped.
+    max_cost: Annotated[float, Field(gt=0, le=10)] | None = 0.25
 
 
 class NegGradPlus:
@@ -106,16 +115,17 @@ class NegGradPlus:
         generator = seeded_generator(seed)
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
         cap = config.forget_loss_cap
-        losses = unseen_and_forget_losses(network, data) if config.target_unseen_loss else None
-        target = None if losses is None else losses[0]
-        if target is not None and cap is None:
-            cap = target
-        epochs = config.target_epochs if target is not None else config.epochs
-        step, capped_steps, stopped = 0, 0, None
+        rule = UnseenLossTarget(network, data, family_config, enabled=config.target_unseen_loss,
+                                check_every=config.check_every, max_cost=config.max_cost, per_record=True)
+        targets = data.forget_target_loss if rule.per_record else None
+        if rule.target is not None and cap is None:
+            cap = rule.target
+        epochs = config.target_epochs if rule.target is not None else config.epochs
+        step, capped_steps = 0, 0
         epoch_figures: list[dict[str, float]] = []
         with training_mode(network, seed):
             for epoch in range(epochs):
-                if stopped is not None:
+                if rule.stopped is not None:
                     break
                 retain_total = forget_total = 0.0
                 epoch_steps = 0
@@ -127,9 +137,14 @@ class NegGradPlus:
                     if cap is None:
                         cap = math.log(retain_logits.shape[1])
                     retain_loss = F.cross_entropy(retain_logits, take(data.retain_y, retain_index))
-                    forget_loss = F.cross_entropy(forget_logits, take(data.forget_y, forget_index))
-                    # Above the cap the clamp's gradient is zero: the ascent simply stops.
-                    ascent = torch.clamp(forget_loss, max=cap)
+                    per_record = F.cross_entropy(forget_logits, take(data.forget_y, forget_index), reduction="none")
+                    forget_loss = per_record.mean()
+                    # Above the cap the clamp's gradient is zero: the ascent simply stops. With
+                    # per-record targets each record stops at the loss it has where unseen.
+                    if targets is not None:
+                        ascent = torch.minimum(per_record, take(targets, forget_index).to(per_record.dtype)).mean()
+                    else:
+                        ascent = torch.clamp(forget_loss, max=cap)
                     loss = config.alpha * retain_loss - (1 - config.alpha) * ascent
                     check_finite(loss, self.name, step)
                     loss.backward()
@@ -139,12 +154,8 @@ class NegGradPlus:
                     forget_total += forget_loss.item()
                     step += 1
                     epoch_steps += 1
-                    if target is not None and step % config.check_every == 0:
-                        # Against the unseen loss now: the retain descent moves it too.
-                        now = unseen_and_forget_losses(network, data)
-                        if now is not None and now[1] >= now[0]:
-                            stopped = step
-                            break
+                    if rule.step(network, data, step, len(retain_index) + len(forget_index)):
+                        break
                 epoch_figures.append(
                     {
                         "retain_loss": retain_total / epoch_steps,
@@ -159,11 +170,11 @@ class NegGradPlus:
                 "config": dump_config(config),
                 "steps": step,
                 "forget_loss_cap": cap,
-                "unseen_loss_target": target,
-                "stopped_at_step": stopped,
+                **rule.details(),
                 "capped_steps": capped_steps,
                 "per_epoch": epoch_figures,
                 "before": before,
                 "after": forget_retain_losses(network, data),
             },
         )
+
