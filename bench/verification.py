@@ -145,7 +145,8 @@ def figures(case: Case, networks, forget, retain, checks) -> dict:
             "epsilon": audit.extra.get("epsilon_lower_bound") if audit else None}
 
 
-def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
+def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] | None = None,
+             methods: tuple[str, ...] = APPROXIMATE) -> list[dict]:
     from workers.engine import references
     from workers.engine.forgetting import forgetting_checks, reference_audit_inputs, shard_audit_inputs, summary
     from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
@@ -198,11 +199,17 @@ def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
     if case.spec["sisa"]:
         return results
     # The methods' stopping rules aim at the holdout's loss (records the model never saw).
-    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *case.holdout)
-    for name in APPROXIMATE:
+    targets = None
+    if case.references:
+        found = references.forget_loss_targets(case.family, case.networks, case.references, forget,
+                                               ~case.member[erased], case.holdout)
+        targets = None if found is None else torch.from_numpy(found)
+    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *case.holdout, forget_target_loss=targets)
+    for name in methods:
         method = get_method(name)
-        result, cpu = cpu_timed(lambda method=method, name=name: method.run(case.family, case.networks[0], case.config, data,
-                                                   parse_method_config(name, None), seed=case.seed))
+        config = parse_method_config(name, (settings or {}).get(name))
+        result, cpu = cpu_timed(lambda method=method, config=config: method.run(
+            case.family, case.networks[0], case.config, data, config, seed=case.seed))
         (checks, block), verify_cpu = verify([result.network])
         found = figures(case, [result.network], forget, retain_sample, checks)
         gaps = {m: found[m] - yard[m] for m in FALSE_PASS}
@@ -213,6 +220,19 @@ def run_cell(case: Case, subjects: int, policy_, rng) -> list[dict]:
                         "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
                         "within": not beyond, "reasons": block["reasons"]})
     return results
+
+
+def parse_settings(items: list[str]) -> dict[str, dict]:
+    """{"salun": {"mask_fraction": 0.3}} from ["salun:mask_fraction=0.3"]."""
+    import json
+
+    found: dict[str, dict] = {}
+    for item in items:
+        method, _, pairs = item.partition(":")
+        for pair in filter(None, pairs.split(",")):
+            key, _, value = pair.partition("=")
+            found.setdefault(method, {})[key] = json.loads(value)
+    return found
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -269,9 +289,14 @@ def main() -> None:
     parser.add_argument("--subjects", help="comma-separated subject counts instead of each case's own")
     parser.add_argument("--references", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default=",".join(APPROXIMATE), help="comma-separated approximate methods")
+    parser.add_argument("--settings", action="append", default=[], metavar="METHOD:KEY=VALUE[,KEY=VALUE]",
+                        help="a method's settings instead of its defaults (JSON values), repeatable")
     parser.add_argument("--output", default=str(RESULTS / "verification.json"))
     args = parser.parse_args()
     rows, costs = [], {}
+    settings = parse_settings(args.settings)
+    methods = tuple(m for m in args.methods.split(",") if m)
     with tempfile.TemporaryDirectory(prefix="obliviate-bench-") as tmp:
         setup(Path(tmp), args.threads)
         info = machine()
@@ -288,7 +313,7 @@ def main() -> None:
                 refs.append(case.reference_cpu)
                 rng = np.random.default_rng(1000 + seed)
                 for subjects in spec["subjects"]:
-                    rows.extend(run_cell(case, subjects, policy_, rng))
+                    rows.extend(run_cell(case, subjects, policy_, rng, settings, methods))
             refill = [round(float(np.mean([r["refill_cpu_per_request_s"] for r in rows if r["case"] == name
                                            and r["subjects"] == s and r["exact"]])), 2) for s in spec["subjects"]]
             costs[name] = {"model_cpu_s": float(np.mean(model_cpu)),
@@ -312,6 +337,7 @@ def main() -> None:
           f"{summary_['within_testable']} testable results within tolerance (95% CI {summary_['needless_ci']}); "
           f"{summary_['untestable_results']} results on forget sets too small to test")
     write_json(Path(args.output), {"machine": info, "seeds": args.seeds, "scale": args.scale, "references": args.references,
+                                   "settings": settings,
                                    "cases": CASES, "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
                                    "summary": summary_, "costs": costs, "table": table, "results": rows})
 
