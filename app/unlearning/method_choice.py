@@ -11,6 +11,8 @@ rehearsals refine it (app/models/rehearsals.py):
   rehearsed candidates and no pass is not tried first. The configured method stays unless it
   never passed; else the first method that passed on the family, else the first without history;
   when every approximate method has history and none ever passed, the job retrains at once.
+  An inconclusive candidate (too few forget records for the verdicts to tell) is no evidence
+  either way and counts as no history: only a pass, a fail, or a pass too far from the retrain do.
 
 The choice is plain data (no torch): the worker validates the settings with the method's config
 (workers/engine/unlearning/base.py, `parse_method_config`) before it runs anything.
@@ -79,6 +81,8 @@ def _tally(results: Iterable[Sequence[Mapping[str, Any]]]) -> tuple[dict[str, in
     passed: dict[str, int] = {}
     for entries in results:
         for entry in entries:
+            if entry.get("verdict") == "inconclusive":
+                continue
             name = str(entry.get("method"))
             tried[name] = tried.get(name, 0) + 1
             passed[name] = passed.get(name, 0) + (1 if entry.get("passed") else 0)
