@@ -199,3 +199,17 @@ def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env)
     assert all(r["verdict"] in ("pass", "fail") and set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"}
                for r in row.results)
     assert row.chosen is None or any(r["passed"] and r["method"] == row.chosen["method"] for r in row.results)
+
+
+def test_the_scratch_store_reads_through_and_keeps_its_writes_in_memory(database_url):
+    from app.artifacts.store import ArtifactMissing, get_store, scratch
+
+    real = get_store()
+    stored = real.put_bytes(b"a live artifact")
+    with scratch() as store:
+        assert get_store() is store and store.get_bytes(stored) == b"a live artifact"
+        made = get_store().put_bytes(b"trained by a rehearsal")
+        assert store.get_bytes(made) == b"trained by a rehearsal" and not real.exists(made)
+    assert get_store() is real and not real.exists(made)
+    with pytest.raises(ArtifactMissing):
+        real.get_bytes(made)
