@@ -34,6 +34,10 @@ def run(context: JobContext) -> None:
         with scratch():
             ctx = context_for(target.snapshot, (), progress=lambda f, step: context.progress(0.05 + 0.1 * f, step))
             keys = rehearsal.sample_subjects(ctx, target.subjects)
+            if not keys:
+                with session_scope() as session:
+                    rows.skip(session, attempt, "nothing to rehearse: the model trained on fewer than two subjects")
+                return
             found = rehearsal.rehearse(ctx, keys, target.methods, check=context.check,
                                        progress=lambda f, step: context.progress(0.15 + 0.8 * f, step))
     except ArtifactMissing as exc:

@@ -238,8 +238,8 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
         "details": dict(result.details), "verification": figures, "destroyed": [],
     }
     if snapshot.method_settings is not None:
-        # The settings the job started with (a retry keeps the first attempt's choice in the
-        # snapshot it rebuilds from the same rows), named by the certificate too.
+        # The method and settings the job started with, and where they came from (the
+        # certificate names them too).
         stored["model"]["method_settings"] = snapshot.method_settings.to_json(result.settings)
     after = result.verification.after
     for request in completion.requests_of(session, attempt.job_id, lock=True):

@@ -57,11 +57,12 @@ class Rehearsal:
 
 
 def sample_subjects(ctx: Context, count: int) -> list[str]:
-    """Up to `count` subjects the current version trained on, drawn under the model's seed."""
+    """Up to `count` subjects the current version trained on, drawn under the model's seed; at
+    most half of them, so that something is left to retain."""
     trained = np.isin(ctx.old_records.record_ids, ctx.old_manifest.trained_ids())
     subjects = sorted(set(ctx.old_records.subject_keys[trained].tolist()))
     rng = np.random.default_rng([ctx.seed, 0x5EA])
-    picked = rng.choice(len(subjects), size=min(count, len(subjects)), replace=False)
+    picked = rng.choice(len(subjects), size=min(count, len(subjects) // 2), replace=False)
     return [subjects[i] for i in sorted(picked.tolist())]
 
 
