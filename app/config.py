@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     # An erasure destroys the references that held its subjects; the job that trains their
     # replacements waits this long, so the unlearning jobs of the same window go first.
     reference_refill_delay_seconds: float = Field(default=300.0, ge=0)
+    # The unlearning rehearsal (workers/rehearsal.py): after training a model whose unlearning
+    # method is approximate, erase this many random trained subjects in memory, retrain without
+    # them and compare each approximate method's result with that retrain; jobs then start with
+    # the settings that passed. It waits rehearsal_delay_seconds, like the reference refill.
+    rehearsal: bool = True
+    rehearsal_subjects: int = Field(default=10, ge=1, le=1000)
+    rehearsal_delay_seconds: float = Field(default=300.0, ge=0)
     # Deprecated fixed thresholds; when set they replace the matching tolerance above
     # (max_mia_auc − 0.5 for the AUC), so an older deployment keeps its policy.
     max_forget_holdout_gap: float | None = None

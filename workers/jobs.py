@@ -28,7 +28,8 @@ from app.unlearning import exclusive
 log = logging.getLogger("obliviate.jobs")
 
 # kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
-HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run", "references": "workers.refill:run"}
+HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run", "references": "workers.refill:run",
+            "rehearsal": "workers.rehearsal:run"}
 # kind → "module:function(session, job, reason)", called when a job fails for good.
 ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests"}
 

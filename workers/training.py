@@ -20,6 +20,7 @@ from app.db import session_scope
 from app.families.registry import get_family
 from app.jobs import service as job_service
 from app.jobs.models import Job
+from app.models import rehearsals as rehearsal_service
 from app.models.models import Model
 from app.unlearning.service import reference_pool_size
 from app.models.service import record_version
@@ -107,8 +108,12 @@ def run(context) -> None:
             params=spec.dump_params(config), seed=snapshot["seed"], shape=shape.to_json(), sisa=snapshot["sisa"],
             manifest_sha=manifest_sha, shards=[s.to_json() for s in shards], metrics=metrics, origin={"kind": "training", "job_id": str(context.job_id)},
         )
+        # A model whose unlearning method is approximate (it has references) is rehearsed: a
+        # low-priority job finds the settings that work for it (workers/rehearsal.py).
+        rehearsal = rehearsal_service.schedule(session, session.get(Model, snapshot["model_id"])) if pool else None
         job_service.complete(
             session, context.job_id, context.attempt,
             {"model_version": version.version, "sha256": version.sha256, "metrics": metrics,
-             "references": {"pool_size": pool, "trained": sorted(trained_references)}},
+             "references": {"pool_size": pool, "trained": sorted(trained_references)},
+             "rehearsal_job_id": str(rehearsal.id) if rehearsal is not None else None},
         )

@@ -13,6 +13,7 @@ The root is `settings.artifacts_url`: a local folder by default, or any fsspec U
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import re
@@ -174,8 +175,51 @@ class ArtifactStore:
         return True
 
 
+class ScratchStore(ArtifactStore):
+    """Writes stay in this process's memory; reads of anything not written here go to `base`.
+    What a rehearsal trains (workers/rehearsal.py) lives here and never reaches the real store:
+    nothing it made can be served, adopted or mistaken for a live artifact."""
+
+    def __init__(self, base: ArtifactStore):
+        super().__init__(f"memory://obliviate-scratch/{uuid.uuid4().hex}")
+        self.base = base
+
+    def exists(self, sha: str) -> bool:
+        return super().exists(sha) or self.base.exists(sha)
+
+    def verify(self, sha: str) -> None:
+        (super() if super().exists(sha) else self.base).verify(sha)
+
+    def open_verified(self, sha: str) -> IO[bytes]:
+        return super().open_verified(sha) if super().exists(sha) else self.base.open_verified(sha)
+
+    def _read_all(self, sha: str) -> bytes:
+        try:
+            return super()._read_all(sha)
+        except ArtifactMissing:
+            return self.base._read_all(sha)
+
+    def discard(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+
+
 _stores: dict[str, ArtifactStore] = {}
 _stores_lock = threading.Lock()
+_scratch: contextvars.ContextVar[ScratchStore | None] = contextvars.ContextVar("obliviate_scratch_store", default=None)
+
+
+@contextmanager
+def scratch() -> Iterator[ScratchStore]:
+    """Within the block, `get_store()` answers a ScratchStore over the real one; its writes are
+    dropped at the end."""
+    store = ScratchStore(get_store())
+    token = _scratch.set(store)
+    try:
+        yield store
+    finally:
+        _scratch.reset(token)
+        store.discard()
 
 
 def store_for(url: str) -> ArtifactStore:
@@ -188,5 +232,6 @@ def store_for(url: str) -> ArtifactStore:
 
 def get_store() -> ArtifactStore:
     """The store of the current settings. Keyed by URL rather than cached once, because tests
-    (and a CLI run with another data dir) change the settings inside one process."""
-    return store_for(get_settings().artifacts_url)
+    (and a CLI run with another data dir) change the settings inside one process. Inside
+    `scratch()`, the scratch store over it."""
+    return _scratch.get() or store_for(get_settings().artifacts_url)

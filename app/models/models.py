@@ -89,3 +89,27 @@ class ModelReference(Base):
     weights_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ModelRehearsal(Base):
+    """One unlearning rehearsal of a model version (workers/rehearsal.py): a random sample of its
+    trained subjects erased in memory, a real retrain without them as the yardstick, and every
+    approximate method's candidate settings compared with it. Only counts and figures are kept:
+    the sampled subjects are never stored, nor anything the rehearsal trained."""
+
+    __tablename__ = "model_rehearsals"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    model_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("models.id"), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    dataset_version_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("dataset_versions.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Subjects erased in memory and the trained records they held.
+    subjects: Mapped[int] = mapped_column(Integer)
+    forget_records: Mapped[int] = mapped_column(Integer)
+    # CPU seconds of the yardstick retrain; candidates' costs are fractions of it.
+    retrain_cpu_s: Mapped[float] = mapped_column(Float)
+    # One entry per candidate: method, settings, verdict, gaps, cost, passed (rehearsals.py).
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The cheapest passing candidate {"method", "settings"}, or None when none passed.
+    chosen: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -21,7 +21,7 @@ from app.families.registry import UnknownFamilyError, get_family
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
-from app.models import importer, inference, service
+from app.models import importer, inference, rehearsals, service
 from app.models.schemas import (
     NAME_PATTERN,
     ImportMetadata,
@@ -32,6 +32,7 @@ from app.models.schemas import (
     GenerateOut,
     PredictBody,
     PredictOut,
+    RehearsalOut,
     ScoreBody,
     ScoreOut,
 )
@@ -128,6 +129,19 @@ def list_models(session: SessionDep, principal: Reader) -> Any:
 )
 def get_model(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
     return service.to_out(session, service.get_for(session, principal, name, client=client))
+
+
+@router.get(
+    "/{name}/rehearsal", response_model=RehearsalOut, operation_id="get_model_rehearsal",
+    summary="The model's latest unlearning rehearsal",
+    responses=problem_responses(404, 409),  # never rehearsed; an ambiguous name (admin keys)
+)
+def get_rehearsal(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
+    """Which approximate methods and settings came close enough to a real retrain of a random
+    erasure on this model, with each candidate's verdict, gaps and cost; jobs start with the
+    cheapest that passed."""
+    model = service.get_for(session, principal, name, client=client)
+    return RehearsalOut(**rehearsals.to_out(rehearsals.latest_of(session, model)))
 
 
 @router.get(

@@ -65,6 +65,24 @@ class ModelPage(BaseModel):
     items: list[ModelOut]
 
 
+class RehearsalOut(BaseModel):
+    """The model's latest unlearning rehearsal: counts and figures, never the subjects."""
+
+    id: uuid.UUID
+    model_id: uuid.UUID
+    model_version: int
+    dataset_version_id: uuid.UUID
+    created_at: datetime
+    subjects: int = Field(description="Random trained subjects erased in memory.")
+    forget_records: int = Field(description="Trained records those subjects held.")
+    retrain_cpu_s: float = Field(description="CPU seconds of the real retrain without them, the yardstick.")
+    results: list[dict[str, Any]] = Field(
+        description="One entry per candidate: method, settings (overrides of its defaults), verdict, reasons, "
+        "gaps to the retrain (forget_accuracy, holdout_accuracy, mia_auc), cost (fraction of the retrain's CPU "
+        "time), cpu_s, passed.")
+    chosen: dict[str, Any] | None = Field(description="The cheapest candidate that passed {method, settings}, or null.")
+
+
 # Networks compute in float32: a larger feature value would be infinite there.
 FLOAT32_MAX = 3.4028234663852886e38
 Feature = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]

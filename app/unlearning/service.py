@@ -22,6 +22,7 @@ from app.artifacts.store import ArtifactStore
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.datasets import service as dataset_service
+from app.datasets.models import DatasetVersion
 from app.families.registry import get_family
 from app.families.shape import Shape
 from app.jobs import service as job_service
@@ -29,13 +30,14 @@ from app.models import references as reference_service
 from app.models import service as model_service
 from app.models.models import Model
 from app.requests import service as request_service
-from app.unlearning import completion, exclusive
+from app.unlearning import completion, exclusive, method_choice
 from app.unlearning.models import JobRequest
 from app.unlearning.types import (
     EXACT,
     DatasetErasure,
     Escalation,
     JobAttempt,
+    MethodSettings,
     ModelSnapshot,
     ReferenceModel,
     Shard,
@@ -167,7 +169,17 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         return None
     old = model_service.current_version(session, model)
     old_dataset = dataset_service.get_version(session, old.dataset_version_id)
-    new_dataset = dataset_service.get_version(session, erasure.version_id)
+    choice = method_choice.choose(session, model, choose_method(model, old_dataset.rows))
+    return version_snapshot(session, model, dataset_service.get_version(session, erasure.version_id), choice,
+                            holds=dataset_service.holds_subjects(session, old.dataset_version_id, erasure.keys))
+
+
+def version_snapshot(session: Session, model: Model, new_dataset: DatasetVersion, choice: MethodSettings, *,
+                     holds: bool) -> ModelSnapshot:
+    """The model's current version as a method's inputs, towards `new_dataset` (the erased
+    version; the rehearsal passes the version itself and erases in memory)."""
+    old = model_service.current_version(session, model)
+    old_dataset = dataset_service.get_version(session, old.dataset_version_id)
     dataset = dataset_service.get_dataset(session, model.dataset_id)
     shape = old.shape
     return ModelSnapshot(
@@ -179,12 +191,11 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         manifest_sha=old.manifest_sha256, features=tuple(dataset.feature_columns),
         old_dataset_sha=old_dataset.sha256, new_dataset_sha=new_dataset.sha256, new_dataset_version_id=new_dataset.id,
         same_lineage=new_dataset.parent_version_id == old_dataset.id or new_dataset.id == old_dataset.id,
-        method=choose_method(model, old_dataset.rows),
-        holds=dataset_service.holds_subjects(session, old.dataset_version_id, erasure.keys),
+        method=choice.method, holds=holds,
         references=tuple(ReferenceModel(r.id, r.position, r.pool_size, r.membership_seed, r.weights_sha256)
                          for r in reference_service.live(session, model.id)),
         reference_pool=reference_pool_size(model, old_dataset.rows),
-        text=dataset.is_text,
+        text=dataset.is_text, method_settings=None if choice.method in EXACT and choice.reason is None else choice,
     )
 
 
@@ -226,10 +237,16 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
         "method": result.method, "requested_method": result.requested_method, "escalations": escalations,
         "details": dict(result.details), "verification": figures, "destroyed": [],
     }
+    if snapshot.method_settings is not None:
+        # The method and settings the job started with, and where they came from (the
+        # certificate names them too).
+        stored["model"]["method_settings"] = snapshot.method_settings.to_json(result.settings)
     after = result.verification.after
     for request in completion.requests_of(session, attempt.job_id, lock=True):
         if request.status == "processing":
             shown: dict[str, Any] = {"after": after.to_json(), "method": result.method}
+            if snapshot.method_settings is not None:
+                shown["method_settings"] = stored["model"]["method_settings"]
             if result.verification.verdicts is not None:
                 shown["verdicts"] = dict(result.verification.verdicts)
             request.progress = {"verification": {snapshot.model: shown}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from app.families.shape import Shape
@@ -29,7 +29,7 @@ EXACT: frozenset[str] = EXACT_METHODS | {"none_needed"}
 
 __all__ = [
     "EXACT", "EXACT_METHODS", "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
-    "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
+    "MethodSettings", "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
     "Verification",
 ]
 
@@ -125,6 +125,31 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class MethodSettings:
+    """The method a job starts with and the overrides of its default settings, with where they
+    come from (app/unlearning/method_choice.py): "rehearsal" (they passed the model's rehearsal),
+    "defaults", or "family_history" (the family's rehearsals moved the job off a method that never
+    passed, `reason` says how)."""
+
+    method: str
+    settings: JsonObject = field(default_factory=dict)
+    source: str = "defaults"
+    rehearsal_id: uuid.UUID | None = None
+    reason: str | None = None
+
+    def to_json(self, resolved: JsonObject | None = None) -> dict[str, JsonValue]:
+        """The `method_settings` entry of job.result and the certificate; `resolved` (the method's
+        whole config as it ran, defaults filled in) replaces the overrides when given."""
+        out: dict[str, JsonValue] = {
+            "method": self.method, "settings": dict(resolved if resolved is not None else self.settings),
+            "source": self.source, "rehearsal_id": None if self.rehearsal_id is None else str(self.rehearsal_id),
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
 class ModelSnapshot:
     """Everything about the model's current version that producing the next one needs."""
 
@@ -157,6 +182,8 @@ class ModelSnapshot:
     reference_pool: int = 0
     # A text dataset (a language model's): records are texts, not feature rows.
     text: bool = False
+    # The settings `method` starts with (the rehearsal's, the defaults…).
+    method_settings: MethodSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -299,3 +326,6 @@ class UnlearningResult:
     details: JsonObject
     verification: Verification
     escalations: tuple[Escalation, ...] = ()
+    # The requested approximate method's whole config as it ran (before any escalation); None
+    # for exact methods.
+    settings: JsonObject | None = None

@@ -60,6 +60,8 @@ class Outcome:
     shards: tuple[Shard, ...]
     state: JsonObject
     details: JsonObject
+    # An approximate method's whole config as it ran; None for exact methods.
+    settings: JsonObject | None = None
 
 
 def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None) -> Context:

@@ -29,9 +29,10 @@ from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, c
 __all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
 
 def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], None],
-            verifying: Callable[[], None] | None = None) -> UnlearningResult:
+            verifying: Callable[[], None] | None = None, settings: JsonObject | None = None) -> UnlearningResult:
     """The requested method's result, verified; an approximate one that misses its thresholds
-    is reported to `escalate` and replaced by a retrain. The manifest is stored."""
+    is reported to `escalate` and replaced by a retrain. `settings` override the approximate
+    method's defaults (validated: unknown or invalid ones raise). The manifest is stored."""
     escalations: list[Escalation] = []
     if len(ctx.forget_ids) == 0:
         # The subjects were only among the holdout: the weights never saw them, so the version is
@@ -39,7 +40,8 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
         outcome = Outcome("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
                           {"note": "the subjects' records were held out; no weights saw them"})
     else:
-        outcome = run_method(ctx, requested)
+        outcome = run_method(ctx, requested, settings)
+    ran_with = outcome.settings
     if verifying is not None:
         verifying()
     figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
@@ -58,15 +60,16 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     return UnlearningResult(
         method=outcome.method, requested_method=requested, manifest_sha=manifest_sha, shards=outcome.shards,
         state=outcome.state, details=outcome.details, verification=figures, escalations=tuple(escalations),
+        settings=ran_with,
     )
 
 
-def run_method(ctx: Context, name: str) -> Outcome:
+def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> Outcome:
     if name == "retrain":
         return retrain(ctx)
     if name == "sisa":
         return sisa(ctx)
-    return approximate(ctx, name)
+    return approximate(ctx, name, settings)
 
 
 def retrain(ctx: Context) -> Outcome:
@@ -119,9 +122,11 @@ def sisa(ctx: Context) -> Outcome:
     return Outcome("sisa", manifest, shards, {}, details)
 
 
-def approximate(ctx: Context, method_name: str) -> Outcome:
-    """Apply an approximate or certified method to the current network(s) of the model."""
+def approximate(ctx: Context, method_name: str, settings: JsonObject | None = None) -> Outcome:
+    """Apply an approximate or certified method to the current network(s) of the model, with
+    `settings` overriding its defaults (checked before anything runs)."""
     method = base.get_method(method_name)
+    config = base.parse_method_config(method_name, dict(settings or {}))
     store = get_store()
     forget_x, forget_y = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
     # The Newton step minimises the objective over every retained record, so no sampling there.
@@ -137,8 +142,7 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):
         network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights))
-        result = method.run(ctx.family, network, ctx.config, data, base.parse_method_config(method_name, None),
-                            seed=ctx.seed, progress=ctx.progress)
+        result = method.run(ctx.family, network, ctx.config, data, config, seed=ctx.seed, progress=ctx.progress)
         weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
                                                  {"shard": str(index)}))
         shards.append(Shard(shard=index, weights=weights, checkpoints=()))
@@ -151,7 +155,7 @@ def approximate(ctx: Context, method_name: str) -> Outcome:
         spent = _number(details, "input_residual_norm") if spent is None else spent
         state["residual_spent"] = spent + _number(details, "residual_norm")
         state["budget"] = _number(details, "budget")
-    return Outcome(method_name, manifest, tuple(shards), state, details)
+    return Outcome(method_name, manifest, tuple(shards), state, details, settings=base.dump_config(config))
 
 
 def _optional_number(values: JsonObject, key: str) -> float | None:

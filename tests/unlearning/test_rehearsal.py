@@ -1,0 +1,215 @@
+"""The unlearning rehearsal (issue 11): the job a training run queues for a model whose method is
+approximate, what it stores, the rule that picks a job's method and settings from rehearsals,
+and the settings an erasure then runs with and names in its certificate."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from tests.dataset_files import artifact_files
+from tests.unlearning.test_unlearning_jobs import (  # noqa: F401  (admin is a fixture)
+    LAX,
+    _erase,
+    _execute_queued,
+    _model,
+    _plan,
+    _trained_subjects,
+    _version,
+    admin,
+)
+
+TABULAR = ("finetune", "neggrad_plus", "scrub", "salun")
+
+
+def _row(model_id=None, *entries, chosen=None):
+    from app.models.models import ModelRehearsal
+
+    return ModelRehearsal(id=uuid.uuid4(), model_id=model_id or uuid.uuid4(), results=[
+        {"method": m, "settings": s, "passed": p, "cost": c, "verdict": "pass" if p else verdict}
+        for m, s, p, c, *given in entries for verdict in [given[0] if given else "fail"]], chosen=chosen)
+
+
+def _decide(method="finetune", *, explicit=False, own=None, history=()):
+    from app.unlearning.method_choice import decide
+
+    return decide(method, explicit=explicit, own=own, history=list(history) + ([own] if own else []),
+                  family_methods=TABULAR)
+
+
+def test_a_chosen_method_becomes_the_rehearsals_cheapest_pass():
+    own = _row(None, ("finetune", {}, False, 0.1), ("salun", {"mask_fraction": 0.1}, True, 0.2),
+               chosen={"method": "salun", "settings": {"mask_fraction": 0.1}})
+    choice = _decide(own=own)
+    assert (choice.method, dict(choice.settings), choice.source, choice.rehearsal_id) == (
+        "salun", {"mask_fraction": 0.1}, "rehearsal", own.id)
+
+
+def test_an_explicit_method_is_honoured_with_its_own_passing_settings():
+    own = _row(None, ("scrub", {}, True, 0.3), ("scrub", {"rewind": True}, True, 0.2), ("salun", {}, True, 0.1),
+               chosen={"method": "salun", "settings": {}})
+    choice = _decide("scrub", explicit=True, own=own)
+    assert (choice.method, dict(choice.settings), choice.source) == ("scrub", {"rewind": True}, "rehearsal")
+    # No passing settings for it: still that method, with its defaults.
+    failed = _row(None, ("neggrad_plus", {}, False, 0.1), ("salun", {}, True, 0.1), chosen={"method": "salun", "settings": {}})
+    choice = _decide("neggrad_plus", explicit=True, own=failed)
+    assert (choice.method, dict(choice.settings), choice.source, choice.rehearsal_id) == (
+        "neggrad_plus", {}, "defaults", failed.id)
+    # An explicit method ignores the family's history.
+    assert _decide("neggrad_plus", explicit=True, history=[failed]).method == "neggrad_plus"
+
+
+def test_a_method_that_never_passed_on_the_family_is_not_tried_first():
+    other = _row(None, ("finetune", {}, False, 0.1), ("finetune", {"epochs": 10}, False, 0.2),
+                 ("neggrad_plus", {}, False, 0.1), ("scrub", {}, True, 0.4))
+    choice = _decide(history=[other])
+    assert choice.method == "scrub" and choice.source == "family_history" and "finetune never passed" in choice.reason
+    # No method passed, but one has no history yet: that one.
+    untried = _row(None, ("finetune", {}, False, 0.1), ("neggrad_plus", {}, False, 0.1), ("scrub", {}, False, 0.1))
+    assert _decide(history=[untried]).method == "salun"
+    # The configured method stays while it has passed somewhere, or has no history at all.
+    assert _decide(history=[_row(None, ("finetune", {}, False, 0.1)), _row(None, ("finetune", {}, True, 0.1))]).method == "finetune"
+    assert _decide(history=[_row(None, ("scrub", {}, False, 0.1))]) .source == "defaults"
+    # Its own rehearsal without a pass counts as the family's history too.
+    own = _row(None, *[(m, {}, False, 0.1) for m in TABULAR[:3]])
+    assert _decide(own=own).method == "salun"
+
+
+def test_when_every_method_failed_on_the_family_the_job_retrains_at_once():
+    history = [_row(None, ("finetune", {}, False, 0.1), ("neggrad_plus", {}, False, 0.1)),
+               _row(None, ("scrub", {}, False, 0.1), ("salun", {"mask_fraction": 0.3}, False, 0.1))]
+    choice = _decide(history=history)
+    assert choice.method == "retrain" and choice.source == "family_history" and "retrained at once" in choice.reason
+    assert choice.to_json()["reason"] == choice.reason
+
+
+def test_inconclusive_candidates_are_no_evidence_against_a_method():
+    # Too few forget records for the verdicts to tell: finetune keeps its turn.
+    history = [_row(None, ("finetune", {}, False, 0.1, "inconclusive"), ("finetune", {"epochs": 10}, False, 0.2, "inconclusive"),
+                    ("neggrad_plus", {}, False, 0.1), ("scrub", {}, False, 0.1), ("salun", {}, False, 0.1))]
+    assert _decide(history=history).method == "finetune" and _decide(history=history).source == "defaults"
+    history.append(_row(None, ("finetune", {}, False, 0.1, "fail")))
+    assert _decide(history=history).method == "retrain"
+
+
+def test_certified_removal_is_rehearsed_only_for_the_convex_family():
+    from app.families.registry import get_family
+    from app.unlearning.method_choice import approximate_methods
+
+    assert approximate_methods(get_family("mlp_classifier")) == TABULAR
+    assert approximate_methods(get_family("logistic_regression")) == (*TABULAR, "certified_newton")
+    assert approximate_methods(get_family("causal_lm")) == ("gradient_difference", "npo")
+
+
+def test_the_settings_are_validated_before_a_method_runs():
+    from workers.engine.unlearning import base
+    from workers.engine.unlearning.rehearsal import GRID
+
+    for method, grid in GRID.items():
+        for settings in grid:
+            base.parse_method_config(method, dict(settings))
+    with pytest.raises(base.MethodConfigError, match="unknown setting"):
+        base.parse_method_config("salun", {"mask": 0.1})
+    with pytest.raises(base.MethodConfigError, match="invalid settings"):
+        base.parse_method_config("salun", {"mask_fraction": 2.0})
+
+
+def test_rehearsal_stores_its_candidates_and_the_next_erasure_uses_the_chosen_settings(
+        client, admin, settings_env, data_dir, monkeypatch):
+    from app.db import session_scope
+    from app.jobs.models import Job
+    from app.models.models import ModelRehearsal, ModelVersion
+    from workers.engine.unlearning import rehearsal
+
+    # The policy chooses the approximate method (more rows than a small model), references audit it.
+    settings_env(SMALL_MODEL_ROWS="100", AUDIT_REFERENCES="4", REHEARSAL_DELAY_SECONDS="3600",
+                 REHEARSAL_SUBJECTS="6", **LAX)
+    _model(client, admin, "rehearsed", params={"hidden": [16], "epochs": 10, "learning_rate": 0.01})
+    with session_scope() as session:
+        (job,) = session.scalars(select(Job).where(Job.kind == "rehearsal")).all()
+        assert job.status == "queued" and job.not_before is not None  # delayed, low priority
+    assert client.get("/v1/models/rehearsed/rehearsal", headers=admin).status_code == 404
+    # Wide bounds, so that which candidates pass depends on the service's verdicts alone.
+    monkeypatch.setattr(rehearsal, "BOUNDS", {name: 1.0 for name in rehearsal.BOUNDS})
+    files = artifact_files(data_dir)
+    assert _execute_queued("rehearsal") == ["completed"]
+    assert artifact_files(data_dir) == files  # nothing it trained was stored
+    with session_scope() as session:
+        (row,) = session.scalars(select(ModelRehearsal)).all()
+        assert session.scalars(select(ModelVersion)).all()[0].version == 1 and len(session.scalars(select(ModelVersion)).all()) == 1
+        job = session.scalars(select(Job).where(Job.kind == "rehearsal")).one()
+        assert job.result["rehearsal_id"] == str(row.id) and job.result["candidates"] == len(row.results)
+    shown = client.get("/v1/models/rehearsed/rehearsal", headers=admin).json()
+    assert shown["id"] == str(row.id) and shown["subjects"] == 6 and shown["model_version"] == 1
+    assert shown["forget_records"] > 6 and shown["retrain_cpu_s"] > 0
+    assert [(r["method"], r["settings"]) for r in shown["results"]] == rehearsal.candidates(TABULAR)
+    for entry in shown["results"]:
+        assert entry["verdict"] in ("pass", "fail", "inconclusive") and entry["cost"] >= 0
+        assert set(entry["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"}
+        assert entry["passed"] == (entry["verdict"] == "pass" and all(g is not None for g in entry["gaps"].values()))
+    assert {r["mask_fraction"] for r in (e["settings"] for e in shown["results"] if e["method"] == "salun")} == {0.1, 0.3, 0.5}
+    passing = [r for r in shown["results"] if r["passed"]]
+    assert passing, shown["results"]  # lax tolerances: the service's verdicts pass
+    cheapest = min(passing, key=lambda r: r["cost"])
+    assert shown["chosen"] == {"method": cheapest["method"], "settings": cheapest["settings"]}
+    assert not any(key in str(shown) for key in _subject_keys())
+
+    request_id = _erase(client, admin, _trained_subjects(1)[0])
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    version = _version(client, admin, "rehearsed", 2)
+    assert version["origin"]["requested_method"] == shown["chosen"]["method"]
+    certificate = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=admin).json()
+    named = certificate["certificate"]["models"][0]["method_settings"]
+    assert named["method"] == shown["chosen"]["method"] and named["source"] == "rehearsal"
+    assert named["rehearsal_id"] == str(row.id) and shown["chosen"]["settings"].items() <= named["settings"].items()
+    job = client.get(f"/v1/jobs/{certificate['certificate']['models'][0]['job_id']}", headers=admin).json()
+    assert job["result"]["model"]["method_settings"] == named
+    progress = client.get(f"/v1/erasure-requests/{request_id}", headers=admin).json()["progress"]
+    assert progress["verification"]["rehearsed"]["method_settings"] == named
+
+
+def _subject_keys() -> list[str]:
+    from app.db import session_scope
+    from app.datasets.models import SubjectRecords
+
+    with session_scope() as session:
+        return list(session.scalars(select(SubjectRecords.subject_key)))[:50]
+
+
+def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env):
+    from app.db import session_scope
+    from app.models.models import ModelRehearsal
+    from tests.objects import TINY_LM, create_text_dataset
+
+    settings_env(AUDIT_REFERENCES="2", REHEARSAL_DELAY_SECONDS="0", REHEARSAL_SUBJECTS="3")
+    dataset = create_text_dataset(client, admin, name="rehearsed-notes")
+    body = {"name": "rehearsed-lm", "family": "causal_lm", "dataset_id": dataset["dataset_id"], "holdout_fraction": 0.2,
+            "params": TINY_LM, "seed": 1, "unlearning_method": "npo"}
+    assert client.post("/v1/models", json=body, headers=admin).status_code == 202
+    assert _execute_queued("training") == ["completed"]
+    assert _execute_queued("rehearsal", close_windows=False) == ["completed"]
+    with session_scope() as session:
+        row = session.scalars(select(ModelRehearsal)).one()
+    assert row.subjects == 3 and row.forget_records > 0
+    assert [(r["method"], r["settings"]) for r in row.results] == [
+        ("gradient_difference", {}), ("gradient_difference", {"steps": 120}), ("npo", {}), ("npo", {"steps": 120})]
+    assert all(r["verdict"] in ("pass", "fail") and set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"}
+               for r in row.results)
+    assert row.chosen is None or any(r["passed"] and r["method"] == row.chosen["method"] for r in row.results)
+
+
+def test_the_scratch_store_reads_through_and_keeps_its_writes_in_memory(database_url):
+    from app.artifacts.store import ArtifactMissing, get_store, scratch
+
+    real = get_store()
+    stored = real.put_bytes(b"a live artifact")
+    with scratch() as store:
+        assert get_store() is store and store.get_bytes(stored) == b"a live artifact"
+        made = get_store().put_bytes(b"trained by a rehearsal")
+        assert store.get_bytes(made) == b"trained by a rehearsal" and not real.exists(made)
+    assert get_store() is real and not real.exists(made)
+    with pytest.raises(ArtifactMissing):
+        real.get_bytes(made)

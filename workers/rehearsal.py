@@ -1,0 +1,49 @@
+"""The `rehearsal` job (issue 11): after training a model whose unlearning method is approximate,
+rehearse an erasure in memory and store which methods and settings came close enough to a real
+retrain (workers/engine/unlearning/rehearsal.py), so a real request starts with settings known
+to work. Low priority: created by the training job with a delay (`OBLIVIATE_REHEARSAL_DELAY_SECONDS`).
+
+It changes nothing but its own row: every weight it trains goes to a scratch store in memory,
+the sampled subjects are never written anywhere, and the model keeps its version."""
+
+from __future__ import annotations
+
+from app.artifacts.store import ArtifactMissing, scratch
+from app.db import session_scope
+from app.unlearning import rehearsal as rows
+from app.unlearning.types import JobAttempt
+from workers.engine.training import set_determinism
+from workers.engine.unlearning import rehearsal
+from workers.engine.unlearning.context import context_for
+from workers.jobs import JobContext, TransientError
+from workers.training import configure_threads
+
+
+def run(context: JobContext) -> None:
+    set_determinism()
+    configure_threads()
+    attempt = JobAttempt(job_id=context.job_id, attempt=context.attempt, lease_seconds=context.lease_seconds)
+    with session_scope() as session:
+        target = rows.target(session, attempt)
+    if target is None:
+        with session_scope() as session:
+            rows.skip(session, attempt, "nothing to rehearse: the model has no version or an exact unlearning method")
+        return
+    context.progress(0.02, "loading data")
+    try:
+        with scratch():
+            ctx = context_for(target.snapshot, (), progress=lambda f, step: context.progress(0.05 + 0.1 * f, step))
+            keys = rehearsal.sample_subjects(ctx, target.subjects)
+            if not keys:
+                with session_scope() as session:
+                    rows.skip(session, attempt, "nothing to rehearse: the model trained on fewer than two subjects")
+                return
+            found = rehearsal.rehearse(ctx, keys, target.methods, check=context.check,
+                                       progress=lambda f, step: context.progress(0.15 + 0.8 * f, step))
+    except ArtifactMissing as exc:
+        # An erasure destroyed the version's data meanwhile: rehearse its successor instead.
+        raise TransientError("the rehearsed version's artifacts were destroyed; rehearsing the current one") from exc
+    context.check()
+    with session_scope() as session:
+        rows.record(session, attempt, target, subjects=found.subjects, forget_records=found.forget_records,
+                    retrain_cpu_s=found.retrain_cpu_s, results=found.results)
