@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     # them and compare each approximate method's result with that retrain; jobs then start with
     # the settings that passed. It waits rehearsal_delay_seconds, like the reference refill.
     rehearsal: bool = True
-    rehearsal_subjects: int = Field(default=10, ge=1, le=1000)
+    rehearsal_subjects: int = Field(default=25, ge=1, le=1000)
     rehearsal_delay_seconds: float = Field(default=300.0, ge=0)
     # Deprecated fixed thresholds; when set they replace the matching tolerance above
     # (max_mia_auc − 0.5 for the AUC), so an older deployment keeps its policy.

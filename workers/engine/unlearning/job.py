@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult
+from workers.engine import references
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
@@ -137,7 +139,8 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])[:RETAIN_SAMPLE]
     unseen = ctx.new_records.rows_for(unseen_ids) if len(unseen_ids) else (None, None)
     trained = int((ctx.old_manifest.shards != HOLDOUT).sum())
-    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen, trained_records=trained)
+    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen, trained_records=trained,
+                             forget_target_loss=_forget_targets(ctx, (forget_x, forget_y), unseen))
     shards: list[Shard] = []
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):
@@ -156,6 +159,24 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
         state["residual_spent"] = spent + _number(details, "residual_norm")
         state["budget"] = _number(details, "budget")
     return Outcome(method_name, manifest, tuple(shards), state, details, settings=base.dump_config(config))
+
+
+def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
+                    unseen: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor | None:
+    """Each forget record's loss under the references that never saw it, shifted to the model
+    (`references.forget_loss_targets`), for the per-record stopping rule; None for a SISA model,
+    without references or without unseen records."""
+    unseen_x, unseen_y = unseen
+    if len(ctx.old_shards) != 1 or not ctx.references or unseen_x is None or unseen_y is None \
+            or ctx.spec.data_kind == "text":
+        return None
+    store = get_store()
+    target = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(ctx.old_shards[0].weights))
+    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, np.sort(ctx.forget_ids))].tolist()
+    found = references.forget_loss_targets(
+        ctx.family, target, references.networks(ctx.references, ctx.family, ctx.config, ctx.shape), forget,
+        references.out_mask(ctx.references, keys), (unseen_x, unseen_y))
+    return None if found is None else torch.from_numpy(found)
 
 
 def _optional_number(values: JsonObject, key: str) -> float | None:

@@ -37,7 +37,7 @@ BOUNDS: dict[str, float] = {"forget_accuracy": FORGET_ACCURACY_BOUND, "holdout_a
 # about eight runs for a tabular family (CPU time matters). SalUn's mask fraction is chosen here.
 GRID: dict[str, tuple[JsonObject, ...]] = {
     "finetune": ({}, {"epochs": 10}),
-    "neggrad_plus": ({},),
+    "neggrad_plus": ({}, {"learning_rate": 0.003}),
     "scrub": ({}, {"rewind": True}),
     "salun": ({"mask_fraction": 0.1}, {"mask_fraction": 0.3}, {"mask_fraction": 0.5}),
     "certified_newton": ({},),
