@@ -139,7 +139,8 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])[:RETAIN_SAMPLE]
     unseen = ctx.new_records.rows_for(unseen_ids) if len(unseen_ids) else (None, None)
     trained = int((ctx.old_manifest.shards != HOLDOUT).sum())
-    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, *unseen, trained_records=trained,
+    data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, unseen_x=unseen[0], unseen_y=unseen[1],
+                             trained_records=trained,
                              forget_target_loss=_forget_targets(ctx, (forget_x, forget_y), unseen))
     shards: list[Shard] = []
     details: JsonObject = {}
