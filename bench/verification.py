@@ -8,11 +8,20 @@ retrains (two training seeds: their difference is the spread a retrain has by it
 the service's checks (workers/engine/forgetting.py, the default policy of app/config.py) on
 every result. The retrain is the yardstick: the service never sees it.
 
+Before the erasures each model is rehearsed as the service does after training
+(workers/engine/unlearning/rehearsal.py, `--rehearsal-subjects`, 25 by default; 0: none): each
+method then runs with the cheapest settings that passed its rehearsal, else its defaults, as a
+job runs a method set on the model, and a `service` row runs what a job with a policy-chosen
+method starts from, the rehearsal's choice, on the models where it found one.
+
 - pass rate: the share of results the checks certified, with a Clopper-Pearson interval;
 - false pass: certified, yet its gap to the retrain exceeds 0.03 AUC, 5 points of forget accuracy
   or 2 points of test accuracy beyond the two retrains' own difference (goal 0);
 - needless escalation: within those bounds but not certified, counted only where the retrain
   itself passes the checks (a forget set too small for the retrain to pass cannot be tested);
+  the summary also counts those whose per-record audit flagged records on which the method is
+  more confident than the retrain by more than the two retrains differ (memorisation the
+  population bounds cannot see);
 - cost: CPU seconds of the method against the retrain, of verification against the method,
   of K = 4 and 8 references against the model, and the reference refill per request.
 

@@ -219,3 +219,24 @@ def test_language_model_figures_are_charted_against_their_references():
     assert bars["text min_k_plus_plus_auc"].reference_label == "tolerance"
     assert bars["text extraction forget fraction"].reference == 0.05
     assert "text perplexity forget" in bars and "text extraction forget records" in bars
+
+
+def test_verdicts_table_names_the_interval_level_and_the_utility_check_that_did_not_block():
+    from app.dashboard.web import templates
+
+    drop = {"name": "holdout_drop", "attack": None, "estimate": 0.02, "interval": [0.005, 0.035], "tolerance": 0.03,
+            "two_sided": False, "verdict": "inconclusive", "reason": "too little evidence", "confidence": 0.9,
+            "utility": True}
+    gap = {"name": "forget_accuracy_gap", "attack": None, "estimate": 0.01, "interval": [-0.02, 0.04],
+           "tolerance": 0.075, "two_sided": True, "verdict": "pass", "reason": "within", "confidence": 0.9,
+           "utility": False}
+    verdicts = {"verdict": "pass", "alpha": 0.05, "records": 400, "reference": "references",
+                "epsilon_lower_bound": 0.0, "escalates": False, "checks": [gap, drop],
+                "notes": ["inconclusive: holdout accuracy drop +0.020"]}
+    html = templates.get_template("_verdicts.html").render(verdicts=verdicts)
+    assert "(90% intervals)" in html and "holdout_drop <small>(utility)</small>" in html
+    assert "forget_accuracy_gap <small>" not in html
+    assert "Recorded without blocking: inconclusive: holdout accuracy drop +0.020" in html
+    # A block written before the notes existed renders without them.
+    older = templates.get_template("_verdicts.html").render(verdicts={**verdicts, "notes": []})
+    assert "Recorded without blocking" not in older
