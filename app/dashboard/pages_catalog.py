@@ -16,6 +16,7 @@ from app.datasets import service as dataset_service
 from app.deps import SessionDep
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
+from app.models import rehearsals as rehearsal_service
 from app.models import service as model_service
 from app.schemas import Subject
 
@@ -51,7 +52,8 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
     versions = model_service.versions(session, model)
     return render(request, "model.html", viewer, model=model, versions=versions,
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
-                  shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id))
+                  shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id),
+                  rehearsal=rehearsal_service.latest(session, model.id))
 
 
 @router.get("/models/{name}/jobs", response_class=HTMLResponse)

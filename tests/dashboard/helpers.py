@@ -59,6 +59,21 @@ FIGURES = {
     "after": {"forget": {"accuracy": 0.90, "loss": 0.29, "n": 12}, "retain": {"accuracy": 0.95, "loss": 0.16, "n": 900},
               "holdout": {"accuracy": 0.91, "loss": 0.27, "n": 200}, "mia_auc": 0.52},
     "lineage_proof": {"forget_records": 12, "in_new_manifest": 0}, "holdout_available": True,
+    # As the job records it for an exact method: verdicts kept, never escalated on.
+    "verdicts": {
+        "verdict": "inconclusive", "alpha": 0.05, "records": 12, "reference": "shards", "epsilon_lower_bound": 0.0,
+        "escalates": False, "method": "sisa", "exact": True,
+        "reasons": ["inconclusive: forget − holdout accuracy −0.010, 90% interval [−0.210, +0.190] on 12 records"],
+        "notes": ["inconclusive: holdout accuracy drop +0.000, 90% interval [−0.020, +0.035] on 200 records"],
+        "checks": [
+            {"name": "forget_accuracy_gap", "attack": None, "estimate": -0.01, "interval": [-0.21, 0.19],
+             "tolerance": 0.15, "two_sided": True, "verdict": "inconclusive", "reason": "too little evidence",
+             "confidence": 0.9, "utility": False},
+            {"name": "holdout_drop", "attack": None, "estimate": 0.0, "interval": [-0.02, 0.035], "tolerance": 0.03,
+             "two_sided": False, "verdict": "inconclusive", "reason": "too little evidence", "confidence": 0.9,
+             "utility": True},
+        ],
+    },
 }
 
 
@@ -110,3 +125,29 @@ def seed_unlearned(request_id: str, client: str = "acme") -> str:
         session.flush()
         completion.complete_finished(session, job)
     return model.name
+
+
+REHEARSAL_RESULTS = [
+    {"method": "neggrad_plus", "settings": {"learning_rate": 0.003}, "verdict": "pass", "reasons": [],
+     "gaps": {"forget_accuracy": 0.012, "holdout_accuracy": 0.004, "mia_auc": 0.01}, "cost": 0.31, "cpu_s": 0.2,
+     "passed": True},
+    {"method": "finetune", "settings": {}, "verdict": "fail", "reasons": ["fail: forget records still recognisable"],
+     "gaps": {"forget_accuracy": 0.4, "holdout_accuracy": None, "mia_auc": 0.2}, "cost": 0.1, "cpu_s": 0.05,
+     "passed": False},
+]
+
+
+def seed_rehearsal(model_name: str, client: str = "acme") -> None:
+    """A rehearsal row of the model's current version, as workers/rehearsal.py records one."""
+    from app.datasets.models import DatasetVersion
+    from app.db import utcnow
+    from app.models.models import Model, ModelRehearsal
+
+    with session_scope() as session:
+        model = session.query(Model).filter_by(client=client, name=model_name).one()
+        version = session.query(DatasetVersion).filter_by(dataset_id=model.dataset_id).order_by(
+            DatasetVersion.version.desc()).first()
+        session.add(ModelRehearsal(id=uuid.uuid4(), model_id=model.id, model_version=model.current_version,
+                                   dataset_version_id=version.id, created_at=utcnow(), subjects=25, forget_records=103,
+                                   retrain_cpu_s=1.5, results=REHEARSAL_RESULTS,
+                                   chosen={"method": "neggrad_plus", "settings": {"learning_rate": 0.003}}))

@@ -12,7 +12,7 @@ import pytest
 from tests.browser import launch_chromium
 from tests.dashboard.browser import axe_violations
 from tests.live import serve
-from tests.dashboard.helpers import new_key, new_request, seed_unlearned
+from tests.dashboard.helpers import new_key, new_request, seed_rehearsal, seed_unlearned
 
 pytestmark = pytest.mark.timeout(600)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -122,6 +122,7 @@ def test_admin_pages_in_the_browser(browser, base_url, client):
     admin = new_key("admin", client="ops")
     erased = new_request(client, new_key(client="acme"), external_id="acme-0001")
     model = seed_unlearned(erased)
+    seed_rehearsal(model)
     context = browser.new_context(bypass_csp=True, viewport=WIDTHS["laptop"])
     page = context.new_page()
     _sign_in(page, base_url, admin)

@@ -240,3 +240,19 @@ def test_verdicts_table_names_the_interval_level_and_the_utility_check_that_did_
     # A block written before the notes existed renders without them.
     older = templates.get_template("_verdicts.html").render(verdicts={**verdicts, "notes": []})
     assert "Recorded without blocking" not in older
+
+
+def test_model_page_shows_its_rehearsal_candidates_and_what_jobs_start_with(client):
+    from tests.dashboard.helpers import seed_rehearsal, seed_unlearned
+
+    name = seed_unlearned(new_request(client, new_key(), external_id="dsr-rehearsed"))
+    sign_in(client, new_key("models:read"))
+    assert "Unlearning rehearsal" not in client.get(f"/admin/models/{name}").text  # none yet
+    seed_rehearsal(name)
+    page = client.get(f"/admin/models/{name}").text
+    assert "Unlearning rehearsal" in page and "25 random subjects" in page and "(103 records)" in page
+    assert "Jobs start with <strong>neggrad_plus</strong> <code>{\"learning_rate\": 0.003}</code>" in page
+    rows = re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
+    by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune")}
+    assert "passed</span>" in by_method["neggrad_plus"] and "0.012" in by_method["neggrad_plus"]
+    assert 'title="fail: forget records still recognisable"' in by_method["finetune"] and "—" in by_method["finetune"]
