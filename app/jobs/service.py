@@ -146,10 +146,19 @@ def stranded(session: Session, resend_after_seconds: float) -> list[Job]:
     ))
 
 
+# Jobs the service queues on its own, at low priority, after a client's training or erasure (the
+# reference refill, the unlearning rehearsal): they never count against the client's job quota.
+BACKGROUND_KINDS = ("references", "rehearsal")
+
+
 def count_active(session: Session, client: str, kind: str | None = None) -> int:
+    """Queued or running jobs of the client: of one kind, or else those the client asked for
+    (training, unlearning), not the background ones."""
     from sqlalchemy import func
 
     query = select(func.count()).select_from(Job).where(Job.client == client, Job.status.in_(ACTIVE))
     if kind:
         query = query.where(Job.kind == kind)
+    else:
+        query = query.where(Job.kind.not_in(BACKGROUND_KINDS))
     return session.scalar(query) or 0

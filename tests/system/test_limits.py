@@ -290,6 +290,23 @@ def test_active_unlearning_jobs_count_against_the_training_quota(client, writer,
     assert refused.headers["retry-after"].isdigit()
 
 
+def test_background_jobs_never_count_against_the_quota(client, writer, settings_env):
+    """The service's own low-priority jobs (a reference refill, a rehearsal) must not turn a
+    client's next training into a 429."""
+    from app.db import session_scope
+    from app.jobs import service as job_service
+
+    settings_env(MAX_ACTIVE_JOBS_PER_CLIENT=1)
+    dataset = create_dataset(client, writer)["dataset_id"]
+    with session_scope() as session:
+        for kind in ("references", "rehearsal"):
+            job_service.create(session, client="acme", kind=kind, model_id=None, payload={})
+        assert job_service.count_active(session, "acme") == 0
+        assert job_service.count_active(session, "acme", kind="rehearsal") == 1
+    assert _train(client, writer, dataset, "after-background").status_code == 202
+    assert_problem(_train(client, writer, dataset, "over-quota"), 429)
+
+
 def test_concurrent_training_requests_cannot_overrun_the_quota(client, writer, settings_env):
     """Twelve requests at once with room for two: exactly two jobs, the rest 429."""
     from concurrent.futures import ThreadPoolExecutor
