@@ -22,7 +22,7 @@ from app.unlearning.types import Figures, JsonObject, JsonValue
 from workers.engine.records import Records, TextRecords
 from workers.engine.unlearning import base, verification
 from workers.engine.unlearning.context import Context, Ids
-from workers.engine.unlearning.job import approximate, retrain
+from workers.engine.unlearning.job import approximate, retrain, verified
 
 # Largest |candidate − retrain| allowed for a pass, each as a fraction (0.05 = 5 points):
 # accuracy on the forget records, accuracy on the holdout (test) records, and the loss-threshold
@@ -118,9 +118,9 @@ def _judge(ctx: Context, method: str, settings: JsonObject, target: Figures, ret
         return {"method": method, "settings": dict(settings), "verdict": "fail", "reasons": [str(exc)],
                 "gaps": {name: None for name in BOUNDS}, "cost": round(cpu / retrain_cpu, 4), "cpu_s": round(cpu, 4),
                 "passed": False}
+    # Judged as a job judges it, a repair of a few flagged records included (its cost counts).
+    outcome, figures, failed = verified(ctx, outcome)
     cpu = time.process_time() - started
-    figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
-    failed = verification.check_outcome(outcome, figures)
     block = figures.verdicts or {}
     verdict = "pass" if not failed else str(block.get("verdict") if block.get("verdict") not in (None, "pass") else "fail")
     after = figures.after

@@ -1,0 +1,106 @@
+"""Repair before escalation (workers/engine/unlearning/repair.py, job.verified): when a few
+records the per-record audit still recognises are all that blocks an approximate result, they
+are unlearned alone and the result is verified again; anything else escalates as before."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from workers.engine.unlearning import job, repair
+
+
+def check(name, verdict, *, utility=False, interval=(0.0, 0.05), tolerance=0.15, n=400, flagged=()):
+    return {"name": name, "verdict": verdict, "utility": utility, "interval": list(interval), "tolerance": tolerance,
+            "n": n, "extra": {"flagged": list(flagged)}}
+
+
+def block(*checks):
+    return {"verdict": "fail", "checks": list(checks)}
+
+
+AUDIT_FLAGS = check("per_record_audit", "fail", flagged=(17, 42))
+
+
+def test_only_a_few_flags_with_everything_else_passing_are_repairable():
+    passing = [check("forget_accuracy_gap", "pass"), check("mia_auc", "pass")]
+    assert repair.repairable(block(*passing, AUDIT_FLAGS)) == [17, 42]
+    # A utility check that could not tell does not stand in the way; one that failed does.
+    assert repair.repairable(block(*passing, check("holdout_drop", "inconclusive", utility=True), AUDIT_FLAGS)) == [17, 42]
+    assert repair.repairable(block(*passing, check("holdout_drop", "fail", utility=True), AUDIT_FLAGS)) == []
+    # Any other forgetting check short of a pass, and there is more wrong than a few records.
+    assert repair.repairable(block(check("forget_accuracy_gap", "inconclusive"), passing[1], AUDIT_FLAGS)) == []
+    # The audit's own aggregate beyond its tolerance: not a few stragglers.
+    wide = check("per_record_audit", "fail", interval=(0.1, 0.3), flagged=(17,))
+    assert repair.repairable(block(*passing, wide)) == []
+    # More than 5 % of the forget records flagged.
+    many = check("per_record_audit", "fail", n=40, flagged=(1, 2, 3))
+    assert repair.repairable(block(*passing, many)) == []
+    assert repair.repairable(block(*passing, check("per_record_audit", "pass"))) == []
+    assert repair.repairable(None) == [] and repair.repairable(block(*passing)) == []
+
+
+class Figures:
+    def __init__(self, verdicts):
+        self.verdicts = verdicts
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """verify_outcome/check_outcome and the repair itself scripted per outcome, so the control
+    flow is tested alone (the repair's maths are tested with neggrad_plus's per-record targets)."""
+    calls = {"repaired": []}
+    blocks = {}
+
+    def verify_outcome(ctx, outcome, shards):
+        return Figures(blocks[outcome.details["name"]])
+
+    def check_outcome(outcome, figures):
+        return [] if figures.verdicts["verdict"] == "pass" else [f"{outcome.details['name']} blocked"]
+
+    def repaired(ctx, outcome, flagged):
+        calls["repaired"].append(sorted(flagged.tolist()))
+        return replace(outcome, details={"name": "repaired"})
+
+    monkeypatch.setattr(job.verification, "verify_outcome", verify_outcome)
+    monkeypatch.setattr(job.verification, "check_outcome", check_outcome)
+    monkeypatch.setattr(job, "repaired", repaired)
+    return blocks, calls
+
+
+class Ctx:
+    old_shards = ()
+
+
+CTX = Ctx()
+
+
+def outcome(name, method="finetune"):
+    return job.Outcome(method, None, (), {}, {"name": name})
+
+
+def test_a_repair_that_passes_replaces_the_result(scripted):
+    blocks, calls = scripted
+    blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
+    blocks["repaired"] = {"verdict": "pass", "checks": []}
+    kept, figures, failed = job.verified(CTX, outcome("method"))
+    assert calls["repaired"] == [[17, 42]] and kept.details["name"] == "repaired" and failed == []
+    assert figures.verdicts["verdict"] == "pass"
+
+
+def test_a_repair_that_fails_keeps_the_original_and_says_so(scripted):
+    blocks, calls = scripted
+    blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
+    blocks["repaired"] = block(check("forget_accuracy_gap", "pass"), check("per_record_audit", "fail", flagged=(42,)))
+    kept, figures, failed = job.verified(CTX, outcome("method"))
+    assert kept.details["name"] == "method" and figures.verdicts is blocks["method"]
+    assert failed[0] == "method blocked" and "a repair of the 2 flagged records did not pass either" in failed[1]
+
+
+def test_no_repair_where_more_than_flags_block_or_for_exact_methods(scripted):
+    blocks, calls = scripted
+    blocks["method"] = block(check("forget_accuracy_gap", "inconclusive"), AUDIT_FLAGS)
+    assert job.verified(CTX, outcome("method"))[2] == ["method blocked"] and calls["repaired"] == []
+    blocks["exact"] = block(AUDIT_FLAGS)
+    assert job.verified(CTX, outcome("exact", method="retrain"))[2] == [] and calls["repaired"] == []
