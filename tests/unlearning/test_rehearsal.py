@@ -196,9 +196,16 @@ def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env)
     assert row.subjects == 3 and row.forget_records > 0
     assert [(r["method"], r["settings"]) for r in row.results] == [
         ("gradient_difference", {}), ("gradient_difference", {"steps": 120}), ("npo", {}), ("npo", {"steps": 120})]
-    assert all(r["verdict"] in ("pass", "fail") and set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"}
-               for r in row.results)
-    assert row.chosen is None or any(r["passed"] and r["method"] == row.chosen["method"] for r in row.results)
+    assert all(set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"} for r in row.results)
+    # Language-model candidates are judged by the statistical verdict block, as tabular ones: on
+    # the few texts of 3 subjects no interval is narrow enough to pass (the AUCs' alone are wider
+    # than their tolerance), so every candidate fails or is inconclusive, each blocking check
+    # says why, and nothing is chosen.
+    assert all(r["verdict"] in ("fail", "inconclusive") and not r["passed"] for r in row.results)
+    assert all(r["reasons"] and all(x.startswith(("fail: ", "inconclusive: ")) for x in r["reasons"])
+               for r in row.results), [r["reasons"] for r in row.results]
+    assert any("membership-inference AUC" in x for r in row.results for x in r["reasons"])
+    assert row.chosen is None
 
 
 def test_the_scratch_store_reads_through_and_keeps_its_writes_in_memory(database_url):
