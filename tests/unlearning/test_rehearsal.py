@@ -182,14 +182,9 @@ def _subject_keys() -> list[str]:
 def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env):
     from app.db import session_scope
     from app.models.models import ModelRehearsal
-    from tests.objects import TINY_LM, create_text_dataset
 
     settings_env(AUDIT_REFERENCES="2", REHEARSAL_DELAY_SECONDS="0", REHEARSAL_SUBJECTS="3")
-    dataset = create_text_dataset(client, admin, name="rehearsed-notes")
-    body = {"name": "rehearsed-lm", "family": "causal_lm", "dataset_id": dataset["dataset_id"], "holdout_fraction": 0.2,
-            "params": TINY_LM, "seed": 1, "unlearning_method": "npo"}
-    assert client.post("/v1/models", json=body, headers=admin).status_code == 202
-    assert _execute_queued("training") == ["completed"]
+    _model(client, admin, "rehearsed-lm", family="causal_lm", unlearning_method="npo")
     assert _execute_queued("rehearsal", close_windows=False) == ["completed"]
     with session_scope() as session:
         row = session.scalars(select(ModelRehearsal)).one()

@@ -188,15 +188,10 @@ def test_a_language_model_is_audited_against_its_references_and_refills_them(cli
     from app.db import session_scope
     from app.models.models import ModelReference
     from app.pseudonym import subject_key
-    from tests.objects import TINY_LM, create_text_dataset
     from workers.engine.partition import holdout_subjects
 
     settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="0", REHEARSAL="false")
-    dataset = create_text_dataset(client, admin, name="audited-notes")
-    body = {"name": "audited-lm", "family": "causal_lm", "dataset_id": dataset["dataset_id"], "holdout_fraction": 0.2,
-            "params": TINY_LM, "seed": 1, "unlearning_method": "npo"}
-    assert client.post("/v1/models", json=body, headers=admin).status_code == 202
-    assert _execute_queued("training") == ["completed"]
+    _model(client, admin, "audited-lm", family="causal_lm", unlearning_method="npo")
     raws = [f"u{i:03d}" for i in range(20)]
     held = holdout_subjects(np.array([subject_key("user_id", r) for r in raws], dtype=object), 0.2, 1)
     request_id = _erase(client, admin, next(r for r in raws if subject_key("user_id", r) not in held))
