@@ -3,7 +3,8 @@ verification of a method's outcome (`verify_outcome`, `check_outcome`).
 
 Verification enters here: a family-specific figure or a statistical check plugs into
 `verify_outcome` (what is measured) and `check_outcome` (what passes); the checks' statistics are
-`workers/engine/forgetting.py` and `verdicts.py`, the per-record audit `audit.py`.
+`workers/engine/forgetting.py` (language models: `text_forgetting.py`, on the per-record figures
+of `text_verification.py`) and `verdicts.py`, the per-record audit `audit.py`.
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
