@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     tolerance_audit: float = Field(default=0.15, ge=0, le=1)
     # Holdout accuracy lost against the version before (paired on the same records).
     tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1)
+    # Language models: forget − holdout share of records extracted verbatim (one-sided).
+    tolerance_extraction: float = Field(default=0.05, ge=0, le=1)
     # Per-record level at which the audit counts TPR and FPR, and δ of its ε lower bound.
     audit_record_level: float = Field(default=0.05, gt=0, lt=0.5)
     audit_delta: float = Field(default=0.0, ge=0, lt=1)
@@ -215,6 +217,7 @@ class Settings(BaseSettings):
             "mia_auc": self.tolerance_mia_auc if self.max_mia_auc is None else self.max_mia_auc - 0.5,
             "audit": self.tolerance_audit,
             "holdout_drop": self.tolerance_holdout_drop if self.max_holdout_drop is None else self.max_holdout_drop,
+            "extraction": self.tolerance_extraction,
         }
 
     @property

@@ -16,8 +16,20 @@ from app.config import get_settings
 from app.models import references as reference_service
 from workers.engine import references as engine
 from workers.engine.families.base import Shape
+from workers.engine.records import TextRecords
 from workers.engine.serialization import state_to_bytes
 from workers.engine.training import device_from_setting
+
+
+def row_membership(records, trained_ids: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """[rows, size] true where reference k trains on the row: its subject's side of each pair. A
+    text record trains as several windows (rows), each labelled with its record id, and every
+    window follows its record."""
+    member = engine.membership(records.subject_keys[np.searchsorted(records.record_ids, trained_ids)].tolist(),
+                               size, seed)
+    if isinstance(records, TextRecords):
+        return member[np.searchsorted(trained_ids, labels)]
+    return member
 
 
 def train_positions(family, config, shape: Shape, records, trained_ids: np.ndarray, *, seed: int, size: int,
@@ -26,9 +38,8 @@ def train_positions(family, config, shape: Shape, records, trained_ids: np.ndarr
     store = get_store()
     device = device_from_setting(get_settings().device)
     trained_ids = np.sort(trained_ids)
-    index = np.searchsorted(records.record_ids, trained_ids)
     features, labels = records.rows_for(trained_ids)
-    member = engine.membership(records.subject_keys[index].tolist(), size, seed)
+    member = row_membership(records, trained_ids, labels.numpy(), size, seed)
     found = {}
     for done, position in enumerate(positions):
         state = engine.train_reference(family, config, shape, features, labels, member[:, position], seed=seed,

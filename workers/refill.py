@@ -20,7 +20,7 @@ from app.unlearning import service as unlearning_service
 from app.unlearning.service import reference_pool_size
 from workers.engine.families.base import Shape
 from workers.engine.partition import Manifest
-from workers.engine.records import load_records
+from workers.engine.records import records_and_shape
 from workers.engine.training import set_determinism
 from workers.jobs import TransientError
 from workers.references import record_all, train_positions
@@ -44,18 +44,22 @@ def run(context) -> None:
         missing = reference_service.missing_positions(session, model.id, size) if size else []
         snapshot = {"model_id": model.id, "family": model.family, "params": version.params, "shape": version.shape,
                     "seed": version.seed, "manifest": version.manifest_sha256, "features": list(dataset.feature_columns),
-                    "dataset_sha": dataset_version.sha256, "dataset_version_id": dataset_version.id}
+                    "dataset_sha": dataset_version.sha256, "dataset_version_id": dataset_version.id,
+                    "text": dataset.is_text}
     if not missing:
         with session_scope() as session:
             job_service.complete(session, context.job_id, context.attempt, {"trained": [], "pool_size": size})
         return
     spec = get_family(snapshot["family"])
-    records = load_records(snapshot["dataset_sha"], snapshot["features"])
+    family, config = spec.load_implementation(), spec.parse_params(snapshot["params"])
+    shape = Shape(**snapshot["shape"])
+    # A text model's records are its windows (workers/engine/records.py), as in training.
+    records = records_and_shape(family, config, snapshot["dataset_sha"], snapshot["features"], shape.n_classes,
+                                snapshot["text"])[0]
     manifest = Manifest.from_parquet(get_store().get_bytes(snapshot["manifest"]))
     trained_ids = manifest.trained_ids()
     trained_ids = trained_ids[np.isin(trained_ids, records.record_ids)]
-    trained = train_positions(spec.load_implementation(), spec.parse_params(snapshot["params"]), Shape(**snapshot["shape"]),
-                              records, trained_ids, seed=snapshot["seed"], size=size, positions=missing,
+    trained = train_positions(family, config, shape, records, trained_ids, seed=snapshot["seed"], size=size, positions=missing,
                               progress=lambda f, step: context.progress(0.05 + 0.9 * f, step))
     context.check()
     with session_scope() as session:

@@ -115,8 +115,11 @@ def test_membership_aucs_see_training_text_and_extraction_counts_verbatim_record
     assert figures["loss_auc"] > 0.6 and figures["min_k_plus_plus_auc"] > 0.5
     assert figures["forget_records"] == 30 and figures["holdout_records"] == 30
     assert figures["forget_loss"] < figures["holdout_loss"]
-    records, losses, min_k = token_statistics([network], torch.from_numpy(members[0]), members[1])
-    assert records.tolist() == list(range(30)) and losses.shape == min_k.shape == (30,)
+    records, losses, min_k, accuracy = token_statistics([network], torch.from_numpy(members[0]), members[1])
+    assert records.tolist() == list(range(30)) and losses.shape == min_k.shape == accuracy.shape == (30,)
+    # Trained notes are predicted token by token better than unseen ones.
+    unseen_accuracy = token_statistics([network], torch.from_numpy(unseen[0]), unseen[1]).accuracy
+    assert ((0 <= accuracy) & (accuracy <= 1)).all() and accuracy.mean() > unseen_accuracy.mean()
     # "my pin " → "is 4821." comes back; random letters do not; one byte cannot be split.
     extraction = verbatim_extraction([network], [CANARY, "qzvx kwyj pfmb", "x"], config.block_size)
     assert extraction == {"records": 2, "extracted": 1, "fraction": 0.5}

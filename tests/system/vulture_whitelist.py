@@ -85,6 +85,10 @@ dispose_engine
 reset_settings
 clear_cache
 _.unit_of_work
+# bench/language.py reports a model's text figures with the job's own functions (the job counts
+# them from per-record figures it also judges: workers/engine/unlearning/verification.py).
+membership_aucs
+verbatim_extraction
 
 # The family interface's per-example loss: part of the ModelFamily protocol a plugin implements
 # (README, "Datasets and models"); today's verification computes its own

@@ -104,15 +104,30 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
     sisa = after["notes-sisa"]["versions"][1]["origin"]
     assert sisa["method"] == "sisa" and len(after["notes-sisa"]["versions"][1]["metrics"]["verification"]) > 0
     npo = after["notes-npo"]["versions"][1]["origin"]
-    # NPO either verified or escalated to a retrain, and says which.
-    assert npo["requested_method"] == "npo"
-    assert npo["method"] == "npo" or [e["to"] for e in npo["escalations"]] == ["retrain"]
+    # A language model is judged by the statistical verdicts: on the subject's 8 texts no
+    # interval is narrow enough to pass (the AUC's alone is wider than ±0.1), so NPO escalates to
+    # a retrain whatever it did, and the escalation carries its text block.
+    assert npo["requested_method"] == "npo" and npo["method"] == "retrain"
+    [escalation] = npo["escalations"]
+    assert escalation["to"] == "retrain" and escalation["verdict"] in ("fail", "inconclusive")
+    assert escalation["reasons"] and escalation["verdicts"]["references"]["live"] == 8
+    assert [c["name"] for c in escalation["verdicts"]["checks"]] == [
+        "mia_auc", "min_k_plus_plus_auc", "extraction", "per_record_audit", "holdout_drop"]
     for name in names:
         assert client.get(f"/v1/models/{name}/versions/1/weights", headers=admin).status_code == 410
         assert client.get(f"/v1/models/{name}/versions/2/weights", headers=admin).status_code == 200
         figures = after[name]["versions"][1]["metrics"]["verification"]
         assert figures["lineage_proof"]["in_new_manifest"] == 0
         assert figures["after"]["text"]["extraction"]["forget"]["records"] == 8
+        # Exact results record their verdicts too: the model without references runs no audit,
+        # the SISA model audits against its shards.
+        verdicts = figures["verdicts"]
+        assert verdicts["records"] == 8 and not verdicts["escalates"]
+        assert verdicts["method"] == after[name]["versions"][1]["origin"]["method"]
+        names_run = [c["name"] for c in verdicts["checks"]]
+        assert names_run[:3] == ["mia_auc", "min_k_plus_plus_auc", "extraction"] and "holdout_drop" in names_run
+        assert ("per_record_audit" in names_run) == (name != "notes-lm")
+    assert after["notes-sisa"]["versions"][1]["metrics"]["verification"]["verdicts"]["reference"] == "shards"
     exposure_after = _exposure(client, admin, "notes-lm", secret)
     assert exposure_after < before["notes-lm"] - 4, (before, exposure_after)
     assert _generate(client, admin, "notes-lm") != f"{secret}."

@@ -182,23 +182,25 @@ def _subject_keys() -> list[str]:
 def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env):
     from app.db import session_scope
     from app.models.models import ModelRehearsal
-    from tests.objects import TINY_LM, create_text_dataset
 
     settings_env(AUDIT_REFERENCES="2", REHEARSAL_DELAY_SECONDS="0", REHEARSAL_SUBJECTS="3")
-    dataset = create_text_dataset(client, admin, name="rehearsed-notes")
-    body = {"name": "rehearsed-lm", "family": "causal_lm", "dataset_id": dataset["dataset_id"], "holdout_fraction": 0.2,
-            "params": TINY_LM, "seed": 1, "unlearning_method": "npo"}
-    assert client.post("/v1/models", json=body, headers=admin).status_code == 202
-    assert _execute_queued("training") == ["completed"]
+    _model(client, admin, "rehearsed-lm", family="causal_lm", unlearning_method="npo")
     assert _execute_queued("rehearsal", close_windows=False) == ["completed"]
     with session_scope() as session:
         row = session.scalars(select(ModelRehearsal)).one()
     assert row.subjects == 3 and row.forget_records > 0
     assert [(r["method"], r["settings"]) for r in row.results] == [
         ("gradient_difference", {}), ("gradient_difference", {"steps": 120}), ("npo", {}), ("npo", {"steps": 120})]
-    assert all(r["verdict"] in ("pass", "fail") and set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"}
-               for r in row.results)
-    assert row.chosen is None or any(r["passed"] and r["method"] == row.chosen["method"] for r in row.results)
+    assert all(set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"} for r in row.results)
+    # Language-model candidates are judged by the statistical verdict block, as tabular ones: on
+    # the few texts of 3 subjects no interval is narrow enough to pass (the AUCs' alone are wider
+    # than their tolerance), so every candidate fails or is inconclusive, each blocking check
+    # says why, and nothing is chosen.
+    assert all(r["verdict"] in ("fail", "inconclusive") and not r["passed"] for r in row.results)
+    assert all(r["reasons"] and all(x.startswith(("fail: ", "inconclusive: ")) for x in r["reasons"])
+               for r in row.results), [r["reasons"] for r in row.results]
+    assert any("membership-inference AUC" in x for r in row.results for x in r["reasons"])
+    assert row.chosen is None
 
 
 def test_the_scratch_store_reads_through_and_keeps_its_writes_in_memory(database_url):

@@ -35,9 +35,16 @@ def _execute_queued(kind: str, *, close_windows: bool = True) -> list[str]:
 
 
 def _model(client, headers, name, family="mlp_classifier", params=None, **extra):
-    dataset_id = upload(client, headers, parquet_bytes(digits_table()), name=f"data-{name}").json()["dataset_id"]
+    """A trained model of its own dataset: the digits, or for `causal_lm` notes of 20 subjects
+    (u000…u019, 3 texts each) and the tiny language model."""
+    from tests.objects import TINY_LM, create_text_dataset
+
+    if family == "causal_lm":
+        dataset_id = create_text_dataset(client, headers, name=f"data-{name}")["dataset_id"]
+    else:
+        dataset_id = upload(client, headers, parquet_bytes(digits_table()), name=f"data-{name}").json()["dataset_id"]
     body = {"name": name, "family": family, "dataset_id": dataset_id, "holdout_fraction": 0.2,
-            "params": params or MLP, "seed": 1, **extra}
+            "params": params or (TINY_LM if family == "causal_lm" else MLP), "seed": 1, **extra}
     response = client.post("/v1/models", json=body, headers=headers)
     assert response.status_code == 202, response.text
     assert _execute_queued("training") == ["completed"]

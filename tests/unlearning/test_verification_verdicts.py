@@ -180,3 +180,36 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
         pending = set(session.scalars(select(PendingDeletion.sha256)))
         assert set(trained_shas) <= pending
         assert session.scalars(select(Job).where(Job.kind == "references", Job.status == "queued")).all()
+
+
+def test_a_language_model_is_audited_against_its_references_and_refills_them(client, admin, settings_env):
+    import numpy as np
+
+    from app.db import session_scope
+    from app.models.models import ModelReference
+    from app.pseudonym import subject_key
+    from workers.engine.partition import holdout_subjects
+
+    settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="0", REHEARSAL="false")
+    _model(client, admin, "audited-lm", family="causal_lm", unlearning_method="npo")
+    raws = [f"u{i:03d}" for i in range(20)]
+    held = holdout_subjects(np.array([subject_key("user_id", r) for r in raws], dtype=object), 0.2, 1)
+    request_id = _erase(client, admin, next(r for r in raws if subject_key("user_id", r) not in held))
+    _plan()
+    assert _execute_queued("unlearning") == ["completed"]
+    model = _certificate(client, admin, request_id)["models"][0]
+    # NPO's block audits each of the subject's texts against the references that never saw it;
+    # three texts cannot pass, so it escalates to a retrain, which is audited the same way.
+    [escalation] = model["escalations"]
+    for block in (escalation["verdicts"], model["verification"]["verdicts"]):
+        assert BLOCK_FIELDS <= set(block) and block["reference"] == "references"
+        audit = next(c for c in block["checks"] if c["name"] == "per_record_audit")
+        assert audit["attack"] == "offline_lira" and audit["n"] == block["records"] == 3
+        assert block["references"]["live"] == 4 and set(block["tolerances"]) >= {"extraction", "mia_auc"}
+    assert escalation["verdict"] != "pass" and model["method"] == "retrain"
+    assert len(model["destroyed_references"]) == 2
+    # The refill job loads a text model's records as windows and trains the two missing positions.
+    assert _execute_queued("references") == ["completed"]
+    with session_scope() as session:
+        live = list(session.scalars(select(ModelReference).where(ModelReference.destroyed_at.is_(None))))
+        assert sorted(r.position for r in live) == [0, 1, 2, 3] and max(r.generation for r in live) == 1

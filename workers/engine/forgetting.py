@@ -62,6 +62,8 @@ class Policy:
     audit: float = 0.15
     # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
     holdout_drop: float = 0.03
+    # Language models: largest excess of forget over holdout records extracted verbatim.
+    extraction: float = 0.05
     # Per-record level q at which the audit's TPR and FPR are counted.
     record_level: float = 0.05
     # δ of the ε lower bound.
@@ -94,14 +96,22 @@ def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, 
                  holdout_records=len(holdout_correct))
 
 
-def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
-    found = delong_auc(-np.asarray(forget_losses), -np.asarray(holdout_losses), interval_alpha(policy.alpha))
-    return check("mia_auc", label="membership-inference AUC − 0.5", attack="loss_threshold", test="delong",
+def auc_check(name: str, attack: str, label: str, member_scores: np.ndarray, nonmember_scores: np.ndarray,
+              policy: Policy) -> Check:
+    """AUC − 0.5 of an attack whose higher score means member, forget (members) against holdout
+    records, DeLong, two-sided under the `mia_auc` tolerance."""
+    found = delong_auc(member_scores, nonmember_scores, interval_alpha(policy.alpha))
+    return check(name, label=label, attack=attack, test="delong",
                  estimate=None if found is None else found[0] - 0.5,
                  interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
-                 alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(forget_losses),
+                 alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(member_scores),
                  reference="holdout", unavailable="needs both a forget and a holdout set",
-                 auc=None if found is None else found[0], holdout_records=len(holdout_losses))
+                 auc=None if found is None else found[0], holdout_records=len(nonmember_scores))
+
+
+def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
+    return auc_check("mia_auc", "loss_threshold", "membership-inference AUC − 0.5", -np.asarray(forget_losses),
+                     -np.asarray(holdout_losses), policy)
 
 
 def reference_gap_check(forget_correct: np.ndarray, inputs: AuditInputs, holdout_correct: np.ndarray,
@@ -178,14 +188,20 @@ def correct_and_losses(family: Any, networks, x: torch.Tensor, y: torch.Tensor) 
 def reference_audit_inputs(family: Any, target, refs: Sequence[nn.Module], forget: tuple, forget_out: np.ndarray,
                            holdout: tuple) -> AuditInputs:
     """Audit inputs of a model against its reference models (`forget_out`: [n_forget, K])."""
-    null_out = np.ones((int(holdout[1].shape[0]), len(refs)), dtype=bool)
     forget_scores, forget_correct = reference_models.predictions(family, refs, *forget)
     null_scores, null_correct = reference_models.predictions(family, refs, *holdout)
-    return AuditInputs(
-        reference_models.scores(family, target, *forget), forget_scores, forget_out,
-        reference_models.scores(family, target, *holdout), null_scores, null_out, "references",
-        forget_references_correct=forget_correct, null_references_correct=null_correct,
-    )
+    return reference_inputs(reference_models.scores(family, target, *forget), forget_scores, forget_out,
+                            reference_models.scores(family, target, *holdout), null_scores,
+                            forget_references_correct=forget_correct, null_references_correct=null_correct)
+
+
+def reference_inputs(forget_target: np.ndarray, forget_references: np.ndarray, forget_out: np.ndarray,
+                     null_target: np.ndarray, null_references: np.ndarray, **correct: np.ndarray) -> AuditInputs:
+    """Audit inputs from scores under the target and each reference ([n, K]); no reference saw a
+    null (holdout) record."""
+    null_out = np.ones(np.shape(null_references), dtype=bool)
+    return AuditInputs(forget_target, forget_references, forget_out, null_target, null_references, null_out,
+                       "references", **correct)
 
 
 def shard_audit_inputs(family: Any, shards: Sequence[nn.Module], forget: tuple, forget_shard: np.ndarray,
@@ -193,10 +209,14 @@ def shard_audit_inputs(family: Any, shards: Sequence[nn.Module], forget: tuple, 
     """SISA: each forget record is scored under the shard that held it (retrained without it) and
     compared with the other shards, which never saw it. Null records get the same treatment with
     a shard drawn for each, so both sides measure one shard against the rest."""
-    matrix_forget = reference_models.score_matrix(family, shards, *forget)
-    matrix_null = reference_models.score_matrix(family, shards, *holdout)
+    return shard_inputs(reference_models.score_matrix(family, shards, *forget),
+                        reference_models.score_matrix(family, shards, *holdout), forget_shard)
+
+
+def shard_inputs(matrix_forget: np.ndarray, matrix_null: np.ndarray, forget_shard: np.ndarray) -> AuditInputs:
+    """`shard_audit_inputs` from the [n, S] scores of each record under each shard."""
     rows_f = np.arange(len(forget_shard))
-    null_shard = np.random.default_rng(0).integers(0, len(shards), size=matrix_null.shape[0])
+    null_shard = np.random.default_rng(0).integers(0, matrix_null.shape[1], size=matrix_null.shape[0])
     rows_n = np.arange(len(null_shard))
     out_f = np.ones_like(matrix_forget, dtype=bool)
     out_f[rows_f, forget_shard] = False
@@ -237,7 +257,7 @@ def policy_from_settings() -> Policy:
     return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"],
                   reference_gap=tolerances["reference_gap"], mia_auc=tolerances["mia_auc"],
                   audit=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
-                  record_level=settings.audit_record_level, delta=settings.audit_delta)
+                  extraction=tolerances["extraction"], record_level=settings.audit_record_level, delta=settings.audit_delta)
 
 
 def verification_block(family: Any, *, before, after, forget: tuple, holdout: tuple | None, forget_ids: np.ndarray,
@@ -258,31 +278,43 @@ def verification_block(family: Any, *, before, after, forget: tuple, holdout: tu
     elif references and has_holdout and forget_out is not None:
         inputs = reference_audit_inputs(family, after, list(references), forget, forget_out, holdout)
         reference = "references"
-    note = None
-    if pool_expected and len(references) < pool_expected:
-        note = (f"{len(references)} of {pool_expected} reference models are live; the others held erased subjects "
-                f"and await their refill job")
     checks = forgetting_checks(family, after, before, forget, holdout, policy, audit_inputs=inputs, forget_ids=forget_ids)
-    if pool_expected and inputs is None:
-        checks.append(check("per_record_audit", label="per-record audit", attack="offline_lira", test="clopper_pearson",
-                            estimate=None, interval=None, alpha=policy.alpha, tolerance=policy.audit, two_sided=False,
-                            n=len(forget_ids), reference="references",
-                            unavailable=f"too few references ({note or 'no holdout to calibrate against'})"))
+    return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
+                 audited=inputs is not None, live=len(references), pool_expected=pool_expected,
+                 reference_ids=reference_ids,
+                 tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
+                             "mia_auc": policy.mia_auc, "audit": policy.audit, "holdout_drop": policy.holdout_drop})
+
+
+def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,
+          audited: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
+          tolerances: dict[str, float]) -> dict[str, Any]:
+    """The verification block of any family from its checks: a model that should have
+    `pool_expected` references but was not `audited` gets an inconclusive audit ("too few
+    references"), and an audit on a partial pool says how many are live."""
+    note = None
+    if pool_expected and live < pool_expected:
+        note = (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
+                f"and await their refill job")
+    if pool_expected and not audited:
+        checks = [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
+                                 test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
+                                 tolerance=policy.audit, two_sided=False, n=records, reference="references",
+                                 unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
     elif note:
         # An audit that still ran rests on fewer references: its verdict says so.
         checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
-    block = summary(checks, policy)
-    found = next((c for c in checks if c.name == "per_record_audit"), None)
-    block.update({
+    found = summary(checks, policy)
+    audit_result = next((c for c in checks if c.name == "per_record_audit"), None)
+    found.update({
         "method": method, "exact": exact,
         # An exact method records its verdicts but never escalates on them.
-        "escalates": not exact and block["verdict"] != "pass",
-        "attacks": sorted({c.attack for c in checks if c.attack}), "records": len(forget_ids),
-        "reference": reference, "epsilon_lower_bound": found.extra.get("epsilon_lower_bound") if found else None,
-        "tolerances": {"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
-                       "mia_auc": policy.mia_auc, "audit": policy.audit,
-                       "holdout_drop": policy.holdout_drop},
-        "references": {"live": len(references), "expected": pool_expected, "ids": list(reference_ids),
+        "escalates": not exact and found["verdict"] != "pass",
+        "attacks": sorted({c.attack for c in checks if c.attack}), "records": records,
+        "reference": reference,
+        "epsilon_lower_bound": audit_result.extra.get("epsilon_lower_bound") if audit_result else None,
+        "tolerances": tolerances,
+        "references": {"live": live, "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},
     })
-    return rounded(block)
+    return rounded(found)

@@ -3,7 +3,8 @@ verification of a method's outcome (`verify_outcome`, `check_outcome`).
 
 Verification enters here: a family-specific figure or a statistical check plugs into
 `verify_outcome` (what is measured) and `check_outcome` (what passes); the checks' statistics are
-`workers/engine/forgetting.py` and `verdicts.py`, the per-record audit `audit.py`.
+`workers/engine/forgetting.py` (language models: `text_forgetting.py`, on the per-record figures
+of `text_verification.py`) and `verdicts.py`, the per-record audit `audit.py`.
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -18,7 +19,8 @@ the model remembers them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,10 +29,11 @@ from torch import nn
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
-from workers.engine import forgetting, references
+from workers.engine import forgetting, references, text_forgetting
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
+from workers.engine.text_verification import TokenStatistics, extraction_counts, extraction_outcomes, token_statistics
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
@@ -133,84 +136,73 @@ def membership_aucs(networks: Sequence[nn.Module], forget: tuple[torch.Tensor, n
                     holdout: tuple[torch.Tensor, npt.NDArray[np.int64]]) -> dict[str, Any]:
     """Language models: loss and Min-K%++ membership AUCs of forget vs holdout records, from
     their windows and each window's record id, and the mean token losses."""
-    from workers.engine.text_verification import token_statistics
+    return _membership(token_statistics(networks, *forget), token_statistics(networks, *holdout))
 
-    _, forget_loss, forget_min_k = token_statistics(networks, *forget)
-    _, holdout_loss, holdout_min_k = token_statistics(networks, *holdout)
+
+def _membership(forget: TokenStatistics, holdout: TokenStatistics) -> dict[str, Any]:
     return {
-        "loss_auc": mia_auc(forget_loss, holdout_loss),
+        "loss_auc": mia_auc(forget.loss, holdout.loss),
         # A higher Min-K%++ score means member; mia_auc ranks lower values as members.
-        "min_k_plus_plus_auc": mia_auc(-forget_min_k, -holdout_min_k),
-        "forget_loss": float(forget_loss.mean()) if len(forget_loss) else None,
-        "holdout_loss": float(holdout_loss.mean()) if len(holdout_loss) else None,
-        "forget_records": int(len(forget_loss)), "holdout_records": int(len(holdout_loss)),
+        "min_k_plus_plus_auc": mia_auc(-forget.min_k, -holdout.min_k),
+        "forget_loss": float(forget.loss.mean()) if len(forget.loss) else None,
+        "holdout_loss": float(holdout.loss.mean()) if len(holdout.loss) else None,
+        "forget_records": int(len(forget.loss)), "holdout_records": int(len(holdout.loss)),
     }
 
 
+NO_RECORDS = TokenStatistics(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+@dataclass(frozen=True)
+class TextEvidence:
+    """The per-record figures behind a language model's verdicts (workers/engine/text_forgetting.py):
+    token statistics of the forget and held-out records, and which of them came back verbatim
+    (the held-out ones of the extraction sample)."""
+
+    forget: TokenStatistics
+    holdout: TokenStatistics | None
+    forget_extracted: npt.NDArray[np.float64]
+    holdout_extracted: npt.NDArray[np.float64]
+
+
 def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.NDArray[np.int64],
-                 retain_ids: npt.NDArray[np.int64], holdout_ids: npt.NDArray[np.int64] | None) -> Figures:
+                 retain_ids: npt.NDArray[np.int64],
+                 holdout_ids: npt.NDArray[np.int64] | None) -> tuple[Figures, TextEvidence]:
     """A language model's figures: next-token accuracy and mean token loss per set, and under
     `text` the perplexities, the membership AUCs and verbatim extraction of forget (and held-out)
-    records. `mia_auc` is the loss AUC, as for the other families."""
-    from workers.engine.text_verification import verbatim_extraction
-
+    records. `mia_auc` is the loss AUC, as for the other families. With them, the per-record
+    evidence they were counted from."""
     block_size = int(ctx.config.block_size)  # type: ignore[attr-defined]
 
-    def measured(records: Records, ids: npt.NDArray[np.int64]) -> tuple[dict[str, Any], torch.Tensor, npt.NDArray[np.int64]]:
+    def measured(records: Records, ids: npt.NDArray[np.int64]) -> tuple[dict[str, Any], TokenStatistics]:
         windows, owners = records.rows_for(ids)
-        return evaluate(ctx.family, list(networks), windows, owners), windows, owners.numpy()
+        return evaluate(ctx.family, list(networks), windows, owners), token_statistics(networks, windows, owners.numpy())
 
-    def texts(records: Records, ids: npt.NDArray[np.int64]) -> list[str]:
+    def extracted(records: Records, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         if not isinstance(records, TextRecords):
             raise TypeError("a language model's records are texts")
-        return records.texts_for(ids)
+        return extraction_outcomes(networks, records.texts_for(ids), block_size)
 
-    forget, forget_windows, forget_owners = measured(ctx.old_records, forget_ids)
-    retain = measured(ctx.old_records, retain_ids)[0]
-    text: dict[str, Any] = {"extraction": {"forget": verbatim_extraction(networks, texts(ctx.old_records, forget_ids), block_size)}}
-    holdout_set, auc = SetFigures(None, None, 0), None
+    forget, forget_statistics = measured(ctx.old_records, forget_ids)
+    retain = evaluate(ctx.family, list(networks), *ctx.old_records.rows_for(retain_ids))
+    forget_extracted, holdout_extracted = extracted(ctx.old_records, forget_ids), np.zeros(0)
+    text: dict[str, Any] = {"extraction": {"forget": extraction_counts(forget_extracted)}}
+    holdout_set, auc, holdout_statistics = SetFigures(None, None, 0), None, None
     if holdout_ids is not None:
-        holdout, holdout_windows, holdout_owners = measured(ctx.new_records, holdout_ids)
-        membership = membership_aucs(networks, (forget_windows, forget_owners), (holdout_windows, holdout_owners))
+        holdout, holdout_statistics = measured(ctx.new_records, holdout_ids)
+        membership = _membership(forget_statistics, holdout_statistics)
         sample = np.sort(np.random.default_rng(ctx.seed).permutation(holdout_ids)[:EXTRACTION_HOLDOUT_SAMPLE])
-        text["extraction"]["holdout"] = verbatim_extraction(networks, texts(ctx.new_records, sample), block_size)
+        holdout_extracted = extracted(ctx.new_records, sample)
+        text["extraction"]["holdout"] = extraction_counts(holdout_extracted)
         text |= {"loss_auc": membership["loss_auc"], "min_k_plus_plus_auc": membership["min_k_plus_plus_auc"]}
         holdout_set, auc = SetFigures(holdout["accuracy"], holdout["loss"], holdout["n"]), membership["loss_auc"]
         text["perplexity"] = {"forget": forget["perplexity"], "retain": retain["perplexity"], "holdout": holdout["perplexity"]}
     else:
         text["perplexity"] = {"forget": forget["perplexity"], "retain": retain["perplexity"], "holdout": None}
-    return Figures(forget=SetFigures(forget["accuracy"], forget["loss"], forget["n"]),
-                   retain=SetFigures(retain["accuracy"], retain["loss"], retain["n"]),
-                   holdout=holdout_set, mia_auc=auc, text=text)
-
-
-def check_text(figures: Verification, policy: forgetting.Policy) -> list[str]:
-    """Failed checks of an approximate result for a language model: both membership AUCs within
-    the AUC tolerance of 0.5 on either side (a forget set far less familiar than unseen text gives
-    its members away too), no more forget records extracted verbatim (as a fraction) than held-out
-    ones, and held-out next-token accuracy down at most the holdout-drop tolerance."""
-    after = figures.after
-    # Written by `text_figures` just above, so its shape is known.
-    text = cast("Mapping[str, Any]", after.text or {})
-    failed = []
-    for name, label in (("loss_auc", "loss"), ("min_k_plus_plus_auc", "Min-K%++")):
-        auc = text.get(name)
-        if auc is None:
-            failed.append(f"{label} membership AUC: needs a forget and a holdout set")
-        elif abs(auc - 0.5) > policy.mia_auc:
-            side = "the forget records are still recognisable as training data" if auc > 0.5 else (
-                "the forget records stand out as less familiar than unseen text")
-            failed.append(f"{label} membership AUC {auc:.3f} is more than {policy.mia_auc:.3f} from 0.5: {side}")
-    extraction = text.get("extraction") or {}
-    forget, holdout = extraction.get("forget") or {}, extraction.get("holdout") or {}
-    if (forget.get("fraction") or 0) > (holdout.get("fraction") or 0):
-        failed.append(f"{forget['extracted']} of {forget['records']} forget records still come back verbatim "
-                      f"(held-out records: {holdout.get('extracted', 0)} of {holdout.get('records', 0)})")
-    previous, now = figures.before.holdout.accuracy, after.holdout.accuracy
-    if previous is not None and now is not None and previous - now > policy.holdout_drop:
-        failed.append(f"held-out next-token accuracy fell {(previous - now) * 100:.1f} points, from {previous:.3f} "
-                      f"to {now:.3f} (allowed: {policy.holdout_drop * 100:.1f})")
-    return failed
+    figures = Figures(forget=SetFigures(forget["accuracy"], forget["loss"], forget["n"]),
+                      retain=SetFigures(retain["accuracy"], retain["loss"], retain["n"]),
+                      holdout=holdout_set, mia_auc=auc, text=text)
+    return figures, TextEvidence(forget_statistics, holdout_statistics, forget_extracted, holdout_extracted)
 
 
 def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard]) -> Verification:
@@ -227,24 +219,23 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
         return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
 
     before_networks, after_networks = networks(before_shards), networks(outcome.shards)
-    text = ctx.spec.data_kind == "text"
-    if text:
+    if ctx.spec.data_kind == "text":
         forget_ids, retain_ids = np.sort(ctx.forget_ids), retain_sample(ctx, limit=5000)
         held = holdout_ids if len(holdout_ids) else None
-        before = text_figures(ctx, before_networks, forget_ids, retain_ids, held)
-        after = text_figures(ctx, after_networks, forget_ids, retain_ids, held)
+        before, before_evidence = text_figures(ctx, before_networks, forget_ids, retain_ids, held)
+        after, after_evidence = text_figures(ctx, after_networks, forget_ids, retain_ids, held)
+        verdicts = _text_verdicts(ctx, outcome, after_networks, after_evidence, before_evidence.holdout or NO_RECORDS,
+                                  held)
     else:
         before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
         after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
+        verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout)
     trained_after = outcome.manifest.trained_ids()
     return Verification(
         before=before, after=after,
         lineage_proof=LineageProof(forget_records=len(ctx.forget_ids),
                                    in_new_manifest=int(np.isin(ctx.forget_ids, trained_after).sum())),
-        holdout_available=holdout is not None,
-        # A language model's checks are its text figures (check_text); the verdicts with
-        # intervals are the tabular families'.
-        verdicts=None if text else _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout),
+        holdout_available=holdout is not None, verdicts=verdicts,
     )
 
 
@@ -253,10 +244,7 @@ def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: li
     """The statistical verdicts (workers/engine/forgetting.py) against the holdout and, per
     record, the model's reference models or, for a SISA model, its own shards."""
     forget_ids = np.sort(ctx.forget_ids)
-    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
-    shards = None
-    if ctx.sisa is not None:
-        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+    keys, shards = _subjects_and_shards(ctx, forget_ids)
     return forgetting.verification_block(
         ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
         method=outcome.method, exact=outcome.method in EXACT,
@@ -266,18 +254,54 @@ def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: li
     )
 
 
+def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tuple[list[str], npt.NDArray[np.int64] | None]:
+    """The subject key of each forget record and, for a SISA model, the shard that held it."""
+    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
+    shards = None
+    if ctx.sisa is not None:
+        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+    return keys, shards
+
+
+def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evidence: TextEvidence,
+                   before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None) -> dict[str, Any]:
+    """A language model's verdicts (workers/engine/text_forgetting.py): the text checks against
+    the holdout and, per record, LiRA against the model's reference models or a SISA model's
+    own shards, each record scored by its mean token log-likelihood."""
+    forget_ids = np.sort(ctx.forget_ids)
+    keys, forget_shards = _subjects_and_shards(ctx, forget_ids)
+    holdout = evidence.holdout if evidence.holdout is not None else NO_RECORDS
+    forget_rows = ctx.old_records.rows_for(forget_ids)
+    holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None else None
+
+    def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
+        return np.column_stack([text_forgetting.score(token_statistics([n], rows[0], rows[1].numpy()))
+                                for n in networks])
+
+    inputs = None
+    pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
+    if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
+        inputs = forgetting.shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+    elif pool and holdout_rows is not None:
+        inputs = forgetting.reference_inputs(
+            text_forgetting.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
+            text_forgetting.score(holdout), matrix(pool, holdout_rows))
+    return text_forgetting.text_verification_block(
+        forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
+        forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
+        method=outcome.method, exact=outcome.method in EXACT, audit_inputs=inputs, live=len(pool),
+        pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
+
+
 def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
-    """Why an approximate result is not verified (empty = verified): every check whose verdict is
-    not `pass` (an inconclusive one included), a language model's text checks, and an exhausted
-    certified-removal budget."""
-    if figures.after.text is not None:
-        failed = check_text(figures, forgetting.policy_from_settings())
-    else:
-        verdicts = figures.verdicts or {}
-        reasons = verdicts.get("reasons")
-        failed = []
-        if verdicts.get("verdict") != "pass":
-            failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
+    """Why an approximate result is not verified (empty = verified): every check that blocks its
+    verdict (a forgetting check that did not pass, an inconclusive one included; a utility check
+    that failed), for every family, and an exhausted certified-removal budget."""
+    verdicts = figures.verdicts or {}
+    reasons = verdicts.get("reasons")
+    failed = []
+    if verdicts.get("verdict") != "pass":
+        failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
     if outcome.method == "certified_newton":
         spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
         if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
