@@ -90,7 +90,7 @@ def repaired(ctx: Context, outcome: Outcome, flagged: npt.NDArray[np.int64]) -> 
     """neggrad_plus on the flagged records alone, each aimed at its OUT references' loss, from
     the outcome's weights; None where there are no per-record targets (no references, a SISA
     model, no unseen records, a language model) or the method is the certified one."""
-    if outcome.method == "certified_newton" or len(outcome.shards) != 1:
+    if outcome.method == "certified_newton" or len(outcome.shards) != 1 or ctx.spec.data_kind == "text":
         return None
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(flagged))
