@@ -39,9 +39,38 @@ def _transport_options(broker_url: str) -> dict:
     return {"visibility_timeout": 3600}
 
 
+def _tolerate_concurrent_queue_creation() -> None:
+    """kombu's SQLAlchemy transport creates a queue's row on first use under a lock that only
+    orders the threads of one process. When the API and a worker that just started both use a
+    new queue (`inference`, say) first, one of them inserts a row the other inserted a moment
+    before: its commit raises IntegrityError, which kombu does not catch (only OperationalError),
+    so the call failed and the channel's session stayed unusable until rolled back. Here that
+    commit rolls back and reads the row the other process made. Installed once, for the
+    embedded broker only; Redis brokers never touch it."""
+    from kombu.transport import sqlalchemy as transport
+    from sqlalchemy.exc import IntegrityError
+
+    channel = transport.Channel
+    if getattr(channel, "_obliviate_tolerant", False):
+        return
+    create = channel._get_or_create
+
+    def get_or_create(self, queue):
+        try:
+            return create(self, queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
+
+    channel._get_or_create = get_or_create
+    channel._obliviate_tolerant = True
+
+
 def make_celery(include: tuple[str, ...] = ()) -> Celery:
     """A Celery app on the configured broker and result backend; the workers add their tasks."""
     settings = get_settings()
+    if settings.broker_url.startswith("sqla+"):
+        _tolerate_concurrent_queue_creation()
     celery = Celery("obliviate", broker=settings.broker_url, backend=settings.result_backend_url, include=list(include))
     celery.conf.update(
         # Only tasks that answer (predictions) store a result; they say so themselves.

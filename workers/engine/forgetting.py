@@ -144,9 +144,10 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: AuditInputs, holdout
                  references_holdout_accuracy=float(null_refs.mean()) if len(null_refs) else None, **common)
 
 
-def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy) -> Check:
+def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy,
+                       label: str = "holdout accuracy drop") -> Check:
     found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha))
-    return replace(check("holdout_drop", label="holdout accuracy drop", attack=None, test="bootstrap",
+    return replace(check("holdout_drop", label=label, attack=None, test="bootstrap",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
                  reference="holdout", unavailable="needs a holdout set"), utility=True)

@@ -74,7 +74,8 @@ def text_checks(forget: TokenStatistics, holdout: TokenStatistics, before_holdou
     if before_holdout is not None:
         if not np.array_equal(before_holdout.records, holdout.records):
             raise ValueError("the holdout drop pairs the same records before and after")
-        checks.append(holdout_drop_check(before_holdout.accuracy, holdout.accuracy, policy))
+        checks.append(holdout_drop_check(before_holdout.accuracy, holdout.accuracy, policy,
+                                         label="held-out next-token accuracy drop"))
     return checks
 
 
