@@ -11,18 +11,14 @@ from __future__ import annotations
 from app.artifacts.store import ArtifactMissing, scratch
 from app.db import session_scope
 from app.unlearning import rehearsal as rows
-from app.unlearning.types import JobAttempt
-from workers.engine.training import set_determinism
 from workers.engine.unlearning import rehearsal
 from workers.engine.unlearning.context import context_for
 from workers.jobs import JobContext, TransientError
-from workers.training import configure_threads
+from workers.training import begin
 
 
 def run(context: JobContext) -> None:
-    set_determinism()
-    configure_threads()
-    attempt = JobAttempt(job_id=context.job_id, attempt=context.attempt, lease_seconds=context.lease_seconds)
+    attempt = begin(context)
     with session_scope() as session:
         target = rows.target(session, attempt)
     if target is None:

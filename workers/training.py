@@ -24,13 +24,14 @@ from app.models import rehearsals as rehearsal_service
 from app.models.models import Model
 from app.unlearning.service import reference_pool_size
 from app.models.service import record_version
-from app.unlearning.types import Shard, Sisa
+from app.unlearning.types import JobAttempt, Shard, Sisa
 from workers import references
 from workers.engine.families.base import Shape
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.records import Records, records_and_shape
 from workers.engine.shards import train_shards
 from workers.engine.training import evaluate, set_determinism
+from workers.jobs import JobContext
 
 log = logging.getLogger("obliviate.training")
 
@@ -39,6 +40,14 @@ def configure_threads() -> None:
     threads = get_settings().torch_threads
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def begin(context: JobContext) -> JobAttempt:
+    """What a model job does first: deterministic kernels, the configured thread count, and the
+    attempt its writes are fenced by."""
+    set_determinism()
+    configure_threads()
+    return JobAttempt(job_id=context.job_id, attempt=context.attempt, lease_seconds=context.lease_seconds)
 
 
 def evaluate_version(family, config, shape, records: Records, manifest: Manifest, shards: Sequence[Shard]) -> dict[str, Any]:

@@ -13,16 +13,13 @@ from app.db import session_scope
 from app.unlearning import service
 from app.unlearning.types import DatasetErasure, Escalation, JobAttempt, UnlearningPlan
 from workers import destruction
-from workers.engine.training import set_determinism
 from workers.engine.unlearning import job as unlearning
 from workers.jobs import JobContext, TransientError
-from workers.training import configure_threads
+from workers.training import begin
 
 
 def run(context: JobContext) -> None:
-    set_determinism()
-    configure_threads()
-    attempt = JobAttempt(job_id=context.job_id, attempt=context.attempt, lease_seconds=context.lease_seconds)
+    attempt = begin(context)
     with session_scope() as session:
         plan = service.start(session, attempt)
     if plan is None:

@@ -14,6 +14,7 @@ pushing and only the retain term acts.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import torch
@@ -70,6 +71,25 @@ def token_losses(network: nn.Module, data: ForgetRetain) -> dict[str, float]:
     return {part: float(mean_token_nll(network, getattr(data, f"{part}_x")[:512])) for part in ("forget", "retain")}
 
 
+def paired_batches(data: ForgetRetain, forget_batch_size: int, batch_size: int,
+                   seed: int) -> tuple[Iterator[torch.Tensor], Iterator[torch.Tensor]]:
+    """Endless forget and retain batches under one seeded generator (the language-model methods
+    pair one of each per step)."""
+    generator = seeded_generator(seed)
+    forget = cycled_batches(data.n_forget, forget_batch_size, generator)
+    return forget, cycled_batches(data.n_retain, batch_size, generator)
+
+
+def clipped_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str, step: int) -> None:
+    """One optimiser step on `loss`, its gradient norm clipped at 1 (a transformer's ascent can
+    otherwise jump far in one step)."""
+    check_finite(loss, name, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+    optimizer.step()
+
+
 class GradientDifference:
     name = "gradient_difference"
     exact = False
@@ -84,20 +104,14 @@ class GradientDifference:
         before = token_losses(network, data)
         cap = config.forget_loss_cap or math.log(256)
         optimizer = make_optimizer(network, "adam", config.learning_rate)
-        generator = seeded_generator(seed)
-        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
-        retain_batches = cycled_batches(data.n_retain, config.batch_size, generator)
+        forget_batches, retain_batches = paired_batches(data, config.forget_batch_size, config.batch_size, seed)
         capped = 0
         with training_mode(network, seed):
             for step in range(config.steps):
                 forget = mean_token_nll(network, take(data.forget_x, next(forget_batches)))
                 retain = mean_token_nll(network, take(data.retain_x, next(retain_batches)))
                 loss = config.retain_weight * retain - config.forget_weight * torch.clamp(forget, max=cap)
-                check_finite(loss, self.name, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-                optimizer.step()
+                clipped_step(network, optimizer, loss, self.name, step)
                 capped += int(forget.item() >= cap)
                 report(progress, (step + 1) / config.steps, self.name)
         return UnlearnResult(network=network, details={

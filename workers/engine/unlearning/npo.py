@@ -33,18 +33,22 @@ from workers.engine.unlearning.base import (
     LearningRate,
     Progress,
     UnlearnResult,
-    check_finite,
-    cycled_batches,
     dump_config,
     frozen_copy,
     make_optimizer,
     report,
-    seeded_generator,
     take,
     training_mode,
     working_copy,
 )
-from workers.engine.unlearning.gradient_difference import Positive, Steps, mean_token_nll, token_losses
+from workers.engine.unlearning.gradient_difference import (
+    Positive,
+    Steps,
+    clipped_step,
+    mean_token_nll,
+    paired_batches,
+    token_losses,
+)
 
 
 @dataclass(config=STRICT)
@@ -82,9 +86,7 @@ class NPO:
             reference_ll = torch.cat([sequence_log_likelihood(reference, data.forget_x[start:start + 256])
                                       for start in range(0, data.n_forget, 256)])
         optimizer = make_optimizer(network, "adam", config.learning_rate)
-        generator = seeded_generator(seed)
-        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
-        retain_batches = cycled_batches(data.n_retain, config.batch_size, generator)
+        forget_batches, retain_batches = paired_batches(data, config.forget_batch_size, config.batch_size, seed)
         last_npo = None
         with training_mode(network, seed):
             for step in range(config.steps):
@@ -93,11 +95,7 @@ class NPO:
                                   take(reference_ll, index), config.beta)
                 retain = mean_token_nll(network, take(data.retain_x, next(retain_batches)))
                 loss = config.forget_weight * forget + config.retain_weight * retain
-                check_finite(loss, self.name, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-                optimizer.step()
+                clipped_step(network, optimizer, loss, self.name, step)
                 last_npo = forget.item()
                 report(progress, (step + 1) / config.steps, self.name)
         return UnlearnResult(network=network, details={
