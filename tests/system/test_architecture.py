@@ -1,5 +1,6 @@
-"""Each import rule of the README's architecture map is an import-linter contract (which
-tests/system/test_layers.py runs); tests/system/test_architecture_map.py checks its tables."""
+"""Each import rule of the architecture map (docs/architecture.md, "Layers and packages") is an
+import-linter contract (which tests/system/test_layers.py runs); tests/system/test_architecture_map.py
+checks its tables."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Architecture\n")
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    start = text.index("\n## Layers and packages\n")
     return text[start:text.index("\n## ", start + 1)]
 
 
@@ -30,7 +31,7 @@ def _rows(header: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_every_import_rule_of_the_readme_is_a_contract():
+def test_every_import_rule_of_the_architecture_page_is_a_contract():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     forbidden = {(source, target) for c in config if c["type"] == "forbidden"
                  for source in c["source_modules"] for target in c["forbidden_modules"]}
@@ -39,7 +40,7 @@ def test_every_import_rule_of_the_readme_is_a_contract():
             layers = contract["layers"]
             forbidden |= {(low, high) for i, high in enumerate(layers) for low in layers[i + 1:]}
     rules = _rows("| layer | never imports |")
-    assert rules, "the README's import rules are missing"
+    assert rules, "the architecture page's import rules are missing"
     for layer, modules in rules.items():
         for module in modules:
             covered = any((source, module) in forbidden for source in _and_ancestors(layer))
