@@ -50,3 +50,35 @@ def test_every_import_rule_of_the_architecture_page_is_a_contract():
 def _and_ancestors(module: str) -> list[str]:
     parts = module.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+CITATION = re.compile(r'docs/([a-z-]+)\.md, (?:"([^"]+)"|([A-Z][^)";]+)\))')
+CITING = ("app", "workers", "tests", "bench", "migrations")
+
+
+def _sources() -> list[Path]:
+    return [path for folder in CITING for path in (ROOT / folder).rglob("*.py")] + [ROOT / "pyproject.toml"]
+
+
+def _headings(page: str) -> list[str]:
+    text = (ROOT / "docs" / f"{page}.md").read_text()
+    return [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
+
+
+def test_code_cites_sections_that_exist():
+    """Comments and contract names point at a page and a heading of docs/ ("The row is the job"):
+    renaming a heading must not leave them pointing nowhere."""
+    cited, dangling = 0, []
+    for path in _sources():
+        for page, quoted, bare in CITATION.findall(path.read_text()):
+            cited += 1
+            section = quoted or bare
+            if not any(heading.startswith(section) for heading in _headings(page)):
+                dangling.append(f"{path.relative_to(ROOT)}: docs/{page}.md, {section}")
+    assert cited >= 15
+    assert dangling == []
+
+
+def test_nothing_cites_a_document_outside_the_repository():
+    outside = "DESIGN" + " §"  # spelled in two, so that this file does not cite it either
+    assert [str(path.relative_to(ROOT)) for path in _sources() if outside in path.read_text()] == []
