@@ -33,169 +33,196 @@ GENERATE_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class Settings(BaseSettings):
+    """Every field's description is its row on the settings page (docs/hooks/settings.py)."""
+
     model_config = SettingsConfigDict(env_prefix="OBLIVIATE_", extra="ignore")
 
-    data_dir: Path = Path("./.obliviate")
-    # Empty means the embedded default: a SQLite file and a SQLite-backed broker under data_dir.
-    database_url: str = ""
-    broker_url: str = ""
-    # Where Celery keeps the answers of calls that return one (predictions on the inference
-    # queue). Empty: the broker's Redis when the broker is Redis, the broker's database
-    # (db+postgresql://...) for a database broker, and data_dir/results.db in the embedded default.
-    result_backend_url: str = ""
-    # How long a prediction waits for an inference worker before answering 503 with Retry-After.
-    inference_timeout_seconds: float = 30.0
-    # Predictions waiting for their answer at once, per API process: each holds a thread of its
-    # own (not one of api_threads) while it waits; more wait for a free one within the timeout.
-    inference_threads: int = 16
-    # HMAC key for subject pseudonyms. Empty in the embedded default means: generate one once and
-    # keep it in data_dir/secret.key, so pseudonyms stay stable across restarts.
-    secret_key: str = ""
-    # Where artifacts live: a local folder (default data_dir/artifacts) or any fsspec URL.
-    artifacts_url: str = ""
+    data_dir: Path = Field(default=Path("./.obliviate"), description=(
+        "Folder of the embedded default: database, broker file, secret, artifacts, beat schedule."))
+    database_url: str = Field(default="", description=(
+        "`postgresql://user:pass@host/db` or `sqlite:///path`; the driver is picked automatically. "
+        "Empty: the embedded default, `sqlite:///<data_dir>/obliviate.db`."))
+    broker_url: str = Field(default="", description=(
+        "Celery broker; `redis://host:6379/0` in production. Empty: `sqla+sqlite:///<data_dir>/broker.db`."))
+    result_backend_url: str = Field(default="", description=(
+        "Where Celery keeps the answers of predictions (JSON only; each is deleted once read, or after an "
+        "hour). Empty: the broker's Redis when the broker is Redis, `db+<url>` for a database broker, "
+        "`db+sqlite:///<data_dir>/results.db` in the embedded default."))
+    inference_timeout_seconds: float = Field(default=30.0, description=(
+        "How long a prediction waits for an inference worker before it answers 503 with `Retry-After`."))
+    inference_threads: int = Field(default=16, description=(
+        "Predictions waiting for their answer at once per API process, each on a thread of its own outside "
+        "`api_threads`; more wait for a free one, and the timeout counts from the request's arrival."))
+    secret_key: str = Field(default="", description=(
+        "HMAC key of every subject pseudonym; required with an external database, at least 32 characters "
+        "and not a placeholder. Empty in the embedded default: generated once into `<data_dir>/secret.key`, "
+        "so pseudonyms stay stable across restarts. Changing it makes earlier requests unmatchable."))
+    artifacts_url: str = Field(default="", description=(
+        "Local folder or any fsspec URL (`s3://bucket/prefix` with the `s3` extra). "
+        "Empty: `<data_dir>/artifacts`."))
 
-    auto_approve_verified: bool = False
-    max_body_bytes: int = 1024 * 1024
-    max_batch_items: int = 1000
-    idempotency_in_flight_seconds: int = 60
-    # Intake requests doing their database work at once, per API process. A few keep the
-    # database busy and let its commits group; more threads only queue for Python's GIL, which
-    # costs CPU and latency (bench/intake.py). The others wait their turn without a thread.
-    intake_threads: int = 4
-    # PostgreSQL only: new requests without an Idempotency-Key are stored by one autocommitted
-    # statement awaited on the event loop (app/asyncdb.py), over a pool of this many connections
-    # per API process; a request waits up to intake_connection_timeout seconds for one, then gets
-    # 503 with Retry-After.
-    intake_connections: int = 8
-    intake_connection_timeout: float = 5.0
-    # Threads per API process for blocking endpoint work (anyio's default is 40). The SQLite pool
-    # is sized from it (app/db.py), so a thread never waits for a connection another thread holds.
-    api_threads: int = 40
-    # Lock-taking writes (every unit-of-work POST) of one client in progress at once in one API
-    # process, running or waiting for a lock or a thread; above it 429. Without a bound, one
-    # client's burst waiting on one lock holds every thread, and the whole API stops answering.
-    max_waiting_writes_per_client: int = 16
-    # PostgreSQL: how long a write waits for a row or advisory lock, and runs one statement,
-    # before it gives up with 503 and Retry-After instead of holding its thread (0: no limit).
-    write_lock_timeout_seconds: float = 5.0
-    write_statement_timeout_seconds: float = 60.0
-    log_level: str = "INFO"
-    # Region (ISO 3166 code, e.g. "DE") that a phone identifier without a country code is read
-    # in when intake validates it; empty means such numbers are refused. Validation only: the
-    # subject key is computed from the digits as written, whatever the region.
-    phone_default_region: str = ""
-    # How long an API process trusts what it last read about a key. A key revoked in one process
-    # is refused by every other within this many seconds; at most 5, 0 reads the key every time.
-    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5)
+    auto_approve_verified: bool = Field(default=False, description=(
+        "Approve requests that arrive with `identity_verified: true` on receipt; the audit trail says so."))
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON body; 413 above.")
+    max_batch_items: int = Field(default=1000, description="Most requests in one batch intake; 413 above.")
+    idempotency_in_flight_seconds: int = Field(default=60, description=(
+        "After this long, an unfinished first request with the same `Idempotency-Key` no longer blocks a retry."))
+    intake_threads: int = Field(default=4, description=(
+        "Intake requests doing their database work at once per API process (the unit of work, SQLite, batch "
+        "validation). A few keep the database busy and let its commits group; more only queue on Python's "
+        "GIL, which costs CPU and latency (`bench/intake.py`). The others wait their turn without a thread."))
+    intake_connections: int = Field(default=8, description=(
+        "PostgreSQL only: connections per API process of the intake fast path, which stores a new request "
+        "without an `Idempotency-Key` by one autocommitted statement awaited on the event loop."))
+    intake_connection_timeout: float = Field(default=5.0, description=(
+        "Seconds a request waits for a fast-path connection before it is answered 503 with `Retry-After`."))
+    api_threads: int = Field(default=40, description=(
+        "Threads per API process for blocking endpoint work. The SQLite pool holds a connection for each "
+        "(plus the intake threads), so no thread waits for a connection another thread holds."))
+    max_waiting_writes_per_client: int = Field(default=16, description=(
+        "Lock-taking writes (every unit-of-work POST) of one client in progress at once per API process, "
+        "running or waiting; above it 429 with `Retry-After`. Without a bound, one client's burst waiting "
+        "on one lock holds every thread and the whole API stops answering."))
+    write_lock_timeout_seconds: float = Field(default=5.0, description=(
+        "PostgreSQL: longest wait of a write for a row or advisory lock, then 503 with `Retry-After` "
+        "instead of holding its thread (0: no limit)."))
+    write_statement_timeout_seconds: float = Field(default=60.0, description=(
+        "PostgreSQL: longest statement of a write, then 503 with `Retry-After` (0: no limit)."))
+    log_level: str = Field(default="INFO", description="Log level of the API and the command line.")
+    phone_default_region: str = Field(default="", description=(
+        "ISO 3166 region (e.g. `DE`) in which a `phone` identifier without country code is validated; "
+        "empty: such numbers are refused. Validation only: the subject key is computed from the digits "
+        "as written, whatever the region."))
+    principal_cache_seconds: float = Field(default=5.0, ge=0, le=5, description=(
+        "How long an API process trusts what it read about a key; a key revoked in one process is refused "
+        "by every other within this time (0: read the key every time)."))
 
     # Data and models (datasets, training).
-    max_upload_bytes: int = 256 * 1024 * 1024
-    # Rows one dataset upload may have. Parquet compresses repeated values to almost nothing, so
-    # the byte limit above does not bound the rows; checked from the footer (Parquet) or by a
-    # streaming count (CSV) before the file is decoded → 413.
-    max_dataset_rows: int = Field(default=5_000_000, ge=1)
-    # Memory one upload may take while it is ingested, as estimated from its rows and columns
-    # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
-    max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
-    max_predict_rows: int = 10_000
-    # Text datasets and language models. One record's text may be at most this many UTF-8 bytes
-    # (longer → 422 naming the record); a generate prompt or a scored text at most
-    # max_prompt_bytes (→ 413); one generate call at most max_new_tokens new tokens (→ 422).
-    max_text_bytes: int = Field(default=64 * 1024, ge=1)
-    max_prompt_bytes: int = Field(default=16 * 1024, ge=1)
-    max_new_tokens: int = Field(default=1024, ge=1)
-    device: str = "auto"
-    # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
-    # shared with other processes, 1 avoids oversubscription that slows small networks tenfold.
-    torch_threads: int = 0
-    job_lease_seconds: int = 120
-    job_max_attempts: int = 5
-    max_active_jobs_per_client: int = 8
-    # Beat period of the lease sweeper and of the sweeper that finishes pending artifact deletions.
-    sweep_interval_seconds: float = 15.0
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, description="Largest dataset or model upload.")
+    max_dataset_rows: int = Field(default=5_000_000, ge=1, description=(
+        "Rows one dataset upload may have; 413 above. Parquet compresses repeated values to almost nothing, "
+        "so the byte limit does not bound the rows: they are counted from the footer (Parquet) or by a "
+        "streaming count (CSV) before the file is decoded."))
+    max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1, description=(
+        "Memory one dataset upload may need while it is ingested, estimated from its rows and columns "
+        "before decoding (`app/datasets/limits.py`); 413 above. Size it to the API host."))
+    max_predict_rows: int = Field(default=10_000, description=(
+        "Rows per prediction call, and texts per `score` call; 413 above."))
+    max_text_bytes: int = Field(default=64 * 1024, ge=1, description=(
+        "UTF-8 bytes one record of a text dataset may have; a longer one answers 422 naming the record."))
+    max_prompt_bytes: int = Field(default=16 * 1024, ge=1, description=(
+        "UTF-8 bytes of a `generate` prompt or of one text to `score`; 413 above."))
+    max_new_tokens: int = Field(default=1024, ge=1, description=(
+        "Largest `max_new_tokens` of one `generate` call; 422 above."))
+    device: str = Field(default="auto", description="`auto`, `cpu` or `cuda[:i]` for training and unlearning.")
+    torch_threads: int = Field(default=0, description=(
+        "Intra-op threads of torch in workers (0: torch's default, all cores). On a CPU host shared with "
+        "other processes, 1 avoids oversubscription that slows small networks tenfold."))
+    job_lease_seconds: int = Field(default=120, description="Lease a worker holds on a job while it renews it.")
+    job_max_attempts: int = Field(default=5, description="Attempts before a job fails.")
+    max_active_jobs_per_client: int = Field(default=8, description=(
+        "Queued or running training and unlearning jobs one client may have (the service's own "
+        "`references` and `rehearsal` jobs do not count)."))
+    sweep_interval_seconds: float = Field(default=15.0, description=(
+        "How often beat re-queues jobs whose lease expired and finishes pending artifact deletions."))
 
     # Unlearning.
-    batch_window_seconds: float = 60.0
-    deadline_margin_hours: float = 72.0
-    small_model_rows: int = 200_000
-    approximate_method: str = "finetune"
-    # Verification (workers/engine/verdicts.py). Every check answers an estimate with an interval
-    # at level 1 − 2α, each end a one-sided 1 − α bound; it passes when the interval lies within
-    # its tolerance (a test at level α), fails when it lies beyond, and is inconclusive otherwise. An approximate method passes only when every check
-    # passes; exact methods record their verdicts and never escalate on them.
-    verification_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    batch_window_seconds: float = Field(default=60.0, description=(
+        "Approved requests are coalesced per model within this window."))
+    deadline_margin_hours: float = Field(default=72.0, description=(
+        "A batch never waits past a request's `due_at` minus this margin."))
+    small_model_rows: int = Field(default=200_000, description=(
+        "Up to this many training rows, models are retrained exactly."))
+    approximate_method: str = Field(default="finetune", description=(
+        "Method used for larger models (escalates to exact if verification fails); a language model whose "
+        "family does not support it uses its first approximate method (`gradient_difference`)."))
+    verification_alpha: float = Field(default=0.05, gt=0, lt=0.5, description=(
+        "Every verdict is a test at level α (`workers/engine/verdicts.py`): intervals at 1 − 2α, each end a "
+        "one-sided 1 − α bound. A check passes when its interval lies within its tolerance, fails when it "
+        "lies beyond, and is inconclusive otherwise."))
     # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that
     # the intervals are wider than any useful tolerance and the checks say inconclusive.
-    # |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points).
-    tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1)
-    # The same gap calibrated record by record by the reference models (a difference in
-    # differences, far less noisy), where the model has references.
-    tolerance_reference_gap: float = Field(default=0.075, ge=0, le=1)
-    # |AUC − 0.5| of the loss-threshold membership attack, forget vs holdout records.
-    tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5)
-    # Per-record audit advantage TPR − FPR against reference models or SISA shards.
-    tolerance_audit: float = Field(default=0.15, ge=0, le=1)
-    # Holdout accuracy lost against the version before (paired on the same records).
-    tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1)
-    # Language models: forget − holdout share of records extracted verbatim (one-sided).
-    tolerance_extraction: float = Field(default=0.05, ge=0, le=1)
-    # Per-record level at which the audit counts TPR and FPR, and δ of its ε lower bound.
-    audit_record_level: float = Field(default=0.05, gt=0, lt=0.5)
-    audit_delta: float = Field(default=0.0, ge=0, lt=1)
-    # Reference models kept per model for the per-record audit (even; 0 = none). Trained with
-    # every model whose unlearning method is approximate, set or chosen.
-    audit_references: int = Field(default=8, ge=0, le=64)
-    # An erasure destroys the references that held its subjects; the job that trains their
-    # replacements waits this long, so the unlearning jobs of the same window go first.
-    reference_refill_delay_seconds: float = Field(default=300.0, ge=0)
-    # The unlearning rehearsal (workers/rehearsal.py): after training a model whose unlearning
-    # method is approximate, erase this many random trained subjects in memory, retrain without
-    # them and compare each approximate method's result with that retrain; jobs then start with
-    # the settings that passed. It waits rehearsal_delay_seconds, like the reference refill.
-    rehearsal: bool = True
-    rehearsal_subjects: int = Field(default=25, ge=1, le=1000)
-    rehearsal_delay_seconds: float = Field(default=300.0, ge=0)
-    # Deprecated fixed thresholds; when set they replace the matching tolerance above
-    # (max_mia_auc − 0.5 for the AUC), so an older deployment keeps its policy.
-    max_forget_holdout_gap: float | None = None
-    max_mia_auc: float | None = None
-    max_holdout_drop: float | None = None
-    plan_interval_seconds: float = 5.0
-    signing_key_path: str = ""
-    # Audit anchoring. Signed checkpoints of the audit log are also written here, outside the
-    # database (a folder or any fsspec URL; default: <artifacts_url>/checkpoints), so that someone
-    # who can rewrite the database cannot also rewrite the checkpoints an auditor compares with.
-    checkpoint_dir: str = ""
-    # How often beat signs a checkpoint over new events (at most 60 s, the promised bound).
-    checkpoint_interval_seconds: float = Field(30.0, gt=0, le=60)
-    # The checkpoints' origin line and key name; default obliviate/audit/<signing key id>.
-    checkpoint_origin: str = ""
-    # PostgreSQL: the role the API and workers log in as. When set, `obliviate db upgrade` (run as
-    # the tables' owner) grants it only the row access it needs, so it cannot drop triggers.
-    db_service_role: str = ""
-    webhook_max_attempts: int = 6
-    # Callback URLs are https only; true also allows plain http (a test or an internal receiver).
-    webhook_allow_http: bool = False
-    # Webhooks never go to loopback, private, link-local, multicast or reserved addresses, at
-    # intake or at delivery, except to these networks (CIDR, JSON list, e.g. ["10.1.2.0/24"]) and
-    # these host names (exempt from the address checks: the operator vouches for what they
-    # resolve to). Both empty by default.
-    webhook_allow_networks: list[str] = []
-    webhook_allow_hosts: list[str] = []
-    # `obliviate serve` restarts a worker that died after this many seconds, doubling each time
-    # it dies again soon (at most a minute), so a worker that cannot start does not spin.
-    worker_restart_backoff_seconds: float = 1.0
+    tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1, description=(
+        "Tolerance on |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points), for models without "
+        "reference models."))
+    tolerance_reference_gap: float = Field(default=0.075, ge=0, le=1, description=(
+        "Tolerance on the same gap calibrated record by record by the reference models (a difference in "
+        "differences, far less noisy)."))
+    tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5, description=(
+        "Tolerance on |AUC − 0.5| of the loss-threshold membership attack, forget against holdout records."))
+    tolerance_audit: float = Field(default=0.15, ge=0, le=1, description=(
+        "Tolerance on the per-record audit's advantage TPR − FPR against reference models or SISA shards."))
+    tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1, description=(
+        "Tolerance on the holdout accuracy lost against the version before (paired on the same records)."))
+    tolerance_extraction: float = Field(default=0.05, ge=0, le=1, description=(
+        "Language models: tolerance on the share of forget records extracted verbatim less the held-out "
+        "share (one-sided)."))
+    audit_record_level: float = Field(default=0.05, gt=0, lt=0.5, description=(
+        "Per-record level q at which the audit counts its TPR and FPR."))
+    audit_delta: float = Field(default=0.0, ge=0, lt=1, description="δ of the audit's ε lower bound.")
+    audit_references: int = Field(default=8, ge=0, le=64, description=(
+        "Reference models K kept per model whose unlearning method is approximate, set or chosen "
+        "(even; 0: none)."))
+    reference_refill_delay_seconds: float = Field(default=300.0, ge=0, description=(
+        "An erasure destroys the references that held its subjects; the job that trains their replacements "
+        "waits this long, so the unlearning jobs of the same window go first."))
+    rehearsal: bool = Field(default=True, description=(
+        "Rehearse an erasure after training every model whose unlearning method is approximate "
+        "(`workers/rehearsal.py`): erase random trained subjects in memory, retrain without them and compare "
+        "each approximate method's result with that retrain; jobs then start with the settings that passed."))
+    rehearsal_subjects: int = Field(default=25, ge=1, le=1000, description=(
+        "Random trained subjects a rehearsal erases in memory."))
+    rehearsal_delay_seconds: float = Field(default=300.0, ge=0, description=(
+        "How long the rehearsal job waits after training, so erasures and training go first."))
+    max_forget_holdout_gap: float | None = Field(default=None, description=(
+        "**Deprecated**: when set, replaces `tolerance_forget_gap` and `tolerance_reference_gap`, so an "
+        "older deployment keeps its policy."))
+    max_mia_auc: float | None = Field(default=None, description=(
+        "**Deprecated**: when set, `max_mia_auc − 0.5` replaces `tolerance_mia_auc`."))
+    max_holdout_drop: float | None = Field(default=None, description=(
+        "**Deprecated**: when set, replaces `tolerance_holdout_drop`."))
+    plan_interval_seconds: float = Field(default=5.0, description=(
+        "How often beat plans approved requests and delivers webhooks."))
+    signing_key_path: str = Field(default="", description=(
+        "Key that signs certificates of erasure and audit checkpoints; every API and worker process must "
+        "read the same file. Empty: `<data_dir>/signing_key.pem`."))
+    # Audit anchoring.
+    checkpoint_dir: str = Field(default="", description=(
+        "Folder or fsspec URL where signed audit checkpoints are also written, outside the database, so that "
+        "someone who can rewrite the database cannot also rewrite the checkpoints an auditor compares with. "
+        "Empty: `<artifacts_url>/checkpoints`."))
+    checkpoint_interval_seconds: float = Field(default=30.0, gt=0, le=60, description=(
+        "How often beat signs a checkpoint over new audit events (at most 60 s, the promised bound)."))
+    checkpoint_origin: str = Field(default="", description=(
+        "The checkpoints' origin line and key name; keep it stable. Empty: `obliviate/audit/<signing key id>`."))
+    db_service_role: str = Field(default="", description=(
+        "PostgreSQL: the role the API, workers and beat log in as. When set, `obliviate db upgrade` (run as "
+        "the tables' owner) grants it only the row access it needs, so it cannot drop triggers."))
+    webhook_max_attempts: int = Field(default=6, description="Deliveries tried per webhook.")
+    webhook_allow_http: bool = Field(default=False, description=(
+        "Also accept plain `http` callback URLs (https only otherwise): a test or an internal receiver."))
+    webhook_allow_networks: list[str] = Field(default=[], description=(
+        "JSON list of CIDR networks webhooks may reach although internal, e.g. `[\"10.1.2.0/24\"]`. "
+        "Otherwise webhooks never go to loopback, private, link-local, multicast or reserved addresses."))
+    webhook_allow_hosts: list[str] = Field(default=[], description=(
+        "JSON list of host names exempt from the address checks (the operator vouches for what they "
+        "resolve to)."))
+    worker_restart_backoff_seconds: float = Field(default=1.0, description=(
+        "`obliviate serve`: first delay before a dead worker is replaced; doubles while it keeps dying "
+        "soon (at most 60 s), so a worker that cannot start does not spin."))
 
-    # Admin dashboard (/admin). A session ends after this many seconds without a page view...
-    dashboard_idle_seconds: int = 30 * 60
-    # ...and after this many seconds in any case, however active.
-    dashboard_session_seconds: int = 12 * 3600
-    # Failed logins allowed per client address within the window before the form answers 429.
-    dashboard_login_attempts: int = 10
-    dashboard_login_window_seconds: int = 15 * 60
-    # Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For is believed for
-    # the login rate limit. Empty: the peer address is the client, whatever the header says.
-    trusted_proxies: str = ""
+    # Admin dashboard (/admin).
+    dashboard_idle_seconds: int = Field(default=30 * 60, description=(
+        "A dashboard session ends after this long without a page view."))
+    dashboard_session_seconds: int = Field(default=12 * 3600, description=(
+        "A dashboard session ends after this long in any case, however active."))
+    dashboard_login_attempts: int = Field(default=10, description=(
+        "Failed sign-ins per client address within the window before the form answers 429."))
+    dashboard_login_window_seconds: int = Field(default=15 * 60, description=(
+        "The window of `dashboard_login_attempts`."))
+    trusted_proxies: str = Field(default="", description=(
+        "Addresses or CIDR networks (comma-separated) whose `X-Forwarded-For` is believed for the sign-in "
+        "rate limit. Empty: the peer address is the client, whatever the header says."))
 
     @field_validator("trusted_proxies")
     @classmethod

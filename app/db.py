@@ -1,6 +1,6 @@
 """Engine, sessions and the declarative base.
 
-The database is the source of truth (DESIGN §3). Exactly one place commits: the API's unit of
+The database is the source of truth (docs/architecture.md, "The row is the job"). Exactly one place commits: the API's unit of
 work (app/deps.py, `run_unit_of_work`, on the endpoint's own thread) or `session_scope()` in
 workers and the CLI. Services only flush.
 """

@@ -2,7 +2,7 @@
 
 The API never imports `workers` (nor torch through it): it builds a Celery app of its own with the
 same configuration the workers use, and sends by the names the workers register (workers/tasks.py).
-Job messages only say "look at row N" (DESIGN §3). A prediction changes no state, so its message
+Job messages only say "look at row N" (docs/architecture.md, "The row is the job"). A prediction changes no state, so its message
 carries its inputs and its answer comes back through the result backend.
 """
 

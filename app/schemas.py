@@ -13,7 +13,7 @@ CLIENT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 class StrictModel(BaseModel):
-    """Request bodies: unknown fields are refused (DESIGN §5), and so is text with a NUL
+    """Request bodies: unknown fields are refused (docs/architecture.md, "HTTP conventions"), and so is text with a NUL
     character, which PostgreSQL cannot store in a text column (it would fail the insert)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)

@@ -1,4 +1,4 @@
-"""Chaos set test (DESIGN §3, issue 5): erasure requests under load while processes die.
+"""Chaos set test (docs/architecture.md, "The row is the job"; issue 5): erasure requests under load while processes die.
 
 Starts a private PostgreSQL cluster and Redis on free ports in a temporary folder, the API
 (uvicorn, one process), two Celery workers (-c 1) and beat with fast intervals, trains a tiny

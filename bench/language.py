@@ -11,7 +11,7 @@ text, the text verification figures (loss and Min-K%++ AUC, verbatim extraction)
 fraction of the retrain, and tokens per second of training and generation. Prints tables and
 writes bench/results/language.json.
 
-    .venv/bin/python bench/language.py             # the README table
+    .venv/bin/python bench/language.py             # the table of docs/benchmarks.md
     .venv/bin/python bench/language.py --quick     # 150 training steps, a smoke run
     .venv/bin/python bench/language.py --defaults  # the family's default size
     .venv/bin/python bench/language.py --report bench/results/language.json   # re-print a run

@@ -1,4 +1,4 @@
-"""Training time: one network against SISA with S shards (DESIGN §4, issue 3).
+"""Training time: one network against SISA with S shards (docs/benchmarks.md, "Training"; issue 3).
 
 Generates a classification data set (default 100,000 rows, 32 features, 10 classes, about 8
 rows per subject), then trains `mlp_classifier` with fixed hyper-parameters through the training

@@ -1,4 +1,4 @@
-"""Unlearning methods against an exact retrain: cost and forgetting (DESIGN §4, issue 4).
+"""Unlearning methods against an exact retrain: cost and forgetting (docs/benchmarks.md, "Unlearning"; issue 4).
 
 For a generated 100,000-row set and for scikit-learn's digits, trains three models through the
 training job's functions: `mlp_classifier` as one network, `mlp_classifier` with SISA S=8 R=4,

@@ -1,4 +1,4 @@
-"""The Celery application of the workers. Messages only say "look at row N" (DESIGN §3): tasks
+"""The Celery application of the workers. Messages only say "look at row N" (docs/architecture.md, "The row is the job"): tasks
 take ids, the database row is the job, and a lost or repeated message can neither lose nor double
 work. Predictions, which change nothing, are the exception: they carry their inputs and answer.
 The configuration is the API's (app/queue.py), so both sides agree on broker, backend and routes."""

@@ -1,4 +1,4 @@
-"""Unlearning jobs (DESIGN §1 step 5): erase the subjects from the data, produce and verify a
+"""Unlearning jobs (docs/architecture.md, "The unlearning engine"): erase the subjects from the data, produce and verify a
 new model version, promote it, destroy what still holds them, complete the requests.
 
 This module only sequences the steps: each step's rows are `app.unlearning.service`'s, in a unit

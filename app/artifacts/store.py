@@ -1,4 +1,4 @@
-"""Content-addressed artifact store over fsspec (DESIGN §3: sha256 keys, atomic writes, checked
+"""Content-addressed artifact store over fsspec (docs/architecture.md, "Weights are safetensors": sha256 keys, atomic writes, checked
 on read).
 
 An artifact lives at `<root>/<sha[:2]>/<sha>`. Writes go to a temporary name in that same folder

@@ -1,4 +1,4 @@
-"""Datasets: registering uploads as versions and reading them back (DESIGN §3: services only
+"""Datasets: registering uploads as versions and reading them back (docs/architecture.md, "One place commits": services only
 flush; the caller's unit of work commits).
 
 Nothing is half-stored: the upload is fully validated before the artifact is written, and the

@@ -1,6 +1,6 @@
 """Model families, described without torch.
 
-The API validates hyper-parameters and lists families without importing torch (DESIGN §6), so a
+The API validates hyper-parameters and lists families without importing torch (docs/architecture.md, "Layers and packages"), so a
 family is registered as a `FamilySpec`: its name, its config dataclass (plain Python, validated by
 pydantic) and the dotted path of the torch implementation that workers import lazily.
 

@@ -1,4 +1,4 @@
-"""Idempotency-Key handling (DESIGN §5).
+"""Idempotency-Key handling (docs/architecture.md, "HTTP conventions").
 
 The in-flight marker must be visible to a concurrent duplicate before the first request's work
 commits, so claiming and releasing a key use their own short transactions; this is the one

@@ -1,7 +1,7 @@
 """API keys: creating, authenticating, listing, revoking and rotating them.
 
 Every lifecycle change appends to the key's own audit chain (`key:<id>`) in the caller's
-transaction (DESIGN §3: services flush, the unit of work commits). A revoked or expired key
+transaction (docs/architecture.md, "One place commits": services flush, the unit of work commits). A revoked or expired key
 stops working within the principal cache's lifetime (at most 5 s) in every process.
 """
 

@@ -1,4 +1,4 @@
-"""From approved requests to unlearning jobs (DESIGN §1 steps 3–4).
+"""From approved requests to unlearning jobs (docs/architecture.md, "The unlearning engine").
 
 The lineage index says which dataset versions and model versions hold a subject. Requests are
 coalesced per model into one job per batch window, whose start is never later than the

@@ -1,4 +1,4 @@
-"""The unlearning job's rows (DESIGN §1 step 5), for the worker that sequences it.
+"""The unlearning job's rows (docs/architecture.md, "The unlearning engine"), for the worker that sequences it.
 
 Each function is one step's database work, in the caller's unit of work (they only flush), and
 orchestrates the domain services that own the tables: dataset versions and tombstones

@@ -1,4 +1,4 @@
-"""What the unlearning job hands between its steps, typed (DESIGN §1 step 5).
+"""What the unlearning job hands between its steps, typed (docs/architecture.md, "The unlearning engine").
 
 The app's services (`app/unlearning/service.py`) answer and accept these frozen records; the
 workers sequence the steps and do the maths on them, and never see a row or build JSON for the

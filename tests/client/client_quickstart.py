@@ -1,4 +1,4 @@
-"""The README's quick start through the generated client, as an integrator would write it.
+"""The quick start of docs/api.md ("Clients") through the generated client, as an integrator would write it.
 
 Run by tests/client/test_generated_client.py with the generator's environment (httpx and attrs, what
 the generated package needs) and the generated package on PYTHONPATH:

@@ -46,7 +46,7 @@ def generator_venv() -> Path:
 def generate(document: Path, target: Path) -> Path:
     """Generate the client package from `document` into `target`; returns the package folder."""
     venv = generator_venv()
-    # The README's command: the package name comes from the document's title.
+    # The command of docs/api.md ("Clients"): the package name comes from the document's title.
     result = subprocess.run(
         [str(venv / "bin" / "openapi-python-client"), "generate", "--path", str(document),
          "--output-path", str(target / "project"), "--overwrite"],

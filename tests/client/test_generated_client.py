@@ -1,5 +1,5 @@
 """A Python client generated with openapi-python-client from the running server's /openapi.json,
-on every run, and the README's quick start driven through it against that server: create with an
+on every run, and the quick start of docs/api.md driven through it against that server: create with an
 Idempotency-Key, replay, approve, read the audit trail, page through the list."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The job life cycle as a state machine (DESIGN §3): workers claim, renew, finish, give back and
+"""The job life cycle as a state machine (docs/architecture.md, "The row is the job"): workers claim, renew, finish, give back and
 crash; leases and backoffs run out; the sweeper re-queues; messages arrive twice. Hypothesis
 drives random interleavings against the real job functions and database (PostgreSQL in the
 services pass), and a model predicts each outcome.

@@ -1,6 +1,7 @@
-"""The README's architecture map follows the code: its table names the owner of every table in
-Base.metadata (the folder whose module defines the table's mapped class or Table), each table
-once, and its list of layer rules names exactly the contracts of [tool.importlinter]."""
+"""The architecture map (docs/architecture.md, "Layers and packages") follows the code: its table
+names the owner of every table in Base.metadata (the folder whose module defines the table's mapped
+class or Table), each table once, and its list of layer rules names exactly the contracts of
+[tool.importlinter]."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def architecture_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(r"^## Architecture\n(.*?)(?=^## )", readme, re.S | re.M)
-    assert found, "README.md has no '## Architecture' section"
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    found = re.search(r"^## Layers and packages\n(.*?)(?=^## )", page, re.S | re.M)
+    assert found, "docs/architecture.md has no '## Layers and packages' section"
     return found.group(1)
 
 
-def readme_owners() -> dict[str, list[str]]:
-    """Table → the folders the README's map gives it (a table listed twice has two)."""
+def page_owners() -> dict[str, list[str]]:
+    """Table → the folders the page's map gives it (a table listed twice has two)."""
     owners: dict[str, list[str]] = {}
     for folder, cell in re.findall(r"^\| `(app/[^`]+)/` \| (.+?) \|$", architecture_section(), re.M):
         for table in re.findall(r"`([^`]+)`", cell):
@@ -63,16 +64,16 @@ def test_every_table_has_one_owner_in_the_code():
     assert {name: found for name, found in owners.items() if len(found) != 1} == {}
 
 
-def test_the_readme_names_the_owner_of_every_table():
+def test_the_architecture_page_names_the_owner_of_every_table():
     expected = {name: sorted(found) for name, found in code_owners().items()}
-    listed = readme_owners()
+    listed = page_owners()
     assert {name for name, folders in listed.items() if len(folders) > 1} == set(), "a table listed twice"
-    assert sorted(set(listed) - set(expected)) == [], "the README lists tables the models do not define"
-    assert sorted(set(expected) - set(listed)) == [], "tables missing from the README's map"
+    assert sorted(set(listed) - set(expected)) == [], "the page lists tables the models do not define"
+    assert sorted(set(expected) - set(listed)) == [], "tables missing from the page's map"
     assert {name: folders for name, folders in listed.items() if folders != expected[name]} == {}
 
 
-def test_the_readme_lists_exactly_the_import_contracts():
+def test_the_architecture_page_lists_exactly_the_import_contracts():
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     names = {contract["name"] for contract in contracts}
     rules = set(re.findall(r"^- \*\*(.+?)\*\*", architecture_section(), re.M))

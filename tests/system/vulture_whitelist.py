@@ -72,7 +72,7 @@ _.mtime
 _.polling_interval
 _.beat_schedule
 
-# The webhook receiver's side of the signature scheme (README, "Webhooks"): what a client runs,
+# The webhook receiver's side of the signature scheme (docs/api.md, "Webhooks"): what a client runs,
 # exercised end to end by tests/unlearning/test_unlearning_e2e.py.
 verify_signature
 
@@ -91,7 +91,7 @@ membership_aucs
 verbatim_extraction
 
 # The family interface's per-example loss: part of the ModelFamily protocol a plugin implements
-# (README, "Datasets and models"); today's verification computes its own
+# (docs/datasets-and-models.md, "Model families"); today's verification computes its own
 # (workers.engine.training.cross_entropy_per_example). Whether families keep it is decided with
 # the unlearning backbone, which reworks workers.engine.training and families.base.
 _.loss_per_example
