@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     # process, running or waiting for a lock or a thread; above it 429. Without a bound, one
     # client's burst waiting on one lock holds every thread, and the whole API stops answering.
     max_waiting_writes_per_client: int = 16
-    # PostgreSQL: how long a write waits for a row or advisory lock, and runs one statement,
-    # before it gives up with 503 and Retry-After instead of holding its thread (0: no limit).
+    # How long a write waits for a row or advisory lock (PostgreSQL) or the write lock (SQLite's
+    # busy_timeout), and runs one statement, before it gives up with 503 and Retry-After instead
+    # of holding its thread (0: no limit).
     write_lock_timeout_seconds: float = 5.0
     write_statement_timeout_seconds: float = 60.0
     log_level: str = "INFO"
@@ -207,6 +208,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
         return value
+
+    def trusted_proxy_networks(self) -> list[str]:
+        """trusted_proxies as networks in canonical form (10.0.0.5/8 becomes 10.0.0.0/8), as
+        uvicorn's forwarded_allow_ips reads them; empty: trust no proxy, loopback included."""
+        return [str(ipaddress.ip_network(item.strip(), strict=False)) for item in self.trusted_proxies.split(",") if item.strip()]
 
     def verification_tolerances(self) -> dict[str, float]:
         """The tolerances in force: the deprecated thresholds where set, else the tolerances."""
