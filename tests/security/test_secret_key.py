@@ -39,7 +39,7 @@ def test_weak_secret_is_refused_with_an_external_database(value, tmp_path):
 @pytest.mark.parametrize("value", [
     secrets.token_hex(32), secrets.token_hex(16), secrets.token_urlsafe(32), TEST_SECRET,
     "pnZEip4RAIyXqfEDx976DOdCQO+jKZij5YIdCb9CKGE=",  # openssl rand -base64 32
-    "bench-secret-key-0123456789abcdef-0123456789",
+    "bench-k7Qm2vX9LpT4rw8ZnB1c6F3hJd5G0sYe",
 ])
 def test_strong_secret_is_accepted_and_used_as_given(value, tmp_path):
     settings = Settings(database_url=EXTERNAL, secret_key=value, data_dir=tmp_path)
