@@ -56,20 +56,19 @@ def test_a_cache_miss_does_not_wait_for_a_writer(make_key):
         writer.close()
 
 
-@pytest.mark.skipif(SERVICES, reason="SQLite's busy_timeout")
-def test_sqlite_waits_for_the_write_lock_as_long_as_postgresql(database_url, settings_env):
+def _busy_timeout(database_url: str) -> int:
     from app.db import build_engine
 
     engine = build_engine(database_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+            return connection.execute(text("PRAGMA busy_timeout")).scalar()
     finally:
         engine.dispose()
+
+
+@pytest.mark.skipif(SERVICES, reason="SQLite's busy_timeout")
+def test_sqlite_waits_for_the_write_lock_as_long_as_postgresql(database_url, settings_env):
+    assert _busy_timeout(database_url) == 5000  # write_lock_timeout_seconds, PostgreSQL's lock_timeout
     settings_env(WRITE_LOCK_TIMEOUT_SECONDS="2.5")
-    engine = build_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 2500
-    finally:
-        engine.dispose()
+    assert _busy_timeout(database_url) == 2500
