@@ -84,8 +84,8 @@ class Settings(BaseSettings):
         "running or waiting; above it 429 with `Retry-After`. Without a bound, one client's burst waiting "
         "on one lock holds every thread and the whole API stops answering."))
     write_lock_timeout_seconds: float = Field(default=5.0, description=(
-        "PostgreSQL: longest wait of a write for a row or advisory lock, then 503 with `Retry-After` "
-        "instead of holding its thread (0: no limit)."))
+        "Longest wait of a write for a row or advisory lock (PostgreSQL) or the write lock (SQLite's "
+        "`busy_timeout`), then 503 with `Retry-After` instead of holding its thread (0: no limit)."))
     write_statement_timeout_seconds: float = Field(default=60.0, description=(
         "PostgreSQL: longest statement of a write, then 503 with `Retry-After` (0: no limit)."))
     log_level: str = Field(default="INFO", description="Log level of the API and the command line.")
@@ -217,12 +217,14 @@ class Settings(BaseSettings):
     dashboard_session_seconds: int = Field(default=12 * 3600, description=(
         "A dashboard session ends after this long in any case, however active."))
     dashboard_login_attempts: int = Field(default=10, description=(
-        "Failed sign-ins per client address within the window before the form answers 429."))
+        "Failed sign-ins per key (named by its prefix) or, for any other attempt, per client address within "
+        "the window before the form answers 429."))
     dashboard_login_window_seconds: int = Field(default=15 * 60, description=(
         "The window of `dashboard_login_attempts`."))
     trusted_proxies: str = Field(default="", description=(
-        "Addresses or CIDR networks (comma-separated) whose `X-Forwarded-For` is believed for the sign-in "
-        "rate limit. Empty: the peer address is the client, whatever the header says."))
+        "Addresses or CIDR networks (comma-separated) whose `X-Forwarded-For` is believed, everywhere: "
+        "uvicorn's `forwarded_allow_ips` is set from it. Empty: no proxy is trusted, not even loopback, "
+        "and the peer address is the client, whatever the header says."))
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -234,6 +236,11 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"OBLIVIATE_TRUSTED_PROXIES: {item.strip()!r} is not an address or network") from None
         return value
+
+    def trusted_proxy_networks(self) -> list[str]:
+        """trusted_proxies as networks in canonical form (10.0.0.5/8 becomes 10.0.0.0/8), as
+        uvicorn's forwarded_allow_ips reads them; empty: trust no proxy, loopback included."""
+        return [str(ipaddress.ip_network(item.strip(), strict=False)) for item in self.trusted_proxies.split(",") if item.strip()]
 
     def verification_tolerances(self) -> dict[str, float]:
         """The tolerances in force: the deprecated thresholds where set, else the tolerances."""

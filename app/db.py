@@ -8,6 +8,7 @@ workers and the CLI. Services only flush.
 from __future__ import annotations
 
 import functools
+import hashlib
 import select
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -87,8 +88,11 @@ def build_engine(raw_url: str) -> Engine:
         # One connection for every thread that can hold a session at once (the API's threadpool,
         # the intake threads, the metrics thread, an idempotency claim), so no thread waits for
         # a connection that another, itself waiting, holds.
+        # A writer waits for the write lock as long as PostgreSQL waits for a lock, then gives up
+        # (503 with Retry-After) instead of holding its thread; 0 is no limit there, an hour here.
+        wait_seconds = settings.write_lock_timeout_seconds or 3600.0
         engine = create_engine(
-            url, hide_parameters=True, connect_args={"timeout": 30, "check_same_thread": False},
+            url, hide_parameters=True, connect_args={"timeout": wait_seconds, "check_same_thread": False},
             pool_size=settings.api_threads + settings.intake_threads + 2, max_overflow=8,
         )
 
@@ -101,7 +105,7 @@ def build_engine(raw_url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -214,6 +218,17 @@ def read_session() -> Session:
 def is_postgres(session_or_engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "postgresql"
+
+
+def advisory_xact_lock(session: Session, name: str) -> None:
+    """On PostgreSQL, hold a lock named `name` until the transaction ends, so that whoever counts
+    after taking it sees what the previous holder committed. On SQLite the transaction's BEGIN
+    IMMEDIATE holds the database's write lock already, which serialises every writer."""
+    if is_postgres(session):
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    else:
+        session.connection()
 
 
 @functools.cache

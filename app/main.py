@@ -26,6 +26,7 @@ from app.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from app.models.router import router as models_router
 from app.openapi import install as install_openapi
 from app.requests.router import router as requests_router
+from app.secret_strength import check_at_start as check_secret_at_start
 
 UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
 
@@ -47,7 +48,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    settings.resolved_secret_key()  # refuse to start with a weak secret outside the embedded default
+    check_secret_at_start(settings)  # refuse a weak or guessable secret outside the embedded default
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = FastAPI(
         title="Obliviate",

@@ -63,30 +63,61 @@ _SPELLED_DOT = re.compile(r"\s*[(\[{<]\s*dot\s*[)\]}>]\s*")
 # "jane at example dot org": " at " alone is an ordinary word, so only with a spelled-out dot.
 # Each pattern starts at a token's beginning (the look-behind), so a search stays linear.
 _WORDY_ADDRESS = re.compile(r"(?<![\w.+'-])([\w.+'-]+)\s+at\s+([\w-]+(?:\s+dot\s+[\w-]+)+)")
+# "jane at example.org": the word "at" before a dotted name ending in a top-level domain.
+_AT_DOMAIN = re.compile(r"(?<![\w.+'-])([\w.+'-]+)\s+at\s+([\w-]+(?:\.[\w-]+)*\.[a-z]{2,})(?![\w-])")
+# "jane_at_example_dot_org", "jane-at-example.org": the words glued on with separators.
+_GLUED_WORD = re.compile(r"(?<=[^\W_])[_.-]+(at|dot)[_.-]+(?=[^\W_])")
+# "jane @ example . org", "jane@@example.org": space and repeats around the separators.
+_LOOSE_AT = re.compile(r"\s*@[\s@]*")
+_LOOSE_DOMAIN = re.compile(r"@[\w-]+(?:\s*\.\s*[\w-]+)+")
+_LOOSE_LOCAL = re.compile(r"(?<![\w.+'-])[\w+'-]+(?:\s*\.\s*[\w+'-]+)+@")
+_WHITESPACE = re.compile(r"\s+")
+# "%u0040" (the old JavaScript escape) and "\u0040" (a JSON or Python one).
+_UNICODE_ESCAPE = re.compile(r"[%\\]u([0-9a-fA-F]{4})")
 # ASCII controls: line breaks and tabs become spaces, the others go.
 _ASCII_CONTROLS = {code: (" " if chr(code) in "\t\n\r" else None) for code in [*range(0x20), 0x7F]}
+# Look-alikes NFKC leaves alone: ideographic and other full stops, hyphens and dashes (NFKC
+# turns the non-breaking hyphen U+2011 into U+2010, not into "-"), and the minus sign.
+_LOOK_ALIKES = {
+    **dict.fromkeys(map(ord, "\u3002\uff61\ufe52\u2024\u06d4"), "."),
+    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\ufe58\ufe63"), "-"),
+}
+
+
+def _decoded(text: str) -> str:
+    for _ in range(3):  # doubly encoded input, e.g. %2540
+        if "%" not in text and "&" not in text and "\\u" not in text:
+            break
+        decoded = html.unescape(unquote(_UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text), errors="replace"))
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def normalise_text(text: str) -> str:
     """The form identifiers are searched in: decoded, compatibility-folded, case-folded, with
-    invisible characters and spelled-out separators resolved."""
-    for _ in range(3):  # doubly encoded input, e.g. %2540
-        if "%" not in text and "&" not in text:
-            break
-        decoded = html.unescape(unquote(text, errors="replace"))
-        if decoded == text:
-            break
-        text = decoded
+    invisible characters, look-alike punctuation and spelled-out or spaced-out separators
+    resolved."""
+    text = _decoded(text)
     if text.isascii():
         text = text.translate(_ASCII_CONTROLS).lower()
     else:
-        text = unicodedata.normalize("NFKC", text).translate(_ASCII_CONTROLS)
+        text = unicodedata.normalize("NFKC", text).translate(_ASCII_CONTROLS).translate(_LOOK_ALIKES)
         text = _invisible_pattern().sub("", text).casefold()
     if "at" in text and any(bracket in text for bracket in "([{<"):
         text = _SPELLED_AT.sub("@", text)
         text = _SPELLED_DOT.sub(".", text)
+    if "at" in text or "dot" in text:
+        text = _GLUED_WORD.sub(lambda m: f" {m.group(1)} ", text)
     if " dot " in text:
         text = _WORDY_ADDRESS.sub(lambda m: m.group(1) + "@" + re.sub(r"\s+dot\s+", ".", m.group(2)), text)
+    if " at " in text:
+        text = _AT_DOMAIN.sub(r"\1@\2", text)
+    if "@" in text:
+        text = _LOOSE_AT.sub("@", text)
+        text = _LOOSE_DOMAIN.sub(lambda m: _WHITESPACE.sub("", m.group(0)), text)
+        text = _LOOSE_LOCAL.sub(lambda m: _WHITESPACE.sub("", m.group(0)), text)
     return text
 
 
@@ -134,15 +165,49 @@ MIN_VALUE_LENGTH = 4
 REDACTED = "[redacted]"
 
 
+# A value is looked for with the text's spaces taken out only from this length on: shorter
+# ones would turn up across the words of ordinary text.
+MIN_SPACED_VALUE_LENGTH = 8
+_WORD_SPLIT = re.compile(r"[\s,;:!?()\[\]{}<>\"]+")
+
+
 def reveals(text: str, values: Iterable[str]) -> bool:
     """Whether `text` holds an identifier, or one of `values` (a request's own identifiers) in
-    any of the forms above, e.g. written with invisible characters or percent-encoded."""
+    any of the forms above, e.g. written with invisible characters, percent-encoded or spaced
+    out letter by letter."""
     normalised = normalise_text(text)
     if identifier_in_normalised(normalised):
         return True
     searched = normalised.replace(REDACTED, " ")
+    compact = _WHITESPACE.sub("", searched)
     for value in values:
         needle = normalise_text(value).strip()
         if len(needle) >= MIN_VALUE_LENGTH and needle in searched:
             return True
+        if len(needle) >= MIN_SPACED_VALUE_LENGTH and _WHITESPACE.sub("", needle) in compact:
+            return True
     return False
+
+
+def identifier_candidates(text: str, kind: str) -> set[str]:
+    """What `text` could be read as, for an identifier of `kind`: the strings to key and compare
+    with a request's subject keys when its raw identifiers are long gone (reasons given after
+    intake). E-mail addresses and phone numbers however disguised or spaced out; for any other
+    kind, the words of the text. Runs of single characters count joined ("u s e r 7" → "user7")."""
+    words = [word for word in _WORD_SPLIT.split(unicodedata.normalize("NFKC", _decoded(text))) if word]
+    spelled: list[str] = []
+    run: list[str] = []
+    for word in [*words, ""]:
+        if len(word) == 1:
+            run.append(word)
+            continue
+        if len(run) >= MIN_VALUE_LENGTH:
+            spelled.append("".join(run))
+        run = []
+    if kind in ("email", "phone"):
+        normalised = normalise_text(text)
+        views = [normalised, _WHITESPACE.sub("", normalised), *map(normalise_text, spelled)]
+        pattern = _EMAIL if kind == "email" else _PHONE_RUN
+        return {match.group(0) for view in views for match in pattern.finditer(view)}
+    candidates = {word.strip(".") for word in words} | set(words) | set(spelled)
+    return {candidate for candidate in candidates if candidate}

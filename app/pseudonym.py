@@ -11,7 +11,7 @@ import re
 import unicodedata
 
 from app.config import get_settings
-from app.pii import has_invisible
+from app.pii import has_invisible, identifier_candidates
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_IDENTIFIER_LENGTH = 512
@@ -102,6 +102,21 @@ def subject_key(kind: str, value: str, secret: bytes | None = None) -> str:
 def subject_keys(identifiers: dict[str, str], secret: bytes | None = None) -> dict[str, str]:
     key = secret if secret is not None else get_settings().resolved_secret_key()
     return {kind: subject_key(kind, value, key) for kind, value in sorted(identifiers.items())}
+
+
+def names_subject(text: str, keys: dict[str, str], secret: bytes | None = None) -> bool:
+    """Whether free text given after intake (a hold, deny or extend reason) holds one of a
+    request's own identifiers, now known only by their subject keys: every reading of the text
+    as an identifier of each kind is keyed exactly as intake keyed it, and compared."""
+    key = secret if secret is not None else get_settings().resolved_secret_key()
+    for kind, stored in keys.items():
+        for candidate in identifier_candidates(text, kind):
+            try:
+                if hmac.compare_digest(subject_key(kind, candidate, key), stored):
+                    return True
+            except IdentifierError:
+                continue
+    return False
 
 
 def subject_digest(keys: dict[str, str]) -> str:

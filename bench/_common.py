@@ -44,7 +44,7 @@ def setup(workdir: Path, threads: int) -> None:
     """
     os.environ.update(
         OBLIVIATE_DATA_DIR=str(workdir / "data"), OBLIVIATE_DEVICE="cpu", OBLIVIATE_LOG_LEVEL="WARNING",
-        OBLIVIATE_SECRET_KEY="bench-secret-key-0123456789abcdef-0123456789",
+        OBLIVIATE_SECRET_KEY="bench-k7Qm2vX9LpT4rw8ZnB1c6F3hJd5G0sYe",
     )
     for name in ("OBLIVIATE_ARTIFACTS_URL", "OBLIVIATE_DATABASE_URL"):
         os.environ.pop(name, None)

@@ -93,7 +93,10 @@ def time_pages(app, plaintext: str, request_id: str, views: int) -> dict[str, di
     from fastapi.testclient import TestClient
 
     with TestClient(app) as client:
-        assert client.post("/admin/login", data={"api_key": plaintext}, follow_redirects=False).status_code == 303
+        form = client.get("/admin/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        signed_in = client.post("/admin/login", data={"api_key": plaintext, "csrf_token": token}, follow_redirects=False)
+        assert signed_in.status_code == 303
         first = client.get("/admin/requests").text
         cursor = re.search(r"cursor=([^\"&]+)", first).group(1)
         pages = {
@@ -135,7 +138,7 @@ def main() -> None:
         else:
             url = f"sqlite:///{Path(tmp) / 'obliviate.db'}"
         os.environ.update(OBLIVIATE_DATA_DIR=tmp, OBLIVIATE_DATABASE_URL=url, OBLIVIATE_LOG_LEVEL="WARNING",
-                          OBLIVIATE_SECRET_KEY="bench-secret-key-0123456789abcdef-0123456789")
+                          OBLIVIATE_SECRET_KEY="bench-k7Qm2vX9LpT4rw8ZnB1c6F3hJd5G0sYe")
         from app import config, db, migrate
         from app.main import create_app
 

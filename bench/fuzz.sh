@@ -49,7 +49,9 @@ test -n "$KEY" || { echo "could not create an API key" >&2; exit 2; }
 
 PORT="$("$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 BASE="http://127.0.0.1:$PORT"
+# As compose runs it: forwarding headers from no proxy (uvicorn's default believes loopback).
 "$BIN/uvicorn" app.main:create_app --factory --host 127.0.0.1 --port "$PORT" --log-level warning --no-access-log \
+    --forwarded-allow-ips="" \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
@@ -59,7 +61,7 @@ for _ in $(seq 100); do
 done
 
 # A few real objects, so that lists and reads have bodies to check.
-"$BIN/python" - "$BASE" "$KEY" <<'EOF'
+"$BIN/python" - "$BASE" "$KEY" "$WORK/dataset_version" <<'EOF'
 import sys, uuid
 import httpx
 sys.path.insert(0, ".")
@@ -79,6 +81,8 @@ with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
                 "record_ids": list(range(100))}
     client.post("/v1/models/import", data={"metadata": json.dumps(metadata)},
                 files={"weights": ("w.safetensors", logistic_weights())}).raise_for_status()
+    with open(sys.argv[3], "w") as sink:
+        sink.write(dataset.json()["id"])
 print("seeded: 5 erasure requests, 1 dataset, 1 imported model")
 EOF
 
@@ -111,6 +115,39 @@ with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, tim
             failed += 1
             print(f"FAILED {label}: {response.status_code}")
 print(f"hostile inputs: {count * 5} sent, {failed} not refused or echoed")
+sys.exit(1 if failed else 0)
+EOF
+
+# Hostile inputs to other endpoints (tests/system/hostile.py, endpoint_cases), and a burst of bad
+# sign-ins under rotating X-Forwarded-For: the limit counts the peer, exactly.
+"$BIN/python" - "$BASE" "$KEY" "$(cat "$WORK/dataset_version")" <<'EOF' || status=1
+import re, sys
+from concurrent.futures import ThreadPoolExecutor
+import httpx
+sys.path.insert(0, ".")
+from tests.system.hostile import endpoint_cases
+
+base, key, version_id = sys.argv[1], sys.argv[2], sys.argv[3]
+failed = 0
+with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+    for label, method, path, arguments, expected in endpoint_cases(version_id):
+        status = client.request(method, path, **arguments).status_code
+        if status != expected:
+            failed += 1
+            print(f"FAILED {label}: {status}, expected {expected}")
+with httpx.Client(base_url=base, timeout=60) as browser:
+    token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/admin/login").text).group(1)
+
+    def sign_in(n):
+        return browser.post("/admin/login", data={"api_key": "obl_fuzz-guess", "csrf_token": token},
+                            headers={"X-Forwarded-For": f"203.0.113.{n % 250}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = sorted(pool.map(sign_in, range(40)))
+    if answers != [401] * 10 + [429] * 30:
+        failed += 1
+        print(f"FAILED 40 parallel bad sign-ins with rotating X-Forwarded-For: {answers.count(401)}x401")
+print(f"hostile endpoint inputs: {failed} not answered as expected")
 sys.exit(1 if failed else 0)
 EOF
 

@@ -112,7 +112,7 @@ def time_service_lookups(ids: list[str]) -> list[float]:
 def run(args, workdir: Path, database_url: str) -> dict:
     os.environ.update(
         OBLIVIATE_DATA_DIR=str(workdir / "data"), OBLIVIATE_DATABASE_URL=database_url, OBLIVIATE_LOG_LEVEL="WARNING",
-        OBLIVIATE_SECRET_KEY="bench-secret-key-0123456789abcdef-0123456789",
+        OBLIVIATE_SECRET_KEY="bench-k7Qm2vX9LpT4rw8ZnB1c6F3hJd5G0sYe",
     )
     from fastapi.testclient import TestClient
 

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from app import migrate
 from app.config import Settings
+from app.secret_strength import check_at_start as check_secret_at_start
 
 # Results on stdout, diagnostics on stderr, so `obliviate ... > file` keeps only the results.
 console = Console(highlight=False)
@@ -40,6 +41,6 @@ def ensure_schema(settings: Settings) -> None:
 
 def check_secret(settings: Settings) -> None:
     try:
-        settings.resolved_secret_key()
+        check_secret_at_start(settings)
     except RuntimeError as exc:
         raise fail(str(exc), EXIT_USAGE) from None

@@ -230,7 +230,10 @@ def serve(
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port,
             # Its access log would record raw paths and query strings; the app logs route templates.
-            log_level=settings.log_level.lower(), proxy_headers=True, access_log=False,
+            log_level=settings.log_level.lower(), access_log=False,
+            # Forwarding headers only from OBLIVIATE_TRUSTED_PROXIES: uvicorn's default believes
+            # loopback, which would let any local caller pick the address the sign-in limit counts.
+            proxy_headers=True, forwarded_allow_ips=settings.trusted_proxy_networks(),
             # SIGTERM stops the server even if a request never finishes: past this it is cancelled.
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )

@@ -32,15 +32,17 @@ class DashboardSession(Base):
 
 
 class LoginFailure(Base):
-    """One failed login from an address. A row per failure (not a counter) so that processes
-    record failures concurrently without lost updates; rows older than the window are removed
-    whenever a failure is recorded."""
+    """One failed sign-in, in its bucket: the client address, or `key:<prefix>` when the attempt
+    named an existing key (app/dashboard/service.py, login_bucket). A row per failure (not a
+    counter) so that processes record failures concurrently without lost updates; rows older
+    than the window are removed whenever a failure is recorded."""
 
     __tablename__ = "dashboard_login_failures"
     __table_args__ = (Index("ix_dashboard_login_failures_address_at", "address", "at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    address: Mapped[str] = mapped_column(String(64))
+    # The column kept its first name, from when only addresses were counted.
+    bucket: Mapped[str] = mapped_column("address", String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -1,4 +1,4 @@
-"""Dashboard sessions, CSRF tokens and the failed-login rate limit. Flushes only; the caller commits.
+"""Dashboard sessions, CSRF tokens and the failed sign-in limit. Flushes only; the caller commits.
 
 The session cookie carries `secrets.token_urlsafe(32)`; the table keeps its SHA-256, so the
 cookie is the only copy of the secret. Each session has its own random CSRF token, kept
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.dashboard.models import DashboardSession, LoginFailure
-from app.db import utcnow
+from app.db import advisory_xact_lock, utcnow
 from app.keys import service as key_service
 from app.keys.models import ApiKey
 from app.keys.service import Principal
@@ -103,23 +103,42 @@ def csrf_valid(viewer: Viewer, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(viewer.csrf_token.encode(), str(token).encode())
 
 
-def login_blocked(session: Session, address: str, now: datetime | None = None) -> bool:
-    """Whether this address has used up its failed logins for the current window."""
+# The characters of a key that name it (ApiKey.prefix): "obl_" and eight random ones.
+_PREFIX_LENGTH = 12
+
+
+def login_bucket(session: Session, address: str, plaintext: str) -> str:
+    """Where a sign-in's failures are counted. An attempt that names an existing key (by its
+    prefix) counts against that key, from whatever address: a shared address full of someone
+    else's failures does not lock a valid key out, and rotating addresses does not multiply the
+    guesses at one key. Any other attempt counts against its address."""
+    prefix = plaintext.strip()[:_PREFIX_LENGTH]
+    if len(prefix) == _PREFIX_LENGTH and prefix.startswith(key_service.KEY_PREFIX) and key_service.prefix_exists(session, prefix):
+        return f"key:{prefix}"
+    return address[:64]
+
+
+def claim_login_attempt(session: Session, bucket: str, now: datetime | None = None) -> bool:
+    """Whether a sign-in counted in `bucket` may be tried now: False once the bucket has used
+    up its failures for the window. The bucket stays locked until the transaction ends, so
+    concurrent attempts are counted one after another and a burst gets exactly the allowed
+    number of tries (SQLite's BEGIN IMMEDIATE already serialises every writer)."""
     settings = get_settings()
+    advisory_xact_lock(session, f"obliviate:sign-in:{bucket}")
     since = (now or utcnow()) - timedelta(seconds=settings.dashboard_login_window_seconds)
     failures = session.scalar(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.address == address, LoginFailure.at >= since)
+        select(func.count()).select_from(LoginFailure).where(LoginFailure.bucket == bucket, LoginFailure.at >= since)
     )
-    return (failures or 0) >= settings.dashboard_login_attempts
+    return (failures or 0) < settings.dashboard_login_attempts
 
 
-def record_failure(session: Session, address: str, now: datetime | None = None) -> None:
+def record_failure(session: Session, bucket: str, now: datetime | None = None) -> None:
     now = now or utcnow()
     since = now - timedelta(seconds=get_settings().dashboard_login_window_seconds)
-    # Every address's expired rows, not only this one's: the table never holds more than one
+    # Every bucket's expired rows, not only this one's: the table never holds more than one
     # window of failures, however many addresses tried once and left.
     session.execute(delete(LoginFailure).where(LoginFailure.at < since))
-    session.add(LoginFailure(address=address, at=now))
+    session.add(LoginFailure(bucket=bucket, at=now))
     session.flush()
 
 

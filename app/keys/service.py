@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import threading
 import time
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
@@ -18,7 +19,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit_service
-from app.db import utcnow
+from app.db import advisory_xact_lock, utcnow
 from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.keys.models import ApiKey
 from app.pagination import decode_cursor, encode_cursor
@@ -76,9 +77,10 @@ def create_key(
     """A new key and its plaintext, which is shown once and never stored."""
     if expires_at is not None and expires_at <= utcnow():
         raise Unprocessable("expires_at must be in the future.")
+    client = _checked_client(session, client or name)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        id=uuid.uuid4(), client=client or name, name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext),
+        id=uuid.uuid4(), client=client, name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext),
         scopes=" ".join(parse_scopes(scopes)), created_at=utcnow(), expires_at=expires_at,
         rotated_from=rotated_from.id if rotated_from is not None else None,
     )
@@ -89,6 +91,31 @@ def create_key(
         "expires_at": _iso(expires_at), "rotated_from": str(key.rotated_from) if key.rotated_from else None,
     })
     return key, plaintext
+
+
+def _client_likeness(client: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", client).split()).casefold()
+
+
+def _checked_client(session: Session, client: str) -> str:
+    """The client a new key acts for. A client is a tenant, so a name that differs from an
+    existing one only in case or spacing ("A " beside "a") is refused rather than made a second
+    tenant, and rather than quietly joined to the first (which would hand it that tenant's data).
+    An existing name is taken exactly as it is, whatever its form, so existing clients keep
+    working; a new one must be written plainly (no surrounding or repeated spaces)."""
+    likeness = _client_likeness(client)
+    # Concurrent creations of two look-alikes meet here: the second sees the first.
+    advisory_xact_lock(session, f"obliviate:client:{likeness}")
+    known = set(session.scalars(select(ApiKey.client).distinct()))
+    if client in known:
+        return client
+    twins = sorted(name for name in known if _client_likeness(name) == likeness)
+    if twins:
+        raise Conflict(f"Client {client!r} differs from the existing client {twins[0]!r} only in case or spacing; "
+                       "use the existing name exactly, or a distinct one.")
+    if client != " ".join(client.split()):
+        raise Unprocessable("A new client's name must not begin or end with spaces, nor hold runs of them.")
+    return client
 
 
 def get_key(session: Session, key_id: uuid.UUID | str, *, lock: bool = False) -> ApiKey:
@@ -127,6 +154,11 @@ def rotate_key(
     now = utcnow()
     if not old.active_at(now):
         raise Conflict(f"The key is {state_of(old, now)}; only an active key can be rotated.")
+    # A key in its grace period is still active; a second rotation would leave it two live
+    # successors. The lock above orders concurrent rotations, so the second sees the first's.
+    successor = session.scalar(select(ApiKey.id).where(ApiKey.rotated_from == old.id).limit(1))
+    if successor is not None:
+        raise Conflict(f"The key was already rotated (successor {successor}); rotate the successor instead.")
     new, plaintext = create_key(
         session, old.name, old.scopes.split(), old.client, expires_at=expires_at, actor=actor, rotated_from=old,
     )
@@ -179,6 +211,11 @@ def list_keys(
     return rows[:limit], next_cursor
 
 
+def prefix_exists(session: Session, prefix: str) -> bool:
+    """Whether some key, in any state, starts with `prefix` (a listing shows it: not a secret)."""
+    return session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix).limit(1)) is not None
+
+
 def authenticate(session: Session, plaintext: str) -> Principal | None:
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 200:
         return None
@@ -217,14 +254,15 @@ def authenticate_cached(plaintext: str) -> Principal | None:
     """authenticate() with a few seconds of memory, so that intake does not pay a key lookup
     per request."""
     from app.config import get_settings
-    from app.db import get_sessionmaker
+    from app.db import read_session
 
     found, principal = cached_principal(plaintext)
     if found:
         return principal
     digest = hash_key(plaintext)
     valid_until = time.monotonic() + get_settings().principal_cache_seconds
-    with get_sessionmaker()() as session:
+    # Read-only: on SQLite a plain BEGIN, which neither waits for a writer nor holds one up.
+    with read_session() as session:
         principal = authenticate(session, plaintext)
         session.rollback()
     with _cache_lock:

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from app.schemas import StrictModel, example
 
@@ -111,6 +111,11 @@ def _utf8(text: str) -> str:
 Text = Annotated[str, AfterValidator(_utf8)]
 
 
+# Smallest non-zero sampling temperature: logits divided by much less overflow float32 (1e-300
+# and 5e-324 made the worker compute inf and NaN), and sampling that cold is greedy anyway.
+MIN_TEMPERATURE = 0.01
+
+
 class GenerateBody(StrictModel):
     model_config = example({"prompt": "Dear support team,", "max_new_tokens": 40, "temperature": 0.0, "seed": 0})
 
@@ -118,8 +123,19 @@ class GenerateBody(StrictModel):
     max_new_tokens: int = Field(
         default=64, ge=1, le=2**31 - 1, description="Bytes to generate at most; at most OBLIVIATE_MAX_NEW_TOKENS (422).",
     )
-    temperature: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False, description="0 decodes greedily.")
+    temperature: float = Field(
+        default=0.0, ge=0, le=100, allow_inf_nan=False,
+        description=f"0 decodes greedily; otherwise at least {MIN_TEMPERATURE} (422 between): dividing the logits by "
+                    "less overflows them to infinity.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the sampling; same seed, same text.")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_warm_enough(cls, value: float) -> float:
+        if 0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"temperature is 0 (greedy) or at least {MIN_TEMPERATURE}")
+        return value
 
 
 class GenerateOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 
 import numpy as np
@@ -19,6 +20,10 @@ _SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U1
           "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 # Far above any header of the built-in families; a length beyond it is a damaged or hostile file.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# A header nests three deep (header → tensor → shape); parsing a hostile one nested 100,000 deep
+# would exhaust the interpreter's recursion instead.
+MAX_HEADER_DEPTH = 8
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class WeightsError(ValueError):
@@ -31,14 +36,24 @@ def read_header(data: bytes) -> dict[str, dict]:
     (length,) = struct.unpack("<Q", data[:8])
     if length > min(MAX_HEADER_BYTES, len(data) - 8):
         raise WeightsError("The weights file is not safetensors (its header length is out of range).")
+    raw = data[8:8 + length]
+    if _depth(raw) > MAX_HEADER_DEPTH:
+        raise WeightsError(f"The weights file is not safetensors (its header nests deeper than {MAX_HEADER_DEPTH}).")
     try:
-        header = json.loads(data[8:8 + length])
-    except (UnicodeDecodeError, ValueError):
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise WeightsError("The weights file is not safetensors (its header is not JSON).") from None
     if not isinstance(header, dict):
         raise WeightsError("The weights file is not safetensors (its header is not an object).")
     header.pop("__metadata__", None)
     return header
+
+
+def _depth(raw: bytes) -> int:
+    """How deep brackets nest in JSON text, outside its strings, without parsing it."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    steps = np.isin(brackets, (ord("["), ord("{"))).astype(np.int64) - np.isin(brackets, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def check(data: bytes, *, dtypes: tuple[str, ...], shapes: dict[str, tuple[int, ...]] | None) -> None:

@@ -17,10 +17,10 @@ from app.db import is_postgres, utcnow
 from app.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
-from app.pseudonym import redact, subject_digest, subject_keys
+from app.pseudonym import names_subject, redact, subject_digest, subject_keys
 from app.requests import intake, lifecycle
 from app.requests.models import ErasureRequest
-from app.requests.schemas import ErasureRequestCreate, ErasureRequestOut
+from app.requests.schemas import REASON_REFUSED, ErasureRequestCreate, ErasureRequestOut
 from app.webhooks import service as webhook_service
 
 AUTO_APPROVER = "policy:auto-approve-verified"
@@ -260,8 +260,16 @@ def move(session: Session, request: ErasureRequest, action: str, actor: str, *, 
     _move(session, request, action, targets[action], actor, reason, extra)
 
 
+def _refuse_subject_in(request: ErasureRequest, reason: str | None) -> None:
+    """A reason given after intake goes into the append-only chain for good: it must not hold
+    the request's own subject in any disguise the generic detector (the schema's) misses."""
+    if reason and names_subject(reason, {subject.kind: subject.subject_key for subject in request.subjects}):
+        raise Unprocessable(REASON_REFUSED)
+
+
 def review(session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None) -> ErasureRequest:
     request = get_for(session, principal, request_id, lock=True)
+    _refuse_subject_in(request, reason)
     allowed_from, to_status = lifecycle.REVIEW_ACTIONS[action]
     if request.status not in allowed_from:
         raise InvalidTransition(
@@ -275,6 +283,7 @@ def review(session: Session, principal: Principal, request_id: uuid.UUID, action
 
 def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: int, reason: str) -> ErasureRequest:
     request = get_for(session, principal, request_id, lock=True)
+    _refuse_subject_in(request, reason)
     if request.status not in lifecycle.EXTENDABLE:
         raise InvalidTransition(
             f"Cannot extend a request whose status is '{request.status}'.",

@@ -17,8 +17,14 @@ def new_key(scopes: str = "requests:write,requests:read,requests:review", client
     return plaintext
 
 
+def post_login(client, plaintext: str, **kwargs):
+    """Post the sign-in form as a browser does: with the CSRF token of a freshly loaded form."""
+    token = csrf_of(client, "/admin/login")
+    return client.post("/admin/login", data={"api_key": plaintext, "csrf_token": token}, **kwargs)
+
+
 def sign_in(client, plaintext: str) -> None:
-    response = client.post("/admin/login", data={"api_key": plaintext}, follow_redirects=False)
+    response = post_login(client, plaintext, follow_redirects=False)
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/admin"
 

@@ -19,7 +19,7 @@ from tests.cli.test_serve_smoke import _cli, _env, _free_port
 
 # Hang timeouts, not performance figures: a healthy server answers in a fraction of these.
 ANSWER_TIMEOUT = 30.0
-# A write may wait 30 s for SQLite's write lock (busy_timeout) before its 503; a client must
+# A write may wait for SQLite's write lock (busy_timeout, 5 s) before its 503; a client must
 # outwait that to see the answer.
 WRITE_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0

@@ -39,7 +39,7 @@ def test_weak_secret_is_refused_with_an_external_database(value, tmp_path):
 @pytest.mark.parametrize("value", [
     secrets.token_hex(32), secrets.token_hex(16), secrets.token_urlsafe(32), TEST_SECRET,
     "pnZEip4RAIyXqfEDx976DOdCQO+jKZij5YIdCb9CKGE=",  # openssl rand -base64 32
-    "bench-secret-key-0123456789abcdef-0123456789",
+    "bench-k7Qm2vX9LpT4rw8ZnB1c6F3hJd5G0sYe",
 ])
 def test_strong_secret_is_accepted_and_used_as_given(value, tmp_path):
     settings = Settings(database_url=EXTERNAL, secret_key=value, data_dir=tmp_path)
@@ -58,21 +58,24 @@ def test_embedded_default_generates_and_keeps_its_key(tmp_path):
     assert len(first) == 64
 
 
-def test_api_and_cli_refuse_to_start_with_a_weak_key(monkeypatch, tmp_path):
+# The second: long enough and varied, but guessable (issue 20, item 11; test_secret_entropy.py).
+@pytest.mark.parametrize("value, problem", [("123456", "placeholder"), ("my-super-secret-key-for-obliviate", "guessable")])
+def test_api_and_cli_refuse_to_start_with_a_weak_key(monkeypatch, tmp_path, value, problem):
     from app.cli import cli
     from app.config import reset_settings
     from app.main import create_app
 
     monkeypatch.setenv("OBLIVIATE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("OBLIVIATE_DATABASE_URL", EXTERNAL)
-    monkeypatch.setenv("OBLIVIATE_SECRET_KEY", "123456")
+    monkeypatch.setenv("OBLIVIATE_SECRET_KEY", value)
     reset_settings()
     try:
-        with pytest.raises(RuntimeError, match="token_hex"):
+        with pytest.raises(RuntimeError, match="token_hex") as refused:
             create_app()
+        assert problem in str(refused.value)
         result = CliRunner().invoke(cli, ["requests", "import", str(_jsonl(tmp_path))])
         assert result.exit_code == 2
-        assert "token_hex" in result.output
+        assert "token_hex" in result.output and problem in result.output
     finally:
         monkeypatch.undo()
         reset_settings()

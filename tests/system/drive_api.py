@@ -50,7 +50,8 @@ with TestClient(app, raise_server_exceptions=False) as client:
     job = call(client, "post", "/v1/models", label="train", json={
         "name": "layers-queued", "family": "logistic_regression", "dataset_id": dataset["dataset_id"]})
     spare = call(client, "post", "/v1/keys", json={"name": "layers-spare", "scopes": ["requests:read"]})
-    call(client, "post", "/admin/login", label="login", data={"api_key": admin})
+    login_token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text).group(1)
+    call(client, "post", "/admin/login", label="login", data={"api_key": admin, "csrf_token": login_token})
     values = {
         "request_id": request["id"], "dataset_id": dataset["dataset_id"], "name": model["name"], "version": "1",
         "job_id": job["id"], "key_id": spare["id"],

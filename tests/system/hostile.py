@@ -7,6 +7,7 @@ secret must not appear in the answer."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import string
 from collections.abc import Iterator
@@ -44,11 +45,35 @@ def _disguised(rng: random.Random, email: str) -> str:
         f"{local}%40{domain}", f"{local}%2540{domain}", f"{local}＠{domain}", f"{local}\u200b@{domain}",
         f"{local} (at) {domain.replace('.', ' (dot) ')}", f"{local}[at]{domain}", f"{local}&#64;{domain}",
         f"{local[:3]}\u200d{local[3:]}@{domain}",
+        # Issue 20, item 7: the forms the second review got past the detector.
+        f"{local} at {domain}", f"{local}_at_{domain.replace('.', '_dot_')}", f"{' . '.join(local.split('.'))} @ {domain}",
+        f"{local}@{domain.replace('.', chr(0x3002))}", f"{local}@@{domain}", f"{local}%u0040{domain}",
     ])
 
 
 def _base(rng: random.Random) -> dict:
     return request_body(identifiers={"user_id": f"hostile-{_word(rng)}"})
+
+
+def _nested_safetensors(depth: int) -> bytes:
+    header = b'{"w": ' + b"[" * depth + b"]" * depth + b"}"
+    return len(header).to_bytes(8, "little") + header
+
+
+def endpoint_cases(dataset_version_id: str) -> Iterator[tuple[str, str, str, dict, int]]:
+    """(label, method, path, httpx keyword arguments, expected status) of hostile inputs to other
+    endpoints (issue 20, items 9, 10, 13), for a caller whose client is `fuzz` and who can import
+    into `dataset_version_id`. Each once answered 500 or was accepted."""
+    for temperature in (1e-300, 5e-324, 0.001):
+        yield (f"generate at temperature {temperature}", "post", "/v1/models/fuzz-absent/generate",
+               {"json": {"prompt": "x", "temperature": temperature}}, 422)
+    metadata = json.dumps({"name": "fuzz-nested", "family": "logistic_regression",
+                           "dataset_version_id": dataset_version_id, "record_ids": [0]})
+    yield ("safetensors header nested 100k deep", "post", "/v1/models/import",
+           {"data": {"metadata": metadata}, "files": {"weights": ("w.safetensors", _nested_safetensors(100_000))}}, 422)
+    for lookalike in ("FUZZ", "fuzz ", "Fuzz  "):
+        yield (f"client name {lookalike!r} beside 'fuzz'", "post", "/v1/keys",
+               {"json": {"name": "lookalike", "client": lookalike, "scopes": ["requests:read"]}}, 409)
 
 
 def cases(count: int, seed: int = 0) -> Iterator[tuple[str, dict, str]]:
