@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     max_holdout_drop: float | None = None
     plan_interval_seconds: float = 5.0
     signing_key_path: str = ""
+    signing_key_dir: str = Field(
+        default="",
+        description="Folder of the certificate signing keys made by `obliviate signing-key rotate`, one "
+                    "`<key id>.pem` each, readable by every API and worker process like the signing key. "
+                    "Empty: <data_dir>/signing_keys.",
+    )
     # Audit anchoring. Signed checkpoints of the audit log are also written here, outside the
     # database (a folder or any fsspec URL; default: <artifacts_url>/checkpoints), so that someone
     # who can rewrite the database cannot also rewrite the checkpoints an auditor compares with.
