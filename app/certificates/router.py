@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from app.certificates import keys, signing, verification
 from app.certificates.models import Certificate
 from app.deps import SessionDep, UnitOfWork, scoped
-from app.errors import Conflict
+from app.errors import Conflict, Unprocessable
 from app.openapi import problem_responses
 from app.requests import service as request_service
 from app.routing import UnitOfWorkRoute
@@ -119,7 +119,8 @@ def certificate_keys(session: SessionDep) -> dict[str, Any]:
 @router.post(
     "/v1/certificates/verify", response_model=CertificateVerification, operation_id="verify_certificate",
     summary="Verify a certificate of erasure against this service's keys",
-    responses=problem_responses(413),  # over max_body_bytes
+    # 400 and 413: a bad Content-Length or a body over max_body_bytes; 422: not JSON at all.
+    responses=problem_responses(400, 413, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object"}, "example": VERIFY_EXAMPLE}}}},
 )
@@ -127,6 +128,11 @@ async def verify_certificate(request: Request, _principal: scoped("requests:read
     """Send the certificate's bytes as served; the verdict is that of `obliviate certificate
     verify` with this service's key file, so a certificate signed by an older key still verifies."""
     raw = await request.body()
+    try:
+        verification.parse(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise Unprocessable("The body is not JSON (malformed, a key given twice, or NaN): send the certificate's "
+                            "bytes as served.") from None
     unit = UnitOfWork()
     result = await unit.run(lambda: verification.verify_bytes(raw, keys.ring(unit.session, create_service_key=True)))
     return {"verdict": result.verdict.value, "reason": result.reason, "key_id": result.key_id,

@@ -152,3 +152,11 @@ def test_frozen_format_1_and_2_certificates_verify_unchanged(tmp_path, database_
         # Format 1 is checked byte for byte: the same values, re-formatted, are not what was issued.
         reformatted = _verify(tmp_path, json.dumps(document, indent=2).encode(), "--public-key", str(signer))
         assert reformatted.exit_code == (1 if "format-1" in name else 0), (name, reformatted.output)
+
+
+def test_the_api_answers_a_body_that_is_not_json_with_a_problem(client, headers):
+    for body in (b"{not json", b'{"certificate": 1, "certificate": 2}', b"\xff\xfe", b'{"x": NaN}'):
+        response = client.post("/v1/certificates/verify", content=body, headers=headers)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert client.post("/v1/certificates/verify", content=b"{}").status_code == 401
