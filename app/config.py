@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     signing_key_path: str = Field(default="", description=(
         "Key that signs certificates of erasure and audit checkpoints; every API and worker process must "
         "read the same file. Empty: `<data_dir>/signing_key.pem`."))
+    signing_key_dir: str = Field(default="", description=(
+        "Folder of the certificate signing keys made by `obliviate signing-key rotate`, one `<key id>.pem` "
+        "each, readable by every API and worker process like the signing key. Empty: `<data_dir>/signing_keys`."))
     # Audit anchoring.
     checkpoint_dir: str = Field(default="", description=(
         "Folder or fsspec URL where signed audit checkpoints are also written, outside the database, so that "

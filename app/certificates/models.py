@@ -22,3 +22,20 @@ class Certificate(Base):
     # The signer's Ed25519 public key (base64), kept so certificates verify after a key rotation.
     public_key: Mapped[str] = mapped_column(String(64))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+
+class SigningKey(Base):
+    """A certificate signing key and its validity: the public record an auditor keeps. The
+    private half is a PEM file (app/signing.py), never a row. A key with no `valid_until` is the
+    one that signs now; `revoked_from` marks it compromised from that time on."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    # None: the service key, valid since the first certificate.
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revocation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,5 +1,6 @@
-"""Ed25519 signing of certificates, with the server's signing key (app/signing.py), which also
-signs the audit checkpoints."""
+"""Ed25519 signing of certificates, with the key that signs now (app/certificates/keys.py:
+the service key of app/signing.py until the first rotation). Verification is in
+app/certificates/verification.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import base64
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.orm import Session
 
 from app.audit.chain import canonical_json
+from app.certificates import keys
 from app.signing import key_id, private_key, public_key_b64
 
 __all__ = [
@@ -17,7 +20,7 @@ __all__ = [
     "public_key_b64", "sign_body", "verify_document",
 ]
 
-ALGORITHM = "Ed25519"
+ALGORITHM = keys.ALGORITHM
 # Certificates of format 2 are signed over their RFC 8785 (JCS) canonical form, so whitespace and
 # key order do not matter, only values. Format 1 (no `format_version` field, issued before) was
 # signed over Python's sorted compact JSON and is checked byte for byte as issued.
@@ -41,10 +44,10 @@ def document_bytes(document: dict) -> bytes:
     return canonical_bytes(document, format_of(document.get("certificate")))
 
 
-def sign_body(body: dict) -> dict:
-    """The signed document: {"certificate": body, "signature": {...}}."""
-    public = public_key_b64()
-    signature = private_key().sign(canonical_bytes(body, format_of(body)))
+def sign_body(body: dict, session: Session) -> dict:
+    """The signed document: {"certificate": body, "signature": {...}}, by the key that signs now."""
+    public, key = keys.active(session)
+    signature = key.sign(canonical_bytes(body, format_of(body)))
     return {
         "certificate": body,
         "signature": {"algorithm": ALGORITHM, "key_id": key_id(public), "public_key": public,
@@ -52,22 +55,36 @@ def sign_body(body: dict) -> dict:
     }
 
 
-def verify_document(document: dict, trusted_public_key_b64: str | None = None) -> tuple[bool, str]:
-    """Check a signed certificate offline. With `trusted_public_key_b64` the signer must be that
-    key; without it, the embedded key is used (integrity only, not origin)."""
+# Exactly these fields: anything beside them is outside the signature, so a reader could be shown
+# a note ("revoked", "superseded") that no one signed.
+DOCUMENT_FIELDS = frozenset({"certificate", "signature"})
+SIGNATURE_FIELDS = frozenset({"algorithm", "key_id", "public_key", "value"})
+
+
+def verify_document(document: object, trusted_public_key_b64: str | None = None) -> tuple[bool, str]:
+    """The signature check: exactly the signed fields, a `key_id` that names the carried key, and
+    the signature under `trusted_public_key_b64` (which must be the carried key) or, without it,
+    under the carried key, which proves integrity but not origin. Whom to trust, and when, is
+    decided in app/certificates/verification.py."""
+    if not isinstance(document, dict) or set(document) != DOCUMENT_FIELDS:
+        return False, "the document must hold exactly `certificate` and `signature` (a field outside the signed body)"
+    body, signature = document["certificate"], document["signature"]
+    if not isinstance(signature, dict) or set(signature) != SIGNATURE_FIELDS:
+        return False, ("the signature must hold exactly algorithm, key_id, public_key and value "
+                       "(a field outside the signed body)")
+    if signature["algorithm"] != ALGORITHM:
+        return False, "unknown signature algorithm"
     try:
-        body = document["certificate"]
-        signature = document["signature"]
-        public = trusted_public_key_b64 or signature["public_key"]
-        if signature.get("algorithm") != ALGORITHM:
-            return False, "unknown signature algorithm"
-        if trusted_public_key_b64 and signature.get("public_key") != trusted_public_key_b64:
+        carried = keys.public_key_of(signature["public_key"])
+        if signature["key_id"] != key_id(carried):
+            return False, "the key_id does not name the public key the certificate carries"
+        if trusted_public_key_b64 is not None and carried != trusted_public_key_b64:
             return False, "signed by a different key than the trusted one"
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
-            base64.b64decode(signature["value"]), canonical_bytes(body, format_of(body))
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(carried)).verify(
+            base64.b64decode(signature["value"], validate=True), canonical_bytes(body, format_of(body))
         )
     except InvalidSignature:
         return False, "signature does not match the certificate"
-    except (KeyError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         return False, f"malformed certificate ({type(exc).__name__})"
     return True, "valid"

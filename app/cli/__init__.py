@@ -15,6 +15,7 @@ from app.cli.common import check_secret, console, ensure_schema, err_console
 from app.cli.importer import ImportFormat, run_import
 from app.cli.keys import keys_app
 from app.cli.serve import serve
+from app.cli.signing_keys import signing_key_app
 from app.config import get_settings
 
 cli = typer.Typer(
@@ -28,6 +29,7 @@ cli.add_typer(keys_app, name="keys")
 cli.add_typer(requests_app, name="requests")
 cli.add_typer(audit_app, name="audit")
 cli.add_typer(certificate_app, name="certificate")
+cli.add_typer(signing_key_app, name="signing-key")
 cli.command("serve")(serve)
 
 

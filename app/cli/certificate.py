@@ -1,28 +1,53 @@
-"""`obliviate certificate verify FILE`: check a certificate of erasure offline."""
+"""`obliviate certificate verify FILE`: check a certificate of erasure offline. The verdict comes
+from app/certificates/verification.py; this command only finds the keys to trust."""
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import typer
 
-from app.cli.common import console, err_console
+from app.cli.common import EXIT_USAGE, console, err_console
+from app.config import get_settings
 
 certificate_app = typer.Typer(no_args_is_help=True, help="Certificates of erasure.")
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    # With a key twice, a reader and the verifier could each see another value.
-    keys = [key for key, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate key")
-    return dict(pairs)
+def _given_keys(value: str):
+    """A base64 public key, a file holding one, or a key file from `obliviate signing-key export`
+    (or GET /v1/certificates/keys)."""
+    from app.certificates import keys
+    from app.certificates.verification import parse
+
+    candidate = Path(value)
+    text = candidate.read_text().strip() if candidate.is_file() else value.strip()
+    try:
+        return keys.ring_from_document(parse(text.encode())) if text.startswith("{") else keys.single(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        err_console.print(f"--public-key is neither a base64 Ed25519 public key nor a signing-key file ({exc}).",
+                          soft_wrap=True, markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not JSON")
+def _service_keys():
+    """In the embedded layout this machine holds the service itself: its own keys are trusted.
+    Elsewhere the verifier has none of its own, and a key must be given."""
+    settings = get_settings()
+    if not settings.embedded:
+        return None
+    from app import signing
+    from app.certificates import keys
+
+    database = settings.database_url.removeprefix("sqlite:///")
+    if not Path(database).is_file():
+        public = signing.service_public_key_if_present()
+        return keys.single(public) if public else None
+    from app.cli.common import ensure_schema
+    from app.db import session_scope
+
+    ensure_schema(settings)
+    with session_scope() as session:
+        return keys.ring(session) or None
 
 
 @certificate_app.command("verify")
@@ -31,41 +56,28 @@ def certificate_verify(
                                 help="The JSON from GET /v1/erasure-requests/{id}/certificate."),
     public_key: str = typer.Option(
         None, "--public-key",
-        help="The signer's Ed25519 public key (base64, from GET /v1/keys/signing) or a file holding it. "
-             "Without it the key embedded in the certificate is used: that proves integrity, not origin.",
+        help="The keys to trust: the signer's Ed25519 public key (base64, from GET /v1/keys/signing), a file "
+             "holding it, or a key file from `obliviate signing-key export` (GET /v1/certificates/keys). "
+             "Without it, the embedded layout trusts the service's own keys; elsewhere the signature is not "
+             "checked (exit 3).",
     ),
 ) -> None:
-    """Verify the Ed25519 signature; exit 0 only if no value of the certificate changed."""
-    from app.audit.chain import canonical_json
-    from app.certificates.signing import format_of, verify_document
+    """Verify the Ed25519 signature. Exit 0: VALID; 1: INVALID; 3: signature not checked (no
+    trusted key); 2: usage error."""
+    from app.certificates.verification import EXIT_CODES, Verdict, verify_bytes
 
-    trusted = None
-    if public_key:
-        candidate = Path(public_key)
-        trusted = candidate.read_text().strip() if candidate.is_file() else public_key.strip()
-        try:
-            if len(base64.b64decode(trusted, validate=True)) != 32:
-                raise ValueError
-        except ValueError:
-            err_console.print("--public-key is not a base64 Ed25519 public key.")
-            raise typer.Exit(2) from None
-    raw = file.read_bytes()
-    try:
-        document = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-        version = format_of(document.get("certificate")) if isinstance(document, dict) else 1
-    except (UnicodeDecodeError, ValueError):
-        err_console.print("INVALID: the file is not a JSON certificate (malformed, duplicate keys or unknown format).")
-        raise typer.Exit(1) from None
-    # Format 2 is signed over its RFC 8785 form, so any layout of the same values verifies.
-    # Format 1 was issued in Python's canonical form and is checked byte for byte, as before.
-    if version == 1 and raw.rstrip(b"\n") != canonical_json(document):
-        err_console.print("INVALID: the file is not byte-for-byte the certificate that was issued (altered or re-formatted).")
-        raise typer.Exit(1)
-    ok, reason = verify_document(document, trusted) if isinstance(document, dict) else (False, "not a certificate")
-    if not ok:
-        err_console.print(f"INVALID: {reason}")
-        raise typer.Exit(1)
-    body = document["certificate"]
-    console.print(f"VALID certificate of erasure for request {body.get('request_id')} "
-                  f"({body.get('outcome')}, completed {body.get('completed_at')}), key {document['signature']['key_id']}"
-                  + ("" if trusted else " [embedded key: pass --public-key to check the signer]"), soft_wrap=True, markup=False)
+    trusted = _given_keys(public_key) if public_key else _service_keys()
+    result = verify_bytes(file.read_bytes(), trusted)
+    if result.verdict is Verdict.INVALID:
+        err_console.print(f"INVALID: {result.reason}", soft_wrap=True, markup=False)
+    elif result.verdict is Verdict.UNCHECKED:
+        err_console.print(f"SIGNATURE NOT CHECKED: {result.reason}. Pass --public-key with the service's key "
+                          "or key file.", soft_wrap=True, markup=False)
+    else:
+        body = result.certificate or {}
+        console.print(f"VALID certificate of erasure for request {body.get('request_id')} "
+                      f"({body.get('outcome')}, completed {body.get('completed_at')}), key {result.key_id}",
+                      soft_wrap=True, markup=False)
+        for note in result.notes:
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
+    raise typer.Exit(EXIT_CODES[result.verdict])

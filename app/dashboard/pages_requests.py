@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.audit import service as audit_service
 from app.audit.chain import canonical_json
-from app.certificates import signing
+from app.certificates import keys, verification
 from app.certificates.models import Certificate
 from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require, see_other
@@ -101,7 +101,7 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
     certificate = session.get(Certificate, item.id)
     certificate_valid = None
     if certificate is not None:
-        certificate_valid, _why = signing.verify_document(signed_document(certificate))
+        certificate_valid = verification.verify(signed_document(certificate), keys.ring(session, True)).valid
     verifications = [
         (job, charts.verification_bars(((job.result or {}).get("model") or {}).get("verification")))
         for job in context["jobs"]

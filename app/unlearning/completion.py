@@ -73,7 +73,7 @@ def build_certificate(session: Session, request: ErasureRequest) -> dict[str, An
 
 def issue_certificate(session: Session, request: ErasureRequest) -> Certificate:
     body = build_certificate(session, request)
-    document = signing.sign_body(body)
+    document = signing.sign_body(body, session)
     certificate = Certificate(
         request_id=request.id, body=body, signature=document["signature"]["value"],
         key_id=document["signature"]["key_id"], public_key=document["signature"]["public_key"], issued_at=utcnow(),

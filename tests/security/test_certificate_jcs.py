@@ -29,9 +29,13 @@ def _served(client, headers):
 
 
 def _verify(tmp_path, content: str | bytes, *args: str):
+    """Against the service's key, given explicitly: only the embedded layout trusts it unasked
+    (tests/security/test_certificate_trust.py)."""
+    from app.signing import public_key_b64
+
     path = tmp_path / "certificate.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return cli("certificate", "verify", str(path), *args)
+    return cli("certificate", "verify", str(path), *(args or ("--public-key", public_key_b64())))
 
 
 def test_a_pretty_printed_certificate_verifies(client, headers, tmp_path):

@@ -1,0 +1,138 @@
+"""Verifying a certificate of erasure: the one place that decides VALID, INVALID or "signature not
+checked", for `obliviate certificate verify`, `POST /v1/certificates/verify` and the dashboard.
+The signature itself is checked by `signing.verify_document`, where a new format is added (with
+`signing.format_of`); this module decides which keys to trust, and when.
+
+A signature proves origin only under a key the verifier already trusts: one given by the
+auditor, a key file they kept, or the service's own keys. The key a certificate carries is
+checked for consistency (its `key_id`, its signature) but never trusted on its own word.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from app.audit.chain import canonical_json
+from app.certificates import signing
+from app.certificates.keys import PublishedKey, parse_time
+from app.certificates.signing import format_of
+# A retired key's last certificates may carry a time a little after its retirement when the
+# clocks of the host that rotated and the worker that signed differ.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Verdict(Enum):
+    VALID = "valid"
+    INVALID = "invalid"
+    UNCHECKED = "signature not checked"
+
+
+# The command's exit status for each verdict (2 is a usage error).
+EXIT_CODES = {Verdict.VALID: 0, Verdict.INVALID: 1, Verdict.UNCHECKED: 3}
+
+
+@dataclass(frozen=True)
+class Verification:
+    verdict: Verdict
+    reason: str
+    key_id: str | None = None
+    notes: tuple[str, ...] = field(default=())
+    # The signed body, when VALID.
+    certificate: Mapping[str, Any] | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.verdict is Verdict.VALID
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # With a key twice, a reader and the verifier could each see another value.
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse(raw: bytes) -> object:
+    """Strict JSON: no duplicate keys, no NaN or Infinity; raises ValueError (or
+    UnicodeDecodeError) otherwise."""
+    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+def _invalid(reason: str, identifier: str | None = None) -> Verification:
+    return Verification(Verdict.INVALID, reason, identifier)
+
+
+def verify_bytes(raw: bytes, trusted: Mapping[str, PublishedKey] | None) -> Verification:
+    """A certificate file as issued. Format 2 on is signed over its RFC 8785 form, so any layout
+    of the same values verifies; format 1 was issued in Python's canonical form and is checked
+    byte for byte."""
+    try:
+        document = parse(raw)
+        version = format_of(document.get("certificate")) if isinstance(document, dict) else 1
+    except (UnicodeDecodeError, ValueError):
+        return _invalid("the file is not a JSON certificate (malformed, duplicate keys or unknown format)")
+    if version == 1 and raw.rstrip(b"\n") != canonical_json(document):
+        return _invalid("the file is not byte-for-byte the certificate that was issued (altered or re-formatted)")
+    return verify(document, trusted)
+
+
+def intact(document: object) -> Verification:
+    """The structure, and the signature under the key the document carries: INVALID, or
+    UNCHECKED (consistent, but that key could be anyone's)."""
+    ok, reason = signing.verify_document(document)
+    identifier = _carried_key_id(document)
+    if not ok:
+        return _invalid(reason, identifier)
+    return Verification(Verdict.UNCHECKED, "signature not checked: the certificate is intact under the key it "
+                        "carries, but no trusted key was given, and that key could be anyone's", identifier)
+
+
+def _carried_key_id(document: object) -> str | None:
+    signature = document.get("signature") if isinstance(document, dict) else None
+    identifier = signature.get("key_id") if isinstance(signature, dict) else None
+    return identifier if isinstance(identifier, str) else None
+
+
+def _signed_at(body: object) -> datetime | None:
+    if not isinstance(body, dict):
+        return None
+    try:
+        return parse_time(body.get("issued_at") or body.get("completed_at"))
+    except ValueError:
+        return None
+
+
+def verify(document: object, trusted: Mapping[str, PublishedKey] | None) -> Verification:
+    """`trusted`: the keys the verifier trusts, by key id (a single key, a kept key file or the
+    service's ring); None when it has none, which can never give VALID."""
+    checked = intact(document)
+    if checked.verdict is Verdict.INVALID or trusted is None:
+        return checked
+    assert isinstance(document, dict)  # intact() accepted it
+    identifier, carried = document["signature"]["key_id"], document["signature"]["public_key"]
+    key = trusted.get(identifier)
+    if key is None or key.public_key != carried:
+        return _invalid(f"signed by key {identifier}, which is not a trusted key", identifier)
+    signed_at = _signed_at(document["certificate"])
+    when = signed_at.isoformat() if signed_at else "an unknown time"
+    notes: list[str] = []
+    if key.revoked_from is not None:
+        if signed_at is None or signed_at >= key.revoked_from:
+            return _invalid(f"key {identifier} was revoked from {key.revoked_from.isoformat()} and signed this "
+                            f"certificate at {when}", identifier)
+        notes.append(f"key {identifier} was revoked from {key.revoked_from.isoformat()}; this certificate was "
+                     f"signed before, at {when}: its audit anchoring (`obliviate audit verify`) confirms the time")
+    if key.valid_until is not None and (signed_at is None or signed_at > key.valid_until + CLOCK_SKEW):
+        return _invalid(f"key {identifier} was retired on {key.valid_until.isoformat()} and signed this "
+                        f"certificate at {when}", identifier)
+    return Verification(Verdict.VALID, "valid", identifier, tuple(notes), document["certificate"])
