@@ -114,6 +114,16 @@ class Settings(BaseSettings):
         "UTF-8 bytes of a `generate` prompt or of one text to `score`; 413 above."))
     max_new_tokens: int = Field(default=1024, ge=1, description=(
         "Largest `max_new_tokens` of one `generate` call; 422 above."))
+    max_inference_flops: int = Field(default=10 * 10**9, ge=1, description=(
+        "Work one predict, generate or score call may ask of an inference worker, estimated before it is "
+        "sent as 2 × parameters (every shard) × positions (rows, scored or generated tokens with their "
+        "context); 422 above, naming the estimate and this limit. Counts alone do not bound a call: long "
+        "texts through a large model hold a worker for seconds each. The default is about a second of "
+        "one CPU core; raise it for GPU workers."))
+    max_inference_calls_per_client: int = Field(default=2, ge=1, description=(
+        "Predict, generate and score calls of one client waiting for an inference worker at once per API "
+        "process; the next answers 429 with `Retry-After`. Workers take calls first come, first served, so "
+        "without a bound one client's burst queues ahead of every other client's calls until they time out."))
     device: str = Field(default="auto", description="`auto`, `cpu` or `cuda[:i]` for training and unlearning.")
     torch_threads: int = Field(default=0, description=(
         "Intra-op threads of torch in workers (0: torch's default, all cores). On a CPU host shared with "

@@ -42,12 +42,13 @@ def reads_only(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return endpoint
 
 
-class WaitingWrites:
-    """Writes in progress per client in this process. A threading lock, not an asyncio one, so
-    that the count holds across every thread and event loop of the process; each process of a
-    multi-process deployment counts its own."""
+class ClientSlots:
+    """Calls of one kind in progress per client in this process (`what`: "writes", "inference
+    calls"). A threading lock, not an asyncio one, so that the count holds across every thread
+    and event loop of the process; each process of a multi-process deployment counts its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str) -> None:
+        self.what = what
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
 
@@ -57,7 +58,7 @@ class WaitingWrites:
             taken = self._counts.get(client, 0)
             if taken >= limit:
                 raise TooManyRequests(
-                    f"This client already has {limit} writes in progress on this server; retry shortly.",
+                    f"This client already has {limit} {self.what} in progress on this server; retry shortly.",
                     headers={"Retry-After": "1"},
                 )
             self._counts[client] = taken + 1
@@ -72,7 +73,7 @@ class WaitingWrites:
                     del self._counts[client]
 
 
-WAITING_WRITES = WaitingWrites()
+WAITING_WRITES = ClientSlots("writes")
 
 
 def _session_parameter(endpoint: Callable[..., Any]) -> str | None:

@@ -29,9 +29,9 @@ log = logging.getLogger("obliviate.jobs")
 
 # kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
 HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run", "references": "workers.refill:run",
-            "rehearsal": "workers.rehearsal:run"}
+            "rehearsal": "workers.rehearsal:run", "audit_verify": "workers.audit_verify:run"}
 # kind → "module:function(session, job, reason)", called when a job fails for good.
-ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests"}
+ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests", "audit_verify": "app.dashboard.verification:fail_run"}
 
 
 class TransientError(RuntimeError):

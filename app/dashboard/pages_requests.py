@@ -10,8 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from app.audit import service as audit_service
-from app.audit.chain import canonical_json
-from app.certificates import keys, verification
+from app.certificates import keys, signing, verification
 from app.certificates.models import Certificate
 from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require, see_other
@@ -126,8 +125,9 @@ def certificate_download(request_id: uuid.UUID, viewer: ViewerDep, session: Sess
     certificate = session.get(Certificate, item.id)
     if certificate is None:
         raise Conflict(f"No certificate yet: the request is '{item.status}'. Certificates are issued on completion.")
-    # The same canonical bytes as the API's certificate, so `obliviate certificate verify` accepts it.
-    return Response(canonical_json(signed_document(certificate)), media_type="application/json", headers={
+    # The API's bytes exactly (RFC 8785 from format 2 on): the ones whose SHA-256 the
+    # `certificate.issued` audit event records, and that `obliviate certificate verify` accepts.
+    return Response(signing.document_bytes(signed_document(certificate)), media_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="certificate-{item.id}.json"'})
 
 

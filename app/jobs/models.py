@@ -21,7 +21,7 @@ class Job(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     client: Mapped[str] = mapped_column(String(100), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # training | unlearning | references | rehearsal
+    kind: Mapped[str] = mapped_column(String(16))  # training | unlearning | references | rehearsal | audit_verify
     status: Mapped[str] = mapped_column(String(16))  # queued | running | completed | failed
     model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("models.id"), nullable=True, index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 class JobOut(BaseModel):
     id: uuid.UUID
-    kind: Literal["training", "unlearning", "references", "rehearsal"]
+    kind: Literal["training", "unlearning", "references", "rehearsal", "audit_verify"]
     status: Literal["queued", "running", "completed", "failed"]
     model_id: uuid.UUID | None
     attempt: int

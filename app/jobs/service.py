@@ -147,8 +147,9 @@ def stranded(session: Session, resend_after_seconds: float) -> list[Job]:
 
 
 # Jobs the service queues on its own, at low priority, after a client's training or erasure (the
-# reference refill, the unlearning rehearsal): they never count against the client's job quota.
-BACKGROUND_KINDS = ("references", "rehearsal")
+# reference refill, the unlearning rehearsal), and an admin's audit log verification: they never
+# count against the client's job quota.
+BACKGROUND_KINDS = ("references", "rehearsal", "audit_verify")
 
 
 def count_active(session: Session, client: str, kind: str | None = None) -> int:

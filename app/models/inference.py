@@ -4,6 +4,11 @@ The API loads no weights and no torch: it sends what the worker needs (family, p
 sha256 digests of the weights, the rows) as a task by name and waits for the answer in a thread
 of its own, off the event loop and outside any transaction. No answer in time is a 503 with
 Retry-After; so is a worker that `obliviate serve` supervises and that is down.
+
+Workers take calls first come, first served, so two bounds keep one client from starving the
+others: the work of one call (app/models/inference_budget.py, 422 above it), and the calls one
+client has waiting at once in this process (429 with Retry-After above it, before a thread is
+taken). Another client's call then waits behind at most that many bounded calls per client.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from app import queue
 from app.config import get_settings
 from app.errors import Conflict, ServiceUnavailable
 from app.health import supervision
+from app.models import inference_budget as budget
+from app.routing import ClientSlots
 
 _limiters: dict[int, anyio.CapacityLimiter] = {}
+CALLS_IN_FLIGHT = ClientSlots("inference calls")
 
 
 def _limiter(threads: int) -> anyio.CapacityLimiter:
@@ -29,25 +37,29 @@ def _limiter(threads: int) -> anyio.CapacityLimiter:
     return _limiters[threads]
 
 
-async def predict(loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:
+async def predict(client: str, loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:
     """Class probabilities per row (None where the network gave a value that is not finite)."""
-    return (await call(queue.PREDICT, loaded, {"rows": rows}))["probabilities"]
+    budget.check(loaded, len(rows))
+    return (await call(client, queue.PREDICT, loaded, {"rows": rows}))["probabilities"]
 
 
-async def generate(loaded: dict[str, Any], prompt: str, max_new_tokens: int, temperature: float, seed: int) -> str:
+async def generate(client: str, loaded: dict[str, Any], prompt: str, max_new_tokens: int, temperature: float,
+                   seed: int) -> str:
     """The continuation of `prompt` by a language model's current version."""
+    budget.check(loaded, budget.generate_positions(prompt, max_new_tokens, int(loaded["params"]["block_size"])))
     extra = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-    return (await call(queue.GENERATE, loaded, extra))["text"]
+    return (await call(client, queue.GENERATE, loaded, extra))["text"]
 
 
-async def score(loaded: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
+async def score(client: str, loaded: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
     """Log-likelihood and token count of each text under a language model's current version."""
-    return (await call(queue.SCORE, loaded, {"texts": texts}))["scores"]
+    budget.check(loaded, budget.score_positions(texts, int(loaded["params"]["block_size"])))
+    return (await call(client, queue.SCORE, loaded, {"texts": texts}))["scores"]
 
 
-async def call(task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+async def call(client: str, task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Send `task` with the version's family, params, shape and weight digests plus `extra`,
-    and wait for the worker's answer."""
+    and wait for the worker's answer, in one of `client`'s slots."""
     settings = get_settings()
     timeout = settings.inference_timeout_seconds
     retry_after = {"Retry-After": str(max(1, math.ceil(timeout)))}
@@ -67,7 +79,8 @@ async def call(task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict
         return queue.call(task, kwargs, left)
 
     try:
-        answer = await anyio.to_thread.run_sync(send_and_wait, limiter=_limiter(settings.inference_threads))
+        with CALLS_IN_FLIGHT.slot(client, settings.max_inference_calls_per_client):
+            answer = await anyio.to_thread.run_sync(send_and_wait, limiter=_limiter(settings.inference_threads))
     except queue.InferenceTimeout:
         raise ServiceUnavailable(
             f"No inference worker answered within {timeout:g} s: none consumes the '{queue.INFERENCE_QUEUE}' queue "

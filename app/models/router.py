@@ -186,9 +186,10 @@ def download_weights(
 
 @router.post(
     "/{name}/predict", response_model=PredictOut, operation_id="predict", summary="Predict with a model's current version",
-    # 409: no trained version yet, or an ambiguous name (admin keys); 503 with Retry-After: no
-    # inference worker answered in time.
-    responses=problem_responses(409, 503),
+    # 409: no trained version yet, or an ambiguous name (admin keys); 422: over
+    # OBLIVIATE_MAX_INFERENCE_FLOPS; 429 with Retry-After: this client's calls in flight are at
+    # OBLIVIATE_MAX_INFERENCE_CALLS_PER_CLIENT; 503 with Retry-After: no inference worker answered in time.
+    responses=problem_responses(409, 429, 503),
 )
 @reads_only
 async def predict(name: ModelName, body: PredictBody, principal: Reader, client: ClientName = None) -> Any:
@@ -205,7 +206,7 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
             raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
 
     loaded = await _load_current(principal, name, client, check)
-    probabilities = await inference.predict(loaded, body.rows)
+    probabilities = await inference.predict(principal.client, loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
     bad = next((i for i, row in enumerate(probabilities) if not all(p is not None and math.isfinite(p) for p in row)), None)
     if bad is not None:
@@ -245,8 +246,8 @@ def _language_model_only(version) -> None:
 @router.post(
     "/{name}/generate", response_model=GenerateOut, operation_id="generate",
     summary="Continue a prompt with a language model's current version",
-    # 413: the prompt is over OBLIVIATE_MAX_PROMPT_BYTES; 409 and 503 as for predict.
-    responses=problem_responses(409, 413, 503),
+    # 413: the prompt is over OBLIVIATE_MAX_PROMPT_BYTES; 409, 422, 429 and 503 as for predict.
+    responses=problem_responses(409, 413, 429, 503),
 )
 @reads_only
 async def generate(name: ModelName, body: GenerateBody, principal: Reader, client: ClientName = None) -> Any:
@@ -259,15 +260,16 @@ async def generate(name: ModelName, body: GenerateBody, principal: Reader, clien
     if body.max_new_tokens > settings.max_new_tokens:
         raise Unprocessable(f"max_new_tokens is at most {settings.max_new_tokens} (OBLIVIATE_MAX_NEW_TOKENS).")
     loaded = await _load_current(principal, name, client, _language_model_only)
-    text = await inference.generate(loaded, body.prompt, body.max_new_tokens, body.temperature, body.seed)
+    text = await inference.generate(principal.client, loaded, body.prompt, body.max_new_tokens, body.temperature, body.seed)
     return GenerateOut(model=loaded["model"], version=loaded["version"], text=text)
 
 
 @router.post(
     "/{name}/score", response_model=ScoreOut, operation_id="score",
     summary="Log-likelihood of texts under a language model's current version",
-    # 413: more than OBLIVIATE_MAX_PREDICT_ROWS texts, or one over OBLIVIATE_MAX_PROMPT_BYTES.
-    responses=problem_responses(409, 413, 503),
+    # 413: more than OBLIVIATE_MAX_PREDICT_ROWS texts, or one over OBLIVIATE_MAX_PROMPT_BYTES;
+    # 409, 422, 429 and 503 as for predict.
+    responses=problem_responses(409, 413, 429, 503),
 )
 @reads_only
 async def score(name: ModelName, body: ScoreBody, principal: Reader, client: ClientName = None) -> Any:
@@ -278,5 +280,5 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
     if big is not None:
         raise PayloadTooLarge(f"Text {big} is longer than {settings.max_prompt_bytes} bytes (OBLIVIATE_MAX_PROMPT_BYTES).")
     loaded = await _load_current(principal, name, client, _language_model_only)
-    scores = await inference.score(loaded, body.texts)
+    scores = await inference.score(principal.client, loaded, body.texts)
     return ScoreOut(model=loaded["model"], version=loaded["version"], scores=scores)

@@ -118,7 +118,7 @@ def test_a_request_from_sign_in_to_certificate(browser, base_url, client, worker
     other.close()
 
 
-def test_admin_pages_in_the_browser(browser, base_url, client):
+def test_admin_pages_in_the_browser(browser, base_url, client, worker):
     admin = new_key("admin", client="ops")
     erased = new_request(client, new_key(client="acme"), external_id="acme-0001")
     model = seed_unlearned(erased)

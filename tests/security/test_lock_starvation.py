@@ -138,9 +138,9 @@ def test_a_burst_of_review_actions_on_one_request_leaves_the_api_answering(tmp_p
 
 def test_waiting_writes_are_bounded_per_client_across_threads():
     from app.errors import TooManyRequests
-    from app.routing import WaitingWrites
+    from app.routing import ClientSlots
 
-    writes = WaitingWrites()
+    writes = ClientSlots("writes")
     holding, release = threading.Barrier(3), threading.Event()
     refused: list[str] = []
 

@@ -39,7 +39,7 @@ EXPECTED_PROBLEMS = {
     "get_model": AUTH | {"404", "409", "422"},  # 409: an admin key did not name the client of a shared name
     "download_model_weights": AUTH | {"404", "409", "410", "422"},
     "get_model_rehearsal": AUTH | {"404", "409", "422"},  # 404 also: never rehearsed
-    "predict": AUTH | BODY | {"404", "409"},
+    "predict": AUTH | BODY | {"404", "409", "429"},  # 429: the client's inference calls in flight are at their bound
     "upload_dataset": AUTH | BODY | IDEMPOTENT,
     "list_datasets": AUTH | {"400", "422"},
     "get_dataset": AUTH | {"404", "422"},

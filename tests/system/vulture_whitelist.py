@@ -98,3 +98,4 @@ _.loss_per_example
 
 # The job runner loads each kind's failure hook by "module:attribute" (workers/jobs.py ON_FAILED).
 fail_requests
+fail_run
