@@ -1,7 +1,7 @@
-"""The reference pool of a model (workers/engine/references.py): trained with the model when its
-unlearning method is approximate (app.unlearning.service.reference_pool_size), read by
-verification, refilled by the `references` job (workers/refill.py) after an erasure destroyed
-the ones that held its subjects.
+"""Training positions of a model's reference pool (the maths: workers/engine/references.py): with
+the model when its unlearning method is approximate (app.unlearning.service.reference_pool_size,
+workers/training.py), and by the `references` job (workers/references.py) after an erasure
+destroyed the ones that held its subjects. The rows are app/models/reference_pool.py's.
 
 References train on the model's training records (never its holdout), each on the subjects its
 side of the pair holds, so a reference on a later dataset version keeps the same membership rule
@@ -13,7 +13,6 @@ import numpy as np
 
 from app.artifacts.store import get_store
 from app.config import get_settings
-from app.models import references as reference_service
 from workers.engine import references as engine
 from workers.engine.families.base import Shape
 from workers.engine.records import TextRecords
@@ -49,8 +48,3 @@ def train_positions(family, config, shape: Shape, records, trained_ids: np.ndarr
             progress((done + 1) / len(positions), f"reference {done + 1}/{len(positions)}")
     return found
 
-
-def record_all(session, *, model_id, size: int, seed: int, dataset_version_id, trained: dict[int, str]) -> None:
-    for position, sha in sorted(trained.items()):
-        reference_service.record(session, model_id=model_id, position=position, pool_size=size, membership_seed=seed,
-                                 dataset_version_id=dataset_version_id, weights_sha=sha)
