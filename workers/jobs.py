@@ -16,22 +16,18 @@ import time
 import uuid
 from typing import Any
 
-from app import metrics
 from app.artifacts.service import ArtifactReclaimed
 from app.config import get_settings
-from app.db import is_transient, session_scope, utcnow
+from app.db import is_transient, session_scope
 from app.jobs import service as job_service
-from app.jobs.models import Job
 from app.jobs.service import LeaseLost
 from app.unlearning import exclusive
 
 log = logging.getLogger("obliviate.jobs")
 
-# kind → "module:function(context)"; imported lazily so the sweeper never loads torch.
-HANDLERS = {"training": "workers.training:run", "unlearning": "workers.unlearning:run", "references": "workers.refill:run",
-            "rehearsal": "workers.rehearsal:run", "audit_verify": "workers.audit_verify:run"}
-# kind → "module:function(session, job, reason)", called when a job fails for good.
-ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests", "audit_verify": "app.dashboard.verification:fail_run"}
+# kind → "module:function(context)", each module named after its kind; imported lazily so the
+# sweeper never loads torch. What a job's failure does to other rows is app/jobs/service.py's ON_FAILED.
+HANDLERS = {kind: f"workers.{kind}:run" for kind in ("training", "unlearning", "references", "rehearsal", "audit_verify")}
 
 
 class TransientError(RuntimeError):
@@ -109,7 +105,7 @@ def execute(job_id: str) -> str:
             log.info("job %s waits: another unlearning job of its dataset is running", job_id)
             return "deferred"
         attempt = job_service.claim(session, job_id, settings.job_lease_seconds)
-        kind = session.get(Job, job_id).kind if attempt is not None else None
+        kind = job_service.kind_of(session, job_id) if attempt is not None else None
     if attempt is None:
         return "skipped"
     log.info("job %s claimed (attempt %s)", job_id, attempt)
@@ -134,12 +130,10 @@ def _give_back(job_id, attempt: int, exc: BaseException) -> str:
     log.warning("job %s attempt %s hit a transient error (%s); retrying in %.0fs", job_id, attempt, type(exc).__name__, delay)
     try:
         with session_scope() as session:
-            job = session.get(Job, job_id)
-            out_of_attempts = job is not None and attempt >= job.max_attempts
-            if not out_of_attempts:
-                job_service.retry_later(session, job_id, attempt, f"{type(exc).__name__}: transient, will retry", delay)
+            given_back = job_service.give_back(
+                session, job_id, attempt, f"{type(exc).__name__}: transient, will retry", delay)
         # _fail opens its own unit of work; inside ours it would wait on our SQLite write lock.
-        if out_of_attempts:
+        if not given_back:
             return _fail(job_id, attempt, exc)
     except LeaseLost:
         return "lease-lost"
@@ -150,39 +144,16 @@ def _give_back(job_id, attempt: int, exc: BaseException) -> str:
 
 def _fail(job_id, attempt: int, exc: BaseException) -> str:
     log.error("job %s attempt %s failed: %s", job_id, attempt, type(exc).__name__, exc_info=exc)
-    reason = f"{type(exc).__name__}: {exc}"
     try:
         with session_scope() as session:
-            job_service.fail(session, job_id, attempt, reason)
-            job = session.get(Job, job_id)
-            _on_failed(session, job, reason)
+            job_service.fail_for_good(session, job_id, attempt, f"{type(exc).__name__}: {exc}")
     except LeaseLost:
         return "lease-lost"
     return "failed"
 
 
-def _on_failed(session, job: Job, reason: str) -> None:
-    metrics.JOBS_FAILED.labels(kind=job.kind).inc()
-    hook = ON_FAILED.get(job.kind)
-    if hook:
-        _resolve(hook)(session, job, reason)
-
-
 def sweep_expired() -> int:
     """Re-queue jobs whose worker died, fail those out of attempts, re-send lost messages."""
-    settings = get_settings()
-    touched = 0
+    resend_after = max(60.0, 4 * get_settings().sweep_interval_seconds)
     with session_scope() as session:
-        for job in job_service.expired(session):
-            touched += 1
-            if job.attempt >= job.max_attempts:
-                job.status, job.lease_until, job.finished_at = "failed", None, utcnow()
-                job.error = f"worker lost {job.attempt} times (lease expired)"
-                _on_failed(session, job, job.error)
-            else:
-                job.status, job.lease_until = "queued", None
-                job_service.enqueue_after_commit(session, job)
-        for job in job_service.stranded(session, resend_after_seconds=max(60.0, 4 * settings.sweep_interval_seconds)):
-            touched += 1
-            job_service.enqueue_after_commit(session, job)
-    return touched
+        return job_service.sweep(session, resend_after_seconds=resend_after)

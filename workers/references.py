@@ -1,56 +1,39 @@
-"""The reference pool of a model (workers/engine/references.py): trained with the model when its
-unlearning method is approximate (app.unlearning.service.reference_pool_size), read by
-verification, refilled by the `references` job (workers/refill.py) after an erasure destroyed
-the ones that held its subjects.
-
-References train on the model's training records (never its holdout), each on the subjects its
-side of the pair holds, so a reference on a later dataset version keeps the same membership rule
-and mixes freely with the older ones."""
+"""The `references` job: train the positions of a model's reference pool that an erasure
+destroyed (or that were never trained), on the model's current data. Its rows are
+app/training/reference_refill.py's; the training is workers/reference_training.py's."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from app.artifacts.store import get_store
-from app.config import get_settings
-from app.models import references as reference_service
-from workers.engine import references as engine
-from workers.engine.families.base import Shape
-from workers.engine.records import TextRecords
-from workers.engine.serialization import state_to_bytes
-from workers.engine.training import device_from_setting
+from app.db import session_scope
+from app.families.registry import get_family
+from app.training import reference_refill
+from workers.engine.partition import Manifest
+from workers.engine.records import records_and_shape
+from workers.jobs import JobContext, TransientError
+from workers.reference_training import train_positions
+from workers.training import begin
 
 
-def row_membership(records, trained_ids: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """[rows, size] true where reference k trains on the row: its subject's side of each pair. A
-    text record trains as several windows (rows), each labelled with its record id, and every
-    window follows its record."""
-    member = engine.membership(records.subject_keys[np.searchsorted(records.record_ids, trained_ids)].tolist(),
-                               size, seed)
-    if isinstance(records, TextRecords):
-        return member[np.searchsorted(trained_ids, labels)]
-    return member
-
-
-def train_positions(family, config, shape: Shape, records, trained_ids: np.ndarray, *, seed: int, size: int,
-                    positions: list[int], progress=None) -> dict[int, str]:
-    """Train the given positions on the trained records; answers position → stored weights hash."""
-    store = get_store()
-    device = device_from_setting(get_settings().device)
-    trained_ids = np.sort(trained_ids)
-    features, labels = records.rows_for(trained_ids)
-    member = row_membership(records, trained_ids, labels.numpy(), size, seed)
-    found = {}
-    for done, position in enumerate(positions):
-        state = engine.train_reference(family, config, shape, features, labels, member[:, position], seed=seed,
-                                       index=position, device=device)
-        found[position] = store.put_bytes(state_to_bytes(state, {"reference": str(position)}))
-        if progress:
-            progress((done + 1) / len(positions), f"reference {done + 1}/{len(positions)}")
-    return found
-
-
-def record_all(session, *, model_id, size: int, seed: int, dataset_version_id, trained: dict[int, str]) -> None:
-    for position, sha in sorted(trained.items()):
-        reference_service.record(session, model_id=model_id, position=position, pool_size=size, membership_seed=seed,
-                                 dataset_version_id=dataset_version_id, weights_sha=sha)
+def run(context: JobContext) -> None:
+    attempt = begin(context)
+    with session_scope() as session:
+        plan = reference_refill.start(session, attempt)
+    if plan is None:
+        return
+    spec = get_family(plan.family)
+    family, config = spec.load_implementation(), spec.parse_params(dict(plan.params))
+    # A text model's records are its windows (workers/engine/records.py), as in training.
+    records = records_and_shape(family, config, plan.dataset_sha, plan.features, plan.shape.n_classes, plan.text)[0]
+    manifest = Manifest.from_parquet(get_store().get_bytes(plan.manifest_sha))
+    trained_ids = manifest.trained_ids()
+    trained_ids = trained_ids[np.isin(trained_ids, records.record_ids)]
+    trained = train_positions(family, config, plan.shape, records, trained_ids, seed=plan.seed, size=plan.pool_size,
+                              positions=list(plan.missing), progress=lambda f, step: context.progress(0.05 + 0.9 * f, step))
+    context.check()
+    with session_scope() as session:
+        recorded = reference_refill.record(session, attempt, plan, trained)
+    if not recorded:
+        raise TransientError("the model's data changed while its references were trained; refilling again")

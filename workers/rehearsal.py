@@ -3,14 +3,15 @@ rehearse an erasure in memory and store which methods and settings came close en
 retrain (workers/engine/unlearning/rehearsal.py), so a real request starts with settings known
 to work. Low priority: created by the training job with a delay (`OBLIVIATE_REHEARSAL_DELAY_SECONDS`).
 
-It changes nothing but its own row: every weight it trains goes to a scratch store in memory,
-the sampled subjects are never written anywhere, and the model keeps its version."""
+Its rows are app/unlearning/rehearsal_job.py's. It changes nothing but its own row: every weight
+it trains goes to a scratch store in memory, the sampled subjects are never written anywhere, and
+the model keeps its version."""
 
 from __future__ import annotations
 
 from app.artifacts.store import ArtifactMissing, scratch
 from app.db import session_scope
-from app.unlearning import rehearsal as rows
+from app.unlearning import rehearsal_job
 from workers.engine.unlearning import rehearsal
 from workers.engine.unlearning.context import context_for
 from workers.jobs import JobContext, TransientError
@@ -20,10 +21,10 @@ from workers.training import begin
 def run(context: JobContext) -> None:
     attempt = begin(context)
     with session_scope() as session:
-        target = rows.target(session, attempt)
+        target = rehearsal_job.target(session, attempt)
     if target is None:
         with session_scope() as session:
-            rows.skip(session, attempt, "nothing to rehearse: the model has no version or an exact unlearning method")
+            rehearsal_job.skip(session, attempt, "nothing to rehearse: the model has no version or an exact unlearning method")
         return
     context.progress(0.02, "loading data")
     try:
@@ -32,7 +33,7 @@ def run(context: JobContext) -> None:
             keys = rehearsal.sample_subjects(ctx, target.subjects)
             if not keys:
                 with session_scope() as session:
-                    rows.skip(session, attempt, "nothing to rehearse: the model trained on fewer than two subjects")
+                    rehearsal_job.skip(session, attempt, "nothing to rehearse: the model trained on fewer than two subjects")
                 return
             found = rehearsal.rehearse(ctx, keys, target.methods, check=context.check,
                                        progress=lambda f, step: context.progress(0.15 + 0.8 * f, step))
@@ -41,5 +42,5 @@ def run(context: JobContext) -> None:
         raise TransientError("the rehearsed version's artifacts were destroyed; rehearsing the current one") from exc
     context.check()
     with session_scope() as session:
-        rows.record(session, attempt, target, subjects=found.subjects, forget_records=found.forget_records,
+        rehearsal_job.record(session, attempt, target, subjects=found.subjects, forget_records=found.forget_records,
                     retrain_cpu_s=found.retrain_cpu_s, results=found.results)

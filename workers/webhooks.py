@@ -15,11 +15,10 @@ from datetime import timedelta
 import httpx
 
 from app import metrics
-from app.db import session_scope, utcnow
-from app.requests.models import ErasureRequest
+from app.db import session_scope
+from app.requests import webhook_delivery
 from app.webhooks import service
 from app.webhooks.addresses import AddressRefused, Resolver, resolve_checked
-from app.webhooks.models import WebhookDelivery
 
 log = logging.getLogger("obliviate.webhooks")
 LEASE = timedelta(seconds=60)
@@ -29,18 +28,13 @@ TIMEOUT_SECONDS = 5.0
 def deliver_due(limit: int = 50, resolver: Resolver | None = None, transport: httpx.BaseTransport | None = None) -> int:
     """Send what is due. `resolver` and `transport` replace DNS and the network (tests)."""
     with session_scope() as session:
-        batch = []
-        for delivery in service.due(session, limit):
-            request = session.get(ErasureRequest, delivery.request_id)
-            delivery.next_attempt_at = utcnow() + LEASE
-            batch.append((delivery.id, request.callback_url, service.client_secret(request.client), service.body_bytes(delivery)))
-    for delivery_id, url, secret, body in batch:
-        status, outcome = send(url, body, {service.SIGNATURE_HEADER: service.sign(secret, body)}, resolver, transport)
+        batch = webhook_delivery.lease_due(session, limit, LEASE)
+    for due in batch:
+        status, outcome = send(due.url, due.body, {service.SIGNATURE_HEADER: service.sign(due.secret, due.body)},
+                               resolver, transport)
         metrics.WEBHOOK_ATTEMPTS.labels(outcome="ok" if outcome == service.DELIVERED else "error").inc()
         with session_scope() as session:
-            delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
-            if delivery is not None and delivery.state == "pending":
-                service.record_attempt(session, delivery, status, outcome)
+            service.record_attempt(session, due.delivery_id, status, outcome)
     return len(batch)
 
 

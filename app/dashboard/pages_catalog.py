@@ -16,7 +16,7 @@ from app.datasets import service as dataset_service
 from app.deps import SessionDep
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
-from app.models import rehearsals as rehearsal_service
+from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
 from app.schemas import Subject
 

@@ -9,6 +9,7 @@ for the same idea applied to scheduled deletions.
 from __future__ import annotations
 
 import copy
+import importlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app import queue
+from app import metrics, queue
 from app.config import get_settings
 from app.db import on_commit, utcnow
 from app.errors import NotFound
@@ -24,6 +25,10 @@ from app.jobs.models import Job
 from app.keys.service import Principal
 
 ACTIVE = ("queued", "running")
+
+# kind → "module:function(session, job, reason)", called when a job fails for good. Named, not
+# imported: the modules that handle a kind's failure build on this one.
+ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests", "audit_verify": "app.dashboard.verification:fail_run"}
 
 
 class LeaseLost(RuntimeError):
@@ -68,6 +73,13 @@ def get(session: Session, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound("No job with this id.")
     return job
+
+
+def model_of(job: Job) -> uuid.UUID:
+    """The model a model job (training, references, rehearsal) works on."""
+    if job.model_id is None:
+        raise ValueError(f"job {job.id} ({job.kind}) names no model")
+    return job.model_id
 
 
 def result_of(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
@@ -122,6 +134,34 @@ def fail(session: Session, job_id, attempt: int, error: str) -> None:
     fenced(session, job_id, attempt, status="failed", error=error[:2000], lease_until=None, finished_at=utcnow())
 
 
+def kind_of(session: Session, job_id: uuid.UUID) -> str:
+    return get(session, job_id).kind
+
+
+def fail_for_good(session: Session, job_id: uuid.UUID, attempt: int, reason: str) -> None:
+    """The attempt failed and the job will not run again: fail it and let its kind react."""
+    fail(session, job_id, attempt, reason)
+    _on_failed(session, get(session, job_id), reason)
+
+
+def give_back(session: Session, job_id: uuid.UUID, attempt: int, error: str, delay_seconds: float) -> bool:
+    """A transient error: re-queue the job after `delay_seconds`. False, and nothing written, when
+    the attempt was its last (the caller then fails it, in a unit of work of its own)."""
+    job = session.get(Job, job_id)
+    if job is not None and attempt >= job.max_attempts:
+        return False
+    retry_later(session, job_id, attempt, error, delay_seconds)
+    return True
+
+
+def _on_failed(session: Session, job: Job, reason: str) -> None:
+    metrics.JOBS_FAILED.labels(kind=job.kind).inc()
+    hook = ON_FAILED.get(job.kind)
+    if hook:
+        module, _, attr = hook.partition(":")
+        getattr(importlib.import_module(module), attr)(session, job, reason)
+
+
 def retry_later(session: Session, job_id, attempt: int, error: str, delay_seconds: float) -> None:
     """A transient error: give the job back with a backoff; the sweeper or a countdown re-sends it."""
     fenced(
@@ -144,6 +184,25 @@ def stranded(session: Session, resend_after_seconds: float) -> list[Job]:
             or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=resend_after_seconds)),
         ).with_for_update(skip_locked=True)
     ))
+
+
+def sweep(session: Session, resend_after_seconds: float) -> int:
+    """Re-queue jobs whose worker died (expired lease), fail those out of attempts, re-send the
+    messages of queued jobs that may have been lost; answers how many jobs it touched."""
+    touched = 0
+    for job in expired(session):
+        touched += 1
+        if job.attempt >= job.max_attempts:
+            job.status, job.lease_until, job.finished_at = "failed", None, utcnow()
+            job.error = f"worker lost {job.attempt} times (lease expired)"
+            _on_failed(session, job, job.error)
+        else:
+            job.status, job.lease_until = "queued", None
+            enqueue_after_commit(session, job)
+    for job in stranded(session, resend_after_seconds):
+        touched += 1
+        enqueue_after_commit(session, job)
+    return touched
 
 
 # Jobs the service queues on its own, at low priority, after a client's training or erasure (the

@@ -109,7 +109,7 @@ class ModelRehearsal(Base):
     forget_records: Mapped[int] = mapped_column(Integer)
     # CPU seconds of the yardstick retrain; candidates' costs are fractions of it.
     retrain_cpu_s: Mapped[float] = mapped_column(Float)
-    # One entry per candidate: method, settings, verdict, gaps, cost, passed (rehearsals.py).
+    # One entry per candidate: method, settings, verdict, gaps, cost, passed (rehearsal_results.py).
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # The cheapest passing candidate {"method", "settings"}, or None when none passed.
     chosen: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

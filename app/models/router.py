@@ -21,7 +21,7 @@ from app.families.registry import UnknownFamilyError, get_family
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
-from app.models import importer, inference, rehearsals, service
+from app.models import importer, inference, rehearsal_results, service
 from app.models.schemas import (
     NAME_PATTERN,
     ImportMetadata,
@@ -141,7 +141,7 @@ def get_rehearsal(name: ModelName, session: SessionDep, principal: Reader, clien
     erasure on this model, with each candidate's verdict, gaps and cost; jobs start with the
     cheapest that passed."""
     model = service.get_for(session, principal, name, client=client)
-    return RehearsalOut(**rehearsals.to_out(rehearsals.latest_of(session, model)))
+    return RehearsalOut(**rehearsal_results.to_out(rehearsal_results.latest_of(session, model)))
 
 
 @router.get(

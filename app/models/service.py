@@ -224,8 +224,9 @@ def record_version(session, *, model_id, dataset_version_id, family, params, see
 REFERENCE_CHUNK = 200
 
 
-def get_model(session: Session, model_id: uuid.UUID) -> Model:
-    model = session.get(Model, model_id)
+def get_model(session: Session, model_id: uuid.UUID, *, lock: bool = False) -> Model:
+    """`lock`: under the model's row lock, which promoting a new version (`record_version`) takes too."""
+    model = session.get(Model, model_id, with_for_update=lock)
     if model is None:
         raise NotFound("No model with this id.")
     return model
@@ -260,7 +261,7 @@ def live_references(session: Session, shas: Sequence[str]) -> set[str]:
                 ModelVersion.destroyed_at.is_(None),
                 or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
             found |= version_artifacts(version) & set(wanted)
-        # Reference models of the per-record audit hold weights too (app/models/references.py).
+        # Reference models of the per-record audit hold weights too (app/models/reference_pool.py).
         found.update(session.scalars(select(ModelReference.weights_sha256).where(
             ModelReference.weights_sha256.in_(chunk), ModelReference.destroyed_at.is_(None))))
     return found

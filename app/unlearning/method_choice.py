@@ -1,7 +1,7 @@
 """Which method, with which settings, an unlearning job starts with (issue 11: the rehearsal).
 
 The model's policy (`service.choose_method`) names a method. When it is approximate, the model's
-rehearsals refine it (app/models/rehearsals.py):
+rehearsals refine it (app/models/rehearsal_results.py):
 
 - a method chosen by the policy becomes the cheapest candidate that passed the model's latest
   rehearsal, with its settings;
@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.families.registry import FamilySpec, get_family
-from app.models import rehearsals as rehearsal_service
+from app.models import rehearsal_results as rehearsal_service
 from app.models.models import Model, ModelRehearsal
 from app.models.schemas import TABULAR_METHODS
 from app.unlearning.types import EXACT, JsonValue, MethodSettings

@@ -26,7 +26,7 @@ from app.datasets.models import DatasetVersion
 from app.families.registry import get_family
 from app.families.shape import Shape
 from app.jobs import service as job_service
-from app.models import references as reference_service
+from app.models import reference_pool as reference_service
 from app.models import service as model_service
 from app.models.models import Model
 from app.requests import service as request_service

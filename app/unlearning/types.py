@@ -188,7 +188,7 @@ class ModelSnapshot:
 
 @dataclass(frozen=True)
 class ReferenceModel:
-    """One live reference of a model (app/models/references.py): its weights and membership rule."""
+    """One live reference of a model (app/models/reference_pool.py): its weights and membership rule."""
 
     id: uuid.UUID
     position: int

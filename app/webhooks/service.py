@@ -70,8 +70,13 @@ def due(session: Session, limit: int = 50) -> list[WebhookDelivery]:
     ))
 
 
-def record_attempt(session: Session, delivery: WebhookDelivery, status: int | None, outcome: str) -> None:
-    """`status` is the checked receiver's answer (kept for the operator); `outcome` one of the four classes above."""
+def record_attempt(session: Session, delivery_id: uuid.UUID, status: int | None, outcome: str) -> None:
+    """`status` is the checked receiver's answer (kept for the operator); `outcome` one of the four
+    classes above. Nothing is recorded for a delivery no longer pending (another sender's lease
+    expired into this one's, and it recorded first)."""
+    delivery = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+    if delivery is None or delivery.state != "pending":
+        return
     delivery.attempts += 1
     delivery.last_status, delivery.last_error = status, None if outcome == DELIVERED else outcome
     if outcome == DELIVERED:

@@ -12,7 +12,7 @@ from app.lineage.reference_halves import membership
 from workers.engine.families.causal_lm import CausalLMFamily, record_windows
 from workers.engine.forgetting import Policy, reference_inputs
 from workers.engine.records import TextRecords
-from workers.references import row_membership
+from workers.reference_training import row_membership
 from workers.engine.text_forgetting import (
     extraction_check,
     min_k_auc_check,

@@ -1,5 +1,6 @@
-"""The unlearning job's typed backbone type-checks strictly ([tool.mypy] in pyproject.toml):
-the app's unlearning package, the sequencer and the worker's unlearning engine."""
+"""The jobs' typed backbone type-checks strictly ([tool.mypy] in pyproject.toml): the app's
+unlearning package, the sequencer and the worker's unlearning engine, and the step services and
+plans of training, reference refill and webhook delivery."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STRICT = ["app/unlearning", "workers/unlearning.py", "workers/engine/unlearning"]
+STRICT = ["app/unlearning", "workers/unlearning.py", "workers/engine/unlearning",
+          # The step services of the other jobs and of webhook delivery, and the plans they hand over.
+          "app/training", "app/webhooks/types.py", "app/requests/webhook_delivery.py", "workers/references.py"]
 
 
 def test_the_unlearning_backbone_passes_mypy_strict():

@@ -96,6 +96,6 @@ verbatim_extraction
 # the unlearning backbone, which reworks workers.engine.training and families.base.
 _.loss_per_example
 
-# The job runner loads each kind's failure hook by "module:attribute" (workers/jobs.py ON_FAILED).
+# The job runner loads each kind's failure hook by "module:attribute" (app/jobs/service.py ON_FAILED).
 fail_requests
 fail_run

@@ -152,7 +152,7 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
     from app.db import session_scope
     from app.jobs.models import Job
     from app.models.models import ModelReference
-    from workers import refill
+    from workers import references
 
     settings_env(AUDIT_REFERENCES="2", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
     _model(client, admin, "raced", unlearning_method="finetune")
@@ -161,7 +161,7 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
     _plan()
     assert _execute_queued("unlearning") == ["completed"]
     trained_shas: list[str] = []
-    real = refill.train_positions
+    real = references.train_positions
 
     def train_then_erase(*args, **kwargs):
         found = real(*args, **kwargs)
@@ -172,7 +172,7 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
         assert _execute_queued("unlearning") == ["completed"]
         return found
 
-    monkeypatch.setattr(refill, "train_positions", train_then_erase)
+    monkeypatch.setattr(references, "train_positions", train_then_erase)
     assert _execute_queued("references") == ["retry"]
     with session_scope() as session:
         recorded = set(session.scalars(select(ModelReference.weights_sha256)))

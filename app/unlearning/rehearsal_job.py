@@ -16,7 +16,7 @@ from app.config import get_settings
 from app.datasets import service as dataset_service
 from app.families.registry import get_family
 from app.jobs import service as job_service
-from app.models import rehearsals as rehearsal_service
+from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
 from app.unlearning import method_choice, service
 from app.unlearning.types import JobAttempt, MethodSettings, ModelSnapshot

@@ -7,6 +7,7 @@ only flush."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -41,6 +42,14 @@ def record(session: Session, *, model_id, position: int, pool_size: int, members
     session.add(reference)
     session.flush()
     return reference
+
+
+def record_trained(session: Session, *, model_id, pool_size: int, membership_seed: int, dataset_version_id,
+                   trained: Mapping[int, str]) -> None:
+    """Record freshly trained positions (position → stored weights hash) of the pool."""
+    for position, sha in sorted(trained.items()):
+        record(session, model_id=model_id, position=position, pool_size=pool_size, membership_seed=membership_seed,
+               dataset_version_id=dataset_version_id, weights_sha=sha)
 
 
 def missing_positions(session: Session, model_id, pool_size: int) -> list[int]:
