@@ -23,6 +23,8 @@ TEST_SECRET = "test-secret-key-for-pseudonyms-0123456789"
 TEST_DB_URL = os.environ.get("OBLIVIATE_TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("OBLIVIATE_TEST_REDIS_URL", "")
 SERVICES = bool(TEST_DB_URL)
+# The shared keys and fixtures of tests/factories.py, in every test file without an import.
+pytest_plugins = ["tests.factories"]
 
 
 def pytest_report_header(config):

@@ -1,4 +1,6 @@
-"""A real Celery worker (with embedded beat) as a subprocess, for tests about the workers."""
+"""A real Celery worker (with embedded beat) as a subprocess, for tests about the workers; waits on
+its jobs and requests; and the planner and queued jobs run in the test process, for tests that
+choose when each step happens."""
 
 from __future__ import annotations
 
@@ -84,3 +86,36 @@ def wait_job(client: httpx.Client, headers: dict, job_id: str, timeout: float = 
         return body if body.get("status") in ("completed", "failed") else None
 
     return wait_for(done, timeout, what=f"job {job_id}")
+
+
+def wait_terminal(client: httpx.Client, headers: dict, request_id: str, timeout: float) -> dict:
+    def terminal():
+        body = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()
+        return body if body["status"] in ("completed", "failed") else None
+
+    return wait_for(terminal, timeout, interval=0.5, what=f"request {request_id}")
+
+
+def execute_queued(kind: str, *, close_windows: bool = True) -> list[str]:
+    """Run the queued jobs of `kind` in this process; by default first closes their batch windows."""
+    from sqlalchemy import select
+
+    from app.db import session_scope, utcnow
+    from app.jobs.models import Job
+    from workers import jobs
+
+    with session_scope() as session:
+        if close_windows:
+            for job in session.scalars(select(Job).where(Job.kind == kind, Job.status == "queued")):
+                job.not_before = min(job.not_before or utcnow(), utcnow())
+        ids = [str(j.id) for j in session.scalars(select(Job).where(Job.kind == kind, Job.status == "queued"))]
+    return [jobs.execute(job_id) for job_id in ids]
+
+
+def plan_approved() -> int:
+    """Plan the approved requests into unlearning jobs, as the beat does; how many requests it planned."""
+    from app.db import session_scope
+    from app.unlearning import planner
+
+    with session_scope() as session:
+        return planner.plan_approved(session)

@@ -16,17 +16,13 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
 
 from tests import objects
+from tests.factories import trail
 from tests.conftest import drop_sqlite_guards, restore_sqlite_guards
 
 URL = "/v1/erasure-requests"
 
 
 request_body = partial(objects.request_body, "audit")
-
-
-@pytest.fixture
-def admin(make_key):
-    return make_key("admin", client="ops")
 
 
 def worked_request(client, headers) -> str:
@@ -36,12 +32,6 @@ def worked_request(client, headers) -> str:
     assert client.post(f"{URL}/{rid}/release", headers=headers).status_code == 200
     assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
     return rid
-
-
-def trail(client, headers, rid):
-    response = client.get(f"{URL}/{rid}/audit", headers=headers)
-    assert response.status_code == 200
-    return response.json()
 
 
 @contextmanager

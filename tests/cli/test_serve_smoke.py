@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,56 +18,9 @@ import pytest
 
 from tests.conftest import SERVICES, TEST_REDIS_URL, TEST_SECRET
 from tests.objects import request_body
+from tests.processes import children, cli_command, free_port, living, serve_env
 
 PLANTED = "planted-serve-smoke-41c9@example.org"
-
-
-def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("obliviate")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _env(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OBLIVIATE_")}
-    env["OBLIVIATE_DATA_DIR"] = str(data_dir)
-    env["OBLIVIATE_SWEEP_INTERVAL_SECONDS"] = "1"
-    env.update({f"OBLIVIATE_{k}": v for k, v in settings.items()})
-    return env
-
-
-def _living(pgid: int) -> list[int]:
-    """Processes of a group that still run (zombies waiting for a reaper do not count)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _wait_ready(base: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
@@ -89,15 +40,15 @@ def _wait_ready(base: str, server: subprocess.Popen, log: Path, timeout: float =
 
 
 def _drive(tmp_path: Path, env: dict[str, str]) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
-        server = subprocess.Popen([*_cli(), "serve", "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([*cli_command(), "serve", "--port", str(port)], env=env, stdout=sink, stderr=subprocess.STDOUT)
     worker_pgid = None
     try:
         _wait_ready(base, server, log)
-        workers = [pid for pid in _children(server.pid) if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [pid for pid in children(server.pid) if b"celery" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert len(workers) == 1, workers
         worker_pgid = workers[0]
         assert os.getpgid(worker_pgid) == worker_pgid
@@ -105,7 +56,7 @@ def _drive(tmp_path: Path, env: dict[str, str]) -> None:
         assert "keys create" in log.read_text()
 
         created_key = subprocess.run(
-            [*_cli(), "keys", "create", "--name", "smoke", "--scopes", "requests:write,requests:read,requests:review"],
+            [*cli_command(), "keys", "create", "--name", "smoke", "--scopes", "requests:write,requests:read,requests:review"],
             env=env, capture_output=True, text=True, timeout=120,
         )
         assert created_key.returncode == 0, created_key.stderr
@@ -134,7 +85,7 @@ def _drive(tmp_path: Path, env: dict[str, str]) -> None:
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=90) == 0, log.read_text()[-3000:]
-        assert _living(worker_pgid) == [], "the worker outlived serve"
+        assert living(worker_pgid) == [], "the worker outlived serve"
         text = log.read_text()
         assert "Warm shutdown" in text
         assert PLANTED not in text
@@ -142,13 +93,13 @@ def _drive(tmp_path: Path, env: dict[str, str]) -> None:
         if server.poll() is None:
             server.kill()
             server.wait()
-        if worker_pgid is not None and _living(worker_pgid):
+        if worker_pgid is not None and living(worker_pgid):
             os.killpg(worker_pgid, signal.SIGKILL)
 
 
 def test_serve_embedded_default(tmp_path):
     data_dir = tmp_path / "data"
-    _drive(tmp_path, _env(data_dir))
+    _drive(tmp_path, serve_env(data_dir))
     assert (data_dir / "obliviate.db").exists() and (data_dir / "broker.db").exists()
     assert (data_dir / "secret.key").exists()
 
@@ -158,4 +109,4 @@ def test_serve_on_postgres_and_redis(tmp_path, database_url):
     settings = {"DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET}
     if TEST_REDIS_URL:
         settings["BROKER_URL"] = TEST_REDIS_URL
-    _drive(tmp_path, _env(tmp_path / "data", **settings))
+    _drive(tmp_path, serve_env(tmp_path / "data", **settings))

@@ -29,11 +29,6 @@ from tests.dataset_files import (
 WRITER = "models:write,models:read"
 
 
-@pytest.fixture
-def writer(make_key):
-    return make_key(WRITER)
-
-
 @pytest.fixture(scope="module")
 def table():
     return digits_table(subjects=300)

@@ -19,11 +19,6 @@ from tests.dataset_files import csv_bytes as tabular_csv
 from tests.text_files import csv_bytes, jsonl_bytes, notes_table, parquet_bytes, upload_text
 
 
-@pytest.fixture
-def writer(make_key):
-    return make_key("models:write,models:read")
-
-
 def counts() -> tuple[int, int, int]:
     with session_scope() as session:
         return tuple(session.scalar(select(func.count()).select_from(t)) for t in (Dataset, DatasetVersion, SubjectRecords))

@@ -16,12 +16,7 @@ K = 8
 PARAMS = {"hidden": [64], "epochs": 40, "learning_rate": 3e-3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def network(family, config, shape, state):

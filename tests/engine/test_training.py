@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.families.registry import get_family
+from tests.factories import family_and_config
 from workers.engine import training
 from workers.engine.families.base import Shape
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 
 CPU = torch.device("cpu")
 SHAPE = Shape(n_features=12, n_classes=3)
-
-
-def family_and_config(name, **params):
-    spec = get_family(name)
-    return spec.load_implementation(), spec.parse_params(params)
 
 
 def blobs(n, seed):

@@ -42,14 +42,7 @@ SHAPE = Shape(n_features=64, n_classes=10)
 SEED = 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small networks run faster on one thread than on cores shared with other test processes,
-    # and the figures asserted below do not depend on the machine's core count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

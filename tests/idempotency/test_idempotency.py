@@ -8,22 +8,15 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tests import objects
+from tests.factories import request_count
 
 URL = "/v1/erasure-requests"
 
 
 request_body = partial(objects.request_body, "idem", identify=("email",))
-
-
-def request_count() -> int:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(ErasureRequest))
 
 
 def records() -> list[tuple[str, str, str]]:
@@ -189,17 +182,22 @@ def test_one_key_on_two_routes_is_two_keys(client, headers):
     assert request_count() == 2
 
 
-def test_concurrent_retries_with_one_key_create_one_request(client, headers):
-    body = request_body()
-    key = {"Idempotency-Key": "race-1", **headers}
-    barrier = threading.Barrier(8)
+def _post_at_once(client, body, headers, times: int = 8) -> list:
+    """`times` identical POSTs, released together by a barrier."""
+    barrier = threading.Barrier(times)
 
     def post(_):
         barrier.wait()
-        return client.post(URL, json=body, headers=key)
+        return client.post(URL, json=body, headers=headers)
 
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(post, range(8)))
+    with ThreadPoolExecutor(times) as pool:
+        return list(pool.map(post, range(times)))
+
+
+def test_concurrent_retries_with_one_key_create_one_request(client, headers):
+    body = request_body()
+    key = {"Idempotency-Key": "race-1", **headers}
+    responses = _post_at_once(client, body, key)
     statuses = sorted(r.status_code for r in responses)
     assert set(statuses) <= {201, 409}, [r.text for r in responses]
     assert len({r.json()["id"] for r in responses if r.status_code == 201}) == 1
@@ -209,14 +207,7 @@ def test_concurrent_retries_with_one_key_create_one_request(client, headers):
 
 def test_concurrent_posts_of_one_external_id_create_one_request(client, headers):
     body = request_body(external_id="race-ext")
-    barrier = threading.Barrier(8)
-
-    def post(_):
-        barrier.wait()
-        return client.post(URL, json=body, headers=headers)
-
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(post, range(8)))
+    responses = _post_at_once(client, body, headers)
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
     assert request_count() == 1

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests import objects
+from tests.factories import assert_problem
 
 URL = "/v1/erasure-requests"
 REVIEW_BODIES = {
@@ -20,15 +21,6 @@ REVIEW_BODIES = {
 
 
 request_body = partial(objects.request_body, "auth")
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["status"] == status
-    assert {"type", "title", "detail"} <= set(problem)
-    return problem
 
 
 ENDPOINTS = [

@@ -15,11 +15,6 @@ from tests.objects import create_dataset, import_model, logistic_weights
 ROWS = [[float((i * 7 + j) % 17) for j in range(64)] for i in range(5)]
 
 
-@pytest.fixture
-def writer(make_key):
-    return make_key("models:write,models:read")
-
-
 def _import(client, headers, dataset, weights: bytes, name: str = "checked", family: str = "logistic_regression", params=None):
     metadata = {"name": name, "family": family, "dataset_version_id": dataset["id"], "record_ids": list(range(50)),
                 "params": params or {}}

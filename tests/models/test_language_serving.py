@@ -21,11 +21,6 @@ from tests.text_files import csv_bytes, notes_table
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture
-def writer(make_key):
-    return make_key("models:write,models:read")
-
-
 @pytest.fixture(scope="module")
 def trained_state():
     """A tiny model trained here on the notes, so its answers are not those of random weights."""

@@ -6,23 +6,15 @@ import json
 from functools import partial
 
 import pytest
-from sqlalchemy import func, select
 
 from tests import objects
+from tests.factories import request_count
 
 URL = "/v1/erasure-requests"
 BATCH = f"{URL}/batch"
 
 
 request_body = partial(objects.request_body, "batch", jurisdiction="ccpa", source="batch")
-
-
-def request_count() -> int:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(ErasureRequest))
 
 
 def assert_item_problem(item):

@@ -11,9 +11,10 @@ from functools import partial
 
 import pytest
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 
 from tests import objects
+from tests.factories import request_count, set_columns
 
 URL = "/v1/erasure-requests"
 
@@ -36,22 +37,6 @@ def subject_keys_of(request_id: str) -> dict[str, str]:
             select(RequestSubject.kind, RequestSubject.subject_key).where(RequestSubject.request_id == uuid.UUID(request_id))
         ).all()
     return dict(rows)
-
-
-def request_count() -> int:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(ErasureRequest))
-
-
-def set_columns(request_id: str, **values) -> None:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        session.execute(update(ErasureRequest).where(ErasureRequest.id == uuid.UUID(request_id)).values(**values))
 
 
 def expected_subject_key(kind: str, normalised: str) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests import objects
+from tests.factories import set_columns, trail
 
 URL = "/v1/erasure-requests"
 
@@ -55,14 +55,6 @@ def key_id(headers) -> str:
         return str(session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(token))))
 
 
-def set_columns(request_id: str, **values) -> None:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        session.execute(update(ErasureRequest).where(ErasureRequest.id == uuid.UUID(request_id)).values(**values))
-
-
 def act(client, headers, request_id, action, body=None):
     payload = ACTION_BODIES[action] if body is None else body
     return client.post(f"{URL}/{request_id}/{action}", json=payload, headers=headers)
@@ -82,12 +74,6 @@ def request_in(client, headers, status: str) -> str:
         set_columns(rid, **values)
     assert client.get(f"{URL}/{rid}", headers=headers).json()["status"] == status
     return rid
-
-
-def trail(client, headers, request_id):
-    response = client.get(f"{URL}/{request_id}/audit", headers=headers)
-    assert response.status_code == 200
-    return response.json()
 
 
 @pytest.mark.parametrize("status", STATUSES)

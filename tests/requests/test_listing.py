@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests import objects
+from tests.factories import set_columns
 
 URL = "/v1/erasure-requests"
 
@@ -22,14 +23,6 @@ def create(client, headers, **overrides) -> str:
     response = client.post(URL, json=request_body(**overrides), headers=headers)
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def set_columns(request_id: str, **values) -> None:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        session.execute(update(ErasureRequest).where(ErasureRequest.id == uuid.UUID(request_id)).values(**values))
 
 
 def ids(response) -> list[str]:

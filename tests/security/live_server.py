@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import SERVICES, TEST_REDIS_URL, TEST_SECRET
-from tests.cli.test_serve_smoke import _cli, _env, _free_port
+from tests.processes import cli_command, free_port, serve_env
 
 # Hang timeouts, not performance figures: a healthy server answers in a fraction of these.
 ANSWER_TIMEOUT = 30.0
@@ -32,15 +32,15 @@ class LiveServer:
             settings = {"DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET, **settings}
             if TEST_REDIS_URL:
                 settings["BROKER_URL"] = TEST_REDIS_URL
-        self.env = _env(tmp_path / "data", **settings)
-        self.port = _free_port()
+        self.env = serve_env(tmp_path / "data", **settings)
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "serve.log"
         self.worker = worker
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> LiveServer:
-        command = [*_cli(), "serve", "--port", str(self.port)] + ([] if self.worker else ["--no-worker"])
+        command = [*cli_command(), "serve", "--port", str(self.port)] + ([] if self.worker else ["--no-worker"])
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(command, env=self.env, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
@@ -64,7 +64,7 @@ class LiveServer:
 
     def key(self, scopes: str, client: str) -> dict[str, str]:
         created = subprocess.run(
-            [*_cli(), "keys", "create", "--name", f"{client}-key", "--client", client, "--scopes", scopes],
+            [*cli_command(), "keys", "create", "--name", f"{client}-key", "--client", client, "--scopes", scopes],
             env=self.env, capture_output=True, text=True, timeout=120,
         )
         assert created.returncode == 0, created.stderr

@@ -27,17 +27,12 @@ KEY_PATTERN = re.compile(r"obl_[A-Za-z0-9_-]+")
 HANG = 30.0  # a generous bound for "within the cache's lifetime"; not a speed assertion
 
 
-@pytest.fixture
-def admin(make_key):
-    return make_key("admin", client="ops")
-
-
 def bearer(plaintext: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {plaintext}"}
 
 
-def create(http, admin, **body):
-    r = http.post("/v1/keys", json={"name": "portal", "client": "acme", "scopes": ["requests:read"], **body}, headers=admin)
+def create(http, operator, **body):
+    r = http.post("/v1/keys", json={"name": "portal", "client": "acme", "scopes": ["requests:read"], **body}, headers=operator)
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -60,31 +55,31 @@ def eventually_401(get, timeout: float = HANG) -> None:
         time.sleep(0.2)
 
 
-def test_create_list_revoke_over_the_admin_api(client, admin):
-    created = create(client, admin)
+def test_create_list_revoke_over_the_admin_api(client, operator):
+    created = create(client, operator)
     assert created["state"] == "active" and created["client"] == "acme" and created["scopes"] == ["requests:read"]
     headers = bearer(created["key"])
     assert client.get(URL, headers=headers).status_code == 200
-    listed = client.get("/v1/keys", headers=admin).json()["items"]
+    listed = client.get("/v1/keys", headers=operator).json()["items"]
     assert {(k["id"], k["client"]) for k in listed} >= {(created["id"], "acme")}
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
-    r = client.post(f"/v1/keys/{created['id']}/revoke", json={"reason": "left the company"}, headers=admin)
+    r = client.post(f"/v1/keys/{created['id']}/revoke", json={"reason": "left the company"}, headers=operator)
     assert r.status_code == 200 and r.json()["state"] == "revoked"
     refused = client.get(URL, headers=headers)
     assert refused.status_code == 401 and refused.headers["content-type"].startswith("application/problem+json")
     # Revoking again changes nothing and records nothing.
-    assert client.post(f"/v1/keys/{created['id']}/revoke", headers=admin).json()["revoked_at"] == r.json()["revoked_at"]
+    assert client.post(f"/v1/keys/{created['id']}/revoke", headers=operator).json()["revoked_at"] == r.json()["revoked_at"]
     events = key_events(created["id"])
-    admin_id = client.get("/v1/keys", params={"client": "ops"}, headers=admin).json()["items"][0]["id"]
+    admin_id = client.get("/v1/keys", params={"client": "ops"}, headers=operator).json()["items"][0]["id"]
     assert [t for t, _, _ in events] == ["key.created", "key.revoked"]
     assert events[1][2] == {"reason": "left the company"}
     assert all(actor == f"key:{admin_id}" for _, actor, _ in events)
 
 
-def test_rotation_makes_a_successor_and_ends_the_old_key(client, admin):
-    old = create(client, admin, scopes=["requests:read", "requests:write"])
-    r = client.post(f"/v1/keys/{old['id']}/rotate", headers=admin)
+def test_rotation_makes_a_successor_and_ends_the_old_key(client, operator):
+    old = create(client, operator, scopes=["requests:read", "requests:write"])
+    r = client.post(f"/v1/keys/{old['id']}/rotate", headers=operator)
     assert r.status_code == 201, r.text
     successor, previous = r.json()["successor"], r.json()["previous"]
     assert previous["state"] == "revoked" and successor["rotated_from"] == old["id"]
@@ -94,12 +89,12 @@ def test_rotation_makes_a_successor_and_ends_the_old_key(client, admin):
     assert [t for t, _, _ in key_events(old["id"])] == ["key.created", "key.rotated"]
     assert key_events(old["id"])[1][2]["successor"] == successor["id"]
     assert key_events(successor["id"])[0][2]["rotated_from"] == old["id"]
-    assert client.post(f"/v1/keys/{old['id']}/rotate", headers=admin).status_code == 409
+    assert client.post(f"/v1/keys/{old['id']}/rotate", headers=operator).status_code == 409
 
 
-def test_rotation_with_grace_keeps_the_old_key_until_it_ends(client, admin):
-    old = create(client, admin)
-    r = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 2}, headers=admin)
+def test_rotation_with_grace_keeps_the_old_key_until_it_ends(client, operator):
+    old = create(client, operator)
+    r = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 2}, headers=operator)
     assert r.status_code == 201 and r.json()["previous"]["state"] == "active"
     assert r.json()["previous"]["expires_at"] is not None
     assert client.get(URL, headers=bearer(old["key"])).status_code == 200
@@ -107,8 +102,8 @@ def test_rotation_with_grace_keeps_the_old_key_until_it_ends(client, admin):
     assert client.get(URL, headers=bearer(r.json()["successor"]["key"])).status_code == 200
 
 
-def test_an_expired_key_is_refused_even_from_the_cache(client, admin, monkeypatch):
-    created = create(client, admin, expires_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+def test_an_expired_key_is_refused_even_from_the_cache(client, operator, monkeypatch):
+    created = create(client, operator, expires_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
     headers = bearer(created["key"])
     assert client.get(URL, headers=headers).status_code == 200  # now cached
     found, principal = key_service.cached_principal(created["key"])
@@ -119,17 +114,17 @@ def test_an_expired_key_is_refused_even_from_the_cache(client, admin, monkeypatc
     assert client.get(URL, headers=headers).status_code == 401
     with session_scope() as session:
         assert not key_service.key_is_active(session, created["id"])
-    listed = client.get("/v1/keys", params={"state": "expired"}, headers=admin).json()["items"]
+    listed = client.get("/v1/keys", params={"state": "expired"}, headers=operator).json()["items"]
     assert [k["id"] for k in listed] == [created["id"]]
 
 
-def test_expiry_must_be_in_the_future_and_scopes_known(client, admin):
+def test_expiry_must_be_in_the_future_and_scopes_known(client, operator):
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     body = {"name": "portal", "scopes": ["requests:read"]}
-    assert client.post("/v1/keys", json={**body, "expires_at": past}, headers=admin).status_code == 422
-    assert client.post("/v1/keys", json={**body, "scopes": ["root"]}, headers=admin).status_code == 422
+    assert client.post("/v1/keys", json={**body, "expires_at": past}, headers=operator).status_code == 422
+    assert client.post("/v1/keys", json={**body, "scopes": ["root"]}, headers=operator).status_code == 422
     naive = datetime.now().isoformat()
-    assert client.post("/v1/keys", json={**body, "expires_at": naive}, headers=admin).status_code == 422
+    assert client.post("/v1/keys", json={**body, "expires_at": naive}, headers=operator).status_code == 422
 
 
 def test_the_public_signing_key_route_is_not_taken_by_the_key_routes(client):
@@ -137,8 +132,8 @@ def test_the_public_signing_key_route_is_not_taken_by_the_key_routes(client):
     assert r.status_code == 200 and r.json()["algorithm"]
 
 
-def test_only_admins_manage_keys(client, admin, make_key):
-    target = create(client, admin)
+def test_only_admins_manage_keys(client, operator, make_key):
+    target = create(client, operator)
     reader = make_key("requests:read,requests:write,requests:review,models:read,models:write", client="acme")
     for method, path in [("GET", "/v1/keys"), ("POST", "/v1/keys"), ("GET", f"/v1/keys/{target['id']}"),
                          ("POST", f"/v1/keys/{target['id']}/revoke"), ("POST", f"/v1/keys/{target['id']}/rotate")]:
@@ -147,25 +142,25 @@ def test_only_admins_manage_keys(client, admin, make_key):
     assert client.get(URL, headers=bearer(target["key"])).status_code == 200
 
 
-def test_listing_pages_with_a_cursor(client, admin):
-    ids = {create(client, admin, name=f"k{i}", client=f"c{i % 2}")["id"] for i in range(5)}
+def test_listing_pages_with_a_cursor(client, operator):
+    ids = {create(client, operator, name=f"k{i}", client=f"c{i % 2}")["id"] for i in range(5)}
     seen, cursor = [], None
     while True:
-        page = client.get("/v1/keys", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=admin).json()
+        page = client.get("/v1/keys", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=operator).json()
         seen += [k["id"] for k in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == 6 and ids < set(seen)
-    only = client.get("/v1/keys", params={"client": "c1"}, headers=admin).json()["items"]
+    only = client.get("/v1/keys", params={"client": "c1"}, headers=operator).json()["items"]
     assert {k["client"] for k in only} == {"c1"} and len(only) == 2
-    assert client.get("/v1/keys", params={"cursor": "nonsense"}, headers=admin).status_code == 400
+    assert client.get("/v1/keys", params={"cursor": "nonsense"}, headers=operator).status_code == 400
 
 
-def test_idempotent_creation_never_stores_the_secret(client, admin):
+def test_idempotent_creation_never_stores_the_secret(client, operator):
     body = {"name": "portal", "client": "acme", "scopes": ["requests:read"]}
-    first = client.post("/v1/keys", json=body, headers={**admin, "Idempotency-Key": "key-1"})
-    again = client.post("/v1/keys", json=body, headers={**admin, "Idempotency-Key": "key-1"})
+    first = client.post("/v1/keys", json=body, headers={**operator, "Idempotency-Key": "key-1"})
+    again = client.post("/v1/keys", json=body, headers={**operator, "Idempotency-Key": "key-1"})
     assert first.status_code == again.status_code == 201
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first.json()["id"] and again.json()["key"] is None
@@ -173,9 +168,9 @@ def test_idempotent_creation_never_stores_the_secret(client, admin):
     with session_scope() as session:
         stored = [str(r.body) for r in session.scalars(select(IdempotencyRecord))]
     assert stored and not any(first.json()["key"] in text for text in stored)
-    other = client.post("/v1/keys", json={**body, "name": "other"}, headers={**admin, "Idempotency-Key": "key-1"})
+    other = client.post("/v1/keys", json={**body, "name": "other"}, headers={**operator, "Idempotency-Key": "key-1"})
     assert other.status_code == 422
-    assert len([k for k in client.get("/v1/keys", headers=admin).json()["items"] if k["client"] == "acme"]) == 1
+    assert len([k for k in client.get("/v1/keys", headers=operator).json()["items"] if k["client"] == "acme"]) == 1
 
 
 def test_cli_lists_revokes_and_rotates(database_url, client):
@@ -248,8 +243,8 @@ def second_api(database_url, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["revoke", "rotate"])
-def test_a_key_ended_here_is_refused_by_another_process(client, admin, second_api, how):
-    created = create(client, admin)
+def test_a_key_ended_here_is_refused_by_another_process(client, operator, second_api, how):
+    created = create(client, operator)
     headers = bearer(created["key"])
 
     def elsewhere():
@@ -258,7 +253,7 @@ def test_a_key_ended_here_is_refused_by_another_process(client, admin, second_ap
     # The other process has read the key and holds it in its cache.
     assert elsewhere().status_code == 200
     assert elsewhere().status_code == 200
-    assert client.post(f"/v1/keys/{created['id']}/{how}", headers=admin).status_code in (200, 201)
+    assert client.post(f"/v1/keys/{created['id']}/{how}", headers=operator).status_code in (200, 201)
     eventually_401(elsewhere)
     with session_scope() as session:
         assert not key_service.key_is_active(session, created["id"])

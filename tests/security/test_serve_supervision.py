@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 
 from tests.security.live_server import LiveServer, database_for_pass
-from tests.cli.test_serve_smoke import _children, _living
+from tests.processes import children, living
 
 
 def _worker_of(pid: int) -> int | None:
-    workers = [child for child in _children(pid) if b"celery" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    workers = [child for child in children(pid) if b"celery" in Path(f"/proc/{child}/cmdline").read_bytes()]
     assert len(workers) <= 1, workers
     return workers[0] if workers else None
 
@@ -54,13 +54,13 @@ def test_a_killed_worker_is_replaced_and_its_beat_stopped(tmp_path, request):
             first = _worker_of(server.process.pid)
             first_group = os.getpgid(first)
             # The embedded beat and the pool child run in the worker's process group.
-            _until(lambda: len(_living(first_group)) >= 3, 60, "the worker did not start its beat and pool", server)
+            _until(lambda: len(living(first_group)) >= 3, 60, "the worker did not start its beat and pool", server)
 
             os.kill(first, signal.SIGKILL)
             status, checks = _until(lambda: (found := _readiness(server.base))[1].get("worker") == "missing" and found,
                                     30, "/readyz did not report the missing worker", server)
             assert status == 503
-            _until(lambda: _living(first_group) == [], 30, "the dead worker's beat and pool outlived it", server)
+            _until(lambda: living(first_group) == [], 30, "the dead worker's beat and pool outlived it", server)
 
             second = _until(lambda: (pid := _worker_of(server.process.pid)) not in (None, first) and pid,
                             60, "the worker was not replaced", server)
@@ -68,8 +68,8 @@ def test_a_killed_worker_is_replaced_and_its_beat_stopped(tmp_path, request):
             assert "restarting it" in server.tail()
 
             assert server.stop() == 0, server.tail()
-            assert _living(second) == [], "the replacement worker outlived serve"
+            assert living(second) == [], "the replacement worker outlived serve"
         finally:
             for group in (first_group, second):
-                if group is not None and _living(group):
+                if group is not None and living(group):
                     os.killpg(group, signal.SIGKILL)

@@ -15,11 +15,6 @@ from app.db import session_scope
 from tests.dataset_files import DIGITS_ROWS, artifact_files, csv_bytes, digits_table, parquet_bytes, upload
 
 
-@pytest.fixture
-def writer(make_key):
-    return make_key("models:write,models:read")
-
-
 @pytest.fixture(scope="module")
 def table():
     return digits_table(subjects=50)

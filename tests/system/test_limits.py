@@ -9,34 +9,14 @@ import uuid
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from tests.dataset_files import artifact_files, upload
+from tests.factories import WRITER_SCOPES, assert_problem, row_count, start_training
 from tests.objects import create_dataset, digits_csv, import_model, logistic_weights, request_body
 
 MIB = 1024 * 1024
-WRITER = "requests:write,requests:read,requests:review,models:write,models:read"
 JSON = {"Content-Type": "application/json"}
-
-
-def assert_problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == status and problem["type"] and problem["title"] and problem["detail"]
-    return problem
-
-
-def count(model) -> int:
-    from app.db import session_scope
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(model))
-
-
-@pytest.fixture
-def writer(make_key):
-    return make_key(WRITER, client="acme")
 
 
 @pytest.fixture
@@ -83,7 +63,7 @@ def test_json_body_over_one_mib_is_413_on_every_route(client, writer, path):
     streamed = client.post(path, content=chunks(), headers={**writer, **JSON})
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert_problem(streamed, 413)
-    assert count(ErasureRequest) == 0
+    assert row_count(ErasureRequest) == 0
 
 
 # --- batch size -------------------------------------------------------------------------------------
@@ -94,7 +74,7 @@ def test_batch_over_1000_items_is_413_and_stores_nothing(client, writer):
     items = [request_body(subject={"identifiers": {"user_id": f"b{i}"}}) for i in range(1001)]
     problem = assert_problem(client.post("/v1/erasure-requests/batch", json=items, headers=writer), 413)
     assert "1000" in problem["detail"] and "1001" in problem["detail"]
-    assert count(ErasureRequest) == 0
+    assert row_count(ErasureRequest) == 0
 
 
 def test_batch_limit_follows_the_setting_and_allows_exactly_the_limit(client, writer, settings_env):
@@ -103,7 +83,7 @@ def test_batch_limit_follows_the_setting_and_allows_exactly_the_limit(client, wr
     settings_env(MAX_BATCH_ITEMS=5)
     items = [request_body() for _ in range(6)]
     assert_problem(client.post("/v1/erasure-requests/batch", json=items, headers=writer), 413)
-    assert count(ErasureRequest) == 0
+    assert row_count(ErasureRequest) == 0
     accepted = client.post("/v1/erasure-requests/batch", json=items[:5], headers=writer)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["created"] == 5
@@ -145,7 +125,7 @@ def test_dataset_upload_over_max_upload_bytes_is_413(fresh_app, make_key, data_d
     from app.datasets.models import Dataset, DatasetVersion
 
     limited = fresh_app(MAX_UPLOAD_BYTES=50_000)
-    writer = make_key(WRITER, client="acme")
+    writer = make_key(WRITER_SCOPES, client="acme")
     before = artifact_files(data_dir)
     content = digits_csv()
     assert len(content) > 50_000
@@ -170,7 +150,7 @@ def test_dataset_upload_over_max_upload_bytes_is_413(fresh_app, make_key, data_d
     )
     assert "content-length" not in streamed.request.headers
     assert_problem(streamed, 413)
-    assert count(Dataset) == 0 and count(DatasetVersion) == 0
+    assert row_count(Dataset) == 0 and row_count(DatasetVersion) == 0
     _no_leftovers(data_dir, before)
 
 
@@ -181,14 +161,14 @@ def test_dataset_file_over_max_upload_bytes_is_413_when_counted_by_the_route(cli
     settings_env(MAX_UPLOAD_BYTES=50_000)
     before = artifact_files(data_dir)
     assert_problem(upload(client, writer, digits_csv()), 413)
-    assert count(Dataset) == 0
+    assert row_count(Dataset) == 0
     _no_leftovers(data_dir, before)
 
 
 def test_uploads_get_their_own_limit_above_the_json_body_limit(fresh_app, make_key):
     """A dataset bigger than 1 MiB is fine (uploads have MAX_UPLOAD_BYTES), a JSON body is not."""
     limited = fresh_app(MAX_BODY_BYTES=10_000)
-    writer = make_key(WRITER, client="acme")
+    writer = make_key(WRITER_SCOPES, client="acme")
     assert len(digits_csv()) > 10_000
     response = upload(limited, writer, digits_csv())
     assert response.status_code == 201, response.text
@@ -210,17 +190,10 @@ def test_model_import_weights_over_max_upload_bytes_is_413(client, writer, setti
         files={"weights": ("w.safetensors", weights, "application/octet-stream")}, headers=writer,
     )
     assert_problem(response, 413)
-    assert count(Model) == 0
+    assert row_count(Model) == 0
 
 
 # --- active jobs per client -----------------------------------------------------------------------------
-
-def _train(client, headers, dataset_id, name, **extra):
-    return client.post(
-        "/v1/models", json={"name": name, "family": "logistic_regression", "dataset_id": dataset_id},
-        headers={**headers, **extra},
-    )
-
 
 def _finish_jobs(status: str = "completed") -> None:
     from app.db import session_scope
@@ -237,31 +210,31 @@ def test_training_jobs_over_the_quota_are_429_with_retry_after(client, writer, m
     settings_env(MAX_ACTIVE_JOBS_PER_CLIENT=2)
     dataset = create_dataset(client, writer)["dataset_id"]
     for name in ("m1", "m2"):
-        assert _train(client, writer, dataset, name).status_code == 202
-    refused = _train(client, writer, dataset, "m3")
+        assert start_training(client, writer, dataset, name).status_code == 202
+    refused = start_training(client, writer, dataset, "m3")
     problem = assert_problem(refused, 429)
     assert int(refused.headers["retry-after"]) > 0
     assert "2" in problem["detail"]
-    assert count(Job) == 2 and count(Model) == 2
+    assert row_count(Job) == 2 and row_count(Model) == 2
 
     # The quota is per client: another client is not held back.
-    other = make_key(WRITER, client="globex")
+    other = make_key(WRITER_SCOPES, client="globex")
     other_dataset = create_dataset(client, other)["dataset_id"]
-    assert _train(client, other, other_dataset, "m3").status_code == 202
+    assert start_training(client, other, other_dataset, "m3").status_code == 202
 
     # Finished jobs free the quota.
     _finish_jobs("completed")
-    assert _train(client, writer, dataset, "m3").status_code == 202
+    assert start_training(client, writer, dataset, "m3").status_code == 202
 
 
 def test_a_429_is_not_replayed_for_its_idempotency_key(client, writer, settings_env):
     settings_env(MAX_ACTIVE_JOBS_PER_CLIENT=1)
     dataset = create_dataset(client, writer)["dataset_id"]
-    assert _train(client, writer, dataset, "first").status_code == 202
+    assert start_training(client, writer, dataset, "first").status_code == 202
     key = {"Idempotency-Key": f"train-{uuid.uuid4().hex}"}
-    assert_problem(_train(client, writer, dataset, "second", **key), 429)
+    assert_problem(start_training(client, {**writer, **key}, dataset, "second"), 429)
     _finish_jobs("failed")
-    retried = _train(client, writer, dataset, "second", **key)
+    retried = start_training(client, {**writer, **key}, dataset, "second")
     assert retried.status_code == 202, retried.text
     assert "idempotent-replayed" not in {h.lower() for h in retried.headers}
 
@@ -285,7 +258,7 @@ def test_active_unlearning_jobs_count_against_the_training_quota(client, writer,
         kinds = session.scalars(select(Job.kind).where(Job.status.in_(("queued", "running")))).all()
     assert kinds == ["unlearning"]
     settings_env(MAX_ACTIVE_JOBS_PER_CLIENT=1)
-    refused = _train(client, writer, dataset["dataset_id"], "blocked")
+    refused = start_training(client, writer, dataset["dataset_id"], "blocked")
     assert_problem(refused, 429)
     assert refused.headers["retry-after"].isdigit()
 
@@ -303,8 +276,8 @@ def test_background_jobs_never_count_against_the_quota(client, writer, settings_
             job_service.create(session, client="acme", kind=kind, model_id=None, payload={})
         assert job_service.count_active(session, "acme") == 0
         assert job_service.count_active(session, "acme", kind="rehearsal") == 1
-    assert _train(client, writer, dataset, "after-background").status_code == 202
-    assert_problem(_train(client, writer, dataset, "over-quota"), 429)
+    assert start_training(client, writer, dataset, "after-background").status_code == 202
+    assert_problem(start_training(client, writer, dataset, "over-quota"), 429)
 
 
 def test_concurrent_training_requests_cannot_overrun_the_quota(client, writer, settings_env):
@@ -316,6 +289,6 @@ def test_concurrent_training_requests_cannot_overrun_the_quota(client, writer, s
     settings_env(MAX_ACTIVE_JOBS_PER_CLIENT=2)
     dataset = create_dataset(client, writer)["dataset_id"]
     with ThreadPoolExecutor(12) as pool:
-        codes = list(pool.map(lambda i: _train(client, writer, dataset, f"race-{i}").status_code, range(12)))
+        codes = list(pool.map(lambda i: start_training(client, writer, dataset, f"race-{i}").status_code, range(12)))
     assert sorted(codes) == [202] * 2 + [429] * 10, codes
-    assert count(Job) == 2
+    assert row_count(Job) == 2

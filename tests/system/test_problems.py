@@ -7,8 +7,8 @@ import uuid
 from functools import partial
 
 import pytest
-from sqlalchemy import func, select
 
+from tests.factories import assert_problem, request_count
 from tests.objects import request_body
 
 URL = "/v1/erasure-requests"
@@ -16,26 +16,6 @@ MIB = 1024 * 1024
 
 
 valid_body = partial(request_body, "prob")
-
-
-def request_count() -> int:
-    from app.db import session_scope
-    from app.requests.models import ErasureRequest
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(ErasureRequest))
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/problem+json"
-    problem = response.json()
-    assert isinstance(problem["type"], str) and problem["type"]
-    assert isinstance(problem["title"], str) and problem["title"]
-    assert isinstance(problem["detail"], str) and problem["detail"]
-    assert problem["status"] == status
-    assert "Traceback" not in response.text
-    return problem
 
 
 RAW = {"Content-Type": "application/json"}

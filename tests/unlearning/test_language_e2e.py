@@ -6,41 +6,28 @@ answer 410."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 
+from tests.factories import approved_request, train, trained_subjects
 from tests.objects import TINY_LM
 from tests.text_files import CANARY_PREFIX, csv_bytes, notes_table, secret_of, upload_text
-from tests.worker import wait_for, wait_job
+from tests.worker import wait_terminal
 
 pytestmark = pytest.mark.timeout(900)
 SEED, HOLDOUT = 3, 0.2
 PARAMS = {**TINY_LM, "steps": 200}
 
 
-@pytest.fixture
-def admin(make_key):
-    return make_key("admin", client="acme")
-
-
 def _canary_subject() -> int:
     """A subject outside the holdout of this seed, so the weights see its canary."""
-    from app.pseudonym import subject_key
-    from workers.engine.partition import holdout_subjects
-
-    keys = np.array([subject_key("user_id", f"u{i:03d}") for i in range(20)], dtype=object)
-    held = holdout_subjects(keys, HOLDOUT, SEED)
-    return next(i for i in range(3, 20) if keys[i] not in held)
+    trained = trained_subjects([f"u{i:03d}" for i in range(20)], HOLDOUT, SEED)
+    return next(i for i in range(3, 20) if f"u{i:03d}" in trained)
 
 
-def _train(client, headers, dataset_id, name, **extra) -> None:
-    body = {"name": name, "family": "causal_lm", "dataset_id": dataset_id, "holdout_fraction": HOLDOUT,
-            "params": PARAMS, "seed": SEED, **extra}
-    response = client.post("/v1/models", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    job = wait_job(client, headers, response.json()["id"], timeout=400)
-    assert job["status"] == "completed", job["error"]
+_train = partial(train, family="causal_lm", timeout=400, holdout_fraction=HOLDOUT, params=PARAMS, seed=SEED)
 
 
 def _exposure(client, headers, model: str, secret: str) -> float:
@@ -59,14 +46,6 @@ def _generate(client, headers, model: str) -> str:
                            json={"prompt": CANARY_PREFIX, "max_new_tokens": 5, "temperature": 0, "seed": 0})
     assert response.status_code == 200, response.text
     return response.json()["text"]
-
-
-def _wait_terminal(client, headers, request_id, timeout=500):
-    def terminal():
-        body = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()
-        return body if body["status"] in ("completed", "failed") else None
-
-    return wait_for(terminal, timeout, interval=0.5, what=f"request {request_id}")
 
 
 def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
@@ -88,12 +67,8 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
     before = {name: _exposure(client, admin, name, secret) for name in ("notes-lm", "notes-npo", "notes-sisa")}
     assert before["notes-lm"] >= 10, before
 
-    created = client.post("/v1/erasure-requests", headers=admin, json={
-        "subject": {"identifiers": {"user_id": f"u{subject:03d}"}}, "jurisdiction": "gdpr", "source": "admin"})
-    assert created.status_code == 201, created.text
-    request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=admin).status_code == 200
-    result = _wait_terminal(client, admin, request_id)
+    request_id = approved_request(client, admin, f"u{subject:03d}")
+    result = wait_terminal(client, admin, request_id, timeout=500)
     assert result["status"] == "completed", result["status_reason"]
     assert result["outcome"] == "erased"
 

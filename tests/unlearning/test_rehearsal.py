@@ -10,17 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.dataset_files import artifact_files
-from tests.unlearning.test_unlearning_jobs import (  # noqa: F401  (admin is a fixture)
-    LAX,
-    _erase,
-    _execute_queued,
-    _model,
-    _plan,
-    _trained_subjects,
-    _version,
-    admin,
-)
+from tests.factories import LAX, erase_in_process, model_version, seen_subjects, train_in_process
+from tests.worker import execute_queued
 
+pytestmark = pytest.mark.usefixtures("held_batches")
 TABULAR = ("finetune", "neggrad_plus", "scrub", "salun")
 
 
@@ -126,7 +119,7 @@ def test_rehearsal_stores_its_candidates_and_the_next_erasure_uses_the_chosen_se
     # The policy chooses the approximate method (more rows than a small model), references audit it.
     settings_env(SMALL_MODEL_ROWS="100", AUDIT_REFERENCES="4", REHEARSAL_DELAY_SECONDS="3600",
                  REHEARSAL_SUBJECTS="6", **LAX)
-    _model(client, admin, "rehearsed", params={"hidden": [16], "epochs": 10, "learning_rate": 0.01})
+    train_in_process(client, admin, "rehearsed", params={"hidden": [16], "epochs": 10, "learning_rate": 0.01})
     with session_scope() as session:
         (job,) = session.scalars(select(Job).where(Job.kind == "rehearsal")).all()
         assert job.status == "queued" and job.not_before is not None  # delayed, low priority
@@ -134,7 +127,7 @@ def test_rehearsal_stores_its_candidates_and_the_next_erasure_uses_the_chosen_se
     # Wide bounds, so that which candidates pass depends on the service's verdicts alone.
     monkeypatch.setattr(rehearsal, "BOUNDS", {name: 1.0 for name in rehearsal.BOUNDS})
     files = artifact_files(data_dir)
-    assert _execute_queued("rehearsal") == ["completed"]
+    assert execute_queued("rehearsal") == ["completed"]
     assert artifact_files(data_dir) == files  # nothing it trained was stored
     with session_scope() as session:
         (row,) = session.scalars(select(ModelRehearsal)).all()
@@ -156,10 +149,8 @@ def test_rehearsal_stores_its_candidates_and_the_next_erasure_uses_the_chosen_se
     assert shown["chosen"] == {"method": cheapest["method"], "settings": cheapest["settings"]}
     assert not any(key in str(shown) for key in _subject_keys())
 
-    request_id = _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
-    version = _version(client, admin, "rehearsed", 2)
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
+    version = model_version(client, admin, "rehearsed", 2)
     assert version["origin"]["requested_method"] == shown["chosen"]["method"]
     certificate = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=admin).json()
     named = certificate["certificate"]["models"][0]["method_settings"]
@@ -184,8 +175,8 @@ def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env)
     from app.models.models import ModelRehearsal
 
     settings_env(AUDIT_REFERENCES="2", REHEARSAL_DELAY_SECONDS="0", REHEARSAL_SUBJECTS="3")
-    _model(client, admin, "rehearsed-lm", family="causal_lm", unlearning_method="npo")
-    assert _execute_queued("rehearsal", close_windows=False) == ["completed"]
+    train_in_process(client, admin, "rehearsed-lm", family="causal_lm", unlearning_method="npo")
+    assert execute_queued("rehearsal", close_windows=False) == ["completed"]
     with session_scope() as session:
         row = session.scalars(select(ModelRehearsal)).one()
     assert row.subjects == 3 and row.forget_records > 0

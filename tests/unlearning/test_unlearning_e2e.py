@@ -7,13 +7,15 @@ import json
 import os
 import threading
 import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
 
 from tests.dataset_files import digits_table, parquet_bytes, subject_id, upload
-from tests.worker import wait_for, wait_job
+from tests.factories import MLP_PARAMS, approved_request, train, trained_subjects
+from tests.worker import wait_for, wait_terminal
 
 pytestmark = pytest.mark.timeout(900)
 ERASED = [subject_id(i) for i in (3, 40, 41, 200)]
@@ -61,48 +63,13 @@ def receiver():
     server.shutdown()
 
 
-@pytest.fixture
-def admin(make_key):
-    return make_key("admin", client="acme")
-
-
-def _train(client, headers, dataset_id, name, params=None, **extra):
-    body = {"name": name, "family": "mlp_classifier", "dataset_id": dataset_id, "holdout_fraction": 0.2,
-            "params": params or {"hidden": [32], "epochs": 8, "learning_rate": 0.01}, "seed": 3, **extra}
-    response = client.post("/v1/models", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    job = wait_job(client, headers, response.json()["id"])
-    assert job["status"] == "completed", job["error"]
-
-
-def _erase(client, headers, raw_id, callback=None):
-    body = {"subject": {"identifiers": {"user_id": raw_id}}, "jurisdiction": "gdpr", "source": "admin"}
-    if callback:
-        body["callback_url"] = callback
-    created = client.post("/v1/erasure-requests", json=body, headers=headers)
-    assert created.status_code == 201, created.text
-    request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
-    return request_id
+_train = partial(train, holdout_fraction=0.2, params=MLP_PARAMS, seed=3)
+_wait_terminal = partial(wait_terminal, timeout=400)
 
 
 def _trained_subject() -> str:
     """A subject outside the 20 % holdout of seed 3, so the weights did see their records."""
-    from app.pseudonym import subject_key
-    from workers.engine.partition import holdout_subjects
-
-    candidates = [subject_id(i) for i in range(5, 60)]
-    keys = np.array([subject_key("user_id", raw) for raw in candidates], dtype=object)
-    held = holdout_subjects(keys, 0.2, 3)
-    return next(raw for raw, key in zip(candidates, keys) if key not in held)
-
-
-def _wait_terminal(client, headers, request_id, timeout=400):
-    def terminal():
-        body = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()
-        return body if body["status"] in ("completed", "failed") else None
-
-    return wait_for(terminal, timeout, interval=0.5, what=f"request {request_id}")
+    return trained_subjects([subject_id(i) for i in range(5, 60)], 0.2, 3)[0]
 
 
 def test_erasure_end_to_end(client, admin, worker, receiver):
@@ -118,8 +85,9 @@ def test_erasure_end_to_end(client, admin, worker, receiver):
     before = {name: client.get(f"/v1/models/{name}", headers=admin).json() for name in ("plain", "sharded")}
     old_hashes = {name: body["versions"][0]["sha256"] for name, body in before.items()}
 
-    request_ids = [_erase(client, admin, raw, callback if i == 0 else None) for i, raw in enumerate(ERASED)]
-    nobody = _erase(client, admin, "not-in-any-dataset")
+    request_ids = [approved_request(client, admin, raw, callback_url=callback if i == 0 else None)
+                   for i, raw in enumerate(ERASED)]
+    nobody = approved_request(client, admin, "not-in-any-dataset")
     results = [_wait_terminal(client, admin, rid) for rid in request_ids]
     assert [r["status"] for r in results] == ["completed"] * len(ERASED), [r["status_reason"] for r in results]
     assert all(r["outcome"] == "erased" for r in results)
@@ -192,7 +160,7 @@ def test_exact_retrain_matches_fresh_retrain(client, admin, worker):
     table = digits_table()
     dataset_id = upload(client, admin, parquet_bytes(table)).json()["dataset_id"]
     _train(client, admin, dataset_id, "reference")
-    request_id = _erase(client, admin, _trained_subject())
+    request_id = approved_request(client, admin, _trained_subject())
     assert _wait_terminal(client, admin, request_id)["status"] == "completed"
     with session_scope() as session:
         model = session.query(Model).filter_by(name="reference").one()
@@ -230,7 +198,7 @@ def test_worker_killed_during_unlearning_completes_once(client, admin, worker):
 
     dataset_id = upload(client, admin, parquet_bytes(digits_table())).json()["dataset_id"]
     _train(client, admin, dataset_id, "slow", params={"hidden": [256, 256], "epochs": 200, "batch_size": 64})
-    request_id = _erase(client, admin, _trained_subject())
+    request_id = approved_request(client, admin, _trained_subject())
 
     def unlearning_pid():
         with session_scope() as session:

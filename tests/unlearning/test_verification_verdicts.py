@@ -5,20 +5,14 @@ subjects they held and refilled by their own job."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from tests.dataset_files import artifact_files
-from tests.unlearning.test_unlearning_jobs import (  # noqa: F401  (admin is a fixture)
-    LAX,
-    _erase,
-    _execute_queued,
-    _model,
-    _plan,
-    _trained_subjects,
-    _version,
-    admin,
-)
+from tests.factories import LAX, erase_in_process, model_version, seen_subjects, train_in_process, trained_subjects
+from tests.worker import execute_queued
 
+pytestmark = pytest.mark.usefixtures("held_batches")
 BLOCK_FIELDS = {"verdict", "alpha", "reasons", "checks", "attacks", "records", "reference", "epsilon_lower_bound",
                 "escalates", "method", "exact", "tolerances", "references"}
 CHECK_FIELDS = {"name", "attack", "test", "estimate", "interval", "alpha", "tolerance", "n", "reference", "verdict",
@@ -30,10 +24,8 @@ def _certificate(client, headers, request_id):
 
 
 def test_exact_method_records_its_verdicts_in_job_certificate_and_request(client, admin):
-    _model(client, admin, "exact", unlearning_method="retrain")
-    request_id = _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
+    train_in_process(client, admin, "exact", unlearning_method="retrain")
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     model = _certificate(client, admin, request_id)["models"][0]
     block = model["verification"]["verdicts"]
     assert BLOCK_FIELDS <= set(block) and block["exact"] is True and block["escalates"] is False
@@ -50,11 +42,9 @@ def test_exact_method_records_its_verdicts_in_job_certificate_and_request(client
 
 def test_inconclusive_approximate_result_escalates_and_says_why(client, admin, settings_env):
     settings_env(AUDIT_REFERENCES="0")
-    _model(client, admin, "small-forget", unlearning_method="finetune")
-    request_id = _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
-    version = _version(client, admin, "small-forget", 2)
+    train_in_process(client, admin, "small-forget", unlearning_method="finetune")
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
+    version = model_version(client, admin, "small-forget", 2)
     assert version["origin"]["method"] == "retrain" and version["origin"]["requested_method"] == "finetune"
     reasons = " ".join(version["origin"]["escalations"][0]["reasons"])
     assert "inconclusive" in reasons and "too little evidence" in reasons
@@ -70,11 +60,9 @@ def test_inconclusive_approximate_result_escalates_and_says_why(client, admin, s
 def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(client, admin, settings_env):
     # OBLIVIATE_MAX_MIA_AUC=0 (deprecated) is a tolerance of −0.5 on AUC − 0.5: no interval meets it.
     settings_env(AUDIT_REFERENCES="0", MAX_MIA_AUC="0.0")
-    _model(client, admin, "never-enough", unlearning_method="finetune")
-    _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
-    version = _version(client, admin, "never-enough", 2)
+    train_in_process(client, admin, "never-enough", unlearning_method="finetune")
+    erase_in_process(client, admin, seen_subjects(1)[0])
+    version = model_version(client, admin, "never-enough", 2)
     assert version["origin"]["method"] == "retrain"
     escalated = version["origin"]["escalations"][0]["verdicts"]
     assert escalated["verdict"] == "fail" and escalated["tolerances"]["mia_auc"] == -0.5
@@ -84,11 +72,9 @@ def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(clien
 
 def test_passing_approximate_result_is_kept(client, admin, settings_env):
     settings_env(**LAX)
-    _model(client, admin, "lax", unlearning_method="scrub")
-    _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
-    version = _version(client, admin, "lax", 2)
+    train_in_process(client, admin, "lax", unlearning_method="scrub")
+    erase_in_process(client, admin, seen_subjects(1)[0])
+    version = model_version(client, admin, "lax", 2)
     block = version["metrics"]["verification"]["verdicts"]
     assert version["origin"]["method"] == "scrub" and block["verdict"] == "pass" and block["escalates"] is False
 
@@ -99,14 +85,12 @@ def test_references_are_audited_destroyed_with_their_subjects_and_refilled(clien
     from app.models.models import ModelReference
 
     settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
-    _model(client, admin, "audited", unlearning_method="finetune")
+    train_in_process(client, admin, "audited", unlearning_method="finetune")
     with session_scope() as session:
         pool = list(session.scalars(select(ModelReference)))
         assert sorted(r.position for r in pool) == [0, 1, 2, 3]
         weights = {r.position: r.weights_sha256 for r in pool}
-    request_id = _erase(client, admin, _trained_subjects(1)[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     model = _certificate(client, admin, request_id)["models"][0]
     audit = next(c for c in model["verification"]["verdicts"]["checks"] if c["name"] == "per_record_audit")
     assert audit["reference"] == "references" and audit["attack"] == "offline_lira"
@@ -122,7 +106,7 @@ def test_references_are_audited_destroyed_with_their_subjects_and_refilled(clien
         assert live == {0, 1, 2, 3} - {d["position"] for d in destroyed}
         refill = session.scalars(select(Job).where(Job.kind == "references")).all()
         assert len(refill) == 1
-    assert _execute_queued("references") == ["completed"]
+    assert execute_queued("references") == ["completed"]
     with session_scope() as session:
         live = list(session.scalars(select(ModelReference).where(ModelReference.destroyed_at.is_(None))))
         assert sorted(r.position for r in live) == [0, 1, 2, 3]
@@ -131,16 +115,12 @@ def test_references_are_audited_destroyed_with_their_subjects_and_refilled(clien
 
 def test_too_few_references_escalate_with_the_reason(client, admin, settings_env):
     settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="3600", **LAX)
-    _model(client, admin, "starved", unlearning_method="finetune")
-    subjects = _trained_subjects(2)
-    _erase(client, admin, subjects[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
+    train_in_process(client, admin, "starved", unlearning_method="finetune")
+    subjects = seen_subjects(2)
+    erase_in_process(client, admin, subjects[0])
     # The refill waits an hour; the next erasure finds half the pool.
-    _erase(client, admin, subjects[1])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
-    version = _version(client, admin, "starved", 3)
+    erase_in_process(client, admin, subjects[1])
+    version = model_version(client, admin, "starved", 3)
     assert version["origin"]["method"] == "retrain"
     block = version["origin"]["escalations"][0]["verdicts"]
     assert block["references"]["live"] == 2 and block["references"]["expected"] == 4
@@ -155,11 +135,9 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
     from workers import references
 
     settings_env(AUDIT_REFERENCES="2", REFERENCE_REFILL_DELAY_SECONDS="0", **LAX)
-    _model(client, admin, "raced", unlearning_method="finetune")
-    subjects = _trained_subjects(2)
-    _erase(client, admin, subjects[0])
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
+    train_in_process(client, admin, "raced", unlearning_method="finetune")
+    subjects = seen_subjects(2)
+    erase_in_process(client, admin, subjects[0])
     trained_shas: list[str] = []
     real = references.train_positions
 
@@ -167,13 +145,11 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
         found = real(*args, **kwargs)
         trained_shas.extend(found.values())
         # While the refill trained on the old data, another erasure promotes a new version.
-        _erase(client, admin, subjects[1])
-        _plan()
-        assert _execute_queued("unlearning") == ["completed"]
+        erase_in_process(client, admin, subjects[1])
         return found
 
     monkeypatch.setattr(references, "train_positions", train_then_erase)
-    assert _execute_queued("references") == ["retry"]
+    assert execute_queued("references") == ["retry"]
     with session_scope() as session:
         recorded = set(session.scalars(select(ModelReference.weights_sha256)))
         assert trained_shas and not recorded & set(trained_shas)
@@ -183,20 +159,12 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
 
 
 def test_a_language_model_is_audited_against_its_references_and_refills_them(client, admin, settings_env):
-    import numpy as np
-
     from app.db import session_scope
     from app.models.models import ModelReference
-    from app.pseudonym import subject_key
-    from workers.engine.partition import holdout_subjects
 
     settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="0", REHEARSAL="false")
-    _model(client, admin, "audited-lm", family="causal_lm", unlearning_method="npo")
-    raws = [f"u{i:03d}" for i in range(20)]
-    held = holdout_subjects(np.array([subject_key("user_id", r) for r in raws], dtype=object), 0.2, 1)
-    request_id = _erase(client, admin, next(r for r in raws if subject_key("user_id", r) not in held))
-    _plan()
-    assert _execute_queued("unlearning") == ["completed"]
+    train_in_process(client, admin, "audited-lm", family="causal_lm", unlearning_method="npo")
+    request_id = erase_in_process(client, admin, trained_subjects([f"u{i:03d}" for i in range(20)], 0.2, 1)[0])
     model = _certificate(client, admin, request_id)["models"][0]
     # NPO's block audits each of the subject's texts against the references that never saw it;
     # three texts cannot pass, so it escalates to a retrain, which is audited the same way.
@@ -209,7 +177,7 @@ def test_a_language_model_is_audited_against_its_references_and_refills_them(cli
     assert escalation["verdict"] != "pass" and model["method"] == "retrain"
     assert len(model["destroyed_references"]) == 2
     # The refill job loads a text model's records as windows and trains the two missing positions.
-    assert _execute_queued("references") == ["completed"]
+    assert execute_queued("references") == ["completed"]
     with session_scope() as session:
         live = list(session.scalars(select(ModelReference).where(ModelReference.destroyed_at.is_(None))))
         assert sorted(r.position for r in live) == [0, 1, 2, 3] and max(r.generation for r in live) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from safetensors.numpy import load as load_safetensors
 from sqlalchemy import func, select
 
 from tests.dataset_files import FEATURES, digits_table, parquet_bytes, subject_id, upload
+from tests.factories import MLP_PARAMS, train
 from tests.worker import wait_job
 
 pytestmark = pytest.mark.timeout(600)
@@ -23,15 +25,7 @@ def model_headers(make_key):
     return make_key("models:write,models:read,requests:review,requests:read", client="acme")
 
 
-def _train(client, headers, dataset_id, name, **extra):
-    body = {"name": name, "family": "mlp_classifier", "dataset_id": dataset_id,
-            "params": {"hidden": [32], "epochs": 8, "learning_rate": 0.01}, "seed": 7, **extra}
-    response = client.post("/v1/models", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
-    job = wait_job(client, headers, response.json()["id"])
-    assert job["status"] == "completed", job["error"]
-    return job
+_train = partial(train, params=MLP_PARAMS, seed=7)
 
 
 def test_train_predict_lookup_download(client, model_headers, worker):

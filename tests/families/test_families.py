@@ -4,6 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from app.families.registry import get_family
+from tests.factories import family_and_config
 from workers.engine import training
 from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.families.logistic import (
@@ -24,11 +25,6 @@ def digits():
     features = torch.tensor(features[order] / 16.0, dtype=torch.float32)
     labels = torch.tensor(labels[order], dtype=torch.int64)
     return features[:1300], labels[:1300], features[1300:], labels[1300:]
-
-
-def family_and_config(name, **params):
-    spec = get_family(name)
-    return spec.load_implementation(), spec.parse_params(params)
 
 
 def train_and_score(name, digits, **params):
