@@ -16,13 +16,8 @@ from app.db import session_scope
 from app.keys.models import ApiKey
 
 
-@pytest.fixture
-def admin(make_key):
-    return make_key("admin", client="ops")
-
-
-def _new_key(client, admin) -> dict:
-    response = client.post("/v1/keys", json={"name": "portal", "client": "acme", "scopes": ["requests:read"]}, headers=admin)
+def _new_key(client, operator) -> dict:
+    response = client.post("/v1/keys", json={"name": "portal", "client": "acme", "scopes": ["requests:read"]}, headers=operator)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -32,25 +27,25 @@ def _successors(key_id: str) -> int:
         return session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.rotated_from == uuid.UUID(key_id)))
 
 
-def test_a_key_in_its_grace_period_is_not_rotated_again(client, admin):
-    old = _new_key(client, admin)
-    first = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 3600}, headers=admin)
+def test_a_key_in_its_grace_period_is_not_rotated_again(client, operator):
+    old = _new_key(client, operator)
+    first = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 3600}, headers=operator)
     assert first.status_code == 201 and first.json()["previous"]["state"] == "active"
-    again = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 3600}, headers=admin)
+    again = client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 3600}, headers=operator)
     assert again.status_code == 409, again.text
     assert again.headers["content-type"].startswith("application/problem+json")
     assert first.json()["successor"]["id"] in again.json()["detail"]
     assert _successors(old["id"]) == 1
     # The successor itself rotates as usual.
     successor = first.json()["successor"]["id"]
-    assert client.post(f"/v1/keys/{successor}/rotate", headers=admin).status_code == 201
+    assert client.post(f"/v1/keys/{successor}/rotate", headers=operator).status_code == 201
 
 
-def test_concurrent_rotations_leave_one_successor(client, admin):
-    old = _new_key(client, admin)
+def test_concurrent_rotations_leave_one_successor(client, operator):
+    old = _new_key(client, operator)
 
     def rotate(_n: int) -> int:
-        return client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 600}, headers=admin).status_code
+        return client.post(f"/v1/keys/{old['id']}/rotate", json={"grace_seconds": 600}, headers=operator).status_code
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         answers = sorted(pool.map(rotate, range(6)))
