@@ -98,11 +98,38 @@ class Settings(BaseSettings):
     # before decoding (app/datasets/limits.py) → 413 above it. Size it to the API host.
     max_upload_memory_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_predict_rows: int = 10_000
+    # Model budgets (app/families/budget.py), checked before a model is queued or imported and
+    # before a background job (references, rehearsal) is scheduled → 422 naming the figure.
+    max_model_parameters: int = Field(
+        default=100_000_000, ge=1,
+        description="Most parameters one model may have (training, import, references, rehearsal); over it → 422.",
+    )
+    max_training_memory_bytes: int = Field(
+        default=8 * 1024**3, ge=1,
+        description="Most memory training one model may need, as estimated from its params: float32 weights, "
+                    "gradients and optimiser moments plus one batch's activations; over it → 422.",
+    )
+    max_training_flops: float = Field(
+        default=1e15, gt=0,
+        description="Most floating-point operations training one model may take, estimated as 6 × parameters × "
+                    "positions processed (records × epochs, or steps × batch_size × block_size tokens); over it → 422.",
+    )
     # Text datasets and language models. One record's text may be at most this many UTF-8 bytes
     # (longer → 422 naming the record); a generate prompt or a scored text at most
     # max_prompt_bytes (→ 413); one generate call at most max_new_tokens new tokens (→ 422).
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_prompt_bytes: int = Field(default=16 * 1024, ge=1)
+    # A JSON Lines text dataset is read a line at a time, keeping only the subject and text
+    # columns (app/datasets/text.py).
+    max_jsonl_line_bytes: int = Field(
+        default=1024 * 1024, ge=1,
+        description="Longest line of a JSON Lines text dataset, in bytes; a longer line → 422 naming its number.",
+    )
+    max_jsonl_keys: int = Field(
+        default=64, ge=2,
+        description="Most distinct keys the lines of a JSON Lines text dataset may use in all; more → 422. "
+                    "Only the subject and text columns are kept.",
+    )
     max_new_tokens: int = Field(default=1024, ge=1)
     device: str = "auto"
     # Intra-op threads of torch in workers; 0 keeps torch's default (all cores). On a CPU host
@@ -110,6 +137,11 @@ class Settings(BaseSettings):
     torch_threads: int = 0
     job_lease_seconds: int = 120
     job_max_attempts: int = 5
+    job_max_lost_leases: int = Field(
+        default=2, ge=1,
+        description="Attempts of one job whose worker died without a heartbeat (lease expired, most often a kill for "
+                    "memory) before the job fails with \"worker died, likely out of memory\" instead of being retried.",
+    )
     max_active_jobs_per_client: int = 8
     # Beat period of the lease sweeper and of the sweeper that finishes pending artifact deletions.
     sweep_interval_seconds: float = 15.0

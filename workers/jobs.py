@@ -19,7 +19,7 @@ from typing import Any
 from app import metrics
 from app.artifacts.service import ArtifactReclaimed
 from app.config import get_settings
-from app.db import is_transient, session_scope, utcnow
+from app.db import is_transient, session_scope
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.jobs.service import LeaseLost
@@ -175,13 +175,8 @@ def sweep_expired() -> int:
     with session_scope() as session:
         for job in job_service.expired(session):
             touched += 1
-            if job.attempt >= job.max_attempts:
-                job.status, job.lease_until, job.finished_at = "failed", None, utcnow()
-                job.error = f"worker lost {job.attempt} times (lease expired)"
+            if job_service.expire(session, job):
                 _on_failed(session, job, job.error)
-            else:
-                job.status, job.lease_until = "queued", None
-                job_service.enqueue_after_commit(session, job)
         for job in job_service.stranded(session, resend_after_seconds=max(60.0, 4 * settings.sweep_interval_seconds)):
             touched += 1
             job_service.enqueue_after_commit(session, job)
