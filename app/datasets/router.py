@@ -116,11 +116,17 @@ def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Reader) -
 
 
 @router.post("/{dataset_id}/grants", status_code=201, response_model=GrantOut, operation_id="create_dataset_grant",
-             summary="Let another client use a dataset", responses=problem_responses(404, 409))
-def create_grant(dataset_id: uuid.UUID, body: GrantCreate, session: SessionDep, principal: Writer) -> Any:
+             summary="Let another client use a dataset", dependencies=[IdempotencyKeyHeader],
+             responses=problem_responses(404, 409))
+def create_grant(dataset_id: uuid.UUID, body: GrantCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
     """Allow another client to train or import models on this dataset (audited). Only the
     dataset's own client grants; without a grant no other client reaches it, admin keys included."""
-    return grant_out(grants.create(session, principal, dataset_id, body.client))
+
+    def handler():
+        return 201, grant_out(grants.create(session, principal, dataset_id, body.client)).model_dump(mode="json"), {}
+
+    return idempotency.run(request, session, principal, "create-dataset-grant",
+                           {"dataset_id": str(dataset_id), **body.model_dump()}, handler)
 
 
 @router.get("/{dataset_id}/grants", response_model=list[GrantOut], operation_id="list_dataset_grants",

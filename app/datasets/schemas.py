@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, Field, field_validator
 
 from app.errors import Unprocessable
-from app.schemas import Page, StrictModel
+from app.schemas import Page, StrictModel, example
 
 
 class DatasetUpload(StrictModel):
@@ -120,6 +120,8 @@ class DatasetPage(Page):
 
 
 class GrantCreate(StrictModel):
+    model_config = example({"client": "research"})
+
     client: str = Field(min_length=1, max_length=100, description="The client allowed to train or import models on the dataset.")
 
 
