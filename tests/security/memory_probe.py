@@ -1,4 +1,5 @@
-"""Peak memory of reading an upload, measured in a subprocess of its own: Arrow allocates outside
+"""Upload bombs (files whose decoded size is far beyond their size) and the peak memory of
+reading one as an upload, measured in a subprocess of its own: Arrow allocates outside
 Python's allocator, where tracemalloc does not see it, so the process's peak resident set
 (`ru_maxrss`) is compared before and after the read."""
 
@@ -10,7 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 ROOT = Path(__file__).resolve().parents[2]
+MiB = 2**20
 
 _SCRIPT = """
 import json, resource, sys
@@ -43,3 +48,26 @@ def peak_of_reading(kind: str, path: Path, env: dict[str, str] | None = None, ti
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def key_bomb(lines: int = 300, keys: int = 300) -> bytes:
+    """The issue's file: every line has its own `keys` keys besides the two columns (~1.1 MB)."""
+    out = []
+    for line in range(lines):
+        record = {"user_id": f"u{line % 50:03d}", "text": f"note number {line}"}
+        record.update({f"k{line}_{key}": key for key in range(keys)})
+        out.append(json.dumps(record))
+    return ("\n".join(out) + "\n").encode()
+
+
+def dictionary_bomb(path, *, row_groups: int, rows_per_group: int, value_bytes: int, text: bool) -> None:
+    """One long value, dictionary-encoded (one copy per row group) and repeated on every row;
+    without statistics, so the footer gives no value length."""
+    value = "v" * value_bytes
+    schema = pa.schema([("user_id", pa.string()), ("label", pa.int64()), ("text" if text else "feature", pa.string())])
+    with pq.ParquetWriter(path, schema, use_dictionary=True, write_statistics=False, compression="zstd") as writer:
+        for group in range(row_groups):
+            writer.write_table(pa.table({
+                "user_id": pa.array([f"u{group}"] * rows_per_group), "label": pa.array([0] * rows_per_group),
+                ("text" if text else "feature"): pa.array([value] * rows_per_group),
+            }, schema=schema))
