@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from app.config import get_settings
 from app.families.spec import FamilySpec
 
 BYTES_PER_VALUE = 4  # float32
@@ -38,8 +39,6 @@ class Budget:
 
     @classmethod
     def from_settings(cls) -> "Budget":
-        from app.config import get_settings
-
         settings = get_settings()
         return cls(settings.max_model_parameters, settings.max_training_memory_bytes, settings.max_training_flops)
 
