@@ -108,10 +108,24 @@ class Settings(BaseSettings):
         "before decoding (`app/datasets/limits.py`); 413 above. Size it to the API host."))
     max_predict_rows: int = Field(default=10_000, description=(
         "Rows per prediction call, and texts per `score` call; 413 above."))
+    max_model_parameters: int = Field(default=100_000_000, ge=1, description=(
+        "Most parameters one model may have (training, import, references, rehearsal), checked before it is "
+        "queued or imported (`app/families/budget.py`); over it 422 naming the figure."))
+    max_training_memory_bytes: int = Field(default=8 * 1024**3, ge=1, description=(
+        "Most memory training one model may need, as estimated from its params: float32 weights, gradients "
+        "and optimiser moments plus one batch's activations; over it 422."))
+    max_training_flops: float = Field(default=1e15, gt=0, description=(
+        "Most floating-point operations training one model may take, estimated as 6 × parameters × positions "
+        "processed (records × epochs, or steps × batch_size × block_size tokens); over it 422."))
     max_text_bytes: int = Field(default=64 * 1024, ge=1, description=(
         "UTF-8 bytes one record of a text dataset may have; a longer one answers 422 naming the record."))
     max_prompt_bytes: int = Field(default=16 * 1024, ge=1, description=(
         "UTF-8 bytes of a `generate` prompt or of one text to `score`; 413 above."))
+    max_jsonl_line_bytes: int = Field(default=1024 * 1024, ge=1, description=(
+        "Longest line of a JSON Lines text dataset, in bytes; a longer line answers 422 naming its number. "
+        "Lines are read one at a time, keeping only the subject and text columns."))
+    max_jsonl_keys: int = Field(default=64, ge=2, description=(
+        "Most distinct keys the lines of a JSON Lines text dataset may use in all; more answer 422."))
     max_new_tokens: int = Field(default=1024, ge=1, description=(
         "Largest `max_new_tokens` of one `generate` call; 422 above."))
     max_inference_flops: int = Field(default=10 * 10**9, ge=1, description=(
@@ -133,6 +147,9 @@ class Settings(BaseSettings):
     max_active_jobs_per_client: int = Field(default=8, description=(
         "Queued or running training and unlearning jobs one client may have (the service's own "
         "`references` and `rehearsal` jobs do not count)."))
+    job_max_lost_leases: int = Field(default=2, ge=1, description=(
+        "Attempts of one job whose worker died without a heartbeat (lease expired, most often a kill for "
+        "memory) before the job fails with \"worker died, likely out of memory\" instead of being retried."))
     sweep_interval_seconds: float = Field(default=15.0, description=(
         "How often beat re-queues jobs whose lease expired and finishes pending artifact deletions."))
 

@@ -164,6 +164,9 @@ class Cluster:
             "OBLIVIATE_DEVICE": "cpu", "OBLIVIATE_LOG_LEVEL": "WARNING", "OBLIVIATE_SWEEP_INTERVAL_SECONDS": "1",
             "OBLIVIATE_PLAN_INTERVAL_SECONDS": "1", "OBLIVIATE_BATCH_WINDOW_SECONDS": "2",
             "OBLIVIATE_JOB_LEASE_SECONDS": str(self.lease_seconds), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            # The faults kill and pause workers on purpose, often the same job's twice: they are
+            # not the out-of-memory deaths that job_max_lost_leases stops retrying.
+            "OBLIVIATE_JOB_MAX_LOST_LEASES": "5",
             **extra,
         }
 

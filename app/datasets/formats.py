@@ -15,7 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from app.datasets.limits import UploadLimits, check_csv_rows, check_float32_range, check_parquet_footer
+from app.datasets.limits import (
+    UploadLimits,
+    check_csv_rows,
+    check_float32_range,
+    check_parquet_footer,
+    read_parquet_bounded,
+)
 from app.errors import Unprocessable
 from app.pii import find_identifier
 
@@ -81,7 +87,7 @@ def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Tabl
     columns = [spec.subject_column, spec.label_column, *features]
     check_parquet_footer(parquet.metadata, columns, len(features), limits)
     try:
-        table = parquet.read(columns=columns)
+        table = read_parquet_bounded(parquet, columns, len(features), limits)
     except (pa.ArrowException, OSError):
         raise Unprocessable("The Parquet file could not be read; it may be truncated or damaged.") from None
     return table, features

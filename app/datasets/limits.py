@@ -74,6 +74,37 @@ def check_parquet_footer(metadata: pq.FileMetaData, columns: list[str], features
     limits.check_memory(rows, features, column_bytes)
 
 
+# Rows decoded at a time by `read_parquet_bounded`.
+PARQUET_BATCH_ROWS = 1024
+
+
+def read_parquet_bounded(parquet: pq.ParquetFile, columns: list[str], features: int, limits: UploadLimits) -> pa.Table:
+    """The columns, decoded a batch of rows at a time with the running decoded size checked
+    against the budget after each batch: the footer gives no length for values without
+    statistics, and a value repeated through dictionary pages decodes to far more than the
+    file (the first review's Parquet bomb). An upload over the budget stops at the batch that
+    crosses it."""
+    rows = parquet.metadata.num_rows
+    batches, decoded = [], 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns, use_threads=False):
+        decoded += sum(_dense_bytes(column) for column in batch.columns)
+        limits.check_memory(rows, features, decoded)
+        batches.append(batch)
+    if not batches:
+        return parquet.schema_arrow.empty_table().select(columns)
+    return pa.Table.from_batches(batches)
+
+
+def _dense_bytes(array: pa.Array) -> int:
+    """Bytes of the array once dictionary encoding is undone, as the upload's later steps do."""
+    if not pa.types.is_dictionary(array.type):
+        return array.nbytes
+    if pa.types.is_string(array.type.value_type) or pa.types.is_binary(array.type.value_type):
+        lengths = pc.binary_length(array.dictionary).take(array.indices)
+        return int(pc.sum(lengths).as_py() or 0) + TEXT_OFFSET_BYTES * len(array)
+    return array.indices.nbytes + len(array) * max(1, array.dictionary.nbytes // max(1, len(array.dictionary)))
+
+
 def _decoded_bytes(chunk, rows: int) -> int:
     """A lower bound of a column chunk's size once decoded: dictionary and run-length encodings
     make the stored size far smaller than the values."""

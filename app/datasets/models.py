@@ -81,3 +81,17 @@ class Tombstone(Base):
     subject_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DatasetGrant(Base):
+    """Another client's permission to train or import models on this dataset. Without one, a
+    dataset is reachable only by its own client, admin keys included (app/datasets/grants.py)."""
+
+    __tablename__ = "dataset_grants"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("datasets.id"), index=True)
+    grantee_client: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

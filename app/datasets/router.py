@@ -8,8 +8,8 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Query, Request
 
 from app.config import get_settings
-from app.datasets import service
-from app.datasets.models import Dataset, DatasetVersion
+from app.datasets import grants, service
+from app.datasets.models import Dataset, DatasetGrant, DatasetVersion
 from app.datasets.schemas import (
     DatasetDetail,
     DatasetOut,
@@ -17,6 +17,8 @@ from app.datasets.schemas import (
     DatasetUpload,
     DatasetVersionCreated,
     DatasetVersionOut,
+    GrantCreate,
+    GrantOut,
     ModelRef,
 )
 from app.deps import SessionDep, any_scope, scoped
@@ -111,6 +113,39 @@ def get_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: Reader) -
         **dataset_out(dataset).model_dump(),
         versions=[version_out(dataset, v, trained.get(v.id, [])) for v in versions],
     )
+
+
+@router.post("/{dataset_id}/grants", status_code=201, response_model=GrantOut, operation_id="create_dataset_grant",
+             summary="Let another client use a dataset", dependencies=[IdempotencyKeyHeader],
+             responses=problem_responses(404, 409))
+def create_grant(dataset_id: uuid.UUID, body: GrantCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
+    """Allow another client to train or import models on this dataset (audited). Only the
+    dataset's own client grants; without a grant no other client reaches it, admin keys included."""
+
+    def handler():
+        return 201, grant_out(grants.create(session, principal, dataset_id, body.client)).model_dump(mode="json"), {}
+
+    return idempotency.run(request, session, principal, "create-dataset-grant",
+                           {"dataset_id": str(dataset_id), **body.model_dump()}, handler)
+
+
+@router.get("/{dataset_id}/grants", response_model=list[GrantOut], operation_id="list_dataset_grants",
+            summary="List a dataset's grants", responses=problem_responses(404))
+def list_grants(dataset_id: uuid.UUID, session: SessionDep, principal: Writer) -> Any:
+    return [grant_out(g) for g in grants.list_for(session, principal, dataset_id)]
+
+
+@router.delete("/{dataset_id}/grants/{grant_id}", response_model=GrantOut, operation_id="revoke_dataset_grant",
+               summary="Revoke a dataset grant", responses=problem_responses(404))
+def revoke_grant(dataset_id: uuid.UUID, grant_id: uuid.UUID, session: SessionDep, principal: Writer) -> Any:
+    """Revoke the grant (audited): from now on the client can no longer train or import models on
+    the dataset. Models it trained before are not touched by the revocation."""
+    return grant_out(grants.revoke(session, principal, dataset_id, grant_id))
+
+
+def grant_out(grant: DatasetGrant) -> GrantOut:
+    return GrantOut(id=grant.id, dataset_id=grant.dataset_id, client=grant.grantee_client, created_at=grant.created_at,
+                    created_by=grant.created_by, revoked_at=grant.revoked_at)
 
 
 def dataset_out(dataset: Dataset) -> DatasetOut:

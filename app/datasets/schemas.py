@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, Field, field_validator
 
 from app.errors import Unprocessable
-from app.schemas import Page, StrictModel
+from app.schemas import Page, StrictModel, example
 
 
 class DatasetUpload(StrictModel):
@@ -117,3 +117,18 @@ class DatasetDetail(DatasetOut):
 
 class DatasetPage(Page):
     items: list[DatasetOut]
+
+
+class GrantCreate(StrictModel):
+    model_config = example({"client": "research"})
+
+    client: str = Field(min_length=1, max_length=100, description="The client allowed to train or import models on the dataset.")
+
+
+class GrantOut(BaseModel):
+    id: uuid.UUID
+    dataset_id: uuid.UUID
+    client: str = Field(description="The client the grant allows.")
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None

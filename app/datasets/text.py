@@ -12,6 +12,7 @@ text or identifiers.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from app.config import get_settings
 from app.datasets.formats import CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, is_text, looks_like_text, decoded, plain_type
 from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
-from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer
+from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer, read_parquet_bounded
 from app.errors import Unprocessable
 from app.pii import find_identifier
 
@@ -100,7 +100,7 @@ def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     columns = [spec.subject_column, spec.text_column]
     check_parquet_footer(parquet.metadata, columns, 0, limits)
     try:
-        return parquet.read(columns=columns)
+        return read_parquet_bounded(parquet, columns, 0, limits)
     except (pa.ArrowException, OSError):
         raise Unprocessable("The Parquet file could not be read; it may be truncated or damaged.") from None
 
@@ -127,21 +127,53 @@ def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
 
 
 def _read_jsonl(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
-    # Rows and memory before parsing: one record per line, and a parsed line takes about its
-    # own size again in Arrow buffers.
-    rows = 0
+    """One line at a time, keeping only the two declared columns. Arrow's own reader makes a
+    column of every key any line has, so a file of a few MB with many distinct keys took GB;
+    here memory follows the kept values, and a line or a key set over its bound is refused."""
+    settings = get_settings()
+    max_line, max_keys = settings.max_jsonl_line_bytes, settings.max_jsonl_keys
+    subjects: list[object] = []
+    texts: list[str | None] = []
+    keys: set[str] = set()
+    text_bytes = 0
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            rows += chunk.count(b"\n")
-            limits.check_rows(rows, at_least=True)
-    limits.check_rows(rows + 1)
-    limits.check_memory(rows + 1, 0, 2 * os.path.getsize(path))
+        for number, line in enumerate(iter(lambda: handle.readline(max_line + 2), b""), start=1):
+            line = line.rstrip(b"\r\n")
+            if len(line) > max_line:
+                raise Unprocessable(f"Line {number} is longer than {max_line} bytes (OBLIVIATE_MAX_JSONL_LINE_BYTES).")
+            if not line.strip():
+                continue
+            record = _json_object(line)
+            keys.update(record)
+            if len(keys) > max_keys:
+                raise Unprocessable(
+                    f"The JSON Lines file has more than {max_keys} distinct keys (OBLIVIATE_MAX_JSONL_KEYS); "
+                    "give each line only the subject and text columns."
+                )
+            text = record.get(spec.text_column)
+            if text is not None and not isinstance(text, str):
+                raise Unprocessable(f"The text column '{spec.text_column}' must hold text (strings); "
+                                    f"record {len(texts) + 1} (counting from 1) does not.")
+            subjects.append(record.get(spec.subject_column))
+            texts.append(text)
+            text_bytes += len(text or "")
+            limits.check_rows(len(texts), at_least=True)
+    _require(sorted(keys), spec)
+    limits.check_memory(len(texts), 0, text_bytes)
     try:
-        table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=1 << 24))
-    except (pa.ArrowException, OSError):
+        return pa.table({spec.subject_column: pa.array(subjects), spec.text_column: pa.array(texts, pa.string())})
+    except (pa.ArrowException, OverflowError, TypeError):
         raise Unprocessable(JSONL_UNPARSABLE) from None
-    _require(table.column_names, spec)
-    return table.select([spec.subject_column, spec.text_column])
+
+
+def _json_object(line: bytes) -> dict:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        raise Unprocessable(JSONL_UNPARSABLE) from None
+    if not isinstance(record, dict):
+        raise Unprocessable(JSONL_UNPARSABLE)
+    return record
 
 
 def _check_values(table: pa.Table, spec: TextUploadSpec) -> None:

@@ -140,6 +140,46 @@ def causal_lm_shapes(config: CausalLMConfig, n_features: int, n_classes: int) ->
     return shapes
 
 
+# Training budgets (app/families/budget.py): activations one example keeps for the backward pass,
+# and the positions training processes. Tabular families see every record once per epoch; the
+# language model sees steps × batch_size windows of block_size tokens.
+
+
+def logistic_activations(config: LogisticRegressionConfig, n_features: int, n_classes: int) -> int:
+    return n_features + 2 * n_classes  # input, logits, softmax
+
+
+def mlp_activations(config: MLPConfig, n_features: int, n_classes: int) -> int:
+    return n_features + 3 * sum(config.hidden) + 2 * n_classes  # Linear, ReLU, dropout mask
+
+
+def cnn_activations(config: CNNConfig, n_features: int, n_classes: int) -> int:
+    channels, height, width = config.image_shape
+    total = channels * height * width
+    for out_channels in config.channels:
+        total += 2 * out_channels * height * width  # convolution, ReLU
+        if height >= 2 and width >= 2:
+            height, width = height // 2, width // 2
+            total += out_channels * height * width  # max-pool
+    return total + 2 * n_classes
+
+
+def causal_lm_activations(config: CausalLMConfig, n_features: int, n_classes: int) -> int:
+    tokens, width = config.block_size, config.n_embd
+    # Per block: two layer norms, q/k/v, attention output and projection, the MLP's 4× hidden
+    # layer before and after GELU, two residual sums; attention weights before and after softmax.
+    block = tokens * width * 16 + 2 * config.n_head * tokens * tokens
+    return tokens * width + config.n_layer * block + 2 * tokens * LM_VOCAB
+
+
+def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig, rows: int) -> int:
+    return config.epochs * rows
+
+
+def causal_lm_tokens(config: CausalLMConfig, rows: int) -> int:
+    return config.steps * config.batch_size * config.block_size
+
+
 LOGISTIC_REGRESSION = FamilySpec(
     name="logistic_regression",
     config_class=LogisticRegressionConfig,
@@ -147,6 +187,8 @@ LOGISTIC_REGRESSION = FamilySpec(
     description="Multinomial logistic regression with L2; supports certified Newton removal.",
     convex=True,
     parameter_shapes=logistic_shapes,
+    activations=logistic_activations,
+    positions_seen=epochs_over_rows,
 )
 MLP_CLASSIFIER = FamilySpec(
     name="mlp_classifier",
@@ -154,6 +196,8 @@ MLP_CLASSIFIER = FamilySpec(
     implementation="workers.engine.families.mlp:MLPFamily",
     description="Fully connected classifier with ReLU hidden layers.",
     parameter_shapes=mlp_shapes,
+    activations=mlp_activations,
+    positions_seen=epochs_over_rows,
 )
 CNN_CLASSIFIER = FamilySpec(
     name="cnn_classifier",
@@ -161,6 +205,8 @@ CNN_CLASSIFIER = FamilySpec(
     implementation="workers.engine.families.cnn:CNNFamily",
     description="Small convolutional classifier over images given as flat pixel columns.",
     parameter_shapes=cnn_shapes,
+    activations=cnn_activations,
+    positions_seen=epochs_over_rows,
 )
 
 CAUSAL_LM = FamilySpec(
@@ -169,6 +215,8 @@ CAUSAL_LM = FamilySpec(
     implementation="workers.engine.families.causal_lm:CausalLMFamily",
     description="Decoder-only transformer over byte-level tokens, for text datasets: generate and score.",
     parameter_shapes=causal_lm_shapes,
+    activations=causal_lm_activations,
+    positions_seen=causal_lm_tokens,
     data_kind="text",
     methods=LM_METHODS,
 )

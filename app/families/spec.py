@@ -29,6 +29,11 @@ class FamilySpec:
     # (config, n_features, n_classes) → tensor name → shape of the network's weights, without
     # torch, so the API can check imported weights; None leaves that check to the implementation.
     parameter_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
+    # (config, n_features, n_classes) → values one training example keeps for the backward pass,
+    # and (config, rows) → positions (records, or tokens) training processes: the training
+    # budget's memory and compute (app/families/budget.py). None leaves that figure out.
+    activations: Callable[[Any, int, int], int] | None = None
+    positions_seen: Callable[[Any, int], int] | None = None
     # What the family trains on: "tabular" (feature and label columns) or "text" (a text
     # dataset's text column). A model's dataset must be of its family's kind.
     data_kind: str = "tabular"

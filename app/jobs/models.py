@@ -28,6 +28,9 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Attempts whose lease expired without the worker giving the job back: the process died
+    # (most often killed for memory). The sweeper fails the job at job_max_lost_leases.
+    lost_leases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Earliest time a (re)try may start: backoff after transient errors, batch windows.
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -14,7 +14,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import metrics, queue
@@ -93,15 +93,20 @@ def claim(session: Session, job_id, lease_seconds: float) -> int | None:
     """Take the job for this worker; returns the new attempt number, or None if it is not
     claimable (done, failed, held by a live lease, waiting for its backoff, or gone)."""
     now = utcnow()
+    # Taking over an expired lease counts a lost lease, as the sweeper's `expire` does; the last
+    # one allowed is left to the sweeper, which fails the job.
+    lost = Job.status == "running"
     row = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
-            or_(Job.status == "queued", and_(Job.status == "running", Job.lease_until < now)),
+            or_(Job.status == "queued", and_(lost, Job.lease_until < now,
+                                             Job.lost_leases + 1 < get_settings().job_max_lost_leases)),
             or_(Job.not_before.is_(None), Job.not_before <= now),
             Job.attempt < Job.max_attempts,
         )
-        .values(status="running", attempt=Job.attempt + 1, lease_until=now + timedelta(seconds=lease_seconds), started_at=now)
+        .values(status="running", attempt=Job.attempt + 1, lease_until=now + timedelta(seconds=lease_seconds), started_at=now,
+                lost_leases=Job.lost_leases + case((lost, 1), else_=0))
         .returning(Job.attempt)
     ).first()
     return None if row is None else row[0]
@@ -174,6 +179,28 @@ def expired(session: Session) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.status == "running", Job.lease_until < utcnow()).with_for_update(skip_locked=True)))
 
 
+OUT_OF_MEMORY = "worker died, likely out of memory"
+
+
+def expire(session: Session, job: Job) -> bool:
+    """The job's lease expired: its worker died without giving it back. Re-queue it, unless it
+    is out of attempts or its workers died `job_max_lost_leases` times: a job that kills its
+    process (for memory, most often) would kill every worker it is retried on. Answers whether
+    the job failed for good (the caller runs the failure hooks)."""
+    job.lost_leases = (job.lost_leases or 0) + 1
+    job.lease_until = None
+    if job.lost_leases >= get_settings().job_max_lost_leases:
+        job.error = f"{OUT_OF_MEMORY}: its worker stopped without a heartbeat {job.lost_leases} times"
+    elif job.attempt >= job.max_attempts:
+        job.error = f"worker lost {job.attempt} times (lease expired)"
+    else:
+        job.status = "queued"
+        enqueue_after_commit(session, job)
+        return False
+    job.status, job.finished_at = "failed", utcnow()
+    return True
+
+
 def stranded(session: Session, resend_after_seconds: float) -> list[Job]:
     """Queued jobs whose message may have been lost: never sent, or sent long ago."""
     now = utcnow()
@@ -192,13 +219,8 @@ def sweep(session: Session, resend_after_seconds: float) -> int:
     touched = 0
     for job in expired(session):
         touched += 1
-        if job.attempt >= job.max_attempts:
-            job.status, job.lease_until, job.finished_at = "failed", None, utcnow()
-            job.error = f"worker lost {job.attempt} times (lease expired)"
+        if expire(session, job):
             _on_failed(session, job, job.error)
-        else:
-            job.status, job.lease_until = "queued", None
-            enqueue_after_commit(session, job)
     for job in stranded(session, resend_after_seconds):
         touched += 1
         enqueue_after_commit(session, job)

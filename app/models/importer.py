@@ -20,6 +20,7 @@ from app.datasets.ingest import read_version_table
 from app.datasets.storage import tombstoned_keys
 from app.db import utcnow
 from app.errors import Conflict, Unprocessable
+from app.families import budget
 from app.keys.service import Principal
 from app.lineage.manifest import HOLDOUT, Manifest
 from app.models import service, weights as weight_checks
@@ -90,6 +91,17 @@ def check_weights(spec, config, shape: dict, weights: bytes) -> None:
         raise Unprocessable(str(exc)) from None
 
 
+def check_imported_parameters(weights: bytes) -> None:
+    """The parameter budget, from the safetensors header's shapes, before any tensor is read."""
+    try:
+        header = weight_checks.read_header(weights)
+        shapes = {name: tuple(weight_checks.fields(info, position)[1])
+                  for position, (name, info) in enumerate(sorted(header.items()), start=1)}
+        budget.check_parameters(budget.parameter_count(shapes))
+    except (weight_checks.WeightsError, budget.BudgetExceeded) as exc:
+        raise Unprocessable(str(exc)) from None
+
+
 def import_model(
     session: Session, principal: Principal, meta: ImportMetadata, weights: bytes, *, record_ids: np.ndarray | None = None,
 ) -> Model:
@@ -102,6 +114,9 @@ def import_model(
         raise Conflict(f"A model named '{meta.name}' already exists.")
     service.check_data_kind(spec, dataset)
     shape = service.network_shape(spec, config, dataset)
+    check_imported_parameters(weights)
+    # Unlearning retrains or fine-tunes the imported network: the training budgets apply too.
+    service.check_budget(spec, config, shape, version.rows)
     check_weights(spec, config, shape, weights)
     store = get_store()
     table = read_version_table(store, version.sha256)

@@ -19,6 +19,7 @@ from app.db import utcnow
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.lineage import reference_halves
+from app.models import service as model_service
 from app.models.models import Model, ModelReference
 
 KIND = "references"
@@ -71,7 +72,7 @@ def schedule_refill(session: Session, model: Model) -> Job | None:
     waits `reference_refill_delay_seconds`, so the erasures of the same window go first, and
     one queued refill per model is enough."""
     pending = session.scalar(select(Job.id).where(Job.model_id == model.id, Job.kind == KIND, Job.status.in_(job_service.ACTIVE)))
-    if pending is not None:
+    if pending is not None or not model_service.within_budget(session, model):
         return None
     delay = get_settings().reference_refill_delay_seconds
     return job_service.create(session, client=model.client, kind=KIND, model_id=model.id, payload={},

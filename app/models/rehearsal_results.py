@@ -25,6 +25,7 @@ from app.db import utcnow
 from app.errors import NotFound
 from app.jobs import service as job_service
 from app.jobs.models import Job
+from app.models import service as model_service
 from app.models.models import Model, ModelRehearsal
 
 KIND = "rehearsal"
@@ -38,7 +39,7 @@ def schedule(session: Session, model: Model) -> Job | None:
         return None
     pending = session.scalar(select(Job.id).where(Job.model_id == model.id, Job.kind == KIND,
                                                   Job.status.in_(job_service.ACTIVE)))
-    if pending is not None:
+    if pending is not None or not model_service.within_budget(session, model):
         return None
     delay = settings.rehearsal_delay_seconds
     return job_service.create(session, client=model.client, kind=KIND, model_id=model.id, payload={},

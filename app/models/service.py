@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 from app.artifacts import service as artifact_service
 from app.audit import service as audit_service
 from app.config import get_settings
+from app.datasets import grants as dataset_grants
 from app.datasets.models import Dataset, DatasetVersion
 from app.db import is_postgres, utcnow
 from app.errors import Conflict, Gone, NotFound, TooManyRequests, Unprocessable
+from app.families import budget
 from app.families.registry import FamilyParamsError, UnknownFamilyError, families, get_family
 from app.jobs import service as job_service
 from app.jobs.models import Job
@@ -25,10 +27,12 @@ from app.models.schemas import METHODS, TABULAR_METHODS, ModelCreate, ModelOut, 
 
 
 def resolve_dataset_version(session: Session, principal: Principal, any_id: uuid.UUID) -> tuple[Dataset, DatasetVersion]:
-    """A dataset id (its current version) or a dataset version id, of the caller's client."""
+    """A dataset id (its current version) or a dataset version id, of the caller's client or
+    granted to it (app/datasets/grants.py); an admin key has no access of its own to another
+    client's data, and gets the same 404 as for a missing dataset."""
     version = session.get(DatasetVersion, any_id)
     dataset = session.get(Dataset, version.dataset_id) if version else session.get(Dataset, any_id)
-    if dataset is None or (dataset.client != principal.client and not principal.is_admin):
+    if dataset is None or not dataset_grants.usable_by(session, principal.client, dataset):
         raise NotFound("No dataset with this id.")
     if version is None:
         version = session.scalar(
@@ -75,6 +79,32 @@ def network_shape(spec, config, dataset: Dataset) -> dict[str, int]:
     return {"n_features": len(dataset.feature_columns), "n_classes": max(len(dataset.classes), 2)}
 
 
+def check_budget(spec, config, shape: dict[str, int], rows: int) -> None:
+    """422 when training this network on `rows` records is over a model budget."""
+    try:
+        budget.check(budget.estimate(spec, config, shape["n_features"], shape["n_classes"], rows))
+    except budget.BudgetExceeded as exc:
+        raise Unprocessable(str(exc)) from None
+
+
+def within_budget(session: Session, model: Model) -> bool:
+    """Whether retraining the model's current network on its current data is within the budgets
+    now (they may have been lowered since the model was created): the background jobs that train
+    copies of it (references, rehearsal) are not scheduled otherwise."""
+    version = session.scalar(select(ModelVersion).where(
+        ModelVersion.model_id == model.id, ModelVersion.version == model.current_version))
+    if version is None:
+        return True
+    spec = get_family(model.family)
+    data = session.get(DatasetVersion, version.dataset_version_id)
+    try:
+        budget.check(budget.estimate(spec, spec.parse_params(version.params), version.shape["n_features"],
+                                     version.shape["n_classes"], data.rows if data else 0))
+    except budget.BudgetExceeded:
+        return False
+    return True
+
+
 def check_job_quota(session: Session, principal: Principal) -> None:
     limit = get_settings().max_active_jobs_per_client
     _serialise_client(session, principal.client)
@@ -111,6 +141,7 @@ def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[M
                 f"image_shape {config.image_shape} needs {channels * height * width} feature columns; "
                 f"the dataset has {len(dataset.feature_columns)}."
             )
+    check_budget(spec, config, network_shape(spec, config, dataset), version.rows)
     check_job_quota(session, principal)
     model = Model(
         id=uuid.uuid4(), client=principal.client, name=body.name, family=spec.name, dataset_id=dataset.id,

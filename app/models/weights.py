@@ -63,7 +63,7 @@ def check(data: bytes, *, dtypes: tuple[str, ...], shapes: dict[str, tuple[int, 
     body = memoryview(data)[8 + struct.unpack("<Q", data[:8])[0]:]
     spans = []
     for position, (name, info) in enumerate(sorted(header.items()), start=1):
-        dtype, shape, offsets = _fields(info, position)
+        dtype, shape, offsets = fields(info, position)
         if dtype not in dtypes:
             raise WeightsError(f"Tensor {position} is {dtype}; this family uses {', '.join(dtypes)} weights.")
         start, stop = offsets
@@ -82,7 +82,7 @@ def check(data: bytes, *, dtypes: tuple[str, ...], shapes: dict[str, tuple[int, 
         raise WeightsError("The weights file is not safetensors (its tensors do not cover the data exactly).")
 
 
-def _fields(info, position: int) -> tuple[str, list[int], tuple[int, int]]:
+def fields(info, position: int) -> tuple[str, list[int], tuple[int, int]]:
     if not isinstance(info, dict):
         raise WeightsError(f"Tensor {position} has no valid description in the header.")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")

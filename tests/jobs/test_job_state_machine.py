@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 MAX_ATTEMPTS = 3
+# Leases lost (taken over after expiry, or swept) before the job fails as out of memory.
+MAX_LOST_LEASES = 2
 LEASE = 600.0  # long enough that only the clock rule ends a lease, however slow the machine
 WORKERS = ("w1", "w2", "w3")
 LEGAL = {("queued", "running"), ("running", "completed"), ("running", "failed"), ("running", "queued")}
@@ -75,7 +77,7 @@ class JobMachine(RuleBasedStateMachine):
     def _claimable(self, job_id) -> bool:
         state = self.model[job_id]
         waiting = state["status"] == "queued" and not state["backoff"]
-        abandoned = state["status"] == "running" and state["expired"]
+        abandoned = state["status"] == "running" and state["expired"] and state["lost"] + 1 < MAX_LOST_LEASES
         return (waiting or abandoned) and state["attempt"] < MAX_ATTEMPTS
 
     def _claim(self, worker: str, job_id) -> None:
@@ -86,6 +88,8 @@ class JobMachine(RuleBasedStateMachine):
         if attempt is not None:
             state = self.model[job_id]
             assert attempt == state["attempt"] + 1
+            if state["status"] == "running":
+                state["lost"] += 1
             state.update(status="running", attempt=attempt, expired=False, backoff=False)
             self.holding[worker] = (job_id, attempt)
 
@@ -96,7 +100,8 @@ class JobMachine(RuleBasedStateMachine):
         with self.session_scope() as session:
             job = self.job_service.create(session, client="state-machine", kind="training", model_id=None, payload={})
             job_id = job.id
-        self.model[job_id] = {"status": "queued", "attempt": 0, "expired": False, "backoff": False, "effects": 0}
+        self.model[job_id] = {"status": "queued", "attempt": 0, "expired": False, "backoff": False, "effects": 0,
+                               "lost": 0}
         self.expected_sends.append(job_id)
         return job_id
 
@@ -200,7 +205,8 @@ class JobMachine(RuleBasedStateMachine):
     def sweep(self):
         for job_id, state in self.model.items():
             if state["status"] == "running" and state["expired"]:
-                if state["attempt"] >= MAX_ATTEMPTS:
+                state["lost"] += 1
+                if state["lost"] >= MAX_LOST_LEASES or state["attempt"] >= MAX_ATTEMPTS:
                     state["status"] = "failed"
                 else:
                     state.update(status="queued", expired=False)
@@ -253,6 +259,7 @@ def machine_env(database_url, monkeypatch):
     from app.jobs import service as job_service
 
     monkeypatch.setenv("OBLIVIATE_JOB_MAX_ATTEMPTS", str(MAX_ATTEMPTS))
+    monkeypatch.setenv("OBLIVIATE_JOB_MAX_LOST_LEASES", str(MAX_LOST_LEASES))
     config.reset_settings()
     # Enqueueing after commit is recorded instead of reaching a broker.
     monkeypatch.setattr(job_service, "send", lambda job_id: SENT.append(job_id))
