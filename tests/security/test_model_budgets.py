@@ -112,7 +112,7 @@ def test_an_import_is_refused_over_the_training_budget_of_its_params(client, wri
 
 def test_references_and_rehearsal_are_not_scheduled_over_the_budget(client, writer, settings_env):
     from app.db import session_scope
-    from app.models import references, rehearsals
+    from app.models import reference_pool, rehearsal_results
     from app.models.models import Model
 
     dataset = objects.create_dataset(client, writer)
@@ -120,11 +120,11 @@ def test_references_and_rehearsal_are_not_scheduled_over_the_budget(client, writ
     settings_env(REHEARSAL="true", REHEARSAL_DELAY_SECONDS="60", REFERENCE_REFILL_DELAY_SECONDS="60")
     with session_scope() as session:
         model = session.query(Model).filter_by(name=imported["name"]).one()
-        assert references.schedule_refill(session, model) is not None
-        assert rehearsals.schedule(session, model) is not None
+        assert reference_pool.schedule_refill(session, model) is not None
+        assert rehearsal_results.schedule(session, model) is not None
         session.rollback()
     settings_env(MAX_MODEL_PARAMETERS="100")
     with session_scope() as session:
         model = session.query(Model).filter_by(name=imported["name"]).one()
-        assert references.schedule_refill(session, model) is None
-        assert rehearsals.schedule(session, model) is None
+        assert reference_pool.schedule_refill(session, model) is None
+        assert rehearsal_results.schedule(session, model) is None
