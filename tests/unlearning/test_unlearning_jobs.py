@@ -142,7 +142,7 @@ def test_certified_newton_within_and_beyond_budget(client, admin, settings_env):
 
 def test_requests_in_one_window_share_one_job(client, admin, settings_env):
     from app.db import session_scope
-    from app.unlearning.models import JobRequest
+    from app.jobs.models import JobRequest
 
     _model(client, admin, "batched")
     first, second = (_erase(client, admin, raw) for raw in _trained_subjects(2))
