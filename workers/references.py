@@ -1,5 +1,5 @@
 """The reference pool of a model (workers/engine/references.py): trained with the model when its
-unlearning method is approximate (app.unlearning.service.reference_pool_size), read by
+unlearning method is approximate (app.unlearning.method_choice.reference_pool_size), read by
 verification, refilled by the `references` job (workers/refill.py) after an erasure destroyed
 the ones that held its subjects.
 

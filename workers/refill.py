@@ -17,7 +17,7 @@ from app.models import references as reference_service
 from app.models import service as model_service
 from app.models.models import Model
 from app.unlearning import service as unlearning_service
-from app.unlearning.service import reference_pool_size
+from app.unlearning.method_choice import reference_pool_size
 from workers.engine.families.base import Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import records_and_shape

@@ -22,7 +22,7 @@ from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models import rehearsals as rehearsal_service
 from app.models.models import Model
-from app.unlearning.service import reference_pool_size
+from app.unlearning.method_choice import reference_pool_size
 from app.models.service import record_version
 from app.unlearning.types import JobAttempt, Shard, Sisa
 from workers import references

@@ -21,10 +21,8 @@ from sqlalchemy.orm import Session
 from app.artifacts import service as artifact_service
 from app.artifacts.store import ArtifactStore
 from app.audit import service as audit_service
-from app.config import get_settings
 from app.datasets import service as dataset_service
 from app.datasets.models import DatasetVersion
-from app.families.registry import get_family
 from app.families.shape import Shape
 from app.jobs import service as job_service
 from app.models import references as reference_service
@@ -83,34 +81,6 @@ def schedule_unreferenced(session: Session, candidates: Iterable[str]) -> list[s
 def finish_deletion(session: Session, sha: str, *, store: ArtifactStore | None = None) -> bool:
     """Carry out one pending deletion if nothing live references the hash; True when bytes went."""
     return artifact_service.finish(session, sha, live_references, store=store)
-
-
-def choose_method(model: Model, rows: int) -> str:
-    """The model's own method, else SISA for a SISA model, a retrain for a small one, else the
-    configured approximate method."""
-    if model.unlearning_method:
-        return model.unlearning_method
-    if model.sisa:
-        return "sisa"
-    if rows <= get_settings().small_model_rows:
-        return "retrain"
-    method = get_settings().approximate_method
-    # A language model has approximate methods of its own (OBLIVIATE_APPROXIMATE_METHOD names a
-    # tabular one by default): the first one its family declares.
-    supported = get_family(model.family).methods
-    if supported is not None and method not in supported:
-        return next(m for m in supported if m not in ("retrain", "sisa"))
-    return method
-
-
-def reference_pool_size(model: Model, rows: int) -> int:
-    """K reference models for the per-record audit: OBLIVIATE_AUDIT_REFERENCES (rounded down to
-    pairs) when the model's unlearning method, set or chosen, is approximate; 0 for exact methods
-    and for SISA models, whose shards are their references."""
-    size = get_settings().audit_references
-    if size <= 0 or model.sisa or choose_method(model, rows) in EXACT:
-        return 0
-    return size - size % 2
 
 
 def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
@@ -175,7 +145,7 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         return None
     old = model_service.current_version(session, model)
     old_dataset = dataset_service.get_version(session, old.dataset_version_id)
-    choice = method_choice.choose(session, model, choose_method(model, old_dataset.rows))
+    choice = method_choice.choose(session, model, method_choice.choose_method(model, old_dataset.rows))
     return version_snapshot(session, model, dataset_service.get_version(session, erasure.version_id), choice,
                             holds=dataset_service.holds_subjects(session, old.dataset_version_id, erasure.keys))
 
@@ -200,7 +170,7 @@ def version_snapshot(session: Session, model: Model, new_dataset: DatasetVersion
         method=choice.method, holds=holds,
         references=tuple(ReferenceModel(r.id, r.position, r.pool_size, r.membership_seed, r.weights_sha256)
                          for r in reference_service.live(session, model.id)),
-        reference_pool=reference_pool_size(model, old_dataset.rows),
+        reference_pool=method_choice.reference_pool_size(model, old_dataset.rows),
         text=dataset.is_text, method_settings=None if choice.method in EXACT and choice.reason is None else choice,
     )
 
