@@ -19,6 +19,7 @@ from app.datasets.router import router as datasets_router
 from app.docs import install as install_docs
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
+from app.integrity.router import router as integrity_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
@@ -62,6 +63,8 @@ def create_app() -> FastAPI:
     install_docs(app)
     app.include_router(health_router)
     app.include_router(requests_router)
+    # Before the audit router: GET /v1/audit/verify keeps its place in the OpenAPI document.
+    app.include_router(integrity_router)
     app.include_router(audit_router)
     app.include_router(jobs_router)
     app.include_router(models_router)

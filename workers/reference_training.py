@@ -1,5 +1,5 @@
 """Training positions of a model's reference pool (the maths: workers/engine/references.py): with
-the model when its unlearning method is approximate (app.unlearning.service.reference_pool_size,
+the model when its unlearning method is approximate (app.unlearning.method_choice.reference_pool_size,
 workers/training.py), and by the `references` job (workers/references.py) after an erasure
 destroyed the ones that held its subjects. The rows are app/models/reference_pool.py's.
 

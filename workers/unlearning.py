@@ -5,7 +5,7 @@ This module only sequences the steps: each step's rows are `app.unlearning.servi
 of work of its own; the maths are `workers.engine.unlearning.job`'s. Each step is safe to
 repeat: a job that dies half-way is claimed again and finds what its earlier attempt already
 committed (the erased dataset version, the promoted model version), keeping all partial results
-in `job.result`, which only the owning attempt may write."""
+in the job's ledger (`app/unlearning/ledger.py`), which only the owning attempt may write."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def run(context: JobContext) -> None:
     if plan.model_id is not None:
         unlearn_model(context, attempt, plan, erasure)
     context.progress(0.9, "destroying superseded artifacts")
+    destroy_superseded(attempt, plan, erasure)
+    with session_scope() as session:
+        service.complete(session, attempt)
+
+
+def destroy_superseded(attempt: JobAttempt, plan: UnlearningPlan, erasure: DatasetErasure) -> None:
     with session_scope() as session:
         doomed = service.destroy_superseded(session, attempt, plan, erasure)
     # After the destruction committed: a rollback there must never have cost live bytes.
@@ -39,8 +45,6 @@ def run(context: JobContext) -> None:
         destruction.purge(doomed)
     except Exception as exc:  # the deletions are recorded; a retry (or the sweeper) finishes them
         raise TransientError("the artifact store did not delete the destroyed artifacts") from exc
-    with session_scope() as session:
-        service.complete(session, attempt)
 
 
 def unlearn_model(context: JobContext, attempt: JobAttempt, plan: UnlearningPlan, erasure: DatasetErasure) -> None:

@@ -42,6 +42,12 @@ def append(session: Session, stream: str, type_: str, actor: str, data: dict[str
     return event
 
 
+def head(session: Session, stream: str) -> tuple[int, str | None]:
+    """The stream's last link (sequence number, hash); (0, None) before its first event."""
+    row = session.get(AuditHead, stream)
+    return (row.seq, row.hash) if row else (0, None)
+
+
 def first_links(first_events: list[tuple[str, str, str, dict[str, Any]]]) -> tuple[list[dict], list[dict]]:
     """Rows of audit_events and audit_heads that begin a chain for each (stream, type, actor,
     data). Each event row also carries `data_json`, the canonical JSON its hash covers, for a

@@ -8,14 +8,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from app.certificates import keys, signing, verification
-from app.certificates.models import Certificate
+from app.certificates import keys, service, signing, verification
 from app.deps import SessionDep, UnitOfWork, scoped
 from app.errors import Conflict, Unprocessable
 from app.openapi import problem_responses
 from app.requests import service as request_service
 from app.routing import UnitOfWorkRoute
-from app.unlearning.completion import signed_document
 
 router = APIRouter(tags=["certificates"], route_class=UnitOfWorkRoute)
 
@@ -44,14 +42,14 @@ class SigningKey(BaseModel):
 def get_certificate(request_id: uuid.UUID, session: SessionDep, principal: scoped("requests:read")) -> Response:
     """The signed certificate of erasure; verify it offline with `obliviate certificate verify`."""
     request = request_service.get_for(session, principal, request_id)
-    certificate = session.get(Certificate, request.id)
+    certificate = service.get(session, request.id)
     if certificate is None:
         raise Conflict(
             f"No certificate yet: the request is '{request.status}'. Certificates are issued on completion.",
             current_status=request.status,
         )
     # Canonical bytes (RFC 8785 from format 2 on); their SHA-256 is in `certificate.issued`.
-    return Response(signing.document_bytes(signed_document(certificate)), media_type="application/json")
+    return Response(signing.document_bytes(service.signed_document(certificate)), media_type="application/json")
 
 
 @router.get("/v1/keys/signing", response_model=SigningKey, operation_id="get_signing_key",

@@ -26,7 +26,7 @@ def audit_verify(
         if checkpoint:
             raise fail("--checkpoint checks the whole log: use it without --file.", EXIT_USAGE)
         raise typer.Exit(_verify_file(file, head))
-    from app.audit.router import build_report
+    from app.integrity.service import build_report
     from app.db import session_scope
 
     held = []

@@ -11,15 +11,15 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.audit import service as audit_service
 from app.certificates import keys, signing, verification
-from app.certificates.models import Certificate
+from app.certificates import service as certificate_service
 from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require, see_other
 from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unprocessable
+from app.jobs import service as job_service
 from app.requests import lifecycle
 from app.requests import service as request_service
-from app.unlearning.completion import jobs_of, signed_document
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 ACTIONS = {
@@ -80,7 +80,7 @@ def _approve_each(viewer, ids: list[uuid.UUID]) -> tuple[list[uuid.UUID], list[t
 
 def _detail(session, viewer, request_id: uuid.UUID) -> dict:
     erasure_request = request_service.get_for(session, viewer.principal, request_id)
-    jobs = jobs_of(session, erasure_request.id)
+    jobs = job_service.jobs_of(session, erasure_request.id)
     return {"item": erasure_request, "jobs": jobs, "days_left": lifecycle.days_left,
             "days_class": queries.days_left_class, "live": _live(erasure_request, jobs)}
 
@@ -97,10 +97,10 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
     item = context["item"]
     stream = audit_service.request_stream(item.id)
     chain = audit_service.verify_stream(session, stream)
-    certificate = session.get(Certificate, item.id)
+    certificate = certificate_service.get(session, item.id)
     certificate_valid = None
     if certificate is not None:
-        certificate_valid = verification.verify(signed_document(certificate), keys.ring(session, True)).valid
+        certificate_valid = verification.verify(certificate_service.signed_document(certificate), keys.ring(session, True)).valid
     verifications = [
         (job, charts.verification_bars(((job.result or {}).get("model") or {}).get("verification")))
         for job in context["jobs"]
@@ -122,12 +122,12 @@ def request_live(request: Request, request_id: uuid.UUID, viewer: ViewerDep, ses
 def certificate_download(request_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
     require(viewer, "requests:read")
     item = request_service.get_for(session, viewer.principal, request_id)
-    certificate = session.get(Certificate, item.id)
+    certificate = certificate_service.get(session, item.id)
     if certificate is None:
         raise Conflict(f"No certificate yet: the request is '{item.status}'. Certificates are issued on completion.")
     # The API's bytes exactly (RFC 8785 from format 2 on): the ones whose SHA-256 the
     # `certificate.issued` audit event records, and that `obliviate certificate verify` accepts.
-    return Response(signing.document_bytes(signed_document(certificate)), media_type="application/json", headers={
+    return Response(signing.document_bytes(certificate_service.signed_document(certificate)), media_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="certificate-{item.id}.json"'})
 
 

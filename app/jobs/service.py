@@ -11,17 +11,17 @@ from __future__ import annotations
 import copy
 import importlib
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import Select, and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from app import metrics, queue
 from app.config import get_settings
 from app.db import on_commit, utcnow
 from app.errors import NotFound
-from app.jobs.models import Job
+from app.jobs.models import Job, JobRequest
 from app.keys.service import Principal
 
 ACTIVE = ("queued", "running")
@@ -87,6 +87,32 @@ def result_of(session: Session, job_id: uuid.UUID) -> dict[str, Any]:
     update does not refresh), for a step to extend and save with `fenced(..., result=...)`."""
     result = session.scalar(select(Job.result).where(Job.id == job_id))
     return copy.deepcopy(dict(result or {}))
+
+
+def jobs_of(session: Session, request_id: uuid.UUID) -> list[Job]:
+    """The jobs an erasure request waits on, oldest first."""
+    return list(session.scalars(
+        select(Job).join(JobRequest, JobRequest.job_id == Job.id).where(JobRequest.request_id == request_id).order_by(Job.created_at)
+    ))
+
+
+def requests_of(job_id: uuid.UUID) -> Select[uuid.UUID]:
+    """The ids of the requests a job serves, as a subquery for the requests' owner to load
+    (app/requests/outcome.py): the jobs package never reads the requests table."""
+    return select(JobRequest.request_id).where(JobRequest.job_id == job_id)
+
+
+def link(session: Session, job_id: uuid.UUID, request_id: uuid.UUID, added_at: datetime) -> None:
+    """The job serves the request (once, however often the planner sees them together)."""
+    if session.get(JobRequest, (job_id, request_id)) is None:
+        session.add(JobRequest(job_id=job_id, request_id=request_id, added_at=added_at))
+
+
+def unlink(session: Session, job_id: uuid.UUID, request_id: uuid.UUID) -> None:
+    """The job no longer serves the request (held, cancelled or denied before it ran)."""
+    found = session.get(JobRequest, (job_id, request_id))
+    if found is not None:
+        session.delete(found)
 
 
 def claim(session: Session, job_id, lease_seconds: float) -> int | None:

@@ -15,6 +15,7 @@ from app.deps import SessionDep, UnitOfWork, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
+from app.jobs import service as job_service
 from app.openapi import problem_responses
 from app.requests import fast_intake, service
 from app.requests.schemas import (
@@ -122,11 +123,9 @@ def list_requests(
 @router.get("/{request_id}", response_model=ErasureRequestOut, operation_id="get_erasure_request",
             summary="Get an erasure request")
 def get_request(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
-    from app.unlearning.completion import jobs_of
-
     erasure_request = service.get_for(session, principal, request_id)
     out = service.to_out(erasure_request)
-    jobs = jobs_of(session, erasure_request.id)
+    jobs = job_service.jobs_of(session, erasure_request.id)
     if jobs:
         # Live progress of the unlearning jobs the request waits on.
         out.progress = {**(out.progress or {}), "jobs": [

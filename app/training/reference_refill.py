@@ -18,6 +18,7 @@ from app.models import reference_pool
 from app.models import service as model_service
 from app.training.types import RefillPlan
 from app.unlearning import service as unlearning_service
+from app.unlearning.method_choice import reference_pool_size
 from app.unlearning.types import JobAttempt
 
 
@@ -32,7 +33,7 @@ def start(session: Session, attempt: JobAttempt) -> RefillPlan | None:
     version = model_service.current_version(session, model)
     dataset = dataset_service.get_dataset(session, model.dataset_id)
     dataset_version = dataset_service.get_version(session, version.dataset_version_id)
-    size = unlearning_service.reference_pool_size(model, dataset_version.rows)
+    size = reference_pool_size(model, dataset_version.rows)
     missing = reference_pool.missing_positions(session, model.id, size) if size else []
     if not missing:
         job_service.complete(session, attempt.job_id, attempt.attempt, {"trained": [], "pool_size": size})

@@ -13,7 +13,7 @@ from app.jobs import service as job_service
 from app.models import reference_pool, rehearsal_results
 from app.models import service as model_service
 from app.training.types import TrainedModel, TrainingPlan
-from app.unlearning.service import reference_pool_size
+from app.unlearning.method_choice import reference_pool_size
 from app.unlearning.types import JobAttempt, Sisa
 
 

@@ -1,6 +1,6 @@
 """Which method, with which settings, an unlearning job starts with (issue 11: the rehearsal).
 
-The model's policy (`service.choose_method`) names a method. When it is approximate, the model's
+The model's policy (`choose_method`) names a method. When it is approximate, the model's
 rehearsals refine it (app/models/rehearsal_results.py):
 
 - a method chosen by the policy becomes the cheapest candidate that passed the model's latest
@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.families.registry import FamilySpec, get_family
 from app.models import rehearsal_results as rehearsal_service
 from app.models.models import Model, ModelRehearsal
@@ -33,6 +34,34 @@ from app.unlearning.types import EXACT, JsonValue, MethodSettings
 
 # Where a job's settings come from.
 REHEARSAL, DEFAULTS, FAMILY_HISTORY = "rehearsal", "defaults", "family_history"
+
+
+def choose_method(model: Model, rows: int) -> str:
+    """The model's own method, else SISA for a SISA model, a retrain for a small one, else the
+    configured approximate method."""
+    if model.unlearning_method:
+        return model.unlearning_method
+    if model.sisa:
+        return "sisa"
+    if rows <= get_settings().small_model_rows:
+        return "retrain"
+    method = get_settings().approximate_method
+    # A language model has approximate methods of its own (OBLIVIATE_APPROXIMATE_METHOD names a
+    # tabular one by default): the first one its family declares.
+    supported = get_family(model.family).methods
+    if supported is not None and method not in supported:
+        return next(m for m in supported if m not in ("retrain", "sisa"))
+    return method
+
+
+def reference_pool_size(model: Model, rows: int) -> int:
+    """K reference models for the per-record audit: OBLIVIATE_AUDIT_REFERENCES (rounded down to
+    pairs) when the model's unlearning method, set or chosen, is approximate; 0 for exact methods
+    and for SISA models, whose shards are their references."""
+    size = get_settings().audit_references
+    if size <= 0 or model.sisa or choose_method(model, rows) in EXACT:
+        return 0
+    return size - size % 2
 
 
 def approximate_methods(spec: FamilySpec) -> tuple[str, ...]:

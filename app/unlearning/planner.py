@@ -18,9 +18,9 @@ from app.db import utcnow
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models.models import Model, ModelVersion
+from app.requests import outcome as request_outcome
 from app.requests import service as request_service
 from app.requests.models import ErasureRequest
-from app.unlearning.models import JobRequest
 
 PLANNER = "worker:planner"
 
@@ -86,9 +86,8 @@ def plan_request(session: Session, request: ErasureRequest, now: datetime | None
     if not dataset_ids:
         from app.unlearning import completion
 
-        request.outcome = "no_data_found"
-        request_service.move(session, request, "complete", PLANNER, outcome="no_data_found", datasets=0, models=0)
-        completion.issue_certificate(session, request)
+        request_outcome.complete(session, request, "no_data_found", PLANNER, datasets=0, models=0)
+        completion.certify(session, request)
         return []
     start_by = _start_by(request, now)
     jobs: list[Job] = []
@@ -98,8 +97,7 @@ def plan_request(session: Session, request: ErasureRequest, now: datetime | None
     for dataset_id in sorted(dataset_ids - covered_datasets, key=str):
         jobs.append(_job_for(session, request.client, None, dataset_id, start_by, now))
     for job in jobs:
-        if session.get(JobRequest, (job.id, request.id)) is None:
-            session.add(JobRequest(job_id=job.id, request_id=request.id, added_at=now))
+        job_service.link(session, job.id, request.id, now)
     request_service.move(
         session, request, "schedule", PLANNER, jobs=[str(j.id) for j in jobs],
         datasets=len(dataset_ids), models=len(model_ids), start_by=start_by.isoformat(),

@@ -42,8 +42,8 @@ def target(session: Session, attempt: JobAttempt) -> RehearsalTarget | None:
         return None
     version = model_service.current_version(session, model)
     dataset_version = dataset_service.get_version(session, version.dataset_version_id)
-    method = service.choose_method(model, dataset_version.rows)
-    if service.reference_pool_size(model, dataset_version.rows) == 0:
+    method = method_choice.choose_method(model, dataset_version.rows)
+    if method_choice.reference_pool_size(model, dataset_version.rows) == 0:
         return None
     snapshot = service.version_snapshot(session, model, dataset_version, MethodSettings(method), holds=True)
     return RehearsalTarget(snapshot=snapshot, dataset_version_id=dataset_version.id,

@@ -3,10 +3,11 @@
 Each function is one step's database work, in the caller's unit of work (they only flush), and
 orchestrates the domain services that own the tables: dataset versions and tombstones
 (`app.datasets.service`), model versions (`app.models.service`), artifact liveness
-(`app.artifacts.service`), job rows and their fence (`app.jobs.service`). Steps talk to the
-worker in the frozen records of `app.unlearning.types` and keep the job's partial results in
-`job.result`, whose JSON (read by the certificates, `completion.build_certificate`) is written
-here and nowhere else. Every write is fenced by the worker's attempt.
+(`app.artifacts.service`), job rows, their fence and their requests (`app.jobs.service`), the
+requests' progress and outcome (`app.requests.outcome`). Steps talk to the worker in the frozen
+records of `app.unlearning.types` and keep the job's partial results in its ledger
+(`app.unlearning.ledger`, stored as `job.result` and read by `completion.certify`), which is
+written here and nowhere else. Every write is fenced by the worker's attempt.
 """
 
 from __future__ import annotations
@@ -20,23 +21,24 @@ from sqlalchemy.orm import Session
 from app.artifacts import service as artifact_service
 from app.artifacts.store import ArtifactStore
 from app.audit import service as audit_service
-from app.config import get_settings
 from app.datasets import service as dataset_service
 from app.datasets.models import DatasetVersion
-from app.families.registry import get_family
 from app.families.shape import Shape
 from app.jobs import service as job_service
 from app.models import reference_pool as reference_service
 from app.models import service as model_service
 from app.models.models import Model
+from app.requests import outcome as request_outcome
 from app.requests import service as request_service
 from app.unlearning import completion, exclusive, method_choice
-from app.unlearning.models import JobRequest
+from app.unlearning.ledger import JobLedger
 from app.unlearning.types import (
     EXACT,
     DatasetErasure,
     Escalation,
     JobAttempt,
+    JsonObject,
+    JsonValue,
     MethodSettings,
     ModelSnapshot,
     ReferenceModel,
@@ -51,8 +53,13 @@ LIVE = ("scheduled", "processing", "verifying")
 DETACHED = ("on_hold", "cancelled", "denied")
 
 
-def _save(session: Session, attempt: JobAttempt, result: dict[str, Any]) -> None:
-    job_service.fenced(session, attempt.job_id, attempt.attempt, result=result)
+def _ledger(session: Session, attempt: JobAttempt) -> JobLedger:
+    """The job's ledger as committed by its earlier steps (and attempts)."""
+    return JobLedger.from_json(job_service.result_of(session, attempt.job_id))
+
+
+def _save(session: Session, attempt: JobAttempt, ledger: JobLedger) -> None:
+    job_service.fenced(session, attempt.job_id, attempt.attempt, result=ledger.to_json())
 
 
 def _audit_all(session: Session, request_ids: Iterable[uuid.UUID], type_: str, data: dict[str, Any]) -> None:
@@ -76,51 +83,21 @@ def finish_deletion(session: Session, sha: str, *, store: ArtifactStore | None =
     return artifact_service.finish(session, sha, live_references, store=store)
 
 
-def choose_method(model: Model, rows: int) -> str:
-    """The model's own method, else SISA for a SISA model, a retrain for a small one, else the
-    configured approximate method."""
-    if model.unlearning_method:
-        return model.unlearning_method
-    if model.sisa:
-        return "sisa"
-    if rows <= get_settings().small_model_rows:
-        return "retrain"
-    method = get_settings().approximate_method
-    # A language model has approximate methods of its own (OBLIVIATE_APPROXIMATE_METHOD names a
-    # tabular one by default): the first one its family declares.
-    supported = get_family(model.family).methods
-    if supported is not None and method not in supported:
-        return next(m for m in supported if m not in ("retrain", "sisa"))
-    return method
-
-
-def reference_pool_size(model: Model, rows: int) -> int:
-    """K reference models for the per-record audit: OBLIVIATE_AUDIT_REFERENCES (rounded down to
-    pairs) when the model's unlearning method, set or chosen, is approximate; 0 for exact methods
-    and for SISA models, whose shards are their references."""
-    size = get_settings().audit_references
-    if size <= 0 or model.sisa or choose_method(model, rows) in EXACT:
-        return 0
-    return size - size % 2
-
-
 def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
     """Move the job's live requests to processing; detach held or cancelled ones. None when no
     request is left to serve."""
     job_service.renew(session, attempt.job_id, attempt.attempt, attempt.lease_seconds)
     job = job_service.get(session, attempt.job_id)
-    result = job_service.result_of(session, job.id)
     live = []
-    for request in completion.requests_of(session, job.id, lock=True):
+    for request in request_outcome.of_job(session, job.id, lock=True):
         if request.status in LIVE:
             if request.status == "scheduled":
                 request_service.move(session, request, "process", WORKER, job_id=str(job.id))
             live.append(request)
         elif request.status in DETACHED:
-            session.delete(session.get(JobRequest, (job.id, request.id)))
+            job_service.unlink(session, job.id, request.id)
     pairs = sorted({(s.kind, s.subject_key) for r in live for s in r.subjects})
-    result["requests"] = [str(r.id) for r in live]
-    _save(session, attempt, result)
+    _save(session, attempt, _ledger(session, attempt).serving(r.id for r in live))
     if not live:
         return None
     return UnlearningPlan(
@@ -145,16 +122,15 @@ def erase_dataset(session: Session, attempt: JobAttempt, plan: UnlearningPlan) -
         rows_removed=outcome.rows_removed, subjects_removed=outcome.subjects_removed,
         version_id=outcome.version.id, keys=keys,
     )
-    result = job_service.result_of(session, attempt.job_id)
-    previous = result.get("dataset") or {}
+    ledger = _ledger(session, attempt)
+    previous = ledger.dataset or {}
     # A retry erases from the version the first attempt made (and finds nothing left): the
     # first attempt's entry stands, its `destroyed` list included.
-    entry: dict[str, Any] = previous if previous and previous.get("sha256_after") == outcome.sha256_after else {
+    entry: JsonObject = previous if previous and previous.get("sha256_after") == outcome.sha256_after else {
         **fresh.to_json(), "destroyed": []}
     if outcome.created:
         _audit_all(session, plan.request_ids, "dataset.erased", {k: entry[k] for k in entry if k != "destroyed"})
-    result["dataset"] = entry
-    _save(session, attempt, result)
+    _save(session, attempt, ledger.with_dataset(entry))
     return DatasetErasure.from_json(entry, version_id=outcome.version.id, keys=keys)
 
 
@@ -169,7 +145,7 @@ def snapshot_model(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
         return None
     old = model_service.current_version(session, model)
     old_dataset = dataset_service.get_version(session, old.dataset_version_id)
-    choice = method_choice.choose(session, model, choose_method(model, old_dataset.rows))
+    choice = method_choice.choose(session, model, method_choice.choose_method(model, old_dataset.rows))
     return version_snapshot(session, model, dataset_service.get_version(session, erasure.version_id), choice,
                             holds=dataset_service.holds_subjects(session, old.dataset_version_id, erasure.keys))
 
@@ -194,19 +170,17 @@ def version_snapshot(session: Session, model: Model, new_dataset: DatasetVersion
         method=choice.method, holds=holds,
         references=tuple(ReferenceModel(r.id, r.position, r.pool_size, r.membership_seed, r.weights_sha256)
                          for r in reference_service.live(session, model.id)),
-        reference_pool=reference_pool_size(model, old_dataset.rows),
+        reference_pool=method_choice.reference_pool_size(model, old_dataset.rows),
         text=dataset.is_text, method_settings=None if choice.method in EXACT and choice.reason is None else choice,
     )
 
 
 def record_unchanged(session: Session, attempt: JobAttempt, snapshot: ModelSnapshot) -> None:
     """The model's current version never held the subjects: nothing to unlearn."""
-    result = job_service.result_of(session, attempt.job_id)
-    result["model"] = {
+    _save(session, attempt, _ledger(session, attempt).with_model({
         "model": snapshot.model, "model_id": str(snapshot.model_id), "version_before": snapshot.version_before,
         "sha256_before": snapshot.sha256_before, "note": "current version never held the subjects", "destroyed": [],
-    }
-    _save(session, attempt, result)
+    }))
 
 
 def record_escalation(session: Session, attempt: JobAttempt, plan: UnlearningPlan, snapshot: ModelSnapshot,
@@ -230,8 +204,7 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
                 "requested_method": result.requested_method, "escalations": escalations},
         state=dict(result.state), actor=WORKER,
     )
-    stored = job_service.result_of(session, attempt.job_id)
-    stored["model"] = {
+    entry: dict[str, JsonValue] = {
         "model": snapshot.model, "model_id": str(snapshot.model_id), "version_before": snapshot.version_before,
         "sha256_before": snapshot.sha256_before, "version_after": version.version, "sha256_after": version.sha256,
         "method": result.method, "requested_method": result.requested_method, "escalations": escalations,
@@ -240,23 +213,23 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
     if snapshot.method_settings is not None:
         # The method and settings the job started with, and where they came from (the
         # certificate names them too).
-        stored["model"]["method_settings"] = snapshot.method_settings.to_json(result.settings)
+        entry["method_settings"] = snapshot.method_settings.to_json(result.settings)
     after = result.verification.after
-    for request in completion.requests_of(session, attempt.job_id, lock=True):
+    for request in request_outcome.of_job(session, attempt.job_id, lock=True):
         if request.status == "processing":
             shown: dict[str, Any] = {"after": after.to_json(), "method": result.method}
             if snapshot.method_settings is not None:
-                shown["method_settings"] = stored["model"]["method_settings"]
+                shown["method_settings"] = entry["method_settings"]
             if result.verification.verdicts is not None:
                 shown["verdicts"] = dict(result.verification.verdicts)
-            request.progress = {"verification": {snapshot.model: shown}}
-            request_service.move(session, request, "verify", WORKER, model=snapshot.model, method=result.method,
-                                 mia_auc_before=result.verification.before.mia_auc, mia_auc_after=after.mia_auc)
+            request_outcome.verifying(
+                session, request, {"verification": {snapshot.model: shown}}, WORKER, model=snapshot.model,
+                method=result.method, mia_auc_before=result.verification.before.mia_auc, mia_auc_after=after.mia_auc)
     _audit_all(session, plan.request_ids, "model.unlearned", {
         "model": snapshot.model, "version_before": snapshot.version_before, "version_after": version.version,
         "sha256_after": version.sha256, "method": result.method, "escalated": bool(result.escalations),
     })
-    _save(session, attempt, stored)
+    _save(session, attempt, _ledger(session, attempt).with_model(entry))
 
 
 def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPlan,
@@ -287,37 +260,32 @@ def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPl
     in_use = model_service.dataset_versions_in_use(session, holding)
     destroyed_datasets, dataset_shas = dataset_service.destroy_versions(session, holding, keys, in_use=in_use)
     removed = schedule_unreferenced(session, candidates | dataset_shas)
-    destroyed_models = [
+    destroyed_models: list[JsonObject] = [
         {"version": v.version, "sha256": v.sha256, "artifacts": sorted(model_service.version_artifacts(v) & set(removed))}
         for v in doomed
     ]
-    result = job_service.result_of(session, attempt.job_id)
-    result["artifacts_to_delete"] = sorted(set(result.get("artifacts_to_delete", [])) | set(removed))
-    destroyed_references = [
+    destroyed_references: list[JsonObject] = [
         {"id": str(r.id), "position": r.position, "generation": r.generation, "sha256": r.weights_sha256,
          "artifacts": sorted({r.weights_sha256} & set(removed))} for r in doomed_references
     ]
-    if result.get("model") is not None:
-        result["model"]["destroyed"] = result["model"].get("destroyed", []) + destroyed_models
-        if destroyed_references:
-            result["model"]["destroyed_references"] = result["model"].get("destroyed_references", []) + destroyed_references
-    if result.get("dataset") is not None:
-        result["dataset"]["destroyed"] = result["dataset"].get("destroyed", []) + destroyed_datasets
+    ledger = _ledger(session, attempt).with_destroyed(
+        artifacts=removed, model_versions=destroyed_models, references=destroyed_references,
+        dataset_versions=destroyed_datasets)
     if destroyed_models or destroyed_datasets or destroyed_references:
         _audit_all(session, plan.request_ids, "artifacts.destroyed",
                    {"model_versions": destroyed_models, "dataset_versions": destroyed_datasets,
                     "reference_models": destroyed_references})
-    _save(session, attempt, result)
-    return list(result["artifacts_to_delete"])
+    _save(session, attempt, ledger)
+    return list(ledger.artifacts_to_delete or ())
 
 
 def complete(session: Session, attempt: JobAttempt) -> None:
     """The job is done: store its result, complete every request whose jobs all finished."""
-    job_service.complete(session, attempt.job_id, attempt.attempt, job_service.result_of(session, attempt.job_id))
+    job_service.complete(session, attempt.job_id, attempt.attempt, _ledger(session, attempt).to_json())
     completion.complete_finished(session, job_service.get(session, attempt.job_id))
 
 
 def complete_without_requests(session: Session, attempt: JobAttempt) -> None:
     """Every request of the job was held, cancelled or denied before it ran."""
-    job_service.complete(session, attempt.job_id, attempt.attempt, {"requests": [], "note": "no live requests"})
+    job_service.complete(session, attempt.job_id, attempt.attempt, JobLedger.without_requests().to_json())
 

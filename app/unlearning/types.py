@@ -173,7 +173,7 @@ class ModelSnapshot:
     # The new dataset version descends directly from the one the model was trained on, so every
     # record id means the same row in both and SISA checkpoints stay valid.
     same_lineage: bool
-    # The method the model's policy asks for (service.choose_method).
+    # The method the model's policy asks for (method_choice.choose_method).
     method: str
     # Whether the current version's dataset version holds any of the erased subjects at all.
     holds: bool

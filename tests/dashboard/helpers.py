@@ -94,7 +94,7 @@ def seed_unlearned(request_id: str, client: str = "acme") -> str:
     from app.requests import service as request_service
     from app.requests.models import ErasureRequest
     from app.unlearning import completion
-    from app.unlearning.models import JobRequest
+    from app.jobs.models import JobRequest
 
     now = utcnow()
     with session_scope() as session:

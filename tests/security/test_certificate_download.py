@@ -36,7 +36,7 @@ def _forms_differ(request_id: str) -> bool:
     from app.certificates.models import Certificate
     from app.certificates.signing import document_bytes
     from app.db import session_scope
-    from app.unlearning.completion import signed_document
+    from app.certificates.service import signed_document
 
     with session_scope() as session:
         document = signed_document(session.get(Certificate, uuid.UUID(request_id)))

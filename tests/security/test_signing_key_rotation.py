@@ -90,7 +90,7 @@ def test_rotation_publishes_every_key_and_old_certificates_keep_verifying(client
     assert _verify(tmp_path, after, by_id[old_id]["public_key"]).exit_code == 1
 
     from app.audit import service as audit_service
-    from app.audit.log import verify_log
+    from app.integrity.service import verify_log
     from app.db import session_scope
 
     with session_scope() as session:

@@ -10,7 +10,7 @@ are covered by `ignore_decorators` there, not listed here.
 
 # Pydantic: the model's configuration, and response fields written into a model, serialised by FastAPI.
 _.model_config
-_.first_broken             # app/audit/router.py VerifyReport
+_.first_broken             # app/integrity/schemas.py VerifyReport
 _.algorithm                # app/certificates/router.py signing-key document
 _.checkpoint_verifier_key  # app/certificates/router.py signing-key document
 _.destroyed                # datasets, lineage and models response schemas
@@ -24,7 +24,7 @@ _.issued_at                # certificates
 _.started_by               # dashboard verification runs (templates read it)
 _.chains_total
 _.chains_done
-_.added_at                 # unlearning
+_.added_at                 # jobs' requests
 _.last_status              # webhook deliveries
 _.last_error
 # SQLAlchemy TypeDecorator protocol (app/db.py UTCDateTime) and the DB-API connection attribute

@@ -123,7 +123,7 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
 
 def test_a_large_language_model_defaults_to_an_approximate_method_of_its_family(settings_env):
     from app.models.models import Model
-    from app.unlearning.service import choose_method
+    from app.unlearning.method_choice import choose_method
 
     settings_env(SMALL_MODEL_ROWS=100)
     assert choose_method(Model(family="causal_lm", sisa=None, unlearning_method=None), 50) == "retrain"

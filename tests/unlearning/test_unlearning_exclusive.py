@@ -82,7 +82,7 @@ def test_a_job_waiting_out_a_backoff_takes_no_new_requests(client, model, sent):
     from app.db import session_scope, utcnow
     from app.jobs.models import Job
     from app.unlearning import planner
-    from app.unlearning.models import JobRequest
+    from app.jobs.models import JobRequest
     from tests.dataset_files import subject_id
 
     headers = model["headers"]

@@ -68,7 +68,7 @@ def test_certified_newton_within_and_beyond_budget(client, admin, settings_env):
 
 def test_requests_in_one_window_share_one_job(client, admin, settings_env):
     from app.db import session_scope
-    from app.unlearning.models import JobRequest
+    from app.jobs.models import JobRequest
 
     train_in_process(client, admin, "batched")
     first, second = (batch_request(client, admin, raw) for raw in seen_subjects(2))

@@ -182,3 +182,74 @@ def test_the_destruction_keeps_bytes_a_live_version_of_another_client_uses(clien
     assert result["model"]["destroyed"][0]["artifacts"] == []
     assert all(store.exists(sha) for sha in shared)
     assert client.get("/v1/models/typed/versions/1/weights", headers=beta).status_code == 200, beta_model
+
+
+def _stored_ledger(request_id: str, dataset_id: str, model_id: str) -> dict:
+    """A job's result as the release before the typed ledger wrote it, after its destruction step."""
+    return {
+        "requests": [request_id],
+        "dataset": {
+            "dataset_id": dataset_id, "name": "churn", "version_before": 1, "sha256_before": "a" * 64,
+            "version_after": 2, "sha256_after": "b" * 64, "rows_removed": 36, "subjects_removed": 1,
+            "destroyed": [{"version": 1, "sha256": "a" * 64, "artifacts": ["a" * 64]}],
+        },
+        "model": {
+            "model": "typed", "model_id": model_id, "version_before": 1, "sha256_before": "c" * 64,
+            "version_after": 2, "sha256_after": "d" * 64, "method": "finetune", "requested_method": "finetune",
+            "escalations": [], "details": {"epochs": 3}, "verification": {"holdout_available": True},
+            "destroyed": [{"version": 1, "sha256": "c" * 64, "artifacts": ["c" * 64]}],
+            "method_settings": {"method": "finetune", "settings": {"epochs": 3}, "source": "defaults", "rehearsal_id": None},
+            "destroyed_references": [{"id": "r", "position": 0, "generation": 1, "sha256": "e" * 64, "artifacts": []}],
+        },
+        "artifacts_to_delete": ["a" * 64, "c" * 64],
+    }
+
+
+def test_the_ledger_reads_and_writes_the_stored_shape_key_for_key():
+    from app.unlearning.ledger import JobLedger
+
+    stored = _stored_ledger(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+    ledger = JobLedger.from_json(stored)
+    assert ledger.requests == tuple(stored["requests"]) and ledger.artifacts_to_delete == ("a" * 64, "c" * 64)
+    assert ledger.to_json() == stored
+    assert list(ledger.to_json()) == list(stored) and list(ledger.to_json()["model"]) == list(stored["model"])
+    # A key a later release adds survives a step of this one.
+    assert JobLedger.from_json({**stored, "later": {"x": 1}}).serving([]).to_json()["later"] == {"x": 1}
+    assert JobLedger.from_json(None).to_json() == {}
+    assert JobLedger.without_requests().to_json() == {"requests": [], "note": "no live requests"}
+
+    more = ledger.with_destroyed(artifacts=["0" * 64, "a" * 64], model_versions=[{"version": 2}], references=[],
+                                 dataset_versions=[{"version": 2}])
+    assert more.artifacts_to_delete == ("0" * 64, "a" * 64, "c" * 64)
+    assert [d["version"] for d in more.to_json()["model"]["destroyed"]] == [1, 2]
+    assert [d["version"] for d in more.to_json()["dataset"]["destroyed"]] == [1, 2]
+    assert len(more.to_json()["model"]["destroyed_references"]) == 1
+    assert ledger.to_json() == stored  # the record is frozen: the step made a new one
+
+
+def test_a_job_an_earlier_release_left_half_way_completes_and_certifies(client, alpha):
+    from app.db import session_scope
+    from app.jobs import service as job_service
+    from app.jobs.models import Job
+    from app.unlearning import service
+    from app.unlearning.types import JobAttempt
+
+    headers, dataset, model = alpha
+    request_id = _approve(client, headers)
+    job_id = _planned_job()
+    with session_scope() as session:
+        attempt = JobAttempt(job_id=job_id, attempt=job_service.claim(session, job_id, 60), lease_seconds=60)
+    with session_scope() as session:
+        assert service.start(session, attempt) is not None
+    stored = _stored_ledger(request_id, dataset["dataset_id"], model["id"])
+    with session_scope() as session:  # what the earlier release had committed when its worker died
+        job_service.fenced(session, job_id, attempt.attempt, result=stored)
+    with session_scope() as session:
+        service.complete(session, attempt)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.status == "completed" and job.result == stored
+    assert client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()["outcome"] == "erased"
+    certificate = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers).json()["certificate"]
+    assert certificate["datasets"] == [{**stored["dataset"], "job_id": str(job_id)}]
+    assert certificate["models"] == [{**stored["model"], "job_id": str(job_id)}]

@@ -1,4 +1,6 @@
-"""Verifying the log over all events against its checkpoints and against every certificate.
+"""Verifying the audit trail as a whole: every request's chain, the log over all events against
+its checkpoints, and every certificate against its signature and the chain it names. It sits
+above the audit and certificates packages, which it both reads.
 
 The chains (app/audit/service.py) show that each request's events link up; this shows that the
 log is the one that was checkpointed: the first N events in log order still hash to the root that
@@ -16,12 +18,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.audit import checkpoints
+from app.audit import checkpoints, service
 from app.audit.merkle import Frontier
 from app.audit.models import AuditCheckpoint, AuditEvent
 from app.audit.notes import NoteError
 from app.certificates import signing
 from app.certificates.models import Certificate
+from app.certificates.service import signed_document
+from app.integrity.schemas import BrokenChain, LogSummary, VerifyReport
 
 
 @dataclass
@@ -101,8 +105,6 @@ def verify_log(session: Session, held: Iterable[tuple[str, str]] = (), batch_siz
 def _check_certificates(session: Session, report: LogReport, chunk: int = 500) -> None:
     """Each certificate: its signature, the chain link it records, and the `certificate.issued`
     event carrying its digest; counted unanchored while that event awaits a checkpoint."""
-    from app.unlearning.completion import signed_document
-
     issued = {
         (stream, (data or {}).get("sha256")): log_index
         for stream, data, log_index in session.execute(
@@ -136,3 +138,23 @@ def _check_certificates(session: Session, report: LogReport, chunk: int = 500) -
             log_index = issued[(chain.get("stream"), digest)]
             if log_index is None or log_index >= anchored_below:
                 report.unanchored_certificates += 1
+
+
+def build_report(session: Session, held: list[tuple[str, str]] | None = None) -> VerifyReport:
+    """Every chain, and the log against every stored checkpoint, the copy published outside the
+    database, any `held` (label, note) and every certificate."""
+    chains = events = 0
+    broken: list[BrokenChain] = []
+    for stream, result in service.verify_all(session):
+        chains += 1
+        events += result.length
+        if not result.valid:
+            broken.append(BrokenChain(stream=stream, seq=result.broken_at_seq, problem=result.problem))
+    outside = checkpoints.published_latest()
+    held = ([("published checkpoint", outside)] if outside else []) + list(held or [])
+    anchoring = verify_log(session, held)
+    summary = LogSummary(valid=anchoring.valid, **{k: v for k, v in vars(anchoring).items()})
+    return VerifyReport(
+        valid=not broken and anchoring.valid, chains=chains, events=events, broken=broken[:100],
+        first_broken=broken[0] if broken else None, log=summary,
+    )
