@@ -153,16 +153,37 @@ def _planted(seed: int, n_forget: int = 50, memorised: int = 5, k: int = 8):
     return inputs, np.sort(planted)
 
 
+def _epsilon_from_counts(extra: dict, alpha: float) -> float:
+    """max(0, ln(TPR_low / FPR_high), ln((1 − FPR_high) / (1 − TPR_low))) with each rate's
+    one-sided 1 − α/2 Clopper-Pearson bound, from the audit's reported rates and counts."""
+    n, null = extra["records"], extra["null_records"]
+    tp, fp = round(extra["tpr"] * n), round(extra["fpr"] * null)
+    tpr_low = 0.0 if tp == 0 else stats.beta.ppf(alpha / 2, tp, n - tp + 1)
+    fpr_high = 1.0 if fp == null else stats.beta.ppf(1 - alpha / 2, fp + 1, null - fp)
+    bounds = [0.0]
+    if tpr_low > 0:
+        bounds.append(math.log(tpr_low / fpr_high))
+    if tpr_low < 1:
+        bounds.append(math.log((1 - fpr_high) / (1 - tpr_low)))
+    return max(bounds)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
     inputs, planted = _planted(seed)
     found = audit_check(inputs, POLICY)
     assert found.verdict == "fail" and found.attack == "offline_lira"
     assert found.extra["flagged"] == planted.tolist()
-    # Five records are too few for a lower bound on ε above 0; fifty memorised ones are not.
-    assert found.extra["epsilon_lower_bound"] >= 0
+    # The ε bound is the DP inequalities at the one-sided Clopper-Pearson bounds of the counted
+    # rates, recomputed here from the beta quantiles: five memorised records of fifty leave it
+    # weak, fifty of fifty make it large.
+    epsilon = found.extra["epsilon_lower_bound"]
+    assert epsilon == pytest.approx(_epsilon_from_counts(found.extra, POLICY.alpha), abs=1e-6)
+    assert epsilon < 0.5
     all_memorised, _ = _planted(seed, memorised=50)
-    assert audit_check(all_memorised, POLICY).extra["epsilon_lower_bound"] > 1.0
+    strong = audit_check(all_memorised, POLICY).extra
+    assert strong["epsilon_lower_bound"] == pytest.approx(_epsilon_from_counts(strong, POLICY.alpha), abs=1e-6)
+    assert strong["epsilon_lower_bound"] > 1.0
     # The loss-threshold attack on the same model: losses from the same scores (φ = −log(e^ℓ − 1)).
     loss = lambda phi: np.log1p(np.exp(-phi))
     population = mia_auc_check(loss(inputs.forget_target), loss(inputs.null_target), POLICY)

@@ -35,6 +35,7 @@ from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
 from workers.engine.text_verification import TokenStatistics, extraction_counts, extraction_outcomes, token_statistics
 from workers.engine.training import ensemble_proba, evaluate
+from workers.engine.unlearning import base
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
@@ -296,16 +297,13 @@ def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evide
 def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
     """Why an approximate result is not verified (empty = verified): every check that blocks its
     verdict (a forgetting check that did not pass, an inconclusive one included; a utility check
-    that failed), for every family, and an exhausted certified-removal budget."""
+    that failed), for every family, and whatever the method itself says blocks it (an exhausted
+    certified-removal budget)."""
     verdicts = figures.verdicts or {}
     reasons = verdicts.get("reasons")
     failed = []
     if verdicts.get("verdict") != "pass":
         failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
-    if outcome.method == "certified_newton":
-        spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
-        if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
-            raise TypeError(f"certified removal state is not numeric: {spent!r}, {budget!r}")
-        if spent > budget:
-            failed.append(f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})")
+    if outcome.method not in EXACT:
+        failed += base.get_method(outcome.method).blocking_reasons(outcome.state)
     return failed
