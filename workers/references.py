@@ -14,7 +14,7 @@ import numpy as np
 from app.artifacts.store import get_store
 from app.config import get_settings
 from app.models import references as reference_service
-from workers.engine import references as engine
+from workers.engine.verification import references as engine
 from workers.engine.families.base import Shape
 from workers.engine.records import TextRecords
 from workers.engine.serialization import state_to_bytes

@@ -1,4 +1,4 @@
-"""Statistical verdicts (workers/engine/verdicts.py, forgetting.py, audit.py): every verdict is
+"""Statistical verdicts (workers/engine/verification/: verdicts.py, checks.py, lira.py): every verdict is
 produced by data built for it, and the intervals agree with known values."""
 
 import math
@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workers.engine import audit, references
-from workers.engine.forgetting import (
-    AuditInputs,
+from workers.engine.verification import lira, references
+from workers.engine.verification.checks import (
+    MembershipInputs,
     Policy,
     accuracy_gap_check,
-    audit_check,
+    membership_check,
     holdout_drop_check,
     mia_auc_check,
     reference_gap_check,
     summary,
 )
-from workers.engine.verdicts import (
+from workers.engine.verification.verdicts import (
     calibrated_difference,
     clopper_pearson,
     decide,
@@ -117,16 +117,16 @@ def test_overall_verdict_and_block():
 
 
 def test_epsilon_lower_bound():
-    assert audit.epsilon_lower_bound(0.5, 0.05) == pytest.approx(math.log(10))
-    assert audit.epsilon_lower_bound(0.05, 0.05) == 0.0
-    assert audit.epsilon_lower_bound(0.0, 0.5) == 0.0
+    assert lira.epsilon_lower_bound(0.5, 0.05) == pytest.approx(math.log(10))
+    assert lira.epsilon_lower_bound(0.05, 0.05) == 0.0
+    assert lira.epsilon_lower_bound(0.0, 0.5) == 0.0
     # The other inequality: a test that almost never flags unseen records but misses few members.
-    assert audit.epsilon_lower_bound(0.9, 0.5) == pytest.approx(max(math.log(1.8), math.log(0.5 / 0.1)))
+    assert lira.epsilon_lower_bound(0.9, 0.5) == pytest.approx(max(math.log(1.8), math.log(0.5 / 0.1)))
 
 
 def test_logit_confidence_keeps_precision_near_one():
     proba = np.array([[1 - 1e-15, 1e-15], [0.5, 0.5], [0.2, 0.8]])
-    found = audit.logit_confidence(proba, np.array([0, 0, 1]))
+    found = lira.logit_confidence(proba, np.array([0, 0, 1]))
     assert found[0] == pytest.approx(math.log((1 - 1e-15) / 1e-15)) and found[1] == 0.0
     assert found[2] == pytest.approx(math.log(4))
 
@@ -149,7 +149,7 @@ def _planted(seed: int, n_forget: int = 50, memorised: int = 5, k: int = 8):
     null_target, null_refs = side(400, np.zeros(400))
     keys = [f"subject-{i}" for i in range(n_forget)]
     forget_out = ~references.membership(keys, k, seed)
-    inputs = AuditInputs(forget_target, forget_refs, forget_out, null_target, null_refs, np.ones((400, k), dtype=bool))
+    inputs = MembershipInputs(forget_target, forget_refs, forget_out, null_target, null_refs, np.ones((400, k), dtype=bool))
     return inputs, np.sort(planted)
 
 
@@ -171,7 +171,7 @@ def _epsilon_from_counts(extra: dict, alpha: float) -> float:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
     inputs, planted = _planted(seed)
-    found = audit_check(inputs, POLICY)
+    found = membership_check(inputs, POLICY)
     assert found.verdict == "fail" and found.attack == "offline_lira"
     assert found.extra["flagged"] == planted.tolist()
     # The ε bound is the DP inequalities at the one-sided Clopper-Pearson bounds of the counted
@@ -181,7 +181,7 @@ def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
     assert epsilon == pytest.approx(_epsilon_from_counts(found.extra, POLICY.alpha), abs=1e-6)
     assert epsilon < 0.5
     all_memorised, _ = _planted(seed, memorised=50)
-    strong = audit_check(all_memorised, POLICY).extra
+    strong = membership_check(all_memorised, POLICY).extra
     assert strong["epsilon_lower_bound"] == pytest.approx(_epsilon_from_counts(strong, POLICY.alpha), abs=1e-6)
     assert strong["epsilon_lower_bound"] > 1.0
     # The loss-threshold attack on the same model: losses from the same scores (φ = −log(e^ℓ − 1)).
@@ -192,13 +192,13 @@ def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
 
 def test_audit_passes_a_model_that_forgot_and_is_inconclusive_without_references():
     inputs, _ = _planted(7, n_forget=600, memorised=0)
-    forgot = audit_check(inputs, POLICY)
+    forgot = membership_check(inputs, POLICY)
     assert forgot.verdict == "pass" and forgot.extra["flagged"] == [], forgot.reason
     assert forgot.extra["epsilon_lower_bound"] < 0.5
     # Erasures destroyed references: only one of each pair left, so no record has 2 OUT ones.
-    starved = AuditInputs(inputs.forget_target, inputs.forget_references[:, :2], inputs.forget_out[:, :2],
+    starved = MembershipInputs(inputs.forget_target, inputs.forget_references[:, :2], inputs.forget_out[:, :2],
                           inputs.null_target, inputs.null_references[:, :2], inputs.null_out[:, :2])
-    found = audit_check(starved, POLICY)
+    found = membership_check(starved, POLICY)
     assert found.verdict == "inconclusive" and "too few references" in found.reason
 
 
@@ -273,7 +273,7 @@ def _calibrated(forget_target, forget_refs, holdout_target, holdout_refs, out=No
     forget_refs, holdout_refs = np.asarray(forget_refs, dtype=float), np.asarray(holdout_refs, dtype=float)
     out = np.ones_like(forget_refs, dtype=bool) if out is None else out
     zeros_f, zeros_h = np.zeros(len(forget_target)), np.zeros(len(holdout_target))
-    inputs = AuditInputs(zeros_f, forget_refs, out, zeros_h, holdout_refs, np.ones_like(holdout_refs, dtype=bool),
+    inputs = MembershipInputs(zeros_f, forget_refs, out, zeros_h, holdout_refs, np.ones_like(holdout_refs, dtype=bool),
                          forget_references_correct=forget_refs, null_references_correct=holdout_refs)
     return reference_gap_check(np.asarray(forget_target, dtype=float), inputs, np.asarray(holdout_target, dtype=float),
                                POLICY)

@@ -1,5 +1,6 @@
 """The unlearning job's typed backbone type-checks strictly ([tool.mypy] in pyproject.toml):
-the app's unlearning package, the sequencer and the worker's unlearning engine."""
+the app's unlearning package, the sequencer, the worker's unlearning engine and its
+verification checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STRICT = ["app/unlearning", "workers/unlearning.py", "workers/engine/unlearning"]
+STRICT = ["app/unlearning", "workers/unlearning.py", "workers/engine/unlearning", "workers/engine/verification"]
 
 
 def test_the_unlearning_backbone_passes_mypy_strict():

@@ -65,7 +65,7 @@ class ForgetRetain:
     # methods that cap their cost against the training's; None: forget + retain.
     trained_records: int | None = None
     # Each forget record's loss under models that never saw it (its OUT reference models,
-    # workers/engine/references.forget_loss_targets), optional: neggrad_plus then stops each
+    # workers/engine/verification/references.forget_loss_targets), optional: neggrad_plus then stops each
     # record's ascent at its own target instead of at the unseen records' mean loss.
     forget_target_loss: torch.Tensor | None = None
 

@@ -21,12 +21,13 @@ import torch
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult, Verification
-from workers.engine import references
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
 from workers.engine.training import StateDict
 from workers.engine.unlearning import base, repair, verification
+from workers.engine.verification import references
+from workers.engine.verification.checks import stored_checks
 from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
 
 __all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
@@ -74,7 +75,7 @@ def verified(ctx: Context, outcome: Outcome) -> tuple[Outcome, Verification, lis
     if outcome.method in EXACT:
         return outcome, figures, []
     failed = verification.check_outcome(outcome, figures)
-    flagged = repair.repairable(figures.verdicts) if failed else []
+    flagged = repair.repairable(stored_checks(figures.verdicts)) if failed else []
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64)) if flagged else None
     if fixed is None:
         return outcome, figures, failed

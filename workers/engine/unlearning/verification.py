@@ -3,8 +3,8 @@ verification of a method's outcome (`verify_outcome`, `check_outcome`).
 
 Verification enters here: a family-specific figure or a statistical check plugs into
 `verify_outcome` (what is measured) and `check_outcome` (what passes); the checks' statistics are
-`workers/engine/forgetting.py` (language models: `text_forgetting.py`, on the per-record figures
-of `text_verification.py`) and `verdicts.py`, the per-record audit `audit.py`.
+`workers/engine/verification/checks.py` (language models: `text_checks.py`) and `verdicts.py`,
+the per-record LiRA test `lira.py`.
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -29,14 +29,19 @@ from torch import nn
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
-from workers.engine import forgetting, references, text_forgetting
+from workers.engine.verification import checks, references, text_checks
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
-from workers.engine.text_verification import TokenStatistics, extraction_counts, extraction_outcomes, token_statistics
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning import base
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
+from workers.engine.verification.text_checks import (
+    TokenStatistics,
+    extraction_counts,
+    extraction_outcomes,
+    token_statistics,
+)
 
 LabelledSet = tuple[torch.Tensor, torch.Tensor]
 Networks = nn.Module | Sequence[nn.Module]
@@ -156,7 +161,7 @@ NO_RECORDS = TokenStatistics(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(
 
 @dataclass(frozen=True)
 class TextEvidence:
-    """The per-record figures behind a language model's verdicts (workers/engine/text_forgetting.py):
+    """The per-record figures behind a language model's verdicts (workers/engine/verification/text_checks.py):
     token statistics of the forget and held-out records, and which of them came back verbatim
     (the held-out ones of the extraction sample)."""
 
@@ -242,11 +247,11 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
 
 def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: list[nn.Module],
               forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
-    """The statistical verdicts (workers/engine/forgetting.py) against the holdout and, per
+    """The statistical verdicts (workers/engine/verification/checks.py) against the holdout and, per
     record, the model's reference models or, for a SISA model, its own shards."""
     forget_ids = np.sort(ctx.forget_ids)
     keys, shards = _subjects_and_shards(ctx, forget_ids)
-    return forgetting.verification_block(
+    return checks.verification_block(
         ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
         method=outcome.method, exact=outcome.method in EXACT,
         references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
@@ -266,7 +271,7 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
 
 def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evidence: TextEvidence,
                    before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None) -> dict[str, Any]:
-    """A language model's verdicts (workers/engine/text_forgetting.py): the text checks against
+    """A language model's verdicts (workers/engine/verification/text_checks.py): the text checks against
     the holdout and, per record, LiRA against the model's reference models or a SISA model's
     own shards, each record scored by its mean token log-likelihood."""
     forget_ids = np.sort(ctx.forget_ids)
@@ -276,21 +281,21 @@ def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evide
     holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None else None
 
     def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
-        return np.column_stack([text_forgetting.score(token_statistics([n], rows[0], rows[1].numpy()))
+        return np.column_stack([text_checks.score(token_statistics([n], rows[0], rows[1].numpy()))
                                 for n in networks])
 
     inputs = None
     pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
     if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
-        inputs = forgetting.shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+        inputs = checks.shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
     elif pool and holdout_rows is not None:
-        inputs = forgetting.reference_inputs(
-            text_forgetting.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
-            text_forgetting.score(holdout), matrix(pool, holdout_rows))
-    return text_forgetting.text_verification_block(
+        inputs = checks.reference_inputs(
+            text_checks.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
+            text_checks.score(holdout), matrix(pool, holdout_rows))
+    return text_checks.text_verification_block(
         forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
         forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
-        method=outcome.method, exact=outcome.method in EXACT, audit_inputs=inputs, live=len(pool),
+        method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 

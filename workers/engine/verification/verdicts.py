@@ -33,12 +33,15 @@ The interval functions here take the two-sided level 1 − a they are asked for:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal, cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
+
+from app.unlearning.types import JsonValue
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 Interval = tuple[float, float]
@@ -66,7 +69,7 @@ class Check:
     reference: str
     verdict: Verdict
     reason: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, JsonValue] = field(default_factory=dict)
     # Two-sided level of `interval` (1 − 2α): each of its ends is a one-sided 1 − α bound.
     confidence: float = 0.9
     # A utility check (the price in accuracy) rather than a forgetting one: only its `fail`
@@ -75,10 +78,51 @@ class Check:
     # only on evidence that it is too high (a retrain pays a price in accuracy too).
     utility: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        found = asdict(self)
-        found["interval"] = list(self.interval) if self.interval is not None else None
-        return rounded(found)
+    def as_dict(self) -> dict[str, JsonValue]:
+        """The stored shape: every field in declaration order, the interval as a list."""
+        found: dict[str, JsonValue] = {name: rounded(getattr(self, name)) for name in CHECK_FIELDS}
+        found["interval"] = rounded(list(self.interval)) if self.interval is not None else None
+        return found
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, JsonValue]) -> Check:
+        """A stored check read back (job results and certificates carry `as_dict`)."""
+        interval = body.get("interval")
+        extra = body.get("extra")
+        return cls(name=_text(body["name"]), attack=None if body.get("attack") is None else _text(body["attack"]),
+                   test=_text(body["test"]), estimate=_optional_float(body.get("estimate")),
+                   interval=None if not isinstance(interval, Sequence) or isinstance(interval, str)
+                   else (_float(interval[0]), _float(interval[1])),
+                   alpha=_float(body["alpha"]), tolerance=_float(body["tolerance"]),
+                   two_sided=bool(body["two_sided"]), n=int(_float(body["n"])), reference=_text(body["reference"]),
+                   verdict=_verdict(body["verdict"]), reason=_text(body["reason"]),
+                   extra=dict(extra) if isinstance(extra, Mapping) else {},
+                   confidence=_float(body.get("confidence", 0.9)), utility=bool(body.get("utility", False)))
+
+
+CHECK_FIELDS = tuple(f.name for f in fields(Check))
+
+
+def _text(value: JsonValue) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string in a stored check, got {value!r}")
+    return value
+
+
+def _float(value: JsonValue) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number in a stored check, got {value!r}")
+    return float(value)
+
+
+def _optional_float(value: JsonValue) -> float | None:
+    return None if value is None else _float(value)
+
+
+def _verdict(value: JsonValue) -> Verdict:
+    if value in ("pass", "fail", "inconclusive"):
+        return cast(Verdict, value)
+    raise TypeError(f"unknown verdict in a stored check: {value!r}")
 
 
 # Figures are stored to six decimals: more is noise at any forget-set size, and a float's full
@@ -86,18 +130,21 @@ class Check:
 DECIMALS = 6
 
 
-def rounded(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
+def rounded(value: object) -> JsonValue:
+    """`value` as stored: floats to DECIMALS places, numpy scalars as Python ones, tuples as lists."""
+    if isinstance(value, bool | np.bool_) or value is None:
+        return None if value is None else bool(value)
     if isinstance(value, float | np.floating):
         return round(float(value), DECIMALS)
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, dict):
-        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, int | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): rounded(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [rounded(item) for item in value]
-    return value
+    raise TypeError(f"not a stored figure: {value!r}")
 
 
 def interval_alpha(alpha: float) -> float:
@@ -134,9 +181,11 @@ def _explain(label: str, estimate: float, interval: Interval, tolerance: float, 
 
 def check(name: str, *, label: str, attack: str | None, test: str, estimate: float | None,
           interval: Interval | None, alpha: float, tolerance: float, two_sided: bool, n: int,
-          reference: str, unavailable: str | None = None, **extra: Any) -> Check:
+          reference: str, unavailable: str | None = None, figures: Mapping[str, JsonValue] | None = None,
+          **extra: JsonValue) -> Check:
     """A Check from an estimate and its interval; without them (`unavailable` says why) the
-    verdict is inconclusive."""
+    verdict is inconclusive. Its `extra` holds the keyword figures, then `figures`."""
+    extra = {**extra, **(figures or {})}
     confidence = 1 - interval_alpha(alpha)
     if estimate is None or interval is None:
         return Check(name, attack, test, None, None, alpha, tolerance, two_sided, n, reference,
@@ -197,10 +246,10 @@ def wilson(successes: int, trials: int, alpha: float) -> Interval:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def proportion_difference(a: Sequence[float], b: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
     """mean(a) − mean(b) of two independent 0/1 samples with Newcombe's hybrid score interval;
     None when either sample is empty."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = _floats(a), _floats(b)
     if a.size == 0 or b.size == 0:
         return None
     ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
@@ -213,11 +262,11 @@ def proportion_difference(a: Sequence[float], b: Sequence[float], alpha: float) 
     return difference, (max(-1.0, low), min(1.0, high))
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float, *, seed: int = 0,
+def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed: int = 0,
                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, Interval] | None:
     """mean(a − b) over the same records, with a percentile bootstrap over records; None when
     empty. With one record the interval is the whole range: nothing is learnt from one pair."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = _floats(a), _floats(b)
     if a.shape != b.shape:
         raise ValueError("paired samples must have the same length")
     if a.size == 0:
@@ -238,11 +287,15 @@ def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float, *, s
     return estimate, (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
 
 
-def _midranks(values: np.ndarray) -> np.ndarray:
-    return stats.rankdata(values, method="average")
+def _floats(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    return np.asarray(values, dtype=np.float64)
 
 
-def delong_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+def _midranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(stats.rankdata(values, method="average"), dtype=np.float64)
+
+
+def delong_auc(member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
     """AUC = P(member score > non-member score), ties half, with DeLong's interval (clipped to
     [0, 1]). None when a side is empty; with one record on a side the variance is unknown and
     the interval is [0, 1]."""
@@ -270,7 +323,7 @@ def delong_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]
     return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
 
 
-def calibrated_difference(forget: Sequence[float], null: Sequence[float], alpha: float) -> tuple[float, Interval] | None:
+def calibrated_difference(forget: npt.ArrayLike, null: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
     """mean(forget) − mean(null) of two independent samples of per-record differences (a target's
     correctness less its references', say), with a Welch interval at level 1 − alpha. As in
     `delong_auc`, the forget side's variance is at least the null side's (what it is when the
