@@ -36,6 +36,7 @@ from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning import base
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
+from workers.engine.verification.checks import LabelledSet, Networks, as_list
 from workers.engine.verification.text_checks import (
     TokenStatistics,
     extraction_counts,
@@ -43,19 +44,12 @@ from workers.engine.verification.text_checks import (
     token_statistics,
 )
 
-LabelledSet = tuple[torch.Tensor, torch.Tensor]
-Networks = nn.Module | Sequence[nn.Module]
-
-
-def _as_list(networks: Networks) -> list[nn.Module]:
-    return [networks] if isinstance(networks, nn.Module) else list(networks)
-
 
 def accuracy_and_loss(
     family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
 ) -> dict[str, Any]:
     """{"accuracy", "loss", "n"} of the (ensemble) probabilities; None figures when n = 0."""
-    return evaluate(family, _as_list(networks), x, y)
+    return evaluate(family, as_list(networks), x, y)
 
 
 def per_example_losses(
@@ -64,7 +58,7 @@ def per_example_losses(
     """Cross-entropy of the (ensemble) probability of each record's label, as float64."""
     if y.shape[0] == 0:
         return np.zeros(0)
-    proba = ensemble_proba(family, _as_list(networks), x)
+    proba = ensemble_proba(family, as_list(networks), x)
     picked = proba.gather(1, y.to(proba.device).view(-1, 1)).squeeze(1).double()
     return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
 
@@ -109,7 +103,7 @@ def verify(
 ) -> dict[str, Any]:
     """Accuracy and loss on the forget, retain and held-out sets, and the forget-vs-holdout
     membership AUC. Without a holdout set its figures and the AUC are None."""
-    networks = _as_list(networks)
+    networks = as_list(networks)
     figures: dict[str, Any] = {
         "forget": accuracy_and_loss(family, networks, *forget),
         "retain": accuracy_and_loss(family, networks, *retain_sample),

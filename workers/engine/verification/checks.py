@@ -191,7 +191,8 @@ def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
 # Torch side: figures from networks.
 
 
-def _as_list(networks: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+def as_list(networks: Networks) -> list[nn.Module]:
+    """One network or a SISA ensemble, as a list."""
     return [networks] if isinstance(networks, nn.Module) else list(networks)
 
 
@@ -199,7 +200,7 @@ def correct_and_losses(family: Any, networks: Networks, x: torch.Tensor,
                        y: torch.Tensor) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     if y.shape[0] == 0:
         return np.zeros(0), np.zeros(0)
-    proba = ensemble_proba(family, _as_list(networks), x).double()
+    proba = ensemble_proba(family, as_list(networks), x).double()
     y = y.to(proba.device)
     correct = (proba.argmax(dim=1) == y).double().cpu().numpy()
     losses = (-torch.log(proba.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-12))).cpu().numpy()
@@ -296,8 +297,8 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     policy = policy_from_settings()
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
-    if forget_shards is not None and len(_as_list(after)) > 1 and holdout is not None and has_holdout:
-        inputs, reference = shard_membership_inputs(family, _as_list(after), forget, forget_shards, holdout), "shards"
+    if forget_shards is not None and len(as_list(after)) > 1 and holdout is not None and has_holdout:
+        inputs, reference = shard_membership_inputs(family, as_list(after), forget, forget_shards, holdout), "shards"
     elif references and holdout is not None and has_holdout and forget_out is not None:
         inputs = reference_membership_inputs(family, after, list(references), forget, forget_out, holdout)
         reference = "references"
