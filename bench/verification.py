@@ -65,7 +65,7 @@ def cpu_timed(fn):
 
 
 def clopper(successes: int, trials: int) -> list[float]:
-    from workers.engine.verification.verdicts import clopper_pearson
+    from workers.engine.verification.intervals import clopper_pearson
 
     return [round(v, 3) for v in clopper_pearson(successes, trials, 0.05)]
 
@@ -187,8 +187,8 @@ def rehearse(case: Case, subjects: int, methods: tuple[str, ...]) -> dict:
 
 
 def figures(case: Case, networks, forget, retain, checks) -> dict:
-    from workers.engine.verification.checks import correct_and_losses
-    from workers.engine.verification.verdicts import delong_auc
+    from workers.engine.verification.scores import correct_and_losses
+    from workers.engine.verification.intervals import delong_auc
 
     forget_correct, forget_losses = correct_and_losses(case.family, networks, *forget)
     holdout_correct, holdout_losses = correct_and_losses(case.family, networks, *case.holdout)
@@ -203,7 +203,8 @@ def figures(case: Case, networks, forget, retain, checks) -> dict:
 def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] | None = None,
              methods: tuple[str, ...] = APPROXIMATE, service: tuple[str, dict] | None = None) -> list[dict]:
     from workers.engine.verification import references
-    from workers.engine.verification.checks import forgetting_checks, reference_membership_inputs, shard_membership_inputs, summary
+    from workers.engine.verification.checks import forgetting_checks, summary
+    from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
     from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
 
     keys = np.unique(case.records.subject_keys[np.searchsorted(case.records.record_ids, case.trained)])

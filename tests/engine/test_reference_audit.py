@@ -10,7 +10,8 @@ from app.families.registry import get_family
 from workers.engine import training
 from workers.engine.verification import references
 from workers.engine.families.base import Shape
-from workers.engine.verification.checks import Policy, forgetting_checks, reference_membership_inputs
+from workers.engine.verification.checks import Policy, forgetting_checks
+from workers.engine.verification.scores import reference_membership_inputs
 
 CPU = torch.device("cpu")
 K = 8

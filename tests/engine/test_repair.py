@@ -119,7 +119,8 @@ def test_a_stored_block_reads_back_as_the_checks_that_wrote_it():
     # the repair decides on typed checks whatever release wrote the block.
     import numpy as np
 
-    from workers.engine.verification.checks import Policy, membership_check, reference_inputs, summary
+    from workers.engine.verification.checks import Policy, membership_check, summary
+    from workers.engine.verification.scores import reference_inputs
 
     rng = np.random.default_rng(3)
     refs = rng.normal(0, 1, (60, 4))

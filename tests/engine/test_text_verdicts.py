@@ -10,7 +10,8 @@ from torch import nn
 from app.families.builtin import LM_VOCAB
 from app.lineage.reference_halves import membership
 from workers.engine.families.causal_lm import CausalLMFamily, record_windows
-from workers.engine.verification.checks import Policy, reference_inputs
+from workers.engine.verification.checks import Policy
+from workers.engine.verification.scores import reference_inputs
 from workers.engine.records import TextRecords
 from workers.references import row_membership
 from workers.engine.verification.text_checks import (

@@ -9,24 +9,23 @@ from scipy import stats
 
 from workers.engine.verification import lira, references
 from workers.engine.verification.checks import (
-    MembershipInputs,
     Policy,
     accuracy_gap_check,
-    membership_check,
     holdout_drop_check,
+    membership_check,
     mia_auc_check,
     reference_gap_check,
     summary,
 )
-from workers.engine.verification.verdicts import (
+from workers.engine.verification.intervals import (
     calibrated_difference,
     clopper_pearson,
-    decide,
     delong_auc,
-    overall,
     paired_difference,
     proportion_difference,
 )
+from workers.engine.verification.scores import MembershipInputs
+from workers.engine.verification.verdicts import decide, overall
 from workers.engine.unlearning.verification import mia_auc
 
 POLICY = Policy()

@@ -36,7 +36,7 @@ from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning import base
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
-from workers.engine.verification.checks import LabelledSet, Networks, as_list
+from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
 from workers.engine.verification.text_checks import (
     TokenStatistics,
     extraction_counts,
@@ -281,9 +281,9 @@ def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evide
     inputs = None
     pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
     if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
-        inputs = checks.shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+        inputs = shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
     elif pool and holdout_rows is not None:
-        inputs = checks.reference_inputs(
+        inputs = reference_inputs(
             text_checks.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
             text_checks.score(holdout), matrix(pool, holdout_rows))
     return text_checks.text_verification_block(

@@ -46,7 +46,8 @@ import numpy.typing as npt
 from scipy import stats
 
 from app.unlearning.types import JsonValue
-from workers.engine.verification.verdicts import Check, Interval, check, clopper_pearson
+from workers.engine.verification.intervals import Interval, clopper_pearson
+from workers.engine.verification.verdicts import Check, check
 
 # Fewest OUT references a record needs to be tested, and fewest null records for the shift.
 MIN_OUT_REFERENCES = 2

@@ -42,7 +42,6 @@ from app.unlearning.types import JsonValue
 from workers.engine.families.causal_lm import ensemble_log_softmax, inputs_and_targets
 from workers.engine.families.lm_scoring import generate_batch
 from workers.engine.verification.checks import (
-    MembershipInputs,
     Policy,
     auc_check,
     block,
@@ -51,7 +50,9 @@ from workers.engine.verification.checks import (
     mia_auc_check,
     policy_from_settings,
 )
-from workers.engine.verification.verdicts import Check, check, interval_alpha, proportion_difference
+from workers.engine.verification.intervals import proportion_difference
+from workers.engine.verification.scores import MembershipInputs
+from workers.engine.verification.verdicts import Check, check, interval_alpha
 
 BATCH = 128
 MIN_K_FRACTION = 0.2
