@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         "Method used for larger models (escalates to exact if verification fails); a language model whose "
         "family does not support it uses its first approximate method (`gradient_difference`)."))
     verification_alpha: float = Field(default=0.05, gt=0, lt=0.5, description=(
-        "Every verdict is a test at level α (`workers/engine/verdicts.py`): intervals at 1 − 2α, each end a "
+        "Every verdict is a test at level α (`workers/engine/verification/verdicts.py`): intervals at 1 − 2α, each end a "
         "one-sided 1 − α bound. A check passes when its interval lies within its tolerance, fails when it "
         "lies beyond, and is inconclusive otherwise."))
     # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that

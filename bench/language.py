@@ -177,7 +177,7 @@ def exposure(s: Setup, networks, subject: int) -> tuple[float, bool]:
 def figures(s: Setup, networks, manifest, erased_ids, erased_subjects, kept_canaries) -> dict:
     """The job's own text figures (workers/engine/unlearning/verification.py) and the canaries'
     exposure."""
-    from workers.engine.text_verification import verbatim_extraction
+    from workers.engine.verification.text_checks import verbatim_extraction
     from workers.engine.training import evaluate
     from workers.engine.unlearning.verification import EXTRACTION_HOLDOUT_SAMPLE, membership_aucs
 

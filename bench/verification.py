@@ -5,7 +5,7 @@ few rows per class) and a SISA MLP. For each, with 1, 10 and 100 erased subjects
 memorising case), and for `--seeds` seeds per cell, it trains the model and K reference models
 on subject-disjoint halves, erases the subjects with every approximate method and with two real
 retrains (two training seeds: their difference is the spread a retrain has by itself), and runs
-the service's checks (workers/engine/forgetting.py, the default policy of app/config.py) on
+the service's checks (workers/engine/verification/checks.py, the default policy of app/config.py) on
 every result. The retrain is the yardstick: the service never sees it.
 
 Before the erasures each model is rehearsed as the service does after training
@@ -65,13 +65,13 @@ def cpu_timed(fn):
 
 
 def clopper(successes: int, trials: int) -> list[float]:
-    from workers.engine.verdicts import clopper_pearson
+    from workers.engine.verification.intervals import clopper_pearson
 
     return [round(v, 3) for v in clopper_pearson(successes, trials, 0.05)]
 
 
 def policy():
-    from workers.engine.forgetting import policy_from_settings
+    from workers.engine.verification.checks import policy_from_settings
 
     return policy_from_settings()
 
@@ -129,7 +129,7 @@ class Case:
         return networks, cpu
 
     def _references(self, count: int):
-        from workers.engine import references
+        from workers.engine.verification import references
 
         keys = self.records.subject_keys[np.searchsorted(self.records.record_ids, self.trained)].tolist()
         self.member = references.membership(keys, count, self.seed)
@@ -187,8 +187,8 @@ def rehearse(case: Case, subjects: int, methods: tuple[str, ...]) -> dict:
 
 
 def figures(case: Case, networks, forget, retain, checks) -> dict:
-    from workers.engine.forgetting import correct_and_losses
-    from workers.engine.verdicts import delong_auc
+    from workers.engine.verification.scores import correct_and_losses
+    from workers.engine.verification.intervals import delong_auc
 
     forget_correct, forget_losses = correct_and_losses(case.family, networks, *forget)
     holdout_correct, holdout_losses = correct_and_losses(case.family, networks, *case.holdout)
@@ -202,8 +202,9 @@ def figures(case: Case, networks, forget, retain, checks) -> dict:
 
 def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] | None = None,
              methods: tuple[str, ...] = APPROXIMATE, service: tuple[str, dict] | None = None) -> list[dict]:
-    from workers.engine import references
-    from workers.engine.forgetting import forgetting_checks, reference_audit_inputs, shard_audit_inputs, summary
+    from workers.engine.verification import references
+    from workers.engine.verification.checks import forgetting_checks, summary
+    from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
     from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
 
     keys = np.unique(case.records.subject_keys[np.searchsorted(case.records.record_ids, case.trained)])
@@ -214,16 +215,16 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     forget = case.records.rows_for(forget_ids)
     retain_sample = case.records.rows_for(np.sort(rng.choice(retain_ids, size=min(1000, len(retain_ids)), replace=False)))
     if case.references:
-        audit_of = lambda nets: reference_audit_inputs(case.family, nets, case.references, forget,
+        audit_of = lambda nets: reference_membership_inputs(case.family, nets, case.references, forget,
                                                        ~case.member[erased], case.holdout)
     else:
-        audit_of = lambda nets: shard_audit_inputs(case.family, nets, forget, case.shard_of(forget_ids),
+        audit_of = lambda nets: shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
                                                    case.holdout)
 
     def verify(networks):
         def run():
             checks = forgetting_checks(case.family, networks, case.networks, forget, case.holdout, policy_,
-                                       audit_inputs=audit_of(networks), forget_ids=forget_ids)
+                                       membership_inputs=audit_of(networks), forget_ids=forget_ids)
             return checks, summary(checks, policy_)
         return cpu_timed(run)
 
@@ -319,8 +320,9 @@ def flag_figures(case: Case, checks, forget_ids, forget, network, retrain_a, ret
 
 def repairable(block: dict) -> list[int]:
     from workers.engine.unlearning.repair import repairable as service_rule
+    from workers.engine.verification.checks import stored_checks
 
-    return service_rule(block)
+    return service_rule(stored_checks(block))
 
 
 def repair_network(case: Case, chosen: set, network, flagged: list[int]):
@@ -347,7 +349,7 @@ def confirmed(case: Case, flagged: list[int], forget_ids: np.ndarray, forget, ne
     """Whether the retrain confirms the records the audit flagged: on each, the method's
     logit-scaled confidence in the label exceeds the retrain's by more than the two retrains
     differ on it. False without flagged records."""
-    from workers.engine import references
+    from workers.engine.verification import references
 
     if not flagged:
         return False

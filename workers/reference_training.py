@@ -1,4 +1,4 @@
-"""Training positions of a model's reference pool (the maths: workers/engine/references.py): with
+"""Training positions of a model's reference pool (the maths: workers/engine/verification/references.py): with
 the model when its unlearning method is approximate (app.unlearning.method_choice.reference_pool_size,
 workers/training.py), and by the `references` job (workers/references.py) after an erasure
 destroyed the ones that held its subjects. The rows are app/models/reference_pool.py's.
@@ -13,7 +13,7 @@ import numpy as np
 
 from app.artifacts.store import get_store
 from app.config import get_settings
-from workers.engine import references as engine
+from workers.engine.verification import references as engine
 from workers.engine.families.base import Shape
 from workers.engine.records import TextRecords
 from workers.engine.serialization import state_to_bytes

@@ -66,7 +66,7 @@ class ModelVersion(Base):
 
 class ModelReference(Base):
     """One reference model of the per-record membership audit: a network trained on one half of
-    a model's training subjects (workers/engine/references.py decides which half from the subject
+    a model's training subjects (workers/engine/verification/references.py decides which half from the subject
     keys and `membership_seed`, so membership needs no storage).
 
     References hold personal data: they are part of the model's lineage. An erasure destroys

@@ -263,7 +263,7 @@ class Verification:
     lineage_proof: LineageProof
     holdout_available: bool
     reference: SampledReference | None = None
-    # The statistical verdicts (workers/engine/forgetting.py, workers/checks.py): the overall
+    # The statistical verdicts (workers/engine/verification/checks.py): the overall
     # verdict, its reasons and every check with its estimate, interval, α and tolerance.
     verdicts: JsonObject | None = None
 

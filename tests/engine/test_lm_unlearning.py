@@ -14,7 +14,7 @@ from app.families.registry import get_family
 from workers.engine import training
 from workers.engine.families.causal_lm import PAD, record_windows, sequence_log_likelihood
 from workers.engine.families.lm_scoring import generate, score
-from workers.engine.text_verification import token_statistics, verbatim_extraction
+from workers.engine.verification.text_checks import token_statistics, verbatim_extraction
 from workers.engine.unlearning.verification import membership_aucs
 from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
 from workers.engine.unlearning.npo import npo_loss

@@ -7,9 +7,11 @@ import torch
 from sklearn.datasets import make_classification
 
 from app.families.registry import get_family
-from workers.engine import references, training
+from workers.engine import training
+from workers.engine.verification import references
 from workers.engine.families.base import Shape
-from workers.engine.forgetting import Policy, forgetting_checks, reference_audit_inputs
+from workers.engine.verification.checks import Policy, forgetting_checks
+from workers.engine.verification.scores import reference_membership_inputs
 
 CPU = torch.device("cpu")
 K = 8
@@ -52,14 +54,14 @@ def build_planted():
     kept = torch.cat([train_x[50:], train_x[planted].repeat(8, 1)]), torch.cat([train_y[50:], train_y[planted].repeat(8)])
     target = network(family, config, shape, training.train_single(family, config, shape, *kept, seed=5, device=CPU))
     forget = (train_x[:50], train_y[:50])
-    inputs = reference_audit_inputs(family, target, refs, forget, ~member[forget_index], holdout)
+    inputs = reference_membership_inputs(family, target, refs, forget, ~member[forget_index], holdout)
     return family, target, forget, holdout, inputs, planted
 
 
 def test_the_audit_flags_the_five_the_population_auc_does_not(planted):
     family, target, forget, holdout, inputs, planted_ids = planted
     checks = {c.name: c for c in forgetting_checks(family, target, None, forget, holdout, Policy(),
-                                                   audit_inputs=inputs, forget_ids=np.arange(50))}
+                                                   membership_inputs=inputs, forget_ids=np.arange(50))}
     audit = checks["per_record_audit"]
     assert audit.verdict == "fail", audit.reason
     assert audit.extra["flagged"] == planted_ids.tolist(), audit.extra

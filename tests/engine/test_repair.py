@@ -9,15 +9,23 @@ from dataclasses import replace
 import pytest
 
 from workers.engine.unlearning import job, repair
+from workers.engine.verification.checks import stored_checks
+from workers.engine.verification.verdicts import Check
 
 
 def check(name, verdict, *, utility=False, interval=(0.0, 0.05), tolerance=0.15, n=400, flagged=()):
-    return {"name": name, "verdict": verdict, "utility": utility, "interval": list(interval), "tolerance": tolerance,
-            "n": n, "extra": {"flagged": list(flagged)}}
+    """A check as stored in a job's verification block (Check.as_dict)."""
+    return Check(name, None, "clopper_pearson", 0.01, interval, 0.05, tolerance, False, n, "references", verdict,
+                 f"{name}: {verdict}", {"flagged": list(flagged)}, utility=utility).as_dict()
 
 
 def block(*checks):
     return {"verdict": "fail", "checks": list(checks)}
+
+
+def flags(stored):
+    """What the job repairs for a stored block: its checks read back typed, then the rule."""
+    return repair.repairable(stored_checks(stored))
 
 
 AUDIT_FLAGS = check("per_record_audit", "fail", flagged=(17, 42))
@@ -25,20 +33,20 @@ AUDIT_FLAGS = check("per_record_audit", "fail", flagged=(17, 42))
 
 def test_only_a_few_flags_with_everything_else_passing_are_repairable():
     passing = [check("forget_accuracy_gap", "pass"), check("mia_auc", "pass")]
-    assert repair.repairable(block(*passing, AUDIT_FLAGS)) == [17, 42]
+    assert flags(block(*passing, AUDIT_FLAGS)) == [17, 42]
     # A utility check that could not tell does not stand in the way; one that failed does.
-    assert repair.repairable(block(*passing, check("holdout_drop", "inconclusive", utility=True), AUDIT_FLAGS)) == [17, 42]
-    assert repair.repairable(block(*passing, check("holdout_drop", "fail", utility=True), AUDIT_FLAGS)) == []
+    assert flags(block(*passing, check("holdout_drop", "inconclusive", utility=True), AUDIT_FLAGS)) == [17, 42]
+    assert flags(block(*passing, check("holdout_drop", "fail", utility=True), AUDIT_FLAGS)) == []
     # Any other forgetting check short of a pass, and there is more wrong than a few records.
-    assert repair.repairable(block(check("forget_accuracy_gap", "inconclusive"), passing[1], AUDIT_FLAGS)) == []
+    assert flags(block(check("forget_accuracy_gap", "inconclusive"), passing[1], AUDIT_FLAGS)) == []
     # The audit's own aggregate beyond its tolerance: not a few stragglers.
     wide = check("per_record_audit", "fail", interval=(0.1, 0.3), flagged=(17,))
-    assert repair.repairable(block(*passing, wide)) == []
+    assert flags(block(*passing, wide)) == []
     # More than 5 % of the forget records flagged.
     many = check("per_record_audit", "fail", n=40, flagged=(1, 2, 3))
-    assert repair.repairable(block(*passing, many)) == []
-    assert repair.repairable(block(*passing, check("per_record_audit", "pass"))) == []
-    assert repair.repairable(None) == [] and repair.repairable(block(*passing)) == []
+    assert flags(block(*passing, many)) == []
+    assert flags(block(*passing, check("per_record_audit", "pass"))) == []
+    assert flags(None) == [] and flags(block(*passing)) == []
 
 
 class Figures:
@@ -104,3 +112,27 @@ def test_no_repair_where_more_than_flags_block_or_for_exact_methods(scripted):
     assert job.verified(CTX, outcome("method"))[2] == ["method blocked"] and calls["repaired"] == []
     blocks["exact"] = block(AUDIT_FLAGS)
     assert job.verified(CTX, outcome("exact", method="retrain"))[2] == [] and calls["repaired"] == []
+
+
+def test_a_stored_block_reads_back_as_the_checks_that_wrote_it():
+    # A job result or certificate stores Check.as_dict; reading it back gives the same checks, so
+    # the repair decides on typed checks whatever release wrote the block.
+    import numpy as np
+
+    from workers.engine.verification.checks import Policy, membership_check, summary
+    from workers.engine.verification.scores import reference_inputs
+
+    rng = np.random.default_rng(3)
+    refs = rng.normal(0, 1, (60, 4))
+    inputs = reference_inputs(refs.mean(axis=1) + 3.0 * (np.arange(60) < 2), refs, np.ones((60, 4), bool),
+                              rng.normal(0, 1, 200), rng.normal(0, 1, (200, 4)))
+    written = [membership_check(inputs, Policy(), np.arange(60)), check_from_name("mia_auc")]
+    stored = summary(written, Policy())
+    read = stored_checks(stored)
+    assert [c.as_dict() for c in read] == stored["checks"]
+    assert read[0].verdict == written[0].verdict and read[0].extra["flagged"] == written[0].extra["flagged"]
+    assert read[0].interval is not None and isinstance(read[0].interval, tuple)
+
+
+def check_from_name(name):
+    return Check.from_json(check(name, "pass"))

@@ -1,4 +1,4 @@
-"""A language model's verdicts (workers/engine/text_forgetting.py): each text check gives pass, fail
+"""A language model's verdicts (workers/engine/verification/text_checks.py): each text check gives pass, fail
 and inconclusive on per-record figures built for it, the block has the tabular block's shape, and
 the per-record figures come from the networks as stated."""
 
@@ -10,20 +10,23 @@ from torch import nn
 from app.families.builtin import LM_VOCAB
 from app.lineage.reference_halves import membership
 from workers.engine.families.causal_lm import CausalLMFamily, record_windows
-from workers.engine.forgetting import Policy, reference_inputs
+from workers.engine.verification.checks import Policy
+from workers.engine.verification.scores import reference_inputs
 from workers.engine.records import TextRecords
 from workers.reference_training import row_membership
-from workers.engine.text_forgetting import (
+from workers.engine.verification.text_checks import (
+    TokenStatistics,
     extraction_check,
+    extraction_outcomes,
     min_k_auc_check,
     score,
     text_checks,
     text_verification_block,
+    token_statistics,
 )
-from workers.engine.text_verification import TokenStatistics, extraction_outcomes, token_statistics
 
 POLICY = Policy()
-# The keys of the tabular block (workers/engine/forgetting.py verification_block).
+# The keys of the tabular block (workers/engine/verification/checks.py verification_block).
 BLOCK_KEYS = {"verdict", "alpha", "reasons", "notes", "checks", "attacks", "records", "reference",
               "epsilon_lower_bound", "escalates", "method", "exact", "tolerances", "references"}
 
@@ -99,7 +102,7 @@ def _block(forget_n=600, holdout_n=800, *, audit=None, pool_expected=0, live=0, 
     before = statistics(holdout.loss, accuracy=np.full(holdout_n, 0.6) if before_accuracy is None else before_accuracy)
     extracted = bits(forget_n, 0) if forget_extracted is None else forget_extracted
     return text_verification_block(forget=forget, holdout=holdout, before_holdout=before, forget_extracted=extracted,
-                                   holdout_extracted=bits(200, 0), method="npo", exact=False, audit_inputs=audit,
+                                   holdout_extracted=bits(200, 0), method="npo", exact=False, membership_inputs=audit,
                                    live=live, pool_expected=pool_expected, reference_ids=[f"r{i}" for i in range(live)],
                                    policy=POLICY)
 

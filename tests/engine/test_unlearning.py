@@ -303,7 +303,7 @@ def _per_record_losses(network, x, y):
 
 
 def test_neggrad_plus_aims_each_record_at_its_own_unseen_loss(digits, mlp_runs):
-    from workers.engine.unlearning.base import SHORTFALL, shortfall
+    from workers.engine.unlearning.stopping import SHORTFALL, shortfall
 
     family, config, original, reference = mlp_runs
     # The retrain never saw the forget records: its loss on each is that record's target.

@@ -1,4 +1,4 @@
-"""Statistical verdicts (workers/engine/verdicts.py, forgetting.py, audit.py): every verdict is
+"""Statistical verdicts (workers/engine/verification/: verdicts.py, checks.py, lira.py): every verdict is
 produced by data built for it, and the intervals agree with known values."""
 
 import math
@@ -7,26 +7,25 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workers.engine import audit, references
-from workers.engine.forgetting import (
-    AuditInputs,
+from workers.engine.verification import lira, references
+from workers.engine.verification.checks import (
     Policy,
     accuracy_gap_check,
-    audit_check,
     holdout_drop_check,
+    membership_check,
     mia_auc_check,
     reference_gap_check,
     summary,
 )
-from workers.engine.verdicts import (
+from workers.engine.verification.intervals import (
     calibrated_difference,
     clopper_pearson,
-    decide,
     delong_auc,
-    overall,
     paired_difference,
     proportion_difference,
 )
+from workers.engine.verification.scores import MembershipInputs
+from workers.engine.verification.verdicts import decide, overall
 from workers.engine.unlearning.verification import mia_auc
 
 POLICY = Policy()
@@ -117,16 +116,16 @@ def test_overall_verdict_and_block():
 
 
 def test_epsilon_lower_bound():
-    assert audit.epsilon_lower_bound(0.5, 0.05) == pytest.approx(math.log(10))
-    assert audit.epsilon_lower_bound(0.05, 0.05) == 0.0
-    assert audit.epsilon_lower_bound(0.0, 0.5) == 0.0
+    assert lira.epsilon_lower_bound(0.5, 0.05) == pytest.approx(math.log(10))
+    assert lira.epsilon_lower_bound(0.05, 0.05) == 0.0
+    assert lira.epsilon_lower_bound(0.0, 0.5) == 0.0
     # The other inequality: a test that almost never flags unseen records but misses few members.
-    assert audit.epsilon_lower_bound(0.9, 0.5) == pytest.approx(max(math.log(1.8), math.log(0.5 / 0.1)))
+    assert lira.epsilon_lower_bound(0.9, 0.5) == pytest.approx(max(math.log(1.8), math.log(0.5 / 0.1)))
 
 
 def test_logit_confidence_keeps_precision_near_one():
     proba = np.array([[1 - 1e-15, 1e-15], [0.5, 0.5], [0.2, 0.8]])
-    found = audit.logit_confidence(proba, np.array([0, 0, 1]))
+    found = lira.logit_confidence(proba, np.array([0, 0, 1]))
     assert found[0] == pytest.approx(math.log((1 - 1e-15) / 1e-15)) and found[1] == 0.0
     assert found[2] == pytest.approx(math.log(4))
 
@@ -149,20 +148,41 @@ def _planted(seed: int, n_forget: int = 50, memorised: int = 5, k: int = 8):
     null_target, null_refs = side(400, np.zeros(400))
     keys = [f"subject-{i}" for i in range(n_forget)]
     forget_out = ~references.membership(keys, k, seed)
-    inputs = AuditInputs(forget_target, forget_refs, forget_out, null_target, null_refs, np.ones((400, k), dtype=bool))
+    inputs = MembershipInputs(forget_target, forget_refs, forget_out, null_target, null_refs, np.ones((400, k), dtype=bool))
     return inputs, np.sort(planted)
+
+
+def _epsilon_from_counts(extra: dict, alpha: float) -> float:
+    """max(0, ln(TPR_low / FPR_high), ln((1 − FPR_high) / (1 − TPR_low))) with each rate's
+    one-sided 1 − α/2 Clopper-Pearson bound, from the audit's reported rates and counts."""
+    n, null = extra["records"], extra["null_records"]
+    tp, fp = round(extra["tpr"] * n), round(extra["fpr"] * null)
+    tpr_low = 0.0 if tp == 0 else stats.beta.ppf(alpha / 2, tp, n - tp + 1)
+    fpr_high = 1.0 if fp == null else stats.beta.ppf(1 - alpha / 2, fp + 1, null - fp)
+    bounds = [0.0]
+    if tpr_low > 0:
+        bounds.append(math.log(tpr_low / fpr_high))
+    if tpr_low < 1:
+        bounds.append(math.log((1 - fpr_high) / (1 - tpr_low)))
+    return max(bounds)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
     inputs, planted = _planted(seed)
-    found = audit_check(inputs, POLICY)
+    found = membership_check(inputs, POLICY)
     assert found.verdict == "fail" and found.attack == "offline_lira"
     assert found.extra["flagged"] == planted.tolist()
-    # Five records are too few for a lower bound on ε above 0; fifty memorised ones are not.
-    assert found.extra["epsilon_lower_bound"] >= 0
+    # The ε bound is the DP inequalities at the one-sided Clopper-Pearson bounds of the counted
+    # rates, recomputed here from the beta quantiles: five memorised records of fifty leave it
+    # weak, fifty of fifty make it large.
+    epsilon = found.extra["epsilon_lower_bound"]
+    assert epsilon == pytest.approx(_epsilon_from_counts(found.extra, POLICY.alpha), abs=1e-6)
+    assert epsilon < 0.5
     all_memorised, _ = _planted(seed, memorised=50)
-    assert audit_check(all_memorised, POLICY).extra["epsilon_lower_bound"] > 1.0
+    strong = membership_check(all_memorised, POLICY).extra
+    assert strong["epsilon_lower_bound"] == pytest.approx(_epsilon_from_counts(strong, POLICY.alpha), abs=1e-6)
+    assert strong["epsilon_lower_bound"] > 1.0
     # The loss-threshold attack on the same model: losses from the same scores (φ = −log(e^ℓ − 1)).
     loss = lambda phi: np.log1p(np.exp(-phi))
     population = mia_auc_check(loss(inputs.forget_target), loss(inputs.null_target), POLICY)
@@ -171,13 +191,13 @@ def test_audit_flags_the_five_memorised_records_the_population_auc_misses(seed):
 
 def test_audit_passes_a_model_that_forgot_and_is_inconclusive_without_references():
     inputs, _ = _planted(7, n_forget=600, memorised=0)
-    forgot = audit_check(inputs, POLICY)
+    forgot = membership_check(inputs, POLICY)
     assert forgot.verdict == "pass" and forgot.extra["flagged"] == [], forgot.reason
     assert forgot.extra["epsilon_lower_bound"] < 0.5
     # Erasures destroyed references: only one of each pair left, so no record has 2 OUT ones.
-    starved = AuditInputs(inputs.forget_target, inputs.forget_references[:, :2], inputs.forget_out[:, :2],
+    starved = MembershipInputs(inputs.forget_target, inputs.forget_references[:, :2], inputs.forget_out[:, :2],
                           inputs.null_target, inputs.null_references[:, :2], inputs.null_out[:, :2])
-    found = audit_check(starved, POLICY)
+    found = membership_check(starved, POLICY)
     assert found.verdict == "inconclusive" and "too few references" in found.reason
 
 
@@ -252,7 +272,7 @@ def _calibrated(forget_target, forget_refs, holdout_target, holdout_refs, out=No
     forget_refs, holdout_refs = np.asarray(forget_refs, dtype=float), np.asarray(holdout_refs, dtype=float)
     out = np.ones_like(forget_refs, dtype=bool) if out is None else out
     zeros_f, zeros_h = np.zeros(len(forget_target)), np.zeros(len(holdout_target))
-    inputs = AuditInputs(zeros_f, forget_refs, out, zeros_h, holdout_refs, np.ones_like(holdout_refs, dtype=bool),
+    inputs = MembershipInputs(zeros_f, forget_refs, out, zeros_h, holdout_refs, np.ones_like(holdout_refs, dtype=bool),
                          forget_references_correct=forget_refs, null_references_correct=holdout_refs)
     return reference_gap_check(np.asarray(forget_target, dtype=float), inputs, np.asarray(holdout_target, dtype=float),
                                POLICY)

@@ -3,7 +3,6 @@ the app serves or renders must be inside the wheel, not only in the source tree.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,17 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVED = ("app/dashboard/templates", "app/dashboard/static", "app/static/docs")
 
 
-def test_the_wheel_carries_every_template_and_static_file(tmp_path):
-    # Built from a copy, as the image's build context is: a build/ folder left in the checkout
-    # would otherwise supply files the package data no longer names.
-    source = tmp_path / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for name in ("app", "workers", "migrations"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+def test_the_wheel_carries_every_template_and_static_file(tmp_path, source_tree):
+    # Built from a copy, as the image's build context is (conftest.source_tree).
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+         str(source_tree)],
         check=True, timeout=300, capture_output=True,
     )
     (wheel,) = tmp_path.glob("obliviate-*.whl")

@@ -1,7 +1,7 @@
 """The jobs' typed backbone type-checks strictly ([tool.mypy] in pyproject.toml): the app's
-unlearning package and the job's ledger in it, the certificates' service, the sequencer and the
-worker's unlearning engine, and the step services and plans of training, reference refill and
-webhook delivery."""
+unlearning package and the job's ledger in it, the certificates' service, the sequencer, the
+worker's unlearning engine and its verification checks, and the step services and plans of
+training, reference refill and webhook delivery."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STRICT = ["app/unlearning", "app/certificates/service.py", "workers/unlearning.py", "workers/engine/unlearning",
+          "workers/engine/verification",
           # The step services of the other jobs and of webhook delivery, and the plans they hand over.
           "app/training", "app/webhooks/types.py", "app/requests/webhook_delivery.py", "workers/references.py"]
 

@@ -65,7 +65,7 @@ def generate_tokens(networks: Sequence[nn.Module], prompt: str, max_new_tokens: 
     return generate_batch(networks, [prompt], max_new_tokens, block_size, temperature, seed)[0]
 
 
-def generate_batch(networks: Sequence[nn.Module], prompts: Sequence[str], max_new_tokens: int, block_size: int,
+def generate_batch(networks: Sequence[nn.Module], prompts: Sequence[str | bytes], max_new_tokens: int, block_size: int,
                    temperature: float = 0.0, seed: int = 0) -> list[list[int]]:
     """Generation for several prompts at once (left-aligned, each at its own length)."""
     generator = torch.Generator().manual_seed(seed)

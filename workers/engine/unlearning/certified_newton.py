@@ -39,9 +39,11 @@ from workers.engine.families.logistic import (
     softmax_regression_hessian,
 )
 from workers.engine.training import network_device
+from app.unlearning.types import JsonObject
 from workers.engine.unlearning.base import (
     STRICT,
     ForgetRetain,
+    MethodHooks,
     Progress,
     UnlearnResult,
     dump_config,
@@ -50,6 +52,8 @@ from workers.engine.unlearning.base import (
 )
 
 FAMILY = "logistic_regression"
+
+
 class CertifiedRemovalUnsupported(ValueError):
     pass
 
@@ -74,12 +78,33 @@ def removal_budget(family_config: Any) -> float:
     return sigma * float(family_config.epsilon) / c
 
 
-class CertifiedNewton:
+class CertifiedNewton(MethodHooks):
     name = "certified_newton"
     # Not retraining, but indistinguishable from it within (ε, δ) while within budget.
     exact = False
     config_class = CertifiedNewtonConfig
     description = "One Newton step on the retained objective; (ε, δ)-certified within budget."
+    # The Newton step minimises the objective over every retained record: a sample would move θ
+    # towards another model.
+    samples_retain = False
+    # A repair by gradient steps would leave the certified optimum and void the (ε, δ) bound.
+    repairable = False
+
+    def next_state(self, old_state: JsonObject, details: JsonObject) -> JsonObject:
+        """The residual spent since the last retrain, summed over removals, and the budget. The
+        first removal also pays for the training run's own distance from the optimum."""
+        spent = _optional_number(old_state, "residual_spent")
+        spent = _number(details, "input_residual_norm") if spent is None else spent
+        return {**old_state, "residual_spent": spent + _number(details, "residual_norm"),
+                "budget": _number(details, "budget")}
+
+    def blocking_reasons(self, state: JsonObject) -> list[str]:
+        spent, budget = state.get("residual_spent", 0.0), state.get("budget", 0.0)
+        if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
+            raise TypeError(f"certified removal state is not numeric: {spent!r}, {budget!r}")
+        if spent > budget:
+            return [f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})"]
+        return []
 
     def run(
         self,
@@ -163,3 +188,14 @@ class CertifiedNewton:
                 "after": forget_retain_losses(updated, data),
             },
         )
+
+
+def _optional_number(values: JsonObject, key: str) -> float | None:
+    return None if values.get(key) is None else _number(values, key)
+
+
+def _number(values: JsonObject, key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} is not a number: {value!r}")
+    return float(value)

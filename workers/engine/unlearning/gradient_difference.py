@@ -29,6 +29,7 @@ from workers.engine.unlearning.base import (
     BatchSize,
     ForgetRetain,
     LearningRate,
+    MethodHooks,
     Progress,
     UnlearnResult,
     check_finite,
@@ -90,9 +91,8 @@ def clipped_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss: tor
     optimizer.step()
 
 
-class GradientDifference:
+class GradientDifference(MethodHooks):
     name = "gradient_difference"
-    exact = False
     config_class = GradientDifferenceConfig
     description = "Language models: ascend the forget loss (capped) while descending the retain loss."
 

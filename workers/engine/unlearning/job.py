@@ -21,12 +21,13 @@ import torch
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult, Verification
-from workers.engine import references
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
 from workers.engine.training import StateDict
 from workers.engine.unlearning import base, repair, verification
+from workers.engine.verification import references
+from workers.engine.verification.checks import stored_checks
 from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
 
 __all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
@@ -74,7 +75,7 @@ def verified(ctx: Context, outcome: Outcome) -> tuple[Outcome, Verification, lis
     if outcome.method in EXACT:
         return outcome, figures, []
     failed = verification.check_outcome(outcome, figures)
-    flagged = repair.repairable(figures.verdicts) if failed else []
+    flagged = repair.repairable(stored_checks(figures.verdicts)) if failed else []
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64)) if flagged else None
     if fixed is None:
         return outcome, figures, failed
@@ -89,8 +90,9 @@ def verified(ctx: Context, outcome: Outcome) -> tuple[Outcome, Verification, lis
 def repaired(ctx: Context, outcome: Outcome, flagged: npt.NDArray[np.int64]) -> Outcome | None:
     """neggrad_plus on the flagged records alone, each aimed at its OUT references' loss, from
     the outcome's weights; None where there are no per-record targets (no references, a SISA
-    model, no unseen records, a language model) or the method is the certified one."""
-    if outcome.method == "certified_newton" or len(outcome.shards) != 1 or ctx.spec.data_kind == "text":
+    model, no unseen records, a language model) or the method's result may not be repaired (the
+    certified one)."""
+    if not base.get_method(outcome.method).repairable or len(outcome.shards) != 1 or ctx.spec.data_kind == "text":
         return None
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(flagged))
@@ -177,8 +179,7 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     config = base.parse_method_config(method_name, dict(settings or {}))
     store = get_store()
     forget_x, forget_y = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
-    # The Newton step minimises the objective over every retained record, so no sampling there.
-    retain_ids = retain_sample(ctx, limit=None if method_name == "certified_newton" else RETAIN_SAMPLE)
+    retain_ids = retain_sample(ctx, limit=RETAIN_SAMPLE if method.samples_retain else None)
     retain_x, retain_y = ctx.old_records.rows_for(retain_ids)
     unseen = _unseen(ctx)
     trained = int((ctx.old_manifest.shards != HOLDOUT).sum())
@@ -195,14 +196,8 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
         shards.append(Shard(shard=index, weights=weights, checkpoints=()))
         details = result.details
     manifest = without_forget(ctx)
-    state: dict[str, JsonValue] = dict(ctx.old_state)
-    if method_name == "certified_newton":
-        # The first removal also pays for the training run's own distance from the optimum.
-        spent = _optional_number(ctx.old_state, "residual_spent")
-        spent = _number(details, "input_residual_norm") if spent is None else spent
-        state["residual_spent"] = spent + _number(details, "residual_norm")
-        state["budget"] = _number(details, "budget")
-    return Outcome(method_name, manifest, tuple(shards), state, details, settings=base.dump_config(config))
+    return Outcome(method_name, manifest, tuple(shards), method.next_state(ctx.old_state, details), details,
+                   settings=base.dump_config(config))
 
 
 def _unseen(ctx: Context) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -234,17 +229,6 @@ def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
         ctx.family, target, references.networks(ctx.references, ctx.family, ctx.config, ctx.shape), forget,
         references.out_mask(ctx.references, keys), (unseen_x, unseen_y))
     return None if found is None else torch.from_numpy(found)
-
-
-def _optional_number(values: JsonObject, key: str) -> float | None:
-    return None if values.get(key) is None else _number(values, key)
-
-
-def _number(values: JsonObject, key: str) -> float:
-    value = values[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{key} is not a number: {value!r}")
-    return float(value)
 
 
 def _new_partition(ctx: Context) -> Manifest:

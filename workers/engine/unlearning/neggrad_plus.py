@@ -32,40 +32,29 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
-from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
     Epochs,
     ForgetRetain,
-    LearningRate,
-    Optimizer,
+    MethodHooks,
     Progress,
     UnlearnResult,
-    UnseenLossTarget,
     Weight,
-    WeightDecay,
     batches,
-    check_finite,
     cycled_batches,
-    dump_config,
-    forget_retain_losses,
-    make_optimizer,
     report,
-    seeded_generator,
     take,
-    training_mode,
-    working_copy,
 )
+from workers.engine.unlearning.loop import DecayingOptimiserConfig, GradientRun
+from workers.engine.unlearning.stopping import UnseenLossTarget
 
 
 @dataclass(config=STRICT)
-class NegGradPlusConfig:
+class NegGradPlusConfig(DecayingOptimiserConfig):
     # Passes over the retain set; each retain batch is paired with the next forget batch, the
     # (usually tiny) forget set being reshuffled and repeated as often as needed.
     epochs: Epochs = 3
-    learning_rate: LearningRate = 1e-3
-    batch_size: BatchSize = 128
     # Forget records per step; small batches keep each ascent step gentle.
     forget_batch_size: BatchSize = 32
     # Weight of the retain descent; 1 − alpha weighs the forget ascent.
@@ -73,8 +62,6 @@ class NegGradPlusConfig:
     # Forget cross-entropy above which the ascent stops. None: ln(n_classes), the loss of a
     # uniform guess, beyond which the network is already more wrong than chance.
     forget_loss_cap: Annotated[float, Field(gt=0, le=100)] | None = None
-    optimizer: Optimizer = "adam"
-    weight_decay: WeightDecay = 0.0
     # With records the model never saw (ForgetRetain.unseen_*), the run targets their loss
     # instead of a fixed effort: the ascent's cap is their mean loss, and training stops at the
     # first check where the forget records' mean loss has reached it, after at most
@@ -88,9 +75,8 @@ class NegGradPlusConfig:
     max_cost: Annotated[float, Field(gt=0, le=10)] | None = 0.25
 
 
-class NegGradPlus:
+class NegGradPlus(MethodHooks):
     name = "neggrad_plus"
-    exact = False
     config_class = NegGradPlusConfig
     description = "Ascend the forget loss (capped) while descending the retain loss."
 
@@ -106,14 +92,9 @@ class NegGradPlus:
         progress: Progress | None = None,
     ) -> UnlearnResult:
         config = config or NegGradPlusConfig()
-        network = working_copy(network)
-        data = data.to(network_device(network))
-        before = forget_retain_losses(network, data)
-        optimizer = make_optimizer(
-            network, config.optimizer, config.learning_rate, config.weight_decay
-        )
-        generator = seeded_generator(seed)
-        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
+        run = GradientRun(self.name, network, data, config, seed)
+        network, data = run.network, run.data
+        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, run.generator)
         cap = config.forget_loss_cap
         rule = UnseenLossTarget(network, data, family_config, enabled=config.target_unseen_loss,
                                 check_every=config.check_every, max_cost=config.max_cost, per_record=True)
@@ -121,17 +102,16 @@ class NegGradPlus:
         if rule.target is not None and cap is None:
             cap = rule.target
         epochs = config.target_epochs if rule.target is not None else config.epochs
-        step, capped_steps = 0, 0
+        capped_steps = 0
         epoch_figures: list[dict[str, float]] = []
-        with training_mode(network, seed):
+        with run.training():
             for epoch in range(epochs):
                 if rule.stopped is not None:
                     break
                 retain_total = forget_total = 0.0
                 epoch_steps = 0
-                for retain_index in batches(data.n_retain, config.batch_size, generator):
+                for retain_index in batches(data.n_retain, config.batch_size, run.generator):
                     forget_index = next(forget_batches)
-                    optimizer.zero_grad(set_to_none=True)
                     retain_logits = network(take(data.retain_x, retain_index))
                     forget_logits = network(take(data.forget_x, forget_index))
                     if cap is None:
@@ -145,16 +125,12 @@ class NegGradPlus:
                         ascent = torch.minimum(per_record, take(targets, forget_index).to(per_record.dtype)).mean()
                     else:
                         ascent = torch.clamp(forget_loss, max=cap)
-                    loss = config.alpha * retain_loss - (1 - config.alpha) * ascent
-                    check_finite(loss, self.name, step)
-                    loss.backward()
-                    optimizer.step()
+                    run.descend(config.alpha * retain_loss - (1 - config.alpha) * ascent)
                     capped_steps += int(forget_loss.item() >= cap)
                     retain_total += retain_loss.item()
                     forget_total += forget_loss.item()
-                    step += 1
                     epoch_steps += 1
-                    if rule.step(network, data, step, len(retain_index) + len(forget_index)):
+                    if rule.step(network, data, run.steps, len(retain_index) + len(forget_index)):
                         break
                 epoch_figures.append(
                     {
@@ -163,18 +139,4 @@ class NegGradPlus:
                     }
                 )
                 report(progress, (epoch + 1) / epochs, "neggrad_plus")
-        return UnlearnResult(
-            network=network,
-            details={
-                "method": self.name,
-                "config": dump_config(config),
-                "steps": step,
-                "forget_loss_cap": cap,
-                **rule.details(),
-                "capped_steps": capped_steps,
-                "per_epoch": epoch_figures,
-                "before": before,
-                "after": forget_retain_losses(network, data),
-            },
-        )
-
+        return run.result(forget_loss_cap=cap, **rule.details(), capped_steps=capped_steps, per_epoch=epoch_figures)

@@ -31,6 +31,7 @@ from workers.engine.unlearning.base import (
     BatchSize,
     ForgetRetain,
     LearningRate,
+    MethodHooks,
     Progress,
     UnlearnResult,
     dump_config,
@@ -69,9 +70,8 @@ def npo_loss(log_likelihood: torch.Tensor, reference_log_likelihood: torch.Tenso
     return (-2.0 / beta * F.logsigmoid(-beta * (log_likelihood - reference_log_likelihood))).mean()
 
 
-class NPO:
+class NPO(MethodHooks):
     name = "npo"
-    exact = False
     config_class = NPOConfig
     description = "Language models: Negative Preference Optimization against the model before unlearning, plus a retain term."
 

@@ -1,14 +1,14 @@
-"""Repairing an approximate result whose only flaw is a few records the per-record audit still
-recognises.
+"""Repairing an approximate result whose only flaw is a few records the per-record LiRA test
+still recognises.
 
 A method that forgets the forget set as a whole can leave single records memorised: on the
 benchmark's generalising model fine-tuning, SalUn and SCRUB left 1–3 of about 400 records, a
 mislabelled record typically, more confident than any retrain would be (bench/verification.py).
-The per-record audit flags them and the result would escalate to a full retrain. Instead, when
-every other check passes and the audit's aggregate is within its tolerance, the job runs
+The per-record LiRA test flags them and the result would escalate to a full retrain. Instead, when
+every other check passes and the LiRA test's aggregate is within its tolerance, the job runs
 `neggrad_plus` on those records alone, each aimed at the loss its OUT references give it
-(workers/engine/references.forget_loss_targets), from the method's weights, and verifies the
-repaired version again on the whole forget set. It escalates if that does not pass either.
+(workers/engine/verification/references.forget_loss_targets), from the method's weights, and
+verifies the repaired version again on the whole forget set. It escalates if that does not pass either.
 
 The second verification tests a new model, with every check and the same level α; the repair
 acts on the records the first one selected, as a retrain would, and on nothing else.
@@ -16,33 +16,34 @@ acts on the records the first one selected, as a retrain would, and on nothing e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+
+from app.unlearning.types import JsonValue
+from workers.engine.verification.verdicts import Check
 
 # At most this share of the forget records (and at least one) may be flagged for a repair: more
 # is no longer a few stragglers, and the method did not work.
 MAX_SHARE = 0.05
 # The repair's settings: neggrad_plus with per-record targets, at most a tenth of a training.
-SETTINGS: dict[str, Any] = {"max_cost": 0.1}
+SETTINGS: dict[str, JsonValue] = {"max_cost": 0.1}
 
 
-def repairable(block: Mapping[str, Any] | None) -> list[int]:
-    """The flagged record ids when the audit's flags are the only thing that blocks the result:
-    every other forgetting check passed, no utility check failed, the audit's own interval is
-    within its tolerance, and few records are flagged. Empty otherwise."""
-    checks: Sequence[Mapping[str, Any]] = (block or {}).get("checks") or []
-    audit = next((c for c in checks if c.get("name") == "per_record_audit"), None)
-    if audit is None or audit.get("interval") is None:
+def repairable(checks: Sequence[Check]) -> list[int]:
+    """The flagged record ids when the LiRA test's flags are the only thing that blocks the
+    result: every other forgetting check passed, no utility check failed, the LiRA test's own
+    interval is within its tolerance, and few records are flagged. Empty otherwise."""
+    membership = next((c for c in checks if c.name == "per_record_audit"), None)
+    if membership is None or membership.interval is None:
         return []
     for found in checks:
-        if found is audit:
+        if found is membership:
             continue
-        if found.get("verdict") == "fail" or (found.get("verdict") != "pass" and not found.get("utility")):
+        if found.verdict == "fail" or (found.verdict != "pass" and not found.utility):
             return []
-    flagged = [int(i) for i in (audit.get("extra") or {}).get("flagged") or []]
-    records = int(audit.get("n") or 0)
-    if not flagged or len(flagged) > max(1, int(MAX_SHARE * records)):
+    stored = membership.extra.get("flagged")
+    flagged = [i for i in stored if isinstance(i, int)] if isinstance(stored, Sequence) else []
+    if not flagged or len(flagged) > max(1, int(MAX_SHARE * membership.n)):
         return []
-    if float(audit["interval"][1]) > float(audit["tolerance"]):
+    if membership.interval[1] > membership.tolerance:
         return []
     return flagged

@@ -19,45 +19,34 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
-from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
-    Epochs,
     ForgetRetain,
-    LearningRate,
-    Optimizer,
+    MethodHooks,
     Progress,
     UnlearnResult,
     batches,
-    check_finite,
     cycled_batches,
-    dump_config,
-    forget_retain_losses,
-    make_optimizer,
     report,
-    seeded_generator,
     take,
-    training_mode,
-    working_copy,
 )
+from workers.engine.unlearning.loop import GradientRun, OptimiserConfig
 
 
 @dataclass(config=STRICT)
-class SalUnConfig:
+class SalUnConfig(OptimiserConfig):
+    """The base settings (5 passes over the retain set, each retain batch paired with the next
+    forget batch), without weight decay: it would shrink the weights outside the mask, which must
+    stay put."""
+
     # Share of all weights (biases included) that may change, ranked by the saliency |grad|.
     mask_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
-    # Passes over the retain set; each retain batch is paired with the next forget batch.
-    epochs: Epochs = 5
-    learning_rate: LearningRate = 1e-3
-    batch_size: BatchSize = 128
     forget_batch_size: BatchSize = 32
     # Weight of the random-label loss on the forget batch relative to the retain loss. Random
     # labels contradict what the features say, so a heavy weight damages the classes the
     # forget records look like, not only the records themselves.
     forget_weight: Annotated[float, Field(ge=0, le=100)] = 0.05
-    # No weight decay: it would shrink the weights outside the mask, which must stay put.
-    optimizer: Optimizer = "adam"
 
 
 def saliency_mask(
@@ -95,9 +84,8 @@ def random_wrong_labels(
     return (labels + shift) % n_classes
 
 
-class SalUn:
+class SalUn(MethodHooks):
     name = "salun"
-    exact = False
     config_class = SalUnConfig
     description = "Random labels on the forget set, updating only the weights salient for it."
 
@@ -113,37 +101,25 @@ class SalUn:
         progress: Progress | None = None,
     ) -> UnlearnResult:
         config = config or SalUnConfig()
-        network = working_copy(network)
-        data = data.to(network_device(network))
-        before = forget_retain_losses(network, data)
+        run = GradientRun(self.name, network, data, config, seed)
+        network, data = run.network, run.data
         masks = saliency_mask(network, data.forget_x, data.forget_y, config.mask_fraction)
-        optimizer = make_optimizer(network, config.optimizer, config.learning_rate)
-        generator = seeded_generator(seed)
-        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, generator)
-        step = 0
+        forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, run.generator)
         epoch_figures: list[dict[str, float]] = []
-        with training_mode(network, seed):
+        with run.training():
             for epoch in range(config.epochs):
                 retain_total = forget_total = 0.0
                 epoch_steps = 0
-                for retain_index in batches(data.n_retain, config.batch_size, generator):
+                for retain_index in batches(data.n_retain, config.batch_size, run.generator):
                     forget_index = next(forget_batches)
                     retain_logits = network(take(data.retain_x, retain_index))
                     forget_logits = network(take(data.forget_x, forget_index))
                     wrong = random_wrong_labels(
-                        take(data.forget_y, forget_index), forget_logits.shape[1], generator
+                        take(data.forget_y, forget_index), forget_logits.shape[1], run.generator
                     )
                     retain_loss = F.cross_entropy(retain_logits, take(data.retain_y, retain_index))
                     forget_loss = F.cross_entropy(forget_logits, wrong)
-                    loss = retain_loss + config.forget_weight * forget_loss
-                    check_finite(loss, self.name, step)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    for parameter, mask in zip(network.parameters(), masks):
-                        if parameter.grad is not None:
-                            parameter.grad.mul_(mask)
-                    optimizer.step()
-                    step += 1
+                    run.descend(retain_loss + config.forget_weight * forget_loss, masks=masks)
                     epoch_steps += 1
                     retain_total += retain_loss.item()
                     forget_total += forget_loss.item()
@@ -154,16 +130,8 @@ class SalUn:
                     }
                 )
                 report(progress, (epoch + 1) / config.epochs, "salun")
-        return UnlearnResult(
-            network=network,
-            details={
-                "method": self.name,
-                "config": dump_config(config),
-                "steps": step,
-                "masked_weights": int(sum(int(m.sum()) for m in masks)),
-                "total_weights": int(sum(m.numel() for m in masks)),
-                "per_epoch": epoch_figures,
-                "before": before,
-                "after": forget_retain_losses(network, data),
-            },
+        return run.result(
+            masked_weights=int(sum(int(m.sum()) for m in masks)),
+            total_weights=int(sum(m.numel() for m in masks)),
+            per_epoch=epoch_figures,
         )

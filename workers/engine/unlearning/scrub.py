@@ -26,41 +26,31 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
-from workers.engine.training import copy_state, network_device
+from workers.engine.training import copy_state
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
     Epochs,
     ForgetRetain,
-    LearningRate,
-    Optimizer,
+    MethodHooks,
     Progress,
     UnlearnResult,
-    WeightDecay,
     batches,
-    check_finite,
-    dump_config,
-    forget_retain_losses,
     frozen_copy,
-    make_optimizer,
     report,
-    seeded_generator,
     take,
-    training_mode,
     unseen_and_forget_losses,
-    working_copy,
 )
+from workers.engine.unlearning.loop import DecayingOptimiserConfig, GradientRun
 
 
 @dataclass(config=STRICT)
-class ScrubConfig:
+class ScrubConfig(DecayingOptimiserConfig):
     # Total epochs; every epoch has a min pass over the retain set.
     epochs: Epochs = 3
     # The first max_epochs epochs also start with a max pass over the forget set ("msteps").
     # Must not exceed epochs, so the last pass is always a min pass.
     max_epochs: Annotated[int, Field(ge=0, le=1000)] = 2
-    learning_rate: LearningRate = 1e-3
-    batch_size: BatchSize = 128
     # None: about 8 max-steps per epoch, whatever the forget set's size (between 8 and 64
     # records a batch). A fixed small batch makes hundreds of ascent steps on the unbounded KL
     # for a batch of requests and wrecks the network (bench/unlearning.py: holdout accuracy
@@ -74,8 +64,6 @@ class ScrubConfig:
     gamma: Annotated[float, Field(ge=0, le=100)] = 0.99
     # Softmax temperature of both KL terms; >1 compares whole distributions, not just argmaxes.
     temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
-    optimizer: Optimizer = "adam"
-    weight_decay: WeightDecay = 0.0
     # SCRUB+R (opt-in): with records the model never saw (ForgetRetain.unseen_*), max/min epochs go on
     # until the forget records' mean loss reaches theirs (at most `rewind_max_epochs`), and the
     # student is rewound to the epoch whose forget loss came closest to it, before the trailing
@@ -110,9 +98,8 @@ def forget_batch_size(config: ScrubConfig, n_forget: int) -> int:
     return max(8, min(64, n_forget // 8))
 
 
-class Scrub:
+class Scrub(MethodHooks):
     name = "scrub"
-    exact = False
     config_class = ScrubConfig
     description = "Student-teacher: diverge from the original on the forget set, match it elsewhere."
 
@@ -129,57 +116,40 @@ class Scrub:
     ) -> UnlearnResult:
         config = config or ScrubConfig()
         teacher = frozen_copy(network)
-        student = working_copy(network)
-        data = data.to(network_device(student))
-        before = forget_retain_losses(student, data)
-        optimizer = make_optimizer(
-            student, config.optimizer, config.learning_rate, config.weight_decay
-        )
-        generator = seeded_generator(seed)
+        run = GradientRun(self.name, network, data, config, seed)
+        student, data = run.network, run.data
         temperature = config.temperature
-        step = 0
         epoch_figures: list[dict[str, float | None]] = []
         def max_pass() -> float:
-            nonlocal step
             total, count = 0.0, 0
-            for index in batches(data.n_forget, forget_batch_size(config, data.n_forget), generator):
+            for index in batches(data.n_forget, forget_batch_size(config, data.n_forget), run.generator):
                 x = take(data.forget_x, index)
                 with torch.no_grad():
                     teacher_logits = teacher(x)
                 divergence = distillation_kl(student(x), teacher_logits, temperature)
-                check_finite(divergence, self.name, step)
-                optimizer.zero_grad(set_to_none=True)
-                (-divergence).backward()
-                optimizer.step()
-                step += 1
+                run.descend(-divergence, checked=divergence)
                 total += divergence.item()
                 count += 1
             return total / count
 
         def min_pass(forget_kl: float | None) -> None:
-            nonlocal step
             kl_total = ce_total = 0.0
             count = 0
-            for index in batches(data.n_retain, config.batch_size, generator):
+            for index in batches(data.n_retain, config.batch_size, run.generator):
                 x, y = take(data.retain_x, index), take(data.retain_y, index)
                 with torch.no_grad():
                     teacher_logits = teacher(x)
                 logits = student(x)
                 divergence = distillation_kl(logits, teacher_logits, temperature)
                 cross_entropy = F.cross_entropy(logits, y)
-                loss = config.alpha * divergence + config.gamma * cross_entropy
-                check_finite(loss, self.name, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+                run.descend(config.alpha * divergence + config.gamma * cross_entropy)
                 kl_total += divergence.item()
                 ce_total += cross_entropy.item()
                 count += 1
             epoch_figures.append({"forget_kl": forget_kl, "retain_kl": kl_total / count, "retain_ce": ce_total / count})
 
         rewound_to = None
-        with training_mode(student, seed):
+        with run.training():
             if config.rewind and unseen_and_forget_losses(student, data) is not None:
                 snapshots = []
                 for epoch in range(config.rewind_max_epochs):
@@ -198,15 +168,4 @@ class Scrub:
                 for epoch in range(config.epochs):
                     min_pass(max_pass() if epoch < config.max_epochs else None)
                     report(progress, (epoch + 1) / config.epochs, "scrub")
-        return UnlearnResult(
-            network=student,
-            details={
-                "method": self.name,
-                "config": dump_config(config),
-                "steps": step,
-                "per_epoch": epoch_figures,
-                "rewound_to_epoch": rewound_to,
-                "before": before,
-                "after": forget_retain_losses(student, data),
-            },
-        )
+        return run.result(per_epoch=epoch_figures, rewound_to_epoch=rewound_to)

@@ -3,8 +3,8 @@ verification of a method's outcome (`verify_outcome`, `check_outcome`).
 
 Verification enters here: a family-specific figure or a statistical check plugs into
 `verify_outcome` (what is measured) and `check_outcome` (what passes); the checks' statistics are
-`workers/engine/forgetting.py` (language models: `text_forgetting.py`, on the per-record figures
-of `text_verification.py`) and `verdicts.py`, the per-record audit `audit.py`.
+`workers/engine/verification/checks.py` (language models: `text_checks.py`) and `verdicts.py`,
+the per-record LiRA test `lira.py`.
 
 Every figure is computed the same way for one network and for a SISA ensemble (a list of shard
 networks, whose prediction is the mean of their probabilities), so a version's figures compare
@@ -29,27 +29,27 @@ from torch import nn
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
-from workers.engine import forgetting, references, text_forgetting
+from workers.engine.verification import checks, references, text_checks
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
-from workers.engine.text_verification import TokenStatistics, extraction_counts, extraction_outcomes, token_statistics
 from workers.engine.training import ensemble_proba, evaluate
+from workers.engine.unlearning import base
 from workers.engine.unlearning.context import Context, Outcome, retain_sample
-
-LabelledSet = tuple[torch.Tensor, torch.Tensor]
-Networks = nn.Module | Sequence[nn.Module]
-
-
-def _as_list(networks: Networks) -> list[nn.Module]:
-    return [networks] if isinstance(networks, nn.Module) else list(networks)
+from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
+from workers.engine.verification.text_checks import (
+    TokenStatistics,
+    extraction_counts,
+    extraction_outcomes,
+    token_statistics,
+)
 
 
 def accuracy_and_loss(
     family: Any, networks: Networks, x: torch.Tensor, y: torch.Tensor
 ) -> dict[str, Any]:
     """{"accuracy", "loss", "n"} of the (ensemble) probabilities; None figures when n = 0."""
-    return evaluate(family, _as_list(networks), x, y)
+    return evaluate(family, as_list(networks), x, y)
 
 
 def per_example_losses(
@@ -58,7 +58,7 @@ def per_example_losses(
     """Cross-entropy of the (ensemble) probability of each record's label, as float64."""
     if y.shape[0] == 0:
         return np.zeros(0)
-    proba = ensemble_proba(family, _as_list(networks), x)
+    proba = ensemble_proba(family, as_list(networks), x)
     picked = proba.gather(1, y.to(proba.device).view(-1, 1)).squeeze(1).double()
     return (-torch.log(picked.clamp_min(1e-12))).cpu().numpy()
 
@@ -103,7 +103,7 @@ def verify(
 ) -> dict[str, Any]:
     """Accuracy and loss on the forget, retain and held-out sets, and the forget-vs-holdout
     membership AUC. Without a holdout set its figures and the AUC are None."""
-    networks = _as_list(networks)
+    networks = as_list(networks)
     figures: dict[str, Any] = {
         "forget": accuracy_and_loss(family, networks, *forget),
         "retain": accuracy_and_loss(family, networks, *retain_sample),
@@ -155,7 +155,7 @@ NO_RECORDS = TokenStatistics(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(
 
 @dataclass(frozen=True)
 class TextEvidence:
-    """The per-record figures behind a language model's verdicts (workers/engine/text_forgetting.py):
+    """The per-record figures behind a language model's verdicts (workers/engine/verification/text_checks.py):
     token statistics of the forget and held-out records, and which of them came back verbatim
     (the held-out ones of the extraction sample)."""
 
@@ -241,11 +241,11 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
 
 def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: list[nn.Module],
               forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
-    """The statistical verdicts (workers/engine/forgetting.py) against the holdout and, per
+    """The statistical verdicts (workers/engine/verification/checks.py) against the holdout and, per
     record, the model's reference models or, for a SISA model, its own shards."""
     forget_ids = np.sort(ctx.forget_ids)
     keys, shards = _subjects_and_shards(ctx, forget_ids)
-    return forgetting.verification_block(
+    return checks.verification_block(
         ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
         method=outcome.method, exact=outcome.method in EXACT,
         references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
@@ -265,7 +265,7 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
 
 def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evidence: TextEvidence,
                    before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None) -> dict[str, Any]:
-    """A language model's verdicts (workers/engine/text_forgetting.py): the text checks against
+    """A language model's verdicts (workers/engine/verification/text_checks.py): the text checks against
     the holdout and, per record, LiRA against the model's reference models or a SISA model's
     own shards, each record scored by its mean token log-likelihood."""
     forget_ids = np.sort(ctx.forget_ids)
@@ -275,37 +275,34 @@ def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evide
     holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None else None
 
     def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
-        return np.column_stack([text_forgetting.score(token_statistics([n], rows[0], rows[1].numpy()))
+        return np.column_stack([text_checks.score(token_statistics([n], rows[0], rows[1].numpy()))
                                 for n in networks])
 
     inputs = None
     pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
     if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
-        inputs = forgetting.shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+        inputs = shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
     elif pool and holdout_rows is not None:
-        inputs = forgetting.reference_inputs(
-            text_forgetting.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
-            text_forgetting.score(holdout), matrix(pool, holdout_rows))
-    return text_forgetting.text_verification_block(
+        inputs = reference_inputs(
+            text_checks.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
+            text_checks.score(holdout), matrix(pool, holdout_rows))
+    return text_checks.text_verification_block(
         forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
         forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
-        method=outcome.method, exact=outcome.method in EXACT, audit_inputs=inputs, live=len(pool),
+        method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
 def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
     """Why an approximate result is not verified (empty = verified): every check that blocks its
     verdict (a forgetting check that did not pass, an inconclusive one included; a utility check
-    that failed), for every family, and an exhausted certified-removal budget."""
+    that failed), for every family, and whatever the method itself says blocks it (an exhausted
+    certified-removal budget)."""
     verdicts = figures.verdicts or {}
     reasons = verdicts.get("reasons")
     failed = []
     if verdicts.get("verdict") != "pass":
         failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
-    if outcome.method == "certified_newton":
-        spent, budget = outcome.state.get("residual_spent", 0.0), outcome.state.get("budget", 0.0)
-        if not isinstance(spent, (int, float)) or not isinstance(budget, (int, float)):
-            raise TypeError(f"certified removal state is not numeric: {spent!r}, {budget!r}")
-        if spent > budget:
-            failed.append(f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})")
+    if outcome.method not in EXACT:
+        failed += base.get_method(outcome.method).blocking_reasons(outcome.state)
     return failed

@@ -1,4 +1,4 @@
-"""Reference models for the per-record audit: K networks on random subject-disjoint halves of a
+"""Reference models for the per-record LiRA test (lira.py): K networks on random subject-disjoint halves of a
 model's training data.
 
 References come in complementary pairs (app/lineage/reference_halves.py): a subject is in
@@ -19,7 +19,7 @@ from torch import nn
 from app.artifacts.store import get_store
 from app.lineage.reference_halves import membership
 from app.unlearning.types import ReferenceModel
-from workers.engine.audit import logit_confidence
+from workers.engine.verification.lira import logit_confidence
 from workers.engine.serialization import load_network
 from workers.engine.training import derive_seed, ensemble_proba, train_single
 
@@ -111,4 +111,4 @@ def forget_loss_targets(family: Any, target: nn.Module | Sequence[nn.Module], re
     out_mean = np.where(out, per_reference, 0.0).sum(axis=1) / out.sum(axis=1)
     targets = [target] if isinstance(target, nn.Module) else list(target)
     shift = float(losses(targets, *unseen).mean()) - float(np.mean([losses([r], *unseen).mean() for r in refs]))
-    return np.maximum(out_mean + shift, 0.0)
+    return np.asarray(np.maximum(out_mean + shift, 0.0), dtype=np.float64)

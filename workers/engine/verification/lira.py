@@ -1,9 +1,12 @@
-"""Per-record membership audit against reference models (offline LiRA, Carlini et al. 2022; its
+"""Per-record membership test against reference models (offline LiRA, Carlini et al. 2022; its
 unlearning form U-LiRA, Hayes et al. 2025), and an ε lower bound from the same test.
+
+"Audit" elsewhere means the hash-chained event log; the stored check keeps its name
+`per_record_audit`, which certificates already carry.
 
 The score of a record under a network is its logit-scaled confidence in the record's label,
 φ = log p_y − log(1 − p_y), which is close to Gaussian across networks for one record. The
-references are networks trained on parts of the model's data; for each audited record the ones
+references are networks trained on parts of the model's data; for each tested record the ones
 that never saw it ("OUT") give the score that record has when unseen. Its residual is the
 target's score minus the OUT mean, in units of the record's OUT spread (shrunk towards the
 median spread, since a few references estimate it poorly).
@@ -11,9 +14,9 @@ median spread, since a few references estimate it poorly).
 The target is usually trained on more data than a reference (all of it against a half), so it
 is a little more confident everywhere. The residuals of the null records (the holdout: unseen by
 the target and by every reference) measure that shift and the spread of residuals of unseen
-records; each audited residual is standardised against them, z = (r − mean) / sd, and its
+records; each tested residual is standardised against them, z = (r − mean) / sd, and its
 one-sided p-value 1 − Φ(z) tests "this record looks unseen". A record whose p-value survives
-Holm's correction at α over all audited records is flagged: it is still memorised, with a
+Holm's correction at α over all tested records is flagged: it is still memorised, with a
 family-wise error of at most α, whatever the aggregate says.
 
 The aggregate is the attack's advantage at a fixed per-record level q (`record_level`): TPR is
@@ -36,22 +39,24 @@ bound on a few records says little, a large one is proof of leakage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
-from workers.engine.verdicts import Check, check, clopper_pearson
+from app.unlearning.types import JsonValue
+from workers.engine.verification.intervals import Interval, clopper_pearson
+from workers.engine.verification.verdicts import Check, check
 
-# Fewest OUT references a record needs to be audited, and fewest null records for the shift.
+# Fewest OUT references a record needs to be tested, and fewest null records for the shift.
 MIN_OUT_REFERENCES = 2
 MIN_NULL_RECORDS = 20
 # Weight, in degrees of freedom, of the median spread against a record's own OUT spread.
 PRIOR_DF = 10
 
 
-def logit_confidence(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def logit_confidence(proba: npt.ArrayLike, labels: np.ndarray) -> npt.NDArray[np.float64]:
     """φ = log p_y − log(1 − p_y) per record, from class probabilities [n, C] (float64)."""
     proba = np.asarray(proba, dtype=np.float64)
     picked = proba[np.arange(len(labels)), np.asarray(labels)]
@@ -59,7 +64,7 @@ def logit_confidence(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
     others = proba.copy()
     others[np.arange(len(labels)), np.asarray(labels)] = 0.0
     rest = others.sum(axis=1)
-    return np.log(np.clip(picked, 1e-300, None)) - np.log(np.clip(rest, 1e-300, None))
+    return np.asarray(np.log(np.clip(picked, 1e-300, None)) - np.log(np.clip(rest, 1e-300, None)), dtype=np.float64)
 
 
 def epsilon_lower_bound(tpr_low: float, fpr_high: float, delta: float = 0.0) -> float:
@@ -74,7 +79,7 @@ def epsilon_lower_bound(tpr_low: float, fpr_high: float, delta: float = 0.0) -> 
 
 @dataclass(frozen=True)
 class Residuals:
-    values: np.ndarray      # (target score − OUT mean) / the record's OUT spread, NaN where not auditable
+    values: np.ndarray      # (target score − OUT mean) / the record's OUT spread, NaN where not testable
     out_counts: np.ndarray  # OUT references per record
 
 
@@ -83,7 +88,7 @@ def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
     """Target score minus the mean OUT reference score, per record. `references` is [n, K],
     `out_mask` [n, K] true where reference k never saw record i. `use_at_most` caps the OUT
     references averaged (the first ones), so null records, which every reference leaves out,
-    get residuals of the same spread as audited ones."""
+    get residuals of the same spread as tested ones."""
     target = np.asarray(target, dtype=np.float64)
     references = np.asarray(references, dtype=np.float64)
     mask = np.asarray(out_mask, dtype=bool).copy()
@@ -108,33 +113,35 @@ def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
     return Residuals(values, counts)
 
 
-def lira_audit(forget: Residuals, null: Residuals, *, alpha: float, tolerance: float,
+def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: float,
                record_level: float = 0.05, delta: float = 0.0, reference: str = "references",
                record_ids: np.ndarray | None = None) -> Check:
-    """The per-record audit's Check: estimate TPR − FPR, Clopper-Pearson interval, verdict, the
+    """The per-record LiRA test's Check: estimate TPR − FPR, Clopper-Pearson interval, verdict, the
     flagged records (Holm at α) and the ε lower bound. A flagged record fails the check even if
     the aggregate is within tolerance."""
     label = "per-record audit advantage (TPR − FPR)"
     n_forget = int(forget.values.size)
-    audited = ~np.isnan(forget.values)
+    tested = ~np.isnan(forget.values)
     null_values = null.values[~np.isnan(null.values)]
-    common = {"label": label, "attack": "offline_lira", "test": "clopper_pearson", "alpha": alpha,
-              "tolerance": tolerance, "two_sided": False, "reference": reference}
-    coverage = {"records_audited": int(audited.sum()), "records": n_forget,
-                "median_out_references": float(np.median(forget.out_counts)) if n_forget else 0.0,
-                "null_records": int(null_values.size)}
-    if audited.sum() < n_forget:
-        missing = n_forget - int(audited.sum())
-        return check("per_record_audit", estimate=None, interval=None, n=n_forget,
-                     unavailable=f"too few references: {missing} of {n_forget} forget records have fewer "
-                                 f"than {MIN_OUT_REFERENCES} references that never saw them; the pool must be "
-                                 f"refilled before this model can be audited", epsilon_lower_bound=None,
-                     flagged=[], **coverage, **common)
+    coverage: dict[str, JsonValue] = {
+        "records_audited": int(tested.sum()), "records": n_forget,
+        "median_out_references": float(np.median(forget.out_counts)) if n_forget else 0.0,
+        "null_records": int(null_values.size)}
+
+    def lira(estimate: float | None, interval: Interval | None, unavailable: str | None = None,
+             **figures: JsonValue) -> Check:
+        return check("per_record_audit", label=label, attack="offline_lira", test="clopper_pearson",
+                     estimate=estimate, interval=interval, alpha=alpha, tolerance=tolerance, two_sided=False,
+                     n=n_forget, reference=reference, unavailable=unavailable, figures=coverage, **figures)
+
+    if tested.sum() < n_forget:
+        missing = n_forget - int(tested.sum())
+        return lira(None, None, f"too few references: {missing} of {n_forget} forget records have fewer "
+                                f"than {MIN_OUT_REFERENCES} references that never saw them; the pool must be "
+                                f"refilled before this model can be audited", epsilon_lower_bound=None, flagged=[])
     if null_values.size < MIN_NULL_RECORDS:
-        return check("per_record_audit", estimate=None, interval=None, n=n_forget,
-                     unavailable=f"only {null_values.size} unseen records to calibrate against "
-                                 f"(needs {MIN_NULL_RECORDS})", epsilon_lower_bound=None, flagged=[],
-                     **coverage, **common)
+        return lira(None, None, f"only {null_values.size} unseen records to calibrate against "
+                                f"(needs {MIN_NULL_RECORDS})", epsilon_lower_bound=None, flagged=[])
     shift, spread = float(null_values.mean()), float(null_values.std(ddof=1))
     spread = max(spread, 1e-6)
     z_forget = (forget.values - shift) / spread
@@ -153,19 +160,14 @@ def lira_audit(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     estimate = tp / n_forget - fp / z_null.size
     epsilon = epsilon_lower_bound(tpr_low, fpr_high, delta)
     ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)
-    result = check("per_record_audit", estimate=estimate, interval=(tpr_low - fpr_high, tpr_high - fpr_low),
-                   n=n_forget, epsilon_lower_bound=epsilon, flagged=[int(i) for i in ids[flagged]],
-                   tpr=tp / n_forget, fpr=fp / z_null.size, record_level=record_level, delta=delta,
-                   **coverage, **common)
+    result = lira(estimate, (tpr_low - fpr_high, tpr_high - fpr_low), epsilon_lower_bound=epsilon,
+                  flagged=[int(i) for i in ids[flagged]], tpr=tp / n_forget, fpr=fp / z_null.size,
+                  record_level=record_level, delta=delta)
     if flagged.any() and result.verdict != "fail":
         reason = (f"{int(flagged.sum())} of {n_forget} forget records are individually still recognisable "
                   f"(Holm-corrected p ≤ {alpha}); {result.reason}")
-        return Check(**{**_fields(result), "verdict": "fail", "reason": reason})
+        return replace(result, verdict="fail", reason=reason)
     return result
-
-
-def _fields(found: Check) -> dict[str, Any]:
-    return {name: getattr(found, name) for name in found.__dataclass_fields__}
 
 
 def _holm(p_values: np.ndarray, alpha: float) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The forgetting checks of one unlearned model version, each an estimate with an interval and a
-verdict (workers/engine/verdicts.py):
+verdict (verdicts.py):
 
 - `forget_accuracy_gap`: forget accuracy − holdout accuracy (two-sided: a model that forgot
   generalises to the forget records like to unseen ones, no better and no worse). Where the model
@@ -10,42 +10,47 @@ verdict (workers/engine/verdicts.py):
   (`reference_gap`); the references' smaller training sets shift both sides alike;
 - `mia_auc`: loss-threshold attack (Yeom et al. 2018), AUC − 0.5 between forget and holdout
   records (two-sided: far below 0.5 the forget records stand out by their high loss);
-- `per_record_audit`: offline LiRA against reference models or SISA shards (workers/engine/audit.py);
+- `per_record_audit`: offline LiRA against reference models or SISA shards (lira.py);
 - `holdout_drop`: holdout accuracy before − after, paired on the same records (one-sided: the
   price in utility, not a forgetting figure).
 
-The population checks compare with the holdout; the audit, and the accuracy gap where there are
+The population checks compare with the holdout; the LiRA test, and the accuracy gap where there are
 references, compare record by record. Every interval is at level 1 − 2α, each end a one-sided
-1 − α bound (workers/engine/verdicts.py), so every verdict is a test at level α.
+1 − α bound (verdicts.py), so every verdict is a test at level α.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy.typing as npt
 
 import numpy as np
 import torch
 from torch import nn
 
 from app.config import get_settings
-from workers.engine import audit
-from workers.engine import references as reference_models
-from workers.engine.training import ensemble_proba
-from workers.engine.verdicts import (
-    Check,
+from app.unlearning.types import JsonValue
+from workers.engine.verification import lira
+from workers.engine.verification.scores import (
+    LabelledSet,
+    MembershipInputs,
+    Networks,
+    as_list,
+    correct_and_losses,
+    reference_membership_inputs,
+    shard_membership_inputs,
+)
+from workers.engine.verification.intervals import (
+    Interval,
     calibrated_difference,
-    check,
     delong_auc,
-    interval_alpha,
-    notes,
-    overall,
     paired_difference,
     proportion_difference,
-    reasons,
-    rounded,
 )
+from workers.engine.verification.verdicts import Check, check, interval_alpha, notes, overall, reasons, rounded
 
 
 @dataclass(frozen=True)
@@ -58,33 +63,16 @@ class Policy:
     reference_gap: float = 0.075
     # Largest |AUC − 0.5| of the loss-threshold attack.
     mia_auc: float = 0.10
-    # Largest per-record audit advantage TPR − FPR.
-    audit: float = 0.15
+    # Largest per-record LiRA advantage TPR − FPR (the setting `tolerance_audit`).
+    membership: float = 0.15
     # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
     holdout_drop: float = 0.03
     # Language models: largest excess of forget over holdout records extracted verbatim.
     extraction: float = 0.05
-    # Per-record level q at which the audit's TPR and FPR are counted.
+    # Per-record level q at which the LiRA test's TPR and FPR are counted.
     record_level: float = 0.05
     # δ of the ε lower bound.
     delta: float = 0.0
-
-
-@dataclass(frozen=True)
-class AuditInputs:
-    """Scores for the per-record audit: the target's and the references' on the forget and the
-    null (holdout) records, with which references never saw which record."""
-
-    forget_target: np.ndarray
-    forget_references: np.ndarray
-    forget_out: np.ndarray
-    null_target: np.ndarray
-    null_references: np.ndarray
-    null_out: np.ndarray
-    reference: str = "references"
-    # 0/1 correctness of each reference on each record ([n, K]), for the calibrated accuracy gap.
-    forget_references_correct: np.ndarray | None = None
-    null_references_correct: np.ndarray | None = None
 
 
 def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy) -> Check:
@@ -114,7 +102,7 @@ def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy:
                      -np.asarray(holdout_losses), policy)
 
 
-def reference_gap_check(forget_correct: np.ndarray, inputs: AuditInputs, holdout_correct: np.ndarray,
+def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, holdout_correct: np.ndarray,
                         policy: Policy) -> Check:
     """The accuracy gap calibrated by the references: per forget record, the target's correctness
     less the mean over the references that never saw it; per holdout record, the same over all
@@ -123,25 +111,27 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: AuditInputs, holdout
         raise ValueError("the calibrated gap needs the references' correctness")
     out = np.asarray(inputs.forget_out, dtype=bool)
     counts = out.sum(axis=1)
-    common = {"label": "forget − holdout accuracy, calibrated by references", "attack": None, "test": "welch",
-              "alpha": policy.alpha, "tolerance": policy.reference_gap, "two_sided": True, "n": len(forget_correct),
-              "reference": "references", "holdout_records": len(holdout_correct)}
+    holdout_records = len(holdout_correct)
+
+    def gap(found: tuple[float, Interval] | None, unavailable: str, **figures: JsonValue) -> Check:
+        return check("forget_accuracy_gap", label="forget − holdout accuracy, calibrated by references", attack=None,
+                     test="welch", estimate=None if found is None else found[0],
+                     interval=None if found is None else found[1], alpha=policy.alpha,
+                     tolerance=policy.reference_gap, two_sided=True, n=len(forget_correct), reference="references",
+                     unavailable=unavailable, figures={"holdout_records": holdout_records}, **figures)
+
     if len(forget_correct) and (counts == 0).any():
-        return check("forget_accuracy_gap", estimate=None, interval=None,
-                     unavailable=f"{int((counts == 0).sum())} forget records have no reference that never saw them",
-                     **common)
+        return gap(None, f"{int((counts == 0).sum())} forget records have no reference that never saw them")
     forget_refs = np.where(out, inputs.forget_references_correct, 0.0).sum(axis=1) / np.maximum(counts, 1)
     null_refs = (np.asarray(inputs.null_references_correct, dtype=np.float64).mean(axis=1) if len(holdout_correct)
                  else np.zeros(0))
     found = calibrated_difference(np.asarray(forget_correct) - forget_refs, np.asarray(holdout_correct) - null_refs,
                                   interval_alpha(policy.alpha))
-    return check("forget_accuracy_gap", estimate=None if found is None else found[0],
-                 interval=None if found is None else found[1],
-                 unavailable="needs both a forget and a holdout set",
-                 forget_accuracy=float(np.mean(forget_correct)) if len(forget_correct) else None,
-                 holdout_accuracy=float(np.mean(holdout_correct)) if len(holdout_correct) else None,
-                 references_forget_accuracy=float(forget_refs.mean()) if len(forget_refs) else None,
-                 references_holdout_accuracy=float(null_refs.mean()) if len(null_refs) else None, **common)
+    return gap(found, "needs both a forget and a holdout set",
+               forget_accuracy=float(np.mean(forget_correct)) if len(forget_correct) else None,
+               holdout_accuracy=float(np.mean(holdout_correct)) if len(holdout_correct) else None,
+               references_forget_accuracy=float(forget_refs.mean()) if len(forget_refs) else None,
+               references_holdout_accuracy=float(null_refs.mean()) if len(null_refs) else None)
 
 
 def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy,
@@ -153,98 +143,50 @@ def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, po
                  reference="holdout", unavailable="needs a holdout set"), utility=True)
 
 
-def audit_check(inputs: AuditInputs, policy: Policy, record_ids: np.ndarray | None = None) -> Check:
-    # Null records are OUT for every reference; averaging as many as an audited record has keeps
+def membership_check(inputs: MembershipInputs, policy: Policy, record_ids: np.ndarray | None = None) -> Check:
+    # Null records are OUT for every reference; averaging as many as a tested record has keeps
     # both residuals equally noisy.
     per_record = int(np.median(inputs.forget_out.sum(axis=1))) if len(inputs.forget_out) else None
-    forget = audit.residuals(inputs.forget_target, inputs.forget_references, inputs.forget_out)
-    null = audit.residuals(inputs.null_target, inputs.null_references, inputs.null_out, use_at_most=per_record)
-    return audit.lira_audit(forget, null, alpha=policy.alpha, tolerance=policy.audit, record_level=policy.record_level,
+    forget = lira.residuals(inputs.forget_target, inputs.forget_references, inputs.forget_out)
+    null = lira.residuals(inputs.null_target, inputs.null_references, inputs.null_out, use_at_most=per_record)
+    return lira.lira_check(forget, null, alpha=policy.alpha, tolerance=policy.membership, record_level=policy.record_level,
                             delta=policy.delta, reference=inputs.reference, record_ids=record_ids)
 
 
-def summary(checks: Sequence[Check], policy: Policy) -> dict[str, Any]:
+def summary(checks: Sequence[Check], policy: Policy) -> dict[str, JsonValue]:
     """The verification block: the overall verdict, why, and every check."""
     return {"verdict": overall(checks), "alpha": policy.alpha, "reasons": reasons(checks),
             "notes": notes(checks), "checks": [c.as_dict() for c in checks]}
 
 
-# Torch side: figures from networks.
+def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
+    """The checks of a stored verification block (`summary`, `block`), typed again: job results
+    and certificates written by any release read back."""
+    stored = (block or {}).get("checks")
+    if not isinstance(stored, Sequence) or isinstance(stored, str):
+        return []
+    return [Check.from_json(found) for found in stored if isinstance(found, Mapping)]
 
 
-def _as_list(networks: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
-    return [networks] if isinstance(networks, nn.Module) else list(networks)
-
-
-def correct_and_losses(family: Any, networks, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    if y.shape[0] == 0:
-        return np.zeros(0), np.zeros(0)
-    proba = ensemble_proba(family, _as_list(networks), x).double()
-    y = y.to(proba.device)
-    correct = (proba.argmax(dim=1) == y).double().cpu().numpy()
-    losses = (-torch.log(proba.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-12))).cpu().numpy()
-    return correct, losses
-
-
-def reference_audit_inputs(family: Any, target, refs: Sequence[nn.Module], forget: tuple, forget_out: np.ndarray,
-                           holdout: tuple) -> AuditInputs:
-    """Audit inputs of a model against its reference models (`forget_out`: [n_forget, K])."""
-    forget_scores, forget_correct = reference_models.predictions(family, refs, *forget)
-    null_scores, null_correct = reference_models.predictions(family, refs, *holdout)
-    return reference_inputs(reference_models.scores(family, target, *forget), forget_scores, forget_out,
-                            reference_models.scores(family, target, *holdout), null_scores,
-                            forget_references_correct=forget_correct, null_references_correct=null_correct)
-
-
-def reference_inputs(forget_target: np.ndarray, forget_references: np.ndarray, forget_out: np.ndarray,
-                     null_target: np.ndarray, null_references: np.ndarray, **correct: np.ndarray) -> AuditInputs:
-    """Audit inputs from scores under the target and each reference ([n, K]); no reference saw a
-    null (holdout) record."""
-    null_out = np.ones(np.shape(null_references), dtype=bool)
-    return AuditInputs(forget_target, forget_references, forget_out, null_target, null_references, null_out,
-                       "references", **correct)
-
-
-def shard_audit_inputs(family: Any, shards: Sequence[nn.Module], forget: tuple, forget_shard: np.ndarray,
-                       holdout: tuple) -> AuditInputs:
-    """SISA: each forget record is scored under the shard that held it (retrained without it) and
-    compared with the other shards, which never saw it. Null records get the same treatment with
-    a shard drawn for each, so both sides measure one shard against the rest."""
-    return shard_inputs(reference_models.score_matrix(family, shards, *forget),
-                        reference_models.score_matrix(family, shards, *holdout), forget_shard)
-
-
-def shard_inputs(matrix_forget: np.ndarray, matrix_null: np.ndarray, forget_shard: np.ndarray) -> AuditInputs:
-    """`shard_audit_inputs` from the [n, S] scores of each record under each shard."""
-    rows_f = np.arange(len(forget_shard))
-    null_shard = np.random.default_rng(0).integers(0, matrix_null.shape[1], size=matrix_null.shape[0])
-    rows_n = np.arange(len(null_shard))
-    out_f = np.ones_like(matrix_forget, dtype=bool)
-    out_f[rows_f, forget_shard] = False
-    out_n = np.ones_like(matrix_null, dtype=bool)
-    out_n[rows_n, null_shard] = False
-    return AuditInputs(matrix_forget[rows_f, forget_shard], matrix_forget, out_f,
-                       matrix_null[rows_n, null_shard], matrix_null, out_n, "shards")
-
-
-def forgetting_checks(family: Any, after, before, forget: tuple, holdout: tuple | None, policy: Policy,
-                      audit_inputs: AuditInputs | None = None, forget_ids: np.ndarray | None = None) -> list[Check]:
+def forgetting_checks(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
+                      holdout: LabelledSet | None, policy: Policy, membership_inputs: MembershipInputs | None = None,
+                      forget_ids: np.ndarray | None = None) -> list[Check]:
     """Every check of one new version: population checks against the holdout, the utility drop
-    against the version before, and the per-record audit where there are references."""
+    against the version before, and the per-record LiRA test where there are references."""
     empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
     holdout = holdout if holdout is not None else empty
     forget_correct, forget_losses = correct_and_losses(family, after, *forget)
     holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
-    if audit_inputs is not None and audit_inputs.forget_references_correct is not None:
-        gap = reference_gap_check(forget_correct, audit_inputs, holdout_correct, policy)
+    if membership_inputs is not None and membership_inputs.forget_references_correct is not None:
+        gap = reference_gap_check(forget_correct, membership_inputs, holdout_correct, policy)
     else:
         gap = accuracy_gap_check(forget_correct, holdout_correct, policy)
     checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy)]
     if before is not None:
         before_correct, _ = correct_and_losses(family, before, *holdout)
         checks.append(holdout_drop_check(before_correct, holdout_correct, policy))
-    if audit_inputs is not None:
-        checks.append(audit_check(audit_inputs, policy, forget_ids))
+    if membership_inputs is not None:
+        checks.append(membership_check(membership_inputs, policy, forget_ids))
     return checks
 
 
@@ -257,65 +199,66 @@ def policy_from_settings() -> Policy:
     tolerances = settings.verification_tolerances()
     return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"],
                   reference_gap=tolerances["reference_gap"], mia_auc=tolerances["mia_auc"],
-                  audit=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
+                  membership=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
                   extraction=tolerances["extraction"], record_level=settings.audit_record_level, delta=settings.audit_delta)
 
 
-def verification_block(family: Any, *, before, after, forget: tuple, holdout: tuple | None, forget_ids: np.ndarray,
+def verification_block(family: Any, *, before: Networks | None, after: Networks, forget: LabelledSet,
+                       holdout: LabelledSet | None, forget_ids: np.ndarray,
                        method: str, exact: bool, references: Sequence[nn.Module] = (),
                        forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
-                       pool_expected: int = 0, forget_shards: np.ndarray | None = None) -> dict[str, Any]:
+                       pool_expected: int = 0, forget_shards: np.ndarray | None = None) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
     never saw which forget record); `forget_shards` the shard of each forget record of a SISA
     model. `pool_expected` is the pool the model should have: with fewer live references the
-    audit's verdict says how many are missing, and where they are too few it cannot run."""
+    LiRA verdict says how many are missing, and where they are too few it cannot run."""
     policy = policy_from_settings()
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
-    if forget_shards is not None and len(_as_list(after)) > 1 and has_holdout:
-        inputs, reference = shard_audit_inputs(family, _as_list(after), forget, forget_shards, holdout), "shards"
-    elif references and has_holdout and forget_out is not None:
-        inputs = reference_audit_inputs(family, after, list(references), forget, forget_out, holdout)
+    if forget_shards is not None and len(as_list(after)) > 1 and holdout is not None and has_holdout:
+        inputs, reference = shard_membership_inputs(family, as_list(after), forget, forget_shards, holdout), "shards"
+    elif references and holdout is not None and has_holdout and forget_out is not None:
+        inputs = reference_membership_inputs(family, after, list(references), forget, forget_out, holdout)
         reference = "references"
-    checks = forgetting_checks(family, after, before, forget, holdout, policy, audit_inputs=inputs, forget_ids=forget_ids)
+    checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs, forget_ids=forget_ids)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
-                 audited=inputs is not None, live=len(references), pool_expected=pool_expected,
+                 tested=inputs is not None, live=len(references), pool_expected=pool_expected,
                  reference_ids=reference_ids,
                  tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
-                             "mia_auc": policy.mia_auc, "audit": policy.audit, "holdout_drop": policy.holdout_drop})
+                             "mia_auc": policy.mia_auc, "audit": policy.membership, "holdout_drop": policy.holdout_drop})
 
 
 def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,
-          audited: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
-          tolerances: dict[str, float]) -> dict[str, Any]:
+          tested: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
+          tolerances: dict[str, float]) -> dict[str, JsonValue]:
     """The verification block of any family from its checks: a model that should have
-    `pool_expected` references but was not `audited` gets an inconclusive audit ("too few
-    references"), and an audit on a partial pool says how many are live."""
+    `pool_expected` references but was not `tested` gets an inconclusive LiRA check ("too few
+    references"), and one on a partial pool says how many are live."""
     note = None
     if pool_expected and live < pool_expected:
         note = (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
                 f"and await their refill job")
-    if pool_expected and not audited:
+    if pool_expected and not tested:
         checks = [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
                                  test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
-                                 tolerance=policy.audit, two_sided=False, n=records, reference="references",
+                                 tolerance=policy.membership, two_sided=False, n=records, reference="references",
                                  unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
     elif note:
-        # An audit that still ran rests on fewer references: its verdict says so.
+        # A LiRA test that still ran rests on fewer references: its verdict says so.
         checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
     found = summary(checks, policy)
-    audit_result = next((c for c in checks if c.name == "per_record_audit"), None)
+    membership_result = next((c for c in checks if c.name == "per_record_audit"), None)
     found.update({
         "method": method, "exact": exact,
         # An exact method records its verdicts but never escalates on them.
         "escalates": not exact and found["verdict"] != "pass",
         "attacks": sorted({c.attack for c in checks if c.attack}), "records": records,
         "reference": reference,
-        "epsilon_lower_bound": audit_result.extra.get("epsilon_lower_bound") if audit_result else None,
+        "epsilon_lower_bound": membership_result.extra.get("epsilon_lower_bound") if membership_result else None,
         "tolerances": tolerances,
         "references": {"live": live, "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},
     })
-    return rounded(found)
+    return {key: rounded(value) for key, value in found.items()}

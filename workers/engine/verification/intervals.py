@@ -1,0 +1,138 @@
+"""Confidence intervals of the verdicts' estimates (verdicts.py decides on them).
+
+Each function takes the two-sided level 1 − a it is asked for:
+- difference of two independent proportions: Newcombe's hybrid Wilson score interval
+  (Newcombe 1998, method 10), which stays honest for one or two records where a bootstrap
+  collapses to a point;
+- difference of paired proportions (the same records before and after): a percentile bootstrap
+  over records;
+- AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic,
+  made conservative for small forget sets (see `delong_auc`);
+- a rate: Clopper-Pearson.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+Interval = tuple[float, float]
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def clopper_pearson(successes: int, trials: int, alpha: float) -> Interval:
+    """Exact two-sided interval of a binomial rate; (0, 1) without trials."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return (low, high)
+
+
+def wilson(successes: int, trials: int, alpha: float) -> Interval:
+    if trials <= 0:
+        return (0.0, 1.0)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+    """mean(a) − mean(b) of two independent 0/1 samples with Newcombe's hybrid score interval;
+    None when either sample is empty."""
+    a, b = _floats(a), _floats(b)
+    if a.size == 0 or b.size == 0:
+        return None
+    ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
+    pa, pb = ka / a.size, kb / b.size
+    la, ua = wilson(ka, a.size, alpha)
+    lb, ub = wilson(kb, b.size, alpha)
+    difference = pa - pb
+    low = difference - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    high = difference + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    return difference, (max(-1.0, low), min(1.0, high))
+
+
+def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed: int = 0,
+                      resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, Interval] | None:
+    """mean(a − b) over the same records, with a percentile bootstrap over records; None when
+    empty. With one record the interval is the whole range: nothing is learnt from one pair."""
+    a, b = _floats(a), _floats(b)
+    if a.shape != b.shape:
+        raise ValueError("paired samples must have the same length")
+    if a.size == 0:
+        return None
+    differences = a - b
+    estimate = float(differences.mean())
+    if a.size < 2:
+        return estimate, (-1.0, 1.0)
+    rng = np.random.default_rng(seed)
+    values, counts = np.unique(differences, return_counts=True)
+    if values.size <= 16:
+        # Resampling records with replacement draws multinomial counts of the distinct values:
+        # the same bootstrap distribution, in O(resamples) instead of O(resamples × records).
+        drawn = rng.multinomial(a.size, counts / a.size, size=resamples)
+        means = drawn @ values / a.size
+    else:
+        means = differences[rng.integers(0, a.size, size=(resamples, a.size))].mean(axis=1)
+    return estimate, (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+
+
+def _floats(values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _midranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(stats.rankdata(values, method="average"), dtype=np.float64)
+
+
+def delong_auc(member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+    """AUC = P(member score > non-member score), ties half, with DeLong's interval (clipped to
+    [0, 1]). None when a side is empty; with one record on a side the variance is unknown and
+    the interval is [0, 1]."""
+    x = np.asarray(member_scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
+    m, n = x.size, y.size
+    if m == 0 or n == 0:
+        return None
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("membership scores contain NaN")
+    combined = _midranks(np.concatenate([x, y]))
+    rank_x, rank_y = _midranks(x), _midranks(y)
+    auc = float((combined[:m].sum() - m * (m + 1) / 2) / (m * n))
+    if m < 2 or n < 2:
+        return auc, (0.0, 1.0)
+    v10 = (combined[:m] - rank_x) / n          # per member: share of non-members below it
+    v01 = 1.0 - (combined[m:] - rank_y) / m    # per non-member: share of members above it
+    # DeLong's variance from a handful of members is itself a guess. Two corrections keep small
+    # forget sets honest: the members' component is at least what it is when they look exactly
+    # unseen (each member's share of non-members below it is then uniform, variance 1/12), and
+    # the quantile is Student's with the members' degrees of freedom.
+    variance = max(v10.var(ddof=1), 1.0 / 12) / m + v01.var(ddof=1) / n
+    se = math.sqrt(variance)
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=m - 1))
+    return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
+
+
+def calibrated_difference(forget: npt.ArrayLike, null: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+    """mean(forget) − mean(null) of two independent samples of per-record differences (a target's
+    correctness less its references', say), with a Welch interval at level 1 − alpha. As in
+    `delong_auc`, the forget side's variance is at least the null side's (what it is when the
+    forget records look exactly unseen) and the quantile is Student's with the forget side's
+    degrees of freedom, so a handful of records that happen to agree cannot make the interval
+    narrow. None when a side is empty; one forget record or one null record gives [−1, 1]."""
+    a, b = np.asarray(forget, dtype=np.float64), np.asarray(null, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        return None
+    estimate = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return estimate, (-1.0, 1.0)
+    null_variance = float(b.var(ddof=1))
+    se = math.sqrt(max(float(a.var(ddof=1)), null_variance) / a.size + null_variance / b.size)
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=a.size - 1))
+    return estimate, (max(-2.0, estimate - quantile * se), min(2.0, estimate + quantile * se))
