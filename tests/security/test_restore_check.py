@@ -15,7 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.dataset_files import subject_id
-from tests.objects import create_dataset, import_model
+from tests.objects import create_dataset, create_request, import_model
 from tests.security.restore_helpers import back_up, restore
 
 SCOPES = "requests:write,requests:read,requests:review,models:write,models:read"
@@ -34,11 +34,8 @@ def alpha(client, make_key, settings_env, tmp_path):
     return headers, dataset, model
 
 
-def _erase(client, headers, raw: str = ERASED) -> str:
-    body = {"subject": {"identifiers": {"user_id": raw}}, "jurisdiction": "gdpr", "source": "admin"}
-    created = client.post("/v1/erasure-requests", json=body, headers=headers)
-    assert created.status_code == 201, created.text
-    request_id = created.json()["id"]
+def _erase(client, headers) -> str:
+    request_id = create_request(client, headers, identifiers={"user_id": ERASED})["id"]
     assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
     return request_id
 
