@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         "Folder or fsspec URL where signed audit checkpoints are also written, outside the database, so that "
         "someone who can rewrite the database cannot also rewrite the checkpoints an auditor compares with. "
         "Empty: `<artifacts_url>/checkpoints`."))
+    erasure_log_dir: str = Field(default="", description=(
+        "Folder or fsspec URL of the erasure log: one signed entry per completed erasure request (its "
+        "client and pseudonymised subject keys, never raw identifiers), which `obliviate restore-check` "
+        "re-applies to a database restored from a backup. Keep it where a restore does not roll it back. "
+        "Empty: `<artifacts_url>/erasure-log`."))
     checkpoint_interval_seconds: float = Field(default=30.0, gt=0, le=60, description=(
         "How often beat signs a checkpoint over new audit events (at most 60 s, the promised bound)."))
     checkpoint_origin: str = Field(default="", description=(

@@ -42,6 +42,13 @@ def reads_only(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return endpoint
 
 
+def writes(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a GET that writes (a download, which is audited): it begins its transaction as a
+    writer, so SQLite never has to upgrade a reader's lock, and takes a write slot."""
+    endpoint.writes = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 class ClientSlots:
     """Calls of one kind in progress per client in this process (`what`: "writes", "inference
     calls"). A threading lock, not an asyncio one, so that the count holds across every thread
@@ -95,7 +102,7 @@ def in_one_thread(endpoint: Callable[..., Any], *, reads: bool) -> Callable[...,
     name = _session_parameter(endpoint)
     if name is None:
         return endpoint
-    reads = reads or getattr(endpoint, "reads_only", False)
+    reads = (reads or getattr(endpoint, "reads_only", False)) and not getattr(endpoint, "writes", False)
 
     @functools.wraps(endpoint)
     async def run(**arguments: Any) -> Any:

@@ -14,6 +14,7 @@ from app.cli.certificate import certificate_app
 from app.cli.common import check_secret, console, ensure_schema, err_console
 from app.cli.importer import ImportFormat, run_import
 from app.cli.keys import keys_app
+from app.cli.restore import restore_check
 from app.cli.serve import serve
 from app.cli.signing_keys import signing_key_app
 from app.config import get_settings
@@ -31,6 +32,7 @@ cli.add_typer(audit_app, name="audit")
 cli.add_typer(certificate_app, name="certificate")
 cli.add_typer(signing_key_app, name="signing-key")
 cli.command("serve")(serve)
+cli.command("restore-check")(restore_check)
 
 
 @db_app.command("upgrade")

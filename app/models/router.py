@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app.artifacts.store import get_store
+from app.audit import downloads
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.deps import SessionDep, run_unit_of_work, scoped
@@ -37,7 +38,7 @@ from app.models.schemas import (
     ScoreOut,
 )
 from app.openapi import problem_responses
-from app.routing import UnitOfWorkRoute, reads_only
+from app.routing import UnitOfWorkRoute, reads_only, writes
 from app.schemas import CLIENT_PATTERN
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=UnitOfWorkRoute)
@@ -156,6 +157,7 @@ def get_rehearsal(name: ModelName, session: SessionDep, principal: Reader, clien
     },
     response_class=Response,
 )
+@writes
 def download_weights(
     name: ModelName, version: VersionNumber, session: SessionDep, principal: Reader, client: ClientName = None,
 ) -> Response:
@@ -163,6 +165,7 @@ def download_weights(
     model_version = service.get_version(session, model, version)
     if model_version.destroyed_at is not None:
         raise Gone("These weights were destroyed because they held an erased data subject.")
+    downloads.record(session, principal, "model", model.id, version, "weights", model_version.sha256)
     store = get_store()
     headers = {"X-Content-SHA256": model_version.sha256}
     if len(model_version.shards) == 1:

@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app import metrics
+from app.audit import erasure_log
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import is_postgres, utcnow
@@ -246,6 +247,10 @@ def _move(session, request, action, to_status, actor, reason, extra) -> None:
         request.completed_at = now
     if reason is not None:
         request.status_reason = reason
+    if to_status == "completed":
+        erasure_log.record_after_commit(session, erasure_log.ErasureEntry(
+            request.id, request.client, request.jurisdiction, now, request.outcome,
+            tuple((s.kind, s.subject_key) for s in request.subjects)))
     webhook_service.notify(session, request, f"request.{EVENT_NAMES[action]}")
     audit_service.append(
         session, audit_service.request_stream(request.id), f"request.{EVENT_NAMES[action]}", actor, {"from": from_status, "to": to_status, "reason": reason, **extra},
@@ -254,9 +259,9 @@ def _move(session, request, action, to_status, actor, reason, extra) -> None:
 
 
 def move(session: Session, request: ErasureRequest, action: str, actor: str, *, reason: str | None = None, **extra) -> None:
-    """A worker's move (schedule, process, verify, complete, fail): status, audit event and
+    """A service's move (approve, schedule, process, verify, complete, fail): status, audit event and
     webhook in the caller's transaction."""
-    targets = {"schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed"}
+    targets = {"approve": "approved", "schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed"}
     _move(session, request, action, targets[action], actor, reason, extra)
 
 
