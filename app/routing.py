@@ -128,13 +128,16 @@ class UnitOfWorkRoute(APIRoute):
     among them, refuse query parameters they do not declare: a misspelt filter would otherwise
     be ignored and answer every row."""
 
+    # Off for pages that read their query string themselves (the dashboard's filter forms).
+    refuses_unknown_query_parameters = True
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {method.upper() for method in kwargs.get("methods") or ("GET",)}
         super().__init__(path, in_one_thread(endpoint, reads=methods <= READ_METHODS), **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
-        if not self.methods <= READ_METHODS:
+        if not self.refuses_unknown_query_parameters or not self.methods <= READ_METHODS:
             return handler
         declared = _query_parameters(self.dependant)
 
