@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import params
-from fastapi.dependencies.models import Dependant
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response

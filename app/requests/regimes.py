@@ -29,7 +29,7 @@ _US_STATE_GROUNDS = frozenset({IDENTITY_UNVERIFIED, MANIFESTLY_UNFOUNDED, LEGAL_
 class Regime:
     code: str
     name: str
-    basis: str  # the provision that sets the deadline
+    basis: str  # the law, or its provision, that sets the deadline
     deny_grounds: frozenset[str]
     deadline_days: int = 0
     deadline_months: int = 0  # calendar months (GDPR); used when deadline_days is 0
@@ -43,11 +43,10 @@ class Regime:
         return received_at + timedelta(days=self.deadline_days)
 
 
-def _us_state(code: str, name: str) -> Regime:
+def _us_state(code: str, name: str, act: str) -> Regime:
     """The US state privacy laws that answer within 45 days, extendable once by 45 more when
     reasonably necessary."""
-    return Regime(code, name, f"{name}: 45 days, once extendable by 45 days", _US_STATE_GROUNDS,
-                  deadline_days=45, extension_days=45)
+    return Regime(code, name, act, _US_STATE_GROUNDS, deadline_days=45, extension_days=45)
 
 
 _TABLE = (
@@ -58,14 +57,14 @@ _TABLE = (
     # CCPA as amended by the CPRA: 45 days, extendable once by 45 days.
     Regime("ccpa", "CCPA/CPRA", "Cal. Civ. Code §1798.130(a)(2)", _US_STATE_GROUNDS | {FREE_EXPRESSION, PUBLIC_INTEREST},
            deadline_days=45, extension_days=45),
-    _us_state("vcdpa", "VCDPA (Virginia)"),
-    _us_state("cpa", "CPA (Colorado)"),
-    _us_state("ctdpa", "CTDPA (Connecticut)"),
-    _us_state("ucpa", "UCPA (Utah)"),
-    _us_state("tdpsa", "TDPSA (Texas)"),
-    _us_state("ocpa", "OCPA (Oregon)"),
-    # Art. 19 II sets 15 days for a full declaration; it is the only term the statute sets, and
-    # no extension is provided for.
+    _us_state("vcdpa", "VCDPA (Virginia)", "Virginia Consumer Data Protection Act"),
+    _us_state("cpa", "CPA (Colorado)", "Colorado Privacy Act"),
+    _us_state("ctdpa", "CTDPA (Connecticut)", "Connecticut Data Privacy Act"),
+    _us_state("ucpa", "UCPA (Utah)", "Utah Consumer Privacy Act"),
+    _us_state("tdpsa", "TDPSA (Texas)", "Texas Data Privacy and Security Act"),
+    _us_state("ocpa", "OCPA (Oregon)", "Oregon Consumer Privacy Act"),
+    # Art. 18 §5 leaves the term of an erasure to regulation the ANPD has not issued; Art. 19 II's
+    # 15 days (for a full declaration) is the only term the statute sets, with no extension.
     Regime("lgpd", "LGPD (Brazil)", "LGPD Art. 19 II", frozenset({IDENTITY_UNVERIFIED, LEGAL_OBLIGATION,
            PUBLIC_INTEREST, INTERNAL_USES}), deadline_days=15),
     Regime("pipeda", "PIPEDA (Canada)", "PIPEDA s. 8(3)-(4)", frozenset({IDENTITY_UNVERIFIED, LEGAL_OBLIGATION,
