@@ -97,11 +97,16 @@ _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 INPUT_KEY = "<key>"
 
 
+def field_name_or_placeholder(name: str) -> str:
+    """A name the caller chose, shown only when it looks like one of the API's own field names."""
+    return name if _FIELD_NAME.match(name) else INPUT_KEY
+
+
 def _safe_loc(error: dict[str, Any]) -> list[Any]:
     loc = list(error.get("loc", ()))
     if error.get("type") == "extra_forbidden" and loc:
         loc[-1] = INPUT_KEY  # the unknown field's name is the caller's input
-    return [part if isinstance(part, int) or (isinstance(part, str) and _FIELD_NAME.match(part)) else INPUT_KEY
+    return [part if isinstance(part, int) else field_name_or_placeholder(part) if isinstance(part, str) else INPUT_KEY
             for part in loc]
 
 

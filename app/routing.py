@@ -19,17 +19,20 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, get_args, get_origin
 
 from fastapi import params
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 
 from app.config import get_settings
 from app.deps import get_session, run_unit_of_work
-from app.errors import TooManyRequests
+from app.errors import TooManyRequests, Unprocessable, field_name_or_placeholder
 from app.principal import Principal
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -119,9 +122,39 @@ def in_one_thread(endpoint: Callable[..., Any], *, reads: bool) -> Callable[...,
     return run
 
 
+def _query_parameters(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {parameter.alias for parameter in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_parameters(dependency)
+    return frozenset(names)
+
+
 class UnitOfWorkRoute(APIRoute):
-    """The route class of every router whose endpoints use SessionDep."""
+    """The route class of every router whose endpoints use SessionDep. Its GET routes, the lists
+    among them, refuse query parameters they do not declare: a misspelt filter would otherwise
+    be ignored and answer every row."""
+
+    # Off for pages that read their query string themselves (the dashboard's filter forms).
+    refuses_unknown_query_parameters = True
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {method.upper() for method in kwargs.get("methods") or ("GET",)}
         super().__init__(path, in_one_thread(endpoint, reads=methods <= READ_METHODS), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        if not self.refuses_unknown_query_parameters or not self.methods <= READ_METHODS:
+            return handler
+        declared = _query_parameters(self.dependant)
+
+        async def refuse_unknown_parameters(request: Request) -> Response:
+            unknown = sorted({field_name_or_placeholder(name) for name in request.query_params if name not in declared})
+            if unknown:
+                raise Unprocessable(
+                    f"Unknown query parameter: {', '.join(unknown)}. This route accepts: {', '.join(sorted(declared)) or 'none'}.",
+                    unknown_parameters=unknown, accepted_parameters=sorted(declared),
+                )
+            return await handler(request)
+
+        return refuse_unknown_parameters

@@ -15,13 +15,13 @@ from app.db import utcnow
 from app.jobs.models import Job
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
-from app.requests import lifecycle
+from app.requests import lifecycle, regimes
 from app.requests.models import ErasureRequest
 
 STATUSES = ("received", "approved", "on_hold", "scheduled", "processing", "verifying",
             "completed", "failed", "denied", "cancelled")
 SOURCES = ("portal", "admin", "batch")
-JURISDICTIONS = ("gdpr", "ccpa")
+JURISDICTIONS = regimes.SUPPORTED
 PAGE_SIZE = 50
 OPEN = tuple(sorted(set(STATUSES) - lifecycle.TERMINAL))
 

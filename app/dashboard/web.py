@@ -50,6 +50,9 @@ class DashboardRoute(UnitOfWorkRoute):
     """Renders errors as pages and adds the security headers to every dashboard response; like
     the API's routes, each endpoint and its commit run on one thread."""
 
+    # A page reads its filters from the query string and reports a bad one on the page itself.
+    refuses_unknown_query_parameters = False
+
     def get_route_handler(self):
         handler = super().get_route_handler()
 

@@ -6,11 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from app.schemas import Page
+
+JobKind = Literal["training", "unlearning", "references", "rehearsal", "audit_verify"]
+JobStatus = Literal["queued", "running", "completed", "failed"]
+
 
 class JobOut(BaseModel):
     id: uuid.UUID
-    kind: Literal["training", "unlearning", "references", "rehearsal", "audit_verify"]
-    status: Literal["queued", "running", "completed", "failed"]
+    kind: JobKind
+    status: JobStatus
     model_id: uuid.UUID | None
     attempt: int
     max_attempts: int
@@ -20,3 +25,7 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobPage(Page):
+    items: list[JobOut]

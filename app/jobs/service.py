@@ -23,6 +23,7 @@ from app.db import on_commit, utcnow
 from app.errors import NotFound
 from app.jobs.models import Job, JobRequest
 from app.keys.service import Principal
+from app.pagination import newest_first_page
 
 ACTIVE = ("queued", "running")
 
@@ -66,6 +67,16 @@ def get_for(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound("No job with this id.")
     return job
+
+
+def list_for(session: Session, principal: Principal, *, kind: str | None, status: str | None,
+             model_id: uuid.UUID | None, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+    """The client's own jobs, newest first; an admin key sees its own client's, like any key."""
+    query = select(Job).where(Job.client == principal.client)
+    for column, value in ((Job.kind, kind), (Job.status, status), (Job.model_id, model_id)):
+        if value is not None:
+            query = query.where(column == value)
+    return newest_first_page(session, query, Job.created_at, Job.id, limit, cursor)
 
 
 def get(session: Session, job_id: uuid.UUID) -> Job:

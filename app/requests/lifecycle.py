@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from calendar import monthrange
-from datetime import datetime, timedelta
+from datetime import datetime
+
+from app.requests import regimes
 
 TERMINAL = frozenset({"denied", "cancelled", "completed", "failed"})
 
@@ -17,24 +18,13 @@ REVIEW_ACTIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "release": (frozenset({"on_hold"}), None),
 }
 EXTENDABLE = frozenset({"received", "approved", "on_hold", "scheduled", "processing", "verifying"})
-MAX_EXTENSION_DAYS = 60
+MAX_EXTENSION_DAYS = regimes.LONGEST_EXTENSION_DAYS
 
 
 def due_at(jurisdiction: str, received_at: datetime) -> datetime:
-    """GDPR Art. 12(3): one calendar month; CCPA §1798.130: 45 days."""
-    if jurisdiction == "gdpr":
-        return _one_month_later(received_at)
-    if jurisdiction == "ccpa":
-        return received_at + timedelta(days=45)
-    raise ValueError(f"unknown jurisdiction {jurisdiction!r}")
-
-
-def _one_month_later(at: datetime) -> datetime:
-    """The same day of the next month, or its last day when shorter (31 January → 28 or 29
-    February), as dateutil's relativedelta(months=1) computes it, at a fraction of its cost:
-    intake computes it for every request."""
-    year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
-    return at.replace(year=year, month=month, day=min(at.day, monthrange(year, month)[1]))
+    """The regime's deadline (app/requests/regimes.py): GDPR Art. 12(3) one calendar month,
+    CCPA §1798.130 45 days, ..."""
+    return regimes.regime(jurisdiction).due_at(received_at)
 
 
 def days_left(due: datetime, now: datetime) -> int:

@@ -19,8 +19,8 @@ from app.jobs import service as job_service
 from app.openapi import problem_responses
 from app.requests import fast_intake, service
 from app.requests.schemas import (
-    AuditEventOut, AuditTrail, BatchResponse, ErasureRequestCreate, ErasureRequestOut,
-    ErasureRequestPage, ExtendBody, OptionalReasonBody, ReasonBody, Source, Status,
+    AuditEventOut, AuditTrail, BatchResponse, DenyBody, ErasureRequestCreate, ErasureRequestOut,
+    ErasureRequestPage, ExtendBody, Jurisdiction, OptionalReasonBody, ReasonBody, Source, Status,
 )
 from app.routing import UnitOfWorkRoute
 
@@ -109,13 +109,14 @@ async def create_batch(
 )
 def list_requests(
     session: SessionDep, principal: Reader,
-    status: Status | None = None, source: Source | None = None, overdue: bool | None = None,
+    status: Status | None = None, source: Source | None = None, jurisdiction: Jurisdiction | None = None,
+    external_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None, overdue: bool | None = None,
     created_after: datetime | None = None, created_before: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     rows, next_cursor = service.list_for(
-        session, principal, status=status, source=source, overdue=overdue, created_after=created_after,
-        created_before=created_before, limit=limit, cursor=cursor,
+        session, principal, status=status, source=source, jurisdiction=jurisdiction, external_id=external_id,
+        overdue=overdue, created_after=created_after, created_before=created_before, limit=limit, cursor=cursor,
     )
     return ErasureRequestPage(items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
 
@@ -157,12 +158,18 @@ for _action in ("approve", "cancel", "release"):
         responses=TRANSITION, name=f"{_action}_request", operation_id=f"{_action}_erasure_request",
         summary=f"{_action.capitalize()} an erasure request",
     )
-for _action in ("deny", "hold"):
-    router.add_api_route(
-        f"/{{request_id}}/{_action}", _review_with_reason(_action), methods=["POST"], response_model=ErasureRequestOut,
-        responses=TRANSITION, name=f"{_action}_request", operation_id=f"{_action}_erasure_request",
-        summary=f"{_action.capitalize()} an erasure request (reason required)",
-    )
+router.add_api_route(
+    "/{request_id}/hold", _review_with_reason("hold"), methods=["POST"], response_model=ErasureRequestOut,
+    responses=TRANSITION, name="hold_request", operation_id="hold_erasure_request",
+    summary="Hold an erasure request (reason required)",
+)
+
+
+@router.post("/{request_id}/deny", response_model=ErasureRequestOut, responses=TRANSITION, name="deny_request",
+             operation_id="deny_erasure_request", summary="Deny an erasure request (reason required)")
+def deny_request(request_id: uuid.UUID, body: DenyBody, session: SessionDep, principal: Reviewer) -> Any:
+    """`ground`, when given, must be one the request's regime allows (app/requests/regimes.py)."""
+    return service.to_out(service.review(session, principal, request_id, "deny", body.reason, ground=body.ground))
 
 
 @router.post("/{request_id}/extend", response_model=ErasureRequestOut, responses=TRANSITION,

@@ -2,16 +2,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, Field, field_validator, model_validator
 
 from app.pii import find_identifier, reveals
 from app.pseudonym import redact
+from app.requests import regimes
 from app.schemas import StrictModel, Subject, example
 from app.webhooks.addresses import AddressRefused, check_url
 
-Jurisdiction = Literal["gdpr", "ccpa"]
+
+def _known_regime(code: str) -> str:
+    regimes.regime(code)  # an unknown code answers 422 with the supported list
+    return code
+
+
+# A code of app/requests/regimes.py; the schema lists them as an enum.
+Jurisdiction = Annotated[str, AfterValidator(_known_regime), Field(json_schema_extra={"enum": list(regimes.SUPPORTED)})]
 Source = Literal["portal", "admin", "batch"]
 Status = Literal[
     "received", "approved", "on_hold", "denied", "cancelled",
@@ -85,6 +93,13 @@ class ReasonBody(StrictModel):
     _check = field_validator("reason")(_free_text_names_nobody)
 
 
+class DenyBody(ReasonBody):
+    model_config = example({"reason": "The requester's identity could not be verified.", "ground": "identity_unverified"})
+
+    # Checked against the request's regime, which lists the grounds it allows.
+    ground: str | None = Field(default=None, max_length=40)
+
+
 class OptionalReasonBody(StrictModel):
     model_config = example({"reason": "Identity checked by the privacy team."})
 
@@ -97,7 +112,8 @@ class ExtendBody(StrictModel):
     model_config = example({"days": 30, "reason": "The data sits in three systems; the request is complex."})
 
     reason: str = Field(min_length=1, max_length=2000)
-    days: int = Field(ge=1, le=60)
+    # The regime of the request may allow less, or none (app/requests/regimes.py).
+    days: int = Field(ge=1, le=regimes.LONGEST_EXTENSION_DAYS)
 
     _check = field_validator("reason")(_free_text_names_nobody)
 

@@ -19,7 +19,7 @@ from app.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
 from app.pseudonym import names_subject, redact, subject_digest, subject_keys
-from app.requests import intake, lifecycle
+from app.requests import intake, lifecycle, regimes
 from app.requests.models import ErasureRequest
 from app.requests.schemas import REASON_REFUSED, ErasureRequestCreate, ErasureRequestOut
 from app.webhooks import service as webhook_service
@@ -272,9 +272,16 @@ def _refuse_subject_in(request: ErasureRequest, reason: str | None) -> None:
         raise Unprocessable(REASON_REFUSED)
 
 
-def review(session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None) -> ErasureRequest:
+def review(
+    session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None, *,
+    ground: str | None = None,
+) -> ErasureRequest:
     request = get_for(session, principal, request_id, lock=True)
     _refuse_subject_in(request, reason)
+    regime = regimes.regime(request.jurisdiction)
+    if ground is not None and ground not in regime.deny_grounds:
+        raise Unprocessable(f"{regime.name} allows denying on these grounds only: {', '.join(sorted(regime.deny_grounds))}.",
+                            allowed_grounds=sorted(regime.deny_grounds))
     allowed_from, to_status = lifecycle.REVIEW_ACTIONS[action]
     if request.status not in allowed_from:
         raise InvalidTransition(
@@ -282,7 +289,7 @@ def review(session: Session, principal: Principal, request_id: uuid.UUID, action
             current_status=request.status, allowed_from=sorted(allowed_from),
         )
     target = to_status or request.held_from or "received"
-    _move(session, request, action, target, principal.actor, reason, {})
+    _move(session, request, action, target, principal.actor, reason, {} if ground is None else {"ground": ground})
     return request
 
 
@@ -294,11 +301,17 @@ def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: 
             f"Cannot extend a request whose status is '{request.status}'.",
             current_status=request.status, allowed_from=sorted(lifecycle.EXTENDABLE),
         )
+    regime = regimes.regime(request.jurisdiction)
+    if regime.extension_days is None:
+        raise Unprocessable(f"{regime.name} ({regime.basis}) allows no extension of the deadline.")
     if request.extended_days is not None:
         raise InvalidTransition(
-            "The deadline of this request was already extended once (GDPR Art. 12(3)).",
+            f"The deadline of this request was already extended once; {regime.name} allows one extension.",
             current_status=request.status,
         )
+    if days > regime.extension_days:
+        raise Unprocessable(f"{regime.name} ({regime.basis}) allows extending by at most {regime.extension_days} days.",
+                            max_days=regime.extension_days)
     old_due = request.due_at
     request.due_at = old_due + timedelta(days=days)
     request.extended_days = days
@@ -314,16 +327,16 @@ def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: 
 
 
 def list_for(
-    session: Session, principal: Principal, *, status=None, source=None, overdue=None,
-    created_after=None, created_before=None, limit=50, cursor=None,
+    session: Session, principal: Principal, *, status=None, source=None, jurisdiction=None, external_id=None,
+    overdue=None, created_after=None, created_before=None, limit=50, cursor=None,
 ) -> tuple[list[ErasureRequest], str | None]:
     query = select(ErasureRequest)
     if not principal.is_admin:
         query = query.where(ErasureRequest.client == principal.client)
-    if status:
-        query = query.where(ErasureRequest.status == status)
-    if source:
-        query = query.where(ErasureRequest.source == source)
+    for column, value in ((ErasureRequest.status, status), (ErasureRequest.source, source),
+                          (ErasureRequest.jurisdiction, jurisdiction), (ErasureRequest.external_id, external_id)):
+        if value is not None:
+            query = query.where(column == value)
     now = utcnow()
     if overdue is True:
         query = query.where(ErasureRequest.due_at < now, ErasureRequest.status.not_in(lifecycle.TERMINAL))

@@ -179,3 +179,45 @@ def test_cursor_with_a_timezone_offset_pages_correctly(client, headers):
     at = datetime(2026, 5, 1, 13, 0, tzinfo=timezone(timedelta(hours=2)))
     cursor = base64.urlsafe_b64encode(f"{at.isoformat()}|{uuid.UUID(int=0)}".encode()).decode().rstrip("=")
     assert ids(client.get(URL, params={"cursor": cursor}, headers=headers)) == [older]
+
+
+def test_filter_by_external_id_and_jurisdiction(client, headers):
+    gdpr = create(client, headers, external_id="ticket-regime-1")
+    ccpa = create(client, headers, jurisdiction="ccpa", external_id="ticket-regime-2")
+    lgpd = create(client, headers, jurisdiction="lgpd")
+    assert ids(client.get(URL, params={"external_id": "ticket-regime-1"}, headers=headers)) == [gdpr]
+    assert ids(client.get(URL, params={"external_id": "ticket-regime"}, headers=headers)) == []  # exact, not a prefix
+    assert ids(client.get(URL, params={"jurisdiction": "ccpa"}, headers=headers)) == [ccpa]
+    assert ids(client.get(URL, params={"jurisdiction": "lgpd"}, headers=headers)) == [lgpd]
+    assert ids(client.get(URL, params={"jurisdiction": "gdpr", "external_id": "ticket-regime-2"}, headers=headers)) == []
+    unknown = client.get(URL, params={"jurisdiction": "hipaa"}, headers=headers)
+    assert unknown.status_code == 422 and "supported: gdpr" in unknown.json()["detail"]
+
+
+def test_another_clients_request_is_not_found_by_external_id(client, headers, make_key):
+    create(client, headers, external_id="ticket-regime-3")
+    other = make_key("requests:read", client="globex")
+    assert ids(client.get(URL, params={"external_id": "ticket-regime-3"}, headers=other)) == []
+
+
+@pytest.mark.parametrize("route", [URL, "/v1/jobs", "/v1/datasets", "/v1/models"])
+def test_unknown_query_parameters_answer_422_naming_them(client, make_key, route):
+    headers = make_key("requests:read,models:read")
+    assert client.get(route, headers=headers).status_code == 200
+    response = client.get(route, params={"jurisdicton": "ccpa"}, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["unknown_parameters"] == ["jurisdicton"] and "jurisdicton" in body["detail"]
+    assert "jurisdicton" not in body["accepted_parameters"]
+
+
+def test_declared_parameters_are_listed_as_accepted(client, headers):
+    body = client.get(URL, params={"stauts": "received"}, headers=headers).json()
+    assert {"status", "jurisdiction", "external_id", "limit", "cursor"} <= set(body["accepted_parameters"])
+
+
+def test_an_unknown_parameter_that_looks_like_an_identifier_is_not_echoed(client, headers):
+    response = client.get(URL, params={"jane.doe@example.org": "1"}, headers=headers)
+    assert response.status_code == 422
+    assert "jane" not in response.text and response.json()["unknown_parameters"] == ["<key>"]

@@ -52,7 +52,7 @@ CREATE_CASES = {
     "bad identifier kind": dict(json=valid_body(subject={"identifiers": {"E-Mail": "a@b.org"}})),
     "email without at": dict(json=valid_body(subject={"identifiers": {"email": "nobody.example.org"}})),
     "phone without digits": dict(json=valid_body(subject={"identifiers": {"phone": "call me"}})),
-    "unknown jurisdiction": dict(json=valid_body(jurisdiction="lgpd")),
+    "unknown jurisdiction": dict(json=valid_body(jurisdiction="hipaa")),
     "jurisdiction in capitals": dict(json=valid_body(jurisdiction="GDPR")),
     "jurisdiction wrong type": dict(json=valid_body(jurisdiction=1)),
     "unknown source": dict(json=valid_body(source="email")),
@@ -76,7 +76,7 @@ def test_bad_create_bodies_are_4xx_problems(client, headers, case):
 
 
 def test_validation_problem_points_at_the_field(client, headers):
-    problem = assert_problem(client.post(URL, json=valid_body(jurisdiction="lgpd"), headers=headers), 422)
+    problem = assert_problem(client.post(URL, json=valid_body(jurisdiction="hipaa"), headers=headers), 422)
     assert ["body", "jurisdiction"] in [e["loc"] for e in problem["errors"]]
     problem = assert_problem(client.post(URL, json=valid_body(priority="high"), headers=headers), 422)
     # An unknown field is reported without its name, which is the caller's input (it could be an
