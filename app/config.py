@@ -54,9 +54,12 @@ class Settings(BaseSettings):
         "Predictions waiting for their answer at once per API process, each on a thread of its own outside "
         "`api_threads`; more wait for a free one, and the timeout counts from the request's arrival."))
     secret_key: str = Field(default="", description=(
-        "HMAC key of every subject pseudonym; required with an external database, at least 32 characters "
-        "and not a placeholder. Empty in the embedded default: generated once into `<data_dir>/secret.key`, "
-        "so pseudonyms stay stable across restarts. Changing it makes earlier requests unmatchable."))
+        "HMAC key of every subject pseudonym; required with an external database, at least 32 characters, "
+        "not a placeholder, and estimated at least 100 bits hard to guess (`app/secret_strength.py`: repeats, "
+        "runs and common words cost little; a guessable key that already keys stored pseudonyms only warns). "
+        "Empty in the embedded default: generated once into "
+        "`<data_dir>/secret.key`, so pseudonyms stay stable across restarts. Changing it makes earlier "
+        "requests unmatchable."))
     artifacts_url: str = Field(default="", description=(
         "Local folder or any fsspec URL (`s3://bucket/prefix` with the `s3` extra). "
         "Empty: `<data_dir>/artifacts`."))
@@ -211,8 +214,9 @@ class Settings(BaseSettings):
     plan_interval_seconds: float = Field(default=5.0, description=(
         "How often beat plans approved requests and delivers webhooks."))
     signing_key_path: str = Field(default="", description=(
-        "Key that signs certificates of erasure and audit checkpoints; every API and worker process must "
-        "read the same file. Empty: `<data_dir>/signing_key.pem`."))
+        "The service key: it signs audit checkpoints, and certificates of erasure until the first "
+        "`obliviate signing-key rotate` (then the newest rotated key signs them; app/certificates/keys.py). "
+        "Every API and worker process must read the same file. Empty: `<data_dir>/signing_key.pem`."))
     signing_key_dir: str = Field(default="", description=(
         "Folder of the certificate signing keys made by `obliviate signing-key rotate`, one `<key id>.pem` "
         "each, readable by every API and worker process like the signing key. Empty: `<data_dir>/signing_keys`."))
