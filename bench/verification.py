@@ -333,12 +333,12 @@ def repair_network(case: Case, chosen: set, network, flagged: list[int]):
     from workers.engine.serialization import load_network, state_to_bytes
     from workers.engine.unlearning import rehearsal
     from workers.engine.unlearning.job import repaired, without_forget
-    from workers.engine.unlearning.context import Outcome
+    from workers.engine.unlearning.context import CandidateVersion
 
     ctx = rehearsal.erased(context(case), sorted(chosen))
     store = get_store()
     weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in network.state_dict().items()}, {"shard": "0"}))
-    outcome = Outcome("bench", without_forget(ctx), (Shard(0, weights),), {}, {})
+    outcome = CandidateVersion("bench", without_forget(ctx), (Shard(0, weights),), {}, {})
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64))
     if fixed is None:
         return None

@@ -113,7 +113,9 @@ class ForgetRetain:
 
 
 @dataclass
-class UnlearnResult:
+class MethodOutput:
+    """Stage 1 of a new model version: what one method run returns for one shard network."""
+
     network: nn.Module
     # JSON-serialisable figures for the job record and the certificate (steps, losses, budget…).
     details: dict[str, Any]
@@ -145,7 +147,7 @@ class Method(Protocol):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult: ...
+    ) -> MethodOutput: ...
 
 
 class MethodHooks:

@@ -45,7 +45,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     dump_config,
     forget_retain_losses,
     report,
@@ -116,7 +116,7 @@ class CertifiedNewton(MethodHooks):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult:
+    ) -> MethodOutput:
         """`seed` must be the seed the network was trained with: it regenerates b. The retain
         set must hold every retained record, not a sample: the step minimises the objective over
         exactly these records, and a sample would move θ towards another model."""
@@ -167,7 +167,7 @@ class CertifiedNewton(MethodHooks):
             updated, family_config, data.retain_x, data.retain_y, perturbation
         ).norm()
         report(progress, 1.0, "residual")
-        return UnlearnResult(
+        return MethodOutput(
             network=updated,
             details={
                 "method": self.name,

@@ -19,7 +19,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     report,
     take,
@@ -49,7 +49,7 @@ class FineTune(MethodHooks):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult:
+    ) -> MethodOutput:
         config = config or FineTuneConfig()
         run = GradientRun(self.name, network, data, config, seed)
         network, data = run.network, run.data

@@ -31,7 +31,7 @@ from workers.engine.unlearning.base import (
     LearningRate,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     check_finite,
     cycled_batches,
     dump_config,
@@ -97,7 +97,7 @@ class GradientDifference(MethodHooks):
     description = "Language models: ascend the forget loss (capped) while descending the retain loss."
 
     def run(self, family: Any, network: nn.Module, family_config: Any, data: ForgetRetain,
-            config: GradientDifferenceConfig | None = None, *, seed: int, progress: Progress | None = None) -> UnlearnResult:
+            config: GradientDifferenceConfig | None = None, *, seed: int, progress: Progress | None = None) -> MethodOutput:
         config = config or GradientDifferenceConfig()
         network = working_copy(network)
         data = data.to(network_device(network))
@@ -114,7 +114,7 @@ class GradientDifference(MethodHooks):
                 clipped_step(network, optimizer, loss, self.name, step)
                 capped += int(forget.item() >= cap)
                 report(progress, (step + 1) / config.steps, self.name)
-        return UnlearnResult(network=network, details={
+        return MethodOutput(network=network, details={
             "method": self.name, "config": dump_config(config), "steps": config.steps, "forget_loss_cap": cap,
             "capped_steps": capped, "before": before, "after": token_losses(network, data),
         })

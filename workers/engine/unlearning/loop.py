@@ -28,7 +28,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     LearningRate,
     Optimizer,
-    UnlearnResult,
+    MethodOutput,
     WeightDecay,
     check_finite,
     dump_config,
@@ -104,9 +104,9 @@ class GradientRun:
         self.optimizer.step()
         self.steps += 1
 
-    def result(self, **figures: Any) -> UnlearnResult:
+    def result(self, **figures: Any) -> MethodOutput:
         """The run's network and details: the method's own `figures` between the shared ones."""
-        return UnlearnResult(network=self.network, details={
+        return MethodOutput(network=self.network, details={
             "method": self.method, "config": dump_config(self.config), "steps": self.steps, **figures,
             "before": self.before, "after": forget_retain_losses(self.network, self.data),
         })

@@ -39,7 +39,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     Weight,
     batches,
     cycled_batches,
@@ -90,7 +90,7 @@ class NegGradPlus(MethodHooks):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult:
+    ) -> MethodOutput:
         config = config or NegGradPlusConfig()
         run = GradientRun(self.name, network, data, config, seed)
         network, data = run.network, run.data

@@ -33,7 +33,7 @@ from workers.engine.unlearning.base import (
     LearningRate,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     dump_config,
     frozen_copy,
     make_optimizer,
@@ -76,7 +76,7 @@ class NPO(MethodHooks):
     description = "Language models: Negative Preference Optimization against the model before unlearning, plus a retain term."
 
     def run(self, family: Any, network: nn.Module, family_config: Any, data: ForgetRetain,
-            config: NPOConfig | None = None, *, seed: int, progress: Progress | None = None) -> UnlearnResult:
+            config: NPOConfig | None = None, *, seed: int, progress: Progress | None = None) -> MethodOutput:
         config = config or NPOConfig()
         reference = frozen_copy(network)
         network = working_copy(network)
@@ -98,7 +98,7 @@ class NPO(MethodHooks):
                 clipped_step(network, optimizer, loss, self.name, step)
                 last_npo = forget.item()
                 report(progress, (step + 1) / config.steps, self.name)
-        return UnlearnResult(network=network, details={
+        return MethodOutput(network=network, details={
             "method": self.name, "config": dump_config(config), "steps": config.steps, "last_npo_loss": last_npo,
             "before": before, "after": token_losses(network, data),
         })

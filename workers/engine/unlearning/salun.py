@@ -25,7 +25,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     cycled_batches,
     report,
@@ -99,7 +99,7 @@ class SalUn(MethodHooks):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult:
+    ) -> MethodOutput:
         config = config or SalUnConfig()
         run = GradientRun(self.name, network, data, config, seed)
         network, data = run.network, run.data

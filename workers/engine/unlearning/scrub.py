@@ -34,7 +34,7 @@ from workers.engine.unlearning.base import (
     ForgetRetain,
     MethodHooks,
     Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     frozen_copy,
     report,
@@ -113,7 +113,7 @@ class Scrub(MethodHooks):
         *,
         seed: int,
         progress: Progress | None = None,
-    ) -> UnlearnResult:
+    ) -> MethodOutput:
         config = config or ScrubConfig()
         teacher = frozen_copy(network)
         run = GradientRun(self.name, network, data, config, seed)
