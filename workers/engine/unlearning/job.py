@@ -104,8 +104,8 @@ def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.in
     data = base.ForgetRetain(*forget, *retain, unseen_x=unseen[0], unseen_y=unseen[1],
                              trained_records=int((ctx.old_manifest.shards != HOLDOUT).sum()), forget_target_loss=targets)
     network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(outcome.shards[0].weights))
-    result = base.get_method("neggrad_plus").run(ctx.family, network, ctx.config, data,
-                                                 base.parse_method_config("neggrad_plus", repair.SETTINGS), seed=ctx.seed)
+    result = base.get_method("neggrad_plus").run(base.MethodCall(
+        ctx.family, network, ctx.config, data, base.parse_method_config("neggrad_plus", repair.SETTINGS), seed=ctx.seed))
     weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
                                              {"shard": "0"}))
     details: JsonObject = {**outcome.details, "repair": {
@@ -190,7 +190,8 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):
         network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights))
-        result = method.run(ctx.family, network, ctx.config, data, config, seed=ctx.seed, progress=ctx.progress)
+        result = method.run(base.MethodCall(ctx.family, network, ctx.config, data, config, seed=ctx.seed,
+                                            progress=ctx.progress))
         weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
                                                  {"shard": str(index)}))
         shards.append(Shard(shard=index, weights=weights, checkpoints=()))
