@@ -239,7 +239,7 @@ def main() -> None:
     setup(Path(tempfile.mkdtemp(prefix="obliviate-bench-lm-")), args.threads)
     os.environ["OBLIVIATE_DEVICE"] = device
     from app.config import reset_settings
-    from workers.engine.unlearning.base import ForgetRetain, get_method
+    from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method
 
     reset_settings()
     params = dict(QUICK if args.quick else DEFAULTS if args.defaults else PARAMS)
@@ -288,8 +288,8 @@ def main() -> None:
     data = ForgetRetain(forget_w, torch.zeros(len(forget_w), dtype=torch.int64), retain_w,
                         torch.zeros(len(retain_w), dtype=torch.int64))
     for name in ("gradient_difference", "npo"):
-        result, method_s, method_cpu = timed(lambda name=name: get_method(name).run(s.family, s.network(full[0]), s.config, data,
-                                                                           seed=SEED))
+        result, method_s, method_cpu = timed(lambda name=name: get_method(name).run(MethodCall(
+            s.family, s.network(full[0]), s.config, data, seed=SEED)))
         results[name] = {**figures(s, [result.network.eval()], retrain_manifest, erased_ids, erased_subjects,
                                    kept_canaries), "seconds": method_s, "cpu_seconds": method_cpu}
         print(name, round(method_s), "s", flush=True)

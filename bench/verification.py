@@ -205,7 +205,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     from workers.engine.verification import references
     from workers.engine.verification.checks import forgetting_checks, summary
     from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
-    from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
+    from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method, parse_method_config
 
     keys = np.unique(case.records.subject_keys[np.searchsorted(case.records.record_ids, case.trained)])
     chosen = set(rng.choice(keys, size=min(subjects, len(keys)), replace=False).tolist())
@@ -269,8 +269,8 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     for label, name, overrides in runs:
         method = get_method(name)
         config = parse_method_config(name, overrides)
-        result, cpu = cpu_timed(lambda method=method, config=config: method.run(
-            case.family, case.networks[0], case.config, data, config, seed=case.seed))
+        result, cpu = cpu_timed(lambda method=method, config=config: method.run(MethodCall(
+            case.family, case.networks[0], case.config, data, config, seed=case.seed)))
         (checks, block), verify_cpu = verify([result.network])
         network, repaired_records = result.network, 0
         flagged = repairable(block)
@@ -333,12 +333,12 @@ def repair_network(case: Case, chosen: set, network, flagged: list[int]):
     from workers.engine.serialization import load_network, state_to_bytes
     from workers.engine.unlearning import rehearsal
     from workers.engine.unlearning.job import repaired, without_forget
-    from workers.engine.unlearning.context import Outcome
+    from workers.engine.unlearning.context import CandidateVersion
 
     ctx = rehearsal.erased(context(case), sorted(chosen))
     store = get_store()
     weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in network.state_dict().items()}, {"shard": "0"}))
-    outcome = Outcome("bench", without_forget(ctx), (Shard(0, weights),), {}, {})
+    outcome = CandidateVersion("bench", without_forget(ctx), (Shard(0, weights),), {}, {})
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64))
     if fixed is None:
         return None

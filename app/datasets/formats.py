@@ -93,15 +93,20 @@ def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Tabl
     return table, features
 
 
-def _read_csv(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, list[str]]:
+def csv_header(path, unreadable: str) -> list[str]:
+    """The CSV file's column names, read alone first so that a bad column set is refused before
+    the whole file is parsed; Unprocessable(`unreadable`) where it is not CSV."""
     try:
-        # The header alone first: refuse a bad column set before parsing the whole file.
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
         names = reader.schema.names
         reader.close()
     except (pa.ArrowException, OSError):
-        raise Unprocessable("The file is not Parquet or CSV.") from None
-    features = resolve_columns(names, spec)
+        raise Unprocessable(unreadable) from None
+    return list(names)
+
+
+def _read_csv(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, list[str]]:
+    features = resolve_columns(csv_header(path, "The file is not Parquet or CSV."), spec)
     try:
         check_csv_rows(path, spec.subject_column, len(features), limits)
     except (pa.ArrowException, OSError):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,8 +36,9 @@ from app.datasets.storage import (
 from app.db import utcnow
 from app.errors import Conflict, NotFound, Unprocessable
 from app.keys.service import Principal
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import newest_first_page
 from app.pseudonym import KIND_PATTERN
+from app.visibility import visible_one
 
 __all__ = [
     "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
@@ -150,12 +151,7 @@ def get_dataset_for(session: Session, principal: Principal, dataset_id: uuid.UUI
     """The dataset, by its id or the id of one of its versions; another client's answers 404."""
     of_version = select(DatasetVersion.dataset_id).where(DatasetVersion.id == dataset_id)
     query = select(Dataset).where(or_(Dataset.id == dataset_id, Dataset.id.in_(of_version)))
-    if not principal.is_admin:
-        query = query.where(Dataset.client == principal.client)
-    dataset = session.scalar(query)
-    if dataset is None:
-        raise NotFound("No dataset with this id.")
-    return dataset
+    return visible_one(session, principal, query, Dataset.client, "No dataset with this id.")
 
 
 def get_version_for(session: Session, principal: Principal, version_id: uuid.UUID) -> DatasetVersion:
@@ -164,12 +160,7 @@ def get_version_for(session: Session, principal: Principal, version_id: uuid.UUI
         .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
         .where(DatasetVersion.id == version_id)
     )
-    if not principal.is_admin:
-        query = query.where(Dataset.client == principal.client)
-    version = session.scalar(query)
-    if version is None:
-        raise NotFound("No dataset version with this id.")
-    return version
+    return visible_one(session, principal, query, Dataset.client, "No dataset version with this id.")
 
 
 def current_version(session: Session, dataset: Dataset) -> DatasetVersion:
@@ -190,12 +181,7 @@ def list_datasets(
     query = select(Dataset)
     if not principal.is_admin:
         query = query.where(Dataset.client == principal.client)
-    if cursor:
-        at, dataset_id = decode_cursor(cursor)
-        query = query.where(or_(Dataset.created_at < at, and_(Dataset.created_at == at, Dataset.id < dataset_id)))
-    rows = list(session.scalars(query.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first_page(session, query, Dataset.created_at, Dataset.id, limit, cursor)
 
 
 

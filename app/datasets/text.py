@@ -24,7 +24,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from app.config import get_settings
-from app.datasets.formats import CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, is_text, looks_like_text, decoded, plain_type
+from app.datasets.formats import (
+    CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, csv_header, decoded, is_text, looks_like_text, plain_type,
+)
 from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
 from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer, read_parquet_bounded
 from app.errors import Unprocessable
@@ -106,12 +108,7 @@ def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
 
 
 def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
-    try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20))
-        names = reader.schema.names
-        reader.close()
-    except (pa.ArrowException, OSError):
-        raise Unprocessable("The file is not Parquet, CSV or JSON Lines in UTF-8.") from None
+    names = csv_header(path, "The file is not Parquet, CSV or JSON Lines in UTF-8.")
     _require(names, spec)
     try:
         check_csv_rows(path, spec.subject_column, 0, limits)

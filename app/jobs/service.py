@@ -24,6 +24,7 @@ from app.errors import NotFound
 from app.jobs.models import Job, JobRequest
 from app.keys.service import Principal
 from app.pagination import newest_first_page
+from app.visibility import visible_one
 
 ACTIVE = ("queued", "running")
 
@@ -60,13 +61,7 @@ def send(job_id) -> None:
 
 
 def get_for(session: Session, principal: Principal, job_id: uuid.UUID) -> Job:
-    query = select(Job).where(Job.id == job_id)
-    if not principal.is_admin:
-        query = query.where(Job.client == principal.client)
-    job = session.scalar(query)
-    if job is None:
-        raise NotFound("No job with this id.")
-    return job
+    return visible_one(session, principal, select(Job).where(Job.id == job_id), Job.client, "No job with this id.")
 
 
 def list_for(session: Session, principal: Principal, *, kind: str | None, status: str | None,

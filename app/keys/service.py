@@ -15,14 +15,14 @@ import unicodedata
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit_service
 from app.db import advisory_xact_lock, utcnow
 from app.errors import BadRequest, Conflict, NotFound, Unprocessable
 from app.keys.models import ApiKey
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import newest_first_page
 from app.principal import Principal
 
 SCOPES = (
@@ -203,12 +203,7 @@ def list_keys(
         query = query.where(ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
     elif state is not None:
         raise BadRequest(f"state is one of {', '.join(STATES)}.")
-    if cursor:
-        at, last_id = decode_cursor(cursor)
-        query = query.where(or_(ApiKey.created_at < at, and_(ApiKey.created_at == at, ApiKey.id < last_id)))
-    rows = list(session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)))
-    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return newest_first_page(session, query, ApiKey.created_at, ApiKey.id, limit, cursor)
 
 
 def prefix_exists(session: Session, prefix: str) -> bool:

@@ -92,7 +92,7 @@ def batch_body(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"items": items, "created": counts["created"], "existing": counts["existing"], "errors": counts["error"]}
 
 
-def outcome_item(index: int, outcome: service.Outcome) -> dict[str, Any]:
+def outcome_item(index: int, outcome: service.IntakeResult) -> dict[str, Any]:
     """A batch item's result: its request, or the problem of an external_id used for another subject."""
     if isinstance(outcome, service.ExternalIdTaken):
         problem = problem_body(outcome.status, outcome.title, outcome.detail, outcome.slug)

@@ -72,7 +72,7 @@ class ExternalIdTaken(Conflict):
 
 
 # One payload's outcome: (request, created), or why it was refused.
-Outcome = tuple[AnyRequest, bool] | ExternalIdTaken
+IntakeResult = tuple[AnyRequest, bool] | ExternalIdTaken
 
 
 class IntakePlan:
@@ -120,12 +120,12 @@ class IntakePlan:
 
     def results(
         self, inserted: set[uuid.UUID], stored: dict[str, ErasureRequest], session: Session | None = None,
-    ) -> list[Outcome]:
+    ) -> list[IntakeResult]:
         """The outcome per payload once `inserted` are stored; `stored` holds the requests that
         own the taken external ids. A taken external_id answers with its request when the subject
         keys are the same, and ExternalIdTaken when they differ. With a session, the policy
         approves verified requests."""
-        results: list[Outcome | None] = [None] * len(self.payloads)
+        results: list[IntakeResult | None] = [None] * len(self.payloads)
         # external_id → (its request, that request's subject keys)
         owners: dict[str, tuple[AnyRequest, dict[str, str]]] = {}
         auto_approve = session is not None and get_settings().auto_approve_verified
@@ -160,7 +160,7 @@ class IntakePlan:
 
 def create_many(
     session: Session, principal: Principal, payloads: list[ErasureRequestCreate],
-) -> list[Outcome]:
+) -> list[IntakeResult]:
     """The outcome for each payload, in order, as if each were created in turn: an external_id
     already stored, or repeated within `payloads`, yields the request that holds it (or
     ExternalIdTaken if that request is for another subject).

@@ -45,7 +45,7 @@ from app.unlearning.types import (
     Shard,
     Sisa,
     UnlearningPlan,
-    UnlearningResult,
+    VerifiedVersion,
 )
 
 WORKER = completion.WORKER
@@ -191,7 +191,7 @@ def record_escalation(session: Session, attempt: JobAttempt, plan: UnlearningPla
 
 
 def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan, snapshot: ModelSnapshot,
-                     result: UnlearningResult) -> None:
+                     result: VerifiedVersion) -> None:
     """Promote the verified version, move the live requests to verifying, audit."""
     figures = result.verification.to_json()
     escalations = [e.to_json() for e in result.escalations]

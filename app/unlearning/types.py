@@ -29,8 +29,8 @@ EXACT: frozenset[str] = EXACT_METHODS | {"none_needed"}
 
 __all__ = [
     "EXACT", "EXACT_METHODS", "DatasetErasure", "Escalation", "Figures", "JobAttempt", "JsonObject", "JsonValue", "LineageProof",
-    "MethodSettings", "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "UnlearningResult",
-    "Verification",
+    "MethodSettings", "ModelSnapshot", "SampledReference", "SetFigures", "Shape", "Shard", "Sisa", "UnlearningPlan", "Verification",
+    "VerifiedVersion",
 ]
 
 
@@ -314,8 +314,9 @@ class Escalation:
 
 
 @dataclass(frozen=True)
-class UnlearningResult:
-    """The new model version a method produced and verified (its artifacts already stored)."""
+class VerifiedVersion:
+    """Stage 3 of a new model version: the candidate after verification and any escalation, as the
+    app stores it (its artifacts already stored)."""
 
     method: str
     requested_method: str

@@ -16,7 +16,7 @@ from workers.engine.families.causal_lm import PAD, record_windows, sequence_log_
 from workers.engine.families.lm_scoring import generate, score
 from workers.engine.verification.text_checks import token_statistics, verbatim_extraction
 from workers.engine.unlearning.verification import membership_aucs
-from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
+from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method, parse_method_config
 from workers.engine.unlearning.npo import npo_loss
 
 CPU = torch.device("cpu")
@@ -93,7 +93,7 @@ def test_the_method_forgets_the_canary_and_keeps_the_notes(trained, name):
     assert generate([network], "my pin is ", 5, 64) == "4821."
     before = {p: p.detach().clone() for p in network.parameters()}
     data = _split(config)
-    result = get_method(name).run(family, network, config, data, parse_method_config(name, {"steps": 40}), seed=0)
+    result = get_method(name).run(MethodCall(family, network, config, data, parse_method_config(name, {"steps": 40}), seed=0))
     assert all(torch.equal(before[p], p) for p in network.parameters()), "the given network must stay intact"
     unlearned = result.network
     assert generate([unlearned], "my pin is ", 5, 64) != "4821."
@@ -102,7 +102,7 @@ def test_the_method_forgets_the_canary_and_keeps_the_notes(trained, name):
     notes_before, notes_after = (-np.mean([s["log_likelihood"] for s in score([n], NOTES[:20], 64)]) for n in (network, unlearned))
     assert notes_after < notes_before * 1.5 + 2, "the retained notes stay learnt"
     assert result.details["after"]["forget"] > result.details["before"]["forget"]
-    again = get_method(name).run(family, network, config, data, parse_method_config(name, {"steps": 40}), seed=0).network
+    again = get_method(name).run(MethodCall(family, network, config, data, parse_method_config(name, {"steps": 40}), seed=0)).network
     assert all(torch.equal(a, b) for a, b in zip(unlearned.state_dict().values(), again.state_dict().values()))
 
 

@@ -85,7 +85,7 @@ CTX = Ctx()
 
 
 def outcome(name, method="finetune"):
-    return job.Outcome(method, None, (), {}, {"name": name})
+    return job.CandidateVersion(method, None, (), {}, {"name": name})
 
 
 def test_a_repair_that_passes_replaces_the_result(scripted):

@@ -21,6 +21,7 @@ from workers.engine.unlearning.base import (
     EXACT_METHODS,
     METHODS,
     ForgetRetain,
+    MethodCall,
     MethodConfigError,
     UnknownMethodError,
     get_method,
@@ -124,10 +125,10 @@ def test_approximate_method_moves_forget_figures_towards_retrain(digits, mlp_run
     weights_before = {k: v.clone() for k, v in original.state_dict().items()}
     calls = []
     method = get_method(name)
-    result = method.run(
+    result = method.run(MethodCall(
         family, original, config, split(digits), parse_method_config(name, APPROXIMATE[name]),
         seed=7, progress=lambda fraction, step: calls.append(fraction),
-    )
+    ))
     before = figures(family, original, digits)
     after = figures(family, result.network, digits)
     retrained = figures(family, reference, digits)
@@ -152,8 +153,8 @@ def test_approximate_method_moves_forget_figures_towards_retrain(digits, mlp_run
 def test_methods_are_reproducible_under_a_seed(digits, mlp_runs):
     family, config, original, _ = mlp_runs
     method = get_method("neggrad_plus")
-    first = method.run(family, original, config, split(digits), None, seed=3).network
-    second = method.run(family, original, config, split(digits), None, seed=3).network
+    first = method.run(MethodCall(family, original, config, split(digits), None, seed=3)).network
+    second = method.run(MethodCall(family, original, config, split(digits), None, seed=3)).network
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
 
@@ -178,7 +179,7 @@ def relative_distance(network, reference):
 
 def test_certified_newton_lands_near_the_retrained_optimum(digits, logistic_runs):
     family, config, original, reference = logistic_runs
-    result = get_method("certified_newton").run(family, original, config, split(digits), None, seed=SEED)
+    result = get_method("certified_newton").run(MethodCall(family, original, config, split(digits), None, seed=SEED))
     before, after = figures(family, original, digits), figures(family, result.network, digits)
     retrained = figures(family, reference, digits)
     print(f"\noriginal: {summary(before)}\nnewton:   {summary(after)}\nretrain:  {summary(retrained)}")
@@ -204,7 +205,7 @@ def test_certified_newton_single_removal_is_within_budget(digits, logistic_runs)
         torch.cat([forget_x, retain_x[1:]]), torch.cat([forget_y, retain_y[1:]]),
     )
     _, _, reference = train("logistic_regression", {"l2": 0.01}, data.retain_x, data.retain_y)
-    result = get_method("certified_newton").run(family, original, config, data, None, seed=SEED)
+    result = get_method("certified_newton").run(MethodCall(family, original, config, data, None, seed=SEED))
     details = result.details
     print(f"\nsingle removal: residual {details['residual_norm']:.4f} of budget {details['budget']:.4f}")
     assert details["residual_norm"] < details["budget"] and details["within_budget"]
@@ -219,10 +220,10 @@ def test_removal_budget_formula_and_refusals(digits, logistic_runs, mlp_runs):
     method = get_method("certified_newton")
     family, _, original, _ = logistic_runs
     with pytest.raises(CertifiedRemovalUnsupported, match="loss perturbation"):
-        method.run(family, original, spec.parse_params({"perturbation_sigma": 0}), split(digits), None, seed=SEED)
+        method.run(MethodCall(family, original, spec.parse_params({"perturbation_sigma": 0}), split(digits), None, seed=SEED))
     mlp_family, mlp_config, mlp_network, _ = mlp_runs
     with pytest.raises(CertifiedRemovalUnsupported, match="logistic_regression"):
-        method.run(mlp_family, mlp_network, mlp_config, split(digits), None, seed=SEED)
+        method.run(MethodCall(mlp_family, mlp_network, mlp_config, split(digits), None, seed=SEED))
 
 
 def test_closed_form_hessian_matches_autograd():
@@ -310,7 +311,7 @@ def test_neggrad_plus_aims_each_record_at_its_own_unseen_loss(digits, mlp_runs):
     targets = _per_record_losses(reference, *digits["forget"])
     data = ForgetRetain(*digits["forget"], *digits["retain"], *digits["atypical_holdout"], forget_target_loss=targets)
     settings = parse_method_config("neggrad_plus", {"target_epochs": 30, "max_cost": None})
-    result = get_method("neggrad_plus").run(family, original, config, data, settings, seed=7)
+    result = get_method("neggrad_plus").run(MethodCall(family, original, config, data, settings, seed=7))
     details = result.details
     assert details["per_record_targets"] is True and details["stopped_at_step"] is not None
     assert shortfall(original, data) > 0.5 and shortfall(result.network, data) <= SHORTFALL
@@ -324,12 +325,12 @@ def test_neggrad_plus_stops_at_its_cost_cap(digits, mlp_runs):
     family, config, original, _ = mlp_runs
     data = ForgetRetain(*digits["forget"], *digits["retain"], *digits["atypical_holdout"])
     settings = parse_method_config("neggrad_plus", {"max_cost": 0.02})
-    details = get_method("neggrad_plus").run(family, original, config, data, settings, seed=7).details
+    details = get_method("neggrad_plus").run(MethodCall(family, original, config, data, settings, seed=7)).details
     budget = 0.02 * config.epochs * (data.n_forget + data.n_retain)
     assert details["cost_budget_examples"] == pytest.approx(budget)
     assert details["cost_budget_exhausted_at_step"] == details["stopped_at_step"] == details["steps"]
     # Each step takes a retain and a forget batch (160 examples at most): the cap binds early.
     assert details["steps"] <= budget / 32 + 1
-    uncapped = get_method("neggrad_plus").run(family, original, config, data,
-                                              parse_method_config("neggrad_plus", {"max_cost": None}), seed=7).details
+    uncapped = get_method("neggrad_plus").run(MethodCall(family, original, config, data,
+                                              parse_method_config("neggrad_plus", {"max_cost": None}), seed=7)).details
     assert uncapped["cost_budget_examples"] is None and uncapped["steps"] > details["steps"]

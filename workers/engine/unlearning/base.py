@@ -21,9 +21,9 @@ import copy
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import KW_ONLY, asdict, dataclass, fields
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -112,8 +112,29 @@ class ForgetRetain:
         return int(self.retain_y.shape[0])
 
 
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class MethodCall(Generic[ConfigT]):
+    """What one method run is given: the model's family and its settings, one shard network (left
+    untouched: a method works on a copy), the records split into forget and retain, and the
+    method's own settings (None: its defaults)."""
+
+    family: Any
+    network: nn.Module
+    family_config: Any
+    data: ForgetRetain
+    config: ConfigT | None = None
+    _: KW_ONLY
+    seed: int
+    progress: Progress | None = None
+
+
 @dataclass
-class UnlearnResult:
+class MethodOutput:
+    """Stage 1 of a new model version: what one method run returns for one shard network."""
+
     network: nn.Module
     # JSON-serialisable figures for the job record and the certificate (steps, losses, budget…).
     details: dict[str, Any]
@@ -135,17 +156,7 @@ class Method(Protocol):
 
     def blocking_reasons(self, state: JsonObject) -> list[str]: ...
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: Any,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult: ...
+    def run(self, call: MethodCall[Any]) -> MethodOutput: ...
 
 
 class MethodHooks:

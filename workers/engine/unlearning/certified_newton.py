@@ -42,10 +42,9 @@ from workers.engine.training import network_device
 from app.unlearning.types import JsonObject
 from workers.engine.unlearning.base import (
     STRICT,
-    ForgetRetain,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     dump_config,
     forget_retain_losses,
     report,
@@ -106,21 +105,12 @@ class CertifiedNewton(MethodHooks):
             return [f"certified removal budget exhausted ({spent:.4g} > {budget:.4g})"]
         return []
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: CertifiedNewtonConfig | None = None,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult:
-        """`seed` must be the seed the network was trained with: it regenerates b. The retain
+    def run(self, call: MethodCall[CertifiedNewtonConfig]) -> MethodOutput:
+        """`call.seed` must be the seed the network was trained with: it regenerates b. The retain
         set must hold every retained record, not a sample: the step minimises the objective over
         exactly these records, and a sample would move θ towards another model."""
-        config = config or CertifiedNewtonConfig()
+        config = call.config or CertifiedNewtonConfig()
+        family, network, family_config = call.family, call.network, call.family_config
         if getattr(family, "name", None) != FAMILY:
             raise CertifiedRemovalUnsupported(
                 f"certified_newton supports only the {FAMILY} family, not "
@@ -138,9 +128,9 @@ class CertifiedNewton(MethodHooks):
                 "certified removal needs l2 > 0: without it the objective is not strongly "
                 "convex and the Newton step is undefined"
             )
-        data = data.to(network_device(network))
+        data = call.data.to(network_device(network))
         updated = copy.deepcopy(network).eval()
-        perturbation = perturbation_vector(updated, family_config, seed)
+        perturbation = perturbation_vector(updated, family_config, call.seed)
         full_x = torch.cat([data.forget_x, data.retain_x])
         full_y = torch.cat([data.forget_y, data.retain_y])
         n_all, n_kept = full_x.shape[0], data.n_retain
@@ -150,7 +140,7 @@ class CertifiedNewton(MethodHooks):
 
         step_norms: list[float] = []
         for step in range(config.newton_steps):
-            report(progress, step / config.newton_steps, "hessian")
+            report(call.progress, step / config.newton_steps, "hessian")
             theta = flat_parameters(updated).detach().double()
             grad = gradient(updated, family_config, data.retain_x, data.retain_y, perturbation)
             hessian = softmax_regression_hessian(
@@ -166,8 +156,8 @@ class CertifiedNewton(MethodHooks):
         residual = n_kept * gradient(
             updated, family_config, data.retain_x, data.retain_y, perturbation
         ).norm()
-        report(progress, 1.0, "residual")
-        return UnlearnResult(
+        report(call.progress, 1.0, "residual")
+        return MethodOutput(
             network=updated,
             details={
                 "method": self.name,

@@ -52,8 +52,9 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A method's new version: its manifest in memory, its networks stored."""
+class CandidateVersion:
+    """Stage 2 of a new model version: every shard's method output stored as the candidate (its
+    manifest in memory, its networks stored), not yet verified."""
 
     method: str
     manifest: Manifest

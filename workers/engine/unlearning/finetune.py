@@ -8,18 +8,14 @@ explains well are barely moved, so it relies on verification to reject it when i
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic.dataclasses import dataclass
-from torch import nn
 from torch.nn import functional as F
 
 from workers.engine.unlearning.base import (
     STRICT,
-    ForgetRetain,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     report,
     take,
@@ -39,19 +35,9 @@ class FineTune(MethodHooks):
     config_class = FineTuneConfig
     description = "Keep training on the retained records only, so the forgotten ones fade."
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: FineTuneConfig | None = None,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult:
-        config = config or FineTuneConfig()
-        run = GradientRun(self.name, network, data, config, seed)
+    def run(self, call: MethodCall[FineTuneConfig]) -> MethodOutput:
+        config = call.config or FineTuneConfig()
+        run = GradientRun(self.name, call, config)
         network, data = run.network, run.data
         epoch_losses: list[float] = []
         with run.training():
@@ -65,5 +51,5 @@ class FineTune(MethodHooks):
                     total += loss.item() * len(index)
                     count += len(index)
                 epoch_losses.append(total / count)
-                report(progress, (epoch + 1) / config.epochs, "finetune")
+                report(call.progress, (epoch + 1) / config.epochs, "finetune")
         return run.result(retain_loss_per_epoch=epoch_losses)

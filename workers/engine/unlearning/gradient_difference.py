@@ -29,9 +29,9 @@ from workers.engine.unlearning.base import (
     BatchSize,
     ForgetRetain,
     LearningRate,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     check_finite,
     cycled_batches,
     dump_config,
@@ -48,13 +48,19 @@ Positive = Annotated[float, Field(ge=0, le=100)]
 
 
 @dataclass(config=STRICT)
-class GradientDifferenceConfig:
+class TextStepsConfig:
+    """Settings both language-model methods have; each method's config extends it."""
+
     # Optimiser steps; each pairs a retain batch with a forget batch (the forget windows are
     # reshuffled and repeated as often as needed).
     steps: Steps = 60
     learning_rate: LearningRate = 1e-3
     batch_size: BatchSize = 16
     forget_batch_size: BatchSize = 8
+
+
+@dataclass(config=STRICT)
+class GradientDifferenceConfig(TextStepsConfig):
     forget_weight: Positive = 1.0
     retain_weight: Positive = 1.0
     # Forget NLL per token above which the ascent stops; None: ln 256, a uniform guess over bytes.
@@ -91,30 +97,45 @@ def clipped_step(network: nn.Module, optimizer: torch.optim.Optimizer, loss: tor
     optimizer.step()
 
 
+class TextRun:
+    """One run of a language-model method on a copy of the call's network (the caller's is never
+    touched): its data on the network's device, the losses before, Adam and the paired batches."""
+
+    def __init__(self, method: str, call: MethodCall[Any], config: TextStepsConfig) -> None:
+        self.method = method
+        self.config = config
+        self.network = working_copy(call.network)
+        self.data = call.data.to(network_device(self.network))
+        self.before = token_losses(self.network, self.data)
+        self.optimizer = make_optimizer(self.network, "adam", config.learning_rate)
+        self.forget_batches, self.retain_batches = paired_batches(
+            self.data, config.forget_batch_size, config.batch_size, call.seed)
+
+    def result(self, **figures: Any) -> MethodOutput:
+        """The run's network and details: the method's own `figures` between the shared ones."""
+        return MethodOutput(network=self.network, details={
+            "method": self.method, "config": dump_config(self.config), "steps": self.config.steps, **figures,
+            "before": self.before, "after": token_losses(self.network, self.data),
+        })
+
+
 class GradientDifference(MethodHooks):
     name = "gradient_difference"
     config_class = GradientDifferenceConfig
     description = "Language models: ascend the forget loss (capped) while descending the retain loss."
 
-    def run(self, family: Any, network: nn.Module, family_config: Any, data: ForgetRetain,
-            config: GradientDifferenceConfig | None = None, *, seed: int, progress: Progress | None = None) -> UnlearnResult:
-        config = config or GradientDifferenceConfig()
-        network = working_copy(network)
-        data = data.to(network_device(network))
-        before = token_losses(network, data)
+    def run(self, call: MethodCall[GradientDifferenceConfig]) -> MethodOutput:
+        config = call.config or GradientDifferenceConfig()
+        run = TextRun(self.name, call, config)
+        network, data = run.network, run.data
         cap = config.forget_loss_cap or math.log(256)
-        optimizer = make_optimizer(network, "adam", config.learning_rate)
-        forget_batches, retain_batches = paired_batches(data, config.forget_batch_size, config.batch_size, seed)
         capped = 0
-        with training_mode(network, seed):
+        with training_mode(network, call.seed):
             for step in range(config.steps):
-                forget = mean_token_nll(network, take(data.forget_x, next(forget_batches)))
-                retain = mean_token_nll(network, take(data.retain_x, next(retain_batches)))
+                forget = mean_token_nll(network, take(data.forget_x, next(run.forget_batches)))
+                retain = mean_token_nll(network, take(data.retain_x, next(run.retain_batches)))
                 loss = config.retain_weight * retain - config.forget_weight * torch.clamp(forget, max=cap)
-                clipped_step(network, optimizer, loss, self.name, step)
+                clipped_step(network, run.optimizer, loss, self.name, step)
                 capped += int(forget.item() >= cap)
-                report(progress, (step + 1) / config.steps, self.name)
-        return UnlearnResult(network=network, details={
-            "method": self.name, "config": dump_config(config), "steps": config.steps, "forget_loss_cap": cap,
-            "capped_steps": capped, "before": before, "after": token_losses(network, data),
-        })
+                report(call.progress, (step + 1) / config.steps, self.name)
+        return run.result(forget_loss_cap=cap, capped_steps=capped)

@@ -4,7 +4,7 @@ to an exact retrain when an approximate result misses its thresholds.
 
 Everything here works on the typed snapshot of the model (`app.unlearning.types`) and the
 records in memory; it stores artifacts but never touches the database. The sequencer
-(`workers/unlearning.py`) hands the `UnlearningResult` to `app.unlearning.service`.
+(`workers/unlearning.py`) hands the `VerifiedVersion` to `app.unlearning.service`.
 
 A new approximate method plugs in as a module of this package registered in `base.METHODS`;
 `approximate` runs any of them on every shard network of the model.
@@ -20,7 +20,7 @@ import numpy.typing as npt
 import torch
 
 from app.artifacts.store import get_store
-from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, UnlearningResult, Verification
+from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, Verification, VerifiedVersion
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
@@ -28,12 +28,12 @@ from workers.engine.training import StateDict
 from workers.engine.unlearning import base, repair, verification
 from workers.engine.verification import references
 from workers.engine.verification.checks import stored_checks
-from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
+from workers.engine.unlearning.context import RETAIN_SAMPLE, CandidateVersion, Context, context_for, retain_sample
 
-__all__ = ["Context", "Outcome", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
+__all__ = ["CandidateVersion", "Context", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
 
 def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], None],
-            verifying: Callable[[], None] | None = None, settings: JsonObject | None = None) -> UnlearningResult:
+            verifying: Callable[[], None] | None = None, settings: JsonObject | None = None) -> VerifiedVersion:
     """The requested method's result, verified; an approximate one that misses its thresholds
     is reported to `escalate` and replaced by a retrain. `settings` override the approximate
     method's defaults (validated: unknown or invalid ones raise). The manifest is stored."""
@@ -41,7 +41,7 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     if len(ctx.forget_ids) == 0:
         # The subjects were only among the holdout: the weights never saw them, so the version is
         # re-linked to the erased dataset version without retraining.
-        outcome = Outcome("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
+        outcome = CandidateVersion("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
                           {"note": "the subjects' records were held out; no weights saw them"})
     else:
         outcome = run_method(ctx, requested, settings)
@@ -60,14 +60,14 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     if figures.lineage_proof.in_new_manifest:
         raise RuntimeError("the new manifest still lists erased records")
     manifest_sha = get_store().put_bytes(outcome.manifest.to_parquet())
-    return UnlearningResult(
+    return VerifiedVersion(
         method=outcome.method, requested_method=requested, manifest_sha=manifest_sha, shards=outcome.shards,
         state=outcome.state, details=outcome.details, verification=figures, escalations=tuple(escalations),
         settings=ran_with,
     )
 
 
-def verified(ctx: Context, outcome: Outcome) -> tuple[Outcome, Verification, list[str]]:
+def verified(ctx: Context, outcome: CandidateVersion) -> tuple[CandidateVersion, Verification, list[str]]:
     """The outcome's verification and why it fails (empty: verified; always empty for exact
     methods). An approximate result blocked only by a few records the audit still recognises is
     repaired first (`workers/engine/unlearning/repair.py`) and verified again."""
@@ -87,7 +87,7 @@ def verified(ctx: Context, outcome: Outcome) -> tuple[Outcome, Verification, lis
     return fixed, again, []
 
 
-def repaired(ctx: Context, outcome: Outcome, flagged: npt.NDArray[np.int64]) -> Outcome | None:
+def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.int64]) -> CandidateVersion | None:
     """neggrad_plus on the flagged records alone, each aimed at its OUT references' loss, from
     the outcome's weights; None where there are no per-record targets (no references, a SISA
     model, no unseen records, a language model) or the method's result may not be repaired (the
@@ -104,8 +104,8 @@ def repaired(ctx: Context, outcome: Outcome, flagged: npt.NDArray[np.int64]) -> 
     data = base.ForgetRetain(*forget, *retain, unseen_x=unseen[0], unseen_y=unseen[1],
                              trained_records=int((ctx.old_manifest.shards != HOLDOUT).sum()), forget_target_loss=targets)
     network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(outcome.shards[0].weights))
-    result = base.get_method("neggrad_plus").run(ctx.family, network, ctx.config, data,
-                                                 base.parse_method_config("neggrad_plus", repair.SETTINGS), seed=ctx.seed)
+    result = base.get_method("neggrad_plus").run(base.MethodCall(
+        ctx.family, network, ctx.config, data, base.parse_method_config("neggrad_plus", repair.SETTINGS), seed=ctx.seed))
     weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
                                              {"shard": "0"}))
     details: JsonObject = {**outcome.details, "repair": {
@@ -114,7 +114,7 @@ def repaired(ctx: Context, outcome: Outcome, flagged: npt.NDArray[np.int64]) -> 
     return replace(outcome, shards=(Shard(shard=0, weights=weights, checkpoints=()),), details=details)
 
 
-def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> Outcome:
+def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> CandidateVersion:
     if name == "retrain":
         return retrain(ctx)
     if name == "sisa":
@@ -122,18 +122,18 @@ def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> O
     return approximate(ctx, name, settings)
 
 
-def retrain(ctx: Context) -> Outcome:
+def retrain(ctx: Context) -> CandidateVersion:
     manifest = _new_partition(ctx)
     shard_count = ctx.sisa.shards if ctx.sisa else 1
     trained = train_shards(
         family=ctx.family, config=ctx.config, shape=ctx.shape, records=ctx.new_records, manifest=manifest,
         seed=ctx.seed, sisa=ctx.sisa, shard_list=list(range(shard_count)), progress=ctx.progress, label="retrain: ",
     )
-    return Outcome("retrain", manifest, tuple(trained[s] for s in range(shard_count)), {},
+    return CandidateVersion("retrain", manifest, tuple(trained[s] for s in range(shard_count)), {},
                    {"shards_retrained": shard_count})
 
 
-def sisa(ctx: Context) -> Outcome:
+def sisa(ctx: Context) -> CandidateVersion:
     """Retrain only the shards holding forget records, each from its checkpoint before the first
     affected slice; unaffected shards keep their weights and checkpoints."""
     if not ctx.sisa:
@@ -169,10 +169,10 @@ def sisa(ctx: Context) -> Outcome:
         "slices_retrained": sum(ctx.sisa.slices - k for k in first_slice.values()),
         "slices_total": ctx.sisa.shards * ctx.sisa.slices,
     }
-    return Outcome("sisa", manifest, shards, {}, details)
+    return CandidateVersion("sisa", manifest, shards, {}, details)
 
 
-def approximate(ctx: Context, method_name: str, settings: JsonObject | None = None) -> Outcome:
+def approximate(ctx: Context, method_name: str, settings: JsonObject | None = None) -> CandidateVersion:
     """Apply an approximate or certified method to the current network(s) of the model, with
     `settings` overriding its defaults (checked before anything runs)."""
     method = base.get_method(method_name)
@@ -190,13 +190,14 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     details: JsonObject = {}
     for index, old in enumerate(ctx.old_shards):
         network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights))
-        result = method.run(ctx.family, network, ctx.config, data, config, seed=ctx.seed, progress=ctx.progress)
+        result = method.run(base.MethodCall(ctx.family, network, ctx.config, data, config, seed=ctx.seed,
+                                            progress=ctx.progress))
         weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
                                                  {"shard": str(index)}))
         shards.append(Shard(shard=index, weights=weights, checkpoints=()))
         details = result.details
     manifest = without_forget(ctx)
-    return Outcome(method_name, manifest, tuple(shards), method.next_state(ctx.old_state, details), details,
+    return CandidateVersion(method_name, manifest, tuple(shards), method.next_state(ctx.old_state, details), details,
                    settings=base.dump_config(config))
 
 

@@ -18,17 +18,16 @@ from typing import Any
 
 import torch
 from pydantic.dataclasses import dataclass
-from torch import nn
 
 from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
     Epochs,
-    ForgetRetain,
     LearningRate,
+    MethodCall,
+    MethodOutput,
     Optimizer,
-    UnlearnResult,
     WeightDecay,
     check_finite,
     dump_config,
@@ -73,16 +72,15 @@ class GradientRun:
     """One run of a gradient-based method on a copy of `network`; the caller's network is never
     touched, so a rejected result leaves the original for the exact fallback."""
 
-    def __init__(self, method: str, network: nn.Module, data: ForgetRetain, config: OptimiserConfig,
-                 seed: int) -> None:
+    def __init__(self, method: str, call: MethodCall[Any], config: OptimiserConfig) -> None:
         self.method = method
         self.config = config
-        self.seed = seed
-        self.network = working_copy(network)
-        self.data = data.to(network_device(self.network))
+        self.seed = call.seed
+        self.network = working_copy(call.network)
+        self.data = call.data.to(network_device(self.network))
         self.before = forget_retain_losses(self.network, self.data)
         self.optimizer = make_optimizer(self.network, config.optimizer, config.learning_rate, config.decay)
-        self.generator = seeded_generator(seed)
+        self.generator = seeded_generator(call.seed)
         self.steps = 0
 
     def training(self) -> AbstractContextManager[None]:
@@ -104,9 +102,9 @@ class GradientRun:
         self.optimizer.step()
         self.steps += 1
 
-    def result(self, **figures: Any) -> UnlearnResult:
+    def result(self, **figures: Any) -> MethodOutput:
         """The run's network and details: the method's own `figures` between the shared ones."""
-        return UnlearnResult(network=self.network, details={
+        return MethodOutput(network=self.network, details={
             "method": self.method, "config": dump_config(self.config), "steps": self.steps, **figures,
             "before": self.before, "after": forget_retain_losses(self.network, self.data),
         })

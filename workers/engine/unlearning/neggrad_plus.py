@@ -24,12 +24,11 @@ then whatever the verification makes of it, and an escalation costs a retrain on
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
-from torch import nn
 from torch.nn import functional as F
 
 from workers.engine.unlearning.base import (
@@ -37,9 +36,9 @@ from workers.engine.unlearning.base import (
     BatchSize,
     Epochs,
     ForgetRetain,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     Weight,
     batches,
     cycled_batches,
@@ -80,23 +79,13 @@ class NegGradPlus(MethodHooks):
     config_class = NegGradPlusConfig
     description = "Ascend the forget loss (capped) while descending the retain loss."
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: NegGradPlusConfig | None = None,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult:
-        config = config or NegGradPlusConfig()
-        run = GradientRun(self.name, network, data, config, seed)
+    def run(self, call: MethodCall[NegGradPlusConfig]) -> MethodOutput:
+        config = call.config or NegGradPlusConfig()
+        run = GradientRun(self.name, call, config)
         network, data = run.network, run.data
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, run.generator)
         cap = config.forget_loss_cap
-        rule = UnseenLossTarget(network, data, family_config, enabled=config.target_unseen_loss,
+        rule = UnseenLossTarget(network, data, call.family_config, enabled=config.target_unseen_loss,
                                 check_every=config.check_every, max_cost=config.max_cost, per_record=True)
         targets = data.forget_target_loss if rule.per_record else None
         if rule.target is not None and cap is None:
@@ -138,5 +127,5 @@ class NegGradPlus(MethodHooks):
                         "forget_loss": forget_total / epoch_steps,
                     }
                 )
-                report(progress, (epoch + 1) / epochs, "neggrad_plus")
+                report(call.progress, (epoch + 1) / epochs, "neggrad_plus")
         return run.result(forget_loss_cap=cap, **rule.details(), capped_steps=capped_steps, per_epoch=epoch_figures)

@@ -16,48 +16,35 @@ collapsing the model. The retain term is the usual mean token NLL on retained re
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
-from torch import nn
 from torch.nn import functional as F
 
 from workers.engine.families.causal_lm import sequence_log_likelihood
-from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
-    BatchSize,
-    ForgetRetain,
-    LearningRate,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
-    dump_config,
+    MethodOutput,
     frozen_copy,
-    make_optimizer,
     report,
     take,
     training_mode,
-    working_copy,
 )
 from workers.engine.unlearning.gradient_difference import (
     Positive,
-    Steps,
+    TextRun,
+    TextStepsConfig,
     clipped_step,
     mean_token_nll,
-    paired_batches,
-    token_losses,
 )
 
 
 @dataclass(config=STRICT)
-class NPOConfig:
-    steps: Steps = 60
-    learning_rate: LearningRate = 1e-3
-    batch_size: BatchSize = 16
-    forget_batch_size: BatchSize = 8
+class NPOConfig(TextStepsConfig):
     # Inverse temperature β of the preference loss (the paper's default 0.1). As β → 0 the loss
     # tends to plain gradient ascent on the forget log-likelihood.
     beta: Annotated[float, Field(gt=0, le=100)] = 0.1
@@ -75,30 +62,23 @@ class NPO(MethodHooks):
     config_class = NPOConfig
     description = "Language models: Negative Preference Optimization against the model before unlearning, plus a retain term."
 
-    def run(self, family: Any, network: nn.Module, family_config: Any, data: ForgetRetain,
-            config: NPOConfig | None = None, *, seed: int, progress: Progress | None = None) -> UnlearnResult:
-        config = config or NPOConfig()
-        reference = frozen_copy(network)
-        network = working_copy(network)
-        data = data.to(network_device(network))
-        before = token_losses(network, data)
+    def run(self, call: MethodCall[NPOConfig]) -> MethodOutput:
+        config = call.config or NPOConfig()
+        reference = frozen_copy(call.network)
+        run = TextRun(self.name, call, config)
+        network, data = run.network, run.data
         with torch.no_grad():
             reference_ll = torch.cat([sequence_log_likelihood(reference, data.forget_x[start:start + 256])
                                       for start in range(0, data.n_forget, 256)])
-        optimizer = make_optimizer(network, "adam", config.learning_rate)
-        forget_batches, retain_batches = paired_batches(data, config.forget_batch_size, config.batch_size, seed)
         last_npo = None
-        with training_mode(network, seed):
+        with training_mode(network, call.seed):
             for step in range(config.steps):
-                index = next(forget_batches)
+                index = next(run.forget_batches)
                 forget = npo_loss(sequence_log_likelihood(network, take(data.forget_x, index)),
                                   take(reference_ll, index), config.beta)
-                retain = mean_token_nll(network, take(data.retain_x, next(retain_batches)))
+                retain = mean_token_nll(network, take(data.retain_x, next(run.retain_batches)))
                 loss = config.forget_weight * forget + config.retain_weight * retain
-                clipped_step(network, optimizer, loss, self.name, step)
+                clipped_step(network, run.optimizer, loss, self.name, step)
                 last_npo = forget.item()
-                report(progress, (step + 1) / config.steps, self.name)
-        return UnlearnResult(network=network, details={
-            "method": self.name, "config": dump_config(config), "steps": config.steps, "last_npo_loss": last_npo,
-            "before": before, "after": token_losses(network, data),
-        })
+                report(call.progress, (step + 1) / config.steps, self.name)
+        return run.result(last_npo_loss=last_npo)

@@ -11,7 +11,7 @@ their memorised answers.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
@@ -22,10 +22,9 @@ from torch.nn import functional as F
 from workers.engine.unlearning.base import (
     STRICT,
     BatchSize,
-    ForgetRetain,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     cycled_batches,
     report,
@@ -89,19 +88,9 @@ class SalUn(MethodHooks):
     config_class = SalUnConfig
     description = "Random labels on the forget set, updating only the weights salient for it."
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: SalUnConfig | None = None,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult:
-        config = config or SalUnConfig()
-        run = GradientRun(self.name, network, data, config, seed)
+    def run(self, call: MethodCall[SalUnConfig]) -> MethodOutput:
+        config = call.config or SalUnConfig()
+        run = GradientRun(self.name, call, config)
         network, data = run.network, run.data
         masks = saliency_mask(network, data.forget_x, data.forget_y, config.mask_fraction)
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, run.generator)
@@ -129,7 +118,7 @@ class SalUn(MethodHooks):
                         "forget_random_label_loss": forget_total / epoch_steps,
                     }
                 )
-                report(progress, (epoch + 1) / config.epochs, "salun")
+                report(call.progress, (epoch + 1) / config.epochs, "salun")
         return run.result(
             masked_weights=int(sum(int(m.sum()) for m in masks)),
             total_weights=int(sum(m.numel() for m in masks)),

@@ -18,12 +18,11 @@ it, so the forget records end up looking unseen rather than conspicuously forgot
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from pydantic.dataclasses import dataclass
-from torch import nn
 from torch.nn import functional as F
 
 from workers.engine.training import copy_state
@@ -32,9 +31,9 @@ from workers.engine.unlearning.base import (
     BatchSize,
     Epochs,
     ForgetRetain,
+    MethodCall,
     MethodHooks,
-    Progress,
-    UnlearnResult,
+    MethodOutput,
     batches,
     frozen_copy,
     report,
@@ -103,20 +102,10 @@ class Scrub(MethodHooks):
     config_class = ScrubConfig
     description = "Student-teacher: diverge from the original on the forget set, match it elsewhere."
 
-    def run(
-        self,
-        family: Any,
-        network: nn.Module,
-        family_config: Any,
-        data: ForgetRetain,
-        config: ScrubConfig | None = None,
-        *,
-        seed: int,
-        progress: Progress | None = None,
-    ) -> UnlearnResult:
-        config = config or ScrubConfig()
-        teacher = frozen_copy(network)
-        run = GradientRun(self.name, network, data, config, seed)
+    def run(self, call: MethodCall[ScrubConfig]) -> MethodOutput:
+        config = call.config or ScrubConfig()
+        teacher = frozen_copy(call.network)
+        run = GradientRun(self.name, call, config)
         student, data = run.network, run.data
         temperature = config.temperature
         epoch_figures: list[dict[str, float | None]] = []
@@ -157,7 +146,7 @@ class Scrub(MethodHooks):
                     losses = unseen_and_forget_losses(student, data)
                     gap = 0.0 if losses is None else losses[1] - losses[0]
                     snapshots.append((abs(gap), epoch, copy_state(student)))
-                    report(progress, (epoch + 1) / config.rewind_max_epochs, "scrub")
+                    report(call.progress, (epoch + 1) / config.rewind_max_epochs, "scrub")
                     if gap >= 0:
                         break
                 _, rewound_to, state = min(snapshots, key=lambda item: (item[0], item[1]))
@@ -167,5 +156,5 @@ class Scrub(MethodHooks):
             else:
                 for epoch in range(config.epochs):
                     min_pass(max_pass() if epoch < config.max_epochs else None)
-                    report(progress, (epoch + 1) / config.epochs, "scrub")
+                    report(call.progress, (epoch + 1) / config.epochs, "scrub")
         return run.result(per_epoch=epoch_figures, rewound_to_epoch=rewound_to)

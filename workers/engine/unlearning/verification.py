@@ -35,7 +35,7 @@ from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning import base
-from workers.engine.unlearning.context import Context, Outcome, retain_sample
+from workers.engine.unlearning.context import CandidateVersion, Context, retain_sample
 from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
 from workers.engine.verification.text_checks import (
     TokenStatistics,
@@ -205,7 +205,7 @@ def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.ND
     return figures, TextEvidence(forget_statistics, holdout_statistics, forget_extracted, holdout_extracted)
 
 
-def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard]) -> Verification:
+def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Sequence[Shard]) -> Verification:
     """Figures before and after on the forget records, a retain sample and the holdout, plus the
     lineage proof (no forget record in the new manifest)."""
     store = get_store()
@@ -239,7 +239,7 @@ def verify_outcome(ctx: Context, outcome: Outcome, before_shards: Sequence[Shard
     )
 
 
-def _verdicts(ctx: Context, outcome: Outcome, before: list[nn.Module], after: list[nn.Module],
+def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], after: list[nn.Module],
               forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
     """The statistical verdicts (workers/engine/verification/checks.py) against the holdout and, per
     record, the model's reference models or, for a SISA model, its own shards."""
@@ -263,7 +263,7 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
     return keys, shards
 
 
-def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evidence: TextEvidence,
+def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Module], evidence: TextEvidence,
                    before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None) -> dict[str, Any]:
     """A language model's verdicts (workers/engine/verification/text_checks.py): the text checks against
     the holdout and, per record, LiRA against the model's reference models or a SISA model's
@@ -293,7 +293,7 @@ def _text_verdicts(ctx: Context, outcome: Outcome, after: list[nn.Module], evide
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
-def check_outcome(outcome: Outcome, figures: Verification) -> list[str]:
+def check_outcome(outcome: CandidateVersion, figures: Verification) -> list[str]:
     """Why an approximate result is not verified (empty = verified): every check that blocks its
     verdict (a forgetting check that did not pass, an inconclusive one included; a utility check
     that failed), for every family, and whatever the method itself says blocks it (an exhausted
