@@ -130,7 +130,7 @@ def matched_null_out(forget_out: np.ndarray, null_out: np.ndarray, seed: int = 0
     if forget_out.shape[0] == 0 or matched.shape[0] == 0:
         return matched
     unseen = matched.all(axis=1)
-    drawn = np.random.default_rng(seed).integers(0, forget_out.shape[0], size=matched.shape[0])
+    drawn = np.asarray(np.random.default_rng(seed).integers(0, forget_out.shape[0], size=matched.shape[0]))
     matched[unseen] = forget_out[drawn[unseen]]
     return matched
 
