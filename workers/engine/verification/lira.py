@@ -162,7 +162,8 @@ class SubjectTest:
 def subject_test(p_records: np.ndarray, subjects: np.ndarray | None, null_p: np.ndarray,
                  null_subjects: np.ndarray | None) -> SubjectTest:
     """Joins each subject's record p-values into one (Stouffer's z with the within-subject
-    correlation ρ of the null records, else of the tested ones; 1 where neither tells)."""
+    correlation ρ of the null records, else of the tested ones). Without labels each record is
+    its own subject."""
     scores = stats.norm.isf(np.clip(p_records, 1e-300, 1 - 1e-16))
     if subjects is None:
         return SubjectTest(np.arange(scores.size), np.asarray(p_records, dtype=np.float64), 0.0)
@@ -172,7 +173,8 @@ def subject_test(p_records: np.ndarray, subjects: np.ndarray | None, null_p: np.
     if rho is None:
         rho = within_subject_correlation(scores, subjects)
     sizes = np.bincount(codes).astype(np.float64)
-    correlation = 1.0 if rho is None else rho
+    # None: every subject has one record, where ρ does not enter.
+    correlation = 0.0 if rho is None else rho
     joined = np.bincount(codes, weights=scores) / np.sqrt(sizes + sizes * (sizes - 1) * correlation)
     return SubjectTest(codes, stats.norm.sf(joined), correlation)
 
