@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,9 @@ class Case:
         self.manifest = partition(self.records.record_ids, self.records.subject_keys, seed=seed,
                                   holdout_fraction=0.2, shards=self.shards, slices=1)
         self.trained = self.manifest.trained_ids()
-        self.holdout = self.records.rows_for(np.sort(self.manifest.record_ids[self.manifest.shards < 0]))
+        holdout_ids = np.sort(self.manifest.record_ids[self.manifest.shards < 0])
+        self.holdout = self.records.rows_for(holdout_ids)
+        self.holdout_subjects = self.records.subject_keys[np.searchsorted(self.records.record_ids, holdout_ids)]
         self.networks, self.train_cpu = self._train_all(self.trained, seed)
         self.reference_cpu: list[float] = []
         self.references = self._references(references) if not spec["sisa"] else []
@@ -214,12 +217,14 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     forget_ids, retain_ids = case.trained[erased], case.trained[~erased]
     forget = case.records.rows_for(forget_ids)
     retain_sample = case.records.rows_for(np.sort(rng.choice(retain_ids, size=min(1000, len(retain_ids)), replace=False)))
+    # Each record's subject, so the per-record audit judges subjects as the job does.
+    subjects = {"forget_subjects": owner[erased], "null_subjects": case.holdout_subjects}
     if case.references:
-        audit_of = lambda nets: reference_membership_inputs(case.family, nets, case.references, forget,
-                                                       ~case.member[erased], case.holdout)
+        audit_of = lambda nets: replace(reference_membership_inputs(case.family, nets, case.references, forget,
+                                                               ~case.member[erased], case.holdout), **subjects)
     else:
-        audit_of = lambda nets: shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
-                                                   case.holdout)
+        audit_of = lambda nets: replace(shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
+                                                           case.holdout), **subjects)
 
     def verify(networks):
         def run():
@@ -494,6 +499,13 @@ def main() -> None:
           f"{summary_['within_testable']} testable results within tolerance (95% CI {summary_['needless_ci']}); "
           f"{summary_['untestable_results']} results on forget sets too small to test; "
           f"{summary_['needless_with_confirmed_flags']} of the needless escalations flagged records the retrain confirms")
+    # Exact retrains never saw the forget records: any ε lower bound above 0 is a false proof of leakage.
+    exact_eps = [r["figures"]["epsilon"] for r in rows if r["exact"] and r["figures"]["epsilon"] is not None]
+    summary_["exact_epsilon_zero"] = sum(e == 0 for e in exact_eps)
+    summary_["exact_audited"] = len(exact_eps)
+    summary_["exact_epsilon_zero_ci"] = clopper(summary_["exact_epsilon_zero"], len(exact_eps)) if exact_eps else None
+    print(f"exact retrains with ε lower bound 0: {summary_['exact_epsilon_zero']} of {len(exact_eps)} audited "
+          f"(95% CI {summary_['exact_epsilon_zero_ci']})")
     if rehearsals:
         print_rehearsals(rehearsals)
     write_json(Path(args.output), {"machine": info, "seeds": args.seeds, "scale": args.scale, "references": args.references,

@@ -51,7 +51,7 @@ def build_planted():
     member = references.membership(keys, K, seed=3)
     refs = [network(family, config, shape, references.train_reference(
         family, config, shape, train_x, train_y, member[:, k], seed=3, index=k, device=CPU)) for k in range(K)]
-    kept = torch.cat([train_x[50:], train_x[planted].repeat(8, 1)]), torch.cat([train_y[50:], train_y[planted].repeat(8)])
+    kept = torch.cat([train_x[50:], train_x[planted].repeat(12, 1)]), torch.cat([train_y[50:], train_y[planted].repeat(12)])
     target = network(family, config, shape, training.train_single(family, config, shape, *kept, seed=5, device=CPU))
     forget = (train_x[:50], train_y[:50])
     inputs = reference_membership_inputs(family, target, refs, forget, ~member[forget_index], holdout)

@@ -229,7 +229,7 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
     else:
         before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
         after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
-        verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout)
+        verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout, holdout_ids)
     trained_after = outcome.manifest.trained_ids()
     return Verification(
         before=before, after=after,
@@ -240,7 +240,7 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
 
 
 def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], after: list[nn.Module],
-              forget: LabelledSet, holdout: LabelledSet | None) -> dict[str, Any]:
+              forget: LabelledSet, holdout: LabelledSet | None, holdout_ids: npt.NDArray[np.int64]) -> dict[str, Any]:
     """The statistical verdicts (workers/engine/verification/checks.py) against the holdout and, per
     record, the model's reference models or, for a SISA model, its own shards."""
     forget_ids = np.sort(ctx.forget_ids)
@@ -251,6 +251,8 @@ def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], 
         references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
         forget_out=references.out_mask(ctx.references, keys), reference_ids=[str(r.id) for r in ctx.references],
         pool_expected=ctx.reference_pool, forget_shards=shards,
+        subjects=(np.asarray(keys, dtype=object),
+                  ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]),
     )
 
 

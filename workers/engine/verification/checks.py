@@ -144,13 +144,14 @@ def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, po
 
 
 def membership_check(inputs: MembershipInputs, policy: Policy, record_ids: np.ndarray | None = None) -> Check:
-    # Null records are OUT for every reference; averaging as many as a tested record has keeps
-    # both residuals equally noisy.
-    per_record = int(np.median(inputs.forget_out.sum(axis=1))) if len(inputs.forget_out) else None
+    # Null records are OUT for every reference; each is averaged over the OUT references of a
+    # tested record (one per complementary pair) so both residuals are equally noisy.
     forget = lira.residuals(inputs.forget_target, inputs.forget_references, inputs.forget_out)
-    null = lira.residuals(inputs.null_target, inputs.null_references, inputs.null_out, use_at_most=per_record)
+    null = lira.residuals(inputs.null_target, inputs.null_references,
+                          lira.matched_null_out(inputs.forget_out, inputs.null_out))
     return lira.lira_check(forget, null, alpha=policy.alpha, tolerance=policy.membership, record_level=policy.record_level,
-                            delta=policy.delta, reference=inputs.reference, record_ids=record_ids)
+                            delta=policy.delta, reference=inputs.reference, record_ids=record_ids,
+                            forget_subjects=inputs.forget_subjects, null_subjects=inputs.null_subjects)
 
 
 def summary(checks: Sequence[Check], policy: Policy) -> dict[str, JsonValue]:
@@ -207,13 +208,15 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                        holdout: LabelledSet | None, forget_ids: np.ndarray,
                        method: str, exact: bool, references: Sequence[nn.Module] = (),
                        forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
-                       pool_expected: int = 0, forget_shards: np.ndarray | None = None) -> dict[str, JsonValue]:
+                       pool_expected: int = 0, forget_shards: np.ndarray | None = None,
+                       subjects: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
     never saw which forget record); `forget_shards` the shard of each forget record of a SISA
     model. `pool_expected` is the pool the model should have: with fewer live references the
-    LiRA verdict says how many are missing, and where they are too few it cannot run."""
+    LiRA verdict says how many are missing, and where they are too few it cannot run. `subjects`
+    labels each forget and each holdout record with its subject, so LiRA judges subjects."""
     policy = policy_from_settings()
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
@@ -222,6 +225,8 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     elif references and holdout is not None and has_holdout and forget_out is not None:
         inputs = reference_membership_inputs(family, after, list(references), forget, forget_out, holdout)
         reference = "references"
+    if inputs is not None and subjects is not None:
+        inputs = replace(inputs, forget_subjects=subjects[0], null_subjects=subjects[1])
     checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs, forget_ids=forget_ids)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
                  tested=inputs is not None, live=len(references), pool_expected=pool_expected,

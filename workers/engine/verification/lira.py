@@ -1,5 +1,7 @@
-"""Per-record membership test against reference models (offline LiRA, Carlini et al. 2022; its
-unlearning form U-LiRA, Hayes et al. 2025), and an ε lower bound from the same test.
+"""Per-record membership test against reference models (offline LiRA, Carlini et al. 2022), judged
+per subject, and an ε lower bound from the same test. No shadow unlearning runs: the references
+never saw the forget records, so this is offline LiRA, not U-LiRA (Hayes et al. 2025), which
+would also unlearn on shadow models.
 
 "Audit" elsewhere means the hash-chained event log; the stored check keeps its name
 `per_record_audit`, which certificates already carry.
@@ -15,9 +17,20 @@ The target is usually trained on more data than a reference (all of it against a
 is a little more confident everywhere. The residuals of the null records (the holdout: unseen by
 the target and by every reference) measure that shift and the spread of residuals of unseen
 records; each tested residual is standardised against them, z = (r − mean) / sd, and its
-one-sided p-value 1 − Φ(z) tests "this record looks unseen". A record whose p-value survives
-Holm's correction at α over all tested records is flagged: it is still memorised, with a
-family-wise error of at most α, whatever the aggregate says.
+one-sided p-value 1 − Φ(z) tests "this record looks unseen".
+
+A null record no reference saw is scored against the OUT references of a forget record drawn at
+random (`matched_null_out`): one of each complementary pair, as every forget record is. Averaging
+both members of a pair instead cancels what the pair's halves disagree on, so the null residuals
+were narrower than the tested ones and an exact retrain showed a false leak.
+
+The subject is the unit a certificate speaks of, so records are judged per subject: each
+record's p-value becomes a normal score, and a subject's scores are joined by Stouffer's z,
+Z = Σ zᵢ / √(m + m(m − 1)ρ), where ρ is the correlation of scores within one subject measured on
+the null records (a subject's records are often near-duplicates; ρ = 0 would make them count
+as independent evidence). A subject whose p-value 1 − Φ(Z) survives Holm's correction at α over
+all tested subjects is flagged: it is still memorised, with a family-wise error of at most α,
+whatever the aggregate says. Without subject labels each record is its own subject.
 
 The aggregate is the attack's advantage at a fixed per-record level q (`record_level`): TPR is
 the share of forget records with z above Φ⁻¹(1 − q), FPR the same share among the null records.
@@ -33,7 +46,8 @@ one-sided Clopper-Pearson bounds TPR_low and FPR_high at 1 − α/2 each:
 
 holds with confidence 1 − α. It uses only this model, its references and its holdout, and the
 threshold is fixed in advance (q), so no selection bias enters. It is a lower bound: a weak
-bound on a few records says little, a large one is proof of leakage.
+bound on a few records says little, but any bound above 0 is evidence of leakage at 1 − α, and
+the check then fails whatever its interval's upper end.
 """
 
 from __future__ import annotations
@@ -83,17 +97,12 @@ class Residuals:
     out_counts: np.ndarray  # OUT references per record
 
 
-def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
-              *, use_at_most: int | None = None) -> Residuals:
+def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray) -> Residuals:
     """Target score minus the mean OUT reference score, per record. `references` is [n, K],
-    `out_mask` [n, K] true where reference k never saw record i. `use_at_most` caps the OUT
-    references averaged (the first ones), so null records, which every reference leaves out,
-    get residuals of the same spread as tested ones."""
+    `out_mask` [n, K] true where reference k's scores count as unseen for record i."""
     target = np.asarray(target, dtype=np.float64)
     references = np.asarray(references, dtype=np.float64)
-    mask = np.asarray(out_mask, dtype=bool).copy()
-    if use_at_most is not None:
-        mask &= np.cumsum(mask, axis=1) <= use_at_most
+    mask = np.asarray(out_mask, dtype=bool)
     counts = mask.sum(axis=1)
     totals = np.where(mask, references, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -113,20 +122,81 @@ def residuals(target: np.ndarray, references: np.ndarray, out_mask: np.ndarray,
     return Residuals(values, counts)
 
 
+def matched_null_out(forget_out: np.ndarray, null_out: np.ndarray, seed: int = 0) -> np.ndarray:
+    """`null_out` with each null record that every reference left out given the OUT references of
+    a forget record drawn at random: one of each complementary pair, as the tested records have.
+    Null records some reference saw (a SISA shard drawn for each) keep their own mask."""
+    forget_out, matched = np.asarray(forget_out, dtype=bool), np.asarray(null_out, dtype=bool).copy()
+    if forget_out.shape[0] == 0 or matched.shape[0] == 0:
+        return matched
+    unseen = matched.all(axis=1)
+    drawn = np.asarray(np.random.default_rng(seed).integers(0, forget_out.shape[0], size=matched.shape[0]))
+    matched[unseen] = forget_out[drawn[unseen]]
+    return matched
+
+
+def within_subject_correlation(scores: np.ndarray, subjects: np.ndarray | None) -> float | None:
+    """The correlation of two records' scores within one subject (pairwise, around the overall
+    mean), clipped to [0, 1]; None when no subject has two records."""
+    if subjects is None or scores.size == 0:
+        return None
+    centred = scores - scores.mean()
+    variance = float(np.mean(centred ** 2))
+    _, codes = np.unique(np.asarray(subjects), return_inverse=True)
+    sums = np.bincount(codes, weights=centred)
+    squares = np.bincount(codes, weights=centred ** 2)
+    sizes = np.bincount(codes)
+    pairs = float((sizes * (sizes - 1)).sum())
+    if pairs == 0 or variance <= 0:
+        return None
+    return float(np.clip((sums ** 2 - squares).sum() / pairs / variance, 0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class SubjectTest:
+    codes: np.ndarray     # each record's subject, as an index into p_values
+    p_values: np.ndarray  # one per subject: Stouffer's z over its records, corrected for ρ
+    correlation: float
+
+
+def subject_test(p_records: np.ndarray, subjects: np.ndarray | None, null_p: np.ndarray,
+                 null_subjects: np.ndarray | None) -> SubjectTest:
+    """Joins each subject's record p-values into one (Stouffer's z with the within-subject
+    correlation ρ of the null records, else of the tested ones). Without labels each record is
+    its own subject."""
+    scores = stats.norm.isf(np.clip(p_records, 1e-300, 1 - 1e-16))
+    if subjects is None:
+        return SubjectTest(np.arange(scores.size), np.asarray(p_records, dtype=np.float64), 0.0)
+    _, codes = np.unique(np.asarray(subjects), return_inverse=True)
+    null_scores = stats.norm.isf(np.clip(null_p, 1e-300, 1 - 1e-16))
+    rho = within_subject_correlation(null_scores, null_subjects)
+    if rho is None:
+        rho = within_subject_correlation(scores, subjects)
+    sizes = np.bincount(codes).astype(np.float64)
+    # None: every subject has one record, where ρ does not enter.
+    correlation = 0.0 if rho is None else rho
+    joined = np.bincount(codes, weights=scores) / np.sqrt(sizes + sizes * (sizes - 1) * correlation)
+    return SubjectTest(codes, stats.norm.sf(joined), correlation)
+
+
 def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: float,
                record_level: float = 0.05, delta: float = 0.0, reference: str = "references",
-               record_ids: np.ndarray | None = None) -> Check:
+               record_ids: np.ndarray | None = None, forget_subjects: np.ndarray | None = None,
+               null_subjects: np.ndarray | None = None) -> Check:
     """The per-record LiRA test's Check: estimate TPR − FPR, Clopper-Pearson interval, verdict, the
-    flagged records (Holm at α) and the ε lower bound. A flagged record fails the check even if
-    the aggregate is within tolerance."""
+    flagged subjects (Holm at α over subjects; `flagged` lists their records) and the ε lower
+    bound. A flagged subject, or an ε bound above 0, fails the check even if the aggregate is
+    within tolerance. `forget_subjects` and `null_subjects` label each record's subject."""
     label = "per-record audit advantage (TPR − FPR)"
     n_forget = int(forget.values.size)
     tested = ~np.isnan(forget.values)
-    null_values = null.values[~np.isnan(null.values)]
+    null_kept = ~np.isnan(null.values)
+    null_values = null.values[null_kept]
     coverage: dict[str, JsonValue] = {
         "records_audited": int(tested.sum()), "records": n_forget,
         "median_out_references": float(np.median(forget.out_counts)) if n_forget else 0.0,
-        "null_records": int(null_values.size)}
+        "null_records": int(null_values.size),
+        "subjects": int(np.unique(np.asarray(forget_subjects)).size) if forget_subjects is not None else n_forget}
 
     def lira(estimate: float | None, interval: Interval | None, unavailable: str | None = None,
              **figures: JsonValue) -> Check:
@@ -138,10 +208,12 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
         missing = n_forget - int(tested.sum())
         return lira(None, None, f"too few references: {missing} of {n_forget} forget records have fewer "
                                 f"than {MIN_OUT_REFERENCES} references that never saw them; the pool must be "
-                                f"refilled before this model can be audited", epsilon_lower_bound=None, flagged=[])
+                                f"refilled before this model can be audited", epsilon_lower_bound=None, flagged=[],
+                                subjects_flagged=None)
     if null_values.size < MIN_NULL_RECORDS:
         return lira(None, None, f"only {null_values.size} unseen records to calibrate against "
-                                f"(needs {MIN_NULL_RECORDS})", epsilon_lower_bound=None, flagged=[])
+                                f"(needs {MIN_NULL_RECORDS})", epsilon_lower_bound=None, flagged=[],
+                                subjects_flagged=None)
     shift, spread = float(null_values.mean()), float(null_values.std(ddof=1))
     spread = max(spread, 1e-6)
     z_forget = (forget.values - shift) / spread
@@ -150,7 +222,11 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     # record's OUT references less one plus the prior's, and at most the null's.
     df = np.minimum(np.maximum(forget.out_counts - 1, 0) + PRIOR_DF, null_values.size - 1)
     p_values = stats.t.sf(z_forget, df=df)
-    flagged = _holm(p_values, alpha)
+    null_df = np.minimum(np.maximum(null.out_counts[null_kept] - 1, 0) + PRIOR_DF, null_values.size - 1)
+    subjects = subject_test(p_values, forget_subjects, stats.t.sf(z_null, df=null_df),
+                            None if null_subjects is None else np.asarray(null_subjects)[null_kept])
+    flagged_subjects = _holm(subjects.p_values, alpha)
+    flagged = flagged_subjects[subjects.codes]
     threshold = float(stats.norm.ppf(1 - record_level))
     tp, fp = int((z_forget > threshold).sum()), int((z_null > threshold).sum())
     # Each rate's interval at 1 − α has ends that are one-sided 1 − α/2 bounds, so the
@@ -162,10 +238,16 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)
     result = lira(estimate, (tpr_low - fpr_high, tpr_high - fpr_low), epsilon_lower_bound=epsilon,
                   flagged=[int(i) for i in ids[flagged]], tpr=tp / n_forget, fpr=fp / z_null.size,
-                  record_level=record_level, delta=delta)
+                  record_level=record_level, delta=delta, subjects_flagged=int(flagged_subjects.sum()),
+                  within_subject_correlation=subjects.correlation)
     if flagged.any() and result.verdict != "fail":
-        reason = (f"{int(flagged.sum())} of {n_forget} forget records are individually still recognisable "
-                  f"(Holm-corrected p ≤ {alpha}); {result.reason}")
+        reason = (f"{int(flagged_subjects.sum())} of {flagged_subjects.size} forget subjects "
+                  f"({int(flagged.sum())} of {n_forget} records) are individually still recognisable "
+                  f"(Holm-corrected p ≤ {alpha} over subjects); {result.reason}")
+        return replace(result, verdict="fail", reason=reason)
+    if epsilon > 0 and result.verdict != "fail":
+        reason = (f"the ε lower bound at {1 - alpha:g} is {epsilon:.3g} > 0: the forget records leak "
+                  f"membership; {result.reason}")
         return replace(result, verdict="fail", reason=reason)
     return result
 

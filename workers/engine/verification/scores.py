@@ -35,6 +35,9 @@ class MembershipInputs:
     # 0/1 correctness of each reference on each record ([n, K]), for the calibrated accuracy gap.
     forget_references_correct: np.ndarray | None = None
     null_references_correct: np.ndarray | None = None
+    # Each record's subject (any label that tells subjects apart), so the test is judged per subject.
+    forget_subjects: np.ndarray | None = None
+    null_subjects: np.ndarray | None = None
 
 
 def as_list(networks: Networks) -> list[nn.Module]:

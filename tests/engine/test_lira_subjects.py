@@ -1,0 +1,122 @@
+"""The LiRA audit (workers/engine/verification/lira.py) on generated scores: the null is scored
+against one reference per complementary pair, as the tested records are; records are judged per
+subject (Stouffer's z, Holm over subjects); an ε bound above 0 fails the check."""
+
+import numpy as np
+import pytest
+
+from workers.engine.verification import lira, references
+from workers.engine.verification.checks import Policy, membership_check
+from workers.engine.verification.scores import MembershipInputs
+
+POLICY = Policy()
+K = 8
+RECORDS_PER_SUBJECT = 4
+
+
+def _scores(rng, subjects: int, *, pair_spread: float, rho: float, shift: np.ndarray | None = None):
+    """Scores of `subjects` × 4 records under the target and K references. References 2j and 2j+1
+    trained on complementary halves: they disagree about a record by ±u (what one half held
+    that the other did not), so averaging both members of a pair cancels u. A subject's records
+    share a latent with correlation `rho` in the target's score."""
+    n = subjects * RECORDS_PER_SUBJECT
+    difficulty = rng.normal(0, 3, n)
+    u = rng.normal(0, pair_spread, (n, K // 2))
+    halves = np.repeat(u, 2, axis=1) * np.tile([1.0, -1.0], K // 2)
+    refs = difficulty[:, None] + halves + rng.normal(0, 0.5, (n, K))
+    shared = np.repeat(rng.normal(0, 1, subjects), RECORDS_PER_SUBJECT)
+    own = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.normal(0, 1, n)
+    target = difficulty + 0.3 + 0.8 * own + (0.0 if shift is None else shift)
+    owners = np.repeat(np.arange(subjects), RECORDS_PER_SUBJECT)
+    return target, refs, owners
+
+
+def _inputs(seed: int, subjects: int = 100, *, pair_spread: float = 1.0, rho: float = 0.0,
+            shift: np.ndarray | None = None, labelled: bool = True) -> MembershipInputs:
+    """An exact retrain (no forget record seen) unless `shift` raises some forget records."""
+    rng = np.random.default_rng(seed)
+    forget_target, forget_refs, forget_owners = _scores(rng, subjects, pair_spread=pair_spread, rho=rho, shift=shift)
+    null_target, null_refs, null_owners = _scores(rng, subjects, pair_spread=pair_spread, rho=rho)
+    forget_out = ~references.membership([f"s{seed}-{o}" for o in forget_owners], K, seed)
+    return MembershipInputs(forget_target, forget_refs, forget_out, null_target, null_refs,
+                            np.ones_like(null_refs, dtype=bool),
+                            forget_subjects=forget_owners if labelled else None,
+                            null_subjects=null_owners + subjects if labelled else None)
+
+
+def _old_null_epsilon(inputs: MembershipInputs) -> float:
+    """ε of the null as it was: every null record against references 0–3 (two pairs)."""
+    forget = lira.residuals(inputs.forget_target, inputs.forget_references, inputs.forget_out)
+    first_four = np.zeros_like(inputs.null_out)
+    first_four[:, :4] = True
+    null = lira.residuals(inputs.null_target, inputs.null_references, first_four)
+    found = lira.lira_check(forget, null, alpha=POLICY.alpha, tolerance=POLICY.membership)
+    return float(found.extra["epsilon_lower_bound"])
+
+
+def test_exact_retrains_prove_no_leakage_in_at_least_95_percent_of_seeds():
+    seeds = range(40)
+    now = [membership_check(_inputs(seed, pair_spread=1.5), POLICY).extra["epsilon_lower_bound"] for seed in seeds]
+    before = [_old_null_epsilon(_inputs(seed, pair_spread=1.5)) for seed in seeds]
+    # The generated pairs reproduce the fault: the old null gave a false proof of leakage.
+    assert sum(e > 0 for e in before) >= 30, before
+    assert sum(e == 0 for e in now) >= 0.95 * len(now), now
+
+
+def test_matched_null_takes_one_reference_per_complementary_pair():
+    inputs = _inputs(3)
+    matched = lira.matched_null_out(inputs.forget_out, inputs.null_out)
+    assert (matched.sum(axis=1) == K // 2).all()
+    assert (matched[:, 0::2] ^ matched[:, 1::2]).all()
+    # A SISA null record keeps its own mask: one shard drawn for it saw it.
+    shard_null = np.ones((5, 4), dtype=bool)
+    shard_null[np.arange(5), [0, 1, 2, 3, 0]] = False
+    assert (lira.matched_null_out(np.ones((3, 4), dtype=bool), shard_null) == shard_null).all()
+
+
+def test_an_epsilon_bound_above_zero_fails_within_the_tolerance():
+    # Every forget record a little more familiar: TPR − FPR ≈ 0.07, inside the 0.15 tolerance,
+    # but on 4,000 records its lower end, and the ε bound, are above 0.
+    subjects = 1000
+    inputs = _inputs(11, subjects, shift=np.full(subjects * RECORDS_PER_SUBJECT, 0.35), labelled=False)
+    found = membership_check(inputs, POLICY)
+    low, high = found.interval
+    assert 0 < low and high <= POLICY.membership
+    assert found.extra["epsilon_lower_bound"] > 0 and found.extra["flagged"] == []
+    assert found.verdict == "fail" and "ε lower bound" in found.reason
+
+
+def _memorised(seed: int, hidden: int = 5, z: float = 3.5):
+    """100 subjects of 4 records; `hidden` of them memorised, each record ≈ z sd above unseen."""
+    planted = np.sort(np.random.default_rng(1000 + seed).choice(100, hidden, replace=False))
+    shift = np.zeros(100 * RECORDS_PER_SUBJECT)
+    # The target's own noise is 0.8 sd before the references' spread: z null-sd over it.
+    shift[np.isin(np.repeat(np.arange(100), RECORDS_PER_SUBJECT), planted)] = z * 0.95
+    return _inputs(seed, shift=shift), planted
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_five_memorised_subjects_among_a_hundred_are_flagged(seed):
+    inputs, planted = _memorised(seed)
+    found = membership_check(inputs, POLICY, record_ids=np.arange(400))
+    assert found.verdict == "fail"
+    owners = inputs.forget_subjects[found.extra["flagged"]]
+    assert np.unique(owners).tolist() == planted.tolist()
+    assert found.extra["subjects_flagged"] == 5 and found.extra["subjects"] == 100
+    # Record by record, as before, Holm over 400 records finds too few of them.
+    by_record = membership_check(
+        MembershipInputs(inputs.forget_target, inputs.forget_references, inputs.forget_out, inputs.null_target,
+                         inputs.null_references, inputs.null_out), POLICY)
+    assert len(by_record.extra["flagged"]) < 20
+
+
+def test_subject_level_size_with_correlated_records_is_at_most_alpha_plus_a_point():
+    # 200 exact retrains whose subjects' records correlate at ρ = 0.6 (near-duplicates).
+    simulations = 200
+    flagged = correlations = 0.0
+    for seed in range(simulations):
+        found = membership_check(_inputs(5000 + seed, rho=0.6), POLICY)
+        flagged += found.extra["subjects_flagged"] > 0
+        correlations += found.extra["within_subject_correlation"]
+    assert flagged / simulations <= POLICY.alpha + 0.01
+    assert 0.3 < correlations / simulations < 0.8
