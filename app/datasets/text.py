@@ -13,7 +13,7 @@ text or identifiers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from app.config import get_settings
-from app.datasets.formats import CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, is_text, looks_like_text, decoded, plain_type
+from app.datasets import identifiers
+from app.datasets.formats import (
+    CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, check_identifier_columns, decoded, is_text, looks_like_text, plain_type,
+)
 from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
 from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer
 from app.errors import Unprocessable
@@ -42,6 +45,12 @@ class TextUploadSpec:
     subject_column: str
     subject_kind: str
     text_column: str
+    # Identifier kind → column of other identifiers of the row's subject (app/datasets/identifiers.py).
+    identifier_columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.subject_column, self.text_column, *self.identifier_columns.values()]
 
 
 @dataclass
@@ -49,6 +58,7 @@ class ParsedText:
     keys: list[str]  # distinct subject keys, sorted
     key_index: np.ndarray  # per row: position of its subject key in `keys`
     texts: pa.Array
+    links: list[identifiers.Link] = field(default_factory=list)
 
 
 def read_text_upload(
@@ -56,7 +66,8 @@ def read_text_upload(
 ) -> ParsedText:
     table = read_text_table(path, spec, limits or UploadLimits.from_settings())
     keys, key_index = pseudonymise(decoded(table.column(spec.subject_column)), spec.subject_kind, secret)
-    return ParsedText(keys=keys, key_index=key_index, texts=decoded(table.column(spec.text_column)))
+    links = identifiers.links(table, spec.identifier_columns, spec.subject_kind, keys, key_index, secret)
+    return ParsedText(keys=keys, key_index=key_index, texts=decoded(table.column(spec.text_column)), links=links)
 
 
 def read_text_table(path: str | os.PathLike, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
@@ -88,6 +99,7 @@ def _require(names: list[str], spec: TextUploadSpec) -> None:
     for role, column in (("subject_column", spec.subject_column), ("text_column", spec.text_column)):
         if column not in names:
             raise Unprocessable(f"The {role} '{column}' is not a column of the file.")
+    check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, [spec.subject_column, spec.text_column])
 
 
 def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
@@ -97,7 +109,7 @@ def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
     _require(names, spec)
-    columns = [spec.subject_column, spec.text_column]
+    columns = spec.columns
     check_parquet_footer(parquet.metadata, columns, 0, limits)
     try:
         return parquet.read(columns=columns)
@@ -115,11 +127,11 @@ def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     _require(names, spec)
     try:
         check_csv_rows(path, spec.subject_column, 0, limits)
-        # Both columns stay text: a text that looks like a number is still text, and pyarrow
+        # Every column stays text: a text that looks like a number is still text, and pyarrow
         # checks that every value is valid UTF-8.
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={spec.subject_column: pa.string(), spec.text_column: pa.string()},
-            include_columns=[spec.subject_column, spec.text_column],
+            column_types={column: pa.string() for column in spec.columns},
+            include_columns=spec.columns,
             strings_can_be_null=False, quoted_strings_can_be_null=False,
         ))
     except (pa.ArrowException, OSError):
@@ -141,7 +153,7 @@ def _read_jsonl(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     except (pa.ArrowException, OSError):
         raise Unprocessable(JSONL_UNPARSABLE) from None
     _require(table.column_names, spec)
-    return table.select([spec.subject_column, spec.text_column])
+    return table.select(spec.columns)
 
 
 def _check_values(table: pa.Table, spec: TextUploadSpec) -> None:

@@ -14,7 +14,7 @@ from app.webhooks.addresses import AddressRefused, check_url
 Jurisdiction = Literal["gdpr", "ccpa"]
 Source = Literal["portal", "admin", "batch"]
 Status = Literal[
-    "received", "approved", "on_hold", "denied", "cancelled",
+    "received", "approved", "needs_review", "on_hold", "denied", "cancelled",
     "scheduled", "processing", "verifying", "completed", "failed",
 ]
 
@@ -102,6 +102,22 @@ class ExtendBody(StrictModel):
     _check = field_validator("reason")(_free_text_names_nobody)
 
 
+class CheckedOut(BaseModel):
+    type: Literal["dataset", "model"]
+    id: uuid.UUID
+    name: str
+    version: int = Field(description="The current version when the request was planned.")
+    held: bool = Field(description="Whether it held the person.")
+
+
+class SearchedOut(BaseModel):
+    """What planning the request searched (docs/identity-resolution.md)."""
+
+    kinds: list[str] = Field(description="The identifier kinds the request named.")
+    subjects: int = Field(description="How many subject keys its identifiers resolved to, through links.")
+    checked: list[CheckedOut] = Field(description="Every dataset and model of the client looked in.")
+
+
 class ErasureRequestOut(BaseModel):
     id: uuid.UUID
     status: Status
@@ -120,6 +136,8 @@ class ErasureRequestOut(BaseModel):
     outcome: str | None
     progress: dict[str, Any] | None
     updated_at: datetime
+    searched: SearchedOut | None = Field(default=None, description=(
+        "What planning searched (on GET of one request, once planned); null before."))
 
 
 class ErasureRequestPage(BaseModel):

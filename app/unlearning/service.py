@@ -24,13 +24,14 @@ from app.config import get_settings
 from app.datasets import service as dataset_service
 from app.datasets.models import DatasetVersion
 from app.families.registry import get_family
+from app.identities import service as identity_service
 from app.families.shape import Shape
 from app.jobs import service as job_service
 from app.models import references as reference_service
 from app.models import service as model_service
 from app.models.models import Model
 from app.requests import service as request_service
-from app.unlearning import completion, exclusive, method_choice
+from app.unlearning import completion, exclusive, method_choice, planner
 from app.unlearning.models import JobRequest
 from app.unlearning.types import (
     EXACT,
@@ -118,7 +119,7 @@ def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
             live.append(request)
         elif request.status in DETACHED:
             session.delete(session.get(JobRequest, (job.id, request.id)))
-    pairs = sorted({(s.kind, s.subject_key) for r in live for s in r.subjects})
+    pairs = sorted({pair for r in live for pair in planner.erasure_pairs(session, r)})
     result["requests"] = [str(r.id) for r in live]
     _save(session, attempt, result)
     if not live:
@@ -139,6 +140,8 @@ def erase_dataset(session: Session, attempt: JobAttempt, plan: UnlearningPlan) -
     outcome = dataset_service.erase_subjects(
         session, dataset_service.current_version(session, dataset), keys, attempt.job_id)
     dataset_service.add_tombstones(session, dataset.client, list(keys), plan.request_ids[0])
+    # Erasing a subject removes its links: its other identifiers no longer lead anywhere.
+    identity_service.remove_links(session, dataset.client, [key for _kind, key in plan.pairs])
     fresh = DatasetErasure(
         dataset_id=dataset.id, name=dataset.name, version_before=outcome.parent.version,
         sha256_before=outcome.sha256_before, version_after=outcome.version.version, sha256_after=outcome.sha256_after,
