@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 
 from app.deps import SessionDep, any_scope, scoped
+from app.idempotency import http as idempotency
+from app.idempotency.http import IdempotencyKeyHeader
 from app.identities import service
 from app.identities.service import MAX_CLOSURE
 from app.openapi import problem_responses
@@ -51,11 +53,18 @@ class KnownKinds(BaseModel):
 
 
 @router.post("/links", status_code=201, response_model=LinkCreated, operation_id="link_identities",
-             summary="Declare that identifiers denote one person", responses=problem_responses(422))
-def link_identities(body: LinkCreate, session: SessionDep, principal: Writer) -> Any:
+             summary="Declare that identifiers denote one person", dependencies=[IdempotencyKeyHeader],
+             responses=problem_responses(422))
+def link_identities(body: LinkCreate, request: Request, session: SessionDep, principal: Writer) -> Any:
     """Link identifiers of one person (a CRM's e-mail and internal id, say): a request by any of
-    them then resolves to every subject key linked to it. Per client; audited by kinds and digest."""
-    return service.declare_links(session, principal, body.pairs())
+    them then resolves to every subject key linked to it. Per client; audited by kinds and digest.
+    At least one identifier must be of a known kind; the others' kinds become known."""
+
+    def handler():
+        return 201, service.declare_links(session, principal, body.pairs()), {}
+
+    # The payload is only fingerprinted, with the secret key (it holds raw identifiers).
+    return idempotency.run(request, session, principal, "link-identities", lambda: body.model_dump(mode="json"), handler)
 
 
 @router.get("/kinds", response_model=KnownKinds, operation_id="identifier_kinds", summary="Identifier kinds")

@@ -12,6 +12,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select
@@ -198,6 +199,7 @@ class Searched:
     kinds: tuple[str, ...]
     subjects: int
     checked: tuple[Checked, ...]
+    at: datetime
 
 
 def record_search(session: Session, request_id: uuid.UUID, resolution: Resolution, checked: Iterable[Checked]) -> None:
@@ -216,7 +218,8 @@ def searched_for(session: Session, request_id: uuid.UUID) -> Searched | None:
     row = session.get(RequestSearch, request_id)
     if row is None:
         return None
-    return Searched(kinds=tuple(row.kinds), subjects=len(row.pairs), checked=tuple(Checked(**item) for item in row.checked))
+    return Searched(kinds=tuple(row.kinds), subjects=len(row.pairs), checked=tuple(Checked(**item) for item in row.checked),
+                    at=row.searched_at)
 
 
 def resolved_pairs(session: Session, request_id: uuid.UUID) -> list[Pair]:

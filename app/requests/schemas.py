@@ -116,6 +116,7 @@ class SearchedOut(BaseModel):
     kinds: list[str] = Field(description="The identifier kinds the request named.")
     subjects: int = Field(description="How many subject keys its identifiers resolved to, through links.")
     checked: list[CheckedOut] = Field(description="Every dataset and model of the client looked in.")
+    at: datetime = Field(description="When planning searched.")
 
 
 class ErasureRequestOut(BaseModel):
