@@ -43,7 +43,9 @@ def request_body(
 
 def hold_kinds(client, headers, *kinds: str) -> None:
     """Make the key's client hold `kinds` (requests by other kinds than email and phone answer
-    422 until a dataset or link holds them): link a fresh identifier of each to a fresh e-mail."""
+    422 until a dataset or link holds them, and requests only by kinds nothing holds wait in
+    needs_review): link a fresh identifier of each to a fresh e-mail. `hold_kinds(c, h, "email")`
+    makes e-mail held, so that a request by an e-mail found nowhere completes as no_data_found."""
     identifiers = [{"kind": kind, "value": identifier(kind, "held")} for kind in ("email", *kinds)]
     response = client.post("/v1/identities/links", json={"identifiers": identifiers}, headers=headers)
     assert response.status_code == 201, response.text
