@@ -151,7 +151,8 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
             raise Unprocessable("feature_columns may not include the subject or label column.")
     if not features:
         raise Unprocessable("The file has no feature columns besides the subject and label columns.")
-    check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, [spec.subject_column, spec.label_column, *features])
+    taken = [spec.subject_column, spec.label_column, *features]
+    check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, taken)
     reserved = [c for c in features if c in RESERVED_COLUMNS]
     if reserved:
         raise Unprocessable(
@@ -160,7 +161,9 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
     return features
 
 
-def check_identifier_columns(names: list[str], identifier_columns: dict[str, str], subject_kind: str, taken: list[str]) -> None:
+def check_identifier_columns(
+    names: list[str], identifier_columns: dict[str, str], subject_kind: str, taken: list[str],
+) -> None:
     """The identifier columns exist, are distinct, and are none of the upload's other columns."""
     columns = list(identifier_columns.values())
     if subject_kind in identifier_columns:

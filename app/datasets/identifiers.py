@@ -34,7 +34,8 @@ def parse(text: str | None) -> dict[str, str]:
     except json.JSONDecodeError:
         columns = None
     if not isinstance(columns, dict) or not all(isinstance(c, str) and c for c in columns.values()):
-        raise Unprocessable('identifier_columns is not a JSON object of identifier kind → column name, e.g. {"email": "email"}.')
+        raise Unprocessable(
+            'identifier_columns is not a JSON object of identifier kind → column name, e.g. {"email": "email"}.')
     if len(columns) > MAX_IDENTIFIER_COLUMNS:
         raise Unprocessable(f"identifier_columns names at most {MAX_IDENTIFIER_COLUMNS} columns.")
     for kind in columns:

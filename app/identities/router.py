@@ -21,7 +21,8 @@ Reader = any_scope("requests:read", "requests:write")
 
 
 class LinkCreate(StrictModel):
-    model_config = example({"identifiers": [{"kind": "email", "value": "jane@example.org"}, {"kind": "user_id", "value": "u-1042"}]})
+    model_config = example({"identifiers": [
+        {"kind": "email", "value": "jane@example.org"}, {"kind": "user_id", "value": "u-1042"}]})
 
     identifiers: list[dict[str, Any]] = Field(
         min_length=2, max_length=MAX_CLOSURE,
