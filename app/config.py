@@ -8,6 +8,7 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,10 @@ class Settings(BaseSettings):
 
     auto_approve_verified: bool = Field(default=False, description=(
         "Approve requests that arrive with `identity_verified: true` on receipt; the audit trail says so."))
+    unresolvable_kind: Literal["review", "complete"] = Field(default="review", description=(
+        "A request made only of identifier kinds that none of the client's datasets or links hold: `review` "
+        "moves it to `needs_review` (status reason `unresolvable_identifier_kind`) instead of completing it "
+        "as `no_data_found`; `complete` completes it as before."))
     max_body_bytes: int = Field(default=1024 * 1024, description="Largest JSON body; 413 above.")
     max_batch_items: int = Field(default=1000, description="Most requests in one batch intake; 413 above.")
     idempotency_in_flight_seconds: int = Field(default=60, description=(

@@ -20,6 +20,7 @@ from app.docs import install as install_docs
 from app.errors import install_error_handlers
 from app.health.router import router as health_router
 from app.integrity.router import router as integrity_router
+from app.identities.router import router as identities_router
 from app.jobs.router import router as jobs_router
 from app.keys.router import router as keys_router
 from app.lineage.router import router as lineage_router
@@ -71,6 +72,7 @@ def create_app() -> FastAPI:
     app.include_router(certificates_router)
     app.include_router(datasets_router)
     app.include_router(lineage_router)
+    app.include_router(identities_router)
     # After the certificates router: its public GET /v1/keys/signing must match before /v1/keys/{key_id}.
     app.include_router(keys_router)
     app.include_router(dashboard_router)

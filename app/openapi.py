@@ -71,6 +71,7 @@ TAGS = [
     {"name": "models", "description": "Model training, import, weights and predictions."},
     {"name": "jobs", "description": "Progress of background jobs (training, unlearning)."},
     {"name": "lineage", "description": "Which data and models hold a data subject."},
+    {"name": "identities", "description": "Identifiers that denote one person, and the kinds a client knows."},
     {"name": "keys", "description": "API keys: create, list, revoke and rotate (scope `admin`)."},
     {"name": "health", "description": "Liveness, readiness and metrics."},
 ]

@@ -50,15 +50,20 @@ class Subject(StrictModel):
         if len(value) > MAX_IDENTIFIERS:
             raise ValueError(f"at most {MAX_IDENTIFIERS} identifiers")
         for kind, raw in value.items():
-            if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
-                raise ValueError("identifier kinds are lower-case words (letters, digits, underscore)")
-            if not isinstance(raw, str):
-                raise ValueError(f"identifier '{kind}' must be a string")
-            try:
-                validate_identifier(kind, raw)
-            except IdentifierError as exc:
-                raise ValueError(str(exc)) from None
+            check_identifier(kind, raw)
         return value
+
+
+def check_identifier(kind: Any, raw: Any) -> None:
+    """One identifier's checks, as ValueError whose message names the kind, never the value."""
+    if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
+        raise ValueError("identifier kinds are lower-case words (letters, digits, underscore)")
+    if not isinstance(raw, str):
+        raise ValueError(f"identifier '{kind}' must be a string")
+    try:
+        validate_identifier(kind, raw)
+    except IdentifierError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def example(value: Any) -> ConfigDict:

@@ -7,6 +7,7 @@ from app.dashboard import models as dashboard_models  # noqa: F401
 from app.datasets import models as dataset_models  # noqa: F401
 from app.db import Base
 from app.idempotency import models as idempotency_models  # noqa: F401
+from app.identities import models as identity_models  # noqa: F401
 from app.jobs import models as job_models  # noqa: F401
 from app.keys import models as key_models  # noqa: F401
 from app.models import models as model_models  # noqa: F401

@@ -26,7 +26,7 @@ def identifier(kind: str, tag: str = "obj") -> str:
 
 
 def request_body(
-    tag: str = "obj", *, identify: Iterable[str] = ("user_id",), identifiers: dict | None = None, **fields,
+    tag: str = "obj", *, identify: Iterable[str] = ("email",), identifiers: dict | None = None, **fields,
 ) -> dict:
     """The body of an erasure request: a GDPR request from the portal for a subject of its own.
 
@@ -39,6 +39,16 @@ def request_body(
     body = {"subject": {"identifiers": subject}, "jurisdiction": "gdpr", "source": "portal"}
     body.update(fields)
     return body
+
+
+def hold_kinds(client, headers, *kinds: str) -> None:
+    """Make the key's client hold `kinds` (requests by other kinds than email and phone answer
+    422 until a dataset or link holds them, and requests only by kinds nothing holds wait in
+    needs_review): link a fresh identifier of each to a fresh e-mail. `hold_kinds(c, h, "email")`
+    makes e-mail held, so that a request by an e-mail found nowhere completes as no_data_found."""
+    identifiers = [{"kind": kind, "value": identifier(kind, "held")} for kind in ("email", *kinds)]
+    response = client.post("/v1/identities/links", json={"identifiers": identifiers}, headers=headers)
+    assert response.status_code == 201, response.text
 
 
 def create_request(client, headers, **overrides) -> dict:

@@ -14,6 +14,7 @@ from app.dashboard import charts
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require
 from app.datasets import service as dataset_service
 from app.deps import SessionDep
+from app.identities.service import UnknownKind
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
 from app.models import rehearsal_results as rehearsal_service
@@ -102,5 +103,8 @@ def subject_lookup(
     except ValidationError:
         return render(request, "subjects.html", viewer, status_code=422, result=None,
                       error="The kind must be a lower-case word and the identifier valid for that kind.")
-    result = lineage_service.lookup(session, viewer.principal, identifiers)
+    try:
+        result = lineage_service.lookup(session, viewer.principal, identifiers)
+    except UnknownKind as exc:  # its detail lists the known kinds, never the identifier
+        return render(request, "subjects.html", viewer, status_code=422, result=None, error=exc.detail)
     return render(request, "subjects.html", viewer, result=result, error=None, kind=kind.strip())

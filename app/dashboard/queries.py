@@ -18,7 +18,7 @@ from app.pagination import decode_cursor, encode_cursor
 from app.requests import lifecycle, regimes
 from app.requests.models import ErasureRequest
 
-STATUSES = ("received", "approved", "on_hold", "scheduled", "processing", "verifying",
+STATUSES = ("received", "approved", "needs_review", "on_hold", "scheduled", "processing", "verifying",
             "completed", "failed", "denied", "cancelled")
 SOURCES = ("portal", "admin", "batch")
 JURISDICTIONS = regimes.SUPPORTED

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,8 +42,10 @@ class UploadSpec:
     subject_column: str
     subject_kind: str
     label_column: str
-    # None: every column except the subject and label columns, in file order.
+    # None: every column except the subject, label and identifier columns, in file order.
     feature_columns: list[str] | None = None
+    # Identifier kind → column of other identifiers of the row's subject (app/datasets/identifiers.py).
+    identifier_columns: dict[str, str] = field(default_factory=dict)
 
 
 def read_checked_table(
@@ -84,7 +86,7 @@ def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Tabl
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
     features = resolve_columns(names, spec)
-    columns = [spec.subject_column, spec.label_column, *features]
+    columns = [spec.subject_column, spec.label_column, *features, *spec.identifier_columns.values()]
     check_parquet_footer(parquet.metadata, columns, len(features), limits)
     try:
         table = read_parquet_bounded(parquet, columns, len(features), limits)
@@ -111,10 +113,11 @@ def _read_csv(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, l
         check_csv_rows(path, spec.subject_column, len(features), limits)
     except (pa.ArrowException, OSError):
         raise Unprocessable(CSV_UNPARSABLE) from None
-    # Subject ids stay text: inferred as integers, "007" would become 7.
+    # Subject ids and other identifiers stay text: inferred as integers, "007" would become 7.
+    identifier_columns = list(spec.identifier_columns.values())
     convert = pacsv.ConvertOptions(
-        column_types={spec.subject_column: pa.string()},
-        include_columns=[spec.subject_column, spec.label_column, *features],
+        column_types={column: pa.string() for column in (spec.subject_column, *identifier_columns)},
+        include_columns=[spec.subject_column, spec.label_column, *features, *identifier_columns],
     )
     try:
         table = pacsv.read_csv(path, convert_options=convert)
@@ -143,8 +146,10 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
             raise Unprocessable(f"The {role} '{column}' is not a column of the file.")
     if spec.subject_column == spec.label_column:
         raise Unprocessable("subject_column and label_column must be different columns.")
+    identifier_columns = set(spec.identifier_columns.values())
     if spec.feature_columns is None:
-        features = [n for n in names if n not in (spec.subject_column, spec.label_column)]
+        # Identifier columns are never features, not even by default.
+        features = [n for n in names if n not in (spec.subject_column, spec.label_column) and n not in identifier_columns]
     else:
         features = list(spec.feature_columns)
         missing = [c for c in features if c not in present]
@@ -157,12 +162,30 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
             raise Unprocessable("feature_columns may not include the subject or label column.")
     if not features:
         raise Unprocessable("The file has no feature columns besides the subject and label columns.")
+    taken = [spec.subject_column, spec.label_column, *features]
+    check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, taken)
     reserved = [c for c in features if c in RESERVED_COLUMNS]
     if reserved:
         raise Unprocessable(
             f"Feature columns may not be named {', '.join(RESERVED_COLUMNS)}: rename {', '.join(reserved)}."
         )
     return features
+
+
+def check_identifier_columns(
+    names: list[str], identifier_columns: dict[str, str], subject_kind: str, taken: list[str],
+) -> None:
+    """The identifier columns exist, are distinct, and are none of the upload's other columns."""
+    columns = list(identifier_columns.values())
+    if subject_kind in identifier_columns:
+        raise Unprocessable(f"identifier_columns may not repeat the subject kind '{subject_kind}'.")
+    if len(set(columns)) != len(columns):
+        raise Unprocessable("identifier_columns names a column more than once.")
+    for column in columns:
+        if column not in names:
+            raise Unprocessable(f"The identifier column '{column}' is not a column of the file.")
+        if column in taken:
+            raise Unprocessable(f"The identifier column '{column}' is also the subject, label, text or a feature column.")
 
 
 def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> None:

@@ -24,13 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.artifacts.store import ArtifactStore, sha256_file
+from app.datasets import identifiers
 from app.datasets.formats import MAX_CLASSES, UploadSpec, decoded, read_checked_table
+from app.datasets.identifiers import pseudonymise
 from app.errors import Conflict, Unprocessable
 from app.pii import find_identifier
-from app.pseudonym import IdentifierError, subject_key
 
 __all__ = [
-    "UploadSpec", "ParsedUpload", "BuiltVersion", "read_upload", "build_version",
+    "UploadSpec", "ParsedUpload", "pseudonymise", "BuiltVersion", "read_upload", "build_version",
     "write_version_file", "read_version_table", "subject_record_groups",
 ]
 
@@ -42,6 +43,8 @@ class ParsedUpload:
     key_index: np.ndarray  # per row: position of its subject key in `keys`
     labels: pa.Array
     features: list[pa.Array]
+    # The identifier columns' pseudonyms, each linked to its row's subject key.
+    links: list[identifiers.Link] = field(default_factory=list)
 
 
 @dataclass
@@ -67,29 +70,8 @@ def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> 
         key_index=key_index,
         labels=decoded(table.column(spec.label_column)),
         features=[decoded(table.column(name)) for name in features],
+        links=identifiers.links(table, spec.identifier_columns, spec.subject_kind, keys, key_index, secret),
     )
-
-
-def pseudonymise(raw: pa.Array, kind: str, secret: bytes) -> tuple[list[str], np.ndarray]:
-    """The distinct subject keys of a column of raw identifiers, sorted, and each row's position
-    among them. Raw values stay in memory; a message names the record number, never the value."""
-    if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
-        raw = raw.cast(pa.string())
-    # HMAC only the distinct values: subjects usually own many rows each.
-    distinct = pc.unique(raw)
-    distinct_keys: list[str] = []
-    for value in distinct.to_pylist():
-        try:
-            distinct_keys.append(subject_key(kind, value, secret))
-        except IdentifierError as exc:
-            record = pc.index(raw, value).as_py() + 1
-            raise Unprocessable(f"Record {record} (counting from 1, header excluded): {exc}.") from None
-    # Different spellings of one identifier ("A@x.org", "a@x.org") are one subject.
-    keys = sorted(set(distinct_keys))
-    position = {key: i for i, key in enumerate(keys)}
-    key_of_distinct = np.fromiter((position[k] for k in distinct_keys), dtype=np.int64, count=len(distinct_keys))
-    row_distinct = pc.index_in(raw, value_set=distinct).to_numpy(zero_copy_only=False)
-    return keys, key_of_distinct[row_distinct]
 
 
 def build_version(

@@ -8,7 +8,7 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Query, Request
 
 from app.config import get_settings
-from app.datasets import grants, service
+from app.datasets import grants, identifiers, service
 from app.datasets.models import Dataset, DatasetGrant, DatasetVersion
 from app.datasets.schemas import (
     DatasetDetail,
@@ -51,16 +51,19 @@ def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/for
     upload_path, file_sha256 = _spool(form.file.file, get_settings().max_upload_bytes)
     try:
         features = form.feature_list()
+        identifier_columns = identifiers.parse(form.identifier_columns)
         payload = {
             "name": form.name, "subject_column": form.subject_column, "subject_kind": form.subject_kind,
             "label_column": form.label_column, "text_column": form.text_column, "feature_columns": features,
             "file_sha256": file_sha256,
+            # Only when given, so a key stored before identifier columns existed still matches.
+            **({"identifier_columns": identifier_columns} if identifier_columns else {}),
         }
 
         def handler():
             version = service.create_dataset(
                 session, principal, form.name, form.subject_column, form.subject_kind, form.label_column,
-                features, upload_path, text_column=form.text_column,
+                features, upload_path, text_column=form.text_column, identifier_columns=identifier_columns,
             )
             dataset = session.get(Dataset, version.dataset_id)
             body = created_out(dataset, version).model_dump(mode="json")

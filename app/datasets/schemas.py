@@ -33,9 +33,14 @@ class DatasetUpload(StrictModel):
         default=None, min_length=1, max_length=200, examples=["text"],
         description="Column of training text, for a text dataset (instead of label_column; no features).",
     )
+    identifier_columns: str | None = Field(
+        default=None, examples=['{"email": "email"}'],
+        description=("JSON object of identifier kind → column holding other identifiers of the row's subject "
+                     "(never features; pseudonymised, never stored), so requests by those kinds find the subject."),
+    )
     feature_columns: str | None = Field(
         default=None, examples=["f0,f1,f2"],
-        description="Comma-separated names or a JSON list; default: every column but subject and label.",
+        description="Comma-separated names or a JSON list; default: every column but subject, label and identifier columns.",
     )
 
     @field_validator("feature_columns")

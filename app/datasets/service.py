@@ -35,6 +35,7 @@ from app.datasets.storage import (
 )
 from app.db import utcnow
 from app.errors import Conflict, NotFound, Unprocessable
+from app.identities import service as identity_service
 from app.keys.service import Principal
 from app.pagination import newest_first_page
 from app.pseudonym import KIND_PATTERN
@@ -54,11 +55,14 @@ def create_dataset(
     session: Session, principal: Principal, name: str, subject_column: str, subject_kind: str,
     label_column: str | None, feature_columns: Sequence[str] | None, upload_path: str | Path,
     *, store: ArtifactStore | None = None, text_column: str | None = None,
+    identifier_columns: dict[str, str] | None = None,
 ) -> DatasetVersion:
     """Register an upload as version 1 of a new dataset, or as the next version of the client's
     dataset of that name (same subject kind, label column and feature columns, else 409).
 
-    With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text)."""
+    With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text).
+    `identifier_columns` (kind → column) link other identifiers to each row's subject
+    (app/datasets/identifiers.py); the links are stored by app/identities/."""
     if not NAME_PATTERN.match(name or ""):
         raise Unprocessable("name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.")
     if not KIND_PATTERN.match(subject_kind or ""):
@@ -69,13 +73,14 @@ def create_dataset(
         raise Unprocessable("feature_columns does not apply to a text dataset.")
     store = store or get_store()
     secret = get_settings().resolved_secret_key()
+    identifier_columns = identifier_columns or {}
     # The expensive part first and outside the transaction: on SQLite the unit of work holds
     # the write lock from its first statement.
     if text_column is not None:
-        parsed = text.read_text_upload(upload_path, text.TextUploadSpec(subject_column, subject_kind, text_column), secret=secret)
+        parsed = text.read_text_upload(upload_path, text.TextUploadSpec(subject_column, subject_kind, text_column, identifier_columns), secret=secret)
     else:
         features = list(feature_columns) if feature_columns else None
-        spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features)
+        spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features, identifier_columns)
         parsed = ingest.read_upload(upload_path, spec, secret=secret)
     dataset = session.scalar(
         select(Dataset).where(Dataset.client == principal.client, Dataset.name == name).with_for_update()
@@ -97,6 +102,10 @@ def create_dataset(
                 dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column)
             version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)
             insert_subject_records(session, version.id, built.subject_records)
+            identity_service.hold_kinds(session, principal.client, [subject_kind, *identifier_columns])
+            # An erased subject's identifiers are not linked again (its rows were filtered out).
+            identity_service.add_dataset_links(session, principal.client, dataset.id,
+                                               [link for link in parsed.links if link[1][1] not in tombstoned])
             session.flush()
     finally:
         out_path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from app.config import get_settings
+from app.datasets import identifiers
 from app.datasets.formats import (
-    CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, csv_header, decoded, is_text, looks_like_text, plain_type,
+    CSV_UNPARSABLE, PARQUET_MAGIC, SNIFF_BYTES, check_identifier_columns, csv_header, decoded, is_text, looks_like_text,
+    plain_type,
 )
 from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
 from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer, read_parquet_bounded
@@ -44,6 +46,12 @@ class TextUploadSpec:
     subject_column: str
     subject_kind: str
     text_column: str
+    # Identifier kind → column of other identifiers of the row's subject (app/datasets/identifiers.py).
+    identifier_columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.subject_column, self.text_column, *self.identifier_columns.values()]
 
 
 @dataclass
@@ -51,6 +59,7 @@ class ParsedText:
     keys: list[str]  # distinct subject keys, sorted
     key_index: np.ndarray  # per row: position of its subject key in `keys`
     texts: pa.Array
+    links: list[identifiers.Link] = field(default_factory=list)
 
 
 def read_text_upload(
@@ -58,7 +67,8 @@ def read_text_upload(
 ) -> ParsedText:
     table = read_text_table(path, spec, limits or UploadLimits.from_settings())
     keys, key_index = pseudonymise(decoded(table.column(spec.subject_column)), spec.subject_kind, secret)
-    return ParsedText(keys=keys, key_index=key_index, texts=decoded(table.column(spec.text_column)))
+    links = identifiers.links(table, spec.identifier_columns, spec.subject_kind, keys, key_index, secret)
+    return ParsedText(keys=keys, key_index=key_index, texts=decoded(table.column(spec.text_column)), links=links)
 
 
 def read_text_table(path: str | os.PathLike, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
@@ -90,6 +100,7 @@ def _require(names: list[str], spec: TextUploadSpec) -> None:
     for role, column in (("subject_column", spec.subject_column), ("text_column", spec.text_column)):
         if column not in names:
             raise Unprocessable(f"The {role} '{column}' is not a column of the file.")
+    check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, [spec.subject_column, spec.text_column])
 
 
 def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
@@ -99,7 +110,7 @@ def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
     _require(names, spec)
-    columns = [spec.subject_column, spec.text_column]
+    columns = spec.columns
     check_parquet_footer(parquet.metadata, columns, 0, limits)
     try:
         return read_parquet_bounded(parquet, columns, 0, limits)
@@ -112,11 +123,11 @@ def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
     _require(names, spec)
     try:
         check_csv_rows(path, spec.subject_column, 0, limits)
-        # Both columns stay text: a text that looks like a number is still text, and pyarrow
+        # Every column stays text: a text that looks like a number is still text, and pyarrow
         # checks that every value is valid UTF-8.
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={spec.subject_column: pa.string(), spec.text_column: pa.string()},
-            include_columns=[spec.subject_column, spec.text_column],
+            column_types={column: pa.string() for column in spec.columns},
+            include_columns=spec.columns,
             strings_can_be_null=False, quoted_strings_can_be_null=False,
         ))
     except (pa.ArrowException, OSError):
@@ -124,15 +135,14 @@ def _read_csv(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
 
 
 def _read_jsonl(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
-    """One line at a time, keeping only the two declared columns. Arrow's own reader makes a
+    """One line at a time, keeping only the declared columns (subject, text, identifiers). Arrow's own reader makes a
     column of every key any line has, so a file of a few MB with many distinct keys took GB;
     here memory follows the kept values, and a line or a key set over its bound is refused."""
     settings = get_settings()
     max_line, max_keys = settings.max_jsonl_line_bytes, settings.max_jsonl_keys
-    subjects: list[object] = []
-    texts: list[str | None] = []
+    kept: dict[str, list[object]] = {column: [] for column in spec.columns}
     keys: set[str] = set()
-    text_bytes = 0
+    text_bytes = rows = 0
     with open(path, "rb") as handle:
         for number, line in enumerate(iter(lambda: handle.readline(max_line + 2), b""), start=1):
             line = line.rstrip(b"\r\n")
@@ -145,20 +155,22 @@ def _read_jsonl(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
             if len(keys) > max_keys:
                 raise Unprocessable(
                     f"The JSON Lines file has more than {max_keys} distinct keys (OBLIVIATE_MAX_JSONL_KEYS); "
-                    "give each line only the subject and text columns."
+                    "give each line only the subject, text and identifier columns."
                 )
             text = record.get(spec.text_column)
             if text is not None and not isinstance(text, str):
                 raise Unprocessable(f"The text column '{spec.text_column}' must hold text (strings); "
-                                    f"record {len(texts) + 1} (counting from 1) does not.")
-            subjects.append(record.get(spec.subject_column))
-            texts.append(text)
+                                    f"record {rows + 1} (counting from 1) does not.")
+            for column, values in kept.items():
+                values.append(record.get(column))
+            rows += 1
             text_bytes += len(text or "")
-            limits.check_rows(len(texts), at_least=True)
+            limits.check_rows(rows, at_least=True)
     _require(sorted(keys), spec)
-    limits.check_memory(len(texts), 0, text_bytes)
+    limits.check_memory(rows, 0, text_bytes)
     try:
-        return pa.table({spec.subject_column: pa.array(subjects), spec.text_column: pa.array(texts, pa.string())})
+        return pa.table({column: pa.array(values, pa.string() if column == spec.text_column else None)
+                         for column, values in kept.items()})
     except (pa.ArrowException, OverflowError, TypeError):
         raise Unprocessable(JSONL_UNPARSABLE) from None
 

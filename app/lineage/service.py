@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.store import ArtifactStore, get_store
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
+from app.identities import service as identity_service
 from app.keys.service import Principal
 from app.lineage.manifests import manifest_index
 from app.lineage.sharding import shard_of
@@ -27,17 +28,24 @@ def lookup(
     store: ArtifactStore | None = None,
 ) -> dict[str, Any]:
     """Where the subject's records are, among the principal's client's datasets (None: every
-    client). Answers the subject-key digest, never the identifiers."""
+    client), found by its identifiers and every identifier linked to them (app/identities/). A
+    kind the client does not know answers 422. Answers the subject-key digest, never the
+    identifiers."""
     keys = subject_keys(identifiers)
-    return lookup_keys(session, principal, keys, include_slices=include_slices, store=store)
+    linked = None
+    if principal is not None and not principal.is_admin:
+        identity_service.check_known(session, principal.client, keys)
+        linked = identity_service.resolve(session, principal.client, keys.items()).pairs
+    return lookup_keys(session, principal, keys, include_slices=include_slices, store=store, linked=linked)
 
 
 def lookup_keys(
     session: Session, principal: Principal | None, keys: dict[str, str], *, include_slices: bool = False,
-    store: ArtifactStore | None = None,
+    store: ArtifactStore | None = None, linked: Iterable[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """As `lookup`, from subject keys (kind → key). `principal` None means every client (workers)."""
-    kind_of = {key: kind for kind, key in keys.items()}
+    """As `lookup`, from subject keys (kind → key), searching the `linked` (kind, key) pairs
+    they resolved to when given. `principal` None means every client (workers)."""
+    kind_of = {key: kind for kind, key in (keys.items() if linked is None else linked)}
     query = (
         select(
             SubjectRecords.subject_key, SubjectRecords.record_ids, DatasetVersion.id, DatasetVersion.version,

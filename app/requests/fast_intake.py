@@ -31,6 +31,7 @@ from app.config import get_settings
 from app.deps import UnitOfWork, in_intake_thread
 from app.errors import problem_body, sanitised_validation_errors
 from app.idempotency import service as idempotency_service
+from app.identities import service as identity_service
 from app.keys.service import Principal
 from app.requests import intake, service
 from app.requests.schemas import ErasureRequestCreate
@@ -77,14 +78,19 @@ async def create_one(principal: Principal, payload: ErasureRequestCreate, idempo
     return JSONResponse(body, status_code=201, headers=location)
 
 
-def check_item(index: int, raw: Any) -> ErasureRequestCreate | dict[str, Any]:
-    """The item as a payload, or its error result."""
+def check_item(index: int, raw: Any, known: frozenset[str]) -> ErasureRequestCreate | dict[str, Any]:
+    """The item as a payload, or its error result (also for an identifier kind not in `known`)."""
     try:
-        return ErasureRequestCreate.model_validate(raw)
+        payload = ErasureRequestCreate.model_validate(raw)
     except ValidationError as exc:
         errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
         problem = problem_body(422, "Validation failed", "This item is not a valid erasure request.", "validation", errors=errors)
         return {"index": index, "result": "error", "status": 422, "problem": problem}
+    unknown = identity_service.unknown_problem(payload.subject.identifiers, known)
+    if unknown is not None:
+        problem = problem_body(unknown.status, unknown.title, unknown.detail, unknown.slug, **unknown.extra)
+        return {"index": index, "result": "error", "status": unknown.status, "problem": problem}
+    return payload
 
 
 def batch_body(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,8 +116,8 @@ def result_item(index: int, request: service.AnyRequest, created: bool) -> dict[
 class _Batch:
     """A batch being stored: its plan, and each item's result as rendered so far."""
 
-    def __init__(self, principal: Principal, items: list[Any]):
-        self.principal, self.raw = principal, items
+    def __init__(self, principal: Principal, items: list[Any], known: frozenset[str]):
+        self.principal, self.raw, self.known = principal, items, known
         self.plan = service.IntakePlan(principal)
         self.rendered: list[dict[str, Any]] = []
         self.positions: list[tuple[int, int]] = []  # (item index, payload index) of valid items
@@ -122,7 +128,7 @@ class _Batch:
         stores their new requests, if any."""
         payloads = []
         for index in range(start, min(start + BATCH_CHUNK, len(self.raw))):
-            checked = check_item(index, self.raw[index])
+            checked = check_item(index, self.raw[index], self.known)
             if isinstance(checked, dict):
                 self.rendered.append(checked)
                 continue
@@ -157,8 +163,9 @@ class _Batch:
         return JSONResponse(batch_body(items))
 
 
-async def create_batch(principal: Principal, items: list[Any]) -> JSONResponse | None:
-    """Store a batch; None where the fast path does not apply (see the module)."""
+async def create_batch(principal: Principal, items: list[Any], known: frozenset[str]) -> JSONResponse | None:
+    """Store a batch (its items may name the `known` identifier kinds); None where the fast
+    path does not apply (see the module)."""
     connections = await asyncdb.pool()
     if connections is None:
         return None
@@ -166,7 +173,7 @@ async def create_batch(principal: Principal, items: list[Any]) -> JSONResponse |
         not isinstance(item, dict) or item.get("identity_verified") not in (None, False) for item in items
     ):
         return None
-    batch = _Batch(principal, items)
+    batch = _Batch(principal, items, known)
     inserted: set = set()
     async with asyncdb.connection(connections) as live:
         async with live.transaction():

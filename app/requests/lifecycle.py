@@ -10,14 +10,16 @@ TERMINAL = frozenset({"denied", "cancelled", "completed", "failed"})
 
 # action → (statuses it may start from, status it leads to; None = back to where the hold began)
 REVIEW_ACTIONS: dict[str, tuple[frozenset[str], str | None]] = {
-    "approve": (frozenset({"received"}), "approved"),
-    "deny": (frozenset({"received", "on_hold"}), "denied"),
+    # needs_review: planning found the request's identifiers cannot be resolved as they are
+    # (app/identities/); approving it again plans it again, with the links it has by then.
+    "approve": (frozenset({"received", "needs_review"}), "approved"),
+    "deny": (frozenset({"received", "needs_review", "on_hold"}), "denied"),
     # Only before processing: once a worker edits data, the erasure runs to its end.
-    "cancel": (frozenset({"received", "approved", "on_hold", "scheduled"}), "cancelled"),
+    "cancel": (frozenset({"received", "approved", "needs_review", "on_hold", "scheduled"}), "cancelled"),
     "hold": (frozenset({"received", "approved", "scheduled"}), "on_hold"),
     "release": (frozenset({"on_hold"}), None),
 }
-EXTENDABLE = frozenset({"received", "approved", "on_hold", "scheduled", "processing", "verifying"})
+EXTENDABLE = frozenset({"received", "approved", "needs_review", "on_hold", "scheduled", "processing", "verifying"})
 MAX_EXTENSION_DAYS = regimes.LONGEST_EXTENSION_DAYS
 
 

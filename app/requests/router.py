@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,16 +12,18 @@ from fastapi.responses import JSONResponse
 from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
-from app.deps import SessionDep, UnitOfWork, scoped
+from app.db import read_session
+from app.deps import SessionDep, UnitOfWork, in_intake_thread, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
+from app.identities import service as identity_service
 from app.jobs import service as job_service
 from app.openapi import problem_responses
 from app.requests import fast_intake, service
 from app.requests.schemas import (
     AuditEventOut, AuditTrail, BatchResponse, DenyBody, ErasureRequestCreate, ErasureRequestOut,
-    ErasureRequestPage, ExtendBody, Jurisdiction, OptionalReasonBody, ReasonBody, Source, Status,
+    ErasureRequestPage, ExtendBody, Jurisdiction, OptionalReasonBody, ReasonBody, SearchedOut, Source, Status,
 )
 from app.routing import UnitOfWorkRoute
 
@@ -43,12 +46,25 @@ TRANSITION = problem_responses(409)
 )
 async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
+    kinds = set(payload.subject.identifiers)
+    if not identity_service.only_builtin(kinds):
+        identity_service.refuse_unknown(kinds, await in_intake_thread(lambda: _known_kinds(principal)))
     # PostgreSQL: one autocommitted statement on the event loop (app/requests/fast_intake.py).
     response = await fast_intake.create_one(principal, payload, request.headers.get("idempotency-key"))
     if response is None:
         response = await _create_in_unit_of_work(payload, request, principal)
     metrics.INTAKE_LATENCY.observe(time.perf_counter() - started)
     return response
+
+
+def _known_kinds(principal) -> list[str]:
+    """The client's known identifier kinds, read outside the unit of work (on SQLite it holds the
+    write lock from its first statement)."""
+    session = read_session()
+    try:
+        return identity_service.known_kinds(session, principal.client)
+    finally:
+        session.close()
 
 
 async def _create_in_unit_of_work(payload: ErasureRequestCreate, request: Request, principal) -> JSONResponse:
@@ -82,16 +98,17 @@ async def create_batch(
     limit = get_settings().max_batch_items
     if len(items) > limit:
         raise PayloadTooLarge(f"A batch holds at most {limit} requests; this one has {len(items)}.")
+    known = frozenset(await in_intake_thread(lambda: _known_kinds(principal)))
     if "idempotency-key" not in request.headers:
         # PostgreSQL: stored on the event loop, in chunks within one transaction.
-        response = await fast_intake.create_batch(principal, items)
+        response = await fast_intake.create_batch(principal, items, known)
         if response is not None:
             return response
     unit = UnitOfWork()
     session = unit.session
 
     def handler():
-        checked = [fast_intake.check_item(index, raw) for index, raw in enumerate(items)]
+        checked = [fast_intake.check_item(index, raw, known) for index, raw in enumerate(items)]
         valid = [(index, payload) for index, payload in enumerate(checked) if not isinstance(payload, dict)]
         # All valid items in one go (a few statements for the whole batch); a repeated
         # external_id still answers "existing" from its second occurrence on.
@@ -126,6 +143,9 @@ def list_requests(
 def get_request(request_id: uuid.UUID, session: SessionDep, principal: Reader) -> Any:
     erasure_request = service.get_for(session, principal, request_id)
     out = service.to_out(erasure_request)
+    searched = identity_service.searched_for(session, erasure_request.id)
+    if searched is not None:
+        out.searched = SearchedOut.model_validate(asdict(searched))
     jobs = job_service.jobs_of(session, erasure_request.id)
     if jobs:
         # Live progress of the unlearning jobs the request waits on.

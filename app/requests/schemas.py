@@ -22,7 +22,7 @@ def _known_regime(code: str) -> str:
 Jurisdiction = Annotated[str, AfterValidator(_known_regime), Field(json_schema_extra={"enum": list(regimes.SUPPORTED)})]
 Source = Literal["portal", "admin", "batch"]
 Status = Literal[
-    "received", "approved", "on_hold", "denied", "cancelled",
+    "received", "approved", "needs_review", "on_hold", "denied", "cancelled",
     "scheduled", "processing", "verifying", "completed", "failed",
 ]
 
@@ -118,6 +118,23 @@ class ExtendBody(StrictModel):
     _check = field_validator("reason")(_free_text_names_nobody)
 
 
+class CheckedOut(BaseModel):
+    type: Literal["dataset", "model"]
+    id: uuid.UUID
+    name: str
+    version: int = Field(description="The current version when the request was planned.")
+    held: bool = Field(description="Whether it held the person.")
+
+
+class SearchedOut(BaseModel):
+    """What planning the request searched (docs/identity-resolution.md)."""
+
+    kinds: list[str] = Field(description="The identifier kinds the request named.")
+    subjects: int = Field(description="How many subject keys its identifiers resolved to, through links.")
+    checked: list[CheckedOut] = Field(description="Every dataset and model of the client looked in.")
+    at: datetime = Field(description="When planning searched.")
+
+
 class ErasureRequestOut(BaseModel):
     id: uuid.UUID
     status: Status
@@ -136,6 +153,8 @@ class ErasureRequestOut(BaseModel):
     outcome: str | None
     progress: dict[str, Any] | None
     updated_at: datetime
+    searched: SearchedOut | None = Field(default=None, description=(
+        "What planning searched (on GET of one request, once planned); null before."))
 
 
 class ErasureRequestPage(BaseModel):

@@ -28,7 +28,7 @@ AUTO_APPROVER = "policy:auto-approve-verified"
 EVENT_NAMES = {
     "approve": "approved", "deny": "denied", "cancel": "cancelled", "hold": "held", "release": "released",
     # Moves made by workers.
-    "schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed",
+    "review": "needs_review", "schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed",
 }
 
 
@@ -259,9 +259,10 @@ def _move(session, request, action, to_status, actor, reason, extra) -> None:
 
 
 def move(session: Session, request: ErasureRequest, action: str, actor: str, *, reason: str | None = None, **extra) -> None:
-    """A service's move (approve, schedule, process, verify, complete, fail): status, audit event and
-    webhook in the caller's transaction."""
-    targets = {"approve": "approved", "schedule": "scheduled", "process": "processing", "verify": "verifying", "complete": "completed", "fail": "failed"}
+    """A service's move (approve, review, schedule, process, verify, complete, fail): status, audit
+    event and webhook in the caller's transaction."""
+    targets = {"approve": "approved", "review": "needs_review", "schedule": "scheduled", "process": "processing",
+               "verify": "verifying", "complete": "completed", "fail": "failed"}
     _move(session, request, action, targets[action], actor, reason, extra)
 
 

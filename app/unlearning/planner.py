@@ -2,7 +2,12 @@
 
 The lineage index says which dataset versions and model versions hold a subject. Requests are
 coalesced per model into one job per batch window, whose start is never later than the
-earliest due date minus a safety margin. A subject found nowhere completes at once, audited."""
+earliest due date minus a safety margin. A subject found nowhere completes at once, audited.
+
+A request's identifiers are first resolved to every subject key linked to them (app/identities/,
+docs/identity-resolution.md); what was searched is stored with the request. A request that
+cannot be resolved as it is (too many linked keys, or only kinds nothing holds) waits in
+needs_review instead of completing as if the person were nowhere."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
 from app.db import utcnow
+from app.identities import service as identity_service
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models.models import Model, ModelVersion
@@ -27,6 +33,32 @@ PLANNER = "worker:planner"
 
 def subject_pairs(request: ErasureRequest) -> list[tuple[str, str]]:
     return [(s.kind, s.subject_key) for s in request.subjects]
+
+
+def erasure_pairs(session: Session, request: ErasureRequest) -> list[tuple[str, str]]:
+    """The (kind, subject key) pairs a job erases for the request: those its planning resolved
+    (every linked subject), or its own for a request planned before resolution was stored."""
+    return identity_service.resolved_pairs(session, request.id) or subject_pairs(request)
+
+
+def _checked(session: Session, client: str, dataset_ids: set[uuid.UUID], model_ids: set[uuid.UUID]) -> list[identity_service.Checked]:
+    """Every dataset and model of the client that the search looked in (by name and current
+    version), and whether it held the person."""
+    checked = [
+        identity_service.Checked("dataset", str(d.id), d.name, d.current_version, d.id in dataset_ids)
+        for d in session.scalars(select(Dataset).where(Dataset.client == client))
+    ]
+    checked += [
+        identity_service.Checked("model", str(m.id), m.name, m.current_version or 0, m.id in model_ids)
+        for m in session.scalars(select(Model).where(Model.client == client))
+    ]
+    return checked
+
+
+def _needs_review(resolution: identity_service.Resolution) -> bool:
+    if resolution.problem == "unresolvable_identifier_kind":
+        return get_settings().unresolvable_kind == "review"
+    return resolution.problem is not None
 
 
 def holdings(session: Session, client: str, pairs: list[tuple[str, str]]) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
@@ -82,7 +114,13 @@ def _job_for(session: Session, client: str, model_id: uuid.UUID | None, dataset_
 
 def plan_request(session: Session, request: ErasureRequest, now: datetime | None = None) -> list[uuid.UUID]:
     now = now or utcnow()
-    dataset_ids, model_ids = holdings(session, request.client, subject_pairs(request))
+    resolution = identity_service.resolve(session, request.client, subject_pairs(request))
+    if _needs_review(resolution):
+        identity_service.record_search(session, request.id, resolution, [])
+        request_service.move(session, request, "review", PLANNER, reason=resolution.problem, kinds=list(resolution.kinds))
+        return []
+    dataset_ids, model_ids = holdings(session, request.client, list(resolution.pairs))
+    identity_service.record_search(session, request.id, resolution, _checked(session, request.client, dataset_ids, model_ids))
     if not dataset_ids:
         from app.unlearning import completion
 

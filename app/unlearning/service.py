@@ -23,6 +23,7 @@ from app.artifacts.store import ArtifactStore
 from app.audit import service as audit_service
 from app.datasets import service as dataset_service
 from app.datasets.models import DatasetVersion
+from app.identities import service as identity_service
 from app.families.shape import Shape
 from app.jobs import service as job_service
 from app.models import reference_pool as reference_service
@@ -30,7 +31,7 @@ from app.models import service as model_service
 from app.models.models import Model
 from app.requests import outcome as request_outcome
 from app.requests import service as request_service
-from app.unlearning import completion, exclusive, method_choice
+from app.unlearning import completion, exclusive, method_choice, planner
 from app.unlearning.ledger import JobLedger
 from app.unlearning.types import (
     EXACT,
@@ -96,7 +97,7 @@ def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
             live.append(request)
         elif request.status in DETACHED:
             job_service.unlink(session, job.id, request.id)
-    pairs = sorted({(s.kind, s.subject_key) for r in live for s in r.subjects})
+    pairs = sorted({pair for r in live for pair in planner.erasure_pairs(session, r)})
     _save(session, attempt, _ledger(session, attempt).serving(r.id for r in live))
     if not live:
         return None
@@ -116,6 +117,8 @@ def erase_dataset(session: Session, attempt: JobAttempt, plan: UnlearningPlan) -
     outcome = dataset_service.erase_subjects(
         session, dataset_service.current_version(session, dataset), keys, attempt.job_id)
     dataset_service.add_tombstones(session, dataset.client, list(keys), plan.request_ids[0])
+    # Erasing a subject removes its links: its other identifiers no longer lead anywhere.
+    identity_service.remove_links(session, dataset.client, [key for _kind, key in plan.pairs])
     fresh = DatasetErasure(
         dataset_id=dataset.id, name=dataset.name, version_before=outcome.parent.version,
         sha256_before=outcome.sha256_before, version_after=outcome.version.version, sha256_after=outcome.sha256_after,

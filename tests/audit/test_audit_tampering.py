@@ -56,7 +56,7 @@ def log(client, make_key) -> dict[str, list[dict]]:
     """Build the log over the API; return its events by stream, in seq order."""
     headers = make_key(REVIEWER, client="acme")
     for index in range(REQUESTS):
-        body = request_body(identifiers={"user_id": f"tamper-{index}"})
+        body = request_body(identifiers={"email": f"tamper-{index}@example.org"})
         created = client.post("/v1/erasure-requests", json=body, headers=headers)
         assert created.status_code == 201, created.text
         for action, payload in PATHS[index % len(PATHS)]:

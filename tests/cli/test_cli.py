@@ -53,7 +53,7 @@ def test_keys_create_prints_a_working_key(run, client):
     assert len(keys) == 1
     assert "client:  acme" in result.stdout and "requests:read, requests:write" in result.stdout
     headers = {"Authorization": f"Bearer {keys[0]}"}
-    body = request_body(identifiers={"user_id": "42"})
+    body = request_body(identifiers={"email": "person42@example.org"})
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     assert client.get(f"/v1/erasure-requests/{created.json()['id']}", headers=headers).status_code == 200
@@ -206,7 +206,7 @@ def test_audit_verify_detects_tampering(run, client, headers):
 
 
 def test_audit_verify_offline_file(run, client, headers, tmp_path):
-    body = request_body(identifiers={"user_id": "9"}, jurisdiction="ccpa", source="admin")
+    body = request_body(identifiers={"email": "person9@example.org"}, jurisdiction="ccpa", source="admin")
     rid = client.post("/v1/erasure-requests", json=body, headers=headers).json()["id"]
     client.post(f"/v1/erasure-requests/{rid}/hold", json={"reason": "legal check"}, headers=headers)
     client.post(f"/v1/erasure-requests/{rid}/release", headers=headers)

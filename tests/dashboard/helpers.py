@@ -47,8 +47,9 @@ def new_request(client, plaintext: str, external_id: str | None = None, email: s
 
 
 def complete_without_data(request_id: str) -> None:
-    """Approve and plan a request whose subject is in no dataset: the planner completes it and
-    signs its certificate, as the worker's beat would."""
+    """Approve and plan a request whose subject is in no dataset (of a client that holds e-mail
+    addresses): the planner completes it and signs its certificate, as the worker's beat would."""
+    from app.identities import service as identity_service
     from app.keys.service import Principal
     from app.requests import service as request_service
     from app.unlearning import planner
@@ -56,6 +57,7 @@ def complete_without_data(request_id: str) -> None:
     with session_scope() as session:
         admin = Principal("00000000-0000-0000-0000-000000000000", "acme", "test", frozenset({"admin"}))
         request = request_service.review(session, admin, uuid.UUID(request_id), "approve", None)
+        identity_service.hold_kinds(session, request.client, ["email"])
         planner.plan_request(session, request)
 
 

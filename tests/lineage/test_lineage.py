@@ -115,10 +115,15 @@ def test_sharding_rule_is_the_engines(uploaded):
 
 def test_other_clients_and_unknown_subjects_find_nothing(client, reviewer, make_key, uploaded):
     other = make_key(REVIEW, client="globex")
-    assert lookup(client, other).json()["datasets"] == []
-    for raw_id, kind in (("u9999", "user_id"), ("u0007", "customer_id")):
-        body = lookup(client, reviewer, raw_id, kind).json()
-        assert body["datasets"] == [] and body["models"] == []
+    # Another client holds no user_id: its look-up by one is refused as an unknown kind, like a
+    # kind no dataset holds, and the answer names only kinds.
+    for headers, kind in ((other, "user_id"), (reviewer, "customer_id")):
+        refused = lookup(client, headers, "u0007", kind)
+        assert refused.status_code == 422 and "u0007" not in refused.text
+        assert kind in refused.json()["unknown_kinds"]
+    assert lookup(client, other, "u0007@example.org", "email").json()["datasets"] == []
+    body = lookup(client, reviewer, "u9999", "user_id").json()
+    assert body["datasets"] == [] and body["models"] == []
 
 
 def test_lookup_request_rules(client, make_key, reviewer, uploaded):

@@ -117,6 +117,7 @@ def test_days_left_counts_whole_days_and_goes_negative(client, headers, offset, 
     ("user_id", "  u-4711 ", "u-4711", "u-4711"),
 ])
 def test_identifier_variants_share_one_subject_key(client, headers, kind, variant, canonical, normalised):
+    objects.hold_kinds(client, headers, "user_id")
     first = client.post(URL, json=request_body(subject={"identifiers": {kind: variant}}), headers=headers)
     second = client.post(URL, json=request_body(subject={"identifiers": {kind: canonical}}), headers=headers)
     assert first.status_code == second.status_code == 201
@@ -126,6 +127,7 @@ def test_identifier_variants_share_one_subject_key(client, headers, kind, varian
 
 
 def test_different_subjects_and_kinds_get_different_keys(client, headers):
+    objects.hold_kinds(client, headers, "user_id")
     one = client.post(URL, json=request_body(subject={"identifiers": {"email": "a@example.org", "user_id": "a@example.org"}}), headers=headers)
     other = client.post(URL, json=request_body(subject={"identifiers": {"email": "b@example.org"}}), headers=headers)
     one_keys, other_keys = subject_keys_of(one.json()["id"]), subject_keys_of(other.json()["id"])

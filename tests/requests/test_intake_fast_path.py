@@ -12,13 +12,20 @@ import pytest
 from sqlalchemy import func, select, text
 
 from tests.conftest import SERVICES
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 postgres_only = pytest.mark.skipif(not SERVICES, reason="services pass only (OBLIVIATE_TEST_DATABASE_URL)")
 
 
 body = partial(request_body, "fast", identify=("email", "user_id"))
+
+
+@pytest.fixture
+def headers(client, make_key):
+    made = make_key("requests:write,requests:read,requests:review")
+    hold_kinds(client, made, "user_id")
+    return made
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from tests.conftest import SERVICES, TEST_DB_URL
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 REVIEWER = "requests:write,requests:read,requests:review"
@@ -67,7 +67,7 @@ def key(scopes: str = REVIEWER, client: str = "acme") -> dict[str, str]:
 def build_log(client, headers, requests: int = 4) -> list[str]:
     ids = []
     for index in range(requests):
-        body = request_body(identifiers={"user_id": f"anchor-{uuid.uuid4().hex[:8]}-{index}"})
+        body = request_body(identifiers={"email": f"anchor-{uuid.uuid4().hex[:8]}-{index}@example.org"})
         rid = client.post(URL, json=body, headers=headers).json()["id"]
         assert client.post(f"{URL}/{rid}/hold", json={"reason": "identity check"}, headers=headers).status_code == 200
         assert client.post(f"{URL}/{rid}/release", headers=headers).status_code == 200
@@ -80,6 +80,7 @@ def certified_request(client, headers) -> str:
     from app.db import session_scope
     from app.unlearning import planner
 
+    hold_kinds(client, headers, "email")
     body = request_body("cert")
     rid = client.post(URL, json=body, headers=headers).json()["id"]
     assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200

@@ -239,7 +239,7 @@ def test_triggers_guard_heads_checkpoints_and_log_positions(client, headers):
     assert _refused("DELETE FROM audit_checkpoints")
     assert _refused("UPDATE audit_events SET log_index = log_index + 100")
     assert _refused("UPDATE audit_events SET log_index = NULL")
-    rid = client.post(URL, json=request_body(identifiers={"user_id": "guard"}), headers=headers).json()["id"]
+    rid = client.post(URL, json=request_body(identifiers={"email": "guard@example.org"}), headers=headers).json()["id"]
     stream = {"stream": f"request:{rid}"}
     # Setting an unset position is the checkpointer's one write; with any other change, refused.
     assert _refused("UPDATE audit_events SET log_index = 999, actor = 'x' WHERE stream = :stream", stream)

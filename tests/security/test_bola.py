@@ -59,7 +59,7 @@ def world(client, make_key, inference_worker):
     assert training.status_code == 202, training.text
 
     # Found nowhere: completes at planning, with a certificate.
-    completed = create_request(client, a, external_id="alpha-ext-1")
+    completed = create_request(client, a, external_id="alpha-ext-1", identify=("user_id",))
     assert client.post(f"/v1/erasure-requests/{completed['id']}/approve", headers=a).status_code == 200
     _plan(completed["id"])
     # In the model's training data: planning schedules an unlearning job.

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.dataset_files import csv_bytes, digits_table, upload
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 EMAIL = "jane.leak@example.org"
@@ -120,6 +120,7 @@ def test_an_external_id_that_is_an_identifier_is_refused(client, headers, extern
 
 @pytest.mark.parametrize("external_id", ["ORD-2026-000123", "ticket-77", "1234567890", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"])
 def test_ordinary_external_ids_are_accepted(client, headers, external_id):
+    hold_kinds(client, headers, "user_id")
     response = client.post(URL, json=body(external_id=external_id, subject={"identifiers": {"user_id": uuid.uuid4().hex}}),
                            headers=headers)
     assert response.status_code == 201, response.text

@@ -37,7 +37,7 @@ def call(client: TestClient, method: str, path: str, label: str | None = None, *
 
 with TestClient(app, raise_server_exceptions=False) as client:
     request = call(client, "post", "/v1/erasure-requests", json={
-        "subject": {"identifiers": {"user_id": "layers-subject"}}, "jurisdiction": "gdpr", "source": "portal"})
+        "subject": {"identifiers": {"email": "layers-subject@example.org"}}, "jurisdiction": "gdpr", "source": "portal"})
     dataset = call(client, "post", "/v1/datasets", data={
         "name": "digits", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "digit"},
         files={"file": ("data.csv", (folder / "digits.csv").read_bytes(), "application/octet-stream")})

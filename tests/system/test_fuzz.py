@@ -190,7 +190,7 @@ def test_text_with_a_nul_character_is_422(client, admin_headers, seeded, route, 
 
 
 def test_a_batch_item_with_a_nul_character_is_refused_alone(client, admin_headers):
-    good = request_body(identifiers={"user_id": "nul-batch"})
+    good = request_body(identifiers={"email": "nul-batch@example.org"})
     response = client.post("/v1/erasure-requests/batch", json=[{**good, "reason": "\x00"}, good], headers=admin_headers)
     assert response.status_code == 200, response.text
     assert [item["status"] for item in response.json()["items"]] == [422, 201]

@@ -17,6 +17,7 @@ _.destroyed                # datasets, lineage and models response schemas
 _.finished_at              # jobs response schema; also a column (below)
 _.successor                # app/keys/schemas.py rotation answer
 _.chain_valid              # app/requests/schemas.py audit trail
+_.links_digest             # app/identities/router.py link answer
 _.description              # FamilySpec and each unlearning method: documentation kept on the object
 
 # SQLAlchemy: columns written through the constructor or by keyword, read back by other processes or SQL.
