@@ -94,3 +94,49 @@ def test_verify_prints_method_kind_and_verdict_next_to_valid(database_url, tmp_p
     assert lines[0].startswith("VALID certificate")
     assert "VALID model churn: exact (sisa), sanity check pass" in lines
     assert "VALID model ranker: approximate (gradient_ascent), verdict pass" in lines
+
+
+def test_a_certificate_lists_copies_of_the_erased_versions_downloaded_before_the_erasure(client, headers):
+    from app.audit import downloads
+    from app.certificates import service
+    from app.certificates.sections import COPIES_STATEMENT, ModelErasure, Scope
+    from app.db import session_scope
+    from app.principal import Principal
+    from app.requests.models import ErasureRequest
+    from tests.certificates.format3_bodies import DATASET, MODEL_ID, model_entry
+
+    rid = uuid.UUID(client.post(URL, json=request_body(identifiers={"email": "c@example.org"}), headers=headers).json()["id"])
+    auditor = Principal(key_id="k-auditor", client="acme", name="auditor", scopes=frozenset({"models:read"}))
+    with session_scope() as session:
+        downloads.record(session, auditor, "model", MODEL_ID, 1, "weights", "w1")  # the version that held them
+        downloads.record(session, auditor, "model", MODEL_ID, 2, "weights", "w2")  # the version after: not listed
+    with session_scope() as session:
+        request = session.get(ErasureRequest, rid)
+        facts = service.ErasureFacts(
+            request_id=rid, client="acme", jurisdiction="gdpr", source="portal", external_id=None,
+            received_at=request.received_at, due_at=request.due_at, completed_at=None, outcome="erased",
+            subject_keys={"email": "a" * 64}, scope=Scope(("email",)), datasets=(DATASET,),
+            models=(ModelErasure(model_entry("retrain"), "exact", DATASET),))
+        body = service.issue(session, facts, "worker:test").body
+    section = body["copies_downloaded"]
+    assert section["statement"] == COPIES_STATEMENT
+    assert [(c["id"], c["version"], c["sha256"], c["downloaded_by_key"]) for c in section["copies"]] == [
+        (str(MODEL_ID), 1, "w1", "k-auditor")]
+
+
+def test_stored_certificates_of_formats_1_and_2_keep_serving_byte_for_byte(client, headers):
+    """Certificates are stored bodies, never rebuilt: format 3 changes no byte of an older one."""
+    from app.certificates.models import Certificate
+    from app.db import session_scope, utcnow
+
+    for name in ("certificate-format-1.json", "certificate-format-2.json"):
+        raw = (FROZEN / name).read_bytes()
+        document = json.loads(raw)
+        rid = client.post(URL, json=request_body(identifiers={"email": f"{uuid.uuid4().hex[:6]}@example.org"}),
+                          headers=headers).json()["id"]
+        signature = document["signature"]
+        with session_scope() as session:
+            session.add(Certificate(request_id=uuid.UUID(rid), body=document["certificate"], signature=signature["value"],
+                                    key_id=signature["key_id"], public_key=signature["public_key"], issued_at=utcnow()))
+        served = client.get(f"{URL}/{rid}/certificate", headers=headers)
+        assert served.status_code == 200 and served.content == raw.rstrip(b"\n"), name
