@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from app.config import get_settings
 from app.pii import has_invisible, identifier_candidates
@@ -119,10 +120,15 @@ def names_subject(text: str, keys: dict[str, str], secret: bytes | None = None) 
     return False
 
 
+def subject_keys_text(keys: Mapping[str, str]) -> bytes:
+    """A request's subject keys as one message, in kind order: what its digests are taken over."""
+    return "\n".join(f"{kind}:{key}" for kind, key in sorted(keys.items())).encode()
+
+
 def subject_digest(keys: dict[str, str]) -> str:
-    """One digest for all of a request's subject keys (shown on certificates)."""
-    joined = "\n".join(f"{kind}:{key}" for kind, key in sorted(keys.items()))
-    return hashlib.sha256(joined.encode()).hexdigest()
+    """One digest for all of a request's subject keys, the same for every client (the lineage
+    look-up's; certificates of format 3 carry a per-client one, app/certificates/subject.py)."""
+    return hashlib.sha256(subject_keys_text(keys)).hexdigest()
 
 
 # Separators people write phone numbers with; a tail of at least this many digits (the local

@@ -87,10 +87,10 @@ class SigningKeyRing(BaseModel):
     keys: list[PublishedSigningKey]
 
 
-# A format-2 certificate as served, shortened: the body's other fields are elided.
+# A format-3 certificate as served, shortened: the body's other fields are elided.
 VERIFY_EXAMPLE = {
-    "certificate": {"type": "obliviate.certificate-of-erasure/v1", "format_version": 2,
-                    "request_id": "9a4d7e2f-1b8c-4e63-a5f0-3d9b6c2e8f17", "outcome": "erased",
+    "certificate": {"type": "obliviate.certificate-of-erasure/v1", "format_version": 3,
+                    "request_id": "9a4d7e2f-1b8c-4e63-a5f0-3d9b6c2e8f17", "client": "acme", "outcome": "erased",
                     "issued_at": "2026-11-28T09:17:44.602000Z"},
     "signature": {"algorithm": "Ed25519", "key_id": "71f457af274c83da",
                   "public_key": "Zb3l9Q0r2m8Jr3x0m2vJQ0mX1o5l3s9C4kqk0WJm6aI=",
@@ -133,5 +133,8 @@ async def verify_certificate(request: Request, _principal: scoped("requests:read
                             "bytes as served.") from None
     unit = UnitOfWork()
     result = await unit.run(lambda: verification.verify_bytes(raw, keys.ring(unit.session, create_service_key=True)))
+    models = verification.model_summaries(result.certificate) if result.certificate is not None else ()
     return {"verdict": result.verdict.value, "reason": result.reason, "key_id": result.key_id,
-            "notes": list(result.notes)}
+            "notes": list(result.notes),
+            "models": [{"model": m.model, "method": m.method, "method_kind": m.method_kind, "verdict": m.verdict}
+                       for m in models]}

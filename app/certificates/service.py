@@ -5,7 +5,9 @@ document that is served and verified.
 A certificate is stored as issued and never rebuilt: every later reading (the API, the
 dashboard, `audit verify`) serves `signed_document` of the stored row. A new format adds its
 fields to `CertificateInput` and to `build_body`, the one place a body is made, and raises
-`signing.FORMAT_VERSION`. Flushes only; the caller commits.
+`signing.FORMAT_VERSION`. Format 3 names the client and digests the subject for it alone
+(app/certificates/subject.py); its scope, models and copies are shaped in
+app/certificates/sections.py. Flushes only; the caller commits.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.audit import checkpoints
+from app.audit import checkpoints, downloads
 from app.audit import service as audit_service
 from app.audit.chain import format_time
-from app.certificates import signing
+from app.certificates import signing, subject
 from app.certificates.models import Certificate
+from app.certificates.sections import (
+    Checked, Entry, ModelErasure, Scope, copies_section, erased_versions, model_section,
+)
 from app.db import utcnow
 
-# A dataset's or a model's entry as its job recorded it (app/unlearning/ledger.py), with the job.
-Entry = Mapping[str, Any]
+__all__ = [
+    "CertificateInput", "ChainLink", "Checked", "Entry", "ErasureFacts", "ModelErasure", "Scope", "build_body",
+    "get", "issue", "signed_document",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class ErasureFacts:
     """What the request's owner and its finished jobs tell the certificate."""
 
     request_id: uuid.UUID
+    client: str
     jurisdiction: str
     source: str
     external_id: str | None
@@ -42,10 +50,11 @@ class ErasureFacts:
     due_at: datetime
     completed_at: datetime | None
     outcome: str | None
-    # A digest of the subject keys: proves which pseudonym was erased without revealing it.
-    subject_key_digest: str
+    # The request's subject keys (kind → key): the body carries only their digest for `client`.
+    subject_keys: Mapping[str, str]
+    scope: Scope
     datasets: Sequence[Entry] = ()
-    models: Sequence[Entry] = ()
+    models: Sequence[ModelErasure] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class CertificateInput:
     facts: ErasureFacts
     chain: ChainLink
     issued_at: datetime
+    # Downloads of the erased versions made before the erasure (app/audit/downloads.py).
+    copies: Sequence[downloads.DownloadedCopy] = ()
 
 
 def build_body(given: CertificateInput) -> dict[str, Any]:
@@ -71,6 +82,7 @@ def build_body(given: CertificateInput) -> dict[str, Any]:
         "type": "obliviate.certificate-of-erasure/v1",
         "format_version": signing.FORMAT_VERSION,
         "request_id": str(facts.request_id),
+        "client": facts.client,
         "jurisdiction": facts.jurisdiction,
         "source": facts.source,
         "external_id": facts.external_id,
@@ -78,9 +90,12 @@ def build_body(given: CertificateInput) -> dict[str, Any]:
         "due_at": format_time(facts.due_at),
         "completed_at": format_time(facts.completed_at or given.issued_at),
         "outcome": facts.outcome,
-        "subject_key_digest": facts.subject_key_digest,
+        "subject_key_digest": subject.client_digest(facts.client, facts.subject_keys),
+        "subject_key_digest_scheme": subject.SCHEME,
+        "scope": facts.scope.to_json(),
         "datasets": [dict(entry) for entry in facts.datasets],
-        "models": [dict(entry) for entry in facts.models],
+        "models": [model_section(model, facts.request_id) for model in facts.models],
+        "copies_downloaded": copies_section(given.copies),
         # The link before this certificate's own `certificate.issued` event, which cannot be
         # named here (it records this document's digest): `audit verify --head` accepts it.
         "audit_chain": {"stream": given.chain.stream, "seq": given.chain.seq, "head": given.chain.head},
@@ -93,11 +108,16 @@ def issue(session: Session, facts: ErasureFacts, actor: str) -> Certificate:
     anchor that event in the next checkpoint."""
     stream = audit_service.request_stream(facts.request_id)
     seq, head = audit_service.head(session, stream)
-    body = build_body(CertificateInput(facts=facts, chain=ChainLink(stream, seq, head), issued_at=utcnow()))
+    issued_at = utcnow()
+    model_versions, dataset_versions = erased_versions(facts.datasets, facts.models)
+    copies = downloads.copies(session, model_versions=model_versions, dataset_versions=dataset_versions,
+                              before=facts.completed_at or issued_at)
+    body = build_body(CertificateInput(facts=facts, chain=ChainLink(stream, seq, head), issued_at=issued_at,
+                                       copies=copies))
     document = signing.sign_body(body, session)
     certificate = Certificate(
         request_id=facts.request_id, body=body, signature=document["signature"]["value"],
-        key_id=document["signature"]["key_id"], public_key=document["signature"]["public_key"], issued_at=utcnow(),
+        key_id=document["signature"]["key_id"], public_key=document["signature"]["public_key"], issued_at=issued_at,
     )
     session.add(certificate)
     audit_service.append(

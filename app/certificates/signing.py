@@ -21,15 +21,18 @@ __all__ = [
 ]
 
 ALGORITHM = keys.ALGORITHM
-# Certificates of format 2 are signed over their RFC 8785 (JCS) canonical form, so whitespace and
-# key order do not matter, only values. Format 1 (no `format_version` field, issued before) was
-# signed over Python's sorted compact JSON and is checked byte for byte as issued.
-FORMAT_VERSION = 2
+# Certificates of format 2 on are signed over their RFC 8785 (JCS) canonical form, so whitespace
+# and key order do not matter, only values. Format 1 (no `format_version` field, issued before) was
+# signed over Python's sorted compact JSON and is checked byte for byte as issued. Format 3 binds
+# the subject to the client and adds the scope, the copies downloaded and each model's method kind
+# (app/certificates/service.py); it is signed as format 2 is.
+FORMAT_VERSION = 3
+FORMATS = (1, 2, 3)
 
 
 def format_of(body) -> int:
     version = body.get("format_version", 1) if isinstance(body, dict) else 1
-    if type(version) is not int or version not in (1, FORMAT_VERSION):  # not True, not 2.0
+    if type(version) is not int or version not in FORMATS:  # not True, not 2.0
         raise ValueError(f"unknown certificate format_version {version!r}")
     return version
 

@@ -136,3 +136,54 @@ def verify(document: object, trusted: Mapping[str, PublishedKey] | None) -> Veri
         return _invalid(f"key {identifier} was retired on {key.valid_until.isoformat()} and signed this "
                         f"certificate at {when}", identifier)
     return Verification(Verdict.VALID, "valid", identifier, tuple(notes), document["certificate"])
+
+
+# The exact methods of the releases that issued formats 1 and 2, which did not name a method's
+# kind: frozen with those formats (format 3 states `method_kind` in the body).
+_EXACT_BEFORE_FORMAT_3 = frozenset({"retrain", "sisa", "none_needed"})
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a certificate says of one model: its method's kind and the verdict on it (the
+    request's verdict for an approximate method, the sanity check's for an exact one)."""
+
+    model: str
+    method: str | None
+    method_kind: str
+    verdict: str | None
+
+    def describe(self) -> str:
+        label = "sanity check" if self.method_kind == "exact" else "verdict"
+        method = f" ({self.method})" if self.method else ""
+        return f"model {self.model}: {self.method_kind}{method}, {label} {self.verdict or 'not recorded'}"
+
+
+def _checks_verdict(block: object) -> str | None:
+    """A verification block's verdict: the statistical checks' (`verdicts.verdict`) or, as format
+    2 first wrote it, `passed`."""
+    if not isinstance(block, Mapping):
+        return None
+    verdicts = block.get("verdicts")
+    if isinstance(verdicts, Mapping) and isinstance(verdicts.get("verdict"), str):
+        return str(verdicts["verdict"])
+    passed = block.get("passed")
+    return None if not isinstance(passed, bool) else ("pass" if passed else "fail")
+
+
+def _summary(entry: Mapping[str, Any], version: int) -> ModelSummary:
+    method = entry.get("method") if isinstance(entry.get("method"), str) else None
+    name = str(entry.get("model") or entry.get("model_id") or "?")
+    if version >= 3:
+        kind = str(entry.get("method_kind") or "unknown")
+        verdict = entry.get("verdict") if kind == "approximate" else _checks_verdict(entry.get("sanity_check"))
+        return ModelSummary(name, method, kind, verdict if isinstance(verdict, str) else None)
+    kind = "exact" if method is None or method in _EXACT_BEFORE_FORMAT_3 else "approximate"
+    return ModelSummary(name, method, kind, _checks_verdict(entry.get("verification")))
+
+
+def model_summaries(body: Mapping[str, Any]) -> tuple[ModelSummary, ...]:
+    """Each model of a verified body, for formats 1 to 3."""
+    version = format_of(body)
+    models = body.get("models")
+    return tuple(_summary(entry, version) for entry in models or () if isinstance(entry, Mapping))

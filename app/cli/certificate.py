@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from app.cli.common import EXIT_USAGE, console, err_console
+from app.cli.common import EXIT_USAGE, console, err_console, fail
 from app.config import get_settings
 
 certificate_app = typer.Typer(no_args_is_help=True, help="Certificates of erasure.")
@@ -64,7 +64,7 @@ def certificate_verify(
 ) -> None:
     """Verify the Ed25519 signature. Exit 0: VALID; 1: INVALID; 3: signature not checked (no
     trusted key); 2: usage error."""
-    from app.certificates.verification import EXIT_CODES, Verdict, verify_bytes
+    from app.certificates.verification import EXIT_CODES, Verdict, model_summaries, verify_bytes
 
     trusted = _given_keys(public_key) if public_key else _service_keys()
     result = verify_bytes(file.read_bytes(), trusted)
@@ -78,6 +78,58 @@ def certificate_verify(
         console.print(f"VALID certificate of erasure for request {body.get('request_id')} "
                       f"({body.get('outcome')}, completed {body.get('completed_at')}), key {result.key_id}",
                       soft_wrap=True, markup=False)
+        for summary in model_summaries(body):
+            console.print(f"VALID {summary.describe()}", soft_wrap=True, markup=False)
         for note in result.notes:
             console.print(f"note: {note}", soft_wrap=True, markup=False)
     raise typer.Exit(EXIT_CODES[result.verdict])
+
+
+@certificate_app.command("subject-digest")
+def certificate_subject_digest(
+    client: str = typer.Option(None, "--client", help="The client whose certificates to check against "
+                               "(default: the certificate's own `client`)."),
+    certificate: Path = typer.Option(None, "--certificate", exists=True, dir_okay=False, readable=True,
+                                     help="A certificate of format 3: say whether its digest is this person's."),
+) -> None:
+    """The `subject_key_digest` a format-3 certificate of CLIENT carries for a person, from their
+    identifiers read on stdin as a JSON object ({"email": "..."}), as a request names them. The
+    identifiers are never printed or logged. Exit 0: the digest (and, with --certificate, it
+    matches); 1: it does not match; 2: usage error."""
+    import sys
+
+    from app.certificates import subject
+    from app.certificates.verification import parse
+    from app.cli.common import check_secret
+    from app.pseudonym import IdentifierError, subject_keys
+
+    check_secret(get_settings())
+    body: dict = {}
+    if certificate is not None:
+        try:
+            document = parse(certificate.read_bytes())
+            body = document["certificate"] if isinstance(document, dict) and isinstance(document.get("certificate"), dict) else {}
+        except (UnicodeDecodeError, ValueError):
+            body = {}
+        if body.get("format_version") != 3:
+            raise fail("the certificate is not of format 3: only format 3 binds the subject to its client", EXIT_USAGE)
+        client = client or body.get("client")
+    if not client:
+        raise fail("give --client, or a --certificate that names one", EXIT_USAGE)
+    try:
+        identifiers = parse(sys.stdin.buffer.read())
+        if not isinstance(identifiers, dict) or not identifiers:
+            raise ValueError("not an object")
+        keys = subject_keys(identifiers)
+    except IdentifierError:
+        raise fail("an identifier on stdin is not valid for its kind", EXIT_USAGE) from None
+    except (UnicodeDecodeError, ValueError):
+        raise fail('stdin must be a JSON object of identifiers, e.g. {"email": "..."}', EXIT_USAGE) from None
+    derived = subject.client_key(client)
+    console.print(subject.digest_with(derived, keys), soft_wrap=True, markup=False)
+    if certificate is None:
+        return
+    carried = body.get("subject_key_digest")
+    if body.get("client") != client or not isinstance(carried, str) or not subject.confirms(derived, keys, carried):
+        raise fail(f"does not match: the certificate of client {body.get('client')!r} carries another subject")
+    console.print(f"matches: the certificate of client {client!r} names this person", soft_wrap=True, markup=False)

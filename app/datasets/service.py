@@ -45,7 +45,7 @@ __all__ = [
     "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
     "erase_subjects", "mark_version_destroyed", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
     "add_version", "insert_subject_records", "work_dir", "live_references", "get_dataset", "get_version",
-    "holds_subjects", "versions_holding", "destroy_versions",
+    "holds_subjects", "versions_holding", "destroy_versions", "of_client",
 ]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -195,6 +195,11 @@ def list_datasets(
 
 
 # The unlearning job's look-ups and destruction (app/unlearning/service.py orchestrates them).
+
+
+def of_client(session: Session, client: str) -> list[Dataset]:
+    """Every dataset of the client, by name: what an erasure searches (its certificate's scope)."""
+    return list(session.scalars(select(Dataset).where(Dataset.client == client).order_by(Dataset.name, Dataset.id)))
 
 
 def get_dataset(session: Session, dataset_id: uuid.UUID) -> Dataset:

@@ -218,6 +218,11 @@ def list_for(session: Session, principal: Principal) -> list[Model]:
     return list(session.scalars(query.limit(500)))
 
 
+def of_client(session: Session, client: str) -> list[Model]:
+    """Every model of the client, by name: what an erasure searches (its certificate's scope)."""
+    return list(session.scalars(select(Model).where(Model.client == client).order_by(Model.name, Model.id)))
+
+
 def version_sha(shards: list[dict[str, Any]]) -> str:
     """One network: its weights' sha256. SISA: sha256 of the shard weight hashes in order."""
     if len(shards) == 1:

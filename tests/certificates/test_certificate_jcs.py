@@ -1,4 +1,4 @@
-"""Certificates survive re-formatting: format 2 is signed over its RFC 8785 (JCS) canonical form,
+"""Certificates survive re-formatting: format 2 on is signed over its RFC 8785 (JCS) canonical form,
 so whitespace and key order do not matter and every changed value does; format 1 certificates
 (no format_version, issued before) keep verifying byte for byte."""
 
@@ -41,7 +41,7 @@ def _verify(tmp_path, content: str | bytes, *args: str):
 def test_a_pretty_printed_certificate_verifies(client, headers, tmp_path):
     _rid, response = _served(client, headers)
     document = response.json()
-    assert document["certificate"]["format_version"] == 2
+    assert document["certificate"]["format_version"] == 3
     public_key = client.get("/v1/keys/signing").json()["public_key"]
 
     assert _verify(tmp_path, response.content, "--public-key", public_key).exit_code == 0
@@ -84,7 +84,7 @@ def test_any_changed_value_fails(client, headers, tmp_path):
 
 def test_served_bytes_are_rfc8785_and_the_audit_event_records_their_digest(client, headers):
     rid, response = _served(client, headers)
-    assert response.json()["certificate"]["format_version"] == 2
+    assert response.json()["certificate"]["format_version"] == 3
     assert response.content == rfc8785.dumps(response.json())
     events = client.get(f"{URL}/{rid}/audit", headers=headers).json()["events"]
     issued = [e for e in events if e["type"] == "certificate.issued"]

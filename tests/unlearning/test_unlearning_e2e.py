@@ -128,7 +128,13 @@ def test_erasure_end_to_end(client, admin, worker, receiver):
     body = document["certificate"]
     assert body["subject_key_digest"] and "a-planted" not in json.dumps(document)
     assert {m["model"] for m in body["models"]} == {"plain", "sharded"}
-    assert all(m["verification"]["lineage_proof"]["in_new_manifest"] == 0 for m in body["models"])
+    # Both are exact (retrain, sisa): format 3 labels their figures a sanity check and says why.
+    assert all(m["method_kind"] == "exact" for m in body["models"])
+    assert all(m["sanity_check"]["lineage_proof"]["in_new_manifest"] == 0 for m in body["models"])
+    assert all(m["exact"]["weights_sha256"]["after"] == m["sha256_after"] for m in body["models"])
+    sharded = next(m for m in body["models"] if m["model"] == "sharded")
+    assert sharded["exact"]["shards_retrained"] and sharded["exact"]["slices_total"] == 12
+    assert {(m["name"], m["held_subject"]) for m in body["scope"]["models"]} >= {("plain", True), ("sharded", True)}
     assert body["datasets"][0]["rows_removed"] == sum(table.column("user_id").to_pylist().count(r) for r in ERASED)
     assert body["audit_chain"]["head"] in {e["hash"] for e in audit["events"]}
     tampered = copy.deepcopy(document)

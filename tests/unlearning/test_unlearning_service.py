@@ -148,7 +148,10 @@ def test_the_steps_answer_typed_records_and_write_job_result(client, alpha):
     assert versions[1].destroyed_at is not None
     assert [d["version"] for d in entry["destroyed"]] == [1] and [d["version"] for d in result["dataset"]["destroyed"]] == [1]
     certificate = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers).json()["certificate"]
-    assert certificate["models"][0]["verification"] == entry["verification"]
+    # A retrain is exact: format 3 keeps its figures as the sanity check, beside what makes it exact.
+    assert certificate["models"][0]["method_kind"] == "exact"
+    assert certificate["models"][0]["sanity_check"] == entry["verification"]
+    assert certificate["models"][0]["exact"]["dataset_version_without_records"]["sha256"] == erasure.sha256_after
     assert certificate["datasets"][0]["sha256_after"] == erasure.sha256_after
 
 
@@ -252,4 +255,7 @@ def test_a_job_an_earlier_release_left_half_way_completes_and_certifies(client, 
     assert client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()["outcome"] == "erased"
     certificate = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers).json()["certificate"]
     assert certificate["datasets"] == [{**stored["dataset"], "job_id": str(job_id)}]
-    assert certificate["models"] == [{**stored["model"], "job_id": str(job_id)}]
+    # Format 3 adds the method's kind and the request's verdict (none: this release's ledger had no
+    # statistical verdicts) to the entry as stored.
+    assert certificate["models"] == [{**stored["model"], "job_id": str(job_id), "method_kind": "approximate",
+                                      "verdict": None}]

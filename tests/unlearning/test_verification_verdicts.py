@@ -23,13 +23,19 @@ def _certificate(client, headers, request_id):
     return client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers).json()["certificate"]
 
 
+def _figures(model: dict) -> dict:
+    """A certified model's verification block: an exact method's is its sanity check (format 3)."""
+    return model["sanity_check"] if model["method_kind"] == "exact" else model["verification"]
+
+
 def test_exact_method_records_its_verdicts_in_job_certificate_and_request(client, admin):
     train_in_process(client, admin, "exact", unlearning_method="retrain")
     request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     model = _certificate(client, admin, request_id)["models"][0]
-    block = model["verification"]["verdicts"]
+    assert model["method_kind"] == "exact" and "verification" not in model
+    block = model["sanity_check"]["verdicts"]
     assert BLOCK_FIELDS <= set(block) and block["exact"] is True and block["escalates"] is False
-    assert block["alpha"] == 0.05 and block["records"] == model["verification"]["lineage_proof"]["forget_records"]
+    assert block["alpha"] == 0.05 and block["records"] == model["sanity_check"]["lineage_proof"]["forget_records"]
     assert {c["name"] for c in block["checks"]} >= {"forget_accuracy_gap", "mia_auc", "holdout_drop"}
     assert all(CHECK_FIELDS <= set(c) for c in block["checks"])
     # One subject's few records cannot show a retrain is within tolerance: said, not escalated.
@@ -54,7 +60,7 @@ def test_inconclusive_approximate_result_escalates_and_says_why(client, admin, s
     # The certificate keeps the escalated method's verdicts next to the retrain's.
     model = _certificate(client, admin, request_id)["models"][0]
     assert model["escalations"][0]["verdicts"]["verdict"] == "inconclusive"
-    assert model["verification"]["verdicts"]["method"] == "retrain"
+    assert model["sanity_check"]["verdicts"]["method"] == "retrain"
 
 
 def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(client, admin, settings_env):
@@ -92,9 +98,9 @@ def test_references_are_audited_destroyed_with_their_subjects_and_refilled(clien
         weights = {r.position: r.weights_sha256 for r in pool}
     request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     model = _certificate(client, admin, request_id)["models"][0]
-    audit = next(c for c in model["verification"]["verdicts"]["checks"] if c["name"] == "per_record_audit")
+    audit = next(c for c in _figures(model)["verdicts"]["checks"] if c["name"] == "per_record_audit")
     assert audit["reference"] == "references" and audit["attack"] == "offline_lira"
-    assert model["verification"]["verdicts"]["reference"] == "references"
+    assert _figures(model)["verdicts"]["reference"] == "references"
     # One subject sits on one side of each pair: two of the four references held it.
     destroyed = model["destroyed_references"]
     assert len(destroyed) == 2 and {d["position"] // 2 for d in destroyed} == {0, 1}
@@ -169,7 +175,7 @@ def test_a_language_model_is_audited_against_its_references_and_refills_them(cli
     # NPO's block audits each of the subject's texts against the references that never saw it;
     # three texts cannot pass, so it escalates to a retrain, which is audited the same way.
     [escalation] = model["escalations"]
-    for block in (escalation["verdicts"], model["verification"]["verdicts"]):
+    for block in (escalation["verdicts"], model["sanity_check"]["verdicts"]):
         assert BLOCK_FIELDS <= set(block) and block["reference"] == "references"
         audit = next(c for c in block["checks"] if c["name"] == "per_record_audit")
         assert audit["attack"] == "offline_lira" and audit["n"] == block["records"] == 3

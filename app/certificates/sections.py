@@ -1,0 +1,142 @@
+"""The parts of a format-3 body that are more than a copy of the request's facts: the scope of
+the search, each model's method kind with what supports it, and the copies downloaded before the
+erasure. Pure functions of the typed input (app/certificates/service.py builds the body)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.audit.chain import format_time
+from app.audit.downloads import DownloadedCopy
+
+# A dataset's or a model's entry as its job recorded it (app/unlearning/ledger.py), with the job.
+Entry = Mapping[str, Any]
+MethodKind = Literal["exact", "approximate"]
+
+COPIES_STATEMENT = (
+    "These copies were downloaded before the erasure. They are outside the service's reach: this "
+    "erasure did not, and cannot, remove the person from them; whoever holds them must erase them."
+)
+EXACT_STATEMENT = (
+    "Exact: the model after erasure was trained only on the dataset version without the person's "
+    "records, and its weights have the hash below; its verification figures are a sanity check, "
+    "not the proof."
+)
+NEVER_HELD_STATEMENT = "Exact: the model's current version was never trained on the person's records."
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A dataset or model searched for the person, by name and version, and whether it held them."""
+
+    name: str
+    version: int | None
+    held_subject: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "held_subject": self.held_subject}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What was searched: the request's identifier kinds and the client's datasets and models."""
+
+    identifier_kinds: tuple[str, ...]
+    datasets: tuple[Checked, ...] = ()
+    models: tuple[Checked, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identifier_kinds": sorted(self.identifier_kinds),
+                "datasets": [c.to_json() for c in self.datasets], "models": [c.to_json() for c in self.models]}
+
+
+@dataclass(frozen=True)
+class ModelErasure:
+    """One model's erasure as its job recorded it."""
+
+    entry: Entry
+    method_kind: MethodKind
+    # The same job's dataset entry: the version without the records an exact model was trained on.
+    dataset: Entry | None = None
+    # The checks run on the weights before unlearning (the job ledger's `no_op_control`).
+    no_op_control: Entry | None = None
+
+
+def _verdicts(entry: Entry) -> Mapping[str, Any]:
+    verification = entry.get("verification")
+    verdicts = verification.get("verdicts") if isinstance(verification, Mapping) else None
+    return verdicts if isinstance(verdicts, Mapping) else {}
+
+
+def request_verdict(entry: Entry, request_id: uuid.UUID) -> str | None:
+    """The request's own verdict where the checks give one per request, else the job's."""
+    verdicts = _verdicts(entry)
+    per_request = verdicts.get("requests")
+    if isinstance(per_request, Mapping) and isinstance(per_request.get(str(request_id)), str):
+        return str(per_request[str(request_id)])
+    verdict = verdicts.get("verdict")
+    return verdict if isinstance(verdict, str) else None
+
+
+def _exact_basis(model: ModelErasure) -> dict[str, Any]:
+    entry, details = model.entry, model.entry.get("details") or {}
+    if entry.get("version_after") is None:
+        return {"statement": NEVER_HELD_STATEMENT,
+                "weights_sha256": {"before": entry.get("sha256_before"), "after": entry.get("sha256_before")}}
+    dataset = model.dataset
+    return {
+        "statement": EXACT_STATEMENT,
+        "dataset_version_without_records": None if dataset is None else {
+            "name": dataset.get("name"), "version": dataset.get("version_after"), "sha256": dataset.get("sha256_after")},
+        # SISA: the shards and slices retrained; a full retrain has no such figures (None).
+        "shards_retrained": details.get("shards_retrained"), "slices_retrained": details.get("slices_retrained"),
+        "slices_total": details.get("slices_total"),
+        "weights_sha256": {"before": entry.get("sha256_before"), "after": entry.get("sha256_after")},
+    }
+
+
+def model_section(model: ModelErasure, request_id: uuid.UUID) -> dict[str, Any]:
+    """The job's entry with its method kind: for exact, what makes it exact, and its figures
+    labelled `sanity_check`; for approximate, its verification, the no-op control and the
+    request's verdict."""
+    out = {key: value for key, value in model.entry.items() if key != "verification"}
+    out["method_kind"] = model.method_kind
+    verification = model.entry.get("verification")
+    if model.method_kind == "exact":
+        out["exact"] = _exact_basis(model)
+        if verification is not None:
+            out["sanity_check"] = verification
+        return out
+    out["verification"] = verification
+    if model.no_op_control is not None:
+        out["no_op_control"] = dict(model.no_op_control)
+    out["verdict"] = request_verdict(model.entry, request_id)
+    return out
+
+
+def _versions(entry: Entry, id_field: str, *, held: bool) -> Iterable[tuple[uuid.UUID, int]]:
+    """The versions of this entry's model or dataset that held the person: the one the job
+    started from (when it held them) and every one it destroyed."""
+    owner = entry.get(id_field)
+    if owner is None:
+        return []
+    found = {int(entry["version_before"])} if held and entry.get("version_before") is not None else set()
+    found |= {int(d["version"]) for d in entry.get("destroyed") or () if isinstance(d, Mapping) and "version" in d}
+    return [(uuid.UUID(str(owner)), version) for version in sorted(found)]
+
+
+def erased_versions(datasets: Sequence[Entry], models: Sequence[ModelErasure]) -> tuple[
+        list[tuple[uuid.UUID, int]], list[tuple[uuid.UUID, int]]]:
+    """(model versions, dataset versions) the erasure took the person out of."""
+    model_versions = [v for m in models for v in _versions(m.entry, "model_id", held=m.entry.get("version_after") is not None)]
+    dataset_versions = [v for d in datasets for v in _versions(d, "dataset_id", held=True)]
+    return model_versions, dataset_versions
+
+
+def copies_section(copies: Sequence[DownloadedCopy]) -> dict[str, Any]:
+    return {"statement": COPIES_STATEMENT, "copies": [
+        {"kind": c.kind, "id": str(c.owner_id), "version": c.version, "artifact": c.artifact, "sha256": c.sha256,
+         "downloaded_by_key": c.key_id, "client": c.client, "at": format_time(c.at)} for c in copies]}
