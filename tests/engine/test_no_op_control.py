@@ -1,0 +1,115 @@
+"""The no-op control (workers/engine/verification/control.py): the same checks on the model before
+unlearning decide whether a passing approximate result means anything.
+
+The real-data cases use sklearn's digits with deliberately mislabelled records, as
+tests/engine/test_unlearning.py does: 60 are trained on (the forget set, which an over-fitted
+network memorises) and 60 are held out under the same kind of mislabelling, so the original
+plainly fails the checks and a network that never saw the forget set does not.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from app.families.registry import get_family
+from workers.engine import training
+from workers.engine.families.base import Shape
+from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
+from workers.engine.verification import control
+from workers.engine.verification.checks import Policy, forgetting_checks, summary
+from workers.engine.verification.verdicts import Check
+
+CPU = torch.device("cpu")
+SHAPE = Shape(n_features=64, n_classes=10)
+PARAMS = {"hidden": [128], "epochs": 100, "learning_rate": 3e-3}
+# Sixty records a side give DeLong intervals about ±0.12 wide: the AUC tolerance is widened to
+# match, which the memorising original (AUC near 1) fails all the same.
+POLICY = Policy(mia_auc=0.25)
+# Tolerances no result can miss: the checks pass the original too, so they show nothing.
+POWERLESS = Policy(forget_gap=1.0, reference_gap=1.0, mia_auc=1.0, membership=1.0, holdout_drop=1.0)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def memorised():
+    features, labels = load_digits(return_X_y=True)
+    x = torch.tensor(features / 16.0, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.int64)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(y), generator=generator)
+    x, y = x[order], y[order]
+    wrong = (y[:120] + torch.randint(1, 10, (120,), generator=generator)) % 10
+    forget, holdout, retain = (x[:60], wrong[:60]), (x[60:120], wrong[60:120]), (x[120:1320], y[120:1320])
+    spec = get_family("mlp_classifier")
+    family, config = spec.load_implementation(), spec.parse_params(PARAMS)
+    state = training.train_single(family, config, SHAPE, torch.cat([forget[0], retain[0]]),
+                                  torch.cat([forget[1], retain[1]]), seed=1, device=CPU)
+    original = training.new_network(family, config, SHAPE, seed=1)
+    original.load_state_dict(state)
+    # A model that never saw the forget set, as the job's reference models are: its loss on each
+    # forget record is that record's target (workers/engine/verification/references.py).
+    reference = training.new_network(family, config, SHAPE, seed=2)
+    reference.load_state_dict(training.train_single(family, config, SHAPE, *retain, seed=2, device=CPU))
+    with torch.no_grad():
+        targets = torch.nn.functional.cross_entropy(reference(forget[0]), forget[1], reduction="none")
+    return {"family": family, "config": config, "original": original, "forget": forget, "holdout": holdout,
+            "retain": retain, "targets": targets}
+
+
+def block(case, networks, policy=POLICY):
+    """The verification block of `networks` as the method's output, against the original."""
+    return summary(forgetting_checks(case["family"], networks, [case["original"]], case["forget"], case["holdout"],
+                                     policy), policy)
+
+
+def test_the_original_as_the_methods_output_is_never_certified(memorised):
+    # Where the checks see the subjects, the untouched weights fail them; where they cannot,
+    # the control says so and nothing is certified either.
+    for policy in (POLICY, POWERLESS):
+        original = block(memorised, [memorised["original"]], policy)
+        found = control.blocking(original, original)
+        assert found, policy
+        assert control.testable(original) == (policy is POLICY)
+        assert (found[0] == control.NO_POWER) == (policy is POWERLESS)
+
+
+def test_a_real_unlearning_the_original_fails_is_certified_with_both_blocks(memorised):
+    case = memorised
+    # neggrad_plus as the job runs it: each forget record aimed at its own unseen loss.
+    data = ForgetRetain(*case["forget"], *case["retain"], unseen_x=case["holdout"][0], unseen_y=case["holdout"][1],
+                        forget_target_loss=case["targets"])
+    result = get_method("neggrad_plus").run(case["family"], case["original"], case["config"], data,
+                                            parse_method_config("neggrad_plus"), seed=7)
+    before, after = block(case, [case["original"]]), block(case, [result.network])
+    assert before["verdict"] == "fail" and control.testable(before)
+    assert after["verdict"] == "pass", after["reasons"]
+    assert control.blocking(before, after) == []
+    entry = control.entry(before)
+    assert entry["testable"] is True and entry["checks"] == before["checks"]
+    # The same result is not certified where the checks could not have told it from the original.
+    assert control.blocking(block(case, [case["original"]], POWERLESS), block(case, [result.network], POWERLESS)) == [
+        control.NO_POWER]
+
+
+def stored(name: str, verdict: str, *, utility: bool = False) -> dict:
+    return Check(name, None, "delong", 0.0, (0.0, 0.1), 0.05, 0.1, True, 40, "holdout", verdict, f"{name}: {verdict}",
+                 utility=utility).as_dict()
+
+
+def test_only_a_failed_forgetting_check_makes_a_forget_set_testable():
+    def of(*checks):
+        return {"verdict": "fail", "checks": list(checks)}
+
+    assert control.testable(of(stored("mia_auc", "fail")))
+    # An inconclusive check shows no power; a utility check says nothing about forgetting.
+    assert not control.testable(of(stored("mia_auc", "inconclusive")))
+    assert not control.testable(of(stored("holdout_drop", "fail", utility=True)))
+    assert not control.testable(None)
+    passed = {"verdict": "pass", "reasons": [], "checks": [stored("mia_auc", "pass")]}
+    assert control.blocking(None, passed) == [control.NO_CONTROL]
+    assert control.blocking(of(stored("mia_auc", "fail")), {"verdict": "inconclusive", "reasons": ["too few"]}) == [
+        "too few"]
+    assert control.entry(passed)["testable"] is False and control.entry(passed)["meaning"] == control.NO_POWER
