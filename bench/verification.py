@@ -288,7 +288,8 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         certified = not no_op.blocking(control, block)
         return {**base, "method": label, "ran": name, "settings": overrides or {}, "exact": False,
                 "verdict": block["verdict"], "certified": certified,
-                "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / max(cpu, 1e-9),
+                # The no-op costs nothing: its verification is counted against the retrain.
+                "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / (cpu if cpu else cpu_a),
                 "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
                 "within": not beyond, "reasons": no_op.blocking(control, block), "repaired_records": repaired_records,
                 **flag_figures(case, checks, forget_ids, forget, networks, retrain_a, retrain_b)}
@@ -393,7 +394,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         table.append({
             "case": key[0], "subjects": key[1], "method": key[2], "seeds": len(cell),
             "forget_records": float(np.mean([r["forget_records"] for r in cell])),
-            "pass": passes, "pass_ci": clopper(passes, len(cell)),
+            "pass": passes, "pass_ci": clopper(passes, len(cell)), "certified": sum(r["certified"] for r in cell),
             "false_pass": sum(r["false_pass"] for r in cell), "false_pass_ci": clopper(sum(r["false_pass"] for r in cell), len(cell)),
             "testable": len(testable), "needless": needless, "within_testable": within_testable,
             "needless_ci": clopper(needless, within_testable) if within_testable else None,
@@ -411,12 +412,13 @@ def print_tables(table: list[dict], costs: dict) -> None:
     def ci(values):
         return "–" if values is None else f"[{values[0]:.2f}, {values[1]:.2f}]"
 
-    headers = ["case", "subjects", "forget rec.", "method", "pass", "pass 95% CI", "false pass", "needless / within (testable)",
+    headers = ["case", "subjects", "forget rec.", "method", "pass", "pass 95% CI", "certified", "false pass", "needless / within (testable)",
                "cost × retrain", "verify share", "Δ forget acc", "Δ retain acc", "Δ test acc", "Δ AUC",
                "ε lower bound"]
     rows = [[t["case"], t["subjects"], f"{t['forget_records']:.0f}", t["method"], f"{t['pass']}/{t['seeds']}",
-             ci(t["pass_ci"]), f"{t['false_pass']}/{t['seeds']}",
-             f"{t['needless']}/{t['within_testable']} ({t['testable']})" if t["method"] not in ("retrain", "sisa") else f"– ({t['testable']})",
+             ci(t["pass_ci"]), f"{t['certified']}/{t['seeds']}", f"{t['false_pass']}/{t['seeds']}",
+             f"{t['needless']}/{t['within_testable']} ({t['testable']})" if t["method"] not in ("retrain", "sisa", "no_op")
+             else f"– ({t['testable']})",
              f"{t['cost_fraction']:.2f}", f"{t['verify_share']:.2f}", f"{t['gap_forget_accuracy']:+.3f}", f"{t['gap_retain_accuracy']:+.3f}",
              f"{t['gap_test_accuracy']:+.3f}", f"{t['gap_mia_auc']:+.3f}",
              "–" if t["epsilon"] is None else f"{t['epsilon']:.2f}"] for t in table]

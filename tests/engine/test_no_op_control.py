@@ -113,3 +113,56 @@ def test_only_a_failed_forgetting_check_makes_a_forget_set_testable():
     assert control.blocking(of(stored("mia_auc", "fail")), {"verdict": "inconclusive", "reasons": ["too few"]}) == [
         "too few"]
     assert control.entry(passed)["testable"] is False and control.entry(passed)["meaning"] == control.NO_POWER
+
+
+class Manifest:
+    def to_parquet(self) -> bytes:
+        return b"manifest"
+
+
+class Store:
+    def put_bytes(self, data: bytes) -> str:
+        return "0" * 64
+
+
+@pytest.mark.parametrize("sisa", [True, False])
+@pytest.mark.parametrize("original", ["pass", "fail"])
+def test_the_job_certifies_only_what_the_control_can_see(monkeypatch, sisa, original):
+    """The job's flow (job.unlearn) with its verifications scripted: a passing approximate result
+    is kept only where the control fails the original; otherwise the job takes the exact path,
+    the SISA shards on a SISA model, and the first reason says why."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from app.unlearning.types import LineageProof
+    from workers.engine.unlearning import job
+
+    verdicts = {control.CONTROL_METHOD: {"verdict": original, "reasons": [], "checks": [stored("mia_auc", original)]},
+                "finetune": {"verdict": "pass", "reasons": [], "checks": [stored("mia_auc", "pass")]}}
+
+    def verify_outcome(ctx, outcome, shards):
+        block = verdicts.get(outcome.method, {"verdict": "pass", "reasons": [], "checks": []})
+        return SimpleNamespace(verdicts=block, lineage_proof=LineageProof(3, 0))
+
+    ran = []
+
+    def run_method(ctx, name, settings=None):
+        ran.append(name)
+        return job.Outcome(name, Manifest(), (), {}, {})
+
+    monkeypatch.setattr(job.verification, "verify_outcome", verify_outcome)
+    monkeypatch.setattr(job, "run_method", run_method)
+    monkeypatch.setattr(job, "without_forget", lambda ctx: Manifest())
+    monkeypatch.setattr(job, "get_store", lambda: Store())
+    ctx = SimpleNamespace(forget_ids=np.arange(3), sisa=SimpleNamespace(shards=4) if sisa else None, old_shards=(),
+                          old_state={})
+    escalated = []
+    result = job.unlearn(ctx, "finetune", escalate=escalated.append)
+    assert result.no_op_control is not None and result.no_op_control["testable"] is (original == "fail")
+    assert result.no_op_control["checks"] == verdicts[control.CONTROL_METHOD]["checks"]
+    if original == "fail":
+        assert result.method == "finetune" and ran == ["finetune"] and escalated == []
+    else:
+        exact = "sisa" if sisa else "retrain"
+        assert result.method == exact and ran == ["finetune", exact]
+        assert escalated[0].to_method == exact and escalated[0].reasons == (control.NO_POWER,)
