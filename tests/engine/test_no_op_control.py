@@ -1,8 +1,8 @@
 """The no-op control (workers/engine/verification/control.py): the same checks on the model before
 unlearning decide whether a passing approximate result means anything.
 
-The real-data cases use sklearn's digits with deliberately mislabelled records, as
-tests/engine/test_unlearning.py does: 60 are trained on (the forget set, which an over-fitted
+The real-data cases use sklearn's digits with deliberately mislabelled records
+(tests/engine/mislabelled.py), as tests/engine/test_unlearning.py does: 60 are trained on (the forget set, which an over-fitted
 network memorises) and 60 are held out under the same kind of mislabelling, so the original
 plainly fails the checks and a network that never saw the forget set does not.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from app.families.registry import get_family
+from tests.engine.mislabelled import mislabelled_digits
 from workers.engine import training
 from workers.engine.families.base import Shape
 from workers.engine.unlearning.base import ForgetRetain, get_method, parse_method_config
@@ -35,14 +35,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def memorised():
-    features, labels = load_digits(return_X_y=True)
-    x = torch.tensor(features / 16.0, dtype=torch.float32)
-    y = torch.tensor(labels, dtype=torch.int64)
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(y), generator=generator)
-    x, y = x[order], y[order]
-    wrong = (y[:120] + torch.randint(1, 10, (120,), generator=generator)) % 10
-    forget, holdout, retain = (x[:60], wrong[:60]), (x[60:120], wrong[60:120]), (x[120:1320], y[120:1320])
+    digits = mislabelled_digits(60)
+    forget, holdout, retain = digits["forget"], digits["atypical_holdout"], digits["retain"]
     spec = get_family("mlp_classifier")
     family, config = spec.load_implementation(), spec.parse_params(PARAMS)
     state = training.train_single(family, config, SHAPE, torch.cat([forget[0], retain[0]]),

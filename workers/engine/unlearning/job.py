@@ -29,7 +29,6 @@ from workers.engine.training import StateDict
 from workers.engine.unlearning import base, repair, verification
 from workers.engine.verification import control as no_op
 from workers.engine.verification import references
-from workers.engine.verification.control import CONTROL_METHOD
 from workers.engine.verification.checks import stored_checks
 from workers.engine.unlearning.context import RETAIN_SAMPLE, Context, Outcome, context_for, retain_sample
 
@@ -79,7 +78,7 @@ def no_op_control(ctx: Context) -> JsonObject:
     """The no-op control (workers/engine/verification/control.py): the model before unlearning
     verified as if it were the method's output, on the approximate methods' manifest, so against
     the same references and holdout as their results."""
-    original = Outcome(CONTROL_METHOD, without_forget(ctx), ctx.old_shards, ctx.old_state, {})
+    original = Outcome(no_op.CONTROL_METHOD, without_forget(ctx), ctx.old_shards, ctx.old_state, {})
     return no_op.entry(verification.verify_outcome(ctx, original, ctx.old_shards).verdicts or {})
 
 
