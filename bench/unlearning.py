@@ -117,6 +117,8 @@ def measure(models: dict, requests: dict[str, list[str]], repeats: int) -> dict:
     """Every method on every scenario once per repeat, interleaved, so a change of load on the
     machine hits all of them alike (the batch/single ratio compares scenarios too). Figures come
     from the first repeat: every run is deterministic under the model's seed."""
+    from app.unlearning.types import EXACT
+    from workers.engine.unlearning.job import no_op_control
     from workers.engine.unlearning.verification import check_outcome, verify_outcome
 
     contexts = {}
@@ -138,7 +140,9 @@ def measure(models: dict, requests: dict[str, list[str]], repeats: int) -> dict:
                 cpus[label, job].append(cpu)
                 if repeat == 0:
                     verification = verify_outcome(ctx, outcome, ctx.old_shards)
-                    figures[label, job] = (verification.to_json(), check_outcome(outcome, verification), outcome.details)
+                    control = no_op_control(ctx) if outcome.method not in EXACT else None
+                    figures[label, job] = (verification.to_json(), check_outcome(outcome, verification, control),
+                                           outcome.details)
     return {label: scenario_rows(label, len(subjects), contexts[label], jobs,
                                  {job: walls[label, job] for job in jobs}, {job: cpus[label, job] for job in jobs},
                                  {job: figures[label, job] for job in jobs})

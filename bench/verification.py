@@ -14,7 +14,12 @@ method then runs with the cheapest settings that passed its rehearsal, else its 
 job runs a method set on the model, and a `service` row runs what a job with a policy-chosen
 method starts from, the rehearsal's choice, on the models where it found one.
 
-- pass rate: the share of results the checks certified, with a Clopper-Pearson interval;
+Every cell also runs the no-op control the job runs (the same checks on the model before
+unlearning): an approximate result counts as certified only where the checks fail the original
+and pass the result (workers/engine/verification/control.py), and a `no_op` row hands the
+original weights in as the method's output (goal: never certified).
+
+- pass rate: the share of results the checks passed (certified: see above), with a Clopper-Pearson interval;
 - false pass: certified, yet its gap to the retrain exceeds 0.03 AUC, 5 points of forget accuracy
   or 2 points of test accuracy beyond the two retrains' own difference (goal 0);
 - needless escalation: within those bounds but not certified, counted only where the retrain
@@ -205,6 +210,7 @@ def figures(case: Case, networks, forget, retain, checks) -> dict:
 
 def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] | None = None,
              methods: tuple[str, ...] = APPROXIMATE, service: tuple[str, dict] | None = None) -> list[dict]:
+    from workers.engine.verification import control as no_op
     from workers.engine.verification import references
     from workers.engine.verification.checks import forgetting_checks, summary
     from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
@@ -248,15 +254,54 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     # Testable: the retrain itself passes every forgetting check (the utility drop is no forgetting
     # figure, and a retrain on fewer rows may really lose accuracy).
     testable = all(c.verdict == "pass" for c in checks_a if c.name != "holdout_drop")
+    # The no-op control, as the job runs it: the same checks on the model before unlearning. An
+    # approximate result is certified only where they fail it (workers/engine/verification/control.py).
+    (_, control), _ = verify(case.networks)
+    control_testable = no_op.testable(control)
     refill = len(references.holding(sorted(chosen), len(case.references), case.seed)) if case.references else 0
     base = {"case": case.name, "seed": case.seed, "subjects": len(chosen), "forget_records": int(erased.sum()),
-            "testable": testable, "retrain_verdict": block_a["verdict"], "spread": spread,
+            "testable": testable, "control_testable": control_testable, "control_verdict": control["verdict"],
+            "retrain_verdict": block_a["verdict"], "spread": spread,
             "references_destroyed": refill,
             "refill_cpu_per_request_s": refill * float(np.mean(case.reference_cpu)) / len(chosen) if refill else 0.0}
     results.append({**base, "method": exact_name, "exact": True, "verdict": block_a["verdict"],
                     "certified": True, "cost_fraction": cpu_a / full_cpu, "verify_share": verify_a / max(cpu_a, 1e-9),
                     "figures": yard, "gaps": {m: 0.0 for m in GAPS}, "false_pass": False, "within": True,
                     "reasons": block_a["reasons"]})
+
+    def judged(label: str, name: str, overrides: dict | None, network, networks, cpu: float) -> dict:
+        """The result row of one approximate result (`networks`), judged as the job judges it; a
+        result with a single network gets the job's repair first."""
+        (checks, block), verify_cpu = verify(networks)
+        repaired_records = 0
+        flagged = repairable(block) if no_op.testable(control) else []
+        if flagged and case.references and network is not None:
+            # As the job does: a few flagged records are repaired, then the whole result is
+            # verified again (workers/engine/unlearning/repair.py); its CPU counts as the method's.
+            fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, network, flagged))
+            if fixed is not None:
+                cpu += seconds
+                (checks_again, block_again), verify_again = verify([fixed])
+                verify_cpu += verify_again
+                repaired_records = len(flagged)
+                # The job keeps the repair only if it passes; otherwise it escalates the original.
+                if block_again["verdict"] == "pass":
+                    networks, checks, block = [fixed], checks_again, block_again
+        found = figures(case, networks, forget, retain_sample, checks)
+        gaps = {m: found[m] - yard[m] for m in GAPS}
+        beyond = [m for m in FALSE_PASS if abs(gaps[m]) > FALSE_PASS[m] + spread[m]]
+        certified = not no_op.blocking(control, block)
+        return {**base, "method": label, "ran": name, "settings": overrides or {}, "exact": False,
+                "verdict": block["verdict"], "certified": certified,
+                # The no-op costs nothing: its verification is counted against the retrain.
+                "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / (cpu if cpu else cpu_a),
+                "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
+                "within": not beyond, "reasons": no_op.blocking(control, block), "repaired_records": repaired_records,
+                **flag_figures(case, checks, forget_ids, forget, networks, retrain_a, retrain_b)}
+
+    # The no-op row: the original weights handed in as the method's output. Goal: never certified.
+    results.append(judged("no_op", "no_op", None, case.networks[0] if len(case.networks) == 1 else None,
+                          case.networks, 0.0))
     if case.spec["sisa"]:
         return results
     # The methods' stopping rules aim at the holdout's loss (records the model never saw).
@@ -276,31 +321,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         config = parse_method_config(name, overrides)
         result, cpu = cpu_timed(lambda method=method, config=config: method.run(MethodCall(
             case.family, case.networks[0], case.config, data, config, seed=case.seed)))
-        (checks, block), verify_cpu = verify([result.network])
-        network, repaired_records = result.network, 0
-        flagged = repairable(block)
-        if flagged and case.references:
-            # As the job does: a few flagged records are repaired, then the whole result is
-            # verified again (workers/engine/unlearning/repair.py); its CPU counts as the method's.
-            fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, result.network, flagged))
-            if fixed is not None:
-                cpu += seconds
-                (checks_again, block_again), verify_again = verify([fixed])
-                verify_cpu += verify_again
-                repaired_records = len(flagged)
-                # The job keeps the repair only if it passes; otherwise it escalates the original.
-                if block_again["verdict"] == "pass":
-                    network, checks, block = fixed, checks_again, block_again
-        found = figures(case, [network], forget, retain_sample, checks)
-        gaps = {m: found[m] - yard[m] for m in GAPS}
-        beyond = [m for m in FALSE_PASS if abs(gaps[m]) > FALSE_PASS[m] + spread[m]]
-        certified = block["verdict"] == "pass"
-        results.append({**base, "method": label, "ran": name, "settings": overrides or {}, "exact": False,
-                        "verdict": block["verdict"], "certified": certified,
-                        "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / max(cpu, 1e-9),
-                        "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
-                        "within": not beyond, "reasons": block["reasons"], "repaired_records": repaired_records,
-                        **flag_figures(case, checks, forget_ids, forget, network, retrain_a, retrain_b)})
+        results.append(judged(label, name, overrides, result.network, [result.network], cpu))
     return results
 
 
@@ -378,7 +399,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         table.append({
             "case": key[0], "subjects": key[1], "method": key[2], "seeds": len(cell),
             "forget_records": float(np.mean([r["forget_records"] for r in cell])),
-            "pass": passes, "pass_ci": clopper(passes, len(cell)),
+            "pass": passes, "pass_ci": clopper(passes, len(cell)), "certified": sum(r["certified"] for r in cell),
             "false_pass": sum(r["false_pass"] for r in cell), "false_pass_ci": clopper(sum(r["false_pass"] for r in cell), len(cell)),
             "testable": len(testable), "needless": needless, "within_testable": within_testable,
             "needless_ci": clopper(needless, within_testable) if within_testable else None,
@@ -396,12 +417,13 @@ def print_tables(table: list[dict], costs: dict) -> None:
     def ci(values):
         return "–" if values is None else f"[{values[0]:.2f}, {values[1]:.2f}]"
 
-    headers = ["case", "subjects", "forget rec.", "method", "pass", "pass 95% CI", "false pass", "needless / within (testable)",
+    headers = ["case", "subjects", "forget rec.", "method", "pass", "pass 95% CI", "certified", "false pass", "needless / within (testable)",
                "cost × retrain", "verify share", "Δ forget acc", "Δ retain acc", "Δ test acc", "Δ AUC",
                "ε lower bound"]
     rows = [[t["case"], t["subjects"], f"{t['forget_records']:.0f}", t["method"], f"{t['pass']}/{t['seeds']}",
-             ci(t["pass_ci"]), f"{t['false_pass']}/{t['seeds']}",
-             f"{t['needless']}/{t['within_testable']} ({t['testable']})" if t["method"] not in ("retrain", "sisa") else f"– ({t['testable']})",
+             ci(t["pass_ci"]), f"{t['certified']}/{t['seeds']}", f"{t['false_pass']}/{t['seeds']}",
+             f"{t['needless']}/{t['within_testable']} ({t['testable']})" if t["method"] not in ("retrain", "sisa", "no_op")
+             else f"– ({t['testable']})",
              f"{t['cost_fraction']:.2f}", f"{t['verify_share']:.2f}", f"{t['gap_forget_accuracy']:+.3f}", f"{t['gap_retain_accuracy']:+.3f}",
              f"{t['gap_test_accuracy']:+.3f}", f"{t['gap_mia_auc']:+.3f}",
              "–" if t["epsilon"] is None else f"{t['epsilon']:.2f}"] for t in table]
@@ -483,7 +505,9 @@ def main() -> None:
     table = aggregate(rows)
     print(f"\nmachine: {describe_machine(info)}\n")
     print_tables(table, costs)
-    approximate = [r for r in rows if not r["exact"]]
+    # The no-op rows are a control, not an erasure: counted on their own.
+    no_ops = [r for r in rows if r["method"] == "no_op"]
+    approximate = [r for r in rows if not r["exact"] and r["method"] != "no_op"]
     testable = [r for r in approximate if r["testable"] and r["within"]]
     summary_ = {"false_passes": sum(r["false_pass"] for r in approximate), "approximate_results": len(approximate),
                 "certified": sum(r["certified"] for r in approximate),
@@ -494,6 +518,11 @@ def main() -> None:
     summary_["needless_with_confirmed_flags"] = sum(not r["certified"] and r["flags_confirmed"] for r in testable)
     summary_["false_pass_ci"] = clopper(summary_["false_passes"], summary_["certified"]) if summary_["certified"] else None
     summary_["needless_ci"] = clopper(summary_["needless_escalations"], len(testable)) if testable else None
+    summary_["no_op_rows"] = len(no_ops)
+    summary_["no_op_certified"] = sum(r["certified"] for r in no_ops)
+    summary_["no_op_certified_ci"] = clopper(summary_["no_op_certified"], len(no_ops)) if no_ops else None
+    summary_["no_op_passed_checks"] = sum(r["verdict"] == "pass" for r in no_ops)
+    summary_["control_testable"] = sum(r["control_testable"] for r in no_ops)
     print(f"\nfalse passes: {summary_['false_passes']} of {summary_['certified']} certified approximate results "
           f"(95% CI {summary_['false_pass_ci']}); needless escalations: {summary_['needless_escalations']} of "
           f"{summary_['within_testable']} testable results within tolerance (95% CI {summary_['needless_ci']}); "
@@ -506,6 +535,9 @@ def main() -> None:
     summary_["exact_epsilon_zero_ci"] = clopper(summary_["exact_epsilon_zero"], len(exact_eps)) if exact_eps else None
     print(f"exact retrains with ε lower bound 0: {summary_['exact_epsilon_zero']} of {len(exact_eps)} audited "
           f"(95% CI {summary_['exact_epsilon_zero_ci']})")
+    print(f"no-op rows (the original weights as the method's output): certified {summary_['no_op_certified']} of "
+          f"{summary_['no_op_rows']} (95% CI {summary_['no_op_certified_ci']}; goal 0); the checks alone passed "
+          f"{summary_['no_op_passed_checks']}; forget sets the control found testable: {summary_['control_testable']}")
     if rehearsals:
         print_rehearsals(rehearsals)
     write_json(Path(args.output), {"machine": info, "seeds": args.seeds, "scale": args.scale, "references": args.references,

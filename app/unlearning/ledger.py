@@ -7,7 +7,10 @@ completes: `from_json` reads it and `to_json` writes it back key for key, unknow
 
     {"requests": [request ids], "dataset": {...entry, "destroyed": [...]},
      "model": {...entry, "destroyed": [...], "destroyed_references": [...]},
-     "artifacts_to_delete": [sha256...], "note": "..."}
+     "artifacts_to_delete": [sha256...], "note": "...",
+     "no_op_control": {...the checks on the model before unlearning, "testable", "meaning"}}
+
+`no_op_control` lives among the kept keys (`other`) so that ledgers of any release read back alike.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from app.unlearning.types import JsonObject, JsonValue
 __all__ = ["JobLedger"]
 
 _KNOWN = ("requests", "dataset", "model", "artifacts_to_delete", "note")
+# The key of the no-op control's block (kept in `other`, read through `JobLedger.no_op_control`).
+NO_OP_CONTROL = "no_op_control"
 
 
 def _items(value: JsonValue | None) -> list[JsonValue]:
@@ -99,6 +104,16 @@ class JobLedger:
             dataset = {**dataset, "destroyed": _items(dataset.get("destroyed")) + list(dataset_versions)}
         return replace(self, model=model, dataset=dataset,
                        artifacts_to_delete=tuple(sorted(set(self.artifacts_to_delete or ()) | set(artifacts))))
+
+    @property
+    def no_op_control(self) -> JsonObject | None:
+        """The checks on the model before unlearning (`record_unlearned`), which the
+        certificate carries next to the result's; None where no step recorded one."""
+        found = self.other.get(NO_OP_CONTROL)
+        return dict(found) if isinstance(found, Mapping) else None
+
+    def with_no_op_control(self, control: JsonObject) -> JobLedger:
+        return replace(self, other={**self.other, NO_OP_CONTROL: dict(control)})
 
     def certified(self, job_id: uuid.UUID) -> tuple[JsonObject | None, JsonObject | None]:
         """The (dataset, model) entries a certificate lists for this job, each naming the job."""

@@ -232,7 +232,10 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
         "model": snapshot.model, "version_before": snapshot.version_before, "version_after": version.version,
         "sha256_after": version.sha256, "method": result.method, "escalated": bool(result.escalations),
     })
-    _save(session, attempt, _ledger(session, attempt).with_model(entry))
+    ledger = _ledger(session, attempt).with_model(entry)
+    if result.no_op_control is not None:
+        ledger = ledger.with_no_op_control(result.no_op_control)
+    _save(session, attempt, ledger)
 
 
 def destroy_superseded(session: Session, attempt: JobAttempt, plan: UnlearningPlan,

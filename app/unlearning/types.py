@@ -330,3 +330,6 @@ class VerifiedVersion:
     # The requested approximate method's whole config as it ran (before any escalation); None
     # for exact methods.
     settings: JsonObject | None = None
+    # The same checks on the model before unlearning and whether they can see the subjects
+    # (workers/engine/verification/control.py); None where no weight saw the subjects.
+    no_op_control: JsonObject | None = None

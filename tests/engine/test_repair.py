@@ -29,6 +29,8 @@ def flags(stored):
 
 
 AUDIT_FLAGS = check("per_record_audit", "fail", flagged=(17, 42))
+# A no-op control whose checks fail the original: they can see the subjects.
+TESTABLE = block(check("mia_auc", "fail"))
 
 
 def test_only_a_few_flags_with_everything_else_passing_are_repairable():
@@ -64,7 +66,7 @@ def scripted(monkeypatch):
     def verify_outcome(ctx, outcome, shards):
         return Figures(blocks[outcome.details["name"]])
 
-    def check_outcome(outcome, figures):
+    def check_outcome(outcome, figures, control):
         return [] if figures.verdicts["verdict"] == "pass" else [f"{outcome.details['name']} blocked"]
 
     def repaired(ctx, outcome, flagged):
@@ -92,7 +94,7 @@ def test_a_repair_that_passes_replaces_the_result(scripted):
     blocks, calls = scripted
     blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
     blocks["repaired"] = {"verdict": "pass", "checks": []}
-    kept, figures, failed = job.verified(CTX, outcome("method"))
+    kept, figures, failed = job.verified(CTX, outcome("method"), TESTABLE)
     assert calls["repaired"] == [[17, 42]] and kept.details["name"] == "repaired" and failed == []
     assert figures.verdicts["verdict"] == "pass"
 
@@ -101,7 +103,7 @@ def test_a_repair_that_fails_keeps_the_original_and_says_so(scripted):
     blocks, calls = scripted
     blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
     blocks["repaired"] = block(check("forget_accuracy_gap", "pass"), check("per_record_audit", "fail", flagged=(42,)))
-    kept, figures, failed = job.verified(CTX, outcome("method"))
+    kept, figures, failed = job.verified(CTX, outcome("method"), TESTABLE)
     assert kept.details["name"] == "method" and figures.verdicts is blocks["method"]
     assert failed[0] == "method blocked" and "a repair of the 2 flagged records did not pass either" in failed[1]
 
@@ -109,9 +111,19 @@ def test_a_repair_that_fails_keeps_the_original_and_says_so(scripted):
 def test_no_repair_where_more_than_flags_block_or_for_exact_methods(scripted):
     blocks, calls = scripted
     blocks["method"] = block(check("forget_accuracy_gap", "inconclusive"), AUDIT_FLAGS)
-    assert job.verified(CTX, outcome("method"))[2] == ["method blocked"] and calls["repaired"] == []
+    assert job.verified(CTX, outcome("method"), TESTABLE)[2] == ["method blocked"] and calls["repaired"] == []
     blocks["exact"] = block(AUDIT_FLAGS)
-    assert job.verified(CTX, outcome("exact", method="retrain"))[2] == [] and calls["repaired"] == []
+    assert job.verified(CTX, outcome("exact", method="retrain"), TESTABLE)[2] == [] and calls["repaired"] == []
+
+
+def test_no_repair_where_the_checks_cannot_see_the_subjects(scripted):
+    # The original passes every check: no repair can make a pass mean anything.
+    blocks, calls = scripted
+    blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
+    powerless = {"verdict": "pass", "checks": [check("mia_auc", "pass")]}
+    blocks["repaired"] = {"verdict": "pass", "checks": []}
+    assert job.verified(CTX, outcome("method"), powerless)[2] == ["method blocked"] and calls["repaired"] == []
+    assert job.verified(CTX, outcome("method"), TESTABLE)[2] == [] and calls["repaired"] == [[17, 42]]
 
 
 def test_a_stored_block_reads_back_as_the_checks_that_wrote_it():

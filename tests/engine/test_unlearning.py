@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from app.families.registry import get_family
+from tests.engine.mislabelled import mislabelled_digits
 from workers.engine import training
 from workers.engine.families.base import Shape
 from workers.engine.families.logistic import flat_parameters, objective, perturbation_vector
@@ -48,19 +48,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def digits():
-    features, labels = load_digits(return_X_y=True)
-    x = torch.tensor(features / 16.0, dtype=torch.float32)
-    y = torch.tensor(labels, dtype=torch.int64)
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(y), generator=generator)
-    x, y = x[order], y[order]
-    wrong = (y[:80] + torch.randint(1, 10, (80,), generator=generator)) % 10
-    return {
-        "forget": (x[:40], wrong[:40]),
-        "atypical_holdout": (x[40:80], wrong[40:80]),
-        "retain": (x[80:1280], y[80:1280]),
-        "holdout": (x[1280:], y[1280:]),
-    }
+    return mislabelled_digits(40)
 
 
 def split(digits):

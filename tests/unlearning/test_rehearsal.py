@@ -109,6 +109,7 @@ def test_the_settings_are_validated_before_a_method_runs():
         base.parse_method_config("salun", {"mask_fraction": 2.0})
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_rehearsal_stores_its_candidates_and_the_next_erasure_uses_the_chosen_settings(
         client, admin, settings_env, data_dir, monkeypatch):
     from app.db import session_scope

@@ -12,6 +12,7 @@ from tests.worker import execute_queued, plan_approved
 pytestmark = pytest.mark.usefixtures("held_batches")
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 @pytest.mark.parametrize("method", ["finetune", "neggrad_plus", "scrub", "salun"])
 def test_approximate_method_moves_forget_figures(client, admin, settings_env, method):
     settings_env(**LAX)
@@ -46,6 +47,7 @@ def test_missed_threshold_escalates_to_retrain(client, admin, settings_env):
     assert certificate["models"][0]["escalations"][0]["to"] == "retrain"
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_certified_newton_within_and_beyond_budget(client, admin, settings_env):
     settings_env(**LAX)
     params = {"epochs": 30, "l2": 0.01, "perturbation_sigma": 50.0, "epsilon": 1.0}

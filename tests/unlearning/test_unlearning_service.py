@@ -230,6 +230,19 @@ def test_the_ledger_reads_and_writes_the_stored_shape_key_for_key():
     assert ledger.to_json() == stored  # the record is frozen: the step made a new one
 
 
+def test_the_ledger_keeps_the_no_op_control_under_its_own_key():
+    from app.unlearning.ledger import JobLedger
+
+    stored = _stored_ledger(str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()))
+    assert JobLedger.from_json(stored).no_op_control is None
+    control = {"verdict": "fail", "testable": True, "checks": [{"name": "mia_auc", "verdict": "fail"}]}
+    written = JobLedger.from_json(stored).with_no_op_control(control).to_json()
+    assert written["no_op_control"] == control and {k: v for k, v in written.items() if k != "no_op_control"} == stored
+    # Read back by any later step, and kept through the steps that write other parts.
+    again = JobLedger.from_json(written)
+    assert again.no_op_control == control and again.serving([]).to_json()["no_op_control"] == control
+
+
 def test_a_job_an_earlier_release_left_half_way_completes_and_certifies(client, alpha):
     from app.db import session_scope
     from app.jobs import service as job_service

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from tests.dataset_files import artifact_files
 from tests.factories import LAX, erase_in_process, model_version, seen_subjects, train_in_process, trained_subjects
 from tests.worker import execute_queued
+from workers.engine.verification.control import NO_POWER
 
 pytestmark = pytest.mark.usefixtures("held_batches")
 BLOCK_FIELDS = {"verdict", "alpha", "reasons", "checks", "attacks", "records", "reference", "epsilon_lower_bound",
@@ -76,13 +77,47 @@ def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(clien
     assert mia["verdict"] == "fail" and mia["interval"][0] > -0.5
 
 
-def test_passing_approximate_result_is_kept(client, admin, settings_env):
+def test_checks_that_pass_the_original_take_the_exact_path_and_say_so(client, admin, settings_env):
+    # Tolerances of 1.0 pass anything, the model before unlearning included: a pass proves
+    # nothing, so the job retrains and says why, in the escalation, the audit and the ledger.
     settings_env(**LAX)
     train_in_process(client, admin, "lax", unlearning_method="scrub")
-    erase_in_process(client, admin, seen_subjects(1)[0])
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     version = model_version(client, admin, "lax", 2)
-    block = version["metrics"]["verification"]["verdicts"]
-    assert version["origin"]["method"] == "scrub" and block["verdict"] == "pass" and block["escalates"] is False
+    assert version["origin"]["method"] == "retrain" and version["origin"]["requested_method"] == "scrub"
+    assert version["origin"]["escalations"][0]["reasons"][0] == NO_POWER
+    audit = client.get(f"/v1/erasure-requests/{request_id}/audit", headers=admin).json()
+    escalated = [e for e in audit["events"] if e["type"] == "unlearning.escalated"]
+    assert escalated and escalated[0]["data"]["reasons"][0] == NO_POWER
+    control = _ledger(client, admin, request_id).no_op_control
+    assert control is not None and control["testable"] is False and control["meaning"] == NO_POWER
+    assert control["verdict"] == "pass" and control["method"] == "no_op_control"
+    assert {c["name"] for c in control["checks"]} >= {"forget_accuracy_gap", "mia_auc"}
+
+
+@pytest.mark.parametrize("tolerances", [{}, LAX], ids=["default", "lax"])
+def test_the_original_weights_as_a_methods_output_are_never_certified(client, admin, settings_env, monkeypatch,
+                                                                       tolerances):
+    # A method that unlearns nothing: whatever the tolerances, the job takes the exact path.
+    from workers.engine.unlearning.base import MethodOutput, get_method
+
+    def no_op(family, network, config, data, method_config=None, *, seed, progress=None):
+        return MethodOutput(network=network, details={"steps": 0})
+
+    monkeypatch.setattr(get_method("finetune"), "run", no_op)
+    settings_env(**tolerances)
+    train_in_process(client, admin, "no-op", unlearning_method="finetune")
+    request_id = erase_in_process(client, admin, seen_subjects(1)[0])
+    version = model_version(client, admin, "no-op", 2)
+    assert version["origin"]["method"] == "retrain" and version["origin"]["escalations"][0]["from"] == "finetune"
+    assert _ledger(client, admin, request_id).no_op_control is not None
+
+
+def _ledger(client, headers, request_id):
+    from app.unlearning.ledger import JobLedger
+
+    job_id = _certificate(client, headers, request_id)["models"][0]["job_id"]
+    return JobLedger.from_json(client.get(f"/v1/jobs/{job_id}", headers=headers).json()["result"])
 
 
 def test_references_are_audited_destroyed_with_their_subjects_and_refilled(client, admin, settings_env, data_dir):

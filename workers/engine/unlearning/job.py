@@ -1,6 +1,7 @@
 """Producing the new model version of an unlearning job: exact (retrain, sisa), approximate
 (finetune, neggrad_plus, scrub, salun) or certified (certified_newton), verified, and escalated
-to an exact retrain when an approximate result misses its thresholds.
+to the exact path when an approximate result misses its thresholds or the checks cannot see its
+forget set (the no-op control, workers/engine/verification/control.py).
 
 Everything here works on the typed snapshot of the model (`app.unlearning.types`) and the
 records in memory; it stores artifacts but never touches the database. The sequencer
@@ -26,16 +27,19 @@ from workers.engine.serialization import bytes_to_state, load_network, state_to_
 from workers.engine.shards import Resume, train_shards
 from workers.engine.training import StateDict
 from workers.engine.unlearning import base, repair, verification
+from workers.engine.verification import control as no_op
 from workers.engine.verification import references
 from workers.engine.verification.checks import stored_checks
 from workers.engine.unlearning.context import RETAIN_SAMPLE, CandidateVersion, Context, context_for, retain_sample
 
-__all__ = ["CandidateVersion", "Context", "approximate", "context_for", "retrain", "run_method", "sisa", "unlearn", "without_forget"]
+__all__ = ["Context", "CandidateVersion", "approximate", "context_for", "exact_method", "no_op_control", "retrain", "run_method",
+           "sisa", "unlearn", "without_forget"]
 
 def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], None],
             verifying: Callable[[], None] | None = None, settings: JsonObject | None = None) -> VerifiedVersion:
-    """The requested method's result, verified; an approximate one that misses its thresholds
-    is reported to `escalate` and replaced by a retrain. `settings` override the approximate
+    """The requested method's result, verified; an approximate one that misses its thresholds,
+    or whose forget set the checks cannot see (the no-op control), is reported to `escalate` and
+    replaced by the exact path (`exact_method`). `settings` override the approximate
     method's defaults (validated: unknown or invalid ones raise). The manifest is stored."""
     escalations: list[Escalation] = []
     if len(ctx.forget_ids) == 0:
@@ -48,14 +52,17 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     ran_with = outcome.settings
     if verifying is not None:
         verifying()
+    # The same checks on the model before unlearning (none where no weight saw the subjects).
+    control = no_op_control(ctx) if len(ctx.forget_ids) else None
     # Exact results, and a version no weight of which saw the subjects, need no check.
-    outcome, figures, failed = verified(ctx, outcome)
+    outcome, figures, failed = verified(ctx, outcome, control)
     if outcome.method not in EXACT:
         if failed:
-            escalations.append(Escalation(from_method=outcome.method, to_method="retrain", reasons=tuple(failed),
+            exact = exact_method(ctx)
+            escalations.append(Escalation(from_method=outcome.method, to_method=exact, reasons=tuple(failed),
                                           verdicts=figures.verdicts))
             escalate(escalations[-1])
-            outcome = retrain(ctx)
+            outcome = run_method(ctx, exact)
             figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
     if figures.lineage_proof.in_new_manifest:
         raise RuntimeError("the new manifest still lists erased records")
@@ -63,24 +70,40 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     return VerifiedVersion(
         method=outcome.method, requested_method=requested, manifest_sha=manifest_sha, shards=outcome.shards,
         state=outcome.state, details=outcome.details, verification=figures, escalations=tuple(escalations),
-        settings=ran_with,
+        settings=ran_with, no_op_control=control,
     )
 
 
-def verified(ctx: Context, outcome: CandidateVersion) -> tuple[CandidateVersion, Verification, list[str]]:
+def no_op_control(ctx: Context) -> JsonObject:
+    """The no-op control (workers/engine/verification/control.py): the model before unlearning
+    verified as if it were the method's output, on the approximate methods' manifest, so against
+    the same references and holdout as their results."""
+    original = CandidateVersion(no_op.CONTROL_METHOD, without_forget(ctx), ctx.old_shards, ctx.old_state, {})
+    return no_op.entry(verification.verify_outcome(ctx, original, ctx.old_shards).verdicts or {})
+
+
+def exact_method(ctx: Context) -> str:
+    """Where an approximate result cannot be certified: the affected SISA shards on a SISA model,
+    else a retrain."""
+    return "sisa" if ctx.sisa else "retrain"
+
+
+def verified(ctx: Context, outcome: CandidateVersion, control: JsonObject | None) -> tuple[CandidateVersion, Verification, list[str]]:
     """The outcome's verification and why it fails (empty: verified; always empty for exact
-    methods). An approximate result blocked only by a few records the audit still recognises is
-    repaired first (`workers/engine/unlearning/repair.py`) and verified again."""
+    methods), judged against the no-op `control` (`no_op_control`). An approximate result
+    blocked only by a few records the audit still recognises is repaired first
+    (`workers/engine/unlearning/repair.py`) and verified again; not where the checks cannot see
+    the subjects at all, as no repair makes them see."""
     figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
     if outcome.method in EXACT:
         return outcome, figures, []
-    failed = verification.check_outcome(outcome, figures)
-    flagged = repair.repairable(stored_checks(figures.verdicts)) if failed else []
+    failed = verification.check_outcome(outcome, figures, control)
+    flagged = repair.repairable(stored_checks(figures.verdicts)) if failed and no_op.testable(control) else []
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64)) if flagged else None
     if fixed is None:
         return outcome, figures, failed
     again = verification.verify_outcome(ctx, fixed, ctx.old_shards)
-    still = verification.check_outcome(fixed, again)
+    still = verification.check_outcome(fixed, again, control)
     if still:
         return outcome, figures, failed + [f"a repair of the {len(flagged)} flagged records did not pass either: "
                                            + "; ".join(still)]

@@ -4,8 +4,8 @@ candidate settings on the current weights, and judge each one as a real job woul
 it comes to the retrain.
 
 A candidate **passes** when the service's own verification passes it (`verify_outcome` and
-`check_outcome` against the model's references, exactly as in a job) and each gap to the retrain
-is within its bound below. Costs are CPU seconds (`time.process_time`) as a fraction of the
+`check_outcome` against the model's references and the no-op control, exactly as in a job) and
+each gap to the retrain is within its bound below. Costs are CPU seconds (`time.process_time`) as a fraction of the
 retrain's, so they compare across machines. The caller runs this inside `scratch()`: nothing
 trained here reaches the artifact store.
 """
@@ -22,7 +22,7 @@ from app.unlearning.types import Figures, JsonObject, JsonValue
 from workers.engine.records import Records, TextRecords
 from workers.engine.unlearning import base, verification
 from workers.engine.unlearning.context import Context, Ids
-from workers.engine.unlearning.job import approximate, retrain, verified
+from workers.engine.unlearning.job import approximate, no_op_control, retrain, verified
 
 # Largest |candidate − retrain| allowed for a pass, each as a fraction (0.05 = 5 points):
 # accuracy on the forget records, accuracy on the holdout (test) records, and the loss-threshold
@@ -98,18 +98,21 @@ def rehearse(ctx: Context, keys: Sequence[str], methods: Sequence[str], *, progr
     yardstick = retrain(ctx)
     retrain_cpu = max(time.process_time() - started, 1e-9)
     target = verification.verify_outcome(ctx, yardstick, ctx.old_shards).after
+    # Judged as a job judges: a candidate passes only where the checks fail the original.
+    control = no_op_control(ctx)
     results = []
     for done, (method, settings) in enumerate(tried, start=1):
         if check is not None:
             check()
         if progress is not None:
             progress(done / total, f"rehearsing {method}")
-        results.append(_judge(ctx, method, settings, target, retrain_cpu))
+        results.append(_judge(ctx, method, settings, target, retrain_cpu, control))
     return Rehearsal(subjects=len(keys), forget_records=int(len(ctx.forget_ids)), retrain_cpu_s=round(retrain_cpu, 4),
                      results=tuple(results))
 
 
-def _judge(ctx: Context, method: str, settings: JsonObject, target: Figures, retrain_cpu: float) -> dict[str, JsonValue]:
+def _judge(ctx: Context, method: str, settings: JsonObject, target: Figures, retrain_cpu: float,
+           control: JsonObject) -> dict[str, JsonValue]:
     started = time.process_time()
     try:
         outcome = approximate(ctx, method, settings)
@@ -119,7 +122,7 @@ def _judge(ctx: Context, method: str, settings: JsonObject, target: Figures, ret
                 "gaps": {name: None for name in BOUNDS}, "cost": round(cpu / retrain_cpu, 4), "cpu_s": round(cpu, 4),
                 "passed": False}
     # Judged as a job judges it, a repair of a few flagged records included (its cost counts).
-    outcome, figures, failed = verified(ctx, outcome)
+    outcome, figures, failed = verified(ctx, outcome, control)
     cpu = time.process_time() - started
     block = figures.verdicts or {}
     verdict = "pass" if not failed else str(block.get("verdict") if block.get("verdict") not in (None, "pass") else "fail")

@@ -30,6 +30,7 @@ from torch import nn
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
 from workers.engine.verification import checks, references, text_checks
+from workers.engine.verification import control as no_op
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
@@ -295,16 +296,12 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
-def check_outcome(outcome: CandidateVersion, figures: Verification) -> list[str]:
-    """Why an approximate result is not verified (empty = verified): every check that blocks its
-    verdict (a forgetting check that did not pass, an inconclusive one included; a utility check
-    that failed), for every family, and whatever the method itself says blocks it (an exhausted
-    certified-removal budget)."""
-    verdicts = figures.verdicts or {}
-    reasons = verdicts.get("reasons")
-    failed = []
-    if verdicts.get("verdict") != "pass":
-        failed = [str(r) for r in reasons] if isinstance(reasons, list) and reasons else ["no verdicts were computed"]
-    if outcome.method not in EXACT:
-        failed += base.get_method(outcome.method).blocking_reasons(outcome.state)
-    return failed
+def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:
+    """Why a result is not verified (empty = verified): every check that blocks its verdict (a
+    forgetting check that did not pass, an inconclusive one included; a utility check that
+    failed), for every family. An approximate result is judged against the no-op `control` as
+    well (`workers/engine/verification/control.py`: the checks must fail the original) and by
+    whatever the method itself says blocks it (an exhausted certified-removal budget)."""
+    if outcome.method in EXACT:
+        return no_op.verdict_reasons(figures.verdicts)
+    return no_op.blocking(control, figures.verdicts) + base.get_method(outcome.method).blocking_reasons(outcome.state)
