@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 from tests.security.anchoring_helpers import URL
 
 FROZEN = Path(__file__).parent / "frozen_certificates"
@@ -27,6 +27,7 @@ def _certificate(client, headers, email: str) -> dict:
     from app.db import session_scope
     from app.unlearning import planner
 
+    hold_kinds(client, headers, "email")  # e-mail is held, so a request found nowhere completes as no_data_found
     rid = client.post(URL, json=request_body(identifiers={"email": email}), headers=headers).json()["id"]
     assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
     with session_scope() as session:
