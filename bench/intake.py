@@ -66,10 +66,14 @@ def in_service_env(env: dict[str, str]):
 
 def create_api_key() -> str:
     from app.db import session_scope
+    from app.identities.service import hold_kinds
     from app.keys.service import create_key
 
     with session_scope() as session:
-        _key, plaintext = create_key(session, f"intake-bench-{uuid.uuid4().hex[:6]}", ["requests:write", "requests:read"])
+        key, plaintext = create_key(session, f"intake-bench-{uuid.uuid4().hex[:6]}", ["requests:write", "requests:read"])
+        # The generator names each subject by e-mail and user_id, as a client whose datasets are keyed
+        # by user_id does; a kind no dataset or link of the client holds would answer 422.
+        hold_kinds(session, key.client, ["user_id"])
     return plaintext
 
 

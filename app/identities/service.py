@@ -9,6 +9,7 @@ closure of its keys over them, bounded at MAX_CLOSURE keys."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,24 @@ def check_known(session: Session, client: str, kinds: Iterable[str]) -> None:
 def only_builtin(kinds: Iterable[str]) -> bool:
     """Whether every kind is one all clients know (no look-up of the client's kinds needed)."""
     return set(kinds) <= set(BUILTIN_KINDS)
+
+
+# A client's held kinds only grow (an upload or a link adds them; nothing removes them), so a kind
+# this process once read as known stays known: intake reads the table only for a kind it has not
+# seen known yet, and a request by a held kind costs no database read.
+_seen_known: dict[str, frozenset[str]] = {}
+_seen_lock = threading.Lock()
+
+
+def seen_known(client: str, kinds: Iterable[str]) -> bool:
+    """Whether every kind is built in or was already read as known for this client."""
+    given = set(kinds)
+    return only_builtin(given) or given <= _seen_known.get(client, frozenset())
+
+
+def remember_known(client: str, known: Iterable[str]) -> None:
+    with _seen_lock:
+        _seen_known[client] = _seen_known.get(client, frozenset()) | frozenset(known)
 
 
 def unknown_problem(kinds: Iterable[str], known: Iterable[str]) -> UnknownKind | None:

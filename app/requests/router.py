@@ -47,8 +47,10 @@ TRANSITION = problem_responses(409)
 async def create_request(payload: ErasureRequestCreate, request: Request, principal: Writer) -> Any:
     started = time.perf_counter()
     kinds = set(payload.subject.identifiers)
-    if not identity_service.only_builtin(kinds):
-        identity_service.refuse_unknown(kinds, await in_intake_thread(lambda: _known_kinds(principal)))
+    if not identity_service.seen_known(principal.client, kinds):
+        known = await in_intake_thread(lambda: _known_kinds(principal))
+        identity_service.remember_known(principal.client, known)
+        identity_service.refuse_unknown(kinds, known)
     # PostgreSQL: one autocommitted statement on the event loop (app/requests/fast_intake.py).
     response = await fast_intake.create_one(principal, payload, request.headers.get("idempotency-key"))
     if response is None:
