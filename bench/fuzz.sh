@@ -71,18 +71,19 @@ import json
 base, key = sys.argv[1], sys.argv[2]
 headers = {"Authorization": f"Bearer {key}"}
 with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-    for _ in range(5):
-        body = {"subject": {"identifiers": {"user_id": f"fuzz-{uuid.uuid4().hex}"}}, "jurisdiction": "gdpr", "source": "portal"}
-        client.post("/v1/erasure-requests", json=body).raise_for_status()
+    # The dataset first: it makes user_id a kind this client holds, so requests by it are accepted.
     form = {"name": "digits", "subject_column": "user_id", "subject_kind": "user_id", "label_column": "digit"}
     dataset = client.post("/v1/datasets", data=form, files={"file": ("digits.csv", digits_csv())})
     dataset.raise_for_status()
+    for _ in range(5):
+        body = {"subject": {"identifiers": {"user_id": f"fuzz-{uuid.uuid4().hex}"}}, "jurisdiction": "gdpr", "source": "portal"}
+        client.post("/v1/erasure-requests", json=body).raise_for_status()
     metadata = {"name": "digits-lr", "family": "logistic_regression", "dataset_version_id": dataset.json()["id"],
                 "record_ids": list(range(100))}
     client.post("/v1/models/import", data={"metadata": json.dumps(metadata)},
                 files={"weights": ("w.safetensors", logistic_weights())}).raise_for_status()
     with open(sys.argv[3], "w") as sink:
-        sink.write(dataset.json()["id"])
+        sink.write(f'{dataset.json()["id"]} {dataset.json()["dataset_id"]}')
 print("seeded: 5 erasure requests, 1 dataset, 1 imported model")
 EOF
 
@@ -120,17 +121,18 @@ EOF
 
 # Hostile inputs to other endpoints (tests/system/hostile.py, endpoint_cases), and a burst of bad
 # sign-ins under rotating X-Forwarded-For: the limit counts the peer, exactly.
-"$BIN/python" - "$BASE" "$KEY" "$(cat "$WORK/dataset_version")" <<'EOF' || status=1
+read -r VERSION_ID DATASET_ID < "$WORK/dataset_version"
+"$BIN/python" - "$BASE" "$KEY" "$VERSION_ID" "$DATASET_ID" <<'EOF' || status=1
 import re, sys
 from concurrent.futures import ThreadPoolExecutor
 import httpx
 sys.path.insert(0, ".")
 from tests.system.hostile import endpoint_cases
 
-base, key, version_id = sys.argv[1], sys.argv[2], sys.argv[3]
+base, key, version_id, dataset_id = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 failed = 0
 with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-    for label, method, path, arguments, expected in endpoint_cases(version_id):
+    for label, method, path, arguments, expected in endpoint_cases(version_id, dataset_id):
         status = client.request(method, path, **arguments).status_code
         if status != expected:
             failed += 1

@@ -60,10 +60,10 @@ def _nested_safetensors(depth: int) -> bytes:
     return len(header).to_bytes(8, "little") + header
 
 
-def endpoint_cases(dataset_version_id: str) -> Iterator[tuple[str, str, str, dict, int]]:
+def endpoint_cases(dataset_version_id: str, dataset_id: str) -> Iterator[tuple[str, str, str, dict, int]]:
     """(label, method, path, httpx keyword arguments, expected status) of hostile inputs to other
-    endpoints (issue 20, items 9, 10, 13), for a caller whose client is `fuzz` and who can import
-    into `dataset_version_id`. Each once answered 500 or was accepted."""
+    endpoints (issue 20, items 1, 9, 10, 13), for a caller whose client is `fuzz` and who can import
+    into `dataset_version_id` and train on `dataset_id`. Each once answered 500 or was accepted."""
     for temperature in (1e-300, 5e-324, 0.001):
         yield (f"generate at temperature {temperature}", "post", "/v1/models/fuzz-absent/generate",
                {"json": {"prompt": "x", "temperature": temperature}}, 422)
@@ -71,6 +71,9 @@ def endpoint_cases(dataset_version_id: str) -> Iterator[tuple[str, str, str, dic
                            "dataset_version_id": dataset_version_id, "record_ids": [0]})
     yield ("safetensors header nested 100k deep", "post", "/v1/models/import",
            {"data": {"metadata": metadata}, "files": {"weights": ("w.safetensors", _nested_safetensors(100_000))}}, 422)
+    yield ("an MLP of 8 × 8192 hidden units (470M parameters) over the model budget", "post", "/v1/models",
+           {"json": {"name": "fuzz-wide", "family": "mlp_classifier", "dataset_id": dataset_id,
+                     "params": {"hidden": [8192] * 8}}}, 422)
     for lookalike in ("FUZZ", "fuzz ", "Fuzz  "):
         yield (f"client name {lookalike!r} beside 'fuzz'", "post", "/v1/keys",
                {"json": {"name": "lookalike", "client": lookalike, "scopes": ["requests:read"]}}, 409)

@@ -221,13 +221,13 @@ def test_hostile_inputs_are_refused_and_not_echoed(client, admin_headers):
 
 
 def test_hostile_endpoint_inputs_answer_as_expected(client, make_key):
-    """Inputs to other endpoints that once answered 500 or were accepted (issue 20, items 9, 10,
+    """Inputs to other endpoints that once answered 500 or were accepted (issue 20, items 1, 9, 10,
     13; bench/fuzz.sh sends them to a live server too)."""
     from tests.system.hostile import endpoint_cases
 
     headers = make_key("admin,models:write,models:read", client="fuzz")
-    version_id = create_dataset(client, headers)["id"]
-    for label, method, path, arguments, expected in endpoint_cases(version_id):
+    created = create_dataset(client, headers)
+    for label, method, path, arguments, expected in endpoint_cases(created["id"], created["dataset_id"]):
         response = client.request(method, path, headers=headers, **arguments)
         assert response.status_code == expected, (label, response.text)
         assert response.headers["content-type"].startswith("application/problem+json"), label
