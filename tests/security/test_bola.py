@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id, upload
 from tests.objects import (
+    hold_kinds,
     create_dataset,
     create_request,
     create_text_dataset,
@@ -228,6 +229,7 @@ def test_subject_lookup_never_reports_another_clients_holdings(client, world):
     body = {"identifiers": {"user_id": subject_id(3)}}
     own = client.post("/v1/subjects/lookup", json=body, headers=world["a"]).json()
     assert own["datasets"] and own["models"]
+    hold_kinds(client, world["b"], "user_id")  # a kind beta holds too, so its look-up is valid and finds nothing
     other = client.post("/v1/subjects/lookup", json=body, headers=world["b"])
     assert other.status_code == 200
     assert other.json()["datasets"] == [] and other.json()["models"] == []

@@ -15,10 +15,16 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 CONFLICT_TYPE = "https://obliviate.dev/problems/external-id-conflict"
+
+
+@pytest.fixture(autouse=True)
+def user_id_held(client, headers):
+    """The client holds user_id (as a dataset keyed by it would make it), so requests by it are accepted."""
+    hold_kinds(client, headers, "user_id")
 
 
 def body(user_id: str, external_id: str, **extra):
