@@ -120,7 +120,7 @@ def test_a_burst_of_review_actions_on_one_request_leaves_the_api_answering(tmp_p
     with LiveServer(tmp_path, database_url=database_for_pass(request)) as server:
         reviewer = server.key("requests:write,requests:read,requests:review", client="reviewer")
         created = httpx.post(f"{server.base}/v1/erasure-requests", headers=reviewer, timeout=ANSWER_TIMEOUT,
-                             json=request_body(identifiers={"user_id": "burst-subject"}))
+                             json=request_body(identifiers={"email": "burst-subject@example.org"}))
         assert created.status_code == 201, created.text
         request_id = created.json()["id"]
 

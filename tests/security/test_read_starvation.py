@@ -50,7 +50,7 @@ def test_sixty_four_concurrent_readers_are_all_served(tmp_path, request):
             for index in range(60):
                 for headers, who in ((crowd, "crowd"), (other, "other")):
                     created = http.post(LIST, headers=headers, json=request_body(
-                        identifiers={"user_id": f"{who}-{index}"}, external_id=f"{who}-{index}",
+                        identifiers={"email": f"{who}-{index}@example.org"}, external_id=f"{who}-{index}",
                     ))
                     assert created.status_code == 201, created.text
 
