@@ -34,9 +34,13 @@ def _exposure(client, headers, model: str, secret: str) -> float:
     """log2 of the candidate space minus log2 of the true secret's rank by score, over every
     four-digit code."""
     texts = [f"{CANARY_PREFIX}{code:04d}." for code in range(10_000)]
-    response = client.post(f"/v1/models/{model}/score", json={"texts": texts}, headers=headers)
-    assert response.status_code == 200, response.text
-    scores = np.array([s["log_likelihood"] for s in response.json()["scores"]])
+    scores_of = []
+    # In calls of 2,500 texts: one call of all 10,000 is over the per-call inference budget.
+    for start in range(0, len(texts), 2_500):
+        response = client.post(f"/v1/models/{model}/score", json={"texts": texts[start:start + 2_500]}, headers=headers)
+        assert response.status_code == 200, response.text
+        scores_of += [s["log_likelihood"] for s in response.json()["scores"]]
+    scores = np.array(scores_of)
     rank = 1 + int((scores > scores[int(secret)]).sum())
     return math.log2(10_000) - math.log2(rank)
 
