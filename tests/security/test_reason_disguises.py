@@ -14,7 +14,7 @@ import pytest
 
 from app.pii import find_identifier
 from tests.dataset_files import csv_bytes, digits_table, upload
-from tests.objects import request_body
+from tests.objects import hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 OWN_EMAIL = "pii3@example.org"
@@ -66,6 +66,7 @@ def test_later_reasons_are_refused(client, headers, action, disguise):
 
 
 def test_a_later_reason_spelling_out_another_kind_of_own_identifier_is_refused(client, headers):
+    hold_kinds(client, headers, "user_id")  # a kind the client holds, so the request is accepted
     identifiers = {"user_id": "customer-00042"}
     request_id = client.post(URL, json=request_body(identifiers=identifiers), headers=headers).json()["id"]
     spaced = "c u s t o m e r - 0 0 0 4 2"

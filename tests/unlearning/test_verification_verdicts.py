@@ -99,10 +99,10 @@ def test_checks_that_pass_the_original_take_the_exact_path_and_say_so(client, ad
 def test_the_original_weights_as_a_methods_output_are_never_certified(client, admin, settings_env, monkeypatch,
                                                                        tolerances):
     # A method that unlearns nothing: whatever the tolerances, the job takes the exact path.
-    from workers.engine.unlearning.base import MethodOutput, get_method
+    from workers.engine.unlearning.base import MethodCall, MethodOutput, get_method
 
-    def no_op(family, network, config, data, method_config=None, *, seed, progress=None):
-        return MethodOutput(network=network, details={"steps": 0})
+    def no_op(call: MethodCall) -> MethodOutput:
+        return MethodOutput(network=call.network, details={"steps": 0})
 
     monkeypatch.setattr(get_method("finetune"), "run", no_op)
     settings_env(**tolerances)
