@@ -120,10 +120,12 @@ def clean_state(request) -> Iterator[None]:
         return
     url = request.getfixturevalue("database_url")
     from app.config import get_settings, reset_settings
+    from app.identities.service import forget_seen_known
     from app.keys.service import clear_cache
 
     reset_settings()
     clear_cache()
+    forget_seen_known()
     _empty_tables(url)
     # Published checkpoints describe the emptied log: a test starts with none, as its tables do.
     shutil.rmtree(Path(get_settings().artifacts_url) / "checkpoints", ignore_errors=True)

@@ -78,6 +78,12 @@ def remember_known(client: str, known: Iterable[str]) -> None:
         _seen_known[client] = _seen_known.get(client, frozenset()) | frozenset(known)
 
 
+def forget_seen_known() -> None:
+    """Empty this process's memory of known kinds: only for a database emptied under it (tests)."""
+    with _seen_lock:
+        _seen_known.clear()
+
+
 def unknown_problem(kinds: Iterable[str], known: Iterable[str]) -> UnknownKind | None:
     """The 422 for the kinds that are not among `known`; None when all are."""
     known = sorted(known)

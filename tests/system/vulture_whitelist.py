@@ -78,13 +78,14 @@ _.beat_schedule
 verify_signature
 
 # Test and benchmark harness: scratch databases (tests/conftest.py, bench/intake.py), dropping
-# cached engines, settings and keys between tests, and the marker tests/security/test_lock_starvation.py
+# cached engines, settings, keys and known identifier kinds between tests, and the marker tests/security/test_lock_starvation.py
 # checks on every route's endpoint.
 create_scratch_database
 drop_database
 dispose_engine
 reset_settings
 clear_cache
+forget_seen_known
 _.unit_of_work
 # bench/language.py reports a model's text figures with the job's own functions (the job counts
 # them from per-record figures it also judges: workers/engine/unlearning/verification.py).
