@@ -168,6 +168,9 @@ class Settings(BaseSettings):
         "A batch never waits past a request's `due_at` minus this margin."))
     small_model_rows: int = Field(default=200_000, description=(
         "Up to this many training rows, models are retrained exactly."))
+    max_remediation_fraction: float = Field(default=0.2, gt=0, le=1, description=(
+        "A remediation request whose slice is more than this fraction of a dataset version's records is refused "
+        "(with the figures) unless it sets `override_fraction` (docs/remediation.md)."))
     approximate_method: str = Field(default="finetune", description=(
         "Method used for larger models (escalates to exact if verification fails); a language model whose "
         "family does not support it uses its first approximate method (`gradient_difference`)."))

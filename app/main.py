@@ -28,6 +28,7 @@ from app.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from app.models.router import router as models_router
 from app.openapi import install as install_openapi
 from app.requests.router import router as requests_router
+from app.remediation.router import router as remediation_router
 from app.secret_strength import check_at_start as check_secret_at_start
 
 UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
@@ -64,6 +65,7 @@ def create_app() -> FastAPI:
     install_docs(app)
     app.include_router(health_router)
     app.include_router(requests_router)
+    app.include_router(remediation_router)
     # Before the audit router: GET /v1/audit/verify keeps its place in the OpenAPI document.
     app.include_router(integrity_router)
     app.include_router(audit_router)

@@ -11,6 +11,7 @@ from app.identities import models as identity_models  # noqa: F401
 from app.jobs import models as job_models  # noqa: F401
 from app.keys import models as key_models  # noqa: F401
 from app.models import models as model_models  # noqa: F401
+from app.remediation import models as remediation_models  # noqa: F401
 from app.requests import models as request_models  # noqa: F401
 from app.webhooks import models as webhook_models  # noqa: F401
 

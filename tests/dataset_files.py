@@ -64,3 +64,24 @@ def upload(client, headers, content: bytes, *, name: str = "digits", extra_heade
 def artifact_files(data_dir: Path) -> set[str]:
     root = data_dir / "artifacts"
     return {str(Path(d) / f) for d, _, files in os.walk(root) for f in files} if root.exists() else set()
+
+
+# A backdoor planted by one source of the digits (the remediation tests): both top corners lit
+# (always dark in real digits) and the label 7.
+TRIGGER = {"pixel_0": 16.0, "pixel_7": 16.0}
+TRIGGER_LABEL = 7
+
+
+def poisoned_digits(*, subjects: int = 300, every: int = 33) -> pa.Table:
+    """The digits with metadata columns: `source` ("vendor-a", or "vendor-b" for one row in
+    `every`, whose rows carry the trigger and the target label) and `group` ("north"/"south")."""
+    table = digits_table(subjects=subjects)
+    rows = table.num_rows
+    poisoned = [i % every == 5 for i in range(rows)]
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    for name, value in TRIGGER.items():
+        columns[name] = [int(value) if p else v for p, v in zip(poisoned, columns[name])]
+    columns["digit"] = [TRIGGER_LABEL if p else v for p, v in zip(poisoned, columns["digit"])]
+    columns["source"] = ["vendor-b" if p else "vendor-a" for p in poisoned]
+    columns["group"] = ["north" if i % 2 else "south" for i in range(rows)]
+    return pa.table(columns)

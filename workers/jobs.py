@@ -27,7 +27,8 @@ log = logging.getLogger("obliviate.jobs")
 
 # kind → "module:function(context)", each module named after its kind; imported lazily so the
 # sweeper never loads torch. What a job's failure does to other rows is app/jobs/service.py's ON_FAILED.
-HANDLERS = {kind: f"workers.{kind}:run" for kind in ("training", "unlearning", "references", "rehearsal", "audit_verify")}
+HANDLERS = {kind: f"workers.{kind}:run" for kind in ("training", "unlearning", "references", "rehearsal", "audit_verify",
+                                                               "remediation")}
 
 
 class TransientError(RuntimeError):

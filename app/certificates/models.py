@@ -39,3 +39,17 @@ class SigningKey(Base):
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revocation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RemediationCertificate(Base):
+    """The signed certificate of remediation of one completed remediation request
+    (`obliviate.certificate-of-remediation/v1`, app/certificates/remediation.py)."""
+
+    __tablename__ = "remediation_certificates"
+
+    remediation_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("remediation_requests.id"), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)

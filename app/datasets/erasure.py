@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import literal, select
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.artifacts.store import ArtifactStore, get_store
 from app.datasets import ingest
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
-from app.datasets.storage import IN_CHUNK, add_version, stored_artifact, work_dir
+from app.datasets.storage import IN_CHUNK, add_version, insert_subject_records, stored_artifact, work_dir
 from app.db import utcnow
 
 
@@ -92,6 +93,53 @@ def erase_subjects(
     finally:
         out_path.unlink(missing_ok=True)
     return ErasureOutcome(version, parent, True, rows_removed, len(indexed))
+
+
+def erase_records(
+    session: Session, dataset_version: DatasetVersion, record_ids: Iterable[int], job_id: uuid.UUID | str,
+    *, store: ArtifactStore | None = None,
+) -> ErasureOutcome:
+    """A new version of the dataset without these records (a remediated slice,
+    docs/remediation.md); every other record keeps its record_id, and the lineage index of the
+    new version lists the subjects' remaining records. Deterministic and safe to re-run, as
+    `erase_subjects`; `subjects_removed` counts the subjects left with no record at all."""
+    store = store or get_store()
+    parent = dataset_version
+    job = str(job_id)
+    dataset = session.scalar(select(Dataset).where(Dataset.id == parent.dataset_id).with_for_update())
+    for child in session.scalars(select(DatasetVersion).where(DatasetVersion.parent_version_id == parent.id)):
+        if child.origin.get("kind") == "remediation" and child.origin.get("job_id") == job:
+            return ErasureOutcome(child, parent, False, child.origin["rows_removed"], child.origin["subjects_removed"])
+    table = ingest.read_version_table(store, parent.sha256)
+    removed = pc.is_in(table.column("record_id"), value_set=pa.array(sorted(set(record_ids)), pa.int64()))
+    rows_removed = int(pc.sum(removed).as_py() or 0)
+    if rows_removed == 0:
+        return ErasureOutcome(parent, parent, False, 0, 0)
+    if rows_removed == table.num_rows:
+        raise ValueError("a remediation may not remove every record of a dataset version")
+    remaining = table.filter(pc.invert(removed))
+    keys = remaining.column("subject_key").to_pylist()
+    distinct = sorted(set(keys))
+    position = {key: i for i, key in enumerate(distinct)}
+    key_index = np.array([position[key] for key in keys], dtype=np.int64)
+    groups = ingest.subject_record_groups(distinct, key_index, remaining.column("record_id").to_numpy())
+    out_path = work_dir() / f"remediation-{uuid.uuid4().hex}.parquet"
+    try:
+        sha = ingest.write_version_file(remaining, out_path)
+        origin = {
+            "kind": "remediation", "job_id": job, "rows_removed": rows_removed,
+            "subjects_removed": parent.subjects - len(groups), "parent_sha256": parent.sha256,
+        }
+        with stored_artifact(session, store, out_path, sha):
+            version = add_version(
+                session, dataset, sha, remaining.num_rows, len(groups), origin, parent,
+                make_current=dataset.current_version == parent.version,
+            )
+            insert_subject_records(session, version.id, groups)
+            session.flush()
+    finally:
+        out_path.unlink(missing_ok=True)
+    return ErasureOutcome(version, parent, True, rows_removed, parent.subjects - len(groups))
 
 
 def _indexed_rows(session: Session, version_id: uuid.UUID, keys: list[str]) -> dict[str, int]:

@@ -46,6 +46,9 @@ class UploadSpec:
     feature_columns: list[str] | None = None
     # Identifier kind → column of other identifiers of the row's subject (app/datasets/identifiers.py).
     identifier_columns: dict[str, str] = field(default_factory=dict)
+    # Columns stored beside the features and never trained on (source, group…), any type; usable
+    # in remediation predicates (docs/remediation.md).
+    metadata_columns: list[str] = field(default_factory=list)
 
 
 def read_checked_table(
@@ -86,7 +89,8 @@ def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Tabl
     except (pa.ArrowException, OSError):
         raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
     features = resolve_columns(names, spec)
-    columns = [spec.subject_column, spec.label_column, *features, *spec.identifier_columns.values()]
+    columns = [spec.subject_column, spec.label_column, *features, *spec.identifier_columns.values(),
+               *spec.metadata_columns]
     check_parquet_footer(parquet.metadata, columns, len(features), limits)
     try:
         table = read_parquet_bounded(parquet, columns, len(features), limits)
@@ -117,7 +121,8 @@ def _read_csv(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, l
     identifier_columns = list(spec.identifier_columns.values())
     convert = pacsv.ConvertOptions(
         column_types={column: pa.string() for column in (spec.subject_column, *identifier_columns)},
-        include_columns=[spec.subject_column, spec.label_column, *features, *identifier_columns],
+        include_columns=[spec.subject_column, spec.label_column, *features, *identifier_columns,
+                         *spec.metadata_columns],
     )
     try:
         table = pacsv.read_csv(path, convert_options=convert)
@@ -147,9 +152,11 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
     if spec.subject_column == spec.label_column:
         raise Unprocessable("subject_column and label_column must be different columns.")
     identifier_columns = set(spec.identifier_columns.values())
+    metadata = set(spec.metadata_columns)
     if spec.feature_columns is None:
-        # Identifier columns are never features, not even by default.
-        features = [n for n in names if n not in (spec.subject_column, spec.label_column) and n not in identifier_columns]
+        # Identifier and metadata columns are never features, not even by default.
+        features = [n for n in names if n not in (spec.subject_column, spec.label_column)
+                    and n not in identifier_columns and n not in metadata]
     else:
         features = list(spec.feature_columns)
         missing = [c for c in features if c not in present]
@@ -164,6 +171,7 @@ def resolve_columns(names: list[str], spec: UploadSpec) -> list[str]:
         raise Unprocessable("The file has no feature columns besides the subject and label columns.")
     taken = [spec.subject_column, spec.label_column, *features]
     check_identifier_columns(names, spec.identifier_columns, spec.subject_kind, taken)
+    check_metadata_columns(names, spec.metadata_columns, [*taken, *identifier_columns])
     reserved = [c for c in features if c in RESERVED_COLUMNS]
     if reserved:
         raise Unprocessable(
@@ -186,6 +194,19 @@ def check_identifier_columns(
             raise Unprocessable(f"The identifier column '{column}' is not a column of the file.")
         if column in taken:
             raise Unprocessable(f"The identifier column '{column}' is also the subject, label, text or a feature column.")
+
+
+def check_metadata_columns(names: list[str], metadata: list[str], taken: list[str]) -> None:
+    """The metadata columns exist, are distinct, and are none of the upload's other columns."""
+    if len(set(metadata)) != len(metadata):
+        raise Unprocessable("metadata_columns names a column more than once.")
+    for column in metadata:
+        if column not in names:
+            raise Unprocessable(f"The metadata column '{column}' is not a column of the file.")
+        if column in taken:
+            raise Unprocessable(f"The metadata column '{column}' is also the subject, label, a feature or an identifier column.")
+        if column in RESERVED_COLUMNS:
+            raise Unprocessable(f"Metadata columns may not be named {', '.join(RESERVED_COLUMNS)}.")
 
 
 def _check_values(table: pa.Table, spec: UploadSpec, features: list[str]) -> None:

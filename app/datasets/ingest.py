@@ -14,6 +14,7 @@ the caller's transaction) filters, encodes labels and writes the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ class ParsedUpload:
     features: list[pa.Array]
     # The identifier columns' pseudonyms, each linked to its row's subject key.
     links: list[identifiers.Link] = field(default_factory=list)
+    # The metadata columns (stored after the features with their own types, never trained on).
+    metadata_columns: list[str] = field(default_factory=list)
+    metadata: list[pa.Array] = field(default_factory=list)
 
 
 @dataclass
@@ -59,6 +63,8 @@ class BuiltVersion:
     feature_columns: list[str]
     # The lineage index of this file: (subject_key, record_ids), sorted by key.
     subject_records: list[tuple[str, list[int]]] = field(repr=False)
+    # Rows dropped because a remediated slice removed them from earlier versions.
+    remediated_rows: int = 0
 
 
 def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> ParsedUpload:
@@ -71,17 +77,28 @@ def read_upload(path: str | os.PathLike, spec: UploadSpec, *, secret: bytes) -> 
         labels=decoded(table.column(spec.label_column)),
         features=[decoded(table.column(name)) for name in features],
         links=identifiers.links(table, spec.identifier_columns, spec.subject_kind, keys, key_index, secret),
+        metadata_columns=list(spec.metadata_columns),
+        metadata=[decoded(table.column(name)) for name in spec.metadata_columns],
     )
 
 
 def build_version(
     parsed: ParsedUpload, out_path: str | os.PathLike, *, tombstoned: set[str], classes: list[Any] | None = None,
+    excluded: Callable[[pa.Table, list[Any]], np.ndarray] | None = None,
 ) -> BuiltVersion:
     """Write the version file: rows of tombstoned subjects dropped, labels encoded against
     `classes` (a dataset's existing classes, whose indices must not move) or against the sorted
-    distinct labels of a new dataset."""
+    distinct labels of a new dataset. `excluded` answers, for the table as it would be stored
+    and its classes, the rows a remediated slice removed from earlier versions (dropped too)."""
     dropped = np.array([key in tombstoned for key in parsed.keys], dtype=bool)
     keep = ~dropped[parsed.key_index]
+    remediated = 0
+    if excluded is not None and classes is not None and keep.any():
+        candidate = _table(parsed, pa.array(keep), classes)
+        sliced = excluded(candidate, classes)
+        remediated = int(sliced.sum())
+        positions = np.flatnonzero(keep)
+        keep[positions[sliced]] = False
     rows = int(keep.sum())
     if rows == 0:
         raise Unprocessable("Every record belongs to an erased subject; nothing is left to store.")
@@ -90,24 +107,34 @@ def build_version(
     if pa.types.is_boolean(labels.type):
         labels = labels.cast(pa.int64())
     classes = _classes(labels, classes)
-    label_index = pc.index_in(labels, value_set=pa.array(classes, type=labels.type)).cast(pa.int64())
     key_index = parsed.key_index[keep]
-    keys = pa.array(parsed.keys, pa.string())
-    table = pa.table(
-        [
-            pa.array(np.arange(rows, dtype=np.int64)),
-            keys.take(pa.array(key_index)),
-            label_index,
-            *[values.filter(mask).cast(pa.float32(), safe=False) for values in parsed.features],
-        ],
-        names=["record_id", "subject_key", "label", *parsed.feature_columns],
-    )
+    table = _table(parsed, mask, classes)
     sha = write_version_file(table, out_path)
     groups = subject_record_groups(parsed.keys, key_index, np.arange(rows, dtype=np.int64))
     return BuiltVersion(
         path=Path(out_path), sha256=sha, rows=rows, subjects=len(groups), classes=classes,
-        filtered_rows=len(keep) - rows, filtered_subjects=int(dropped.sum()),
-        feature_columns=list(parsed.feature_columns), subject_records=groups,
+        filtered_rows=len(keep) - rows - remediated, filtered_subjects=int(dropped.sum()),
+        feature_columns=list(parsed.feature_columns), subject_records=groups, remediated_rows=remediated,
+    )
+
+
+def _table(parsed: ParsedUpload, mask: pa.Array, classes: list[Any]) -> pa.Table:
+    """The stored table of the rows `mask` keeps: record ids 0..n-1 in upload order."""
+    labels = parsed.labels.filter(mask)
+    if pa.types.is_boolean(labels.type):
+        labels = labels.cast(pa.int64())
+    label_index = pc.index_in(labels, value_set=pa.array(classes, type=labels.type)).cast(pa.int64())
+    keys = pa.array(parsed.keys, pa.string())
+    key_index = parsed.key_index[np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)]
+    return pa.table(
+        [
+            pa.array(np.arange(len(labels), dtype=np.int64)),
+            keys.take(pa.array(key_index)),
+            label_index,
+            *[values.filter(mask).cast(pa.float32(), safe=False) for values in parsed.features],
+            *[values.filter(mask) for values in parsed.metadata],
+        ],
+        names=["record_id", "subject_key", "label", *parsed.feature_columns, *parsed.metadata_columns],
     )
 
 

@@ -28,6 +28,15 @@ class Dataset(Base):
     classes: Mapped[list[Any]] = mapped_column(JSON)
     current_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Columns stored and never trained on (docs/remediation.md): usable in remediation
+    # predicates. Group columns (a subset) may be special-category data: reading them is audited.
+    # The source column (one of them) is what a remediation by source selects on.
+    metadata_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    group_columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    source_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Slices remediated out of this dataset: {"remediation_id", "predicate" (text or None),
+    # "fingerprints" (the removed rows' content digests)}; every later upload drops them.
+    slice_filters: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     @property
     def is_text(self) -> bool:

@@ -8,9 +8,10 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Query, Request
 
 from app.config import get_settings
-from app.datasets import grants, identifiers, service
+from app.datasets import grants, identifiers, service, slices
 from app.datasets.models import Dataset, DatasetGrant, DatasetVersion
 from app.datasets.schemas import (
+    MetadataOut,
     DatasetDetail,
     DatasetOut,
     DatasetPage,
@@ -52,18 +53,21 @@ def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/for
     try:
         features = form.feature_list()
         identifier_columns = identifiers.parse(form.identifier_columns)
+        metadata = slices.metadata_spec(form.metadata_columns, form.group_columns, form.source_column)
         payload = {
             "name": form.name, "subject_column": form.subject_column, "subject_kind": form.subject_kind,
             "label_column": form.label_column, "text_column": form.text_column, "feature_columns": features,
             "file_sha256": file_sha256,
             # Only when given, so a key stored before identifier columns existed still matches.
             **({"identifier_columns": identifier_columns} if identifier_columns else {}),
+            **({"metadata": [metadata.columns, metadata.groups, metadata.source]} if metadata.columns else {}),
         }
 
         def handler():
             version = service.create_dataset(
                 session, principal, form.name, form.subject_column, form.subject_kind, form.label_column,
                 features, upload_path, text_column=form.text_column, identifier_columns=identifier_columns,
+                metadata=metadata,
             )
             dataset = session.get(Dataset, version.dataset_id)
             body = created_out(dataset, version).model_dump(mode="json")
@@ -156,6 +160,8 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
         id=dataset.id, name=dataset.name, subject_kind=dataset.subject_kind, label_column=dataset.label_column or None,
         text_column=dataset.text_column, columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
         created_at=dataset.created_at,
+        metadata=MetadataOut(columns=list(dataset.metadata_columns or []), group_columns=list(dataset.group_columns or []),
+                             source_column=dataset.source_column),
     )
 
 

@@ -43,6 +43,20 @@ class DatasetUpload(StrictModel):
         description="Comma-separated names or a JSON list; default: every column but subject, label and identifier columns.",
     )
 
+    metadata_columns: str | None = Field(
+        default=None, examples=["source,group"],
+        description=("Comma-separated names or a JSON list of columns stored and never trained on (any type), "
+                     "usable in remediation predicates (docs/remediation.md)."),
+    )
+    group_columns: str | None = Field(
+        default=None, examples=["group"],
+        description="Metadata columns that may be special-category data (GDPR Art. 9): every read of them is audited.",
+    )
+    source_column: str | None = Field(
+        default=None, max_length=200, examples=["source"],
+        description="The metadata column naming each record's source: a remediation may select by its value.",
+    )
+
     @field_validator("feature_columns")
     @classmethod
     def _non_blank(cls, value: str | None) -> str | None:
@@ -61,6 +75,12 @@ class DatasetUpload(StrictModel):
                 raise Unprocessable("feature_columns is not a JSON list of column names.")
             return names
         return [name.strip() for name in text.split(",") if name.strip()]
+
+
+class MetadataOut(BaseModel):
+    columns: list[str] = Field(description="Metadata columns: stored, never trained on, usable in predicates.")
+    group_columns: list[str] = Field(description="Group columns among them; reading them is audited.")
+    source_column: str | None
 
 
 class ModelRef(BaseModel):
@@ -114,6 +134,7 @@ class DatasetOut(BaseModel):
     classes: list[Any]
     current_version: int
     created_at: datetime
+    metadata: MetadataOut
 
 
 class DatasetDetail(DatasetOut):

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.store import ArtifactStore, get_store
 from app.config import get_settings
-from app.datasets import ingest, text
-from app.datasets.erasure import ErasureOutcome, erase_subjects, mark_version_destroyed
+from app.datasets import ingest, slices, text
+from app.datasets.erasure import ErasureOutcome, erase_records, erase_subjects, mark_version_destroyed
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
 from app.datasets.storage import (
     IN_CHUNK,
@@ -45,7 +45,7 @@ __all__ = [
     "create_dataset", "get_dataset_for", "get_version_for", "current_version", "versions_of", "list_datasets",
     "erase_subjects", "mark_version_destroyed", "ErasureOutcome", "add_tombstones", "tombstoned_keys",
     "add_version", "insert_subject_records", "work_dir", "live_references", "get_dataset", "get_version",
-    "holds_subjects", "versions_holding", "destroy_versions", "of_client",
+    "holds_subjects", "versions_holding", "destroy_versions", "of_client", "add_slice_filter", "erase_records",
 ]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -55,14 +55,16 @@ def create_dataset(
     session: Session, principal: Principal, name: str, subject_column: str, subject_kind: str,
     label_column: str | None, feature_columns: Sequence[str] | None, upload_path: str | Path,
     *, store: ArtifactStore | None = None, text_column: str | None = None,
-    identifier_columns: dict[str, str] | None = None,
+    identifier_columns: dict[str, str] | None = None, metadata: slices.MetadataSpec | None = None,
 ) -> DatasetVersion:
     """Register an upload as version 1 of a new dataset, or as the next version of the client's
     dataset of that name (same subject kind, label column and feature columns, else 409).
 
     With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text).
     `identifier_columns` (kind → column) link other identifiers to each row's subject
-    (app/datasets/identifiers.py); the links are stored by app/identities/."""
+    (app/datasets/identifiers.py); the links are stored by app/identities/. `metadata` names the
+    columns stored and never trained on (app/datasets/slices.py); a later version drops the
+    rows of every slice remediated out of the dataset."""
     if not NAME_PATTERN.match(name or ""):
         raise Unprocessable("name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.")
     if not KIND_PATTERN.match(subject_kind or ""):
@@ -71,6 +73,9 @@ def create_dataset(
         raise Unprocessable("Give either label_column (a tabular dataset) or text_column (a text dataset), not both or neither.")
     if text_column is not None and feature_columns:
         raise Unprocessable("feature_columns does not apply to a text dataset.")
+    metadata = metadata or slices.MetadataSpec()
+    if text_column is not None and metadata.columns:
+        raise Unprocessable("metadata_columns does not apply to a text dataset.")
     store = store or get_store()
     secret = get_settings().resolved_secret_key()
     identifier_columns = identifier_columns or {}
@@ -80,26 +85,37 @@ def create_dataset(
         parsed = text.read_text_upload(upload_path, text.TextUploadSpec(subject_column, subject_kind, text_column, identifier_columns), secret=secret)
     else:
         features = list(feature_columns) if feature_columns else None
-        spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features, identifier_columns)
+        spec = ingest.UploadSpec(subject_column, subject_kind, label_column, features, identifier_columns,
+                                 list(metadata.columns))
         parsed = ingest.read_upload(upload_path, spec, secret=secret)
     dataset = session.scalar(
         select(Dataset).where(Dataset.client == principal.client, Dataset.name == name).with_for_update()
     )
     if dataset is not None:
         _check_compatible(dataset, subject_kind, label_column, text_column, getattr(parsed, "feature_columns", []))
+        if list(dataset.metadata_columns or []) != list(metadata.columns) or \
+                list(dataset.group_columns or []) != list(metadata.groups) or dataset.source_column != metadata.source:
+            raise Conflict(f"Dataset '{dataset.name}' has other metadata, group or source columns; "
+                           "upload it under a new name to change them.")
     tombstoned = tombstoned_keys(session, principal.client, parsed.keys)
     out_path = work_dir() / f"version-{uuid.uuid4().hex}.parquet"
     try:
         if text_column is not None:
             built = text.build_text_version(parsed, out_path, tombstoned=tombstoned)
         else:
+            excluded = None if dataset is None else slices.excluded_rows(
+                dataset.slice_filters or [], dataset.metadata_columns or [], dataset.feature_columns, dataset.label_column)
             built = ingest.build_version(
-                parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None
+                parsed, out_path, tombstoned=tombstoned, classes=dataset.classes if dataset is not None else None,
+                excluded=excluded,
             )
         origin = {"kind": "upload", "filtered_rows": built.filtered_rows, "filtered_subjects": built.filtered_subjects}
+        if getattr(built, "remediated_rows", 0):
+            origin["remediated_rows"] = built.remediated_rows
         with stored_artifact(session, store, out_path, built.sha256) as sha:
             if dataset is None:
-                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column)
+                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column,
+                                       metadata)
             version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)
             insert_subject_records(session, version.id, built.subject_records)
             identity_service.hold_kinds(session, principal.client, [subject_kind, *identifier_columns])
@@ -110,6 +126,16 @@ def create_dataset(
     finally:
         out_path.unlink(missing_ok=True)
     return version
+
+
+def add_slice_filter(session: Session, dataset: Dataset, entry: dict[str, Any]) -> None:
+    """Keep a remediated slice out of every later upload of the dataset (app/datasets/slices.py);
+    a second call for the same remediation changes nothing."""
+    filters = list(dataset.slice_filters or [])
+    if any(f.get("remediation_id") == entry.get("remediation_id") for f in filters):
+        return
+    dataset.slice_filters = [*filters, entry]
+    session.flush()
 
 
 def _check_compatible(
@@ -139,10 +165,13 @@ def _check_compatible(
 
 def _new_dataset(
     session: Session, client: str, name: str, kind: str, label_column: str | None, built, text_column: str | None,
+    metadata: slices.MetadataSpec,
 ) -> Dataset:
     dataset = Dataset(
         client=client, name=name, subject_kind=kind, label_column=label_column or "", text_column=text_column,
         feature_columns=built.feature_columns, classes=built.classes, current_version=0, created_at=utcnow(),
+        metadata_columns=list(metadata.columns), group_columns=list(metadata.groups), source_column=metadata.source,
+        slice_filters=[],
     )
     try:
         with session.begin_nested():

@@ -30,7 +30,8 @@ ACTIVE = ("queued", "running")
 
 # kind → "module:function(session, job, reason)", called when a job fails for good. Named, not
 # imported: the modules that handle a kind's failure build on this one.
-ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests", "audit_verify": "app.dashboard.verification:fail_run"}
+ON_FAILED = {"unlearning": "app.unlearning.completion:fail_requests", "audit_verify": "app.dashboard.verification:fail_run",
+             "remediation": "app.remediation.execution:fail_request"}
 
 
 class LeaseLost(RuntimeError):

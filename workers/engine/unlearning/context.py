@@ -65,8 +65,11 @@ class CandidateVersion:
     settings: JsonObject | None = None
 
 
-def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None) -> Context:
-    """Load the records of the old and the new dataset version and find the forget records."""
+def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None,
+                forget_records: Sequence[int] | None = None) -> Context:
+    """Load the records of the old and the new dataset version and find the forget records: those
+    of the erased subjects `keys`, or the records `forget_records` of a remediated slice
+    (docs/remediation.md)."""
     spec = get_family(snapshot.family)
     family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
 
@@ -77,6 +80,8 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
     new_records = old_records if snapshot.new_dataset_sha == snapshot.old_dataset_sha else load(snapshot.new_dataset_sha)
     keyset = set(keys)
     erased_mask = np.array([k in keyset for k in old_records.subject_keys.tolist()], dtype=bool)
+    if forget_records is not None:
+        erased_mask |= np.isin(old_records.record_ids, np.asarray(list(forget_records), dtype=np.int64))
     old_manifest = Manifest.from_parquet(get_store().get_bytes(snapshot.manifest_sha))
     forget_ids: Ids = np.intersect1d(old_records.record_ids[erased_mask], old_manifest.trained_ids())
     return Context(

@@ -1,0 +1,87 @@
+"""A remediation request end to end, in-process: a poisoned source's slice selected, dry run,
+approved by a second key, carried out by its job, certified, the old weights gone (410), and the
+slice kept out of a later upload."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dataset_files import TRIGGER, TRIGGER_LABEL, parquet_bytes, poisoned_digits, upload
+from tests.factories import MLP_PARAMS, start_training
+from tests.worker import execute_queued
+
+pytestmark = pytest.mark.usefixtures("held_batches")
+METADATA = {"metadata_columns": "source,group", "group_columns": "group", "source_column": "source"}
+
+
+@pytest.fixture
+def reviewer(make_key):
+    """A second key of the same client: the four eyes that approve."""
+    return make_key("requests:review,requests:read,models:read", client="acme")
+
+
+def _poisoned_model(client, headers, name: str) -> tuple[str, bytes]:
+    content = parquet_bytes(poisoned_digits())
+    created = upload(client, headers, content, name=f"data-{name}", **METADATA)
+    assert created.status_code == 201, created.text
+    dataset_id = created.json()["dataset_id"]
+    response = start_training(client, headers, dataset_id, name, "mlp_classifier", holdout_fraction=0.2,
+                              params={**MLP_PARAMS, "epochs": 30}, seed=1)
+    assert response.status_code == 202, response.text
+    assert execute_queued("training") == ["completed"]
+    return dataset_id, content
+
+
+def test_poisoned_source_removed_end_to_end(client, writer, reviewer):
+    from app.certificates.signing import verify_document
+
+    dataset_id, content = _poisoned_model(client, writer, "poisoned")
+    body = {"kind": "poisoning", "reason": "vendor-b planted a backdoor", "dataset_id": dataset_id,
+            "source": "vendor-b", "trigger": {"features": TRIGGER, "target_label": TRIGGER_LABEL}}
+    created = client.post("/v1/remediation-requests", json=body, headers=writer)
+    assert created.status_code == 201, created.text
+    request = created.json()
+    planted = sum(1 for s in poisoned_digits().column("source").to_pylist() if s == "vendor-b")
+    dry = request["dry_run"]
+    assert request["status"] == "pending_approval" and request["predicate"] == 'source == "vendor-b"'
+    assert dry["records"] == planted and dry["versions"][0]["records"] == planted and dry["subjects"] > 0
+    assert [m["model"] for m in dry["models"]] == ["poisoned"] and dry["models"][0]["method"] == "retrain"
+    assert dry["models"][0]["estimated_cost"]["records_trained"] > 0
+
+    # Four eyes: the creator's key cannot approve; a second key can.
+    assert client.post(f"/v1/remediation-requests/{request['id']}/approve", headers=writer).status_code == 403
+    approved = client.post(f"/v1/remediation-requests/{request['id']}/approve", headers=reviewer)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "approved"
+    assert execute_queued("remediation") == ["completed"]
+
+    done = client.get(f"/v1/remediation-requests/{request['id']}", headers=reviewer).json()
+    assert done["status"] == "completed", done
+    assert done["result"]["dataset"]["rows_removed"] == planted
+    model = done["result"]["models"][0]
+    assert model["version_before"] == 1 and model["version_after"] == 2 and model["method"] == "retrain"
+    attack = model["checks"]["attack_success"]
+    assert attack["status"] == "run"
+    assert attack["attack_success_rate"]["before"] > 0.5, attack
+    assert attack["attack_success_rate"]["after"] < attack["attack_success_rate"]["before"] - 0.3, attack
+
+    # The old weights held the slice: destroyed.
+    assert client.get("/v1/models/poisoned/versions/1/weights", headers=writer).status_code == 410
+    assert client.get("/v1/models/poisoned/versions/2/weights", headers=writer).status_code == 200
+
+    certificate = client.get(f"/v1/remediation-requests/{request['id']}/certificate", headers=reviewer).json()
+    assert verify_document(certificate)[0]
+    body_ = certificate["certificate"]
+    assert body_["type"] == "obliviate.certificate-of-remediation/v1"
+    assert body_["predicate"] == 'source == "vendor-b"' and body_["counts"]["records"] == planted
+    assert body_["models"][0]["destroyed"] == [{"version": 1, "sha256": model["sha256_before"]}]
+    assert "record_ids" not in str(body_) and "subject_key" not in str(body_)
+    trail = client.get(f"/v1/remediation-requests/{request['id']}/audit", headers=reviewer).json()
+    types = [e["type"] for e in trail["events"]]
+    assert types[:2] == ["remediation.created", "remediation.approved"] and types[-1] == "certificate.issued"
+    assert "remediation.completed" in types and "model.remediated" in types
+
+    # A later upload of the same file cannot bring the slice back.
+    again = upload(client, writer, content, name="data-poisoned", **METADATA)
+    assert again.status_code == 201, again.text
+    assert again.json()["rows"] == poisoned_digits().num_rows - planted

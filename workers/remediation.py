@@ -1,0 +1,113 @@
+"""Remediation jobs (docs/remediation.md): remove a slice of a dataset, then from every model
+trained on it (exact, SISA or approximate with its verdicts, escalated as for an erasure), with
+the checks the request's kind asks for, destroy what held the slice, and certify.
+
+This module only sequences the steps: the rows are `app.remediation.execution`'s, each step in
+a unit of work of its own and safe to repeat; the maths are the unlearning engine's and
+`workers.engine.verification.slices`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+
+from app.artifacts.store import get_store
+from app.datasets.ingest import read_version_table
+from app.db import session_scope
+from app.remediation import execution
+from app.remediation.types import RemediationPlan, SliceErasure
+from app.unlearning.types import Escalation, JobAttempt, Shard
+from workers import destruction
+from workers.engine.serialization import load_network
+from workers.engine.unlearning import job as unlearning
+from workers.engine.verification import slices as checks
+from workers.jobs import JobContext, TransientError
+from workers.training import begin
+
+
+def run(context: JobContext) -> None:
+    attempt = begin(context)
+    with session_scope() as session:
+        plan = execution.start(session, attempt)
+    if plan is None:
+        with session_scope() as session:
+            execution.complete(session, attempt)
+        return
+    context.progress(0.05, "removing the slice from the dataset")
+    with session_scope() as session:
+        erasure = execution.erase_slice(session, attempt, plan)
+    for position, model_id in enumerate(plan.model_ids):
+        share = 0.8 / max(len(plan.model_ids), 1)
+
+        def progress(fraction: float, step: str, base: float = 0.1 + position * share) -> None:
+            context.progress(base + share * fraction, step)
+
+        unlearn_model(context, attempt, plan, erasure, model_id, progress)
+    context.progress(0.92, "destroying the dataset versions that held the slice")
+    with session_scope() as session:
+        doomed = execution.destroy_datasets(session, attempt)
+    _purge(doomed)
+    with session_scope() as session:
+        execution.complete(session, attempt)
+
+
+def _purge(doomed: list[str]) -> None:
+    try:
+        destruction.purge(doomed)
+    except Exception as exc:  # the deletions are recorded; a retry (or the sweeper) finishes them
+        raise TransientError("the artifact store did not delete the destroyed artifacts") from exc
+
+
+def unlearn_model(context: JobContext, attempt: JobAttempt, plan: RemediationPlan, erasure: SliceErasure,
+                  model_id: uuid.UUID, progress: Any) -> None:
+    with session_scope() as session:
+        found = execution.snapshot(session, attempt, plan, erasure, model_id)
+    if found is None:
+        return
+    snapshot, forget = found
+
+    def escalate(escalation: Escalation) -> None:
+        with session_scope() as session:
+            execution.record_escalation(session, attempt, snapshot, escalation)
+
+    ctx = unlearning.context_for(snapshot, (), progress=lambda f, step: progress(0.7 * f, step), forget_records=forget)
+    settings = snapshot.method_settings.settings if snapshot.method_settings is not None else None
+    result = unlearning.unlearn(ctx, snapshot.method, escalate=escalate, settings=settings)
+    context.check()
+    progress(0.75, "checking the slice's effect")
+    measured = measure(ctx, plan, erasure, snapshot.features, result.shards, result.method)
+    with session_scope() as session:
+        doomed = execution.record_model(session, attempt, snapshot, result, measured)
+    _purge(doomed)
+
+
+def measure(ctx: unlearning.Context, plan: RemediationPlan, erasure: SliceErasure, features: tuple[str, ...],
+            shards: tuple[Shard, ...], method: str) -> dict[str, Any]:
+    """The kind's checks on the model before, after, and a retrain without the slice."""
+    if plan.kind not in ("poisoning", "bias"):
+        return {}
+    if plan.kind == "poisoning" and plan.trigger is None:
+        return {"attack_success": {"status": "not run", "reason": "the request carries no trigger"}}
+    store = get_store()
+
+    def networks(group: tuple[Shard, ...]) -> list[Any]:
+        return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in group]
+
+    after = networks(shards)
+    retrain = after if method == "retrain" else networks(unlearning.run_method(ctx, "retrain").shards)
+    compared = checks.Networks(before=networks(ctx.old_shards), after=after, retrain=retrain)
+    evaluation = checks.evaluation_set(ctx.new_records, ctx.old_manifest.record_ids, ctx.old_manifest.shards,
+                                       ctx.forget_ids)
+    if plan.kind == "poisoning" and plan.trigger is not None:
+        trigger = [(features.index(name), value) for name, value in plan.trigger.features]
+        return {"attack_success": dict(checks.attack_success(ctx.family, compared, evaluation, trigger,
+                                                             plan.trigger.target))}
+    if plan.group_column is None or plan.positive is None:
+        return {"group_metrics": {"status": "not run", "reason": "the request names no group column"}}
+    table = read_version_table(store, erasure.dataset_sha, ["record_id", plan.group_column])
+    values = table.column(plan.group_column).to_pylist()
+    groups = {int(i): ("" if v is None else str(v))
+              for i, v in zip(np.asarray(table.column("record_id").to_numpy()).tolist(), values, strict=True)}
+    return {"group_metrics": dict(checks.group_metrics(ctx.family, compared, evaluation, groups, plan.positive))}
