@@ -65,6 +65,8 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 # One tag per domain; client generators group operations by tag (one module each).
 TAGS = [
     {"name": "erasure requests", "description": "Intake, review and progress of erasure requests."},
+    {"name": "remediation requests", "description": "Removing a slice of a dataset (bias, poisoning, licence, quality), "
+                                                    "with its dry run, four-eyes approval and certificate."},
     {"name": "audit", "description": "The hash-chained audit trail."},
     {"name": "certificates", "description": "Signed certificates of erasure and the key that signs them."},
     {"name": "datasets", "description": "Training data, stored under pseudonymous subject keys."},

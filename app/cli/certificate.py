@@ -10,7 +10,7 @@ import typer
 from app.cli.common import EXIT_USAGE, console, err_console, fail
 from app.config import get_settings
 
-certificate_app = typer.Typer(no_args_is_help=True, help="Certificates of erasure.")
+certificate_app = typer.Typer(no_args_is_help=True, help="Certificates of erasure and of remediation.")
 
 
 def _given_keys(value: str):
@@ -64,6 +64,7 @@ def certificate_verify(
 ) -> None:
     """Verify the Ed25519 signature. Exit 0: VALID; 1: INVALID; 3: signature not checked (no
     trusted key); 2: usage error."""
+    from app.certificates.remediation import TYPE as REMEDIATION_TYPE
     from app.certificates.verification import EXIT_CODES, Verdict, model_summaries, verify_bytes
 
     trusted = _given_keys(public_key) if public_key else _service_keys()
@@ -75,11 +76,20 @@ def certificate_verify(
                           "or key file.", soft_wrap=True, markup=False)
     else:
         body = result.certificate or {}
-        console.print(f"VALID certificate of erasure for request {body.get('request_id')} "
-                      f"({body.get('outcome')}, completed {body.get('completed_at')}), key {result.key_id}",
-                      soft_wrap=True, markup=False)
-        for summary in model_summaries(body):
-            console.print(f"VALID {summary.describe()}", soft_wrap=True, markup=False)
+        if body.get("type") == REMEDIATION_TYPE:
+            # A certificate of remediation (docs/remediation.md): same signature, its own body.
+            console.print(f"VALID certificate of remediation for request {body.get('remediation_id')} "
+                          f"({body.get('kind')}, {body.get('counts', {}).get('records')} records, completed "
+                          f"{body.get('completed_at')}), key {result.key_id}", soft_wrap=True, markup=False)
+            for entry in body.get("models") or ():
+                console.print(f"VALID model {entry.get('model')}: {entry.get('method')}, verdict "
+                              f"{entry.get('verdict') or 'not recorded'}", soft_wrap=True, markup=False)
+        else:
+            console.print(f"VALID certificate of erasure for request {body.get('request_id')} "
+                          f"({body.get('outcome')}, completed {body.get('completed_at')}), key {result.key_id}",
+                          soft_wrap=True, markup=False)
+            for summary in model_summaries(body):
+                console.print(f"VALID {summary.describe()}", soft_wrap=True, markup=False)
         for note in result.notes:
             console.print(f"note: {note}", soft_wrap=True, markup=False)
     raise typer.Exit(EXIT_CODES[result.verdict])

@@ -36,7 +36,6 @@ MAX_LIST = 1000
 
 ColumnType = Literal["number", "string", "bool"]
 Value: TypeAlias = float | int | str | bool
-OPS = ("==", "!=", "<=", ">=", "<", ">")
 _ARROW_OPS = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater,
               ">=": pc.greater_equal}
 _PY_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
@@ -67,7 +66,7 @@ class Token:
 @dataclass(frozen=True)
 class Comparison:
     column: str
-    op: str  # one of OPS, or "in"
+    op: str  # ==, !=, <, <=, >, >= or "in"
     values: tuple[Value, ...]
 
 

@@ -22,6 +22,7 @@ TRANSITION = problem_responses(409)
 @router.post(
     "", status_code=201, response_model=RemediationOut, operation_id="create_remediation_request",
     summary="Create a remediation request (answers its dry run)", dependencies=[IdempotencyKeyHeader],
+    responses=problem_responses(404),  # the dataset is not the caller's
 )
 def create_remediation(payload: RemediationCreate, request: Request, session: SessionDep, principal: Reviewer) -> Any:
     """Select a slice of a dataset by predicate, record ids or source value. The answer carries

@@ -69,7 +69,9 @@ def selection_of(request: RemediationRequest) -> Selection:
 
 def read_table(version: DatasetVersion, columns: set[str] | None = None) -> pa.Table:
     """A version's table: the columns a selection needs (None: every column)."""
-    wanted = None if columns is None else sorted({"record_id", "subject_key", "label", *columns})
+    # The label is stored as `label` whatever the dataset calls it; other names are columns.
+    wanted = None if columns is None else sorted(
+        {"record_id", "subject_key", "label", *columns} & set(_stored_schema(version).names))
     return ingest.read_version_table(get_store(), version.sha256, wanted)
 
 

@@ -101,3 +101,4 @@ _.loss_per_example
 # The job runner loads each kind's failure hook by "module:attribute" (app/jobs/service.py ON_FAILED).
 fail_requests
 fail_run
+fail_request
