@@ -102,3 +102,27 @@ def metric_series(versions: list[tuple[int, dict[str, Any]]]) -> list[Series]:
                   for i, (_n, v) in enumerate(values)]
         series.append(Series(name.replace(".", " "), values, coords, low, high))
     return series
+
+
+def remediation_bars(checks: dict[str, Any] | None) -> list[Bar]:
+    """A remediation's checks of one model (docs/remediation.md): before and after, with the
+    retrain as the reference line, for every figure the checks hold on all three sides."""
+    bars: list[Bar] = []
+    for name, figures in _three_sided(checks or {}).items():
+        values = [v for v in figures if v is not None]
+        if figures[1] is None or not values:
+            continue
+        scale = 1.0 if all(0.0 <= v <= 1.0 for v in values) else max(values)
+        bars.append(Bar(name, figures[0], figures[1], figures[2], "retrain", scale))
+    return bars
+
+
+def _three_sided(block: Any, prefix: str = "") -> dict[str, tuple[float | None, float | None, float | None]]:
+    if not isinstance(block, dict):
+        return {}
+    if {"before", "after", "retrain"} <= set(block):
+        return {prefix: (block["before"], block["after"], block["retrain"])}
+    found: dict[str, tuple[float | None, float | None, float | None]] = {}
+    for key in sorted(block):
+        found.update(_three_sided(block[key], f"{prefix} {key}".strip().replace("_", " ")))
+    return found

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from app.config import get_settings
-from app.dashboard import pages_admin, pages_catalog, pages_requests, queries, service
+from app.dashboard import pages_admin, pages_catalog, pages_remediation, pages_requests, queries, service
 from app.dashboard.web import HERE, DashboardRoute, PosterDep, ViewerDep, render, see_other
 from app.db import get_sessionmaker
 from app.deps import SessionDep
@@ -119,4 +119,5 @@ def static(name: str) -> Response:
 
 router.include_router(pages_requests.router)
 router.include_router(pages_catalog.router)
+router.include_router(pages_remediation.router)
 router.include_router(pages_admin.router)

@@ -24,6 +24,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column('group_columns', sa.JSON(), nullable=False, server_default='[]'))
         batch.add_column(sa.Column('source_column', sa.String(length=200), nullable=True))
         batch.add_column(sa.Column('slice_filters', sa.JSON(), nullable=False, server_default='[]'))
+    # The default only fills the existing rows; new ones get theirs from the application.
+    with op.batch_alter_table('datasets') as batch:
+        for column in ('metadata_columns', 'group_columns', 'slice_filters'):
+            batch.alter_column(column, existing_type=sa.JSON(), existing_nullable=False, server_default=None)
     op.create_table('remediation_requests',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('client', sa.String(length=100), nullable=False),

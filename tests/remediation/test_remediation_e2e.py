@@ -4,6 +4,8 @@ slice kept out of a later upload."""
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from tests.dataset_files import TRIGGER, TRIGGER_LABEL, parquet_bytes, poisoned_digits, upload
@@ -85,3 +87,25 @@ def test_poisoned_source_removed_end_to_end(client, writer, reviewer):
     again = upload(client, writer, content, name="data-poisoned", **METADATA)
     assert again.status_code == 201, again.text
     assert again.json()["rows"] == poisoned_digits().num_rows - planted
+
+    # The dashboard's own view: the list, the dry run and the checks as a chart.
+    from tests.dashboard.helpers import sign_in
+
+    sign_in(client, reviewer["Authorization"].split()[1])
+    listing = client.get("/admin/remediation")
+    assert listing.status_code == 200 and f"/admin/remediation/{request['id']}" in listing.text
+    page = html.unescape(client.get(f"/admin/remediation/{request['id']}").text)
+    assert "<svg" in page and "attack success rate" in page and "Dry run" in page and 'source == "vendor-b"' in page
+
+
+def test_the_remediation_chart_compares_before_after_and_retrain():
+    from app.dashboard.charts import remediation_bars
+
+    checks = {"group_metrics": {"status": "run", "groups": {"north": {"rows": 10, "positive_rate": {
+        "before": 0.2, "after": 0.5, "retrain": 0.48, "after_vs_retrain": 0.02}}},
+        "positive_rate_gap": {"before": 0.3, "after": 0.05, "retrain": 0.04, "after_vs_retrain": 0.01}}}
+    bars = {bar.label: bar for bar in remediation_bars(checks)}
+    assert set(bars) == {"group metrics groups north positive rate", "group metrics positive rate gap"}
+    gap = bars["group metrics positive rate gap"]
+    assert (gap.before, gap.after, gap.reference, gap.reference_label) == (0.3, 0.05, 0.04, "retrain")
+    assert remediation_bars({"attack_success": {"status": "not run"}}) == []
