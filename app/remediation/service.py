@@ -265,7 +265,7 @@ def approve(session: Session, principal: Principal, request_id: uuid.UUID) -> Re
         raise Forbidden("A remediation request is approved by another key than the one that created it (four eyes).")
     request.approved_by = principal.actor
     job = job_service.create(session, client=request.client, kind="remediation", model_id=None,
-                             payload={"remediation_id": str(request.id)})
+                             payload={"remediation_id": str(request.id), "dataset_id": str(request.dataset_id)})
     request.job_id = job.id
     move(session, request, "approved", principal.actor, "remediation.approved", job_id=str(job.id))
     return request

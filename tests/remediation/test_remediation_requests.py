@@ -4,6 +4,8 @@ reads of group columns, and a slice removed from a dataset no model was trained 
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.dataset_files import FEATURES, parquet_bytes, poisoned_digits, upload
@@ -151,3 +153,23 @@ def test_a_slice_by_record_ids_leaves_a_dataset_without_models(client, writer, r
     assert tampered != response.content
     path.write_bytes(tampered)
     assert CliRunner().invoke(cli, ["certificate", "verify", str(path), "--public-key", public]).exit_code == 1
+
+
+def test_a_remediation_waits_while_an_unlearning_job_of_its_dataset_runs(client, writer, reviewer, dataset):
+    """Both make a new dataset version from the current one: side by side, the later would bring
+    back what the earlier removed (app/unlearning/exclusive.py)."""
+    from app.db import session_scope
+    from app.jobs import service as job_service
+    from app.unlearning import exclusive
+
+    with session_scope() as session:
+        running = job_service.create(session, client="acme", kind="unlearning", model_id=None,
+                                     payload={"dataset_id": dataset})
+        running.status = "running"
+    created = _create(client, writer, dataset, source="vendor-b").json()
+    job_id = uuid.UUID(client.post(f"/v1/remediation-requests/{created['id']}/approve", headers=reviewer).json()["job_id"])
+    with session_scope() as session:
+        assert exclusive.blocked(session, job_id)
+        session.get(type(running), running.id).status = "completed"
+    with session_scope() as session:
+        assert not exclusive.blocked(session, job_id)
