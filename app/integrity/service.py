@@ -23,7 +23,8 @@ from app.audit.merkle import Frontier
 from app.audit.models import AuditCheckpoint, AuditEvent
 from app.audit.notes import NoteError
 from app.certificates import signing
-from app.certificates.models import Certificate
+from app.certificates import remediation
+from app.certificates.models import Certificate, RemediationCertificate
 from app.certificates.service import signed_document
 from app.integrity.schemas import BrokenChain, LogSummary, VerifyReport
 
@@ -112,23 +113,25 @@ def _check_certificates(session: Session, report: LogReport, chunk: int = 500) -
         )
     }
     anchored_below = report.latest_checkpoint or 0
-    certificates = list(session.scalars(select(Certificate).order_by(Certificate.request_id)))
+    # Certificates of erasure, then of remediation (docs/remediation.md): signed and chained alike.
+    certificates = [(f"certificate of request {c.request_id}", c.body, signed_document(c))
+                    for c in session.scalars(select(Certificate).order_by(Certificate.request_id))]
+    certificates += [(f"certificate of remediation {c.remediation_id}", c.body, remediation.signed_document(c))
+                     for c in session.scalars(select(RemediationCertificate).order_by(RemediationCertificate.remediation_id))]
     report.certificates = len(certificates)
     for start in range(0, len(certificates), chunk):
         part = certificates[start:start + chunk]
-        links = {(c.body.get("audit_chain") or {}).get("stream"): c for c in part}
-        wanted = [(stream, (c.body["audit_chain"]).get("seq")) for stream, c in links.items() if stream]
+        links = {(body.get("audit_chain") or {}).get("stream"): body for _label, body, _document in part}
+        wanted = [(stream, (body["audit_chain"]).get("seq")) for stream, body in links.items() if stream]
         found = dict(((s, q), h) for s, q, h in session.execute(
             select(AuditEvent.stream, AuditEvent.seq, AuditEvent.hash).where(tuple_(AuditEvent.stream, AuditEvent.seq).in_(wanted))
         )) if wanted else {}
-        for certificate in part:
-            document = signed_document(certificate)
-            label = f"certificate of request {certificate.request_id}"
+        for label, body, document in part:
             ok, reason = signing.verify_document(document)
             if not ok:
                 report.problems.append(f"{label}: {reason}")
                 continue
-            chain = certificate.body.get("audit_chain") or {}
+            chain = body.get("audit_chain") or {}
             if found.get((chain.get("stream"), chain.get("seq"))) != chain.get("head"):
                 report.problems.append(f"{label}: its chain no longer has the link it records (seq {chain.get('seq')})")
             digest = hashlib.sha256(signing.document_bytes(document)).hexdigest()

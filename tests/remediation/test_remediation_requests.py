@@ -124,7 +124,7 @@ def test_reading_a_group_column_is_audited(client, writer, reviewer, dataset):
     assert len(read) == 1 and read[0]["data"]["columns"] == ["group"] and read[0]["data"]["purpose"] == "dry_run"
 
 
-def test_a_slice_by_record_ids_leaves_a_dataset_without_models(client, writer, reviewer, dataset, tmp_path):
+def test_a_slice_by_record_ids_leaves_a_dataset_without_models(client, writer, reviewer, admin, dataset, tmp_path):
     from typer.testing import CliRunner
 
     from app.cli import cli
@@ -149,6 +149,9 @@ def test_a_slice_by_record_ids_leaves_a_dataset_without_models(client, writer, r
     result = CliRunner().invoke(cli, ["certificate", "verify", str(path), "--public-key", public])
     assert result.exit_code == 0, result.output
     assert "VALID certificate of remediation" in result.output
+    # The service's own verification of the trail covers certificates of remediation too.
+    report = client.get("/v1/audit/verify", headers=admin).json()
+    assert report["valid"] is True and report["log"]["certificates"] == 1, report
     tampered = response.content.replace(b'"records":3', b'"records":2')
     assert tampered != response.content
     path.write_bytes(tampered)
