@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -328,7 +329,11 @@ def reencode(data: bytes, record: int, max_pixels: int) -> tuple[bytes, list[int
     Image.MAX_IMAGE_PIXELS = max_pixels
     where = f"Record {record} (counting from 1)"
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+        with warnings.catch_warnings():
+            # Pillow warns between the limit and twice it; here that is a refusal like above it.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        with image:
             width, height = image.size
             if width * height > max_pixels:
                 raise Unprocessable(f"{where} has {width}×{height} pixels; at most {max_pixels} are accepted "
@@ -338,7 +343,7 @@ def reencode(data: bytes, record: int, max_pixels: int) -> tuple[bytes, list[int
             pixels = image.convert(mode).tobytes()
     except Unprocessable:
         raise
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise Unprocessable(f"{where} has more pixels than OBLIVIATE_MAX_IMAGE_PIXELS allows.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError, MemoryError):
         raise Unprocessable(f"{where} is not a PNG or JPEG image that can be decoded.") from None
