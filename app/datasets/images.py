@@ -304,7 +304,7 @@ def _reencode_all(blobs, rows: int, limits: ImageLimits, upload: UploadLimits) -
     encoded: list[bytes] = []
     size: list[int] | None = None
     for record, blob in enumerate(blobs, start=1):
-        png, this = reencode(blob, record, limits.max_pixels)
+        png, this = reencode(blob, f"Record {record} (counting from 1)", limits.max_pixels)
         if size is None:
             size = this
             upload.check_memory(rows, 0, rows * this[0] * this[1] * this[2])
@@ -319,15 +319,14 @@ def _reencode_all(blobs, rows: int, limits: ImageLimits, upload: UploadLimits) -
     return encoded, size
 
 
-def reencode(data: bytes, record: int, max_pixels: int) -> tuple[bytes, list[int]]:
+def reencode(data: bytes, where: str, max_pixels: int) -> tuple[bytes, list[int]]:
     """The image as PNG bytes holding only its pixels, and [height, width, channels].
 
     The size comes from the header first (Image.open decodes nothing), so an image over
     `max_pixels` is refused before its pixels are expanded; Pillow's own bomb check is set to the
     same limit. Grey images (with or without alpha, any bit depth) become "L", others "RGB";
-    alpha is dropped."""
+    alpha is dropped. Messages start with `where` ("Record 3 (counting from 1)")."""
     Image.MAX_IMAGE_PIXELS = max_pixels
-    where = f"Record {record} (counting from 1)"
     try:
         with warnings.catch_warnings():
             # Pillow warns between the limit and twice it; here that is a refusal like above it.

@@ -1,4 +1,4 @@
-"""Predictions (and a language model's generate and score), computed by an inference worker (workers/tasks.py, the `inference` queue).
+"""Predictions (a language model's generate and score, an image model's sample and score-images), computed by an inference worker (workers/tasks.py, the `inference` queue).
 
 The API loads no weights and no torch: it sends what the worker needs (family, params, shape, the
 sha256 digests of the weights, the rows) as a task by name and waits for the answer in a thread
@@ -55,6 +55,19 @@ async def score(client: str, loaded: dict[str, Any], texts: list[str]) -> list[d
     """Log-likelihood and token count of each text under a language model's current version."""
     budget.check(loaded, budget.score_positions(texts, int(loaded["params"]["block_size"])))
     return (await call(client, queue.SCORE, loaded, {"texts": texts}))["scores"]
+
+
+async def sample(client: str, loaded: dict[str, Any], n: int, seed: int, steps: int, label: int | None) -> list[str]:
+    """n images (base64 PNG) drawn from an image model's current version."""
+    budget.check(loaded, budget.sample_positions(loaded, n, steps))
+    extra = {"n": n, "seed": seed, "steps": steps, "label": label}
+    return (await call(client, queue.SAMPLE, loaded, extra))["images"]
+
+
+async def score_images(client: str, loaded: dict[str, Any], images: list[str], labels: list[int] | None) -> list[float | None]:
+    """Each image's denoising loss at the fixed timesteps under an image model's current version."""
+    budget.check(loaded, budget.score_image_positions(loaded, len(images)))
+    return (await call(client, queue.SCORE_IMAGES, loaded, {"images": images, "labels": labels}))["losses"]
 
 
 async def call(client: str, task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

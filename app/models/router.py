@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 
 from app.artifacts.store import get_store
 from app.audit import downloads
+from app.datasets import images
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.deps import SessionDep, run_unit_of_work, scoped
@@ -34,7 +37,11 @@ from app.models.schemas import (
     PredictBody,
     PredictOut,
     RehearsalOut,
+    SampleBody,
+    SampleOut,
     ScoreBody,
+    ScoreImagesBody,
+    ScoreImagesOut,
     ScoreOut,
 )
 from app.openapi import problem_responses
@@ -203,6 +210,8 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
     def check(version) -> None:
         if _is_language_model(version.family):
             raise Unprocessable("This model is a language model: use its generate and score endpoints.")
+        if _is_image_model(version.family):
+            raise Unprocessable("This model is an image model: use its sample and score-images endpoints.")
         width = version.shape["n_features"]
         bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
         if bad is not None:
@@ -239,6 +248,18 @@ def _is_language_model(family: str) -> bool:
         return get_family(family).data_kind == "text"
     except UnknownFamilyError:
         return False
+
+
+def _is_image_model(family: str) -> bool:
+    try:
+        return get_family(family).data_kind == "image"
+    except UnknownFamilyError:
+        return False
+
+
+def _image_model_only(version) -> None:
+    if not _is_image_model(version.family):
+        raise Unprocessable("Only image models (family image_diffusion) sample and score images.")
 
 
 def _language_model_only(version) -> None:
@@ -285,3 +306,97 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
     loaded = await _load_current(principal, name, client, _language_model_only)
     scores = await inference.score(principal.client, loaded, body.texts)
     return ScoreOut(model=loaded["model"], version=loaded["version"], scores=scores)
+
+
+@router.post(
+    "/{name}/sample", response_model=SampleOut, operation_id="sample_images",
+    summary="Draw images from an image model's current version",
+    # 422: n over OBLIVIATE_MAX_SAMPLES, steps or label out of the model's range, over
+    # OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model; 409, 429 and 503 as for predict.
+    responses=problem_responses(409, 429, 503),
+)
+@reads_only
+async def sample(name: ModelName, body: SampleBody, principal: Reader, client: ClientName = None) -> Any:
+    """`n` images drawn by DDPM sampling under `seed` (same seed, same images), in `steps`
+    denoising steps; a SISA model draws each image from one shard chosen uniformly."""
+    limit = get_settings().max_samples
+    if body.n > limit:
+        raise Unprocessable(f"n is at most {limit} (OBLIVIATE_MAX_SAMPLES).")
+    chosen: dict[str, int] = {}
+
+    def check(version) -> None:
+        _image_model_only(version)
+        steps = body.steps if body.steps is not None else int(version.params["sample_steps"])
+        if steps > int(version.params["num_train_timesteps"]):
+            raise Unprocessable(f"steps is at most the model's num_train_timesteps ({version.params['num_train_timesteps']}).")
+        _check_labels(version, [] if body.label is None else [body.label], required=False)
+        chosen["steps"] = steps
+
+    loaded = await _load_current(principal, name, client, check)
+    images = await inference.sample(principal.client, loaded, body.n, body.seed, chosen["steps"], body.label)
+    return SampleOut(model=loaded["model"], version=loaded["version"], images=images)
+
+
+@router.post(
+    "/{name}/score-images", response_model=ScoreImagesOut, operation_id="score_images",
+    summary="Denoising loss of images under an image model's current version",
+    # 422: more than OBLIVIATE_MAX_SAMPLES images, one that is not a PNG or JPEG of the model's size,
+    # labels missing or out of range, over OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model;
+    # 409, 429 and 503 as for predict.
+    responses=problem_responses(409, 429, 503),
+)
+@reads_only
+async def score_images(name: ModelName, body: ScoreImagesBody, principal: Reader, client: ClientName = None) -> Any:
+    """Each image's denoising loss at fixed timesteps: how well the model predicts the noise added
+    to it. Works a model trained on score lower than others; the membership signal for
+    diffusion models. A conditional model needs each image's label."""
+    settings = get_settings()
+    if len(body.images) > settings.max_samples:
+        raise Unprocessable(f"At most {settings.max_samples} images per call (OBLIVIATE_MAX_SAMPLES).")
+    if body.labels is not None and len(body.labels) != len(body.images):
+        raise Unprocessable("labels has one class per image: give as many labels as images.")
+    sizes: dict[str, list[int]] = {}
+
+    def check(version) -> None:
+        _image_model_only(version)
+        _check_labels(version, body.labels or [], required=True, count=len(body.images))
+        params = version.params
+        sizes["expected"] = [int(params["image_size"]), int(params["image_size"]), int(params["channels"])]
+
+    loaded = await _load_current(principal, name, client, check)
+    images = await run_in_threadpool(_clean_images, body.images, sizes["expected"], settings.max_image_pixels)
+    losses = await inference.score_images(principal.client, loaded, images, body.labels)
+    return ScoreImagesOut(model=loaded["model"], version=loaded["version"], losses=losses)
+
+
+def _check_labels(version, labels: list[int], *, required: bool, count: int = 0) -> None:
+    """Labels are class indices of a conditional model; an unconditional model takes none."""
+    conditional = bool(version.params.get("conditional"))
+    if not conditional:
+        if labels:
+            raise Unprocessable("This model is not conditional: it takes no labels.")
+        return
+    if required and len(labels) != count:
+        raise Unprocessable("This model is conditional: give labels, one class per image.")
+    classes = int(version.shape["n_classes"])
+    bad = next((i for i, label in enumerate(labels) if label >= classes), None)
+    if bad is not None:
+        raise Unprocessable(f"Label {bad} is not a class of this model (0 to {classes - 1}).")
+
+
+def _clean_images(encoded: list[str], expected: list[int], max_pixels: int) -> list[str]:
+    """The images decoded, checked against the model's size and re-encoded as plain PNG (base64),
+    as uploads are: the worker receives only pixels."""
+    cleaned = []
+    for index, text in enumerate(encoded):
+        where = f"Image {index} (counting from 0)"
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise Unprocessable(f"{where} is not base64.") from None
+        png, size = images.reencode(data, where, max_pixels)
+        if size != expected:
+            raise Unprocessable(f"{where} is {size[0]}×{size[1]} with {size[2]} channel(s); this model takes "
+                                f"{expected[0]}×{expected[1]} with {expected[2]}.")
+        cleaned.append(base64.b64encode(png).decode("ascii"))
+    return cleaned
