@@ -19,12 +19,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from fastapi.concurrency import run_in_threadpool
 
 from app import queue
 from app.config import get_settings
+from app.db import get_sessionmaker
+from app.deps import run_unit_of_work
 from app.errors import Conflict, ServiceUnavailable
 from app.health import supervision
 from app.models import inference_budget as budget
+from app.models import service
 from app.routing import ClientSlots
 
 _limiters: dict[int, anyio.CapacityLimiter] = {}
@@ -35,6 +39,23 @@ def _limiter(threads: int) -> anyio.CapacityLimiter:
     if threads not in _limiters:
         _limiters[threads] = anyio.CapacityLimiter(threads)
     return _limiters[threads]
+
+
+async def load_current(principal, name: str, client: str | None, check) -> dict[str, Any]:
+    """What a worker needs to answer with the model's current version, after `check(version)`.
+
+    Read, and the session closed, in one threadpool call before the wait (no SessionDep: that
+    would close it in a later call): no transaction or lock is held while a worker computes."""
+    session = get_sessionmaker()()
+
+    def load() -> dict[str, Any]:
+        model = service.get_for(session, principal, name, client=client)
+        version = service.current_version(session, model)
+        check(version)
+        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
+                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
+
+    return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
 
 
 async def predict(client: str, loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:

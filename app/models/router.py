@@ -18,8 +18,7 @@ from app.artifacts.store import get_store
 from app.audit import downloads
 from app.datasets import images
 from app.config import get_settings
-from app.db import get_sessionmaker
-from app.deps import SessionDep, run_unit_of_work, scoped
+from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.families.registry import UnknownFamilyError, get_family
 from app.idempotency import http as idempotency
@@ -217,30 +216,13 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
         if bad is not None:
             raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
 
-    loaded = await _load_current(principal, name, client, check)
+    loaded = await inference.load_current(principal, name, client, check)
     probabilities = await inference.predict(principal.client, loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
     bad = next((i for i, row in enumerate(probabilities) if not all(p is not None and math.isfinite(p) for p in row)), None)
     if bad is not None:
         raise Unprocessable(f"Row {bad} gives no finite prediction: its values are too large for this model.")
     return PredictOut(model=loaded["model"], version=loaded["version"], probabilities=probabilities)
-
-
-async def _load_current(principal, name: str, client: str | None, check) -> dict[str, Any]:
-    """What a worker needs to answer with the model's current version, after `check(version)`.
-
-    Read, and the session closed, in one threadpool call before the wait (no SessionDep: that
-    would close it in a later call): no transaction or lock is held while a worker computes."""
-    session = get_sessionmaker()()
-
-    def load() -> dict[str, Any]:
-        model = service.get_for(session, principal, name, client=client)
-        version = service.current_version(session, model)
-        check(version)
-        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
-                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
-
-    return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
 
 
 def _is_language_model(family: str) -> bool:
@@ -283,7 +265,7 @@ async def generate(name: ModelName, body: GenerateBody, principal: Reader, clien
         raise PayloadTooLarge(f"The prompt has {size} bytes; at most {settings.max_prompt_bytes} (OBLIVIATE_MAX_PROMPT_BYTES).")
     if body.max_new_tokens > settings.max_new_tokens:
         raise Unprocessable(f"max_new_tokens is at most {settings.max_new_tokens} (OBLIVIATE_MAX_NEW_TOKENS).")
-    loaded = await _load_current(principal, name, client, _language_model_only)
+    loaded = await inference.load_current(principal, name, client, _language_model_only)
     text = await inference.generate(principal.client, loaded, body.prompt, body.max_new_tokens, body.temperature, body.seed)
     return GenerateOut(model=loaded["model"], version=loaded["version"], text=text)
 
@@ -303,7 +285,7 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
     big = next((i for i, text in enumerate(body.texts) if len(text.encode("utf-8")) > settings.max_prompt_bytes), None)
     if big is not None:
         raise PayloadTooLarge(f"Text {big} is longer than {settings.max_prompt_bytes} bytes (OBLIVIATE_MAX_PROMPT_BYTES).")
-    loaded = await _load_current(principal, name, client, _language_model_only)
+    loaded = await inference.load_current(principal, name, client, _language_model_only)
     scores = await inference.score(principal.client, loaded, body.texts)
     return ScoreOut(model=loaded["model"], version=loaded["version"], scores=scores)
 
@@ -332,7 +314,7 @@ async def sample(name: ModelName, body: SampleBody, principal: Reader, client: C
         _check_labels(version, [] if body.label is None else [body.label], required=False)
         chosen["steps"] = steps
 
-    loaded = await _load_current(principal, name, client, check)
+    loaded = await inference.load_current(principal, name, client, check)
     images = await inference.sample(principal.client, loaded, body.n, body.seed, chosen["steps"], body.label)
     return SampleOut(model=loaded["model"], version=loaded["version"], images=images)
 
@@ -363,7 +345,7 @@ async def score_images(name: ModelName, body: ScoreImagesBody, principal: Reader
         params = version.params
         sizes["expected"] = [int(params["image_size"]), int(params["image_size"]), int(params["channels"])]
 
-    loaded = await _load_current(principal, name, client, check)
+    loaded = await inference.load_current(principal, name, client, check)
     images = await run_in_threadpool(_clean_images, body.images, sizes["expected"], settings.max_image_pixels)
     losses = await inference.score_images(principal.client, loaded, images, body.labels)
     return ScoreImagesOut(model=loaded["model"], version=loaded["version"], losses=losses)

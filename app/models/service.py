@@ -294,8 +294,11 @@ def promoted_by(session: Session, model_id: uuid.UUID, job_id: uuid.UUID) -> boo
 
 
 def version_artifacts(version: ModelVersion) -> set[str]:
-    """Every stored hash a model version references: its manifest, weights and checkpoints."""
+    """Every stored hash a model version references: its manifest, weights and checkpoints, and
+    an image model's sample grid (destroyed with the weights)."""
     shas = {version.manifest_sha256}
+    if version.sample_grid_sha256:
+        shas.add(version.sample_grid_sha256)
     for shard in version.shards:
         shas.add(shard["weights"])
         shas.update(shard.get("checkpoints") or [])
@@ -314,7 +317,8 @@ def live_references(session: Session, shas: Sequence[str]) -> set[str]:
         chunk = wanted[start:start + REFERENCE_CHUNK]
         for version in session.scalars(select(ModelVersion).where(
                 ModelVersion.destroyed_at.is_(None),
-                or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
+                or_(ModelVersion.manifest_sha256.in_(chunk), ModelVersion.sample_grid_sha256.in_(chunk),
+                    *[shards_text.contains(sha) for sha in chunk]))):
             found |= version_artifacts(version) & set(wanted)
         # Reference models of the per-record audit hold weights too (app/models/reference_pool.py).
         found.update(session.scalars(select(ModelReference.weights_sha256).where(
