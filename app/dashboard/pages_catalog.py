@@ -96,17 +96,17 @@ def _attach_grid(viewer, name: str, client: str | None, number: int, png: bytes)
             unlearning_service.schedule_unreferenced(session, [replaced])
 
 
-@router.get("/models/{name}/versions/{number}/samples.png")
-def sample_grid_image(name: str, number: int, viewer: ViewerDep, session: SessionDep, client: str | None = None) -> Response:
+@router.get("/models/{name}/versions/{version}/samples.png")
+def sample_grid_image(name: str, version: int, viewer: ViewerDep, session: SessionDep, client: str | None = None) -> Response:
     """A version's grid of samples; 410 once the version's weights were destroyed."""
     require(viewer, "models:read")
     model = model_service.get_for(session, viewer.principal, name, client=client)
-    version = model_service.get_version(session, model, number)
-    if version.destroyed_at is not None:
+    row = model_service.get_version(session, model, version)
+    if row.destroyed_at is not None:
         raise Gone("This version's weights and samples were destroyed because they held an erased data subject.")
-    if not version.sample_grid_sha256:
+    if not row.sample_grid_sha256:
         raise NotFound("No samples were drawn from this version.")
-    return Response(get_store().get_bytes(version.sample_grid_sha256), media_type="image/png",
+    return Response(get_store().get_bytes(row.sample_grid_sha256), media_type="image/png",
                     headers={"Cache-Control": "no-store"})
 
 

@@ -45,9 +45,12 @@ def grid_of(version_id: uuid.UUID) -> str | None:
 
 
 def test_the_model_page_draws_a_grid_that_is_destroyed_with_the_weights(client, writer, drawn):
-    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"])
+    dataset = create_image_dataset(client, writer)
+    model = import_image_model(client, writer, dataset["id"])
     name = model["name"]
     sign_in(client, new_key("models:read"))
+    assert "<dd>images</dd>" in client.get(f"/admin/datasets/{dataset['dataset_id']}").text
+    assert "16×16, 1 channel<" in client.get(f"/admin/datasets/{dataset['dataset_id']}").text
     page = client.get(f"/admin/models/{name}").text
     assert "Samples" in page and "No samples drawn from version 1 yet." in page and "samples.png" not in page
     assert client.get(f"/admin/models/{name}/versions/1/samples.png").status_code == 404
