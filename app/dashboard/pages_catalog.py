@@ -19,7 +19,7 @@ from app.datasets import service as dataset_service
 from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import Gone, NotFound, Unprocessable
-from app.families.registry import UnknownFamilyError, get_family
+from app.families.registry import data_kind
 from app.identities.service import UnknownKind
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
@@ -61,7 +61,7 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
     versions = model_service.versions(session, model)
     current = next((v for v in versions if v.version == model.current_version), None)
     return render(request, "model.html", viewer, model=model, versions=versions, current=current,
-                  image_model=_is_image_family(model.family),
+                  image_model=data_kind(model.family) == "image",
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
                   shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id),
                   rehearsal=rehearsal_service.latest(session, model.id))
@@ -74,7 +74,7 @@ async def draw_samples(request: Request, name: str, viewer: PosterDep, client: s
     require(viewer, "models:read")
 
     def check(version) -> None:
-        if get_family(version.family).data_kind != "image":
+        if data_kind(version.family) != "image":
             raise Unprocessable("Only image models draw samples.")
 
     loaded = await inference.load_current(viewer.principal, name, client, check)
@@ -116,13 +116,6 @@ def model_jobs(request: Request, name: str, viewer: ViewerDep, session: SessionD
     require(viewer, "models:read")
     model = model_service.get_for(session, viewer.principal, name, client=client)
     return render(request, "_model_jobs.html", viewer, model=model, jobs=_jobs(session, model.id))
-
-
-def _is_image_family(family: str) -> bool:
-    try:
-        return get_family(family).data_kind == "image"
-    except UnknownFamilyError:
-        return False
 
 
 def _jobs(session, model_id) -> list[Job]:

@@ -20,7 +20,7 @@ from app.datasets import images
 from app.config import get_settings
 from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
-from app.families.registry import UnknownFamilyError, get_family
+from app.families.registry import data_kind
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
@@ -226,17 +226,11 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
 
 
 def _is_language_model(family: str) -> bool:
-    try:
-        return get_family(family).data_kind == "text"
-    except UnknownFamilyError:
-        return False
+    return data_kind(family) == "text"
 
 
 def _is_image_model(family: str) -> bool:
-    try:
-        return get_family(family).data_kind == "image"
-    except UnknownFamilyError:
-        return False
+    return data_kind(family) == "image"
 
 
 def _image_model_only(version) -> None:

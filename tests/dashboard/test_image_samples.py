@@ -95,3 +95,26 @@ def test_only_image_models_draw_samples(client, writer, drawn):
     assert client.post(f"/admin/models/{classifier['name']}/samples", data={"csrf_token": token}).status_code == 422
     assert client.post(f"/admin/models/{classifier['name']}/samples", data={"csrf_token": "forged"}).status_code == 403
     assert drawn == []
+
+
+def test_the_request_page_shows_the_samples_of_the_version_after_the_erasure(client, writer, drawn):
+    from app.db import utcnow
+    from app.jobs.models import Job, JobRequest
+    from tests.dashboard.helpers import new_request
+
+    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"])
+    name = model["name"]
+    request_id = new_request(client, new_key())
+    with session_scope() as session:
+        job = Job(id=uuid.uuid4(), client="acme", kind="unlearning", status="completed", model_id=uuid.UUID(model["id"]),
+                  payload={}, attempt=1, max_attempts=5, created_at=utcnow(), finished_at=utcnow(),
+                  result={"model": {"model": name, "method": "retrain", "version_before": 1, "version_after": 1}})
+        session.add(job)
+        session.flush()
+        session.add(JobRequest(job_id=job.id, request_id=uuid.UUID(request_id), added_at=utcnow()))
+    sign_in(client, new_key("requests:read,models:read"))
+    page = client.get(f"/admin/requests/{request_id}").text
+    assert "Samples after the erasure" in page and f"{name} version 1: no samples drawn yet" in page
+    client.post(f"/admin/models/{name}/samples", data={"csrf_token": csrf_of(client, f"/admin/models/{name}")})
+    page = client.get(f"/admin/requests/{request_id}").text
+    assert f'src="/admin/models/{name}/versions/1/samples.png"' in page and "no samples drawn yet" not in page
