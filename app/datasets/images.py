@@ -233,7 +233,8 @@ def _check_path(info: zipfile.ZipInfo, number: int) -> None:
         raise Unprocessable(f"Entry {number} of the archive has a path that leaves the archive (absolute or '..').")
     mode = info.external_attr >> 16
     if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise Unprocessable(f"Entry {number} of the archive is a link or special file; only regular files are accepted.")
+        raise Unprocessable(f"Entry {number} of the archive is a link or special file; "
+                            "only regular files are accepted.")
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> bytes:
@@ -263,7 +264,8 @@ def _read_manifest(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]
         raise Unprocessable(f"The {MANIFEST} is not CSV in UTF-8.") from None
     for position, name in enumerate(names, start=1):
         if find_identifier(name):
-            raise Unprocessable(f"The name of the manifest's column {position} looks like an e-mail address or phone number.")
+            raise Unprocessable(f"The name of the manifest's column {position} looks like an e-mail address "
+                                "or phone number.")
     _require(names, spec)
     text_columns = [spec.subject_column, spec.image_column, *spec.identifier_columns.values()]
     try:

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from app.artifacts.store import get_store
 from app.audit import downloads
-from app.datasets import images
 from app.config import get_settings
+from app.datasets import images
 from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.families.registry import data_kind
