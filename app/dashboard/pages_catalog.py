@@ -23,7 +23,7 @@ from app.families.registry import data_kind
 from app.identities.service import UnknownKind
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
-from app.models import inference, sample_grid
+from app.models import inference, inference_budget, sample_grid
 from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
 from app.schemas import Subject
@@ -79,8 +79,9 @@ async def draw_samples(request: Request, name: str, viewer: PosterDep, client: s
 
     loaded = await inference.load_current(viewer.principal, name, client, check)
     steps = int(loaded["params"]["sample_steps"])
-    images = await inference.sample(viewer.principal.client, loaded, sample_grid.GRID_IMAGES, sample_grid.GRID_SEED,
-                                    steps, None)
+    # As many of the grid's images as one call may draw under OBLIVIATE_MAX_INFERENCE_FLOPS.
+    count = inference_budget.samples_within(loaded, steps, sample_grid.GRID_IMAGES)
+    images = await inference.sample(viewer.principal.client, loaded, count, sample_grid.GRID_SEED, steps, None)
     png = await run_in_threadpool(sample_grid.compose, images)
     await run_in_threadpool(_attach_grid, viewer, name, client, loaded["version"], png)
     suffix = f"?client={quote(client)}" if client else ""

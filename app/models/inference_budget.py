@@ -62,6 +62,16 @@ def sample_positions(loaded: dict[str, Any], n: int, steps: int) -> int:
     return math.ceil(n * steps * per_image / max(1, len(loaded["weights"])))
 
 
+def samples_within(loaded: dict[str, Any], steps: int, wanted: int) -> int:
+    """How many of `wanted` images one sample call may draw in `steps` steps under the bound (at
+    least 1: a call over it even so is refused by `check`)."""
+    count = parameters(loaded)
+    if count is None:
+        return wanted
+    per_image = 2 * count * sample_positions(loaded, 1, steps)
+    return max(1, min(wanted, get_settings().max_inference_flops // max(1, per_image)))
+
+
 def score_image_positions(loaded: dict[str, Any], images: int) -> int:
     """Positions of scoring images at the fixed timesteps, through every network."""
     config = get_family(loaded["family"]).parse_params(loaded["params"])

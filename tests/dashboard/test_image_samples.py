@@ -19,7 +19,7 @@ from app.models.models import ModelVersion
 from app.unlearning import service as unlearning_service
 from tests.dashboard.helpers import csrf_of, new_key, sign_in
 from tests.image_files import image_png
-from tests.objects import create_dataset, create_image_dataset, import_image_model, import_model
+from tests.objects import TINY_DIFFUSION, create_dataset, create_image_dataset, import_image_model, import_model
 from workers import destruction
 
 
@@ -84,6 +84,22 @@ def test_the_model_page_draws_a_grid_that_is_destroyed_with_the_weights(client, 
     destruction.purge(removed)
     assert not get_store().exists(second)
     assert client.get(f"/admin/models/{name}/versions/1/samples.png").status_code == 410
+
+
+def test_the_grid_draws_as_many_images_as_the_inference_bound_allows(client, writer, settings_env, drawn):
+    from app.models import inference_budget
+
+    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"])
+    name = model["name"]
+    loaded = {"family": "image_diffusion", "params": TINY_DIFFUSION, "shape": {"n_features": 256, "n_classes": 3},
+              "weights": ["w"]}
+    per_image = 2 * inference_budget.parameters(loaded) * inference_budget.sample_positions(loaded, 1, 10)
+    settings_env(MAX_INFERENCE_FLOPS=str(5 * per_image + 1))
+    sign_in(client, new_key("models:read"))
+    client.post(f"/admin/models/{name}/samples", data={"csrf_token": csrf_of(client, f"/admin/models/{name}")})
+    assert drawn[-1]["n"] == 5
+    image = Image.open(io.BytesIO(client.get(f"/admin/models/{name}/versions/1/samples.png").content))
+    assert image.size == (3 * 18 + 2, 2 * 18 + 2)  # five tiles in rows of three
 
 
 def test_only_image_models_draw_samples(client, writer, drawn):
