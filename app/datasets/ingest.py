@@ -106,7 +106,7 @@ def build_version(
     labels = parsed.labels.filter(mask)
     if pa.types.is_boolean(labels.type):
         labels = labels.cast(pa.int64())
-    classes = _classes(labels, classes)
+    classes = label_classes(labels, classes)
     key_index = parsed.key_index[keep]
     table = _table(parsed, mask, classes)
     sha = write_version_file(table, out_path)
@@ -138,7 +138,9 @@ def _table(parsed: ParsedUpload, mask: pa.Array, classes: list[Any]) -> pa.Table
     )
 
 
-def _classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
+def label_classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
+    """The classes of a new dataset's labels (sorted), or the dataset's `known` classes, which
+    must hold every label."""
     present = pc.unique(labels).to_pylist()
     if known is None:
         if len(present) > MAX_CLASSES:
