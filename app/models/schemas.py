@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
@@ -165,6 +165,7 @@ class ScoreOut(BaseModel):
 
 
 class ImportMetadata(StrictModel):
+    kind: Literal["model"] = Field(default="model", description="`model`: trained weights; `base`: see BaseImportMetadata.")
     name: str = Field(pattern=NAME_PATTERN)
     family: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] | None = None
@@ -176,3 +177,30 @@ class ImportMetadata(StrictModel):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     unlearning_method: str | None = None
+
+
+class BaseImportMetadata(StrictModel):
+    """An imported Hugging Face base: the `archive` file part holds its save_pretrained directory."""
+
+    kind: Literal["base"]
+    name: str = Field(pattern=NAME_PATTERN, description="Unique per client; hf_causal_lm models name it in params.base.")
+
+
+class BaseFile(BaseModel):
+    sha256: str
+    size: int
+
+
+class BaseOut(BaseModel):
+    id: uuid.UUID
+    client: str
+    name: str
+    architecture: str = Field(description="The configuration's model_type: gpt2, llama or qwen2.")
+    parameters: int = Field(description="Parameters, counted from the safetensors headers.")
+    archive_sha256: str = Field(description="sha256 of the stored, normalised tar of the files.")
+    files: dict[str, BaseFile] = Field(description="Each file of the base by name, with its sha256 and size.")
+    created_at: datetime
+
+
+class BasePage(BaseModel):
+    items: list[BaseOut]
