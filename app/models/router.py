@@ -320,8 +320,10 @@ def _language_model_only(version) -> None:
 )
 @reads_only
 async def generate(name: ModelName, body: GenerateBody, principal: Reader, client: ClientName = None) -> Any:
-    """Bytes after the prompt, greedy at temperature 0 or sampled under `seed`, until end-of-text
-    or `max_new_tokens`; invalid UTF-8 at the end of the continuation is replaced (U+FFFD)."""
+    """Tokens after the prompt (bytes for causal_lm, the model's tokenizer's for hf_causal_lm),
+    greedy at temperature 0 or sampled under `seed`, until end-of-text or `max_new_tokens`;
+    invalid UTF-8 at the end of the continuation is replaced (U+FFFD). The work is bounded
+    counting the prompt's bytes as tokens, which no byte-level tokenizer exceeds."""
     settings = get_settings()
     size = len(body.prompt.encode("utf-8"))
     if size > settings.max_prompt_bytes:

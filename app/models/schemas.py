@@ -10,7 +10,7 @@ from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TABULAR_METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
-# gradient_difference and npo are for language models (causal_lm) only.
+# gradient_difference and npo are for language models (causal_lm, hf_causal_lm) only.
 METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 
 
@@ -121,7 +121,8 @@ class GenerateBody(StrictModel):
 
     prompt: Text = Field(description="Text to continue; at most OBLIVIATE_MAX_PROMPT_BYTES UTF-8 bytes (413).")
     max_new_tokens: int = Field(
-        default=64, ge=1, le=2**31 - 1, description="Bytes to generate at most; at most OBLIVIATE_MAX_NEW_TOKENS (422).",
+        default=64, ge=1, le=2**31 - 1, description="Tokens to generate at most (bytes for causal_lm, the tokenizer's "
+        "tokens for hf_causal_lm); at most OBLIVIATE_MAX_NEW_TOKENS (422).",
     )
     temperature: float = Field(
         default=0.0, ge=0, le=100, allow_inf_nan=False,
@@ -155,7 +156,8 @@ class TextScore(BaseModel):
         description="Sum of the natural-log probabilities of every byte given its prefix, the first given "
         "begin-of-text; texts longer than the context are scored with a sliding window.",
     )
-    tokens: int = Field(description="Tokens scored: the text's UTF-8 bytes.")
+    tokens: int = Field(description="Tokens scored: the text's UTF-8 bytes (causal_lm), or its tokens under the "
+                        "model's tokenizer (hf_causal_lm).")
 
 
 class ScoreOut(BaseModel):

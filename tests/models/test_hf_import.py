@@ -270,3 +270,26 @@ def test_a_model_from_a_configuration_and_the_reserved_name(client, writer):
     response = client.post("/v1/models/import", data={"metadata": json.dumps(metadata)},
                            files={"weights": ("w.safetensors", b"\x00" * 16, "application/octet-stream")}, headers=writer)
     assert "base" in assert_problem(response, 422)["detail"]
+
+
+def test_inference_work_counts_the_network_and_its_adapter_for_every_shard(settings_env):
+    """generate and score are bounded like causal_lm's, counting tokens as bytes: a byte-level
+    tokenizer's token covers at least one byte, so the bound holds for every tokenizer."""
+    from app.errors import Unprocessable
+    from app.families import hf_architectures as hf
+    from app.families.registry import get_family
+    from app.models import inference_budget
+
+    spec = get_family("hf_causal_lm")
+    arch = hf.parse(TINY_GPT2)
+    params = spec.dump_params(spec.parse_params({"base": "tiny", "base_config": arch.to_json(), "lora": {"r": 4}}))
+    loaded = {"family": "hf_causal_lm", "params": params, "shape": {"n_features": 64, "n_classes": 0},
+              "weights": ["a" * 64, "b" * 64, "c" * 64]}  # three SISA adapters over one base
+    network = hf.parameter_count(hf.tensor_shapes(arch)) + hf.parameter_count(hf.lora_shapes(arch, 4, None))
+    assert inference_budget.parameters(loaded) == 3 * network
+    positions = inference_budget.score_positions(["é" * 40], params["block_size"])
+    assert positions == 64 + 64  # 80 bytes: two windows of 64 tokens, advancing by half a block
+    settings_env(MAX_INFERENCE_FLOPS=str(2 * 3 * network * positions - 1))
+    with pytest.raises(Unprocessable) as refused:
+        inference_budget.check(loaded, positions)
+    assert "OBLIVIATE_MAX_INFERENCE_FLOPS" in str(refused.value.detail)
