@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import struct
 import tarfile
 import zipfile
@@ -56,6 +57,10 @@ MAX_MEMBERS = 1024
 # Largest file other than the weights (tokenizer.json of a large vocabulary is a few MB).
 MAX_SMALL_FILE_BYTES = 32 * 1024 * 1024
 CHUNK = 1024 * 1024
+# Largest long-name or pax extended header of a tar member; real ones are a few hundred bytes.
+MAX_HEADER_BYTES = 1024 * 1024
+_LONG_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)
 # Remote code in any of the JSON files transformers reads while loading.
 _CODE_KEYS = ("auto_map",)
 _JSON_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -99,14 +104,15 @@ def _reason(leaf: str) -> str:
     return "is not one of the files a base may hold (config, safetensors weights, tokenizer files)"
 
 
-def _split(name: str, position: int) -> list[str]:
+def _split(name: str, position: int, *, folder: bool = False) -> list[str]:
+    """The member's path as its parts, `./` dropped; an empty list only for the top folder."""
     parts = name.split("/")
     if parts and parts[-1] == "":
         parts = parts[:-1]  # a folder's trailing slash
     while parts and parts[0] == ".":
         parts = parts[1:]
     bad = (
-        not parts or name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"^[A-Za-z]:", name)
+        (not parts and not folder) or name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"^[A-Za-z]:", name)
         or any(part in ("", ".", "..") for part in parts)
     )
     if bad:
@@ -122,9 +128,25 @@ class _Member:
     open: Any  # () → a binary stream of the member's bytes
 
 
+class _OversizedHeader(Exception):
+    """Not a TarError, so that tarfile lets it through instead of reading on."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a long-name or pax extended header whole into memory: one that claims a
+    gigabyte is refused before it is read."""
+
+    def _proc_member(self, tarfile_):  # type: ignore[no-untyped-def]
+        if self.type in _LONG_HEADERS and self.size > MAX_HEADER_BYTES:
+            raise _OversizedHeader
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
 def _tar_members(source: IO[bytes]) -> Iterator[_Member | None]:
     try:
-        archive = tarfile.open(fileobj=source, mode="r:*")
+        archive = tarfile.open(fileobj=source, mode="r:*", tarinfo=_BoundedTarInfo)
+    except _OversizedHeader:
+        raise _refuse("A tar header of the archive is too long.") from None
     except (tarfile.TarError, OSError, EOFError):
         raise _refuse("The archive is neither a tar (optionally gzip, bzip2 or xz compressed) nor a zip file.") from None
     with archive:
@@ -132,6 +154,8 @@ def _tar_members(source: IO[bytes]) -> Iterator[_Member | None]:
         while True:
             try:
                 member = archive.next()
+            except _OversizedHeader:
+                raise _refuse("A tar header of the archive is too long.") from None
             except (tarfile.TarError, OSError, EOFError):
                 raise _refuse("The tar archive is damaged.") from None
             if member is None:
@@ -140,7 +164,7 @@ def _tar_members(source: IO[bytes]) -> Iterator[_Member | None]:
             if position > MAX_MEMBERS:
                 raise _refuse(f"The archive holds more than {MAX_MEMBERS} members.")
             archive.members.clear()  # iterate without keeping every header
-            parts = _split(member.name, position)
+            parts = _split(member.name, position, folder=member.isdir())
             if member.issym() or member.islnk():
                 raise _refuse(f"Member {position} of the archive is a link; links are refused.")
             if member.isdir():
@@ -162,7 +186,7 @@ def _zip_members(source: IO[bytes]) -> Iterator[_Member | None]:
         raise _refuse("The zip archive is damaged.") from None
     with archive:
         for position, info in enumerate(archive.infolist(), start=1):
-            parts = _split(info.filename, position)
+            parts = _split(info.filename, position, folder=info.is_dir())
             kind = (info.external_attr >> 16) & 0o170000
             if kind == 0o120000:
                 raise _refuse(f"Member {position} of the archive is a link; links are refused.")
@@ -379,7 +403,7 @@ def normalise(files: dict[str, dict[str, Any]], workdir: Path) -> tuple[Path, st
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
         for name in sorted(files):
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = files[name]["size"], 0, 0o644
+            info.size, info.mtime = files[name]["size"], 0  # mode 0o644, owner 0: TarInfo's defaults
             with open(workdir / name, "rb") as handle:
                 archive.addfile(info, handle)
     digest = hashlib.sha256()
@@ -394,5 +418,6 @@ def read(source: IO[bytes], workdir: Path, max_bytes: int) -> CheckedBase:
     files = extract(source, workdir, max_bytes)
     arch, parameters = check(files, workdir)
     tar_path, tar_sha = normalise(files, workdir)
+    shutil.rmtree(workdir)  # the tar holds them now
     return CheckedBase(arch, parameters, files, tar_path, tar_sha)
 

@@ -75,8 +75,9 @@ def test_a_saved_gpt2_is_checked_normalised_stored_and_audited(client, writer, m
     with tarfile.open(fileobj=io.BytesIO(stored)) as archive:
         assert sorted(archive.getnames()) == sorted(on_disk)
         assert all(member.isreg() and member.mtime == 0 for member in archive.getmembers())
-    for kind, prefix in (("zip", ""), ("tgz", "tiny-gpt2/"), ("tar", "./")):
-        again = post_base(client, writer, pack(saved, kind=kind, prefix=prefix), name=f"again-{kind}")
+    packed = [pack(saved, kind="zip"), pack(saved, kind="tgz", prefix="tiny-gpt2/"), _tar_c(saved)]
+    for kind, archive in zip(("zip", "tgz", "tar"), packed):
+        again = post_base(client, writer, archive, name=f"again-{kind}")
         assert again.status_code == 201, again.text
         assert again.json()["archive_sha256"] == base["archive_sha256"]
     with session_scope() as session:
@@ -92,6 +93,14 @@ def test_a_saved_gpt2_is_checked_normalised_stored_and_audited(client, writer, m
     assert_problem(client.get("/v1/models/bases/tiny-gpt2", headers=other), 404)
     assert client.get("/v1/models/bases", headers=other).json()["items"] == []
     assert_problem(post_base(client, writer, pack(saved)), 409)
+
+
+def _tar_c(folder) -> bytes:
+    """What `tar cf - -C folder .` writes: the folder itself as `.`, then `./config.json`…"""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(folder, arcname=".")
+    return buffer.getvalue()
 
 
 def test_sharded_weights_import_with_their_index(client, writer, tmp_path, parameters):
@@ -166,8 +175,20 @@ HOSTILE = {
     "no weights": (lambda s, t: pack(_copy(s, t, model__safetensors=None)), "no weights"),
     "no tokenizer": (lambda s, t: pack(_copy(s, t, tokenizer__json=None)), "no tokenizer"),
     "not an archive": (lambda s, t: b"just some bytes, neither tar nor zip" * 20, "neither a tar"),
+    "pax header bomb": (lambda s, t: _long_pax_header(s), "header of the archive is too long"),
     "personal file name": (lambda s, t: pack(s, extra={"jane.doe@example.org.txt": b"x"}), "file 6"),
 }
+
+
+def _long_pax_header(saved) -> bytes:
+    """A member whose pax extended header is 2 MB: tarfile would read it whole."""
+    buffer = io.BytesIO(pack(saved))
+    data = b"{}"
+    with tarfile.open(fileobj=buffer, mode="a", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("vocab.json")
+        info.size, info.pax_headers = len(data), {"comment": "x" * 2_000_000}
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _zip_symlink(saved) -> bytes:
