@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.artifacts.store import get_store
@@ -40,8 +41,12 @@ def import_base(session: Session, principal: Principal, meta: BaseImportMetadata
             config=checked.architecture.to_json(), parameters=checked.parameters, archive_sha256=checked.tar_sha256,
             files=checked.files, created_at=utcnow(), created_by=principal.actor,
         )
-        session.add(base)
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(base)
+                session.flush()
+        except IntegrityError:  # the same name, imported at the same moment
+            raise Conflict(f"A base named '{meta.name}' is being imported by another request.") from None
         audit_service.append(session, f"model_base:{base.id}", "model_base.imported", principal.actor, {
             "client": base.client, "architecture": base.architecture, "parameters": base.parameters,
             "upload_sha256": upload_sha256, "archive_sha256": base.archive_sha256, "files": base.files,
