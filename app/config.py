@@ -107,6 +107,9 @@ class Settings(BaseSettings):
 
     # Data and models (datasets, training).
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, description="Largest dataset or model upload.")
+    max_import_bytes: int = Field(default=2 * 1024**3, ge=1, description=(
+        "Largest archive of a Hugging Face base model (`POST /v1/models/import` with `kind: base`), and largest "
+        "total of its files once unpacked; 413 above. The archive streams to disk, never into memory."))
     max_dataset_rows: int = Field(default=5_000_000, ge=1, description=(
         "Rows one dataset upload may have; 413 above. Parquet compresses repeated values to almost nothing, "
         "so the byte limit does not bound the rows: they are counted from the footer (Parquet) or by a "

@@ -31,7 +31,8 @@ from app.requests.router import router as requests_router
 from app.remediation.router import router as remediation_router
 from app.secret_strength import check_at_start as check_secret_at_start
 
-UPLOAD_PREFIXES = ("/v1/datasets", "/v1/models/import")
+# Room for a multipart body's boundaries, headers and metadata field beside its largest file.
+MULTIPART_ALLOWANCE = 1024 * 1024
 
 
 @asynccontextmanager
@@ -79,8 +80,12 @@ def create_app() -> FastAPI:
     app.include_router(keys_router)
     app.include_router(dashboard_router)
     app.add_middleware(
-        BodyLimitMiddleware, default_limit=settings.max_body_bytes,
-        upload_limit=settings.max_upload_bytes, upload_prefixes=UPLOAD_PREFIXES,
+        BodyLimitMiddleware, default_limit=settings.max_body_bytes, upload_limits=(
+            # A model import is a weights file (max_upload_bytes) or a base's archive (max_import_bytes),
+            # each checked exactly by the route.
+            ("/v1/models/import", max(settings.max_upload_bytes, settings.max_import_bytes) + MULTIPART_ALLOWANCE),
+            ("/v1/datasets", settings.max_upload_bytes),
+        ),
     )
     app.add_middleware(AccessLogMiddleware)
     return app

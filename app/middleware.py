@@ -12,19 +12,19 @@ from app.errors import problem_body
 
 class BodyLimitMiddleware:
     """Refuse bodies over a limit with 413: by Content-Length when given, else while streaming.
-    Upload routes get their own, larger limit."""
+    Upload routes get their own, larger limits: (path prefix, limit) pairs, the first that
+    matches applies."""
 
-    def __init__(self, app, default_limit: int, upload_limit: int, upload_prefixes: tuple[str, ...]):
+    def __init__(self, app, default_limit: int, upload_limits: tuple[tuple[str, int], ...]):
         self.app = app
         self.default_limit = default_limit
-        self.upload_limit = upload_limit
-        self.upload_prefixes = upload_prefixes
+        self.upload_limits = upload_limits
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        limit = self.upload_limit if path.startswith(self.upload_prefixes) else self.default_limit
+        limit = next((limit for prefix, limit in self.upload_limits if path.startswith(prefix)), self.default_limit)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from app.families import hf_architectures as hf
 from app.families.spec import FamilySpec
 
 
@@ -128,6 +129,65 @@ class ImageDiffusionConfig:
                              "one halving between consecutive block_out_channels")
         if self.sample_steps > self.num_train_timesteps:
             raise ValueError("sample_steps must be at most num_train_timesteps")
+
+
+@dataclass(config=_STRICT)
+class LoraConfig:
+    # Rank and scale (alpha / r) of the low-rank update of each adapted layer (peft's LoRA).
+    r: Annotated[int, Field(ge=1, le=1024)] = 8
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Names of the linear layers to adapt, as peft matches them (by their last component); None
+    # takes the architecture's default (hf_architectures.LORA_DEFAULT_TARGETS).
+    target_modules: Annotated[list[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]], Field(min_length=1, max_length=8)] | None = None
+
+
+# Parameters of an hf_causal_lm model's params that the service fills in from the imported base
+# it names (app/models/bases.py); a caller never gives them.
+RESOLVED_BASE_FIELDS = ("base_id", "base_archive_sha256", "architecture", "base_config")
+
+
+@dataclass(config=_STRICT)
+class HFCausalLMConfig:
+    # A Hugging Face transformers causal language model (workers/engine/families/hf_causal_lm.py):
+    # either built from a transformers configuration (`config`, model_type gpt2, llama or qwen2),
+    # or fine-tuned from an imported base (`base`, its name). Exactly one of the two.
+    config: dict[str, Any] | None = None
+    base: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")] | None = None
+    # Fine-tune through a LoRA adapter (the base frozen) instead of every weight.
+    lora: LoraConfig | None = None
+    # A model built from a configuration gets a byte-level BPE tokenizer trained on its dataset
+    # with `vocab_size` tokens, or plain bytes; a base keeps its own tokenizer.
+    tokenizer: Literal["bpe", "byte"] = "bpe"
+    vocab_size: Annotated[int, Field(ge=256, le=65536)] = 512
+    block_size: Annotated[int, Field(ge=4, le=8192)] = 64
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = 16
+    learning_rate: LearningRate = 5e-4
+    # Filled in from the base (RESOLVED_BASE_FIELDS): its id, the sha256 of its stored archive
+    # (the worker fetches the base by it), its model_type and its architecture's settings.
+    base_id: str | None = None
+    base_archive_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    architecture: str | None = None
+    base_config: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.config is None) == (self.base is None):
+            raise ValueError("give exactly one of config (a model from scratch) and base (an imported base's name)")
+        arch = self.arch()
+        if arch is not None:
+            if self.block_size > arch.positions:
+                raise ValueError(f"block_size is at most the architecture's {arch.positions} positions")
+            if self.lora is not None:
+                hf.lora_shapes(arch, self.lora.r, tuple(self.lora.target_modules or ()) or None)
+
+    def arch(self) -> hf.Architecture | None:
+        """The network's architecture: the base's once resolved (None before), or the
+        configuration's with the vocabulary of its tokenizer."""
+        if self.config is None:
+            return hf.parse(self.base_config) if self.base_config is not None else None
+        vocab = self.vocab_size if self.tokenizer == "bpe" else LM_VOCAB
+        return hf.parse(self.config).with_vocab(vocab)
 
 
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.
@@ -329,7 +389,7 @@ def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig, r
     return config.epochs * rows
 
 
-def causal_lm_tokens(config: CausalLMConfig, rows: int) -> int:
+def causal_lm_tokens(config: CausalLMConfig | HFCausalLMConfig, rows: int) -> int:
     return config.steps * config.batch_size * config.block_size
 
 
@@ -355,6 +415,23 @@ def image_score_timesteps(config: ImageDiffusionConfig) -> list[int]:
     mean over them is the image's loss): eight, spread evenly over the noise schedule."""
     count = min(SCORE_TIMESTEPS, config.num_train_timesteps)
     return sorted({int((i + 0.5) * config.num_train_timesteps / count) for i in range(count)})
+
+
+def hf_shapes(config: HFCausalLMConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    """The network's parameters, and its LoRA adapter's (named `lora.…`) when it has one."""
+    arch = config.arch()
+    if arch is None:
+        return {}
+    shapes = hf.tensor_shapes(arch)
+    if config.lora is not None:
+        targets = tuple(config.lora.target_modules or ()) or None
+        shapes |= {f"lora.{name}": shape for name, shape in hf.lora_shapes(arch, config.lora.r, targets).items()}
+    return shapes
+
+
+def hf_activations(config: HFCausalLMConfig, n_features: int, n_classes: int) -> int:
+    arch = config.arch()
+    return hf.activations(arch, config.block_size) if arch is not None else 0
 
 
 LOGISTIC_REGRESSION = FamilySpec(
@@ -410,4 +487,18 @@ IMAGE_DIFFUSION = FamilySpec(
     methods=IMAGE_METHODS,
 )
 
-BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM, IMAGE_DIFFUSION)
+HF_CAUSAL_LM = FamilySpec(
+    name="hf_causal_lm",
+    config_class=HFCausalLMConfig,
+    implementation="workers.engine.families.hf_causal_lm:HFCausalLMFamily",
+    description="Hugging Face transformers causal language model (gpt2, llama, qwen2): from a configuration or "
+                "fine-tuned from an imported base, fully or through LoRA, for text datasets: generate and score.",
+    weight_dtypes=("F32", "F16", "BF16"),
+    parameter_shapes=hf_shapes,
+    activations=hf_activations,
+    positions_seen=causal_lm_tokens,
+    data_kind="text",
+    methods=LM_METHODS,
+)
+
+BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM, IMAGE_DIFFUSION, HF_CAUSAL_LM)

@@ -108,7 +108,11 @@ def import_model(
     """`record_ids` from the file part, or None to take them from the metadata (exactly one)."""
     if (record_ids is None) == (meta.record_ids is None):
         raise Unprocessable("Give the record ids either in the metadata or as the record_ids file part, not both or neither.")
+    service.check_name(meta.name)
     spec, config = service.validate_family(meta.family, meta.params, meta.unlearning_method)
+    if spec.name == "hf_causal_lm":
+        raise Unprocessable("An hf_causal_lm model is not imported as weights: import its save_pretrained directory "
+                            "as a base (kind: base) and fine-tune it.")
     dataset, version = service.resolve_dataset_version(session, principal, meta.dataset_version_id)
     if session.scalar(select(Model).where(Model.client == principal.client, Model.name == meta.name)):
         raise Conflict(f"A model named '{meta.name}' already exists.")

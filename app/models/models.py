@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -116,3 +116,30 @@ class ModelRehearsal(Base):
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # The cheapest passing candidate {"method", "settings"}, or None when none passed.
     chosen: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ModelBase(Base):
+    """An imported Hugging Face base model (a `save_pretrained` directory) of one client, that
+    hf_causal_lm models fine-tune. A base is not trained here and holds none of the client's
+    data subjects: erasures never destroy it (its pretraining data is out of their scope).
+
+    Its bytes are one normalised, uncompressed tar of the allowed files (app/models/bases.py),
+    stored content-addressed under `archive_sha256`."""
+
+    __tablename__ = "model_bases"
+    __table_args__ = (UniqueConstraint("client", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    client: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(100))
+    # The configuration's model_type: gpt2, llama or qwen2.
+    architecture: Mapped[str] = mapped_column(String(32))
+    # The settings of the architecture that decide its tensors (app/families/hf_architectures.py).
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Parameters, counted from the safetensors headers.
+    parameters: Mapped[int] = mapped_column(BigInteger)
+    archive_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Relative file name → {"sha256", "size"} of every file in the archive.
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200))

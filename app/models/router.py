@@ -7,6 +7,8 @@ import io
 import json
 import math
 import tarfile
+import tempfile
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
@@ -19,14 +21,20 @@ from app.audit import downloads
 from app.config import get_settings
 from app.datasets import images
 from app.deps import SessionDep, scoped
+from app.datasets.storage import work_dir
+from app.db import get_sessionmaker
+from app.deps import SessionDep, run_unit_of_work, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
 from app.families.registry import data_kind
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
-from app.models import importer, inference, rehearsal_results, service
+from app.models import bases, hf_archive, importer, inference, rehearsal_results, service
 from app.models.schemas import (
     NAME_PATTERN,
+    BaseImportMetadata,
+    BaseOut,
+    BasePage,
     ImportMetadata,
     ModelCreate,
     ModelOut,
@@ -62,6 +70,7 @@ IMPORT_METADATA_EXAMPLE = json.dumps({
     "name": "digits-lr", "family": "logistic_regression",
     "dataset_version_id": "5f0c8a52-3a52-4c1e-9d3e-2b7f1c0a9e11", "record_ids": [1, 2, 3],
 })
+BASE_METADATA_EXAMPLE = json.dumps({"kind": "base", "name": "tiny-gpt2"})
 
 
 @router.post(
@@ -79,28 +88,37 @@ def create_model(body: ModelCreate, request: Request, session: SessionDep, princ
 
 
 @router.post(
-    "/import", status_code=201, response_model=ModelOut, operation_id="import_model",
-    summary="Import trained weights", dependencies=[IdempotencyKeyHeader],
-    # As for training, and 409 for weights that hold an erased subject; 413 for the weights file.
+    "/import", status_code=201, response_model=ModelOut | BaseOut, operation_id="import_model",
+    summary="Import trained weights, or a Hugging Face base model", dependencies=[IdempotencyKeyHeader],
+    # As for training, and 409 for weights that hold an erased subject or a name taken; 413 for the
+    # weights file (OBLIVIATE_MAX_UPLOAD_BYTES) or the base's archive (OBLIVIATE_MAX_IMPORT_BYTES).
     responses=problem_responses(404, 409, 410, 413),
 )
 def import_model(
     request: Request, session: SessionDep, principal: Writer,
-    weights: Annotated[UploadFile, File(description="safetensors weights of one network")],
     metadata: Annotated[str, Form(
-        description="JSON: name, family, params, dataset_version_id, record_ids, seed",
-        examples=[IMPORT_METADATA_EXAMPLE],
+        description="JSON. Trained weights: name, family, params, dataset_version_id, record_ids, seed. "
+        "A Hugging Face base: kind \"base\" and name.",
+        examples=[IMPORT_METADATA_EXAMPLE, BASE_METADATA_EXAMPLE],
     )],
+    weights: Annotated[UploadFile, File(description="safetensors weights of one network (trained weights)")] = None,
     record_ids: Annotated[UploadFile, File(
         description="The trained records' ids instead of metadata.record_ids: Parquet with an integer record_id "
         "column, or one decimal id per line",
     )] = None,
+    archive: Annotated[UploadFile, File(
+        description="A base: a tar (optionally compressed) or zip of a save_pretrained directory; safetensors "
+        "weights only (docs: Bring your own language model)",
+    )] = None,
 ) -> Any:
-    try:
-        meta = ImportMetadata.model_validate_json(metadata)
-    except ValidationError as exc:
-        errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
-        raise Unprocessable("The metadata field is not valid.", errors=errors) from None
+    meta = _import_metadata(metadata)
+    if isinstance(meta, BaseImportMetadata):
+        if weights is not None or record_ids is not None or archive is None:
+            raise Unprocessable("A base is imported as one archive file part, without weights or record_ids.")
+        return _import_base(request, session, principal, meta, archive)
+    if archive is not None or weights is None:
+        raise Unprocessable("Trained weights are imported as the weights file part; an archive is for a base "
+                            "(metadata kind: base).")
     data = _read_part(weights, "weights")
     ids_file = _read_part(record_ids, "record_ids") if record_ids is not None else None
 
@@ -117,12 +135,62 @@ def import_model(
     return idempotency.run(request, session, principal, "import-model", payload, handler)
 
 
+def _import_metadata(metadata: str) -> ImportMetadata | BaseImportMetadata:
+    try:
+        parsed = json.loads(metadata)
+    except (ValueError, RecursionError):
+        parsed = None
+    kind = parsed.get("kind") if isinstance(parsed, dict) else None
+    try:
+        return (BaseImportMetadata if kind == "base" else ImportMetadata).model_validate_json(metadata)
+    except ValidationError as exc:
+        errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+        raise Unprocessable("The metadata field is not valid.", errors=errors) from None
+
+
+def _import_base(request: Request, session: SessionDep, principal, meta: BaseImportMetadata, archive: UploadFile) -> Any:
+    """Check and normalise the archive on disk before the unit of work takes any lock; the
+    handler stores it and records the base."""
+    limit = get_settings().max_import_bytes
+    source = archive.file
+    size = source.seek(0, io.SEEK_END)
+    if size > limit:
+        raise PayloadTooLarge(f"The archive has {size} bytes; at most {limit} (OBLIVIATE_MAX_IMPORT_BYTES).")
+    digest = hashlib.sha256()
+    source.seek(0)
+    for chunk in iter(lambda: source.read(hf_archive.CHUNK), b""):
+        digest.update(chunk)
+    upload_sha = digest.hexdigest()
+    source.seek(0)
+    with tempfile.TemporaryDirectory(dir=work_dir(), prefix="base-") as folder:
+        files = tempfile.mkdtemp(dir=folder)
+        checked = hf_archive.read(source, FilePath(files), limit)
+
+        def handler():
+            base = bases.import_base(session, principal, meta, checked, upload_sha256=upload_sha)
+            return 201, bases.to_out(base).model_dump(mode="json"), {"Location": f"/v1/models/bases/{base.name}"}
+
+        payload = {"metadata": meta.model_dump(mode="json"), "archive_sha256": upload_sha}
+        return idempotency.run(request, session, principal, "import-model", payload, handler)
+
+
 def _read_part(part: UploadFile, name: str) -> bytes:
     limit = get_settings().max_upload_bytes
     data = part.file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"The {name} file is larger than the upload limit.")
     return data
+
+
+@router.get("/bases", response_model=BasePage, operation_id="list_model_bases", summary="List imported bases")
+def list_bases(session: SessionDep, principal: Reader) -> Any:
+    return BasePage(items=[bases.to_out(base) for base in bases.list_for(session, principal)])
+
+
+@router.get("/bases/{name}", response_model=BaseOut, operation_id="get_model_base", summary="Get an imported base",
+            responses=problem_responses(404))
+def get_base(name: ModelName, session: SessionDep, principal: Reader) -> Any:
+    return bases.to_out(bases.get_for(session, principal, name))
 
 
 @router.get("", response_model=ModelPage, operation_id="list_models", summary="List models")
@@ -240,7 +308,7 @@ def _image_model_only(version) -> None:
 
 def _language_model_only(version) -> None:
     if not _is_language_model(version.family):
-        raise Unprocessable("Only language models (family causal_lm) generate and score; use predict.")
+        raise Unprocessable("Only language models (families causal_lm and hf_causal_lm) generate and score; use predict.")
 
 
 @router.post(
@@ -251,8 +319,10 @@ def _language_model_only(version) -> None:
 )
 @reads_only
 async def generate(name: ModelName, body: GenerateBody, principal: Reader, client: ClientName = None) -> Any:
-    """Bytes after the prompt, greedy at temperature 0 or sampled under `seed`, until end-of-text
-    or `max_new_tokens`; invalid UTF-8 at the end of the continuation is replaced (U+FFFD)."""
+    """Tokens after the prompt (bytes for causal_lm, the model's tokenizer's for hf_causal_lm),
+    greedy at temperature 0 or sampled under `seed`, until end-of-text or `max_new_tokens`;
+    invalid UTF-8 at the end of the continuation is replaced (U+FFFD). The work is bounded
+    counting the prompt's bytes as tokens, which no byte-level tokenizer exceeds."""
     settings = get_settings()
     size = len(body.prompt.encode("utf-8"))
     if size > settings.max_prompt_bytes:

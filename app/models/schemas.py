@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
@@ -10,8 +10,8 @@ from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TABULAR_METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
-# gradient_difference and npo are for language models (causal_lm), gradient_difference and salun
-# also for image models (image_diffusion: their diffusion variants).
+# gradient_difference and npo are for language models (causal_lm, hf_causal_lm), gradient_difference
+# and salun also for image models (image_diffusion: their diffusion variants).
 METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 
 
@@ -122,7 +122,8 @@ class GenerateBody(StrictModel):
 
     prompt: Text = Field(description="Text to continue; at most OBLIVIATE_MAX_PROMPT_BYTES UTF-8 bytes (413).")
     max_new_tokens: int = Field(
-        default=64, ge=1, le=2**31 - 1, description="Bytes to generate at most; at most OBLIVIATE_MAX_NEW_TOKENS (422).",
+        default=64, ge=1, le=2**31 - 1, description="Tokens to generate at most (bytes for causal_lm, the tokenizer's "
+        "tokens for hf_causal_lm); at most OBLIVIATE_MAX_NEW_TOKENS (422).",
     )
     temperature: float = Field(
         default=0.0, ge=0, le=100, allow_inf_nan=False,
@@ -156,7 +157,8 @@ class TextScore(BaseModel):
         description="Sum of the natural-log probabilities of every byte given its prefix, the first given "
         "begin-of-text; texts longer than the context are scored with a sliding window.",
     )
-    tokens: int = Field(description="Tokens scored: the text's UTF-8 bytes.")
+    tokens: int = Field(description="Tokens scored: the text's UTF-8 bytes (causal_lm), or its tokens under the "
+                        "model's tokenizer (hf_causal_lm).")
 
 
 class ScoreOut(BaseModel):
@@ -207,6 +209,7 @@ class ScoreImagesOut(BaseModel):
 
 
 class ImportMetadata(StrictModel):
+    kind: Literal["model"] = Field(default="model", description="`model`: trained weights; `base`: see BaseImportMetadata.")
     name: str = Field(pattern=NAME_PATTERN)
     family: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] | None = None
@@ -218,3 +221,30 @@ class ImportMetadata(StrictModel):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     unlearning_method: str | None = None
+
+
+class BaseImportMetadata(StrictModel):
+    """An imported Hugging Face base: the `archive` file part holds its save_pretrained directory."""
+
+    kind: Literal["base"]
+    name: str = Field(pattern=NAME_PATTERN, description="Unique per client; hf_causal_lm models name it in params.base.")
+
+
+class BaseFile(BaseModel):
+    sha256: str
+    size: int
+
+
+class BaseOut(BaseModel):
+    id: uuid.UUID
+    client: str
+    name: str
+    architecture: str = Field(description="The configuration's model_type: gpt2, llama or qwen2.")
+    parameters: int = Field(description="Parameters, counted from the safetensors headers.")
+    archive_sha256: str = Field(description="sha256 of the stored, normalised tar of the files.")
+    files: dict[str, BaseFile] = Field(description="Each file of the base by name, with its sha256 and size.")
+    created_at: datetime
+
+
+class BasePage(BaseModel):
+    items: list[BaseOut]

@@ -22,6 +22,7 @@ from app.families.registry import FamilyParamsError, UnknownFamilyError, familie
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.keys.service import Principal
+from app.models import bases
 from app.models.models import Model, ModelReference, ModelVersion
 from app.models.schemas import METHODS, TABULAR_METHODS, ModelCreate, ModelOut, ModelVersionOut
 
@@ -61,6 +62,11 @@ def validate_family(family: str, params: dict | None, method: str | None):
         if method not in supported:
             raise Unprocessable(f"The {spec.name} family does not support '{method}'; it supports {', '.join(supported)}.")
     return spec, config
+
+
+def check_name(name: str) -> None:
+    if name in bases.RESERVED_MODEL_NAMES:
+        raise Unprocessable(f"'{name}' is reserved: /v1/models/{name} lists imported bases.")
 
 
 def check_data_kind(spec, dataset: Dataset) -> None:
@@ -144,7 +150,10 @@ def _serialise_client(session: Session, client: str) -> None:
 
 
 def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[Model, Job]:
+    check_name(body.name)
     spec, config = validate_family(body.family, body.params, body.unlearning_method)
+    if spec.name == "hf_causal_lm":
+        config = bases.resolve(session, principal, spec, config, body.params)
     if body.unlearning_method == "sisa" and body.sisa is None:
         raise Unprocessable("The sisa unlearning method needs a model trained with sisa.")
     dataset, version = resolve_dataset_version(session, principal, body.dataset_id)
@@ -307,7 +316,7 @@ def version_artifacts(version: ModelVersion) -> set[str]:
 
 def live_references(session: Session, shas: Sequence[str]) -> set[str]:
     """Which of these hashes a model version or reference model of any client, not destroyed,
-    references. Shard
+    or an imported base, references. Shard
     hashes live in JSON, so rows are found by the hash's text (a hex digest is never escaped)
     and then confirmed from the parsed shards."""
     wanted = sorted(set(shas))
@@ -323,6 +332,8 @@ def live_references(session: Session, shas: Sequence[str]) -> set[str]:
         # Reference models of the per-record audit hold weights too (app/models/reference_pool.py).
         found.update(session.scalars(select(ModelReference.weights_sha256).where(
             ModelReference.weights_sha256.in_(chunk), ModelReference.destroyed_at.is_(None))))
+        # Imported bases are never destroyed; models fine-tuned from one name its archive in params.
+        found |= bases.live_references(session, chunk)
     return found
 
 

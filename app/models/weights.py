@@ -16,7 +16,7 @@ import numpy as np
 
 # safetensors dtype code → numpy dtype whose finiteness numpy can test; BF16 is read as its bits.
 _FLOATS = {"F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
-_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
           "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 # Far above any header of the built-in families; a length beyond it is a damaged or hostile file.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -67,12 +67,12 @@ def check(data: bytes, *, dtypes: tuple[str, ...], shapes: dict[str, tuple[int, 
         if dtype not in dtypes:
             raise WeightsError(f"Tensor {position} is {dtype}; this family uses {', '.join(dtypes)} weights.")
         start, stop = offsets
-        if stop - start != math.prod(shape) * _SIZES[dtype] or stop > len(body):
+        if stop - start != math.prod(shape) * SIZES[dtype] or stop > len(body):
             raise WeightsError(f"Tensor {position}'s data does not match its shape.")
         spans.append((start, stop))
         if shapes is not None and tuple(shape) != shapes.get(name):
             raise WeightsError("The weights do not have the tensors or shapes of this family's network with these params.")
-        _check_finite(body[start:stop], dtype, position)
+        check_finite(body[start:stop], dtype, position)
     if shapes is not None and set(header) != set(shapes):
         raise WeightsError("The weights do not have the tensors or shapes of this family's network with these params.")
     # As the safetensors format requires: the tensors cover the data exactly, without gaps.
@@ -87,7 +87,7 @@ def fields(info, position: int) -> tuple[str, list[int], tuple[int, int]]:
         raise WeightsError(f"Tensor {position} has no valid description in the header.")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     valid = (
-        isinstance(dtype, str) and dtype in _SIZES
+        isinstance(dtype, str) and dtype in SIZES
         and isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
         and isinstance(offsets, list) and len(offsets) == 2
         and all(isinstance(n, int) and not isinstance(n, bool) for n in offsets) and 0 <= offsets[0] <= offsets[1]
@@ -97,7 +97,7 @@ def fields(info, position: int) -> tuple[str, list[int], tuple[int, int]]:
     return dtype, shape, (offsets[0], offsets[1])
 
 
-def _check_finite(raw: memoryview, dtype: str, position: int) -> None:
+def check_finite(raw: memoryview, dtype: str, position: int) -> None:
     if dtype in _FLOATS:
         finite = bool(np.isfinite(np.frombuffer(raw, dtype=_FLOATS[dtype])).all())
     elif dtype == "BF16":

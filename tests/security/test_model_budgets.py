@@ -68,10 +68,12 @@ def test_defaults_admit_every_family_at_its_default_params_and_the_benches_sizes
     rows = 1_000_000
     # A U-Net pass costs about a hundred times its parameters per image (a convolution's weights
     # apply at every pixel): the image family is admitted at 20,000 works of its default size,
-    # ten times the digits its bench trains on.
+    # ten times the digits its bench trains on. A Hugging Face model names its architecture:
+    # GPT-2 small's, at its defaults.
     image_rows = 20_000
+    defaults = {"hf_causal_lm": {"config": {"model_type": "gpt2"}}}
     for spec in families().values():
-        config = spec.parse_params({})
+        config = spec.parse_params(defaults.get(spec.name, {}))
         budget.check(budget.estimate(spec, config, 64, 10, image_rows if spec.data_kind == "image" else rows))
     lm = get_family("causal_lm")
     budget.check(budget.estimate(lm, lm.parse_params({"n_embd": 256, "steps": 3000}), 128, 258, rows))

@@ -1,8 +1,10 @@
 """Drives every route of the API in a process of its own, then prints (as JSON) the modules of
-`workers` and `torch` that the process loaded: tests/system/test_layers.py expects none.
+`workers`, `torch` and the libraries built on it that the process loaded:
+tests/system/test_layers.py expects none.
 
 Run as `python tests/system/drive_api.py FOLDER` with the test's OBLIVIATE_* environment; FOLDER holds
-digits.csv and weights.safetensors, written by the test (which imports torch itself).
+digits.csv, weights.safetensors and base.tar (a Hugging Face save_pretrained directory), written by
+the test (which imports torch and transformers itself).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from app.keys import service as keys
 from app.main import create_app
 from app.openapi import api_routes
 
+FORBIDDEN = {"workers", "torch", "transformers", "peft", "tokenizers", "accelerate", "diffusers"}
 folder = Path(sys.argv[1])
 with session_scope() as session:
     _key, admin = keys.create_key(session, f"layers-{uuid.uuid4().hex[:6]}", ["admin"], client="layers")
@@ -45,6 +48,8 @@ with TestClient(app, raise_server_exceptions=False) as client:
                 "record_ids": list(range(100))}
     model = call(client, "post", "/v1/models/import", label="import", data={"metadata": json.dumps(metadata)},
                  files={"weights": ("w.safetensors", (folder / "weights.safetensors").read_bytes(), "application/octet-stream")})
+    call(client, "post", "/v1/models/import", label="import-base", data={"metadata": json.dumps({"kind": "base", "name": "layers-base"})},
+         files={"archive": ("base.tar", (folder / "base.tar").read_bytes(), "application/x-tar")})
     prediction = call(client, "post", f"/v1/models/{model['name']}/predict", label="predict", json={"rows": [[0.5] * 64] * 3})
     call(client, "get", f"/v1/models/{model['name']}/versions/1/weights", label="weights")
     job = call(client, "post", "/v1/models", label="train", json={
@@ -65,5 +70,5 @@ with TestClient(app, raise_server_exceptions=False) as client:
 print(json.dumps({
     "routes": [f"{method.upper()} {template}" for method, template in routes],
     "statuses": statuses, "prediction": prediction,
-    "loaded": sorted(name for name in sys.modules if name.split(".")[0] in {"workers", "torch"}),
+    "loaded": sorted(name for name in sys.modules if name.split(".")[0] in FORBIDDEN),
 }))

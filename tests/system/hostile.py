@@ -6,10 +6,12 @@ secret must not appear in the answer."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import random
 import string
+import tarfile
 from collections.abc import Iterator
 
 from tests.objects import request_body
@@ -60,6 +62,15 @@ def _nested_safetensors(depth: int) -> bytes:
     return len(header).to_bytes(8, "little") + header
 
 
+def _climbing_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("../config.json")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"{}"))
+    return buffer.getvalue()
+
+
 def endpoint_cases(dataset_version_id: str, dataset_id: str) -> Iterator[tuple[str, str, str, dict, int]]:
     """(label, method, path, httpx keyword arguments, expected status) of hostile inputs to other
     endpoints (issue 20, items 1, 9, 10, 13), for a caller whose client is `fuzz` and who can import
@@ -74,6 +85,12 @@ def endpoint_cases(dataset_version_id: str, dataset_id: str) -> Iterator[tuple[s
     yield ("an MLP of 8 × 8192 hidden units (470M parameters) over the model budget", "post", "/v1/models",
            {"json": {"name": "fuzz-wide", "family": "mlp_classifier", "dataset_id": dataset_id,
                      "params": {"hidden": [8192] * 8}}}, 422)
+    yield ("hf_causal_lm config that names remote code (auto_map)", "post", "/v1/models",
+           {"json": {"name": "fuzz-remote", "family": "hf_causal_lm", "dataset_id": dataset_id,
+                     "params": {"config": {"model_type": "gpt2", "auto_map": {"AutoModel": "evil.Model"}}}}}, 422)
+    yield ("a base archive whose member climbs out of it", "post", "/v1/models/import",
+           {"data": {"metadata": json.dumps({"kind": "base", "name": "fuzz-base"})},
+            "files": {"archive": ("base.tar", _climbing_tar())}}, 422)
     for lookalike in ("FUZZ", "fuzz ", "Fuzz  "):
         yield (f"client name {lookalike!r} beside 'fuzz'", "post", "/v1/keys",
                {"json": {"name": "lookalike", "client": lookalike, "scopes": ["requests:read"]}}, 409)

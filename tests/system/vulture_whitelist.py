@@ -62,6 +62,11 @@ NPO
 create_app
 __getattr__
 
+# hf_causal_lm params the service fills from the model's base by key (app/models/bases.py,
+# resolve); the workers' family reads them to fetch the base's archive by its hash.
+_.base_id
+_.base_archive_sha256
+
 # torch calls nn.Module.forward through __call__.
 _.forward
 
