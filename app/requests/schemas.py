@@ -130,6 +130,8 @@ class SearchedOut(BaseModel):
     """What planning the request searched (docs/identity-resolution.md)."""
 
     kinds: list[str] = Field(description="The identifier kinds the request named.")
+    resolved_kinds: list[str] = Field(default_factory=list, description=(
+        "Every kind searched: the request's own and those its identifiers are linked to."))
     subjects: int = Field(description="How many subject keys its identifiers resolved to, through links.")
     checked: list[CheckedOut] = Field(description="Every dataset and model of the client looked in.")
     at: datetime = Field(description="When planning searched.")
