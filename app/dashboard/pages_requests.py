@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from typing import Annotated
 
@@ -42,7 +44,19 @@ def request_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Re
         rows, next_cursor = queries.list_requests(session, viewer.principal, filters)
     return render(request, "requests.html", viewer, rows=rows, filters=filters, next_cursor=next_cursor,
                   statuses=queries.STATUSES, sources=queries.SOURCES, jurisdictions=queries.JURISDICTIONS,
-                  days_left=lifecycle.days_left, days_class=queries.days_left_class)
+                  days_left=lifecycle.days_left, days_class=queries.days_left_class,
+                  outcome=queries.outcome_label, verification=queries.verification_label)
+
+
+@router.get("/requests.csv")
+def request_export(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    """The filtered list as CSV (every page, up to queries.EXPORT_LIMIT rows), to hand on."""
+    require(viewer, "requests:read")
+    filters = queries.parse_filters(request.query_params)
+    out = io.StringIO()
+    csv.writer(out).writerows(queries.export_rows(session, viewer.principal, filters))
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="erasure-requests.csv"'})
 
 
 @router.post("/requests/approve", response_class=HTMLResponse)
@@ -60,20 +74,36 @@ async def bulk_approve(request: Request, viewer: PosterDep) -> Response:
         return render(request, "bulk_done.html", viewer, status_code=422, approved=[], refused=[],
                       note="Select at least one request to approve.")
     if form.get("confirmed") != "yes":
-        return render(request, "bulk_confirm.html", viewer, ids=ids)
-    approved, refused = await run_in_threadpool(_approve_each, viewer, ids)
+        unverified = await run_in_threadpool(_unverified, viewer, ids)
+        return render(request, "bulk_confirm.html", viewer, ids=ids, unverified=unverified)
+    override = str(form.get("override_reason") or "").strip()[:2000] or None
+    approved, refused = await run_in_threadpool(_approve_each, viewer, ids, override)
     return render(request, "bulk_done.html", viewer, approved=approved, refused=refused, note=None)
 
 
-def _approve_each(viewer, ids: list[uuid.UUID]) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
+def _unverified(viewer, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `ids` whose requester is not verified: approving them needs an override reason."""
+    found = set()
+    with session_scope() as session:
+        for request_id in ids:
+            try:
+                if request_service.get_for(session, viewer.principal, request_id).verification_status != "verified":
+                    found.add(request_id)
+            except NotFound:
+                continue
+    return found
+
+
+def _approve_each(viewer, ids: list[uuid.UUID], override_reason: str | None) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
     """Each approval in its own transaction: one request that cannot move does not undo the others."""
     approved, refused = [], []
     for request_id in ids:
         try:
             with session_scope() as session:
-                request_service.review(session, viewer.principal, request_id, "approve", None)
+                request_service.review(session, viewer.principal, request_id, "approve", None,
+                                       override_reason=override_reason)
             approved.append(request_id)
-        except (InvalidTransition, NotFound) as exc:
+        except (InvalidTransition, NotFound, Unprocessable) as exc:
             refused.append((request_id, exc.detail))
     return approved, refused
 
@@ -150,6 +180,7 @@ def confirm_action(request: Request, request_id: uuid.UUID, action: str, viewer:
 def do_action(
     request_id: uuid.UUID, action: str, viewer: PosterDep, session: SessionDep,
     reason: Annotated[str, Form(max_length=2000)] = "", days: Annotated[str, Form(max_length=4)] = "",
+    override_reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     require(viewer, "requests:review")
     _action(action)
@@ -161,5 +192,6 @@ def do_action(
             raise Unprocessable(f"Days must be a whole number from 1 to {lifecycle.MAX_EXTENSION_DAYS}.")
         request_service.extend(session, viewer.principal, request_id, int(days), reason)
     else:
-        request_service.review(session, viewer.principal, request_id, action, reason or None)
+        request_service.review(session, viewer.principal, request_id, action, reason or None,
+                               override_reason=(override_reason.strip() or None) if action == "approve" else None)
     return see_other(f"/admin/requests/{request_id}")
