@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.dashboard import charts
+from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require
 from app.datasets import service as dataset_service
 from app.deps import SessionDep
@@ -19,6 +19,7 @@ from app.jobs.models import Job
 from app.lineage import service as lineage_service
 from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
+from app.pseudonym import subject_keys
 from app.schemas import Subject
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
@@ -107,4 +108,5 @@ def subject_lookup(
         result = lineage_service.lookup(session, viewer.principal, identifiers)
     except UnknownKind as exc:  # its detail lists the known kinds, never the identifier
         return render(request, "subjects.html", viewer, status_code=422, result=None, error=exc.detail)
-    return render(request, "subjects.html", viewer, result=result, error=None, kind=kind.strip())
+    erasures = queries.erasures_of(session, viewer.principal, subject_keys(identifiers).values())
+    return render(request, "subjects.html", viewer, result=result, error=None, kind=kind.strip(), erasures=erasures)

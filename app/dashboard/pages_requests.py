@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import uuid
 from typing import Annotated
@@ -20,7 +21,9 @@ from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unprocessable
 from app.jobs import service as job_service
-from app.requests import lifecycle
+from app.keys import service as key_service
+from app.identities import service as identity_service
+from app.requests import lifecycle, regimes
 from app.requests import service as request_service
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
@@ -57,6 +60,44 @@ def request_export(request: Request, viewer: ViewerDep, session: SessionDep) -> 
     csv.writer(out).writerows(queries.export_rows(session, viewer.principal, filters))
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="erasure-requests.csv"'})
+
+
+REPORT_LIMIT = 50
+
+
+def _report(session, viewer, item) -> dict:
+    """What one request's printed page shows: its facts, what was searched, its certificate with
+    the verdicts it states, and its timeline with actors by key name and owner."""
+    stream = audit_service.request_stream(item.id)
+    events = audit_service.events(session, stream)
+    certificate = certificate_service.get(session, item.id)
+    searched = identity_service.searched_for(session, item.id)
+    report = {"item": item, "regime": regimes.regime(item.jurisdiction), "outcome": queries.outcome_label(item),
+              "searched": searched, "linked": sorted(set(searched.resolved_kinds) - set(searched.kinds)) if searched else [],
+              "events": events, "actors": key_service.actor_labels(session, [e.actor for e in events]),
+              "chain": audit_service.verify_stream(session, stream), "certificate": certificate}
+    if certificate is not None:
+        document = certificate_service.signed_document(certificate)
+        report.update(body=certificate.body, models=verification.model_summaries(certificate.body),
+                      sha256=hashlib.sha256(signing.document_bytes(document)).hexdigest(),
+                      certificate_valid=verification.verify(document, keys.ring(session, True)).valid)
+    return report
+
+
+@router.get("/requests/report", response_class=HTMLResponse)
+def requests_report(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    """The printable report of the filtered list's first REPORT_LIMIT requests, a page each."""
+    require(viewer, "requests:read")
+    rows, _next = queries.list_requests(session, viewer.principal, queries.parse_filters(request.query_params),
+                                        limit=REPORT_LIMIT)
+    return render(request, "report.html", viewer, reports=[_report(session, viewer, row) for row in rows])
+
+
+@router.get("/requests/{request_id}/report", response_class=HTMLResponse)
+def request_report(request: Request, request_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
+    require(viewer, "requests:read")
+    item = request_service.get_for(session, viewer.principal, request_id)
+    return render(request, "report.html", viewer, reports=[_report(session, viewer, item)])
 
 
 @router.post("/requests/approve", response_class=HTMLResponse)
@@ -135,7 +176,9 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
         (job, charts.verification_bars(((job.result or {}).get("model") or {}).get("verification")))
         for job in context["jobs"]
     ]
-    return render(request, "request.html", viewer, **context, events=audit_service.events(session, stream),
+    events = audit_service.events(session, stream)
+    return render(request, "request.html", viewer, **context, events=events,
+                  actors=key_service.actor_labels(session, [event.actor for event in events]),
                   chain=chain, certificate=certificate, certificate_valid=certificate_valid,
                   verifications=[(job, bars) for job, bars in verifications if bars],
                   actions=[(a, ACTIONS[a]) for a in queries.allowed_actions(item)] if viewer.principal.has("requests:review") else [])

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from app.dashboard.models import AuditVerification
@@ -16,7 +17,8 @@ from app.jobs.models import Job
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
 from app.requests import lifecycle, regimes
-from app.requests.models import ErasureRequest
+from app.identities.models import RequestSearch
+from app.requests.models import ErasureRequest, RequestSubject
 
 STATUSES = ("received", "approved", "needs_review", "on_hold", "scheduled", "processing", "verifying",
             "completed", "failed", "denied", "cancelled")
@@ -216,3 +218,26 @@ def allowed_actions(request: ErasureRequest) -> list[str]:
     if request.status in lifecycle.EXTENDABLE and request.extended_days is None:
         actions.append("extend")
     return actions
+
+
+@dataclass(frozen=True)
+class Erasure:
+    request_id: uuid.UUID
+    external_id: str | None
+    completed_at: datetime | None
+    outcome: str | None
+
+
+def erasures_of(session: Session, principal: Principal, keys: Iterable[str]) -> list[Erasure]:
+    """The completed requests that erased a subject: those naming one of its keys, or whose
+    planning resolved to one through links (the links themselves go with the erasure)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    searched = or_(*[cast(RequestSearch.pairs, String).like(f"%{key}%") for key in wanted])
+    query = _own(select(ErasureRequest).options(lazyload(ErasureRequest.subjects)), principal, ErasureRequest.client).where(
+        ErasureRequest.status == "completed",
+        or_(ErasureRequest.id.in_(select(RequestSubject.request_id).where(RequestSubject.subject_key.in_(wanted))),
+            ErasureRequest.id.in_(select(RequestSearch.request_id).where(searched))),
+    ).order_by(ErasureRequest.completed_at.desc()).limit(20)
+    return [Erasure(r.id, r.external_id, r.completed_at, r.outcome) for r in session.scalars(query)]

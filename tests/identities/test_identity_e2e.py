@@ -81,6 +81,16 @@ def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, dat
     found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": JANE_ID}}, headers=writer).json()
     assert all(not d["current"] for d in found["datasets"]), found
     assert _links_of("walk") == 12
+    # The subject look-up by her user_id names the request that erased her, though it named her e-mail.
+    from app.dashboard import queries
+    from app.db import session_scope
+    from app.keys.service import Principal
+    from app.pseudonym import subject_key
+
+    with session_scope() as session:
+        reader = Principal("00000000-0000-0000-0000-000000000000", "walk", "test", frozenset({"requests:read"}))
+        erasures = queries.erasures_of(session, reader, [subject_key("user_id", JANE_ID)])
+    assert [(str(e.request_id), e.outcome) for e in erasures] == [(request_id, "erased")]
 
     unheld = request_by(client, writer, {"phone": "+44 20 7946 0958"})
     assert unheld.status_code == 201, unheld.text
