@@ -66,7 +66,12 @@ class Settings(BaseSettings):
         "Empty: `<data_dir>/artifacts`."))
 
     auto_approve_verified: bool = Field(default=False, description=(
-        "Approve requests that arrive with `identity_verified: true` on receipt; the audit trail says so."))
+        "Approve requests whose requester is verified (`identity_verification.status: verified`, or the "
+        "deprecated `identity_verified: true`) on receipt, or when their verification is recorded later; the "
+        "audit trail says so."))
+    unverified_deny_after_days: int | None = Field(default=None, ge=1, le=3650, description=(
+        "Deny open requests whose requester is still not verified this many days after receipt, on the ground "
+        "`identity_unverified` with their regime's reason (checked by the planner's beat task). Unset: never."))
     unresolvable_kind: Literal["review", "complete"] = Field(default="review", description=(
         "A request made only of identifier kinds that none of the client's datasets or links hold: `review` "
         "moves it to `needs_review` (status reason `unresolvable_identifier_kind`) instead of completing it "

@@ -12,6 +12,7 @@ from functools import partial
 import pytest
 from sqlalchemy import func, select
 
+from tests.objects import approve
 from tests.worker import execute_queued, plan_approved, wait_job
 
 # The thresholds any result meets: for tests of what a method does to the figures rather than of
@@ -169,7 +170,7 @@ def approved_request(client, headers, raw_id: str, jurisdiction: str = "gdpr", s
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
     return request_id
 
 

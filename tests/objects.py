@@ -51,6 +51,15 @@ def hold_kinds(client, headers, *kinds: str) -> None:
     assert response.status_code == 201, response.text
 
 
+# What approving a request whose requester nobody verified needs: an override, which is audited.
+OVERRIDE = {"override_reason": "Identity confirmed by the privacy team."}
+
+
+def approve(client, headers, request_id: str):
+    """POST .../approve with the override an unverified requester needs."""
+    return client.post(f"/v1/erasure-requests/{request_id}/approve", json=OVERRIDE, headers=headers)
+
+
 def create_request(client, headers, **overrides) -> dict:
     response = client.post("/v1/erasure-requests", json=request_body(**overrides), headers=headers)
     assert response.status_code == 201, response.text

@@ -32,10 +32,14 @@ def purge_artifacts() -> int:
 
 @celery_app.task(name="workers.tasks.plan")
 def plan() -> int:
-    """Turn approved requests into scheduled ones attached to unlearning jobs (batch windows)."""
+    """Turn approved requests into scheduled ones attached to unlearning jobs (batch windows);
+    first deny those whose requester stayed unverified too long (OBLIVIATE_UNVERIFIED_DENY_AFTER_DAYS)."""
     from app.db import session_scope
+    from app.requests import service as request_service
     from app.unlearning import planner
 
+    with session_scope() as session:
+        request_service.deny_unverified(session)
     with session_scope() as session:
         return planner.plan_approved(session)
 

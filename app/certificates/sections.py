@@ -42,14 +42,22 @@ class Checked:
 
 @dataclass(frozen=True)
 class Scope:
-    """What was searched: the request's identifier kinds and the client's datasets and models."""
+    """What was searched: the request's identifier kinds, the kinds its identifiers resolved to
+    through the client's links (app/identities/), and the client's datasets and models."""
 
     identifier_kinds: tuple[str, ...]
     datasets: tuple[Checked, ...] = ()
     models: tuple[Checked, ...] = ()
+    # Every kind searched: the request's own and those reached through links; () when the request
+    # was planned before resolution was recorded (its own kinds were all that was searched).
+    resolved_kinds: tuple[str, ...] = ()
+    # How many subject keys the search looked for (the request's and the linked ones).
+    keys_searched: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"identifier_kinds": sorted(self.identifier_kinds),
+                "resolved_kinds": sorted(set(self.resolved_kinds or self.identifier_kinds)),
+                "subject_keys_searched": self.keys_searched,
                 "datasets": [c.to_json() for c in self.datasets], "models": [c.to_json() for c in self.models]}
 
 

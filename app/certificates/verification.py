@@ -187,3 +187,45 @@ def model_summaries(body: Mapping[str, Any]) -> tuple[ModelSummary, ...]:
     version = format_of(body)
     models = body.get("models")
     return tuple(_summary(entry, version) for entry in models or () if isinstance(entry, Mapping))
+
+
+@dataclass(frozen=True)
+class ScopeSummary:
+    """What a format-3 certificate says was searched: the identifier kinds (the request's and
+    those reached through links) and each dataset and model looked in, with whether it held the
+    person."""
+
+    kinds: tuple[str, ...]
+    resolved_kinds: tuple[str, ...]
+    checked: tuple[tuple[str, str, int | None, bool], ...]  # (dataset|model, name, version, held)
+
+    def describe(self) -> tuple[str, ...]:
+        linked = sorted(set(self.resolved_kinds) - set(self.kinds))
+        lines = [f"searched identifier kinds {', '.join(self.kinds) or 'none'}"
+                 + (f" (and, through links, {', '.join(linked)})" if linked else "")]
+        if not self.checked:
+            lines.append("searched no dataset or model (the client had none)")
+        for kind, name, version, held in self.checked:
+            at = f" v{version}" if version is not None else ""
+            lines.append(f"searched {kind} {name}{at}: {'held the person' if held else 'did not hold the person'}")
+        return tuple(lines)
+
+
+def _names(value: object) -> tuple[str, ...]:
+    return tuple(str(item) for item in value) if isinstance(value, list) else ()
+
+
+def scope_summary(body: Mapping[str, Any]) -> ScopeSummary | None:
+    """The scope of a verified body; None for formats 1 and 2, which state none."""
+    scope = body.get("scope")
+    if format_of(body) < 3 or not isinstance(scope, Mapping):
+        return None
+    checked: list[tuple[str, str, int | None, bool]] = []
+    for kind in ("dataset", "model"):
+        for entry in scope.get(f"{kind}s") or ():
+            if isinstance(entry, Mapping):
+                version = entry.get("version")
+                checked.append((kind, str(entry.get("name")), version if isinstance(version, int) else None,
+                                entry.get("held_subject") is True))
+    kinds = _names(scope.get("identifier_kinds"))
+    return ScopeSummary(kinds, _names(scope.get("resolved_kinds")) or kinds, tuple(checked))

@@ -65,7 +65,7 @@ def certificate_verify(
     """Verify the Ed25519 signature. Exit 0: VALID; 1: INVALID; 3: signature not checked (no
     trusted key); 2: usage error."""
     from app.certificates.remediation import TYPE as REMEDIATION_TYPE
-    from app.certificates.verification import EXIT_CODES, Verdict, model_summaries, verify_bytes
+    from app.certificates.verification import EXIT_CODES, Verdict, model_summaries, scope_summary, verify_bytes
 
     trusted = _given_keys(public_key) if public_key else _service_keys()
     result = verify_bytes(file.read_bytes(), trusted)
@@ -90,6 +90,9 @@ def certificate_verify(
                           soft_wrap=True, markup=False)
             for summary in model_summaries(body):
                 console.print(f"VALID {summary.describe()}", soft_wrap=True, markup=False)
+            scope = scope_summary(body)
+            for line in scope.describe() if scope is not None else ():
+                console.print(f"VALID {line}", soft_wrap=True, markup=False)
         for note in result.notes:
             console.print(f"note: {note}", soft_wrap=True, markup=False)
     raise typer.Exit(EXIT_CODES[result.verdict])

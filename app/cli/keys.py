@@ -54,6 +54,7 @@ def keys_create(
     scopes: str = typer.Option(..., "--scopes", help="Comma-separated: requests:write, requests:read, requests:review, models:write, models:read, audit:read, admin."),
     client: str = typer.Option(None, "--client", help="The client (tenant) the key acts for; defaults to NAME."),
     expires_in_days: float = typer.Option(None, "--expires-in-days", help="The key stops working after this many days."),
+    owner: str = typer.Option(None, "--owner", help="The person who holds the key (a name), shown wherever the key acted."),
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from app.keys.service import InvalidScopes, create_key, parse_scopes
@@ -64,7 +65,8 @@ def keys_create(
         raise fail(str(exc), EXIT_USAGE) from None
     expires_at = _expiry(expires_in_days)
     key, plaintext = _run(
-        lambda session: create_key(session, name, scope_list, client=client, expires_at=expires_at, actor=ACTOR)
+        lambda session: create_key(session, name, scope_list, client=client, expires_at=expires_at, actor=ACTOR,
+                                   owner=(owner or "").strip()[:100] or None)
     )
     _show_created(key, plaintext)
 

@@ -182,6 +182,10 @@ def _cli_name() -> str:
     return shlex.quote(invoked) if Path(invoked).name == "obliviate" else "obliviate"
 
 
+# The key docs/getting-started.md creates first; its scopes run the whole quick start.
+QUICK_START_KEY = "keys create --name portal --client acme --scopes requests:write,requests:read,requests:review"
+
+
 def _banner(settings: Settings, host: str, port: int, worker_pid: int | None) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{f'[{shown_host}]' if ':' in shown_host else shown_host}:{port}"
@@ -190,13 +194,11 @@ def _banner(settings: Settings, host: str, port: int, worker_pid: int | None) ->
     if settings.embedded and "OBLIVIATE_DATA_DIR" in os.environ:
         prefix = f"OBLIVIATE_DATA_DIR={shlex.quote(str(settings.data_dir.resolve()))} "
     console.print(f"[bold]Obliviate {__version__}[/bold] ({where})", soft_wrap=True)
+    console.print(f"  Dashboard:           {base}/admin  (sign in with an API key)", soft_wrap=True)
     console.print(f"  API docs (OpenAPI):  {base}/docs", soft_wrap=True)
     console.print(f"  Health:              {base}/healthz  {base}/readyz", soft_wrap=True)
-    console.print("  Create an API key:", soft_wrap=True)
-    console.print(
-        f"    {prefix}{_cli_name()} keys create --name portal --scopes requests:write,requests:read,requests:review",
-        soft_wrap=True, markup=False,
-    )
+    console.print("  Create an API key (the quick start's: it files, reviews and reads requests):", soft_wrap=True)
+    console.print(f"    {prefix}{_cli_name()} {QUICK_START_KEY}", soft_wrap=True, markup=False)
     if worker_pid is not None:
         console.print(f"  Worker:              celery worker + beat, queues {QUEUES}, pid {worker_pid}", soft_wrap=True)
     else:

@@ -35,6 +35,7 @@ def key_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Respon
 def key_create(
     request: Request, viewer: PosterDep, session: SessionDep,
     name: Annotated[str, Form(max_length=300)] = "", client: Annotated[str, Form(max_length=300)] = "",
+    owner: Annotated[str, Form(max_length=300)] = "",
     scopes: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies form defaults)
 ) -> Response:
     """The new key is in this one response only (no-store); the table keeps its hash."""
@@ -46,7 +47,7 @@ def key_create(
     else:
         try:
             key, plaintext = key_service.create_key(session, name, key_service.parse_scopes(scopes), client=client or None,
-                                                    actor=viewer.principal.actor)
+                                                    actor=viewer.principal.actor, owner=owner.strip()[:100] or None)
         except key_service.InvalidScopes:
             error = "Choose at least one known scope."
     if error:
@@ -72,7 +73,9 @@ def key_revoke_confirm(request: Request, key_id: uuid.UUID, viewer: ViewerDep, s
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
     require(viewer, "admin")
-    return render(request, "audit.html", viewer, runs=verification.recent(session))
+    runs = verification.recent(session)
+    return render(request, "audit.html", viewer, runs=runs,
+                  actors=key_service.actor_labels(session, [run.started_by for run in runs]))
 
 
 @router.post("/audit/verify")
@@ -92,7 +95,8 @@ def _run_or_404(session, run_id: uuid.UUID):
 @router.get("/audit/{run_id}", response_class=HTMLResponse)
 def audit_run(request: Request, run_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
     require(viewer, "admin")
-    return render(request, "audit_run.html", viewer, run=_run_or_404(session, run_id))
+    run = _run_or_404(session, run_id)
+    return render(request, "audit_run.html", viewer, run=run, actors=key_service.actor_labels(session, [run.started_by]))
 
 
 @router.get("/audit/{run_id}/live", response_class=HTMLResponse)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from app.artifacts.store import get_store
-from app.dashboard import charts
+from app.dashboard import charts, queries
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require
 from app.datasets import service as dataset_service
 from app.db import session_scope
@@ -26,6 +26,7 @@ from app.lineage import service as lineage_service
 from app.models import inference, inference_budget, sample_grid
 from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
+from app.pseudonym import subject_keys
 from app.schemas import Subject
 from app.unlearning import service as unlearning_service
 
@@ -161,4 +162,5 @@ def subject_lookup(
         result = lineage_service.lookup(session, viewer.principal, identifiers)
     except UnknownKind as exc:  # its detail lists the known kinds, never the identifier
         return render(request, "subjects.html", viewer, status_code=422, result=None, error=exc.detail)
-    return render(request, "subjects.html", viewer, result=result, error=None, kind=kind.strip())
+    erasures = queries.erasures_of(session, viewer.principal, subject_keys(identifiers).values())
+    return render(request, "subjects.html", viewer, result=result, error=None, kind=kind.strip(), erasures=erasures)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import uuid
 from typing import Annotated
 
@@ -19,8 +22,10 @@ from app.deps import SessionDep
 from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unprocessable
 from app.families.registry import data_kind
 from app.jobs import service as job_service
+from app.identities import service as identity_service
+from app.keys import service as key_service
 from app.models import service as model_service
-from app.requests import lifecycle
+from app.requests import lifecycle, regimes
 from app.requests import service as request_service
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
@@ -44,7 +49,57 @@ def request_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Re
         rows, next_cursor = queries.list_requests(session, viewer.principal, filters)
     return render(request, "requests.html", viewer, rows=rows, filters=filters, next_cursor=next_cursor,
                   statuses=queries.STATUSES, sources=queries.SOURCES, jurisdictions=queries.JURISDICTIONS,
-                  days_left=lifecycle.days_left, days_class=queries.days_left_class)
+                  days_left=lifecycle.days_left, days_class=queries.days_left_class,
+                  outcome=queries.outcome_label, verification=queries.verification_label)
+
+
+@router.get("/requests.csv")
+def request_export(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    """The filtered list as CSV (every page, up to queries.EXPORT_LIMIT rows), to hand on."""
+    require(viewer, "requests:read")
+    filters = queries.parse_filters(request.query_params)
+    out = io.StringIO()
+    csv.writer(out).writerows(queries.export_rows(session, viewer.principal, filters))
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="erasure-requests.csv"'})
+
+
+REPORT_LIMIT = 50
+
+
+def _report(session, viewer, item) -> dict:
+    """What one request's printed page shows: its facts, what was searched, its certificate with
+    the verdicts it states, and its timeline with actors by key name and owner."""
+    stream = audit_service.request_stream(item.id)
+    events = audit_service.events(session, stream)
+    certificate = certificate_service.get(session, item.id)
+    searched = identity_service.searched_for(session, item.id)
+    report = {"item": item, "regime": regimes.regime(item.jurisdiction), "outcome": queries.outcome_label(item),
+              "searched": searched, "linked": sorted(set(searched.resolved_kinds) - set(searched.kinds)) if searched else [],
+              "events": events, "actors": key_service.actor_labels(session, [e.actor for e in events]),
+              "chain": audit_service.verify_stream(session, stream), "certificate": certificate}
+    if certificate is not None:
+        document = certificate_service.signed_document(certificate)
+        report.update(body=certificate.body, models=verification.model_summaries(certificate.body),
+                      sha256=hashlib.sha256(signing.document_bytes(document)).hexdigest(),
+                      certificate_valid=verification.verify(document, keys.ring(session, True)).valid)
+    return report
+
+
+@router.get("/requests/report", response_class=HTMLResponse)
+def requests_report(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    """The printable report of the filtered list's first REPORT_LIMIT requests, a page each."""
+    require(viewer, "requests:read")
+    rows, _next = queries.list_requests(session, viewer.principal, queries.parse_filters(request.query_params),
+                                        limit=REPORT_LIMIT)
+    return render(request, "report.html", viewer, reports=[_report(session, viewer, row) for row in rows])
+
+
+@router.get("/requests/{request_id}/report", response_class=HTMLResponse)
+def request_report(request: Request, request_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
+    require(viewer, "requests:read")
+    item = request_service.get_for(session, viewer.principal, request_id)
+    return render(request, "report.html", viewer, reports=[_report(session, viewer, item)])
 
 
 @router.post("/requests/approve", response_class=HTMLResponse)
@@ -62,20 +117,36 @@ async def bulk_approve(request: Request, viewer: PosterDep) -> Response:
         return render(request, "bulk_done.html", viewer, status_code=422, approved=[], refused=[],
                       note="Select at least one request to approve.")
     if form.get("confirmed") != "yes":
-        return render(request, "bulk_confirm.html", viewer, ids=ids)
-    approved, refused = await run_in_threadpool(_approve_each, viewer, ids)
+        unverified = await run_in_threadpool(_unverified, viewer, ids)
+        return render(request, "bulk_confirm.html", viewer, ids=ids, unverified=unverified)
+    override = str(form.get("override_reason") or "").strip()[:2000] or None
+    approved, refused = await run_in_threadpool(_approve_each, viewer, ids, override)
     return render(request, "bulk_done.html", viewer, approved=approved, refused=refused, note=None)
 
 
-def _approve_each(viewer, ids: list[uuid.UUID]) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
+def _unverified(viewer, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of `ids` whose requester is not verified: approving them needs an override reason."""
+    found = set()
+    with session_scope() as session:
+        for request_id in ids:
+            try:
+                if request_service.get_for(session, viewer.principal, request_id).verification_status != "verified":
+                    found.add(request_id)
+            except NotFound:
+                continue
+    return found
+
+
+def _approve_each(viewer, ids: list[uuid.UUID], override_reason: str | None) -> tuple[list[uuid.UUID], list[tuple[uuid.UUID, str]]]:
     """Each approval in its own transaction: one request that cannot move does not undo the others."""
     approved, refused = [], []
     for request_id in ids:
         try:
             with session_scope() as session:
-                request_service.review(session, viewer.principal, request_id, "approve", None)
+                request_service.review(session, viewer.principal, request_id, "approve", None,
+                                       override_reason=override_reason)
             approved.append(request_id)
-        except (InvalidTransition, NotFound) as exc:
+        except (InvalidTransition, NotFound, Unprocessable) as exc:
             refused.append((request_id, exc.detail))
     return approved, refused
 
@@ -107,7 +178,9 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
         (job, charts.verification_bars(((job.result or {}).get("model") or {}).get("verification")))
         for job in context["jobs"]
     ]
-    return render(request, "request.html", viewer, **context, events=audit_service.events(session, stream),
+    events = audit_service.events(session, stream)
+    return render(request, "request.html", viewer, **context, events=events,
+                  actors=key_service.actor_labels(session, [event.actor for event in events]),
                   chain=chain, certificate=certificate, certificate_valid=certificate_valid,
                   samples=_samples_after(session, context["jobs"]),
                   verifications=[(job, bars) for job, bars in verifications if bars],
@@ -170,6 +243,7 @@ def confirm_action(request: Request, request_id: uuid.UUID, action: str, viewer:
 def do_action(
     request_id: uuid.UUID, action: str, viewer: PosterDep, session: SessionDep,
     reason: Annotated[str, Form(max_length=2000)] = "", days: Annotated[str, Form(max_length=4)] = "",
+    override_reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     require(viewer, "requests:review")
     _action(action)
@@ -181,5 +255,6 @@ def do_action(
             raise Unprocessable(f"Days must be a whole number from 1 to {lifecycle.MAX_EXTENSION_DAYS}.")
         request_service.extend(session, viewer.principal, request_id, int(days), reason)
     else:
-        request_service.review(session, viewer.principal, request_id, action, reason or None)
+        request_service.review(session, viewer.principal, request_id, action, reason or None,
+                               override_reason=(override_reason.strip() or None) if action == "approve" else None)
     return see_other(f"/admin/requests/{request_id}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from app.dashboard.models import AuditVerification
@@ -16,7 +17,8 @@ from app.jobs.models import Job
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
 from app.requests import lifecycle, regimes
-from app.requests.models import ErasureRequest
+from app.identities.models import RequestSearch
+from app.requests.models import ErasureRequest, RequestSubject
 
 STATUSES = ("received", "approved", "needs_review", "on_hold", "scheduled", "processing", "verifying",
             "completed", "failed", "denied", "cancelled")
@@ -151,11 +153,56 @@ def list_requests(session: Session, principal: Principal, filters: RequestFilter
 
 
 def _search(text: str):
-    """An exact external_id, or a request id."""
+    """External ids that start with the text (a ticket prefix finds its series), or a request id."""
+    prefix = ErasureRequest.external_id.startswith(text, autoescape=True)
     try:
-        return or_(ErasureRequest.external_id == text, ErasureRequest.id == uuid.UUID(text))
+        return or_(prefix, ErasureRequest.id == uuid.UUID(text))
     except ValueError:
-        return ErasureRequest.external_id == text
+        return prefix
+
+
+# What became of a request, as the list names it; open requests have none yet.
+OUTCOMES = {"completed": {"erased": "erased", "no_data_found": "no data"}, "denied": "denied",
+            "needs_review": "needs review", "failed": "failed", "cancelled": "cancelled"}
+
+
+def outcome_label(request: ErasureRequest) -> str | None:
+    label = OUTCOMES.get(request.status)
+    if isinstance(label, dict):
+        return label.get(request.outcome or "", request.outcome)
+    return label
+
+
+def verification_label(request: ErasureRequest) -> str:
+    method = f" ({request.verification_method})" if request.verification_method else ""
+    return f"{request.verification_status}{method}"
+
+
+EXPORT_LIMIT = 10_000
+EXPORT_COLUMNS = ("request_id", "external_id", "client", "status", "outcome", "identity_verification",
+                  "verification_method", "jurisdiction", "source", "received_at", "due_at", "decided_at",
+                  "completed_at", "status_reason")
+
+
+def _cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading =, +, -, @ would start a formula."""
+    text = "" if value is None else value.isoformat() if isinstance(value, datetime) else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def export_rows(session: Session, principal: Principal, filters: RequestFilters) -> list[list[str]]:
+    """Every request the filters select (at most EXPORT_LIMIT), newest first, as CSV cells."""
+    filters.cursor = None
+    rows: list[list[str]] = [list(EXPORT_COLUMNS)]
+    while len(rows) <= EXPORT_LIMIT:
+        page, filters.cursor = list_requests(session, principal, filters, limit=min(500, EXPORT_LIMIT + 1 - len(rows)))
+        rows += [[_cell(v) for v in (
+            r.id, r.external_id, r.client, r.status, outcome_label(r), r.verification_status, r.verification_method,
+            r.jurisdiction, r.source, r.received_at, r.due_at, r.decided_at, r.completed_at, r.status_reason)]
+            for r in page]
+        if filters.cursor is None:
+            break
+    return rows
 
 
 def days_left_class(request: ErasureRequest, now: datetime) -> str:
@@ -171,3 +218,26 @@ def allowed_actions(request: ErasureRequest) -> list[str]:
     if request.status in lifecycle.EXTENDABLE and request.extended_days is None:
         actions.append("extend")
     return actions
+
+
+@dataclass(frozen=True)
+class Erasure:
+    request_id: uuid.UUID
+    external_id: str | None
+    completed_at: datetime | None
+    outcome: str | None
+
+
+def erasures_of(session: Session, principal: Principal, keys: Iterable[str]) -> list[Erasure]:
+    """The completed requests that erased a subject: those naming one of its keys, or whose
+    planning resolved to one through links (the links themselves go with the erasure)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    searched = or_(*[cast(RequestSearch.pairs, String).like(f"%{key}%") for key in wanted])
+    query = _own(select(ErasureRequest).options(lazyload(ErasureRequest.subjects)), principal, ErasureRequest.client).where(
+        ErasureRequest.status == "completed",
+        or_(ErasureRequest.id.in_(select(RequestSubject.request_id).where(RequestSubject.subject_key.in_(wanted))),
+            ErasureRequest.id.in_(select(RequestSearch.request_id).where(searched))),
+    ).order_by(ErasureRequest.completed_at.desc()).limit(20)
+    return [Erasure(r.id, r.external_id, r.completed_at, r.outcome) for r in session.scalars(query)]

@@ -24,7 +24,7 @@ from app.errors import NotFound
 router = APIRouter(prefix="/admin", include_in_schema=False, route_class=DashboardRoute)
 # The sign-in form's CSRF token, before there is a session to keep it in.
 LOGIN_CSRF_COOKIE = "obliviate_login_csrf"
-STATIC = {"htmx.min.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC = {"htmx.min.js": "text/javascript", "dashboard.css": "text/css", "report.css": "text/css"}
 
 
 @router.get("", response_class=HTMLResponse)

@@ -225,6 +225,8 @@ class Searched:
     subjects: int
     checked: tuple[Checked, ...]
     at: datetime
+    # Every kind searched: the request's and those its identifiers are linked to.
+    resolved_kinds: tuple[str, ...] = ()
 
 
 def record_search(session: Session, request_id: uuid.UUID, resolution: Resolution, checked: Iterable[Checked]) -> None:
@@ -244,7 +246,7 @@ def searched_for(session: Session, request_id: uuid.UUID) -> Searched | None:
     if row is None:
         return None
     return Searched(kinds=tuple(row.kinds), subjects=len(row.pairs), checked=tuple(Checked(**item) for item in row.checked),
-                    at=row.searched_at)
+                    at=row.searched_at, resolved_kinds=tuple(sorted({kind for kind, _key in row.pairs} | set(row.kinds))))
 
 
 def resolved_pairs(session: Session, request_id: uuid.UUID) -> list[Pair]:

@@ -18,6 +18,8 @@ class ApiKey(Base):
     # The tenant the key acts for: keys of one client see the same requests and models.
     client: Mapped[str] = mapped_column(String(100), index=True)
     name: Mapped[str] = mapped_column(String(100))
+    # The person who holds the key (a name, shown beside the key's name wherever it acted).
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # The first characters of the key, to recognise it in listings without revealing it.
     prefix: Mapped[str] = mapped_column(String(20))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)

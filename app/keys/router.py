@@ -26,7 +26,7 @@ NOT_ACTIVE = problem_responses(409)
 
 def key_out(key: ApiKey) -> KeyOut:
     return KeyOut(
-        id=key.id, client=key.client, name=key.name, prefix=key.prefix, scopes=key.scopes.split(),
+        id=key.id, client=key.client, name=key.name, owner=key.owner, prefix=key.prefix, scopes=key.scopes.split(),
         state=service.state_of(key), created_at=key.created_at, expires_at=key.expires_at,
         revoked_at=key.revoked_at, rotated_from=key.rotated_from,
     )
@@ -63,7 +63,7 @@ def create_key(body: KeyCreate, request: Request, session: SessionDep, admin: Ad
     same key with `key: null`: the secret is never stored."""
     def handler():
         key, plaintext = service.create_key(
-            session, body.name, body.scopes, body.client, expires_at=body.expires_at, actor=admin.actor,
+            session, body.name, body.scopes, body.client, expires_at=body.expires_at, actor=admin.actor, owner=body.owner,
         )
         return 201, created_out(key, plaintext), {"Location": f"/v1/keys/{key.id}"}
 

@@ -14,9 +14,11 @@ Label = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9
 
 
 class KeyCreate(StrictModel):
-    model_config = example({"name": "portal", "client": "acme", "scopes": ["requests:write", "requests:read"]})
+    model_config = example({"name": "portal", "owner": "Ana Lima", "client": "acme", "scopes": ["requests:write", "requests:read"]})
 
     name: Label
+    # The person who holds the key: shown with its name wherever the key acted.
+    owner: Label | None = None
     # The client (tenant) the key acts for; defaults to the name, as on the command line.
     client: Label | None = None
     scopes: list[Literal[SCOPES]] = Field(min_length=1, max_length=len(SCOPES))  # type: ignore[valid-type]
@@ -54,6 +56,7 @@ class KeyOut(BaseModel):
     id: uuid.UUID
     client: str
     name: str
+    owner: str | None
     prefix: str
     scopes: list[str]
     state: Literal["active", "revoked", "expired"]

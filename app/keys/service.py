@@ -13,6 +13,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -73,21 +74,23 @@ def state_of(key: ApiKey, now: datetime | None = None) -> str:
 def create_key(
     session: Session, name: str, scopes: list[str], client: str | None = None, *,
     expires_at: datetime | None = None, actor: str = "cli", rotated_from: ApiKey | None = None,
+    owner: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key and its plaintext, which is shown once and never stored."""
+    """A new key and its plaintext, which is shown once and never stored. `owner`: the person who
+    holds it, shown with the key's name wherever the key acted."""
     if expires_at is not None and expires_at <= utcnow():
         raise Unprocessable("expires_at must be in the future.")
     client = _checked_client(session, client or name)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
-        id=uuid.uuid4(), client=client, name=name, prefix=plaintext[:12], key_hash=hash_key(plaintext),
+        id=uuid.uuid4(), client=client, name=name, owner=owner, prefix=plaintext[:12], key_hash=hash_key(plaintext),
         scopes=" ".join(parse_scopes(scopes)), created_at=utcnow(), expires_at=expires_at,
         rotated_from=rotated_from.id if rotated_from is not None else None,
     )
     session.add(key)
     session.flush()
     audit_service.append(session, key_stream(key.id), "key.created", actor, {
-        "client": key.client, "name": key.name, "prefix": key.prefix, "scopes": key.scopes.split(),
+        "client": key.client, "name": key.name, "owner": key.owner, "prefix": key.prefix, "scopes": key.scopes.split(),
         "expires_at": _iso(expires_at), "rotated_from": str(key.rotated_from) if key.rotated_from else None,
     })
     return key, plaintext
@@ -161,6 +164,7 @@ def rotate_key(
         raise Conflict(f"The key was already rotated (successor {successor}); rotate the successor instead.")
     new, plaintext = create_key(
         session, old.name, old.scopes.split(), old.client, expires_at=expires_at, actor=actor, rotated_from=old,
+        owner=old.owner,
     )
     if grace_seconds:
         ends = now + timedelta(seconds=grace_seconds)
@@ -275,3 +279,24 @@ def _forget(key_hash: str) -> None:
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
+
+
+def actor_labels(session: Session, actors: Iterable[str]) -> dict[str, str]:
+    """How to name each actor of an audit trail: a key by its name and owner ("portal (Ana Lima)"),
+    never by its bare id; policies, workers and the command line as they are."""
+    ids = {}
+    for actor in set(actors):
+        if actor.startswith("key:"):
+            try:
+                ids[actor] = uuid.UUID(actor[4:])
+            except ValueError:
+                continue
+    keys = {key.id: key for key in session.scalars(select(ApiKey).where(ApiKey.id.in_(sorted(set(ids.values())))))} if ids else {}
+    labels = {actor: actor for actor in actors}
+    for actor, key_id in ids.items():
+        key = keys.get(key_id)
+        if key is not None:
+            labels[actor] = f"key {key.name} ({key.owner})" if key.owner else f"key {key.name} (no owner recorded)"
+        else:
+            labels[actor] = "an unknown key"
+    return labels

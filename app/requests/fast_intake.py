@@ -55,7 +55,7 @@ async def create_one(principal: Principal, payload: ErasureRequestCreate, idempo
     with the key's answer; a key already used (a replay, a reuse with another body, a concurrent
     duplicate) is left to the unit of work, which replays, refuses or waits as for any key."""
     connections = await asyncdb.pool()
-    if connections is None or (payload.identity_verified and get_settings().auto_approve_verified):
+    if connections is None or (payload.verification.status == "verified" and get_settings().auto_approve_verified):
         return None
     row, keys = service.new_row(principal, payload)
     stored = intake.StoredRequest(**row)
@@ -170,7 +170,8 @@ async def create_batch(principal: Principal, items: list[Any], known: frozenset[
     if connections is None:
         return None
     if get_settings().auto_approve_verified and any(
-        not isinstance(item, dict) or item.get("identity_verified") not in (None, False) for item in items
+        not isinstance(item, dict) or item.get("identity_verified") not in (None, False)
+        or item.get("identity_verification") is not None for item in items
     ):
         return None
     batch = _Batch(principal, items, known)

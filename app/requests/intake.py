@@ -38,6 +38,7 @@ def received_event(principal: Principal, row: dict[str, Any], keys: dict[str, st
     return audit_service.request_stream(row["id"]), "request.received", principal.actor, {
         "jurisdiction": row["jurisdiction"], "source": row["source"],
         "external_id": row["external_id"], "identity_verified": row["identity_verified"],
+        "identity_verification": {"status": row["verification_status"], "method": row["verification_method"]},
         "identifier_kinds": sorted(keys), "subject_digest": row["subject_digest"],
         "due_at": row["due_at"].isoformat(), "status": "received",
     }

@@ -26,7 +26,13 @@ class ErasureRequest(Base):
     status: Mapped[str] = mapped_column(String(16))
     # Where a held request returns on release.
     held_from: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Deprecated alias of verification_status == "verified", kept for the API's `identity_verified`.
     identity_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Requester verification (docs/identity-resolution.md): unverified | verified | failed, how
+    # (portal | document | other) and when it was last set.
+    verification_status: Mapped[str] = mapped_column(String(10), default="unverified", server_default="unverified")
+    verification_method: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    verification_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Free text with the request's own identifiers redacted.
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -36,6 +36,7 @@ def create_approved(session: Session, client: str, jurisdiction: str, subjects: 
     request = ErasureRequest(
         id=uuid.uuid4(), client=client, external_id=external_id_of(original_id), jurisdiction=jurisdiction,
         source="admin", status="received", held_from=None, identity_verified=True,
+        verification_status="verified", verification_method="other", verification_at=now,
         reason=f"re-applies erasure request {original_id} after a database restore", status_reason=None,
         callback_url=None, subject_digest=subject_digest(keys), received_at=now, due_at=now, updated_at=now,
         subjects=[RequestSubject(kind=kind, subject_key=key) for kind, key in keys.items()],

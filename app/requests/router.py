@@ -13,7 +13,7 @@ from app import metrics
 from app.audit import service as audit_service
 from app.config import get_settings
 from app.db import read_session
-from app.deps import SessionDep, UnitOfWork, in_intake_thread, scoped
+from app.deps import SessionDep, UnitOfWork, any_scope, in_intake_thread, scoped
 from app.errors import PayloadTooLarge
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
@@ -22,7 +22,7 @@ from app.jobs import service as job_service
 from app.openapi import problem_responses
 from app.requests import fast_intake, service
 from app.requests.schemas import (
-    AuditEventOut, AuditTrail, BatchResponse, DenyBody, ErasureRequestCreate, ErasureRequestOut,
+    ApproveBody, AuditEventOut, AuditTrail, BatchResponse, DenyBody, IdentityVerification, ErasureRequestCreate, ErasureRequestOut,
     ErasureRequestPage, ExtendBody, Jurisdiction, OptionalReasonBody, ReasonBody, SearchedOut, Source, Status,
 )
 from app.routing import UnitOfWorkRoute
@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1/erasure-requests", tags=["erasure requests"], rou
 Writer = scoped("requests:write")
 Reader = scoped("requests:read")
 Reviewer = scoped("requests:review")
+VerificationWriter = any_scope("requests:write", "requests:review")
 # Beyond what app/openapi.py adds for every route: an external_id being stored by a concurrent
 # request (409); a transition the current status does not allow (409); a bad cursor (400).
 CONCURRENT_EXTERNAL_ID = problem_responses(409)
@@ -174,7 +175,25 @@ def _review_with_reason(action: str):
     return endpoint
 
 
-for _action in ("approve", "cancel", "release"):
+@router.post("/{request_id}/approve", response_model=ErasureRequestOut, responses=problem_responses(409, 422),
+             name="approve_request", operation_id="approve_erasure_request", summary="Approve an erasure request")
+def approve_request(request_id: uuid.UUID, session: SessionDep, principal: Reviewer, body: ApproveBody | None = None) -> Any:
+    """A request whose requester is not verified (`identity_verification.status` unverified or
+    failed) needs an `override_reason`, which the `request.approved` event records."""
+    return service.to_out(service.review(session, principal, request_id, "approve", body.reason if body else None,
+                                         override_reason=body.override_reason if body else None))
+
+
+@router.post("/{request_id}/identity-verification", response_model=ErasureRequestOut, responses=TRANSITION,
+             operation_id="set_identity_verification", summary="Record the requester's identity verification")
+def set_identity_verification(request_id: uuid.UUID, body: IdentityVerification, session: SessionDep,
+                              principal: VerificationWriter) -> Any:
+    """Audited as `request.identity_verification`; with OBLIVIATE_AUTO_APPROVE_VERIFIED, a received
+    request that becomes verified is approved by the policy."""
+    return service.to_out(service.set_verification(session, principal, request_id, body))
+
+
+for _action in ("cancel", "release"):
     router.add_api_route(
         f"/{{request_id}}/{_action}", _review(_action), methods=["POST"], response_model=ErasureRequestOut,
         responses=TRANSITION, name=f"{_action}_request", operation_id=f"{_action}_erasure_request",

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from app.pii import find_identifier, reveals
 from app.pseudonym import redact
@@ -27,6 +27,28 @@ Status = Literal[
 ]
 
 
+VerificationStatus = Literal["unverified", "verified", "failed"]
+VerificationMethod = Literal["portal", "document", "other"]
+
+
+class IdentityVerification(StrictModel):
+    """How far the requester's identity is verified (docs/identity-resolution.md)."""
+
+    model_config = example({"status": "verified", "method": "portal"})
+
+    status: VerificationStatus
+    method: VerificationMethod | None = Field(default=None, description="How; required unless `unverified`.")
+    at: AwareDatetime | None = Field(default=None, description="When; now if left out.")
+
+    @model_validator(mode="after")
+    def _method_when_decided(self) -> "IdentityVerification":
+        if self.status != "unverified" and self.method is None:
+            raise ValueError(f"a {self.status} identity needs its method (portal, document or other)")
+        if self.at is not None and self.at > datetime.now(UTC) + timedelta(minutes=5):
+            raise ValueError("at is in the future")
+        return self
+
+
 class ErasureRequestCreate(StrictModel):
     model_config = example({
         "subject": {"identifiers": {"email": "jane@example.org"}}, "jurisdiction": "gdpr", "source": "portal",
@@ -37,9 +59,28 @@ class ErasureRequestCreate(StrictModel):
     jurisdiction: Jurisdiction
     source: Source
     external_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    identity_verified: bool = False
+    identity_verification: IdentityVerification | None = Field(default=None, description=(
+        "The requester's verification; unverified if left out."))
+    identity_verified: bool = Field(default=False, json_schema_extra={"deprecated": True}, description=(
+        "Deprecated: `true` is `identity_verification: {status: verified, method: other}`."))
     reason: str | None = Field(default=None, max_length=2000)
     callback_url: AnyHttpUrl | None = Field(default=None)
+
+    @model_validator(mode="after")
+    def _one_verification(self) -> "ErasureRequestCreate":
+        given = self.identity_verification
+        if self.identity_verified and given is not None and given.status != "verified":
+            raise ValueError("identity_verified (deprecated) contradicts identity_verification; send only the latter")
+        return self
+
+    @property
+    def verification(self) -> IdentityVerification:
+        """The requester's verification, from either field."""
+        if self.identity_verification is not None:
+            return self.identity_verification
+        if self.identity_verified:
+            return IdentityVerification(status="verified", method="other")
+        return IdentityVerification(status="unverified")
 
     @field_validator("external_id")
     @classmethod
@@ -100,6 +141,16 @@ class DenyBody(ReasonBody):
     ground: str | None = Field(default=None, max_length=40)
 
 
+class ApproveBody(StrictModel):
+    model_config = example({"reason": "Identity checked by the privacy team."})
+
+    reason: str | None = Field(default=None, max_length=2000)
+    override_reason: str | None = Field(default=None, min_length=1, max_length=2000, description=(
+        "Required to approve a request whose requester is not verified; audited."))
+
+    _check = field_validator("reason", "override_reason")(_free_text_names_nobody)
+
+
 class OptionalReasonBody(StrictModel):
     model_config = example({"reason": "Identity checked by the privacy team."})
 
@@ -130,9 +181,17 @@ class SearchedOut(BaseModel):
     """What planning the request searched (docs/identity-resolution.md)."""
 
     kinds: list[str] = Field(description="The identifier kinds the request named.")
+    resolved_kinds: list[str] = Field(default_factory=list, description=(
+        "Every kind searched: the request's own and those its identifiers are linked to."))
     subjects: int = Field(description="How many subject keys its identifiers resolved to, through links.")
     checked: list[CheckedOut] = Field(description="Every dataset and model of the client looked in.")
     at: datetime = Field(description="When planning searched.")
+
+
+class IdentityVerificationOut(BaseModel):
+    status: VerificationStatus
+    method: VerificationMethod | None
+    at: datetime | None
 
 
 class ErasureRequestOut(BaseModel):
@@ -141,7 +200,9 @@ class ErasureRequestOut(BaseModel):
     jurisdiction: Jurisdiction
     source: Source
     external_id: str | None
-    identity_verified: bool
+    identity_verification: IdentityVerificationOut
+    identity_verified: bool = Field(json_schema_extra={"deprecated": True}, description=(
+        "Deprecated: whether `identity_verification.status` is `verified`."))
     received_at: datetime
     due_at: datetime
     days_left: int

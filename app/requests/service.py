@@ -18,10 +18,13 @@ from app.db import is_postgres, utcnow
 from app.errors import Conflict, InvalidTransition, NotFound, Unprocessable
 from app.keys.service import Principal
 from app.pagination import decode_cursor, encode_cursor
+from app.pii import find_identifier
 from app.pseudonym import names_subject, redact, subject_digest, subject_keys
 from app.requests import intake, lifecycle, regimes
 from app.requests.models import ErasureRequest
-from app.requests.schemas import REASON_REFUSED, ErasureRequestCreate, ErasureRequestOut
+from app.requests.schemas import (
+    REASON_REFUSED, ErasureRequestCreate, ErasureRequestOut, IdentityVerification, IdentityVerificationOut,
+)
 from app.webhooks import service as webhook_service
 
 AUTO_APPROVER = "policy:auto-approve-verified"
@@ -40,7 +43,9 @@ def to_out(request: AnyRequest, now: datetime | None = None) -> ErasureRequestOu
     now = now or utcnow()
     return ErasureRequestOut(
         id=request.id, status=request.status, jurisdiction=request.jurisdiction, source=request.source,
-        external_id=request.external_id, identity_verified=request.identity_verified,
+        external_id=request.external_id, identity_verified=request.verification_status == "verified",
+        identity_verification=IdentityVerificationOut(
+            status=request.verification_status, method=request.verification_method, at=request.verification_at),
         received_at=request.received_at, due_at=request.due_at,
         days_left=lifecycle.days_left(request.due_at, now), extended_days=request.extended_days,
         reason=request.reason, status_reason=request.status_reason, decided_at=request.decided_at,
@@ -196,10 +201,14 @@ def new_row(principal: Principal, payload: ErasureRequestCreate) -> tuple[dict[s
     identifiers = payload.subject.identifiers
     keys = subject_keys(identifiers)
     now = utcnow()
+    verification = payload.verification
     row = {
         "id": uuid.uuid4(), "client": principal.client, "external_id": payload.external_id,
         "jurisdiction": payload.jurisdiction, "source": payload.source, "status": "received", "held_from": None,
-        "identity_verified": payload.identity_verified, "reason": redact(payload.reason, identifiers),
+        "identity_verified": verification.status == "verified", "verification_status": verification.status,
+        "verification_method": verification.method,
+        "verification_at": None if verification.status == "unverified" else (verification.at or now),
+        "reason": redact(payload.reason, identifiers),
         "status_reason": None, "callback_url": str(payload.callback_url) if payload.callback_url else None,
         "subject_digest": subject_digest(keys), "received_at": now,
         "due_at": lifecycle.due_at(payload.jurisdiction, now), "extended_days": None, "decided_at": None,
@@ -273,12 +282,19 @@ def _refuse_subject_in(request: ErasureRequest, reason: str | None) -> None:
         raise Unprocessable(REASON_REFUSED)
 
 
+class UnverifiedApproval(Unprocessable):
+    title, slug = "Requester not verified", "unverified-requester"
+
+
 def review(
     session: Session, principal: Principal, request_id: uuid.UUID, action: str, reason: str | None, *,
-    ground: str | None = None,
+    ground: str | None = None, override_reason: str | None = None,
 ) -> ErasureRequest:
     request = get_for(session, principal, request_id, lock=True)
     _refuse_subject_in(request, reason)
+    _refuse_subject_in(request, override_reason)
+    if override_reason and find_identifier(override_reason):
+        raise Unprocessable("override_reason must not contain personal identifiers (an e-mail address or phone number).")
     regime = regimes.regime(request.jurisdiction)
     if ground is not None and ground not in regime.deny_grounds:
         raise Unprocessable(f"{regime.name} allows denying on these grounds only: {', '.join(sorted(regime.deny_grounds))}.",
@@ -289,9 +305,67 @@ def review(
             f"Cannot {action} a request whose status is '{request.status}'.",
             current_status=request.status, allowed_from=sorted(allowed_from),
         )
+    extra: dict[str, Any] = {} if ground is None else {"ground": ground}
+    if action == "approve" and request.verification_status != "verified":
+        # Approving a requester nobody verified is a decision someone must own, in the trail.
+        if override_reason is None:
+            raise UnverifiedApproval(
+                f"The requester's identity is {request.verification_status}: approving this request needs an "
+                "override_reason (audited), or verify the identity first.",
+                verification_status=request.verification_status)
+        extra.update(override_reason=override_reason, identity_verification=request.verification_status)
     target = to_status or request.held_from or "received"
-    _move(session, request, action, target, principal.actor, reason, {} if ground is None else {"ground": ground})
+    _move(session, request, action, target, principal.actor, reason, extra)
     return request
+
+
+def set_verification(session: Session, principal: Principal, request_id: uuid.UUID, given: IdentityVerification) -> ErasureRequest:
+    """Record the requester's verification after intake (audited as `request.identity_verification`).
+    A request that becomes verified while received is approved by the auto-approve policy, when on."""
+    request = get_for(session, principal, request_id, lock=True)
+    if request.status in lifecycle.TERMINAL:
+        raise InvalidTransition(f"Cannot change the verification of a request whose status is '{request.status}'.",
+                                current_status=request.status)
+    now = utcnow()
+    at = None if given.status == "unverified" else (given.at or now)
+    before = request.verification_status
+    request.verification_status, request.verification_method, request.verification_at = given.status, given.method, at
+    request.identity_verified = given.status == "verified"
+    request.updated_at = now
+    audit_service.append(session, audit_service.request_stream(request.id), "request.identity_verification",
+                         principal.actor, {"from": before, "to": given.status, "method": given.method,
+                                           "at": None if at is None else at.isoformat()})
+    if given.status == "verified" and request.status == "received" and get_settings().auto_approve_verified:
+        _move(session, request, "approve", "approved", AUTO_APPROVER, None, {})
+    session.flush()
+    return request
+
+
+UNVERIFIED_DENIER = "policy:unverified-deny-after-days"
+
+
+def deny_unverified(session: Session, now: datetime | None = None, limit: int = 200) -> int:
+    """Deny the open requests whose requester is still not verified `unverified_deny_after_days`
+    after receipt, on the ground `identity_unverified` with their regime's reason. Off when the
+    setting is unset."""
+    days = get_settings().unverified_deny_after_days
+    if days is None:
+        return 0
+    now = now or utcnow()
+    allowed_from, _to = lifecycle.REVIEW_ACTIONS["deny"]
+    requests = list(session.scalars(
+        select(ErasureRequest).where(
+            ErasureRequest.status.in_(sorted(allowed_from)), ErasureRequest.verification_status != "verified",
+            ErasureRequest.received_at < now - timedelta(days=days),
+        ).order_by(ErasureRequest.received_at).limit(limit).with_for_update(skip_locked=True)
+    ))
+    for request in requests:
+        regime = regimes.regime(request.jurisdiction)
+        reason = (f"The requester's identity was not verified within {days} days of receipt; {regime.name} "
+                  f"({regime.basis}) allows refusing a request whose requester cannot be identified.")
+        _move(session, request, "deny", "denied", UNVERIFIED_DENIER, reason,
+              {"ground": regimes.IDENTITY_UNVERIFIED, "identity_verification": request.verification_status})
+    return len(requests)
 
 
 def extend(session: Session, principal: Principal, request_id: uuid.UUID, days: int, reason: str) -> ErasureRequest:

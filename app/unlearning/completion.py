@@ -14,6 +14,9 @@ from app.certificates import service as certificate_service
 from app.certificates.models import Certificate
 from app.certificates.service import Checked, Entry, ErasureFacts, ModelErasure, Scope
 from app.datasets import service as dataset_service
+from app.identities import service as identity_service
+from app.identities.service import Checked as CheckedItem
+from app.identities.service import Searched
 from app.jobs import service as job_service
 from app.jobs.models import Job
 from app.models import service as model_service
@@ -38,10 +41,14 @@ def _model_erasure(model: Entry, dataset: Entry | None, result: Mapping[str, Any
 
 
 def _scope(session: Session, request: ErasureRequest, datasets: list[Entry], models: list[ModelErasure]) -> Scope:
-    """Every dataset and model of the client, at the version searched (the one a job started from
-    where it held the person), and the request's identifier kinds."""
+    """What planning searched (app/identities/, `searched_for`): the kinds, and every dataset and
+    model of the client at the version searched (the one a job started from where it held the
+    person). A request planned before searches were recorded: the client's current ones."""
+    searched = identity_service.searched_for(session, request.id)
     held_datasets = {str(d.get("dataset_id")): d for d in datasets if d.get("rows_removed", 1)}
     held_models = {str(m.entry.get("model_id")): m.entry for m in models if m.entry.get("version_after") is not None}
+    if searched is not None:
+        return _searched_scope(searched, held_datasets, held_models)
     checked_datasets = tuple(
         Checked(d.name, int(held_datasets[str(d.id)]["version_before"]), True) if str(d.id) in held_datasets
         else Checked(d.name, d.current_version, False) for d in dataset_service.of_client(session, request.client))
@@ -49,6 +56,20 @@ def _scope(session: Session, request: ErasureRequest, datasets: list[Entry], mod
         Checked(m.name, int(held_models[str(m.id)]["version_before"]), True) if str(m.id) in held_models
         else Checked(m.name, m.current_version, False) for m in model_service.of_client(session, request.client))
     return Scope(tuple(sorted(s.kind for s in request.subjects)), checked_datasets, checked_models)
+
+
+def _searched_scope(searched: Searched, held_datasets: Mapping[str, Entry], held_models: Mapping[str, Entry]) -> Scope:
+    def checked(item: CheckedItem, held: Mapping[str, Entry]) -> Checked:
+        entry = held.get(item.id)
+        version = entry.get("version_before") if entry is not None else None
+        return Checked(item.name, int(version) if version is not None else item.version, item.held)
+
+    return Scope(
+        searched.kinds,
+        tuple(checked(c, held_datasets) for c in searched.checked if c.type == "dataset"),
+        tuple(checked(c, held_models) for c in searched.checked if c.type == "model"),
+        resolved_kinds=searched.resolved_kinds, keys_searched=searched.subjects,
+    )
 
 
 def certify(session: Session, request: ErasureRequest) -> Certificate:

@@ -30,7 +30,7 @@ def worked_request(client, headers) -> str:
     rid = client.post(URL, json=request_body(), headers=headers).json()["id"]
     assert client.post(f"{URL}/{rid}/hold", json={"reason": "check"}, headers=headers).status_code == 200
     assert client.post(f"{URL}/{rid}/release", headers=headers).status_code == 200
-    assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
+    assert objects.approve(client, headers, rid).status_code == 200
     return rid
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from tests.conftest import drop_sqlite_guards, restore_sqlite_guards
-from tests.objects import request_body
+from tests.objects import OVERRIDE, request_body
 
 TRIALS = 1000
 REQUESTS = 60
@@ -32,12 +32,12 @@ REVIEWER = "requests:write,requests:read,requests:review"
 # Each a legal path through the lifecycle; together 2 to 6 events per chain.
 PATHS = [
     [("extend", {"days": 14, "reason": "complex request"}), ("hold", {"reason": "identity check"}), ("release", None),
-     ("approve", None), ("cancel", None)],
+     ("approve", OVERRIDE), ("cancel", None)],
     [("hold", {"reason": "identity check"}), ("deny", {"reason": "not verified"})],
-    [("approve", None), ("hold", {"reason": "legal hold"}), ("release", None),
+    [("approve", OVERRIDE), ("hold", {"reason": "legal hold"}), ("release", None),
      ("extend", {"days": 30, "reason": "backlog"})],
     [("extend", {"days": 5, "reason": "more time"})],
-    [("approve", None), ("cancel", None)],
+    [("approve", OVERRIDE), ("cancel", None)],
     [("hold", {"reason": "a"}), ("release", None), ("hold", {"reason": "b"}), ("release", None),
      ("deny", {"reason": "c"})],
 ]

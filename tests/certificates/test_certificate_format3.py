@@ -31,6 +31,18 @@ def test_the_scope_lists_kinds_searched_and_what_held_the_person(database_url):
     assert scope["datasets"] == [{"name": "users", "version": 1, "held_subject": True},
                                  {"name": "other", "version": 4, "held_subject": False}]
     assert scope["models"] == [{"name": "churn", "version": 1, "held_subject": True}]
+    # Without a recorded search, the request's own kinds were all that was searched.
+    assert scope["resolved_kinds"] == ["email"] and scope["subject_keys_searched"] is None
+
+
+def test_verify_describes_the_scope_of_format_3_only(database_url):
+    from app.certificates.verification import scope_summary
+
+    summary = scope_summary(_body())
+    assert summary is not None and summary.describe() == (
+        "searched identifier kinds email", "searched dataset users v1: held the person",
+        "searched dataset other v4: did not hold the person", "searched model churn v1: held the person")
+    assert scope_summary({"format_version": 2, "scope": {}}) is None
 
 
 def test_an_exact_model_says_what_makes_it_exact_and_labels_its_figures_a_sanity_check(database_url):

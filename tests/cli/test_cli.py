@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from app.cli import cli
-from tests.objects import request_body
+from tests.objects import approve, request_body
 
 PLANTED = "planted-cli-leak-7f3a@example.org"
 KEY_PATTERN = re.compile(r"obl_[A-Za-z0-9_-]+")
@@ -190,7 +190,7 @@ def _tamper(statement: str) -> None:
 def test_audit_verify_detects_tampering(run, client, headers):
     body = request_body(identifiers={"email": "a@example.org"})
     ids = [client.post("/v1/erasure-requests", json=body, headers=headers).json()["id"] for _ in range(3)]
-    assert client.post(f"/v1/erasure-requests/{ids[1]}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, ids[1]).status_code == 200
 
     clean = run("audit", "verify")
     assert clean.exit_code == 0, clean.output

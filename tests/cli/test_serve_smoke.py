@@ -62,7 +62,8 @@ def _drive(tmp_path: Path, env: dict[str, str]) -> None:
         assert created_key.returncode == 0, created_key.stderr
         headers = {"Authorization": f"Bearer {re.search(r'obl_[A-Za-z0-9_-]+', created_key.stdout).group(0)}"}
 
-        body = request_body(identifiers={"email": PLANTED}, external_id="smoke-1")
+        body = request_body(identifiers={"email": PLANTED}, external_id="smoke-1",
+                            identity_verification={"status": "verified", "method": "portal"})
         with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
             first = http.post("/v1/erasure-requests", json=body, headers={"Idempotency-Key": "smoke-key-1"})
             assert first.status_code == 201, first.text

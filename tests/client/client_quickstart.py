@@ -26,6 +26,7 @@ def main(base_url: str, token: str) -> dict:
     body = ErasureRequestCreate.from_dict({
         "subject": {"identifiers": {"email": "jane@example.org"}},
         "jurisdiction": "gdpr", "source": "portal", "external_id": "ticket-1234",
+        "identity_verification": {"status": "verified", "method": "portal"},
     })
     created = create_erasure_request.sync_detailed(client=client, body=body, idempotency_key="portal-ticket-1234")
     replayed = create_erasure_request.sync_detailed(client=client, body=body, idempotency_key="portal-ticket-1234")

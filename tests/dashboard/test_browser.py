@@ -89,6 +89,8 @@ def test_a_request_from_sign_in_to_certificate(browser, base_url, client, worker
     assert page.locator('[data-status="received"]').is_visible()
     page.get_by_role("link", name="Approve").click()
     _check(page, "confirm", shots, javascript)
+    # Nobody verified this requester: approving needs the override's reason.
+    page.get_by_label("Override reason").fill("Identity confirmed by phone.")
     page.get_by_role("button", name="Confirm: approve").click()
     page.wait_for_url(f"**/admin/requests/{request_id}")
     # The worker plans it (no data held: completed at once, with a certificate); the page follows
@@ -163,3 +165,28 @@ def test_admin_pages_in_the_browser(browser, base_url, client, worker):
     page.goto(f"{base_url}/admin/requests")
     assert page.locator("tbody").get_by_text("acme", exact=True).count() == 1  # labelled by client
     context.close()
+
+
+def test_the_printable_report_prints_a_page_per_request(browser, base_url, client):
+    """The report as a regulator gets it: Chromium prints it to PDF, one page per request, without
+    the navigation."""
+    reviewer = new_key(client="acme")
+    ids = [new_request(client, reviewer, external_id=f"print-{n}") for n in range(3)]
+    context = browser.new_context(bypass_csp=True, viewport=WIDTHS["laptop"])
+    page = context.new_page()
+    _sign_in(page, base_url, reviewer)
+    page.goto(f"{base_url}/admin/requests/{ids[0]}")
+    page.get_by_role("link", name="Printable report").click()
+    page.wait_for_url(f"**/admin/requests/{ids[0]}/report")
+    assert page.get_by_role("heading", name="Erasure request print-0").is_visible()
+    assert axe_violations(page) == []
+    one = page.pdf(format="A4")
+    page.goto(f"{base_url}/admin/requests/report?q=print-")
+    assert page.locator("article.report-page").count() == 3
+    many = page.pdf(format="A4")
+    page.emulate_media(media="print")
+    assert not page.get_by_role("navigation", name="Main").is_visible()
+    context.close()
+    for pdf, pages in ((one, 1), (many, 3)):
+        assert pdf.startswith(b"%PDF-")
+        assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == pages

@@ -60,9 +60,17 @@ def test_bulk_approve_confirms_then_approves_each(client):
     token = csrf_of(client, "/admin/requests")
     step = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2]})
     assert step.status_code == 200 and "Confirm approval" in step.text
+    # Nobody verified these requesters: the confirmation asks for the override's reason.
+    assert step.text.count("requester not verified") == 2 and 'name="override_reason"' in step.text
     assert _api(client, plaintext, f"/v1/erasure-requests/{ids[0]}")["status"] == "received"
-    done = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2], "confirmed": "yes"})
+    bare = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2], "confirmed": "yes"})
+    assert "Not approved" in bare.text and "override_reason" in bare.text
+    assert _api(client, plaintext, f"/v1/erasure-requests/{ids[0]}")["status"] == "received"
+    done = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:2], "confirmed": "yes",
+                                                        "override_reason": "Checked by phone."})
     assert "Approved 2 requests" in done.text
+    events = _api(client, plaintext, f"/v1/erasure-requests/{ids[0]}/audit")["events"]
+    assert events[-1]["data"]["override_reason"] == "Checked by phone."
     assert [_api(client, plaintext, f"/v1/erasure-requests/{i}")["status"] for i in ids] == ["approved", "approved", "received"]
     repeat = client.post("/admin/requests/approve", data={"csrf_token": token, "ids": ids[:1], "confirmed": "yes"})
     assert "Not approved" in repeat.text

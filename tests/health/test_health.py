@@ -75,7 +75,7 @@ def test_metrics_follow_the_requests(client, headers):
     before = samples(client)
     intake_count = before.get(("obliviate_intake_latency_seconds_count", ()), 0.0)
     ids = [client.post(URL, json=request_body(), headers=headers).json()["id"] for _ in range(4)]
-    client.post(f"{URL}/{ids[0]}/approve", headers=headers)
+    objects.approve(client, headers, ids[0])
     client.post(f"{URL}/{ids[1]}/deny", json={"reason": "r"}, headers=headers)
     with session_scope() as session:
         for rid in (ids[2], ids[1]):

@@ -60,7 +60,7 @@ def test_replay_keeps_the_original_response_after_the_request_changed(client, he
     body = request_body()
     key = {"Idempotency-Key": "replay-2", **headers}
     first = client.post(URL, json=body, headers=key)
-    assert client.post(f"{URL}/{first.json()['id']}/approve", headers=headers).status_code == 200
+    assert objects.approve(client, headers, first.json()['id']).status_code == 200
     second = client.post(URL, json=body, headers=key)
     assert second.status_code == 201
     assert second.json() == first.json()

@@ -7,6 +7,7 @@ import pyarrow as pa
 from sqlalchemy import select
 
 from tests.dataset_files import csv_bytes, parquet_bytes, upload
+from tests.objects import approve
 
 SCOPES = "requests:write,requests:read,requests:review,models:write,models:read"
 # Jane owns three rows (her e-mail written in two letter cases); twelve others own two each.
@@ -40,7 +41,7 @@ def approve_and_plan(client, headers, request_id: str) -> None:
     from app.db import session_scope
     from app.unlearning import planner
 
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
     with session_scope() as session:
         planner.plan_approved(session)
 

@@ -4,6 +4,8 @@ what was searched, and a request by a kind nothing holds waits in needs_review."
 
 from __future__ import annotations
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
@@ -25,7 +27,23 @@ def _links_of(client: str) -> int:
         return session.scalar(select(func.count()).select_from(IdentityLink).where(IdentityLink.client == client))
 
 
-def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, data_dir):
+def _verified(client, headers, request_id: str, tmp_path) -> tuple[dict, str]:
+    """The request's certificate body, and what `obliviate certificate verify` prints of it."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    response = client.get(f"/v1/erasure-requests/{request_id}/certificate", headers=headers)
+    assert response.status_code == 200, response.text
+    path = tmp_path / f"{request_id}.json"
+    path.write_bytes(response.content)
+    public = client.get("/v1/keys/signing").json()["public_key"]
+    result = CliRunner().invoke(cli, ["certificate", "verify", str(path), "--public-key", public])
+    assert result.exit_code == 0, result.output
+    return response.json()["certificate"], result.output
+
+
+def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, data_dir, tmp_path):
     uploaded = upload_people(client, writer)
     assert uploaded.status_code == 201, uploaded.text
     dataset = uploaded.json()
@@ -47,6 +65,15 @@ def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, dat
     assert done["searched"]["subjects"] == 2  # the e-mail's key and the user_id it is linked to
     assert [(c["type"], c["name"], c["version"], c["held"]) for c in done["searched"]["checked"]] == [
         ("dataset", "people", 1, True)]
+    # The certificate states what was searched: the e-mail, the user_id it led to, the dataset.
+    certificate, printed = _verified(client, writer, request_id, tmp_path)
+    assert certificate["scope"]["identifier_kinds"] == ["email"]
+    assert certificate["scope"]["resolved_kinds"] == ["email", "user_id"]
+    assert certificate["scope"]["subject_keys_searched"] == 2
+    assert certificate["scope"]["datasets"] == [{"name": "people", "version": 1, "held_subject": True}]
+    assert "searched identifier kinds email (and, through links, user_id)" in printed
+    assert "searched dataset people v1: held the person" in printed
+    assert JANE_EMAIL.lower() not in json.dumps(certificate).lower()
     detail = client.get(f"/v1/datasets/{dataset['dataset_id']}", headers=writer).json()
     assert detail["current_version"] == 2
     assert [v["rows"] for v in detail["versions"]] == [27, 24]
@@ -54,6 +81,16 @@ def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, dat
     found = client.post("/v1/subjects/lookup", json={"identifiers": {"user_id": JANE_ID}}, headers=writer).json()
     assert all(not d["current"] for d in found["datasets"]), found
     assert _links_of("walk") == 12
+    # The subject look-up by her user_id names the request that erased her, though it named her e-mail.
+    from app.dashboard import queries
+    from app.db import session_scope
+    from app.keys.service import Principal
+    from app.pseudonym import subject_key
+
+    with session_scope() as session:
+        reader = Principal("00000000-0000-0000-0000-000000000000", "walk", "test", frozenset({"requests:read"}))
+        erasures = queries.erasures_of(session, reader, [subject_key("user_id", JANE_ID)])
+    assert [(str(e.request_id), e.outcome) for e in erasures] == [(request_id, "erased")]
 
     unheld = request_by(client, writer, {"phone": "+44 20 7946 0958"})
     assert unheld.status_code == 201, unheld.text
@@ -62,6 +99,18 @@ def test_a_request_by_email_erases_the_rows_keyed_by_user_id(client, writer, dat
     assert waiting["status"] == "needs_review"
     assert waiting["status_reason"] == "unresolvable_identifier_kind"
     assert {k: waiting["searched"][k] for k in ("kinds", "subjects", "checked")} == {"kinds": ["phone"], "subjects": 1, "checked": []}
+
+
+def test_a_no_data_found_certificate_says_which_kinds_and_datasets_were_searched(client, writer, tmp_path):
+    assert upload_people(client, writer).status_code == 201
+    created = request_by(client, writer, {"email": "nobody@example.org"})
+    approve_and_plan(client, writer, created.json()["id"])
+    done = client.get(f"/v1/erasure-requests/{created.json()['id']}", headers=writer).json()
+    assert (done["status"], done["outcome"]) == ("completed", "no_data_found")
+    certificate, printed = _verified(client, writer, created.json()["id"], tmp_path)
+    assert certificate["scope"]["identifier_kinds"] == certificate["scope"]["resolved_kinds"] == ["email"]
+    assert certificate["scope"]["datasets"] == [{"name": "people", "version": 1, "held_subject": False}]
+    assert "searched dataset people v1: did not hold the person" in printed
 
 
 def test_before_identifier_columns_the_same_walk_completes_as_no_data_found(client, writer):

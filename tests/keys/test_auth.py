@@ -15,7 +15,7 @@ from tests.factories import assert_problem
 
 URL = "/v1/erasure-requests"
 REVIEW_BODIES = {
-    "approve": None, "cancel": None, "release": None,
+    "approve": objects.OVERRIDE, "cancel": None, "release": None,
     "deny": {"reason": "r"}, "hold": {"reason": "r"}, "extend": {"days": 3, "reason": "r"},
 }
 
@@ -86,7 +86,7 @@ def test_missing_scope_is_403(client, make_key, scopes, method, path, body):
 def test_forbidden_review_leaves_the_request_alone(client, make_key):
     writer = make_key("requests:write,requests:read")
     rid = client.post(URL, json=request_body(), headers=writer).json()["id"]
-    assert_problem(client.post(f"{URL}/{rid}/approve", headers=writer), 403)
+    assert_problem(objects.approve(client, writer, rid), 403)
     assert client.get(f"{URL}/{rid}", headers=writer).json()["status"] == "received"
     assert len(client.get(f"{URL}/{rid}/audit", headers=writer).json()["events"]) == 1
 
@@ -137,7 +137,7 @@ def test_admin_sees_and_reviews_every_client(client, make_key):
     assert listed == {a, b}
     assert client.get(f"{URL}/{a}", headers=admin).status_code == 200
     assert client.get(f"{URL}/{b}/audit", headers=admin).status_code == 200
-    assert client.post(f"{URL}/{b}/approve", headers=admin).json()["status"] == "approved"
+    assert objects.approve(client, admin, b).json()["status"] == "approved"
     assert client.get("/v1/audit/verify", headers=admin).status_code == 200
 
 

@@ -19,7 +19,7 @@ STATUSES = [
 ]
 WORKER_OWNED = {"scheduled", "processing", "verifying", "completed", "failed"}
 ACTION_BODIES = {
-    "approve": None,
+    "approve": objects.OVERRIDE,
     "deny": {"reason": "identity could not be confirmed"},
     "cancel": None,
     "hold": {"reason": "legal hold pending"},

@@ -34,7 +34,7 @@ def test_filter_by_status_and_source(client, headers):
     portal = create(client, headers, source="portal")
     batch = create(client, headers, source="batch")
     approved = create(client, headers, source="admin")
-    client.post(f"{URL}/{approved}/approve", headers=headers)
+    objects.approve(client, headers, approved)
     assert set(ids(client.get(URL, params={"status": "received"}, headers=headers))) == {portal, batch}
     assert ids(client.get(URL, params={"status": "approved"}, headers=headers)) == [approved]
     assert ids(client.get(URL, params={"status": "completed"}, headers=headers)) == []

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from tests.conftest import SERVICES, TEST_DB_URL
-from tests.objects import hold_kinds, request_body
+from tests.objects import approve, hold_kinds, request_body
 
 URL = "/v1/erasure-requests"
 REVIEWER = "requests:write,requests:read,requests:review"
@@ -83,7 +83,7 @@ def certified_request(client, headers) -> str:
     hold_kinds(client, headers, "email")
     body = request_body("cert")
     rid = client.post(URL, json=body, headers=headers).json()["id"]
-    assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, rid).status_code == 200
     with session_scope() as session:
         planner.plan_approved(session)
     assert client.get(f"{URL}/{rid}", headers=headers).json()["status"] == "completed"

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import SERVICES
-from tests.objects import request_body
+from tests.objects import approve, request_body
 from tests.security.anchoring_helpers import (
     REVIEWER, URL, api_client, build_log, certified_request, cli, delete_chain, drop_every_trigger, key,
     own_database, rewrite_chain, truncate_and_fix_head,
@@ -245,7 +245,7 @@ def test_triggers_guard_heads_checkpoints_and_log_positions(client, headers):
     assert _refused("UPDATE audit_events SET log_index = 999, actor = 'x' WHERE stream = :stream", stream)
     assert not _refused("UPDATE audit_events SET log_index = 999 WHERE stream = :stream", stream)
     # Forward by one link is what every append does.
-    assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, rid).status_code == 200
 
 
 @pytest.mark.skipif(not SERVICES, reason="roles and grants are PostgreSQL's")

@@ -16,6 +16,8 @@ from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id, upload
 from tests.objects import (
+    OVERRIDE,
+    approve,
     hold_kinds,
     create_dataset,
     create_request,
@@ -29,7 +31,7 @@ from tests.objects import (
 
 ALL_BUT_ADMIN = "requests:write,requests:read,requests:review,models:write,models:read"
 REVIEW_BODIES = {
-    "approve": None, "cancel": None, "release": None, "deny": {"reason": "no"}, "hold": {"reason": "wait"},
+    "approve": OVERRIDE, "cancel": None, "release": None, "deny": {"reason": "no"}, "hold": {"reason": "wait"},
     "extend": {"days": 10, "reason": "complex"},
 }
 MISSING = str(uuid.uuid4())
@@ -61,11 +63,11 @@ def world(client, make_key, inference_worker):
 
     # Found nowhere: completes at planning, with a certificate.
     completed = create_request(client, a, external_id="alpha-ext-1", identify=("user_id",))
-    assert client.post(f"/v1/erasure-requests/{completed['id']}/approve", headers=a).status_code == 200
+    assert approve(client, a, completed['id']).status_code == 200
     _plan(completed["id"])
     # In the model's training data: planning schedules an unlearning job.
     scheduled = create_request(client, a, subject={"identifiers": {"user_id": subject_id(3)}})
-    assert client.post(f"/v1/erasure-requests/{scheduled['id']}/approve", headers=a).status_code == 200
+    assert approve(client, a, scheduled['id']).status_code == 200
     _plan(scheduled["id"])
     trail = client.get(f"/v1/erasure-requests/{scheduled['id']}/audit", headers=a).json()
     unlearning_job = trail["events"][-1]["data"]["jobs"][0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tests.objects import hold_kinds, request_body
+from tests.objects import approve, hold_kinds, request_body
 from tests.security.anchoring_helpers import URL
 
 FROZEN = Path(__file__).parent / "frozen_certificates"
@@ -29,7 +29,7 @@ def _certificate(client, headers, email: str) -> dict:
 
     hold_kinds(client, headers, "email")  # e-mail is held, so a request found nowhere completes as no_data_found
     rid = client.post(URL, json=request_body(identifiers={"email": email}), headers=headers).json()["id"]
-    assert client.post(f"{URL}/{rid}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, rid).status_code == 200
     with session_scope() as session:
         planner.plan_approved(session)
     response = client.get(f"{URL}/{rid}/certificate", headers=headers)

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.dataset_files import subject_id
-from tests.objects import create_dataset, create_request, import_model
+from tests.objects import approve, create_dataset, create_request, import_model
 from tests.security.restore_helpers import back_up, restore
 
 SCOPES = "requests:write,requests:read,requests:review,models:write,models:read"
@@ -36,7 +36,7 @@ def alpha(client, make_key, settings_env, tmp_path):
 
 def _erase(client, headers) -> str:
     request_id = create_request(client, headers, identifiers={"user_id": ERASED})["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
     return request_id
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.dataset_files import subject_id
-from tests.objects import create_dataset, import_model, request_body
+from tests.objects import approve, create_dataset, import_model, request_body
 from tests.worker import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -24,7 +24,7 @@ def _erase_and_wait(client, headers) -> dict:
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
 
     def terminal():
         found = client.get(f"/v1/erasure-requests/{request_id}", headers=headers).json()

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from tests.dataset_files import artifact_files, upload
 from tests.factories import WRITER_SCOPES, assert_problem, row_count, start_training
-from tests.objects import create_dataset, digits_csv, import_model, logistic_weights, request_body
+from tests.objects import approve, create_dataset, digits_csv, import_model, logistic_weights, request_body
 
 MIB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}
@@ -251,7 +251,7 @@ def test_active_unlearning_jobs_count_against_the_training_quota(client, writer,
     request = client.post(
         "/v1/erasure-requests", json=request_body(subject={"identifiers": {"user_id": subject_id(3)}}), headers=writer,
     ).json()
-    assert client.post(f"/v1/erasure-requests/{request['id']}/approve", headers=writer).status_code == 200
+    assert approve(client, writer, request['id']).status_code == 200
     with session_scope() as session:
         plan_request(session, session.get(ErasureRequest, uuid.UUID(request["id"])))
     with session_scope() as session:

@@ -27,6 +27,7 @@ EXPECTED_PROBLEMS = {
     "get_erasure_request": AUTH | {"404", "422"},
     **{f"{action}_erasure_request": AUTH | BODY | {"404", "409"}
        for action in ("approve", "cancel", "release", "deny", "hold", "extend")},
+    "set_identity_verification": AUTH | BODY | {"404", "409"},
     "get_request_audit": AUTH | {"404", "422"},
     "get_erasure_certificate": AUTH | {"404", "409", "422"},
     "verify_audit_chains": AUTH,

@@ -146,7 +146,7 @@ def exercise(client, headers, planted: Planted) -> list:
     responses.append(client.get(f"{URL}/{rid}", headers=headers))
     responses.append(client.get(URL, headers=headers))
     responses.append(client.get(f"{URL}/{rid}/audit", headers=headers))
-    responses.append(client.post(f"{URL}/{rid}/approve", headers=headers))
+    responses.append(objects.approve(client, headers, rid))
     responses.append(client.get("/metrics"))
     return responses
 

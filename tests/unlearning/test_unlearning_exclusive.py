@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.objects import create_dataset, import_model
+from tests.objects import approve, create_dataset, import_model
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_a_job_waiting_out_a_backoff_takes_no_new_requests(client, model, sent):
     def approved(raw: str) -> str:
         body = {"subject": {"identifiers": {"user_id": raw}}, "jurisdiction": "gdpr", "source": "admin"}
         request_id = client.post("/v1/erasure-requests", json=body, headers=headers).json()["id"]
-        assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+        assert approve(client, headers, request_id).status_code == 200
         return request_id
 
     approved(subject_id(5))

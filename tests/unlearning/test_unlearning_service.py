@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.dataset_files import FEATURES, subject_id
-from tests.objects import create_dataset, import_model
+from tests.objects import approve, create_dataset, import_model
 
 SCOPES = "requests:write,requests:read,requests:review,models:write,models:read"
 ERASED = subject_id(1)  # records 36-71: among the 100 records the imported weights were trained on
@@ -21,7 +21,7 @@ def _approve(client, headers, raw: str = ERASED) -> str:
     created = client.post("/v1/erasure-requests", json=body, headers=headers)
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
     return request_id
 
 

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 
-from tests.objects import request_body
+from tests.objects import approve, request_body
 
 URL = "/v1/erasure-requests"
 HOSTILE = [
@@ -69,7 +69,7 @@ def _pending_delivery(client, headers, callback: str) -> str:
     created = client.post(URL, json=body(callback), headers=headers)
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]
-    assert client.post(f"{URL}/{request_id}/approve", headers=headers).status_code == 200
+    assert approve(client, headers, request_id).status_code == 200
     return request_id
 
 
