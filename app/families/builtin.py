@@ -84,11 +84,42 @@ class CausalLMConfig:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
 
+@dataclass(config=_STRICT)
+class ImageDiffusionConfig:
+    # A DDPM on diffusers' UNet2DModel and DDPMScheduler (workers/engine/families/image_diffusion.py).
+    # Square images of image_size pixels and `channels` channels (1: grey, 3: RGB); the dataset's
+    # images must have this size.
+    image_size: Annotated[int, Field(ge=4, le=512)] = 16
+    channels: Annotated[int, Field(ge=1, le=4)] = 1
+    # Output channels of each resolution level of the U-Net (each level but the last halves the
+    # image), and residual blocks per level.
+    block_out_channels: Annotated[list[Annotated[int, Field(ge=4, le=1024)]], Field(min_length=1, max_length=5)] = (
+        Field(default_factory=lambda: [32, 64])
+    )
+    layers_per_block: Annotated[int, Field(ge=1, le=4)] = 1
+    # Steps of the noise schedule (cosine) the network learns to reverse.
+    num_train_timesteps: Annotated[int, Field(ge=2, le=4000)] = 100
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    learning_rate: LearningRate = 1e-3
+    # Condition the U-Net on the dataset's label (a class embedding), so /sample can ask for one.
+    conditional: bool = False
+    # Denoising steps of /sample when the request names none.
+    sample_steps: Annotated[int, Field(ge=1, le=4000)] = 50
+
+    def __post_init__(self) -> None:
+        if self.image_size % 2 ** (len(self.block_out_channels) - 1):
+            raise ValueError(f"image_size ({self.image_size}) must be divisible by 2 for each level of the U-Net "
+                             f"after the first ({len(self.block_out_channels) - 1})")
+
+
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.
 BOS_TOKEN = 256
 EOS_TOKEN = 257
 LM_VOCAB = 258
 LM_METHODS = ("retrain", "sisa", "gradient_difference", "npo")
+# Image diffusion: the exact methods, and the diffusion variants of salun and gradient_difference.
+IMAGE_METHODS = ("retrain", "sisa", "salun", "gradient_difference")
 
 
 # Tensor names and shapes of each network's state dict (workers/engine/families/); a test builds
@@ -140,6 +171,59 @@ def causal_lm_shapes(config: CausalLMConfig, n_features: int, n_classes: int) ->
     return shapes
 
 
+def group_norm_groups(config: ImageDiffusionConfig) -> int:
+    """GroupNorm groups of the U-Net: the largest of 32, 16, 8, 4, 2, 1 dividing every width."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in config.block_out_channels))
+
+
+def _resnet(name: str, inputs: int, outputs: int, time_width: int) -> dict[str, tuple[int, ...]]:
+    shapes = {f"{name}norm1.weight": (inputs,), f"{name}norm1.bias": (inputs,),
+              f"{name}conv1.weight": (outputs, inputs, 3, 3), f"{name}conv1.bias": (outputs,),
+              **_linear(f"{name}time_emb_proj.", outputs, time_width),
+              f"{name}norm2.weight": (outputs,), f"{name}norm2.bias": (outputs,),
+              f"{name}conv2.weight": (outputs, outputs, 3, 3), f"{name}conv2.bias": (outputs,)}
+    if inputs != outputs:
+        shapes |= {f"{name}conv_shortcut.weight": (outputs, inputs, 1, 1), f"{name}conv_shortcut.bias": (outputs,)}
+    return shapes
+
+
+def image_diffusion_shapes(config: ImageDiffusionConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    """diffusers' UNet2DModel with DownBlock2D/UpBlock2D levels and no attention."""
+    widths, layers, channels = config.block_out_channels, config.layers_per_block, config.channels
+    time_width = 4 * widths[0]
+    shapes: dict[str, tuple[int, ...]] = {
+        "conv_in.weight": (widths[0], channels, 3, 3), "conv_in.bias": (widths[0],),
+        **_linear("time_embedding.linear_1.", time_width, widths[0]),
+        **_linear("time_embedding.linear_2.", time_width, time_width),
+    }
+    if config.conditional:
+        shapes["class_embedding.weight"] = (n_classes, time_width)
+    last = len(widths) - 1
+    previous = widths[0]
+    for level, width in enumerate(widths):
+        for j in range(layers):
+            shapes |= _resnet(f"down_blocks.{level}.resnets.{j}.", previous if j == 0 else width, width, time_width)
+        if level < last:
+            shapes |= {f"down_blocks.{level}.downsamplers.0.conv.weight": (width, width, 3, 3),
+                       f"down_blocks.{level}.downsamplers.0.conv.bias": (width,)}
+        previous = width
+    for j in range(2):
+        shapes |= _resnet(f"mid_block.resnets.{j}.", widths[-1], widths[-1], time_width)
+    reversed_widths = list(reversed(widths))
+    output = reversed_widths[0]
+    for level, width in enumerate(reversed_widths):
+        prior, output = output, width
+        skip_of_last = reversed_widths[min(level + 1, last)]
+        for j in range(layers + 1):
+            inputs = (prior if j == 0 else width) + (skip_of_last if j == layers else width)
+            shapes |= _resnet(f"up_blocks.{level}.resnets.{j}.", inputs, width, time_width)
+        if level < last:
+            shapes |= {f"up_blocks.{level}.upsamplers.0.conv.weight": (width, width, 3, 3),
+                       f"up_blocks.{level}.upsamplers.0.conv.bias": (width,)}
+    return shapes | {"conv_norm_out.weight": (widths[0],), "conv_norm_out.bias": (widths[0],),
+                     "conv_out.weight": (channels, widths[0], 3, 3), "conv_out.bias": (channels,)}
+
+
 # Training budgets (app/families/budget.py): activations one example keeps for the backward pass,
 # and the positions training processes. Tabular families see every record once per epoch; the
 # language model sees steps × batch_size windows of block_size tokens.
@@ -172,7 +256,20 @@ def causal_lm_activations(config: CausalLMConfig, n_features: int, n_classes: in
     return tokens * width + config.n_layer * block + 2 * tokens * LM_VOCAB
 
 
-def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig, rows: int) -> int:
+def image_diffusion_activations(config: ImageDiffusionConfig, n_features: int, n_classes: int) -> int:
+    # Each residual block keeps about 8 maps of its width (two norms, activations, convolutions,
+    # the time projection's sum); the down path runs layers_per_block blocks per level, the up
+    # path one more, the middle two; the input, noise and prediction are 3 images.
+    size, layers = config.image_size, config.layers_per_block
+    total = 3 * config.channels * size * size
+    for level, width in enumerate(config.block_out_channels):
+        side = size // 2 ** level
+        total += 8 * width * side * side * (2 * layers + 1)
+    side = size // 2 ** (len(config.block_out_channels) - 1)
+    return total + 16 * config.block_out_channels[-1] * side * side
+
+
+def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig | ImageDiffusionConfig, rows: int) -> int:
     return config.epochs * rows
 
 
@@ -221,4 +318,16 @@ CAUSAL_LM = FamilySpec(
     methods=LM_METHODS,
 )
 
-BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM)
+IMAGE_DIFFUSION = FamilySpec(
+    name="image_diffusion",
+    config_class=ImageDiffusionConfig,
+    implementation="workers.engine.families.image_diffusion:ImageDiffusionFamily",
+    description="Denoising diffusion (DDPM) on a diffusers U-Net, for image datasets: sample and score images.",
+    parameter_shapes=image_diffusion_shapes,
+    activations=image_diffusion_activations,
+    positions_seen=epochs_over_rows,
+    data_kind="image",
+    methods=IMAGE_METHODS,
+)
+
+BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM, IMAGE_DIFFUSION)
