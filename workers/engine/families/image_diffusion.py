@@ -285,3 +285,14 @@ def score_pngs(networks: Sequence[nn.Module], config: Any, images: Sequence[byte
 
 
 ImageDiffusionFamily = ImageDiffusion()
+
+
+def noise_levels(config: Any) -> torch.Tensor:
+    """ᾱ_t of the schedule, per timestep [num_train_timesteps]: x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε."""
+    return scheduler(config).alphas_cumprod
+
+
+def class_count(network: nn.Module) -> int:
+    """Labels a conditional network embeds (1 for an unconditional one)."""
+    embedding = getattr(network, "class_embedding", None)
+    return int(embedding.num_embeddings) if isinstance(embedding, nn.Embedding) else 1
