@@ -5,7 +5,9 @@ Three signals, each compared with what a model that never saw the works does:
 - membership: the denoising loss of each erased work (`loss_per_example`: fixed timesteps, fixed
   noise), a diffusion model's membership signal (Carlini et al. 2023; Matsumoto et al. 2023).
   As plain checks: `mia_auc`, the loss attack against held-out works (two-sided: an over-forgotten
-  work, denoised worse than unseen ones, gives itself away too), and `per_record_audit`, offline
+  work, denoised worse than unseen ones, gives itself away too), each work's loss calibrated by
+  the references that never saw it where there are some (`calibrated_losses`: a creator's style
+  makes its works harder for every model that never saw them), and `per_record_audit`, offline
   LiRA (lira.py) on the loss against the reference models that never saw the creator, or a SISA
   model's other shards, judged per creator;
 - `copies`: N generated samples, and the share within an ℓ2 distance (root mean square over the
@@ -169,8 +171,35 @@ class ImageEvidence:
     membership: MembershipInputs | None = None
 
 
+def calibrated_losses(inputs: MembershipInputs) -> tuple[Floats, Floats] | None:
+    """Each work's denoising loss less its mean loss under the references (or shards) that never
+    saw it, forget and held-out works; None where a forget work has no such reference.
+
+    A creator's works may be unlike every other creator's (a style, a mark): a model that never
+    saw them denoises them worse than held-out works, and the plain loss attack would read that as
+    over-forgetting. Against models that never saw them either, the creator's own difficulty
+    cancels, and what is left is what the model remembers (lower) or over-forgot (higher)."""
+    forget_out = np.asarray(inputs.forget_out, dtype=bool)
+    null_out = np.asarray(inputs.null_out, dtype=bool)
+    if not forget_out.size or (forget_out.sum(axis=1) == 0).any() or (null_out.sum(axis=1) == 0).any():
+        return None
+
+    def calibrated(target: Floats, references: Floats, out: npt.NDArray[np.bool_]) -> Floats:
+        # Scores are negated losses: loss − mean OUT loss = mean OUT score − score.
+        mean_out = np.where(out, references, 0.0).sum(axis=1) / out.sum(axis=1)
+        return np.asarray(mean_out - target, dtype=np.float64)
+
+    return (calibrated(inputs.forget_target, inputs.forget_references, forget_out),
+            calibrated(inputs.null_target, inputs.null_references, null_out))
+
+
 def image_checks(evidence: ImageEvidence, policy: Policy, forget_ids: npt.NDArray[np.int64] | None = None) -> list[Check]:
-    checks = [mia_auc_check(evidence.forget_losses, evidence.holdout_losses, policy)]
+    calibrated = calibrated_losses(evidence.membership) if evidence.membership is not None else None
+    if calibrated is not None and evidence.membership is not None:
+        plain = mia_auc_check(*calibrated, policy)
+        checks = [replace(plain, reference=evidence.membership.reference, extra={**plain.extra, "calibrated": True})]
+    else:
+        checks = [mia_auc_check(evidence.forget_losses, evidence.holdout_losses, policy)]
     if evidence.membership is not None:
         checks.append(membership_check(evidence.membership, policy, forget_ids))
     empty = np.zeros(0)
