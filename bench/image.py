@@ -112,9 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--creators", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=15, help="copies of each of creator 0's 12 works")
-    parser.add_argument("--rows", type=int, default=1000, help="digits shared by the other creators")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=500, help="digits shared by the other creators")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--method-steps", type=int, default=100, help="steps of each approximate method")
     parser.add_argument("--scale", type=int, default=1, help="multiply epochs, rows and samples (the GPU row)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -225,7 +226,7 @@ def main() -> None:
     results["before erasure"]["control_testable"] = control["testable"]
     for name in ("salun", "gradient_difference"):
         start = time.perf_counter()
-        outcome = job.run_method(ctx, name)
+        outcome = job.run_method(ctx, name, {"steps": args.method_steps * args.scale})
         seconds = time.perf_counter() - start
         _, verification, failed = job.verified(ctx, outcome, control)
         results[name] = {**figures(name, outcome.shards, seconds), "verdict": verification.verdicts["verdict"],
