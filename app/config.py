@@ -127,6 +127,22 @@ class Settings(BaseSettings):
         "processed (records × epochs, or steps × batch_size × block_size tokens); over it 422."))
     max_text_bytes: int = Field(default=64 * 1024, ge=1, description=(
         "UTF-8 bytes one record of a text dataset may have; a longer one answers 422 naming the record."))
+    max_image_pixels: int = Field(default=4_194_304, ge=1, description=(
+        "Pixels (height × width) one image of an image dataset may have; a larger one answers 422 naming "
+        "the record. Checked from the image's header before its pixels are decoded, so a decompression "
+        "bomb is refused without being expanded; also Pillow's own bomb limit in the API process."))
+    max_zip_entries: int = Field(default=100_000, ge=1, description=(
+        "Files one zip of images may hold; 413 above, read from the archive's directory before anything "
+        "is extracted."))
+    max_zip_uncompressed_bytes: int = Field(default=1024**3, ge=1, description=(
+        "Bytes the files of one zip of images may expand to, together; 413 above. Checked from the "
+        "archive's directory and again while reading, with each file's read bounded by its declared size."))
+    max_zip_ratio: int = Field(default=100, ge=1, description=(
+        "Largest expansion ratio (uncompressed ÷ compressed bytes) of one file of a zip of images; a file "
+        "that expands more is a zip bomb and answers 413. Small files (under 64 KiB) are exempt."))
+    max_samples: int = Field(default=64, ge=1, description=(
+        "Images one `sample` call of an image model may ask for (`n`), and images one `score-images` "
+        "call may send; 422 above."))
     max_prompt_bytes: int = Field(default=16 * 1024, ge=1, description=(
         "UTF-8 bytes of a `generate` prompt or of one text to `score`; 413 above."))
     max_jsonl_line_bytes: int = Field(default=1024 * 1024, ge=1, description=(

@@ -20,10 +20,13 @@ RUN_JOB = "workers.tasks.run_job"
 PREDICT = "workers.tasks.predict"
 GENERATE = "workers.tasks.generate"
 SCORE = "workers.tasks.score"
+# An image model's samples and per-image denoising losses.
 SAMPLE = "workers.tasks.sample"
 SCORE_IMAGES = "workers.tasks.score_images"
 INFERENCE_QUEUE = "inference"
-ROUTES = {RUN_JOB: {"queue": "unlearning"}} | {task: {"queue": INFERENCE_QUEUE} for task in (PREDICT, GENERATE, SCORE, SAMPLE, SCORE_IMAGES)}
+ROUTES = {RUN_JOB: {"queue": "unlearning"}} | {
+    task: {"queue": INFERENCE_QUEUE} for task in (PREDICT, GENERATE, SCORE, SAMPLE, SCORE_IMAGES)
+}
 # A result the API did not collect (it timed out) is dropped by the backend after this.
 RESULT_EXPIRES_SECONDS = 3600
 

@@ -135,3 +135,44 @@ def import_language_model(client, headers, dataset_version_id: str, name: str = 
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+# Image models (family image_diffusion): a small U-Net over 16×16 grey images.
+TINY_DIFFUSION = {"image_size": 16, "channels": 1, "block_out_channels": [8, 16], "num_train_timesteps": 20,
+                  "sample_steps": 10, "epochs": 1, "batch_size": 8}
+
+
+def create_image_dataset(client, headers, name: str = "art", *, with_labels: bool = True, **works) -> dict:
+    """A zip of creators' works (tests/image_files.py) uploaded as an image dataset."""
+    from tests.image_files import creator_works, images_zip, upload_images
+
+    content = images_zip(creator_works(**works), with_labels=with_labels)
+    response = upload_images(client, headers, content, name=name, **({} if with_labels else {"label_column": None}))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def diffusion_weights(params: dict | None = None, n_classes: int = 1, seed: int = 0) -> bytes:
+    """safetensors of a U-Net of these params, random but of exactly the family's shapes."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    from app.families.registry import get_family
+
+    spec = get_family("image_diffusion")
+    shapes = spec.parameter_shapes(spec.parse_params(params or TINY_DIFFUSION), 0, n_classes)
+    rng = np.random.default_rng(seed)
+    return save({name: (rng.standard_normal(shape) * 0.02).astype(np.float32) for name, shape in shapes.items()})
+
+
+def import_image_model(client, headers, dataset_version_id: str, name: str = "art-ddpm", params: dict | None = None,
+                       n_classes: int = 1, record_ids=range(6)) -> dict:
+    metadata = {"name": name, "family": "image_diffusion", "dataset_version_id": dataset_version_id,
+                "record_ids": list(record_ids), "params": params or TINY_DIFFUSION}
+    response = client.post(
+        "/v1/models/import", data={"metadata": json.dumps(metadata)},
+        files={"weights": ("weights.safetensors", diffusion_weights(params, n_classes), "application/octet-stream")},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from app.artifacts.store import get_store
 from app.dashboard import charts
 from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require
 from app.datasets import service as dataset_service
+from app.db import session_scope
 from app.deps import SessionDep
+from app.errors import Gone, NotFound, Unprocessable
+from app.families.registry import data_kind
 from app.identities.service import UnknownKind
 from app.jobs.models import Job
 from app.lineage import service as lineage_service
+from app.models import inference, sample_grid
 from app.models import rehearsal_results as rehearsal_service
 from app.models import service as model_service
 from app.schemas import Subject
+from app.unlearning import service as unlearning_service
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 RECENT_JOBS = 20
@@ -51,10 +59,55 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
     require(viewer, "models:read")
     model = model_service.get_for(session, viewer.principal, name, client=client)
     versions = model_service.versions(session, model)
-    return render(request, "model.html", viewer, model=model, versions=versions,
+    current = next((v for v in versions if v.version == model.current_version), None)
+    return render(request, "model.html", viewer, model=model, versions=versions, current=current,
+                  image_model=data_kind(model.family) == "image",
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
                   shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id),
                   rehearsal=rehearsal_service.latest(session, model.id))
+
+
+@router.post("/models/{name}/samples", response_class=HTMLResponse)
+async def draw_samples(request: Request, name: str, viewer: PosterDep, client: str | None = None) -> Response:
+    """Draw a new grid of samples from an image model's current version on the inference worker,
+    and keep it with that version (its bytes are destroyed with the version's weights)."""
+    require(viewer, "models:read")
+
+    def check(version) -> None:
+        if data_kind(version.family) != "image":
+            raise Unprocessable("Only image models draw samples.")
+
+    loaded = await inference.load_current(viewer.principal, name, client, check)
+    steps = int(loaded["params"]["sample_steps"])
+    images = await inference.sample(viewer.principal.client, loaded, sample_grid.GRID_IMAGES, sample_grid.GRID_SEED,
+                                    steps, None)
+    png = await run_in_threadpool(sample_grid.compose, images)
+    await run_in_threadpool(_attach_grid, viewer, name, client, loaded["version"], png)
+    suffix = f"?client={quote(client)}" if client else ""
+    return RedirectResponse(f"/admin/models/{quote(name)}{suffix}", status_code=303)
+
+
+def _attach_grid(viewer, name: str, client: str | None, number: int, png: bytes) -> None:
+    with session_scope() as session:
+        model = model_service.get_for(session, viewer.principal, name, client=client)
+        replaced = sample_grid.attach(session, model_service.get_version(session, model, number), png,
+                                      unlearning_service.live_references)
+        if replaced:
+            unlearning_service.schedule_unreferenced(session, [replaced])
+
+
+@router.get("/models/{name}/versions/{version}/samples.png")
+def sample_grid_image(name: str, version: int, viewer: ViewerDep, session: SessionDep, client: str | None = None) -> Response:
+    """A version's grid of samples; 410 once the version's weights were destroyed."""
+    require(viewer, "models:read")
+    model = model_service.get_for(session, viewer.principal, name, client=client)
+    row = model_service.get_version(session, model, version)
+    if row.destroyed_at is not None:
+        raise Gone("This version's weights and samples were destroyed because they held an erased data subject.")
+    if not row.sample_grid_sha256:
+        raise NotFound("No samples were drawn from this version.")
+    return Response(get_store().get_bytes(row.sample_grid_sha256), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})
 
 
 @router.get("/models/{name}/jobs", response_class=HTMLResponse)

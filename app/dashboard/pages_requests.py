@@ -17,7 +17,9 @@ from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, requ
 from app.db import session_scope
 from app.deps import SessionDep
 from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unprocessable
+from app.families.registry import data_kind
 from app.jobs import service as job_service
+from app.models import service as model_service
 from app.requests import lifecycle
 from app.requests import service as request_service
 
@@ -107,8 +109,26 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
     ]
     return render(request, "request.html", viewer, **context, events=audit_service.events(session, stream),
                   chain=chain, certificate=certificate, certificate_valid=certificate_valid,
+                  samples=_samples_after(session, context["jobs"]),
                   verifications=[(job, bars) for job, bars in verifications if bars],
                   actions=[(a, ACTIONS[a]) for a in queries.allowed_actions(item)] if viewer.principal.has("requests:review") else [])
+
+
+def _samples_after(session, jobs) -> list[dict]:
+    """For each job that unlearned an image model: the version after the erasure, and whether a
+    grid of its samples was drawn (app/models/sample_grid.py)."""
+    found = []
+    for job in jobs:
+        result = (job.result or {}).get("model") or {}
+        if job.model_id is None or result.get("version_after") is None:
+            continue
+        model = model_service.get_model(session, job.model_id)
+        if data_kind(model.family) != "image":
+            continue
+        version = model_service.get_version(session, model, int(result["version_after"]))
+        found.append({"model": model, "version": version.version,
+                      "grid": version.sample_grid_sha256 is not None and version.destroyed_at is None})
+    return found
 
 
 @router.get("/requests/{request_id}/live", response_class=HTMLResponse)

@@ -89,7 +89,7 @@ def build_version(
     labels = parsed.labels.filter(mask)
     if pa.types.is_boolean(labels.type):
         labels = labels.cast(pa.int64())
-    classes = _classes(labels, classes)
+    classes = label_classes(labels, classes)
     label_index = pc.index_in(labels, value_set=pa.array(classes, type=labels.type)).cast(pa.int64())
     key_index = parsed.key_index[keep]
     keys = pa.array(parsed.keys, pa.string())
@@ -111,7 +111,9 @@ def build_version(
     )
 
 
-def _classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
+def label_classes(labels: pa.Array, known: list[Any] | None) -> list[Any]:
+    """The classes of a new dataset's labels (sorted), or the dataset's `known` classes, which
+    must hold every label."""
     present = pc.unique(labels).to_pylist()
     if known is None:
         if len(present) > MAX_CLASSES:

@@ -26,6 +26,11 @@ class Dataset(Base):
     feature_columns: Mapped[list[str]] = mapped_column(JSON)
     # Label values in class-index order; stored files hold the index.
     classes: Mapped[list[Any]] = mapped_column(JSON)
+    # Image datasets: the upload's column of image bytes (Parquet) or "file" (a zip and its
+    # manifest), and the one size of every image, [height, width, channels]. No features; the
+    # label column is "" when the upload had none (every stored label 0, no classes).
+    image_column: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    image_size: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     current_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -33,11 +38,21 @@ class Dataset(Base):
     def is_text(self) -> bool:
         return self.text_column is not None
 
+    @property
+    def is_image(self) -> bool:
+        return self.image_column is not None
+
+    @property
+    def kind(self) -> str:
+        """What families train on it: "tabular", "text" or "image" (FamilySpec.data_kind)."""
+        return "image" if self.is_image else "text" if self.is_text else "tabular"
+
 
 class DatasetVersion(Base):
     """One immutable stored file: Parquet with columns record_id (int64, stable across versions),
     subject_key (hex string), then label (int64 class index) and the float32 feature columns of
-    a tabular dataset, or `text` (UTF-8 string) of a text dataset."""
+    a tabular dataset, `text` (UTF-8 string) of a text dataset, or label and `image` (PNG bytes,
+    re-encoded without metadata, mode "L" or "RGB") of an image dataset."""
 
     __tablename__ = "dataset_versions"
     __table_args__ = (UniqueConstraint("dataset_id", "version"),)

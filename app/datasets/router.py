@@ -47,7 +47,9 @@ def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/for
     """Register a Parquet or CSV file as a dataset version. Subject identifiers are replaced by
     their pseudonymous keys before anything is stored. With `text_column` instead of
     `label_column` the file (CSV, Parquet or JSON Lines) is a text dataset of per-subject texts,
-    stored as uploaded, for language models."""
+    stored as uploaded, for language models. With `image_column` the file is an image dataset
+    (docs/image-models.md): Parquet with a column of PNG or JPEG bytes, or a zip of images with a
+    manifest.csv; the images are stored re-encoded without their metadata."""
     upload_path, file_sha256 = _spool(form.file.file, get_settings().max_upload_bytes)
     try:
         features = form.feature_list()
@@ -55,6 +57,8 @@ def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/for
         payload = {
             "name": form.name, "subject_column": form.subject_column, "subject_kind": form.subject_kind,
             "label_column": form.label_column, "text_column": form.text_column, "feature_columns": features,
+            # Only when given, so a key stored before image datasets existed still matches.
+            **({"image_column": form.image_column} if form.image_column is not None else {}),
             "file_sha256": file_sha256,
             # Only when given, so a key stored before identifier columns existed still matches.
             **({"identifier_columns": identifier_columns} if identifier_columns else {}),
@@ -64,6 +68,7 @@ def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/for
             version = service.create_dataset(
                 session, principal, form.name, form.subject_column, form.subject_kind, form.label_column,
                 features, upload_path, text_column=form.text_column, identifier_columns=identifier_columns,
+                image_column=form.image_column,
             )
             dataset = session.get(Dataset, version.dataset_id)
             body = created_out(dataset, version).model_dump(mode="json")
@@ -154,7 +159,8 @@ def grant_out(grant: DatasetGrant) -> GrantOut:
 def dataset_out(dataset: Dataset) -> DatasetOut:
     return DatasetOut(
         id=dataset.id, name=dataset.name, subject_kind=dataset.subject_kind, label_column=dataset.label_column or None,
-        text_column=dataset.text_column, columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
+        text_column=dataset.text_column, image_column=dataset.image_column, image_size=dataset.image_size,
+        columns=dataset.feature_columns, classes=dataset.classes, current_version=dataset.current_version,
         created_at=dataset.created_at,
     )
 
@@ -173,6 +179,7 @@ def created_out(dataset: Dataset, version: DatasetVersion) -> DatasetVersionCrea
     return DatasetVersionCreated(
         id=version.id, dataset_id=dataset.id, name=dataset.name, version=version.version, rows=version.rows,
         subjects=version.subjects, columns=dataset.feature_columns, label_column=dataset.label_column or None,
-        text_column=dataset.text_column, subject_kind=dataset.subject_kind, sha256=version.sha256, classes=dataset.classes,
+        text_column=dataset.text_column, image_column=dataset.image_column, image_size=dataset.image_size,
+        subject_kind=dataset.subject_kind, sha256=version.sha256, classes=dataset.classes,
         filtered_rows=int(version.origin.get("filtered_rows", 0)), created_at=version.created_at,
     )

@@ -15,7 +15,9 @@ from app.schemas import Page, StrictModel, example
 class DatasetUpload(StrictModel):
     """The multipart form of POST /v1/datasets."""
 
-    file: UploadFile = Field(description="Parquet or CSV (or JSON Lines for text); one row per record.")
+    file: UploadFile = Field(description=(
+        "Parquet or CSV (or JSON Lines for text); one row per record. Images: Parquet with an image column, or a "
+        "zip of images with a manifest.csv."))
     name: str = Field(min_length=1, max_length=100, description="Dataset name; an existing name adds a version.",
                       examples=["digits"])
     subject_column: str = Field(min_length=1, max_length=200, description="Column of data-subject identifiers.",
@@ -32,6 +34,11 @@ class DatasetUpload(StrictModel):
     text_column: str | None = Field(
         default=None, min_length=1, max_length=200, examples=["text"],
         description="Column of training text, for a text dataset (instead of label_column; no features).",
+    )
+    image_column: str | None = Field(
+        default=None, min_length=1, max_length=200, examples=["file"],
+        description=("For an image dataset: the Parquet column of PNG or JPEG bytes, or, for a zip of images, the "
+                     "column of its manifest.csv naming each record's file. label_column is then optional."),
     )
     identifier_columns: str | None = Field(
         default=None, examples=['{"email": "email"}'],
@@ -97,6 +104,9 @@ class DatasetVersionCreated(BaseModel):
     columns: list[str] = Field(description="Feature columns, in the order models receive them.")
     label_column: str | None = Field(description="None for a text dataset.")
     text_column: str | None = Field(description="The text column of a text dataset; None for a tabular one.")
+    image_column: str | None = Field(default=None, description="The image column of an image dataset; None otherwise.")
+    image_size: list[int] | None = Field(
+        default=None, description="[height, width, channels] of every image of an image dataset; None otherwise.")
     subject_kind: str
     sha256: str = Field(description="sha256 of the stored Parquet file.")
     classes: list[Any] = Field(description="Label values; the stored label is the index in this list.")
@@ -110,6 +120,8 @@ class DatasetOut(BaseModel):
     subject_kind: str
     label_column: str | None
     text_column: str | None
+    image_column: str | None = None
+    image_size: list[int] | None = None
     columns: list[str]
     classes: list[Any]
     current_version: int

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.store import ArtifactStore, get_store
 from app.config import get_settings
-from app.datasets import ingest, text
+from app.datasets import images, ingest, text
 from app.datasets.erasure import ErasureOutcome, erase_subjects, mark_version_destroyed
 from app.datasets.models import Dataset, DatasetVersion, SubjectRecords
 from app.datasets.storage import (
@@ -55,19 +55,25 @@ def create_dataset(
     session: Session, principal: Principal, name: str, subject_column: str, subject_kind: str,
     label_column: str | None, feature_columns: Sequence[str] | None, upload_path: str | Path,
     *, store: ArtifactStore | None = None, text_column: str | None = None,
-    identifier_columns: dict[str, str] | None = None,
+    identifier_columns: dict[str, str] | None = None, image_column: str | None = None,
 ) -> DatasetVersion:
     """Register an upload as version 1 of a new dataset, or as the next version of the client's
     dataset of that name (same subject kind, label column and feature columns, else 409).
 
-    With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text).
+    With `text_column` instead of `label_column` the upload is a text dataset (app.datasets.text);
+    with `image_column` (and an optional `label_column`) an image dataset (app.datasets.images).
     `identifier_columns` (kind → column) link other identifiers to each row's subject
     (app/datasets/identifiers.py); the links are stored by app/identities/."""
     if not NAME_PATTERN.match(name or ""):
         raise Unprocessable("name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit.")
     if not KIND_PATTERN.match(subject_kind or ""):
         raise Unprocessable("subject_kind is an identifier kind: a lower-case word (letters, digits, underscore).")
-    if (label_column is None) == (text_column is None):
+    if image_column is not None:
+        if text_column is not None:
+            raise Unprocessable("Give text_column (a text dataset) or image_column (an image dataset), not both.")
+        if feature_columns:
+            raise Unprocessable("feature_columns does not apply to an image dataset.")
+    elif (label_column is None) == (text_column is None):
         raise Unprocessable("Give either label_column (a tabular dataset) or text_column (a text dataset), not both or neither.")
     if text_column is not None and feature_columns:
         raise Unprocessable("feature_columns does not apply to a text dataset.")
@@ -76,7 +82,10 @@ def create_dataset(
     identifier_columns = identifier_columns or {}
     # The expensive part first and outside the transaction: on SQLite the unit of work holds
     # the write lock from its first statement.
-    if text_column is not None:
+    if image_column is not None:
+        image_spec = images.ImageUploadSpec(subject_column, subject_kind, image_column, label_column, identifier_columns)
+        parsed = images.read_image_upload(upload_path, image_spec, secret=secret)
+    elif text_column is not None:
         parsed = text.read_text_upload(upload_path, text.TextUploadSpec(subject_column, subject_kind, text_column, identifier_columns), secret=secret)
     else:
         features = list(feature_columns) if feature_columns else None
@@ -86,11 +95,15 @@ def create_dataset(
         select(Dataset).where(Dataset.client == principal.client, Dataset.name == name).with_for_update()
     )
     if dataset is not None:
+        _check_image_compatible(dataset, image_column, label_column, getattr(parsed, "size", None))
         _check_compatible(dataset, subject_kind, label_column, text_column, getattr(parsed, "feature_columns", []))
     tombstoned = tombstoned_keys(session, principal.client, parsed.keys)
     out_path = work_dir() / f"version-{uuid.uuid4().hex}.parquet"
     try:
-        if text_column is not None:
+        if image_column is not None:
+            built = images.build_image_version(parsed, out_path, tombstoned=tombstoned,
+                                               classes=dataset.classes if dataset is not None else None)
+        elif text_column is not None:
             built = text.build_text_version(parsed, out_path, tombstoned=tombstoned)
         else:
             built = ingest.build_version(
@@ -99,7 +112,8 @@ def create_dataset(
         origin = {"kind": "upload", "filtered_rows": built.filtered_rows, "filtered_subjects": built.filtered_subjects}
         with stored_artifact(session, store, out_path, built.sha256) as sha:
             if dataset is None:
-                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column)
+                dataset = _new_dataset(session, principal.client, name, subject_kind, label_column, built, text_column,
+                                       image_column, getattr(parsed, "size", None))
             version = add_version(session, dataset, sha, built.rows, built.subjects, origin, parent=None)
             insert_subject_records(session, version.id, built.subject_records)
             identity_service.hold_kinds(session, principal.client, [subject_kind, *identifier_columns])
@@ -119,6 +133,8 @@ def _check_compatible(
         raise Conflict(
             f"Dataset '{dataset.name}' holds subjects of kind '{dataset.subject_kind}', not '{subject_kind}'."
         )
+    if dataset.is_image:
+        return
     if dataset.is_text != (text_column is not None):
         raise Conflict(
             f"Dataset '{dataset.name}' is a {'text' if dataset.is_text else 'tabular'} dataset; "
@@ -137,12 +153,34 @@ def _check_compatible(
         )
 
 
+def _check_image_compatible(dataset: Dataset, image_column: str | None, label_column: str | None,
+                            size: list[int] | None) -> None:
+    """An image dataset takes images of its one size; the other kinds take no images."""
+    if dataset.is_image != (image_column is not None):
+        kind = dataset.kind
+        raise Conflict(f"Dataset '{dataset.name}' is {'an' if kind == 'image' else 'a'} {kind} dataset; "
+                       "upload the other kind under a new name.")
+    if not dataset.is_image:
+        return
+    if dataset.image_column != image_column:
+        raise Conflict(f"Dataset '{dataset.name}' uses image column '{dataset.image_column}', not '{image_column}'.")
+    if dataset.label_column != (label_column or ""):
+        raise Conflict(f"Dataset '{dataset.name}' uses label column '{dataset.label_column or None}', not '{label_column}'.")
+    if list(dataset.image_size or []) != list(size or []):
+        raise Conflict(
+            f"Dataset '{dataset.name}' holds images of {dataset.image_size} (height, width, channels), not {size}; "
+            "models trained on it need one size. Upload them under a new name."
+        )
+
+
 def _new_dataset(
     session: Session, client: str, name: str, kind: str, label_column: str | None, built, text_column: str | None,
+    image_column: str | None = None, image_size: list[int] | None = None,
 ) -> Dataset:
     dataset = Dataset(
         client=client, name=name, subject_kind=kind, label_column=label_column or "", text_column=text_column,
         feature_columns=built.feature_columns, classes=built.classes, current_version=0, created_at=utcnow(),
+        image_column=image_column, image_size=image_size,
     )
     try:
         with session.begin_nested():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import ConfigDict, Field
@@ -9,7 +10,18 @@ from pydantic.dataclasses import dataclass
 
 from app.families.spec import FamilySpec
 
+
+def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
 _STRICT = ConfigDict(extra="forbid")
+
+# Groups of every group normalisation of the image U-Net; its widths are multiples of it.
+GROUP_NORM_GROUPS = 8
+# Channels per attention head in the U-Net's middle block.
+ATTENTION_HEAD_DIM = 8
+# Timesteps at which an image's denoising loss is measured (image_score_timesteps).
+SCORE_TIMESTEPS = 8
 
 PositiveInt = Annotated[int, Field(ge=1, le=100_000)]
 LearningRate = Annotated[float, Field(gt=0, le=10)]
@@ -86,31 +98,36 @@ class CausalLMConfig:
 
 @dataclass(config=_STRICT)
 class ImageDiffusionConfig:
-    # A DDPM on diffusers' UNet2DModel and DDPMScheduler (workers/engine/families/image_diffusion.py).
-    # Square images of image_size pixels and `channels` channels (1: grey, 3: RGB); the dataset's
-    # images must have this size.
-    image_size: Annotated[int, Field(ge=4, le=512)] = 16
-    channels: Annotated[int, Field(ge=1, le=4)] = 1
-    # Output channels of each resolution level of the U-Net (each level but the last halves the
-    # image), and residual blocks per level.
-    block_out_channels: Annotated[list[Annotated[int, Field(ge=4, le=1024)]], Field(min_length=1, max_length=5)] = (
-        Field(default_factory=lambda: [32, 64])
-    )
+    # A DDPM over images of image_size × image_size pixels with `channels` channels (1: grey, 3:
+    # RGB); they must be the dataset's (Dataset.image_size). The U-Net is diffusers'
+    # UNet2DModel built from `unet_kwargs` below: one resolution per width of
+    # block_out_channels, halving between them, `layers_per_block` residual blocks each.
+    image_size: Annotated[int, Field(ge=4, le=1024)] = 16
+    channels: Annotated[int, Field(ge=1, le=3)] = 1
+    block_out_channels: Annotated[
+        list[Annotated[int, Field(ge=GROUP_NORM_GROUPS, le=1024, multiple_of=GROUP_NORM_GROUPS)]],
+        Field(min_length=1, max_length=5),
+    ] = Field(default_factory=lambda: [32, 64])
     layers_per_block: Annotated[int, Field(ge=1, le=4)] = 1
-    # Steps of the noise schedule (cosine) the network learns to reverse.
+    # Steps of the forward noising process (DDPMScheduler, cosine schedule).
     num_train_timesteps: Annotated[int, Field(ge=2, le=4000)] = 100
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 64
     learning_rate: LearningRate = 1e-3
-    # Condition the U-Net on the dataset's label (a class embedding), so /sample can ask for one.
+    # Label-conditioned through a class embedding (the dataset needs a label column).
     conditional: bool = False
-    # Denoising steps of /sample when the request names none.
+    # Denoising steps of /sample when the call does not say (at most num_train_timesteps).
     sample_steps: Annotated[int, Field(ge=1, le=4000)] = 50
 
     def __post_init__(self) -> None:
-        if self.image_size % 2 ** (len(self.block_out_channels) - 1):
-            raise ValueError(f"image_size ({self.image_size}) must be divisible by 2 for each level of the U-Net "
-                             f"after the first ({len(self.block_out_channels) - 1})")
+        if self.channels == 2:
+            raise ValueError("channels is 1 (grey) or 3 (RGB)")
+        halvings = len(self.block_out_channels) - 1
+        if self.image_size % (2 ** halvings):
+            raise ValueError(f"image_size ({self.image_size}) must be divisible by 2^{halvings}, "
+                             "one halving between consecutive block_out_channels")
+        if self.sample_steps > self.num_train_timesteps:
+            raise ValueError("sample_steps must be at most num_train_timesteps")
 
 
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.
@@ -118,7 +135,7 @@ BOS_TOKEN = 256
 EOS_TOKEN = 257
 LM_VOCAB = 258
 LM_METHODS = ("retrain", "sisa", "gradient_difference", "npo")
-# Image diffusion: the exact methods, and the diffusion variants of salun and gradient_difference.
+# The worker side runs the diffusion variants of these methods for the image family.
 IMAGE_METHODS = ("retrain", "sisa", "salun", "gradient_difference")
 
 
@@ -171,57 +188,109 @@ def causal_lm_shapes(config: CausalLMConfig, n_features: int, n_classes: int) ->
     return shapes
 
 
-def group_norm_groups(config: ImageDiffusionConfig) -> int:
-    """GroupNorm groups of the U-Net: the largest of 32, 16, 8, 4, 2, 1 dividing every width."""
-    return next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in config.block_out_channels))
+def unet_kwargs(config: ImageDiffusionConfig, n_classes: int) -> dict[str, object]:
+    """The keyword arguments of diffusers' UNet2DModel for this config: the one definition of the
+    network, which the worker builds and `image_diffusion_shapes` counts. Plain residual blocks
+    at every resolution, self-attention in the middle block only; a class embedding of
+    `n_classes` rows when the model is conditional."""
+    widths = tuple(config.block_out_channels)
+    return {
+        "sample_size": config.image_size, "in_channels": config.channels, "out_channels": config.channels,
+        "block_out_channels": widths, "layers_per_block": config.layers_per_block,
+        "down_block_types": ("DownBlock2D",) * len(widths), "up_block_types": ("UpBlock2D",) * len(widths),
+        "norm_num_groups": GROUP_NORM_GROUPS, "attention_head_dim": ATTENTION_HEAD_DIM,
+        "num_class_embeds": n_classes if config.conditional else None,
+    }
+
+
+def _conv(name: str, outputs: int, inputs: int, kernel: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}weight": (outputs, inputs, kernel, kernel), f"{name}bias": (outputs,)}
+
+
+def _norm(name: str, width: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}weight": (width,), f"{name}bias": (width,)}
 
 
 def _resnet(name: str, inputs: int, outputs: int, time_width: int) -> dict[str, tuple[int, ...]]:
-    shapes = {f"{name}norm1.weight": (inputs,), f"{name}norm1.bias": (inputs,),
-              f"{name}conv1.weight": (outputs, inputs, 3, 3), f"{name}conv1.bias": (outputs,),
-              **_linear(f"{name}time_emb_proj.", outputs, time_width),
-              f"{name}norm2.weight": (outputs,), f"{name}norm2.bias": (outputs,),
-              f"{name}conv2.weight": (outputs, outputs, 3, 3), f"{name}conv2.bias": (outputs,)}
+    """diffusers' ResnetBlock2D: norm, conv, time projection, norm, conv, and a 1×1 shortcut
+    when the width changes."""
+    shapes = _norm(f"{name}norm1.", inputs) | _conv(f"{name}conv1.", outputs, inputs, 3)
+    shapes |= _linear(f"{name}time_emb_proj.", outputs, time_width)
+    shapes |= _norm(f"{name}norm2.", outputs) | _conv(f"{name}conv2.", outputs, outputs, 3)
     if inputs != outputs:
-        shapes |= {f"{name}conv_shortcut.weight": (outputs, inputs, 1, 1), f"{name}conv_shortcut.bias": (outputs,)}
+        shapes |= _conv(f"{name}conv_shortcut.", outputs, inputs, 1)
     return shapes
 
 
+def _unet_resnets(config: ImageDiffusionConfig) -> list[tuple[str, int, int, int]]:
+    """(state-dict prefix, input width, output width, side length of its feature map) of every
+    residual block, in UNet2DModel's order: down blocks, up blocks (with their skip
+    connections), middle block."""
+    widths, size = list(config.block_out_channels), config.image_size
+    blocks: list[tuple[str, int, int, int]] = []
+    output = widths[0]
+    for i, width in enumerate(widths):
+        inputs, output = output, width
+        side = size // 2 ** i
+        blocks += [(f"down_blocks.{i}.resnets.{j}.", inputs if j == 0 else width, width, side)
+                   for j in range(config.layers_per_block)]
+    reversed_widths = widths[::-1]
+    output = reversed_widths[0]
+    for i, width in enumerate(reversed_widths):
+        previous, output = output, width
+        skip_last = reversed_widths[min(i + 1, len(widths) - 1)]
+        side = size // 2 ** (len(widths) - 1 - i)
+        layers = config.layers_per_block + 1
+        for j in range(layers):
+            skip = skip_last if j == layers - 1 else width
+            blocks.append((f"up_blocks.{i}.resnets.{j}.", (previous if j == 0 else width) + skip, width, side))
+    deepest, side = widths[-1], size // 2 ** (len(widths) - 1)
+    blocks += [(f"mid_block.resnets.{j}.", deepest, deepest, side) for j in range(2)]
+    return blocks
+
+
 def image_diffusion_shapes(config: ImageDiffusionConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
-    """diffusers' UNet2DModel with DownBlock2D/UpBlock2D levels and no attention."""
-    widths, layers, channels = config.block_out_channels, config.layers_per_block, config.channels
-    time_width = 4 * widths[0]
-    shapes: dict[str, tuple[int, ...]] = {
-        "conv_in.weight": (widths[0], channels, 3, 3), "conv_in.bias": (widths[0],),
-        **_linear("time_embedding.linear_1.", time_width, widths[0]),
-        **_linear("time_embedding.linear_2.", time_width, time_width),
-    }
+    """UNet2DModel(**unet_kwargs(config, n_classes)).state_dict()'s shapes, counted without torch."""
+    widths = list(config.block_out_channels)
+    first, deepest, time_width = widths[0], widths[-1], 4 * widths[0]
+    shapes = _conv("conv_in.", first, config.channels, 3)
+    shapes |= _linear("time_embedding.linear_1.", time_width, first) | _linear("time_embedding.linear_2.", time_width, time_width)
     if config.conditional:
         shapes["class_embedding.weight"] = (n_classes, time_width)
-    last = len(widths) - 1
-    previous = widths[0]
-    for level, width in enumerate(widths):
-        for j in range(layers):
-            shapes |= _resnet(f"down_blocks.{level}.resnets.{j}.", previous if j == 0 else width, width, time_width)
-        if level < last:
-            shapes |= {f"down_blocks.{level}.downsamplers.0.conv.weight": (width, width, 3, 3),
-                       f"down_blocks.{level}.downsamplers.0.conv.bias": (width,)}
-        previous = width
-    for j in range(2):
-        shapes |= _resnet(f"mid_block.resnets.{j}.", widths[-1], widths[-1], time_width)
-    reversed_widths = list(reversed(widths))
-    output = reversed_widths[0]
-    for level, width in enumerate(reversed_widths):
-        prior, output = output, width
-        skip_of_last = reversed_widths[min(level + 1, last)]
-        for j in range(layers + 1):
-            inputs = (prior if j == 0 else width) + (skip_of_last if j == layers else width)
-            shapes |= _resnet(f"up_blocks.{level}.resnets.{j}.", inputs, width, time_width)
-        if level < last:
-            shapes |= {f"up_blocks.{level}.upsamplers.0.conv.weight": (width, width, 3, 3),
-                       f"up_blocks.{level}.upsamplers.0.conv.bias": (width,)}
-    return shapes | {"conv_norm_out.weight": (widths[0],), "conv_norm_out.bias": (widths[0],),
-                     "conv_out.weight": (channels, widths[0], 3, 3), "conv_out.bias": (channels,)}
+    for name, inputs, outputs, _side in _unet_resnets(config):
+        shapes |= _resnet(name, inputs, outputs, time_width)
+    for i, width in enumerate(widths[:-1]):
+        shapes |= _conv(f"down_blocks.{i}.downsamplers.0.conv.", width, width, 3)
+    for i, width in enumerate(widths[::-1][:-1]):
+        shapes |= _conv(f"up_blocks.{i}.upsamplers.0.conv.", width, width, 3)
+    attention = "mid_block.attentions.0."
+    shapes |= _norm(f"{attention}group_norm.", deepest)
+    for projection in ("to_q.", "to_k.", "to_v.", "to_out.0."):
+        shapes |= _linear(f"{attention}{projection}", deepest, deepest)
+    return shapes | _norm("conv_norm_out.", first) | _conv("conv_out.", config.channels, first, 3)
+
+
+def image_diffusion_positions_per_image(config: ImageDiffusionConfig) -> int:
+    """One forward pass over one image, in parameter-positions: its multiply-adds divided by the
+    parameter count (a convolution's weights are applied at every pixel of its feature map, a
+    dense layer's once), so that 2 (forward) or 6 (training) × parameters × positions is the
+    usual estimate of floating-point operations."""
+    shapes = image_diffusion_shapes(config, 0, 1)
+    widths, size, time_width = list(config.block_out_channels), config.image_size, 4 * config.block_out_channels[0]
+    macs = 9 * config.channels * widths[0] * size * size * 2  # conv_in and conv_out
+    macs += widths[0] * time_width + time_width * time_width
+    for _name, inputs, outputs, side in _unet_resnets(config):
+        pixels = side * side
+        macs += 9 * outputs * (inputs + outputs) * pixels + outputs * time_width
+        if inputs != outputs:
+            macs += outputs * inputs * pixels
+    for i, width in enumerate(widths[:-1]):
+        macs += 9 * width * width * (size // 2 ** (i + 1)) ** 2  # stride-2 convolution
+    for i, width in enumerate(widths[::-1][:-1]):
+        macs += 9 * width * width * (size // 2 ** (len(widths) - 2 - i)) ** 2  # after upsampling
+    deepest, pixels = widths[-1], (size // 2 ** (len(widths) - 1)) ** 2
+    macs += 4 * deepest * deepest * pixels + 2 * pixels * pixels * deepest  # projections, scores and mixing
+    return max(1, math.ceil(macs / parameter_count(shapes)))
 
 
 # Training budgets (app/families/budget.py): activations one example keeps for the backward pass,
@@ -256,25 +325,36 @@ def causal_lm_activations(config: CausalLMConfig, n_features: int, n_classes: in
     return tokens * width + config.n_layer * block + 2 * tokens * LM_VOCAB
 
 
-def image_diffusion_activations(config: ImageDiffusionConfig, n_features: int, n_classes: int) -> int:
-    # Each residual block keeps about 8 maps of its width (two norms, activations, convolutions,
-    # the time projection's sum); the down path runs layers_per_block blocks per level, the up
-    # path one more, the middle two; the input, noise and prediction are 3 images.
-    size, layers = config.image_size, config.layers_per_block
-    total = 3 * config.channels * size * size
-    for level, width in enumerate(config.block_out_channels):
-        side = size // 2 ** level
-        total += 8 * width * side * side * (2 * layers + 1)
-    side = size // 2 ** (len(config.block_out_channels) - 1)
-    return total + 16 * config.block_out_channels[-1] * side * side
-
-
-def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig | ImageDiffusionConfig, rows: int) -> int:
+def epochs_over_rows(config: LogisticRegressionConfig | MLPConfig | CNNConfig, rows: int) -> int:
     return config.epochs * rows
 
 
 def causal_lm_tokens(config: CausalLMConfig, rows: int) -> int:
     return config.steps * config.batch_size * config.block_size
+
+
+def image_diffusion_activations(config: ImageDiffusionConfig, n_features: int, n_classes: int) -> int:
+    """Values one image keeps for the backward pass: per residual block its input, two
+    normalisations, two activations and two convolutions; the middle block's attention scores;
+    the noisy input, the predicted and the true noise."""
+    total = 3 * config.channels * config.image_size ** 2
+    for _name, inputs, outputs, side in _unet_resnets(config):
+        total += (3 * inputs + 4 * outputs) * side * side
+    deepest, pixels = config.block_out_channels[-1], (config.image_size // 2 ** (len(config.block_out_channels) - 1)) ** 2
+    heads = max(1, deepest // ATTENTION_HEAD_DIM)
+    return total + 2 * heads * pixels * pixels + 5 * deepest * pixels
+
+
+def image_diffusion_positions(config: ImageDiffusionConfig, rows: int) -> int:
+    """Every image once per epoch, one random timestep each, in parameter-positions."""
+    return config.epochs * rows * image_diffusion_positions_per_image(config)
+
+
+def image_score_timesteps(config: ImageDiffusionConfig) -> list[int]:
+    """The fixed timesteps at which /score-images measures each image's denoising loss (the
+    mean over them is the image's loss): eight, spread evenly over the noise schedule."""
+    count = min(SCORE_TIMESTEPS, config.num_train_timesteps)
+    return sorted({int((i + 0.5) * config.num_train_timesteps / count) for i in range(count)})
 
 
 LOGISTIC_REGRESSION = FamilySpec(
@@ -322,10 +402,10 @@ IMAGE_DIFFUSION = FamilySpec(
     name="image_diffusion",
     config_class=ImageDiffusionConfig,
     implementation="workers.engine.families.image_diffusion:ImageDiffusionFamily",
-    description="Denoising diffusion (DDPM) on a diffusers U-Net, for image datasets: sample and score images.",
+    description="DDPM image generator (a diffusers UNet2DModel and DDPMScheduler), for image datasets: sample and score.",
     parameter_shapes=image_diffusion_shapes,
     activations=image_diffusion_activations,
-    positions_seen=epochs_over_rows,
+    positions_seen=image_diffusion_positions,
     data_kind="image",
     methods=IMAGE_METHODS,
 )

@@ -15,7 +15,9 @@ from importlib.metadata import entry_points
 from app.families import builtin
 from app.families.spec import FamilyParamsError, FamilySpec
 
-__all__ = ["ENTRY_POINT_GROUP", "FamilyParamsError", "FamilySpec", "UnknownFamilyError", "families", "get_family"]
+__all__ = [
+    "ENTRY_POINT_GROUP", "FamilyParamsError", "FamilySpec", "UnknownFamilyError", "data_kind", "families", "get_family",
+]
 
 ENTRY_POINT_GROUP = "obliviate.families"
 
@@ -43,3 +45,12 @@ def get_family(name: str) -> FamilySpec:
         return families()[name]
     except KeyError:
         raise UnknownFamilyError(name) from None
+
+
+def data_kind(name: str) -> str | None:
+    """What the family trains on ("tabular", "text", "image"), or None for a family no longer
+    registered (a stored version of a removed plugin)."""
+    try:
+        return get_family(name).data_kind
+    except UnknownFamilyError:
+        return None

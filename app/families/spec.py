@@ -34,8 +34,9 @@ class FamilySpec:
     # budget's memory and compute (app/families/budget.py). None leaves that figure out.
     activations: Callable[[Any, int, int], int] | None = None
     positions_seen: Callable[[Any, int], int] | None = None
-    # What the family trains on: "tabular" (feature and label columns) or "text" (a text
-    # dataset's text column). A model's dataset must be of its family's kind.
+    # What the family trains on: "tabular" (feature and label columns), "text" (a text
+    # dataset's text column) or "image" (an image dataset's images and labels). A model's
+    # dataset must be of its family's kind.
     data_kind: str = "tabular"
     # The unlearning methods this family supports; None means every method of the tabular
     # families (app.models.schemas.TABULAR_METHODS).

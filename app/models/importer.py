@@ -113,6 +113,8 @@ def import_model(
     if session.scalar(select(Model).where(Model.client == principal.client, Model.name == meta.name)):
         raise Conflict(f"A model named '{meta.name}' already exists.")
     service.check_data_kind(spec, dataset)
+    if dataset.is_image:
+        service.check_image_fit(config, dataset)
     shape = service.network_shape(spec, config, dataset)
     check_imported_parameters(weights)
     # Unlearning retrains or fine-tunes the imported network: the training budgets apply too.

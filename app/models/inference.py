@@ -1,4 +1,4 @@
-"""Predictions (and a language model's generate and score), computed by an inference worker (workers/tasks.py, the `inference` queue).
+"""Predictions (a language model's generate and score, an image model's sample and score-images), computed by an inference worker (workers/tasks.py, the `inference` queue).
 
 The API loads no weights and no torch: it sends what the worker needs (family, params, shape, the
 sha256 digests of the weights, the rows) as a task by name and waits for the answer in a thread
@@ -19,12 +19,16 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from fastapi.concurrency import run_in_threadpool
 
 from app import queue
 from app.config import get_settings
+from app.db import get_sessionmaker
+from app.deps import run_unit_of_work
 from app.errors import Conflict, ServiceUnavailable
 from app.health import supervision
 from app.models import inference_budget as budget
+from app.models import service
 from app.routing import ClientSlots
 
 _limiters: dict[int, anyio.CapacityLimiter] = {}
@@ -35,6 +39,23 @@ def _limiter(threads: int) -> anyio.CapacityLimiter:
     if threads not in _limiters:
         _limiters[threads] = anyio.CapacityLimiter(threads)
     return _limiters[threads]
+
+
+async def load_current(principal, name: str, client: str | None, check) -> dict[str, Any]:
+    """What a worker needs to answer with the model's current version, after `check(version)`.
+
+    Read, and the session closed, in one threadpool call before the wait (no SessionDep: that
+    would close it in a later call): no transaction or lock is held while a worker computes."""
+    session = get_sessionmaker()()
+
+    def load() -> dict[str, Any]:
+        model = service.get_for(session, principal, name, client=client)
+        version = service.current_version(session, model)
+        check(version)
+        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
+                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
+
+    return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
 
 
 async def predict(client: str, loaded: dict[str, Any], rows: list[list[float]]) -> list[list[float | None]]:
@@ -55,6 +76,19 @@ async def score(client: str, loaded: dict[str, Any], texts: list[str]) -> list[d
     """Log-likelihood and token count of each text under a language model's current version."""
     budget.check(loaded, budget.score_positions(texts, int(loaded["params"]["block_size"])))
     return (await call(client, queue.SCORE, loaded, {"texts": texts}))["scores"]
+
+
+async def sample(client: str, loaded: dict[str, Any], n: int, seed: int, steps: int, label: int | None) -> list[str]:
+    """n images (base64 PNG) drawn from an image model's current version."""
+    budget.check(loaded, budget.sample_positions(loaded, n, steps))
+    extra = {"n": n, "seed": seed, "steps": steps, "label": label}
+    return (await call(client, queue.SAMPLE, loaded, extra))["images"]
+
+
+async def score_images(client: str, loaded: dict[str, Any], images: list[str], labels: list[int] | None) -> list[float | None]:
+    """Each image's denoising loss at the fixed timesteps under an image model's current version."""
+    budget.check(loaded, budget.score_image_positions(loaded, len(images)))
+    return (await call(client, queue.SCORE_IMAGES, loaded, {"images": images, "labels": labels}))["losses"]
 
 
 async def call(client: str, task: str, loaded: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The work one predict, generate or score call asks of an inference worker, estimated before it
+"""The work one predict, generate, score, sample or score-images call asks of an inference worker, estimated before it
 is sent, and its bound (OBLIVIATE_MAX_INFERENCE_FLOPS).
 
 A count of rows or texts alone does not bound a call: sixty texts of 16 KB through a language
@@ -6,7 +6,8 @@ model held a worker for 12.5 s, and calls reach the workers first come, first se
 estimate is a forward pass's usual 2 × parameters × positions: the parameters from the family's
 declared shapes (no torch), once per shard network of an ensemble, and the positions the network
 computes (rows; every token of every scoring window; the context again for each generated token,
-since generation keeps no cache).
+since generation keeps no cache; for an image model, each image once per denoising step or
+scored timestep, in the parameter-positions of one pass of its U-Net).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from app.config import get_settings
 from app.errors import Unprocessable
+from app.families.builtin import image_diffusion_positions_per_image, image_score_timesteps
 from app.families.registry import get_family
 
 
@@ -50,6 +52,24 @@ def generate_positions(prompt: str, max_new_tokens: int, block_size: int) -> int
     """Positions of a generation: each new token runs the network over its context again."""
     context = 1 + len(prompt.encode("utf-8"))  # begin-of-text and the prompt's bytes
     return sum(min(context + step, block_size) for step in range(max_new_tokens))
+
+
+def sample_positions(loaded: dict[str, Any], n: int, steps: int) -> int:
+    """Positions of drawing n images in `steps` denoising steps each. Each image comes from one
+    network (a SISA model draws each from one shard), so the count is per network: divide by
+    the shards that `parameters` multiplies by."""
+    per_image = _image_positions(loaded)
+    return math.ceil(n * steps * per_image / max(1, len(loaded["weights"])))
+
+
+def score_image_positions(loaded: dict[str, Any], images: int) -> int:
+    """Positions of scoring images at the fixed timesteps, through every network."""
+    config = get_family(loaded["family"]).parse_params(loaded["params"])
+    return images * len(image_score_timesteps(config)) * _image_positions(loaded)
+
+
+def _image_positions(loaded: dict[str, Any]) -> int:
+    return image_diffusion_positions_per_image(get_family(loaded["family"]).parse_params(loaded["params"]))
 
 
 def check(loaded: dict[str, Any], positions: int) -> None:

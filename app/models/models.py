@@ -62,6 +62,9 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the weights were destroyed because they still held an erased subject.
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An image model's grid of samples (a PNG artifact) shown on the dashboard; destroyed with
+    # the weights.
+    sample_grid_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ModelReference(Base):

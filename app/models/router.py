@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -14,11 +16,11 @@ from pydantic import ValidationError
 
 from app.artifacts.store import get_store
 from app.audit import downloads
+from app.datasets import images
 from app.config import get_settings
-from app.db import get_sessionmaker
-from app.deps import SessionDep, run_unit_of_work, scoped
+from app.deps import SessionDep, scoped
 from app.errors import Gone, PayloadTooLarge, Unprocessable, sanitised_validation_errors
-from app.families.registry import UnknownFamilyError, get_family
+from app.families.registry import data_kind
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.jobs.schemas import JobOut
@@ -34,7 +36,11 @@ from app.models.schemas import (
     PredictBody,
     PredictOut,
     RehearsalOut,
+    SampleBody,
+    SampleOut,
     ScoreBody,
+    ScoreImagesBody,
+    ScoreImagesOut,
     ScoreOut,
 )
 from app.openapi import problem_responses
@@ -203,12 +209,14 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
     def check(version) -> None:
         if _is_language_model(version.family):
             raise Unprocessable("This model is a language model: use its generate and score endpoints.")
+        if _is_image_model(version.family):
+            raise Unprocessable("This model is an image model: use its sample and score-images endpoints.")
         width = version.shape["n_features"]
         bad = next((i for i, row in enumerate(body.rows) if len(row) != width), None)
         if bad is not None:
             raise Unprocessable(f"Row {bad} has {len(body.rows[bad])} values; the model expects {width}.")
 
-    loaded = await _load_current(principal, name, client, check)
+    loaded = await inference.load_current(principal, name, client, check)
     probabilities = await inference.predict(principal.client, loaded, body.rows)
     # Finite inputs can still overflow a network (float32 inside): say so instead of sending NaN.
     bad = next((i for i, row in enumerate(probabilities) if not all(p is not None and math.isfinite(p) for p in row)), None)
@@ -217,28 +225,17 @@ async def predict(name: ModelName, body: PredictBody, principal: Reader, client:
     return PredictOut(model=loaded["model"], version=loaded["version"], probabilities=probabilities)
 
 
-async def _load_current(principal, name: str, client: str | None, check) -> dict[str, Any]:
-    """What a worker needs to answer with the model's current version, after `check(version)`.
-
-    Read, and the session closed, in one threadpool call before the wait (no SessionDep: that
-    would close it in a later call): no transaction or lock is held while a worker computes."""
-    session = get_sessionmaker()()
-
-    def load() -> dict[str, Any]:
-        model = service.get_for(session, principal, name, client=client)
-        version = service.current_version(session, model)
-        check(version)
-        return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
-                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
-
-    return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
-
-
 def _is_language_model(family: str) -> bool:
-    try:
-        return get_family(family).data_kind == "text"
-    except UnknownFamilyError:
-        return False
+    return data_kind(family) == "text"
+
+
+def _is_image_model(family: str) -> bool:
+    return data_kind(family) == "image"
+
+
+def _image_model_only(version) -> None:
+    if not _is_image_model(version.family):
+        raise Unprocessable("Only image models (family image_diffusion) sample and score images.")
 
 
 def _language_model_only(version) -> None:
@@ -262,7 +259,7 @@ async def generate(name: ModelName, body: GenerateBody, principal: Reader, clien
         raise PayloadTooLarge(f"The prompt has {size} bytes; at most {settings.max_prompt_bytes} (OBLIVIATE_MAX_PROMPT_BYTES).")
     if body.max_new_tokens > settings.max_new_tokens:
         raise Unprocessable(f"max_new_tokens is at most {settings.max_new_tokens} (OBLIVIATE_MAX_NEW_TOKENS).")
-    loaded = await _load_current(principal, name, client, _language_model_only)
+    loaded = await inference.load_current(principal, name, client, _language_model_only)
     text = await inference.generate(principal.client, loaded, body.prompt, body.max_new_tokens, body.temperature, body.seed)
     return GenerateOut(model=loaded["model"], version=loaded["version"], text=text)
 
@@ -282,6 +279,100 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
     big = next((i for i, text in enumerate(body.texts) if len(text.encode("utf-8")) > settings.max_prompt_bytes), None)
     if big is not None:
         raise PayloadTooLarge(f"Text {big} is longer than {settings.max_prompt_bytes} bytes (OBLIVIATE_MAX_PROMPT_BYTES).")
-    loaded = await _load_current(principal, name, client, _language_model_only)
+    loaded = await inference.load_current(principal, name, client, _language_model_only)
     scores = await inference.score(principal.client, loaded, body.texts)
     return ScoreOut(model=loaded["model"], version=loaded["version"], scores=scores)
+
+
+@router.post(
+    "/{name}/sample", response_model=SampleOut, operation_id="sample_images",
+    summary="Draw images from an image model's current version",
+    # 422: n over OBLIVIATE_MAX_SAMPLES, steps or label out of the model's range, over
+    # OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model; 409, 429 and 503 as for predict.
+    responses=problem_responses(409, 429, 503),
+)
+@reads_only
+async def sample(name: ModelName, body: SampleBody, principal: Reader, client: ClientName = None) -> Any:
+    """`n` images drawn by DDPM sampling under `seed` (same seed, same images), in `steps`
+    denoising steps; a SISA model draws each image from one shard chosen uniformly."""
+    limit = get_settings().max_samples
+    if body.n > limit:
+        raise Unprocessable(f"n is at most {limit} (OBLIVIATE_MAX_SAMPLES).")
+    chosen: dict[str, int] = {}
+
+    def check(version) -> None:
+        _image_model_only(version)
+        steps = body.steps if body.steps is not None else int(version.params["sample_steps"])
+        if steps > int(version.params["num_train_timesteps"]):
+            raise Unprocessable(f"steps is at most the model's num_train_timesteps ({version.params['num_train_timesteps']}).")
+        _check_labels(version, [] if body.label is None else [body.label], required=False)
+        chosen["steps"] = steps
+
+    loaded = await inference.load_current(principal, name, client, check)
+    images = await inference.sample(principal.client, loaded, body.n, body.seed, chosen["steps"], body.label)
+    return SampleOut(model=loaded["model"], version=loaded["version"], images=images)
+
+
+@router.post(
+    "/{name}/score-images", response_model=ScoreImagesOut, operation_id="score_images",
+    summary="Denoising loss of images under an image model's current version",
+    # 422: more than OBLIVIATE_MAX_SAMPLES images, one that is not a PNG or JPEG of the model's size,
+    # labels missing or out of range, over OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model;
+    # 409, 429 and 503 as for predict.
+    responses=problem_responses(409, 429, 503),
+)
+@reads_only
+async def score_images(name: ModelName, body: ScoreImagesBody, principal: Reader, client: ClientName = None) -> Any:
+    """Each image's denoising loss at fixed timesteps: how well the model predicts the noise added
+    to it. Works a model trained on score lower than others; the membership signal for
+    diffusion models. A conditional model needs each image's label."""
+    settings = get_settings()
+    if len(body.images) > settings.max_samples:
+        raise Unprocessable(f"At most {settings.max_samples} images per call (OBLIVIATE_MAX_SAMPLES).")
+    if body.labels is not None and len(body.labels) != len(body.images):
+        raise Unprocessable("labels has one class per image: give as many labels as images.")
+    sizes: dict[str, list[int]] = {}
+
+    def check(version) -> None:
+        _image_model_only(version)
+        _check_labels(version, body.labels or [], required=True, count=len(body.images))
+        params = version.params
+        sizes["expected"] = [int(params["image_size"]), int(params["image_size"]), int(params["channels"])]
+
+    loaded = await inference.load_current(principal, name, client, check)
+    images = await run_in_threadpool(_clean_images, body.images, sizes["expected"], settings.max_image_pixels)
+    losses = await inference.score_images(principal.client, loaded, images, body.labels)
+    return ScoreImagesOut(model=loaded["model"], version=loaded["version"], losses=losses)
+
+
+def _check_labels(version, labels: list[int], *, required: bool, count: int = 0) -> None:
+    """Labels are class indices of a conditional model; an unconditional model takes none."""
+    conditional = bool(version.params.get("conditional"))
+    if not conditional:
+        if labels:
+            raise Unprocessable("This model is not conditional: it takes no labels.")
+        return
+    if required and len(labels) != count:
+        raise Unprocessable("This model is conditional: give labels, one class per image.")
+    classes = int(version.shape["n_classes"])
+    bad = next((i for i, label in enumerate(labels) if label >= classes), None)
+    if bad is not None:
+        raise Unprocessable(f"Label {bad} is not a class of this model (0 to {classes - 1}).")
+
+
+def _clean_images(encoded: list[str], expected: list[int], max_pixels: int) -> list[str]:
+    """The images decoded, checked against the model's size and re-encoded as plain PNG (base64),
+    as uploads are: the worker receives only pixels."""
+    cleaned = []
+    for index, text in enumerate(encoded):
+        where = f"Image {index} (counting from 0)"
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise Unprocessable(f"{where} is not base64.") from None
+        png, size = images.reencode(data, where, max_pixels)
+        if size != expected:
+            raise Unprocessable(f"{where} is {size[0]}×{size[1]} with {size[2]} channel(s); this model takes "
+                                f"{expected[0]}×{expected[1]} with {expected[2]}.")
+        cleaned.append(base64.b64encode(png).decode("ascii"))
+    return cleaned

@@ -10,7 +10,8 @@ from app.schemas import StrictModel, example
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TABULAR_METHODS = ("retrain", "sisa", "finetune", "neggrad_plus", "scrub", "salun", "certified_newton")
-# gradient_difference and npo are for language models (causal_lm) only.
+# gradient_difference and npo are for language models (causal_lm), gradient_difference and salun
+# also for image models (image_diffusion: their diffusion variants).
 METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 
 
@@ -162,6 +163,47 @@ class ScoreOut(BaseModel):
     model: str
     version: int
     scores: list[TextScore]
+
+
+class SampleBody(StrictModel):
+    model_config = example({"n": 8, "seed": 0, "steps": 50, "label": None})
+
+    n: int = Field(default=8, ge=1, le=2**31 - 1, description="Images to draw; at most OBLIVIATE_MAX_SAMPLES (422).")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the sampling; same seed, same images.")
+    steps: int | None = Field(
+        default=None, ge=1, le=2**31 - 1,
+        description="Denoising steps, at most the model's num_train_timesteps (422); default its sample_steps.",
+    )
+    label: int | None = Field(
+        default=None, ge=0, le=2**31 - 1,
+        description="A conditional model's class: the index in its dataset's classes. None draws labels under the seed.",
+    )
+
+
+class SampleOut(BaseModel):
+    model: str
+    version: int
+    images: list[str] = Field(description="Base64 PNG images of the model's size and channels.")
+
+
+class ScoreImagesBody(StrictModel):
+    model_config = example({"images": ["iVBORw0KGgo..."], "labels": None})
+
+    images: list[Annotated[str, Field(max_length=16 * 1024 * 1024)]] = Field(
+        min_length=1, description="Base64 PNG or JPEG images of the model's size; at most OBLIVIATE_MAX_SAMPLES (422).",
+    )
+    labels: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        default=None, description="A conditional model's class of each image (index in its dataset's classes); required there.",
+    )
+
+
+class ScoreImagesOut(BaseModel):
+    model: str
+    version: int
+    losses: list[float | None] = Field(
+        description="Each image's denoising loss: the mean squared error of the predicted noise at fixed timesteps. "
+        "Low is what the model fits well, the membership signal of a diffusion model.",
+    )
 
 
 class ImportMetadata(StrictModel):

@@ -64,14 +64,31 @@ def validate_family(family: str, params: dict | None, method: str | None):
 
 
 def check_data_kind(spec, dataset: Dataset) -> None:
-    """A text family trains on a text dataset, a tabular family on a tabular one."""
-    kind = "text" if dataset.is_text else "tabular"
+    """A text family trains on a text dataset, an image family on an image one, a tabular family
+    on a tabular one."""
+    kind = dataset.kind
     if spec.data_kind != kind:
         raise Unprocessable(f"The {spec.name} family trains on {spec.data_kind} datasets; this dataset is {kind}.")
 
 
+def check_image_fit(config, dataset: Dataset) -> None:
+    """An image family's network is built for one image size: the dataset's."""
+    height, width, channels = dataset.image_size
+    if (config.image_size, config.image_size, config.channels) != (height, width, channels):
+        raise Unprocessable(
+            f"The model's image_size {config.image_size} and channels {config.channels} do not fit the dataset's "
+            f"images ({height}×{width}, {channels} channel(s)); set them to the dataset's."
+        )
+    if config.conditional and not dataset.classes:
+        raise Unprocessable("A conditional image model needs a dataset with a label column.")
+
+
 def network_shape(spec, config, dataset: Dataset) -> dict[str, int]:
     """The shape stored with a model version (workers.engine.families.base.Shape)."""
+    if dataset.is_image:
+        height, width, channels = dataset.image_size
+        # Unconditional models of unlabelled images still get one class (every stored label is 0).
+        return {"n_features": height * width * channels, "n_classes": max(len(dataset.classes), 1)}
     if dataset.is_text:
         from app.families.builtin import LM_VOCAB
 
@@ -141,6 +158,8 @@ def create(session: Session, principal: Principal, body: ModelCreate) -> tuple[M
                 f"image_shape {config.image_shape} needs {channels * height * width} feature columns; "
                 f"the dataset has {len(dataset.feature_columns)}."
             )
+    if dataset.is_image:
+        check_image_fit(config, dataset)
     check_budget(spec, config, network_shape(spec, config, dataset), version.rows)
     check_job_quota(session, principal)
     model = Model(
@@ -275,8 +294,11 @@ def promoted_by(session: Session, model_id: uuid.UUID, job_id: uuid.UUID) -> boo
 
 
 def version_artifacts(version: ModelVersion) -> set[str]:
-    """Every stored hash a model version references: its manifest, weights and checkpoints."""
+    """Every stored hash a model version references: its manifest, weights and checkpoints, and
+    an image model's sample grid (destroyed with the weights)."""
     shas = {version.manifest_sha256}
+    if version.sample_grid_sha256:
+        shas.add(version.sample_grid_sha256)
     for shard in version.shards:
         shas.add(shard["weights"])
         shas.update(shard.get("checkpoints") or [])
@@ -295,7 +317,8 @@ def live_references(session: Session, shas: Sequence[str]) -> set[str]:
         chunk = wanted[start:start + REFERENCE_CHUNK]
         for version in session.scalars(select(ModelVersion).where(
                 ModelVersion.destroyed_at.is_(None),
-                or_(ModelVersion.manifest_sha256.in_(chunk), *[shards_text.contains(sha) for sha in chunk]))):
+                or_(ModelVersion.manifest_sha256.in_(chunk), ModelVersion.sample_grid_sha256.in_(chunk),
+                    *[shards_text.contains(sha) for sha in chunk]))):
             found |= version_artifacts(version) & set(wanted)
         # Reference models of the per-record audit hold weights too (app/models/reference_pool.py).
         found.update(session.scalars(select(ModelReference.weights_sha256).where(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.families.budget import estimate, parameter_count
+from app.families.budget import parameter_count
 from app.families.registry import FamilyParamsError, get_family
 from tests.images.data import TINY, blobs
 from workers.engine import training
@@ -42,7 +42,7 @@ def train(images, seed: int = 1, **params):
 
 
 @pytest.mark.parametrize("params", [{}, {"conditional": True}, {"block_out_channels": [8, 16, 16], "layers_per_block": 2},
-                                    {"channels": 3, "block_out_channels": [12]}])
+                                    {"channels": 3, "block_out_channels": [16]}])
 def test_declared_shapes_are_the_networks(params):
     spec, family, config = family_and_config(**params)
     assert isinstance(family, ModelFamily) and spec.data_kind == "image"
@@ -50,8 +50,6 @@ def test_declared_shapes_are_the_networks(params):
     declared = spec.parameter_shapes(config, 0, 5)
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == declared
     assert parameter_count(declared) == sum(p.numel() for p in network.parameters())
-    footprint = estimate(spec, config, 64, 5, rows=100)
-    assert footprint.flops == 6 * parameter_count(declared) * config.epochs * 100
 
 
 def test_params_are_checked():

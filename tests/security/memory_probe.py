@@ -22,6 +22,7 @@ import json, resource, sys
 from app.datasets.formats import UploadSpec, read_checked_table
 from app.datasets.limits import UploadLimits
 from app.datasets.text import TextUploadSpec, read_text_table
+from app.datasets.images import ImageUploadSpec, read_image_upload
 from app.errors import ProblemError
 
 kind, path = sys.argv[1], sys.argv[2]
@@ -29,10 +30,13 @@ limits = UploadLimits.from_settings()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     if kind == "text":
-        table = read_text_table(path, TextUploadSpec("user_id", "user_id", "text"), limits)
+        rows = read_text_table(path, TextUploadSpec("user_id", "user_id", "text"), limits).num_rows
+    elif kind == "image":
+        rows = len(read_image_upload(path, ImageUploadSpec("creator", "creator", "file"), secret=b"k" * 32,
+                                     limits=limits).images)
     else:
-        table, _ = read_checked_table(path, UploadSpec("user_id", "user_id", "label"), limits)
-    outcome = {"rows": table.num_rows}
+        rows = read_checked_table(path, UploadSpec("user_id", "user_id", "label"), limits)[0].num_rows
+    outcome = {"rows": rows}
 except ProblemError as exc:
     outcome = {"status": exc.status, "detail": exc.detail}
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -41,7 +45,7 @@ print(json.dumps({**outcome, "peak_growth_bytes": (after - before) * 1024}))
 
 
 def peak_of_reading(kind: str, path: Path, env: dict[str, str] | None = None, timeout: float = 300) -> dict:
-    """Read the file as a text ("text") or tabular ("tabular") upload in a fresh process; answers
+    """Read the file as a text ("text"), tabular ("tabular") or image zip ("image") upload in a fresh process; answers
     its outcome (rows, or the problem's status and detail) and the growth of its peak memory."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     done = subprocess.run([sys.executable, "-c", _SCRIPT, kind, str(path)], cwd=ROOT, env=environment,
@@ -71,3 +75,25 @@ def dictionary_bomb(path, *, row_groups: int, rows_per_group: int, value_bytes: 
                 "user_id": pa.array([f"u{group}"] * rows_per_group), "label": pa.array([0] * rows_per_group),
                 ("text" if text else "feature"): pa.array([value] * rows_per_group),
             }, schema=schema))
+
+
+def image_zip(path, images: dict[str, bytes], *, stored: bool = False) -> None:
+    """A zip of the images (name → bytes) and a manifest naming each, one creator per image."""
+    import zipfile
+
+    manifest = "file,creator\n" + "".join(f"{name},artist{i}\n" for i, name in enumerate(images))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.csv", manifest)
+        for name, data in images.items():
+            archive.writestr(name, data)
+
+
+def black_png(side: int) -> bytes:
+    """A real PNG of side × side black pixels: a few hundred KB that decode to side² bytes."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (side, side)).save(out, format="PNG", optimize=True)
+    return out.getvalue()

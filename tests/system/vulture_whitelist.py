@@ -101,3 +101,9 @@ _.loss_per_example
 # The job runner loads each kind's failure hook by "module:attribute" (app/jobs/service.py ON_FAILED).
 fail_requests
 fail_run
+
+# Pillow's own decompression-bomb limit, set to OBLIVIATE_MAX_IMAGE_PIXELS (app/datasets/images.py).
+_.MAX_IMAGE_PIXELS
+# The image family's U-Net arguments: the worker builds diffusers' UNet2DModel from them
+# (workers.engine.families.image_diffusion), and the API counts its shapes from the same.
+unet_kwargs

@@ -34,12 +34,11 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from app.families.builtin import group_norm_groups
+from app.families.builtin import image_score_timesteps, unet_kwargs
 from workers.engine.families.base import Shape
 from workers.engine.training import derive_seed, network_device
 
-# Timesteps and noise draws of the fixed-timestep denoising loss (`loss_per_example`).
-SCORE_DRAWS = 8
+# The noise of the fixed-timestep denoising loss (`loss_per_example`).
 SCORE_SEED = 20230130  # Carlini et al., "Extracting Training Data from Diffusion Models"
 SAMPLE_BATCH = 256
 
@@ -75,13 +74,11 @@ def random_noise_and_timesteps(config: Any, n: int, generator: torch.Generator,
 
 
 def fixed_noise(config: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scoring draws: SCORE_DRAWS noise images and timesteps spread over the schedule's first
-    half (later ones are nearly pure noise and tell members from non-members apart no better)."""
+    """The scoring draws: one noise image per fixed timestep (`image_score_timesteps`, spread
+    evenly over the schedule), the same for every image and every network."""
+    timesteps = torch.tensor(image_score_timesteps(config), dtype=torch.int64)
     generator = torch.Generator().manual_seed(SCORE_SEED)
-    noise = torch.randn((SCORE_DRAWS, *image_shape(config)), generator=generator)
-    steps = config.num_train_timesteps
-    timesteps = torch.tensor([int(steps * (k + 0.5) / (2 * SCORE_DRAWS)) for k in range(SCORE_DRAWS)])
-    return noise, timesteps
+    return torch.randn((len(timesteps), *image_shape(config)), generator=generator), timesteps
 
 
 def fixed_timestep_losses(network: nn.Module, config: Any, features: torch.Tensor,
@@ -92,11 +89,11 @@ def fixed_timestep_losses(network: nn.Module, config: Any, features: torch.Tenso
     labels = labels.to(device)
     noise, timesteps = fixed_noise(config)
     total = torch.zeros(images.shape[0], device=device)
-    for k in range(SCORE_DRAWS):
+    for k in range(len(timesteps)):
         n = images.shape[0]
         total = total + denoising_losses(network, config, images, labels, timesteps[k].repeat(n).to(device),
                                          noise[k].to(device).expand(n, -1, -1, -1))
-    return total / SCORE_DRAWS
+    return total / len(timesteps)
 
 
 # Pixels and PNG.
@@ -159,6 +156,9 @@ def sample(networks: Sequence[nn.Module], config: Any, n: int, *, seed: int, ste
     generator = torch.Generator().manual_seed(derive_seed(seed, "sample"))
     start = torch.randn((n, *image_shape(config)), generator=generator)
     chosen = torch.randint(0, len(networks), (n,), generator=generator)
+    # A conditional model asked for no label draws each image's label under the seed.
+    labels = (torch.full((n,), int(label), dtype=torch.int64) if label is not None
+              else torch.randint(0, class_count(networks[0]), (n,), generator=generator))
     out = torch.empty_like(start)
     for index, network in enumerate(networks):
         mine = torch.nonzero(chosen == index).flatten()
@@ -169,21 +169,19 @@ def sample(networks: Sequence[nn.Module], config: Any, n: int, *, seed: int, ste
         step_generator = torch.Generator().manual_seed(derive_seed(seed, "sample-steps", index))
         for begin in range(0, len(mine), SAMPLE_BATCH):
             part = mine[begin:begin + SAMPLE_BATCH]
-            out[part] = _denoise(network, config, start[part], step_generator, steps, label).cpu()
+            out[part] = _denoise(network, config, start[part], step_generator, steps, labels[part]).cpu()
     return out
 
 
 def _denoise(network: nn.Module, config: Any, noise: torch.Tensor, generator: torch.Generator, steps: int | None,
-             label: int | None) -> torch.Tensor:
+             labels: torch.Tensor) -> torch.Tensor:
     device = network_device(network)
     schedule = scheduler(config)
     schedule.set_timesteps(min(steps or config.sample_steps, config.num_train_timesteps))
     images = noise.to(device)
-    labels = None
-    if config.conditional:
-        labels = torch.full((images.shape[0],), int(label or 0), dtype=torch.int64, device=device)
+    class_labels = labels.to(device) if config.conditional else None
     for t in schedule.timesteps:
-        predicted = network(images, t.to(device), class_labels=labels).sample
+        predicted = network(images, t.to(device), class_labels=class_labels).sample
         # A CPU generator: diffusers draws the step's noise on the CPU and moves it, so a seed
         # gives the same images on any device.
         images = schedule.step(predicted, int(t), images, generator=generator).prev_sample
@@ -199,14 +197,7 @@ class ImageDiffusion:
         return Shape(n_features=channels * height * width, n_classes=max(n_classes, 2))
 
     def build_network(self, config: Any, shape: Shape) -> nn.Module:
-        levels = len(config.block_out_channels)
-        network = UNet2DModel(
-            sample_size=config.image_size, in_channels=config.channels, out_channels=config.channels,
-            block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
-            down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
-            norm_num_groups=group_norm_groups(config), add_attention=False,
-            num_class_embeds=shape.n_classes if config.conditional else None,
-        )
+        network = UNet2DModel(**unet_kwargs(config, shape.n_classes))
         # Scoring needs the schedule and the image shape, and the family protocol passes only the
         # network: the config travels with it (a plain attribute, not a weight).
         network.obliviate_config = config
