@@ -16,7 +16,7 @@ import torch
 from tests.images.data import blobs, marked
 
 PARAMS = {"image_size": 8, "channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
-          "num_train_timesteps": 20, "epochs": 12, "batch_size": 32, "learning_rate": 3e-3, "sample_steps": 8}
+          "num_train_timesteps": 20, "epochs": 8, "batch_size": 32, "learning_rate": 3e-3, "sample_steps": 4}
 SEED = 5
 HOLDOUT = 0.3
 
