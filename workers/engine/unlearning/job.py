@@ -97,7 +97,7 @@ def verified(ctx: Context, outcome: CandidateVersion, control: JsonObject | None
     figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
     if outcome.method in EXACT:
         return outcome, figures, []
-    failed = verification.check_outcome(outcome, figures, control, ctx.spec.data_kind)
+    failed = verification.check_outcome(outcome, figures, control)
     flagged = repair.repairable(stored_checks(figures.verdicts)) if failed and no_op.testable(control) else []
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64)) if flagged else None
     if fixed is None:
@@ -115,7 +115,7 @@ def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.in
     the outcome's weights; None where there are no per-record targets (no references, a SISA
     model, no unseen records, a language model) or the method's result may not be repaired (the
     certified one)."""
-    if ctx.spec.data_kind != "tabular" or not base.get_method(outcome.method).repairable or len(outcome.shards) != 1:
+    if not base.get_method(outcome.method).repairable or len(outcome.shards) != 1 or ctx.spec.data_kind != "tabular":
         return None
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(flagged))

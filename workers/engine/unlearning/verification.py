@@ -382,8 +382,7 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
-def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None,
-                  data_kind: str = "tabular") -> list[str]:
+def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:
     """Why a result is not verified (empty = verified): every check that blocks its verdict (a
     forgetting check that did not pass, an inconclusive one included; a utility check that
     failed), for every family. An approximate result is judged against the no-op `control` as
@@ -391,5 +390,4 @@ def check_outcome(outcome: CandidateVersion, figures: Verification, control: Map
     whatever the method itself says blocks it (an exhausted certified-removal budget)."""
     if outcome.method in EXACT:
         return no_op.verdict_reasons(figures.verdicts)
-    method = base.get_method(outcome.method, data_kind)
-    return no_op.blocking(control, figures.verdicts) + method.blocking_reasons(outcome.state)
+    return no_op.blocking(control, figures.verdicts) + base.get_method(outcome.method).blocking_reasons(outcome.state)
