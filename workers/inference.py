@@ -3,6 +3,7 @@ small in-process cache of networks."""
 
 from __future__ import annotations
 
+import base64
 import math
 import threading
 from collections import OrderedDict
@@ -88,3 +89,42 @@ def answer_score(family_name: str, params: dict, shape: dict, weight_hashes: lis
     # network that overflowed; JSON has no -inf, so such a score is None.
     return {"scores": [{**s, "log_likelihood": s["log_likelihood"] if math.isfinite(s["log_likelihood"]) else None}
                        for s in scores]}
+
+
+def answer_sample(family_name: str, params: dict, shape: dict, weight_hashes: list[str], n: int, seed: int,
+                  steps: int | None, label: int | None) -> dict:
+    """{"images": [base64 PNG]}: `n` images of an image model (one network, or SISA shards each
+    drawing its share), `steps` denoising steps (None: the model's sample_steps)."""
+    from workers.engine.families.image_diffusion import sample_pngs
+
+    misfit = _misfit(family_name, params, shape, weight_hashes)
+    if misfit:
+        return misfit
+    _family, networks = networks_for(family_name, params, shape, weight_hashes)
+    config = get_family(family_name).parse_params(params)
+    if label is not None and not 0 <= label < int(shape["n_classes"]):
+        return {"error": f"label must be between 0 and {int(shape['n_classes']) - 1}"}
+    pngs = sample_pngs(networks, config, n, seed=seed, steps=steps, label=label)
+    return {"images": [base64.b64encode(png).decode("ascii") for png in pngs]}
+
+
+def answer_score_images(family_name: str, params: dict, shape: dict, weight_hashes: list[str], images: list[str],
+                        labels: list[int] | None) -> dict:
+    """{"losses": [...]}: each image's denoising loss at fixed timesteps (lower: the model denoises
+    it better, the membership signal of diffusion models), or {"error": why} for weights that do
+    not fit or images that are not PNG/JPEG of the model's size."""
+    from workers.engine.families.image_diffusion import score_pngs
+
+    misfit = _misfit(family_name, params, shape, weight_hashes)
+    if misfit:
+        return misfit
+    _family, networks = networks_for(family_name, params, shape, weight_hashes)
+    config = get_family(family_name).parse_params(params)
+    if labels is not None and (len(labels) != len(images) or any(not 0 <= v < int(shape["n_classes"]) for v in labels)):
+        return {"error": "labels must give one valid label per image"}
+    try:
+        decoded = [base64.b64decode(image, validate=True) for image in images]
+        losses = score_pngs(networks, config, decoded, labels)
+    except (ValueError, OSError) as exc:  # binascii.Error is a ValueError, PIL's UnidentifiedImageError an OSError
+        return {"error": f"an image could not be scored ({type(exc).__name__})"}
+    return {"losses": [loss if math.isfinite(loss) else None for loss in losses]}

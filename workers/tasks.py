@@ -83,3 +83,22 @@ def score(family: str, params: dict, shape: dict, weights: list[str], texts: lis
     from workers import inference
 
     return inference.answer_score(family, params, shape, weights, texts)
+
+
+@celery_app.task(name=queue.SAMPLE, ignore_result=False)
+def sample(family: str, params: dict, shape: dict, weights: list[str], n: int, seed: int, steps: int | None,
+           label: int | None) -> dict:
+    """{"images": [base64 PNG]} drawn from an image model's weights, or the reason they cannot sample."""
+    from workers import inference
+
+    return inference.answer_sample(family, params, shape, weights, n, seed, steps, label)
+
+
+@celery_app.task(name=queue.SCORE_IMAGES, ignore_result=False)
+def score_images(family: str, params: dict, shape: dict, weights: list[str], images: list[str],
+                 labels: list[int] | None) -> dict:
+    """{"losses": [...]}: each base64 PNG's denoising loss at fixed timesteps, or the reason the
+    weights or the images cannot be scored."""
+    from workers import inference
+
+    return inference.answer_score_images(family, params, shape, weights, images, labels)

@@ -110,7 +110,7 @@ class ImageDiffusionConfig:
         Field(min_length=1, max_length=5),
     ] = Field(default_factory=lambda: [32, 64])
     layers_per_block: Annotated[int, Field(ge=1, le=4)] = 1
-    # Steps of the forward noising process (DDPMScheduler, linear β schedule).
+    # Steps of the forward noising process (DDPMScheduler, cosine schedule).
     num_train_timesteps: Annotated[int, Field(ge=2, le=4000)] = 100
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 64

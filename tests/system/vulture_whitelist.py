@@ -59,6 +59,8 @@ SalUn
 CertifiedNewton
 GradientDifference
 NPO
+DiffusionSalUn
+DiffusionGradientDifference
 create_app
 __getattr__
 

@@ -74,8 +74,31 @@ def load_text_records(version_sha: str, block_size: int) -> TextRecords:
 def records_and_shape(family: ModelFamily, config: object, dataset_sha: str, features: Sequence[str], classes: int,
                       text: bool) -> tuple[Records, Shape]:
     """A dataset version's records in memory, and the shape of the networks trained on them:
-    text datasets for a text family (causal_lm: windows of config.block_size), else tabular."""
+    text datasets for a text family (causal_lm: windows of config.block_size), image datasets for
+    an image family (image_diffusion: pixels), else tabular."""
+    if getattr(family, "data_kind", None) == "image":
+        return load_image_records(dataset_sha, config), family.shape(config, classes)  # type: ignore[attr-defined]
     if text:
         return load_text_records(dataset_sha, config.block_size), family.shape(config)  # type: ignore[attr-defined]
     records = load_records(dataset_sha, features)
     return records, Shape(n_features=records.features.shape[1], n_classes=max(classes, 2))
+
+
+def load_image_records(version_sha: str, config: object) -> Records:
+    """An image dataset version in memory: each record's PNG decoded to pixels in [-1, 1], channel
+    first and flattened (workers/engine/families/image_diffusion.py), its label the dataset's."""
+    from workers.engine.families.image_diffusion import decode_png, pixels_to_features
+
+    table = read_version_table(get_store(), version_sha)
+    order = np.argsort(table.column("record_id").to_numpy(), kind="stable")
+    column = table.column("image").to_pylist()
+    pixels = [decode_png(column[i], config) for i in order.tolist()]
+    size = int(config.image_size)  # type: ignore[attr-defined]
+    channels = int(config.channels)  # type: ignore[attr-defined]
+    features = (pixels_to_features(np.stack(pixels)) if pixels
+                else np.zeros((0, channels * size * size), dtype=np.float32))
+    return Records(
+        record_ids=table.column("record_id").to_numpy()[order].astype(np.int64),
+        subject_keys=np.asarray(table.column("subject_key").to_pylist(), dtype=object)[order],
+        features=features, labels=table.column("label").to_numpy()[order].astype(np.int64),
+    )

@@ -205,13 +205,22 @@ _IMPLEMENTATIONS = {
     "gradient_difference": "workers.engine.unlearning.gradient_difference:GradientDifference",
     "npo": "workers.engine.unlearning.npo:NPO",
 }
+# Methods whose objective differs by the family's data kind, under the same names: the image
+# diffusion variants (workers/engine/unlearning/diffusion.py).
+_VARIANTS = {
+    "image": {
+        "salun": "workers.engine.unlearning.diffusion:DiffusionSalUn",
+        "gradient_difference": "workers.engine.unlearning.diffusion:DiffusionGradientDifference",
+    },
+}
 
 
-@lru_cache(maxsize=1)
-def _load_methods() -> dict[str, Method]:
+@lru_cache(maxsize=4)
+def _load_methods(data_kind: str = "tabular") -> dict[str, Method]:
     # Imported on first use: the method modules import this one.
     methods: dict[str, Method] = {}
-    for name, path in _IMPLEMENTATIONS.items():
+    paths = _VARIANTS[data_kind] if data_kind in _VARIANTS else _IMPLEMENTATIONS
+    for name, path in paths.items():
         module_name, _, attr = path.partition(":")
         method = getattr(importlib.import_module(module_name), attr)()
         if method.name != name:
@@ -226,22 +235,24 @@ def __getattr__(attr: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, data_kind: str = "tabular") -> Method:
+    """The method called `name`; for a family whose data kind has variants of its own (images),
+    that kind's variant, and only those."""
     if name in EXACT_METHODS:
         raise UnknownMethodError(
             f"{name!r} is an exact method; the job runner retrains for it, there is nothing "
             f"to run on an existing network"
         )
-    methods = _load_methods()
+    methods = _load_methods(data_kind)
     if name not in methods:
         known = ", ".join(sorted(methods) + sorted(EXACT_METHODS))
         raise UnknownMethodError(f"unknown unlearning method {name!r}; known methods: {known}")
     return methods[name]
 
 
-def parse_method_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+def parse_method_config(name: str, overrides: dict[str, Any] | None = None, data_kind: str = "tabular") -> Any:
     """The method's config with `overrides` applied; unknown or invalid settings raise."""
-    config_class = get_method(name).config_class
+    config_class = get_method(name, data_kind).config_class
     overrides = dict(overrides or {})
     allowed = [f.name for f in fields(config_class)]
     unknown = sorted(set(overrides) - set(allowed))

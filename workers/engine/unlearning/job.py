@@ -115,7 +115,7 @@ def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.in
     the outcome's weights; None where there are no per-record targets (no references, a SISA
     model, no unseen records, a language model) or the method's result may not be repaired (the
     certified one)."""
-    if not base.get_method(outcome.method).repairable or len(outcome.shards) != 1 or ctx.spec.data_kind == "text":
+    if not base.get_method(outcome.method).repairable or len(outcome.shards) != 1 or ctx.spec.data_kind != "tabular":
         return None
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(flagged))
@@ -198,8 +198,8 @@ def sisa(ctx: Context) -> CandidateVersion:
 def approximate(ctx: Context, method_name: str, settings: JsonObject | None = None) -> CandidateVersion:
     """Apply an approximate or certified method to the current network(s) of the model, with
     `settings` overriding its defaults (checked before anything runs)."""
-    method = base.get_method(method_name)
-    config = base.parse_method_config(method_name, dict(settings or {}))
+    method = base.get_method(method_name, ctx.spec.data_kind)
+    config = base.parse_method_config(method_name, dict(settings or {}), ctx.spec.data_kind)
     store = get_store()
     forget_x, forget_y = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
     retain_ids = retain_sample(ctx, limit=RETAIN_SAMPLE if method.samples_retain else None)
@@ -243,7 +243,7 @@ def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
     without references or without unseen records."""
     unseen_x, unseen_y = unseen
     if len(ctx.old_shards) != 1 or not ctx.references or unseen_x is None or unseen_y is None \
-            or ctx.spec.data_kind == "text":
+            or ctx.spec.data_kind != "tabular":
         return None
     store = get_store()
     target = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(ctx.old_shards[0].weights))

@@ -78,10 +78,15 @@ class GradientRun:
         self.seed = call.seed
         self.network = working_copy(call.network)
         self.data = call.data.to(network_device(self.network))
-        self.before = forget_retain_losses(self.network, self.data)
+        self.before = self.losses()
         self.optimizer = make_optimizer(self.network, config.optimizer, config.learning_rate, config.decay)
         self.generator = seeded_generator(call.seed)
         self.steps = 0
+
+    def losses(self) -> dict[str, float | None]:
+        """The forget and retain losses the details report before and after the run (a family
+        with another objective, image diffusion, reports its own)."""
+        return forget_retain_losses(self.network, self.data)
 
     def training(self) -> AbstractContextManager[None]:
         """Train mode under the run's seeded dropout RNG (base.training_mode)."""
@@ -106,6 +111,6 @@ class GradientRun:
         """The run's network and details: the method's own `figures` between the shared ones."""
         return MethodOutput(network=self.network, details={
             "method": self.method, "config": dump_config(self.config), "steps": self.steps, **figures,
-            "before": self.before, "after": forget_retain_losses(self.network, self.data),
+            "before": self.before, "after": self.losses(),
         })
 

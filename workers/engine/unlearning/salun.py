@@ -58,6 +58,12 @@ def saliency_mask(
     network.eval()
     F.cross_entropy(network(x), y).backward()
     network.train(was_training)
+    return saliency_masks_from(network, fraction)
+
+
+def saliency_masks_from(network: nn.Module, fraction: float) -> list[torch.Tensor]:
+    """The masks of `saliency_mask` from the gradients the forget loss left on the network (which
+    are cleared), for any objective (image diffusion's denoising loss too)."""
     magnitudes = [
         torch.zeros_like(p) if p.grad is None else p.grad.detach().abs()
         for p in network.parameters()

@@ -19,7 +19,7 @@ the model remembers them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from torch import nn
 
 from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
-from workers.engine.verification import checks, references, text_checks
+from workers.engine.verification import checks, image_checks, references, text_checks
 from workers.engine.verification import control as no_op
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
@@ -227,6 +227,10 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
         after, after_evidence = text_figures(ctx, after_networks, forget_ids, retain_ids, held)
         verdicts = _text_verdicts(ctx, outcome, after_networks, after_evidence, before_evidence.holdout or NO_RECORDS,
                                   held)
+    elif ctx.spec.data_kind == "image":
+        before = image_figures(before_networks, forget, retain, holdout)
+        after = image_figures(after_networks, forget, retain, holdout)
+        verdicts = _image_verdicts(ctx, outcome, after_networks, forget, holdout, holdout_ids)
     else:
         before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
         after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
@@ -255,6 +259,88 @@ def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], 
         subjects=(np.asarray(keys, dtype=object),
                   ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]),
     )
+
+
+def image_figures(networks: Sequence[nn.Module], forget: LabelledSet, retain: LabelledSet,
+                  holdout: LabelledSet | None) -> Figures:
+    """An image model's figures: the mean fixed-timestep denoising loss of the forget, retain and
+    held-out works (accuracy has no meaning: None), and the loss attack's AUC as `mia_auc`."""
+    forget_losses = denoising_losses(networks, forget)
+    retain_losses = denoising_losses(networks, retain)
+    holdout_losses = denoising_losses(networks, holdout) if holdout is not None else np.zeros(0)
+
+    def part(losses: npt.NDArray[np.float64]) -> SetFigures:
+        return SetFigures(accuracy=None, loss=float(losses.mean()) if len(losses) else None, n=len(losses))
+
+    return Figures(forget=part(forget_losses), retain=part(retain_losses), holdout=part(holdout_losses),
+                   mia_auc=mia_auc(forget_losses, holdout_losses) if holdout is not None else None)
+
+
+def denoising_losses(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
+    """Each work's fixed-timestep denoising loss under the networks (their mean)."""
+    from workers.engine.families.image_diffusion import ensemble_losses
+
+    if int(rows[1].shape[0]) == 0:
+        return np.zeros(0)
+    return np.asarray(ensemble_losses(list(networks), *rows).double().numpy(), dtype=np.float64)
+
+
+def _image_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Module], forget: LabelledSet,
+                    holdout: LabelledSet | None, holdout_ids: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """An image model's verdicts (workers/engine/verification/image_checks.py): the denoising-loss
+    attack and, per creator, LiRA against the references or a SISA model's shards; copies of
+    erased works among samples; the share of samples a creator classifier attributes to them."""
+    from workers.engine.families.image_diffusion import sample
+    from workers.engine.training import derive_seed
+
+    forget_ids = np.sort(ctx.forget_ids)
+    keys, forget_shards = _subjects_and_shards(ctx, forget_ids)
+    forget_subjects = np.asarray(keys, dtype=object)
+    holdout_subjects = ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]
+    pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
+    forget_losses = denoising_losses(after, forget)
+    holdout_losses = denoising_losses(after, holdout) if holdout is not None else np.zeros(0)
+
+    def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
+        return np.column_stack([denoising_losses([n], rows) for n in networks])
+
+    membership = None
+    has_holdout = holdout is not None and len(holdout_losses) > 0
+    if holdout is not None and has_holdout and forget_shards is not None and len(after) > 1:
+        found = shard_inputs(-matrix(after, forget), -matrix(after, holdout), forget_shards)
+        membership = replace(found, forget_subjects=forget_subjects, null_subjects=holdout_subjects)
+    elif holdout is not None and has_holdout and pool:
+        out = references.out_mask(ctx.references, keys)
+        null_matrix = matrix(pool, holdout)
+        membership = image_checks.loss_inputs(forget_losses, matrix(pool, forget), out, holdout_losses, null_matrix,
+                                              np.ones(null_matrix.shape, dtype=bool), "references",
+                                              forget_subjects, holdout_subjects)
+
+    def pixels(networks: Sequence[nn.Module], purpose: str) -> npt.NDArray[np.float32]:
+        drawn = sample(networks, ctx.config, image_checks.SAMPLES, seed=derive_seed(ctx.seed, "verify", purpose))
+        return np.asarray(drawn.reshape(drawn.shape[0], -1).numpy(), dtype=np.float32)
+
+    samples = pixels(after, "copies")
+    forget_works = forget[0].numpy()
+    copies = None
+    if holdout is not None and has_holdout:
+        copies = image_checks.copy_evidence(samples, forget_works, holdout[0].numpy(), seed=ctx.seed)
+    # The creator classifier, on every work of the dataset version the model trained on.
+    creators, creator_index = np.unique(ctx.old_records.subject_keys.astype(str), return_inverse=True)
+    classifier = image_checks.CreatorClassifier(ctx.old_records.features, creator_index.astype(np.int64),
+                                                len(creators), seed=derive_seed(ctx.seed, "creator-classifier"))
+    erased = np.flatnonzero(np.isin(creators, np.asarray(sorted(set(keys)), dtype=str))).tolist()
+    style_after = classifier.attributed_to(samples, erased)
+    unseen_by = [pool[k] for k in range(len(pool)) if references.out_mask(ctx.references, keys)[:, k].all()]
+    style_references = None
+    if unseen_by:
+        style_references = np.concatenate([classifier.attributed_to(pixels([network], f"reference-{k}"), erased)
+                                           for k, network in enumerate(unseen_by)])
+    evidence = image_checks.ImageEvidence(forget_losses, holdout_losses, copies, style_after, style_references,
+                                          membership)
+    return image_checks.image_verification_block(
+        evidence, forget_ids=forget_ids, method=outcome.method, exact=outcome.method in EXACT, live=len(pool),
+        pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
 def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tuple[list[str], npt.NDArray[np.int64] | None]:
