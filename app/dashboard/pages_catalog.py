@@ -51,10 +51,11 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
     require(viewer, "models:read")
     model = model_service.get_for(session, viewer.principal, name, client=client)
     versions = model_service.versions(session, model)
+    rehearsal = rehearsal_service.latest(session, model.id)
     return render(request, "model.html", viewer, model=model, versions=versions,
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
                   shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id),
-                  rehearsal=rehearsal_service.latest(session, model.id))
+                  rehearsal=rehearsal, rehearsal_draws=rehearsal_service.draws_of(rehearsal) if rehearsal else 0)
 
 
 @router.get("/models/{name}/jobs", response_class=HTMLResponse)
