@@ -21,12 +21,6 @@ INTAKE_LATENCY = Histogram(
 )
 JOBS_FAILED = Counter("obliviate_jobs_failed", "Jobs that exhausted their retries", ["kind"], registry=REGISTRY)
 WEBHOOK_ATTEMPTS = Counter("obliviate_webhook_attempts", "Webhook deliveries", ["outcome"], registry=REGISTRY)
-# The operator alarm of app/unlearning/sanity.py: an exact erasure whose sanity check failed.
-EXACT_SANITY_FAILURES = Counter(
-    "obliviate_exact_sanity_check_failures",
-    "Exact erasures (retrain, SISA) whose sanity check failed: the lineage or the checks' calibration is wrong",
-    ["method"], registry=REGISTRY,
-)
 
 
 class _Snapshot:

@@ -7,8 +7,9 @@ are a sanity check. When one *fails* (evidence, not an inconclusive interval), t
 cannot be at fault, so something the service relies on is: the lineage (the records the weights
 saw are not those the manifest says) or the checks' calibration (the references, the holdout).
 That is the operator's problem, not the request's: the request completes as erased, and the
-operator is alarmed by a Prometheus counter, a log line and a notice on the dashboard. Nothing
-here names a subject or a record."""
+operator is alarmed by a log line (here), the gauge `obliviate_exact_sanity_check_failures` on
+/metrics (app/health/figures.py counts the jobs whose entry `failed`) and a notice on the
+dashboard. Nothing here names a subject or a record."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import metrics
 from app.db import on_commit
 from app.unlearning.types import EXACT_METHODS
 
@@ -48,14 +48,13 @@ def failed(entry: Mapping[str, Any] | None) -> bool:
 
 
 def alarm(session: Session, job_id: uuid.UUID, entry: Mapping[str, Any]) -> bool:
-    """Raise the operator alarm for the entry when its sanity check failed, once the step that
-    records the version commits (a step rolled back and run again alarms once); whether it will."""
+    """Log the operator alarm for the entry when its sanity check failed, once the step that
+    records the version commits (a step rolled back and run again logs once); whether it will."""
     if not failed(entry):
         return False
     method, model = str(entry.get("method")), str(entry.get("model"))
 
     def raise_alarm() -> None:
-        metrics.EXACT_SANITY_FAILURES.labels(method=method).inc()
         log.warning("exact erasure's sanity check failed (job %s, model %s, method %s): the lineage or the checks' "
                     "calibration is wrong", job_id, model, method)
 

@@ -346,3 +346,10 @@ def test_an_exact_erasure_shows_its_sanity_check_without_a_red_badge_and_alarms_
     assert ('role="alert"' in section) is alarm and (NOTICE.split(".")[0] in section) is alarm
     # The forest plot replaces the bars: one row per check; the table keeps every figure.
     assert section.count('class="check"') == 2 and "<svg" in section and "Verification figures" in section
+    # The alarm's gauge on /metrics, read from the jobs' results, for every exact method.
+    from app.health.figures import EXACT_METHODS
+    from app.unlearning.types import EXACT_METHODS as EXACT
+
+    assert set(EXACT_METHODS) == EXACT
+    scrape = client.get("/metrics").text
+    assert f'obliviate_exact_sanity_check_failures{{method="sisa"}} {1.0 if alarm else 0.0}' in scrape
