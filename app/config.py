@@ -233,7 +233,13 @@ class Settings(BaseSettings):
         "(`workers/rehearsal.py`): erase random trained subjects in memory, retrain without them and compare "
         "each approximate method's result with that retrain; jobs then start with the settings that passed."))
     rehearsal_subjects: int = Field(default=25, ge=1, le=1000, description=(
-        "Random trained subjects a rehearsal erases in memory."))
+        "Random trained subjects each draw of a rehearsal erases in memory."))
+    rehearsal_draws: int = Field(default=3, ge=3, le=20, description=(
+        "Independent draws of subjects a rehearsal erases, one after the other; candidates are ranked by the share "
+        "of draws they pass, so that no single lucky draw picks the method (at least 3)."))
+    rehearsal_retrain_seeds: int = Field(default=2, ge=2, le=10, description=(
+        "Retrains per draw, each under its own training seed: their spread is the noise a candidate's gap to them "
+        "is judged against (TOST; at least 2)."))
     rehearsal_delay_seconds: float = Field(default=300.0, ge=0, description=(
         "How long the rehearsal job waits after training, so erasures and training go first."))
     max_forget_holdout_gap: float | None = Field(default=None, description=(

@@ -178,16 +178,18 @@ def context(case: Case):
 
 def rehearse(case: Case, subjects: int, methods: tuple[str, ...]) -> dict:
     """The service's rehearsal of this model (workers/engine/unlearning/rehearsal.py): per method
-    the cheapest candidate settings that passed, and the overall choice a job would start from."""
+    the candidate settings that passed most draws (the cheapest among equals), and the overall
+    choice a job would start from."""
     from workers.engine.unlearning import rehearsal
 
     ctx = context(case)
-    found, cpu = cpu_timed(lambda: rehearsal.rehearse(ctx, rehearsal.sample_subjects(ctx, subjects), methods))
-    passed = [r for r in found.results if r["passed"]]
+    draws = rehearsal.sample_draws(ctx, subjects, rehearsal.MIN_DRAWS)
+    found, cpu = cpu_timed(lambda: rehearsal.rehearse(ctx, draws, methods))
+    passed = sorted((r for r in found.results if r["passed"]), key=lambda r: (-r["pass_rate"], r["cost"]))
     best = {}
-    for result in sorted(passed, key=lambda r: r["cost"]):
+    for result in passed:
         best.setdefault(result["method"], result["settings"])
-    chosen = min(passed, key=lambda r: r["cost"]) if passed else None
+    chosen = passed[0] if passed else None
     return {"forget_records": found.forget_records, "cpu_s": cpu, "candidates": len(found.results),
             "passed": [(r["method"], r["settings"]) for r in passed], "settings": best,
             "chosen": None if chosen is None else (chosen["method"], chosen["settings"]),

@@ -1,7 +1,7 @@
-"""The `rehearsal` job (issue 11): after training a model whose unlearning method is approximate,
-rehearse an erasure in memory and store which methods and settings came close enough to a real
-retrain (workers/engine/unlearning/rehearsal.py), so a real request starts with settings known
-to work. Low priority: created by the training job with a delay (`OBLIVIATE_REHEARSAL_DELAY_SECONDS`).
+"""The `rehearsal` job (issues 11 and 21): after training a model whose unlearning method is
+approximate, rehearse erasures of several random draws of subjects in memory and store which
+methods and settings came close enough to real retrains, draw after draw
+(workers/engine/unlearning/rehearsal.py), so a real request starts with settings known to work. Low priority: created by the training job with a delay (`OBLIVIATE_REHEARSAL_DELAY_SECONDS`).
 
 Its rows are app/unlearning/rehearsal_job.py's. It changes nothing but its own row: every weight
 it trains goes to a scratch store in memory, the sampled subjects are never written anywhere, and
@@ -30,12 +30,12 @@ def run(context: JobContext) -> None:
     try:
         with scratch():
             ctx = context_for(target.snapshot, (), progress=lambda f, step: context.progress(0.05 + 0.1 * f, step))
-            keys = rehearsal.sample_subjects(ctx, target.subjects)
-            if not keys:
+            draws = rehearsal.sample_draws(ctx, target.subjects, target.draws)
+            if not draws:
                 with session_scope() as session:
                     rehearsal_job.skip(session, attempt, "nothing to rehearse: the model trained on fewer than two subjects")
                 return
-            found = rehearsal.rehearse(ctx, keys, target.methods, check=context.check,
+            found = rehearsal.rehearse(ctx, draws, target.methods, seeds=target.retrain_seeds, check=context.check,
                                        progress=lambda f, step: context.progress(0.15 + 0.8 * f, step))
     except ArtifactMissing as exc:
         # An erasure destroyed the version's data meanwhile: rehearse its successor instead.
@@ -43,4 +43,6 @@ def run(context: JobContext) -> None:
     context.check()
     with session_scope() as session:
         rehearsal_job.record(session, attempt, target, subjects=found.subjects, forget_records=found.forget_records,
-                    retrain_cpu_s=found.retrain_cpu_s, results=found.results)
+                             retrain_cpu_s=found.retrain_cpu_s, results=found.results,
+                             design={"draws": found.draws, "retrain_seeds": found.retrain_seeds,
+                                     "retrain_spread": found.spread})

@@ -61,11 +61,12 @@ def model_detail(request: Request, name: str, viewer: ViewerDep, session: Sessio
     model = model_service.get_for(session, viewer.principal, name, client=client)
     versions = model_service.versions(session, model)
     current = next((v for v in versions if v.version == model.current_version), None)
+    rehearsal = rehearsal_service.latest(session, model.id)
     return render(request, "model.html", viewer, model=model, versions=versions, current=current,
                   image_model=data_kind(model.family) == "image",
                   series=charts.metric_series([(v.version, v.metrics or {}) for v in versions]),
                   shard_map=_shard_map(versions) if model.sisa else [], jobs=_jobs(session, model.id),
-                  rehearsal=rehearsal_service.latest(session, model.id))
+                  rehearsal=rehearsal, rehearsal_draws=rehearsal_service.draws_of(rehearsal) if rehearsal else 0)
 
 
 @router.post("/models/{name}/samples", response_class=HTMLResponse)

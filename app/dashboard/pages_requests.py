@@ -6,7 +6,8 @@ import csv
 import hashlib
 import io
 import uuid
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,10 +24,12 @@ from app.errors import Conflict, InvalidTransition, NotFound, ProblemError, Unpr
 from app.families.registry import data_kind
 from app.jobs import service as job_service
 from app.identities import service as identity_service
+from app.jobs.models import Job
 from app.keys import service as key_service
 from app.models import service as model_service
 from app.requests import lifecycle, regimes
 from app.requests import service as request_service
+from app.unlearning import sanity
 
 router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 ACTIONS = {
@@ -174,17 +177,42 @@ def request_detail(request: Request, request_id: uuid.UUID, viewer: ViewerDep, s
     certificate_valid = None
     if certificate is not None:
         certificate_valid = verification.verify(certificate_service.signed_document(certificate), keys.ring(session, True)).valid
-    verifications = [
-        (job, charts.verification_bars(((job.result or {}).get("model") or {}).get("verification")))
-        for job in context["jobs"]
-    ]
+    verifications = [shown for shown in (_verification(job) for job in context["jobs"]) if shown.figures]
     events = audit_service.events(session, stream)
     return render(request, "request.html", viewer, **context, events=events,
                   actors=key_service.actor_labels(session, [event.actor for event in events]),
                   chain=chain, certificate=certificate, certificate_valid=certificate_valid,
                   samples=_samples_after(session, context["jobs"]),
-                  verifications=[(job, bars) for job, bars in verifications if bars],
+                  verifications=verifications, alarm_notice=sanity.NOTICE,
                   actions=[(a, ACTIONS[a]) for a in queries.allowed_actions(item)] if viewer.principal.has("requests:review") else [])
+
+
+@dataclass(frozen=True)
+class ShownVerification:
+    """One job's verification on the request page: its forest plot and figures, and for an exact
+    method whether its failed sanity check raised the operator's alarm (app/unlearning/sanity.py)."""
+
+    job: Job
+    model: str
+    method: str
+    exact: bool
+    alarm: bool
+    verdicts: dict[str, Any] | None
+    figures: list[charts.FigureRow]
+    plot: charts.ForestPlot | None
+
+
+def _verification(job: Job) -> ShownVerification:
+    entry = (job.result or {}).get("model") or {}
+    block = entry.get("verification") if isinstance(entry.get("verification"), dict) else {}
+    verdicts = block.get("verdicts") if isinstance(block.get("verdicts"), dict) else None
+    name, method = str(entry.get("model", "model")), str(entry.get("method", ""))
+    kind = "sanity check" if sanity.exact(entry) else "verification checks"
+    return ShownVerification(
+        job=job, model=name, method=method, exact=sanity.exact(entry), alarm=sanity.failed(entry), verdicts=verdicts,
+        figures=charts.verification_figures(block),
+        plot=charts.forest_plot(verdicts, f"Forest plot of the {kind} of {name} ({method}), job {str(job.id)[:8]}: "
+                                          "each check's estimate and interval against its tolerance band"))
 
 
 def _samples_after(session, jobs) -> list[dict]:

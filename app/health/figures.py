@@ -1,5 +1,6 @@
 """The database's figures for a /metrics scrape: requests by status, overdue requests, jobs by
-kind and status (app/metrics.py renders them after this process's counters)."""
+kind and status, exact erasures whose sanity check failed (app/metrics.py renders them after this
+process's counters)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from app.jobs.models import Job
 from app.requests.lifecycle import TERMINAL
 from app.requests.models import ErasureRequest
 
+# The exact methods of app/unlearning/types.py (`EXACT_METHODS`; app.unlearning imports this
+# package, so it is named here; tests/dashboard/test_pages.py checks they agree).
+EXACT_METHODS = ("retrain", "sisa")
 # A scrape waits this long for the database's figures, then answers without them.
 DATABASE_WAIT_SECONDS = 5.0
 
@@ -26,6 +30,14 @@ def _database_families() -> list:
     by_status = GaugeMetricFamily("obliviate_erasure_requests", "Erasure requests by status", labels=["status"])
     overdue = GaugeMetricFamily("obliviate_erasure_requests_overdue", "Open requests past their due date")
     jobs = GaugeMetricFamily("obliviate_jobs", "Training and unlearning jobs by kind and status", labels=["kind", "status"])
+    # The operator alarm of app/unlearning/sanity.py, read from the jobs' results so that every
+    # API process reports it, whichever worker ran the job.
+    sanity = GaugeMetricFamily(
+        "obliviate_exact_sanity_check_failures",
+        "Exact erasures (retrain, SISA) whose sanity check failed: the lineage or the checks' calibration is wrong",
+        labels=["method"])
+    entry = Job.result["model"]
+    method = entry["method"].as_string()
     try:
         with read_session() as session:
             rows = session.execute(select(ErasureRequest.status, func.count()).group_by(ErasureRequest.status)).all()
@@ -35,6 +47,11 @@ def _database_families() -> list:
                 )
             )
             job_rows = session.execute(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all()
+            failed = dict(session.execute(
+                select(method, func.count()).where(
+                    Job.kind == "unlearning", method.in_(sorted(EXACT_METHODS)),
+                    entry["verification"]["verdicts"]["verdict"].as_string() == "fail",
+                ).group_by(method)).all())
             session.rollback()
     except Exception:
         return []
@@ -43,7 +60,9 @@ def _database_families() -> list:
     overdue.add_metric([], late or 0)
     for kind, status, count in job_rows:
         jobs.add_metric([kind, status], count)
-    return [by_status, overdue, jobs]
+    for name in sorted(EXACT_METHODS):
+        sanity.add_metric([name], failed.get(name, 0))
+    return [by_status, overdue, jobs, sanity]
 
 
 _reading_lock = threading.Lock()

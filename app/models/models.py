@@ -110,11 +110,12 @@ class ModelRehearsal(Base):
     # Subjects erased in memory and the trained records they held.
     subjects: Mapped[int] = mapped_column(Integer)
     forget_records: Mapped[int] = mapped_column(Integer)
-    # CPU seconds of the yardstick retrain; candidates' costs are fractions of it.
+    # Mean CPU seconds of one yardstick retrain; candidates' costs are fractions of it.
     retrain_cpu_s: Mapped[float] = mapped_column(Float)
     # One entry per candidate: method, settings, verdict, gaps, cost, passed (rehearsal_results.py).
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    # The cheapest passing candidate {"method", "settings"}, or None when none passed.
+    # The passing candidate with the highest pass rate, the cheapest among equals
+    # {"method", "settings"}, or None when none passed.
     chosen: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 

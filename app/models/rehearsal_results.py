@@ -3,12 +3,16 @@ training, recording what it found, and reading it back for the jobs that use it
 (app/unlearning/method_choice.py) and for `GET /v1/models/{name}/rehearsal`.
 
 A rehearsal row holds counts and figures only. Each entry of `results` is one candidate, a
-method with settings (overrides of the method's defaults, validated by the worker):
+method with settings (overrides of the method's defaults, validated by the worker), judged on
+every draw of subjects:
 
     {"method", "settings", "verdict", "reasons", "gaps": {"forget_accuracy", "holdout_accuracy",
-     "mia_auc"}, "cost", "cpu_s", "passed"}
+     "mia_auc"}, "cost", "cpu_s", "pass_rate", "draws": [{"verdict", "passed", "gaps"}], "passed"}
 
-`chosen` is the cheapest candidate that passed. Functions here only flush."""
+`gaps` are the mean |gap| to the retrains over the draws, `cost` the mean per draw. `chosen` is
+the passing candidate with the highest pass rate across draws, the cheapest among equals
+(`best`); rows written before the draws existed count a pass as a rate of 1. `subjects` is the
+size of one draw, `forget_records` the records of all draws. Functions here only flush."""
 
 from __future__ import annotations
 
@@ -48,22 +52,29 @@ def schedule(session: Session, model: Model) -> Job | None:
 
 def record(session: Session, *, model_id: uuid.UUID, model_version: int, dataset_version_id: uuid.UUID,
            subjects: int, forget_records: int, retrain_cpu_s: float, results: Sequence[Mapping[str, Any]]) -> ModelRehearsal:
-    best = cheapest(results)
+    chosen = best(results)
     rehearsal = ModelRehearsal(
         id=uuid.uuid4(), model_id=model_id, model_version=model_version, dataset_version_id=dataset_version_id,
         created_at=utcnow(), subjects=subjects, forget_records=forget_records, retrain_cpu_s=retrain_cpu_s,
         results=[dict(r) for r in results],
-        chosen=None if best is None else {"method": best["method"], "settings": dict(best["settings"])},
+        chosen=None if chosen is None else {"method": chosen["method"], "settings": dict(chosen["settings"])},
     )
     session.add(rehearsal)
     session.flush()
     return rehearsal
 
 
-def cheapest(results: Iterable[Mapping[str, Any]], method: str | None = None) -> Mapping[str, Any] | None:
-    """The passing candidate (of `method`, or of any) with the lowest cost; None when none passed."""
+def pass_rate(result: Mapping[str, Any]) -> float:
+    rate = result.get("pass_rate")
+    return float(rate) if isinstance(rate, int | float) else 1.0 if result.get("passed") else 0.0
+
+
+def best(results: Iterable[Mapping[str, Any]], method: str | None = None) -> Mapping[str, Any] | None:
+    """The passing candidate (of `method`, or of any) with the highest pass rate across draws,
+    the cheapest among equals; None when none passed. Cost never outranks the pass rate: a
+    cheap candidate that passed fewer draws is not chosen over one that passed more."""
     passing = [r for r in results if r.get("passed") and (method is None or r.get("method") == method)]
-    return min(passing, key=lambda r: float(r.get("cost") or 0.0), default=None)
+    return min(passing, key=lambda r: (-pass_rate(r), float(r.get("cost") or 0.0)), default=None)
 
 
 def latest(session: Session, model_id: uuid.UUID) -> ModelRehearsal | None:
@@ -93,4 +104,10 @@ def to_out(rehearsal: ModelRehearsal) -> dict[str, Any]:
         "dataset_version_id": rehearsal.dataset_version_id, "created_at": rehearsal.created_at,
         "subjects": rehearsal.subjects, "forget_records": rehearsal.forget_records,
         "retrain_cpu_s": rehearsal.retrain_cpu_s, "results": rehearsal.results, "chosen": rehearsal.chosen,
+        "draws": draws_of(rehearsal),
     }
+
+
+def draws_of(rehearsal: ModelRehearsal) -> int:
+    """How many draws of subjects the rehearsal judged its candidates on (1 before draws existed)."""
+    return max((len(r.get("draws") or ()) for r in rehearsal.results or ()), default=0) or 1

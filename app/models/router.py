@@ -212,9 +212,9 @@ def get_model(name: ModelName, session: SessionDep, principal: Reader, client: C
     responses=problem_responses(404, 409),  # never rehearsed; an ambiguous name (admin keys)
 )
 def get_rehearsal(name: ModelName, session: SessionDep, principal: Reader, client: ClientName = None) -> Any:
-    """Which approximate methods and settings came close enough to a real retrain of a random
-    erasure on this model, with each candidate's verdict, gaps and cost; jobs start with the
-    cheapest that passed."""
+    """Which approximate methods and settings came close enough to real retrains of random
+    erasures on this model, draw after draw, with each candidate's verdict, pass rate, gaps and
+    cost; jobs start with the one that passed most draws, the cheapest among equals."""
     model = service.get_for(session, principal, name, client=client)
     return RehearsalOut(**rehearsal_results.to_out(rehearsal_results.latest_of(session, model)))
 

@@ -74,14 +74,18 @@ class RehearsalOut(BaseModel):
     model_version: int
     dataset_version_id: uuid.UUID
     created_at: datetime
-    subjects: int = Field(description="Random trained subjects erased in memory.")
-    forget_records: int = Field(description="Trained records those subjects held.")
-    retrain_cpu_s: float = Field(description="CPU seconds of the real retrain without them, the yardstick.")
+    subjects: int = Field(description="Random trained subjects each draw erased in memory.")
+    forget_records: int = Field(description="Trained records those subjects held, over all draws.")
+    retrain_cpu_s: float = Field(description="Mean CPU seconds of one real retrain without a draw's subjects.")
+    draws: int = Field(description="Independent draws of subjects rehearsed (1 for rehearsals before draws).")
     results: list[dict[str, Any]] = Field(
         description="One entry per candidate: method, settings (overrides of its defaults), verdict, reasons, "
-        "gaps to the retrain (forget_accuracy, holdout_accuracy, mia_auc), cost (fraction of the retrain's CPU "
-        "time), cpu_s, passed.")
-    chosen: dict[str, Any] | None = Field(description="The cheapest candidate that passed {method, settings}, or null.")
+        "gaps to the retrains (mean |gap| over the draws: forget_accuracy, holdout_accuracy, mia_auc), cost "
+        "(fraction of a retrain's CPU time, mean over the draws), cpu_s, pass_rate (share of draws passed), "
+        "draws (each draw's verdict, passed, signed gaps), passed.")
+    chosen: dict[str, Any] | None = Field(
+        description="The passing candidate with the highest pass rate, the cheapest among equals {method, settings}, "
+        "or null.")
 
 
 # Networks compute in float32: a larger feature value would be infinite there.

@@ -3,8 +3,9 @@
 The model's policy (`choose_method`) names a method. When it is approximate, the model's
 rehearsals refine it (app/models/rehearsal_results.py):
 
-- a method chosen by the policy becomes the cheapest candidate that passed the model's latest
-  rehearsal, with its settings;
+- a method chosen by the policy becomes the candidate chosen by the model's latest rehearsal
+  (the highest pass rate across its draws of subjects, the cheapest among equals), with its
+  settings;
 - a method set on the model is honoured, with the settings that passed for it, if any;
 - a chosen method without a passing rehearsal of its own model follows the family's history
   (the client's rehearsals of models of the same family, this one's included): a method with
@@ -86,9 +87,9 @@ def decide(method: str, *, explicit: bool, own: ModelRehearsal | None, history: 
     """The rule itself, on rows (kept apart from the queries so each case can be tested)."""
     if own is not None:
         if explicit:
-            best = rehearsal_service.cheapest(own.results, method)
-            if best is not None:
-                return MethodSettings(method, _settings(best), REHEARSAL, own.id)
+            found = rehearsal_service.best(own.results, method)
+            if found is not None:
+                return MethodSettings(method, _settings(found), REHEARSAL, own.id)
             return MethodSettings(method, {}, DEFAULTS, own.id)
         if own.chosen is not None:
             return MethodSettings(str(own.chosen["method"]), _settings(own.chosen), REHEARSAL, own.id)

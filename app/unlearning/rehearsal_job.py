@@ -24,12 +24,15 @@ from app.unlearning.types import JobAttempt, MethodSettings, ModelSnapshot
 
 @dataclass(frozen=True)
 class RehearsalTarget:
-    """The version to rehearse, the methods to try on it and how many subjects to erase."""
+    """The version to rehearse, the methods to try on it, how many subjects each draw erases, how
+    many draws and how many retrain seeds per draw."""
 
     snapshot: ModelSnapshot
     dataset_version_id: uuid.UUID
     methods: tuple[str, ...]
     subjects: int
+    draws: int
+    retrain_seeds: int
 
 
 def target(session: Session, attempt: JobAttempt) -> RehearsalTarget | None:
@@ -48,19 +51,21 @@ def target(session: Session, attempt: JobAttempt) -> RehearsalTarget | None:
     snapshot = service.version_snapshot(session, model, dataset_version, MethodSettings(method), holds=True)
     return RehearsalTarget(snapshot=snapshot, dataset_version_id=dataset_version.id,
                            methods=method_choice.approximate_methods(get_family(model.family)),
-                           subjects=get_settings().rehearsal_subjects)
+                           subjects=get_settings().rehearsal_subjects, draws=get_settings().rehearsal_draws,
+                           retrain_seeds=get_settings().rehearsal_retrain_seeds)
 
 
 def record(session: Session, attempt: JobAttempt, rehearsed: RehearsalTarget, *, subjects: int, forget_records: int,
-           retrain_cpu_s: float, results: Sequence[Mapping[str, Any]]) -> None:
-    """Store the rehearsal and complete its job with a summary."""
+           retrain_cpu_s: float, results: Sequence[Mapping[str, Any]], design: Mapping[str, Any]) -> None:
+    """Store the rehearsal and complete its job with a summary: the candidates, how many passed,
+    the choice, and the design (draws, retrain seeds, the retrains' spread)."""
     row = rehearsal_service.record(
         session, model_id=rehearsed.snapshot.model_id, model_version=rehearsed.snapshot.version_before,
         dataset_version_id=rehearsed.dataset_version_id, subjects=subjects, forget_records=forget_records,
         retrain_cpu_s=retrain_cpu_s, results=results)
     job_service.complete(session, attempt.job_id, attempt.attempt, {
         "rehearsal_id": str(row.id), "model_version": row.model_version, "candidates": len(results),
-        "passed": sum(1 for r in results if r.get("passed")), "chosen": row.chosen,
+        "passed": sum(1 for r in results if r.get("passed")), "chosen": row.chosen, **design,
     })
 
 

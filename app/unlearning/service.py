@@ -31,7 +31,7 @@ from app.models import service as model_service
 from app.models.models import Model
 from app.requests import outcome as request_outcome
 from app.requests import service as request_service
-from app.unlearning import completion, exclusive, method_choice, planner
+from app.unlearning import completion, exclusive, method_choice, planner, sanity
 from app.unlearning.ledger import JobLedger
 from app.unlearning.types import (
     EXACT,
@@ -232,6 +232,8 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
         "model": snapshot.model, "version_before": snapshot.version_before, "version_after": version.version,
         "sha256_after": version.sha256, "method": result.method, "escalated": bool(result.escalations),
     })
+    # An exact result's failed sanity check alarms the operator; the request still completes.
+    sanity.alarm(session, attempt.job_id, entry)
     ledger = _ledger(session, attempt).with_model(entry)
     if result.no_op_control is not None:
         ledger = ledger.with_no_op_control(result.no_op_control)

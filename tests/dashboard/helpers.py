@@ -88,10 +88,11 @@ FIGURES = {
 }
 
 
-def seed_unlearned(request_id: str, client: str = "acme") -> str:
+def seed_unlearned(request_id: str, client: str = "acme", figures: dict | None = None) -> str:
     """A SISA model whose erasure job for `request_id` finished, written as the worker would
     leave the rows (no training: the pages only read them), then the request completed with
-    its certificate by the completion service. Returns the model's name."""
+    its certificate by the completion service. Returns the model's name. `figures`: the
+    verification block the job recorded (FIGURES unless given)."""
     from app.datasets.models import Dataset, DatasetVersion
     from app.db import utcnow
     from app.jobs.models import Job
@@ -102,6 +103,7 @@ def seed_unlearned(request_id: str, client: str = "acme") -> str:
     from app.jobs.models import JobRequest
 
     now = utcnow()
+    figures = FIGURES if figures is None else figures
     with session_scope() as session:
         dataset = Dataset(client=client, name="churn-events", subject_kind="email", label_column="churned",
                           feature_columns=["f0", "f1"], classes=[0, 1], current_version=2, created_at=now)
@@ -119,14 +121,14 @@ def seed_unlearned(request_id: str, client: str = "acme") -> str:
         shards = [[{"weights": f"{n}{s}" * 32, "checkpoints": ["c" * 64, "d" * 64]} for s in range(4)] for n in (1, 2)]
         shards[1] = [shards[0][s] if s != 2 else shards[1][s] for s in range(4)]  # the erasure retrained shard 2
         for n, metrics, origin in ((1, {"holdout": {"accuracy": 0.90, "loss": 0.28}}, {"kind": "training"}),
-                                   (2, {"verification": FIGURES}, {"kind": "unlearning", "method": "sisa"})):
+                                   (2, {"verification": figures}, {"kind": "unlearning", "method": "sisa"})):
             session.add(ModelVersion(
                 model_id=model.id, version=n, dataset_version_id=versions[n - 1].id, family="mlp_classifier", params={},
                 seed=3, shape={}, sisa=model.sisa, manifest_sha256="e" * 64, shards=shards[n - 1], sha256=f"{n}" * 64,
                 metrics=metrics, origin=origin, state={}, created_at=now, destroyed_at=now if n == 1 else None))
         job = Job(id=uuid.uuid4(), client=client, kind="unlearning", status="completed", model_id=model.id, payload={},
                   attempt=1, max_attempts=5, created_at=now, finished_at=now, progress={"fraction": 1.0, "step": "completed"},
-                  result={"model": {"model": model.name, "method": "sisa", "verification": FIGURES,
+                  result={"model": {"model": model.name, "method": "sisa", "verification": figures,
                                     "version_before": 1, "version_after": 2}})
         session.add(job)
         session.flush()
@@ -140,8 +142,12 @@ def seed_unlearned(request_id: str, client: str = "acme") -> str:
 
 REHEARSAL_RESULTS = [
     {"method": "neggrad_plus", "settings": {"learning_rate": 0.003}, "verdict": "pass", "reasons": [],
-     "gaps": {"forget_accuracy": 0.012, "holdout_accuracy": 0.004, "mia_auc": 0.01}, "cost": 0.31, "cpu_s": 0.2,
-     "passed": True},
+     "gaps": {"forget_accuracy": 0.012, "holdout_accuracy": 0.004, "mia_auc": 0.01}, "cost": 0.31, "cpu_s": 0.6,
+     "pass_rate": 2 / 3, "passed": True, "draws": [
+         {"verdict": "pass", "passed": True, "gaps": {"forget_accuracy": 0.01, "holdout_accuracy": 0.004, "mia_auc": -0.01}},
+         {"verdict": "pass", "passed": True, "gaps": {"forget_accuracy": -0.02, "holdout_accuracy": 0.0, "mia_auc": 0.01}},
+         {"verdict": "inconclusive", "passed": False,
+          "gaps": {"forget_accuracy": 0.006, "holdout_accuracy": -0.008, "mia_auc": 0.01}}]},
     {"method": "finetune", "settings": {}, "verdict": "fail", "reasons": ["fail: forget records still recognisable"],
      "gaps": {"forget_accuracy": 0.4, "holdout_accuracy": None, "mia_auc": 0.2}, "cost": 0.1, "cpu_s": 0.05,
      "passed": False},

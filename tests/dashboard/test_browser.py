@@ -158,8 +158,9 @@ def test_admin_pages_in_the_browser(browser, base_url, client, worker):
     assert page.locator("td.changed").count() == 1  # the one shard the erasure retrained
     _check(page, "model", True, True)
     page.goto(f"{base_url}/admin/requests/{erased}")
-    chart = page.get_by_role("img", name=re.compile("Verification figures"))
-    assert chart.is_visible() and page.get_by_role("row", name=re.compile("mia_auc 0.710 0.520 0.600")).count() == 1
+    chart = page.get_by_role("img", name=re.compile("Forest plot of the sanity check of churn-sisa"))
+    assert chart.is_visible() and chart.locator("g.check").count() == 2  # one row per check
+    assert page.get_by_role("row", name=re.compile("mia_auc 0.710 0.520 0.600")).count() == 1
     assert page.get_by_text("Signature verified").is_visible()
     _check(page, "request-verification", True, True)
     page.goto(f"{base_url}/admin/requests")

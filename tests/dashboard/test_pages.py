@@ -6,6 +6,8 @@ import json
 import logging
 import re
 
+import pytest
+
 from sqlalchemy import text
 
 from app.db import get_engine, session_scope
@@ -176,16 +178,16 @@ def test_models_and_datasets_pages_render_empty(client):
     assert client.get("/admin/models/missing").status_code == 404
 
 
-def test_verification_chart_shows_every_figure_with_its_reference():
-    from app.dashboard.charts import metric_series, verification_bars
+def test_verification_table_shows_every_figure_with_its_reference():
+    from app.dashboard.charts import metric_series, verification_figures
 
     figures = {"before": {"forget": {"accuracy": 1.0, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.8, "new": 2.0},
                "after": {"forget": {"accuracy": 0.88, "n": 4}, "holdout": {"accuracy": 0.9}, "mia_auc": 0.5, "new": 3.0}}
-    bars = {bar.label: bar for bar in verification_bars(figures)}
-    assert set(bars) == {"forget accuracy", "holdout accuracy", "mia_auc", "new"}
+    rows = {row.label: row for row in verification_figures(figures)}
+    assert set(rows) == {"forget accuracy", "holdout accuracy", "mia_auc", "new"}
     # The line is the policy's tolerance: AUC 0.5 + OBLIVIATE_TOLERANCE_MIA_AUC (default 0.10).
-    assert bars["mia_auc"].reference == 0.6 and bars["forget accuracy"].reference == 0.9
-    assert bars["new"].scale == 3.0 and bars["new"].length(3.0) == 100.0
+    assert rows["mia_auc"].reference == 0.6 and rows["forget accuracy"].reference == 0.9
+    assert (rows["new"].before, rows["new"].after, rows["new"].reference) == (2.0, 3.0, None)
     series = metric_series([(1, {"holdout": {"accuracy": 0.8}}), (2, {"verification": figures})])
     by_name = {s.name: s for s in series}
     assert by_name["holdout accuracy"].values == [(1, 0.8), (2, 0.9)]
@@ -226,13 +228,13 @@ def test_text_datasets_and_language_models_render(client):
 
 
 def test_language_model_figures_are_charted_against_their_references():
-    from app.dashboard.charts import verification_bars
+    from app.dashboard.charts import verification_figures
 
     text = {"loss_auc": 0.51, "min_k_plus_plus_auc": 0.48, "perplexity": {"forget": 9.5, "holdout": 9.1},
             "extraction": {"forget": {"records": 8, "extracted": 0, "fraction": 0.0},
                            "holdout": {"records": 20, "extracted": 1, "fraction": 0.05}}}
     side = {"forget": {"accuracy": 0.4, "loss": 2.1, "n": 8}, "mia_auc": 0.51, "text": text}
-    bars = {bar.label: bar for bar in verification_bars({"before": side, "after": side})}
+    bars = {row.label: row for row in verification_figures({"before": side, "after": side})}
     assert bars["text min_k_plus_plus_auc"].reference_label == "tolerance"
     assert bars["text extraction forget fraction"].reference == 0.05
     assert "text perplexity forget" in bars and "text extraction forget records" in bars
@@ -272,4 +274,90 @@ def test_model_page_shows_its_rehearsal_candidates_and_what_jobs_start_with(clie
     rows = re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
     by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune")}
     assert "passed</span>" in by_method["neggrad_plus"] and "0.012" in by_method["neggrad_plus"]
+    assert "2 of 3" in by_method["neggrad_plus"] and "3 draws of 25 random subjects" in page
+    assert "—" in by_method["finetune"].split("0.10")[1]  # written before draws: no share of draws shown
     assert 'title="fail: forget records still recognisable"' in by_method["finetune"] and "—" in by_method["finetune"]
+
+
+def _forest_checks():
+    return [
+        {"name": "forget_accuracy_gap", "attack": None, "estimate": -0.01, "interval": [-0.21, 0.19], "tolerance": 0.15,
+         "two_sided": True, "verdict": "inconclusive", "reason": "too little evidence", "confidence": 0.9},
+        {"name": "mia_auc", "attack": "loss_threshold", "estimate": 0.02, "interval": [-0.03, 0.07], "tolerance": 0.1,
+         "two_sided": True, "verdict": "pass", "reason": "within", "confidence": 0.9},
+        {"name": "per_record_audit", "attack": "offline_lira", "estimate": None, "interval": None, "tolerance": 0.15,
+         "two_sided": False, "verdict": "inconclusive", "reason": "too few references", "confidence": 0.9},
+        {"name": "holdout_drop", "attack": None, "estimate": 0.0, "interval": [-0.02, 0.035], "tolerance": 0.03,
+         "two_sided": False, "verdict": "inconclusive", "reason": "too little evidence", "confidence": 0.9,
+         "utility": True},
+    ]
+
+
+def test_forest_plot_draws_each_check_as_an_interval_against_its_tolerance_band():
+    from xml.etree import ElementTree
+
+    from app.dashboard.charts import forest_plot
+
+    plot = forest_plot({"verdict": "inconclusive", "checks": _forest_checks()}, "Checks of job 1234")
+    svg = ElementTree.fromstring(plot.svg)  # well-formed SVG
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert svg.get("role") == "img" and svg.find("s:title", ns).text == "Checks of job 1234"
+    rows = svg.findall("s:g[@class='check']", ns)
+    assert [r.get("data-check") for r in rows] == ["forget_accuracy_gap", "mia_auc", "per_record_audit", "holdout_drop"]
+    assert [r.get("data-verdict") for r in rows] == ["inconclusive", "pass", "inconclusive", "inconclusive"]
+    # The axis: symmetric about 0, ticks labelled with their values, and named with its unit.
+    ticks = [t.text for t in svg.findall("s:text[@class='tick']", ns)]
+    assert plot.limit >= 0.21 and ticks[0] == f"{-plot.limit:+.2f}" and ticks[-1] == f"{plot.limit:+.2f}" and "+0.00" in ticks
+    assert svg.find("s:line[@class='axis']", ns) is not None and "0.10 = 10 points" in plot.svg
+
+    def x(value):  # the plot's own mapping of a value to its position
+        from app.dashboard.charts import LEFT, PLOT
+        return round(LEFT + (value + plot.limit) / (2 * plot.limit) * PLOT, 2)
+
+    bands = {r.get("data-check"): r.find("s:rect[@class='band']", ns) for r in rows}
+    # A two-sided band spans ±tolerance; a one-sided one runs from the axis' start to the tolerance.
+    mia = bands["mia_auc"]
+    assert float(mia.get("x")) == x(-0.1) and abs(float(mia.get("x")) + float(mia.get("width")) - x(0.1)) < 0.02
+    drop = bands["holdout_drop"]
+    assert float(drop.get("x")) == x(-plot.limit) and abs(float(drop.get("x")) + float(drop.get("width")) - x(0.03)) < 0.02
+    interval = rows[1].find("s:line[@class='interval']", ns)
+    assert (float(interval.get("x1")), float(interval.get("x2"))) == (x(-0.03), x(0.07))
+    # Each row states its label, unit, verdict and figures in words; a check without an interval says so.
+    text = " ".join("".join(r.itertext()) for r in rows)
+    assert "Loss-attack AUC − 0.5" in text and "AUC · pass" in text and "+0.020 [-0.030, +0.070] · tolerance ±0.100" in text
+    assert "Holdout accuracy drop (utility)" in text and "tolerance ≤ 0.030" in text
+    assert rows[2].find("s:line[@class='interval']", ns) is None and "not measurable" in "".join(rows[2].itertext())
+    assert forest_plot({"checks": []}, "none") is None and forest_plot(None, "none") is None
+
+
+@pytest.mark.parametrize("verdict", ["inconclusive", "fail"])
+def test_an_exact_erasure_shows_its_sanity_check_without_a_red_badge_and_alarms_when_it_fails(client, verdict):
+    from copy import deepcopy
+
+    from app.unlearning.sanity import NOTICE
+    from tests.dashboard.helpers import FIGURES, seed_unlearned
+
+    figures = deepcopy(FIGURES)
+    if verdict == "fail":  # the forget records stand out from unseen data: lineage or calibration is wrong
+        figures["verdicts"]["verdict"] = "fail"
+        figures["verdicts"]["checks"][1].update(estimate=0.05, interval=[0.035, 0.065], verdict="fail")
+    plaintext = new_key()
+    request_id = new_request(client, plaintext, external_id="dsr-sisa")
+    seed_unlearned(request_id, figures=figures)
+    sign_in(client, plaintext)
+    page = client.get(f"/admin/requests/{request_id}").text
+    section = page.split('id="verif-h"')[1].split('id="cert-h"')[0]
+    assert 'data-status="completed"' in page and "(erased)" in page
+    assert f'Sanity check: <strong class="badge">{verdict}</strong>' in section and "badge bad" not in section
+    assert "a sanity check, not the proof of erasure" in section
+    alarm = verdict == "fail"
+    assert ('role="alert"' in section) is alarm and (NOTICE.split(".")[0] in section) is alarm
+    # The forest plot replaces the bars: one row per check; the table keeps every figure.
+    assert section.count('class="check"') == 2 and "<svg" in section and "Verification figures" in section
+    # The alarm's gauge on /metrics, read from the jobs' results, for every exact method.
+    from app.health.figures import EXACT_METHODS
+    from app.unlearning.types import EXACT_METHODS as EXACT
+
+    assert set(EXACT_METHODS) == EXACT
+    scrape = client.get("/metrics").text
+    assert f'obliviate_exact_sanity_check_failures{{method="sisa"}} {1.0 if alarm else 0.0}' in scrape

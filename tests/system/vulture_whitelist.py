@@ -44,6 +44,8 @@ _.jobs_running
 _.jobs_failed
 _.last_verification
 _.query_args
+_.svg                      # the forest plot's markup (app/dashboard/charts.py), in _figures.html
+_.plot                     # a job's forest plot on the request page (app/dashboard/pages_requests.py)
 
 # Loaded by "module:attribute" strings: families (app/families/builtin.py), unlearning methods
 # (workers/engine/unlearning/base.py), the ASGI app factory (app/cli/serve.py, uvicorn --factory),

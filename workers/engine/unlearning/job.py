@@ -145,12 +145,16 @@ def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> C
     return approximate(ctx, name, settings)
 
 
-def retrain(ctx: Context) -> CandidateVersion:
+def retrain(ctx: Context, training_seed: int | None = None) -> CandidateVersion:
+    """Train from scratch on the records that stay, partitioned under the model's seed; the
+    training itself under `training_seed` where given (the rehearsal's second retrain), else the
+    model's seed."""
     manifest = _new_partition(ctx)
     shard_count = ctx.sisa.shards if ctx.sisa else 1
     trained = train_shards(
         family=ctx.family, config=ctx.config, shape=ctx.shape, records=ctx.new_records, manifest=manifest,
-        seed=ctx.seed, sisa=ctx.sisa, shard_list=list(range(shard_count)), progress=ctx.progress, label="retrain: ",
+        seed=ctx.seed if training_seed is None else training_seed, sisa=ctx.sisa, shard_list=list(range(shard_count)),
+        progress=ctx.progress, label="retrain: ",
     )
     return CandidateVersion("retrain", manifest, tuple(trained[s] for s in range(shard_count)), {},
                    {"shards_retrained": shard_count})

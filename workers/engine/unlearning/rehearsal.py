@@ -1,22 +1,32 @@
-"""The unlearning rehearsal's maths (issue 11): erase a random sample of a model's trained
-subjects in memory, retrain without them once (the yardstick), run every approximate method's
-candidate settings on the current weights, and judge each one as a real job would plus how close
-it comes to the retrain.
+"""The unlearning rehearsal's maths (issues 11 and 21): erase random samples of a model's trained
+subjects in memory, retrain without each sample with two training seeds (the yardstick and its
+own spread), run every approximate method's candidate settings on the current weights, and judge
+each one as a real job would plus how close it comes to the retrains.
 
-A candidate **passes** when the service's own verification passes it (`verify_outcome` and
-`check_outcome` against the model's references and the no-op control, exactly as in a job) and
-each gap to the retrain is within its bound below. Costs are CPU seconds (`time.process_time`) as a fraction of the
-retrain's, so they compare across machines. The caller runs this inside `scratch()`: nothing
-trained here reaches the artifact store.
+A rehearsal cannot cherry-pick: it draws `draws` (at least 3) samples of subjects, and on each
+draw retrains `seeds` (at least 2) times. On a draw, a candidate passes when the service's own
+verification passes it (`verify_outcome` and `check_outcome` against the model's references and
+the no-op control, exactly as in a job) and each of its gaps to the mean of that draw's retrains
+is shown equivalent to 0 by TOST (two one-sided t-tests at level `TOST_ALPHA`) within its bound
+below, the noise being the retrains' own spread (pooled over draws, `Spread`). Candidates are
+ranked by their pass rate across draws first and their cost second; one passes the rehearsal
+when it passed at least `PASS_RATE` of the draws. Costs are CPU seconds (`time.process_time`) as
+a fraction of a retrain's, so they compare across machines. The caller runs this inside
+`scratch()`: nothing trained here reaches the artifact store.
+
+This is a rehearsal of the service's verification on the model itself; it runs no shadow
+models, so it reports no ε of its own.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy import stats
 
 from app.unlearning.types import Figures, JsonObject, JsonValue
 from workers.engine.records import Records, TextRecords
@@ -24,14 +34,21 @@ from workers.engine.unlearning import base, verification
 from workers.engine.unlearning.context import Context, Ids
 from workers.engine.unlearning.job import approximate, no_op_control, retrain, verified
 
-# Largest |candidate − retrain| allowed for a pass, each as a fraction (0.05 = 5 points):
-# accuracy on the forget records, accuracy on the holdout (test) records, and the loss-threshold
-# membership AUC of forget against holdout records.
+# Equivalence margins: largest |candidate − retrain| a candidate may be shown within, each as a
+# fraction (0.05 = 5 points): accuracy on the forget records, accuracy on the holdout (test)
+# records, and the loss-threshold membership AUC of forget against holdout records.
 FORGET_ACCURACY_BOUND = 0.05
 HOLDOUT_ACCURACY_BOUND = 0.02
 MIA_AUC_BOUND = 0.03
 BOUNDS: dict[str, float] = {"forget_accuracy": FORGET_ACCURACY_BOUND, "holdout_accuracy": HOLDOUT_ACCURACY_BOUND,
                             "mia_auc": MIA_AUC_BOUND}
+# The level of each one-sided test of TOST.
+TOST_ALPHA = 0.05
+# The least share of draws a candidate must pass to pass the rehearsal (2 of 3).
+PASS_RATE = 2 / 3
+# The fewest draws and retrain seeds a rehearsal runs (the settings cannot go below them).
+MIN_DRAWS = 3
+MIN_SEEDS = 2
 
 # Candidate settings per method, as overrides of its defaults: the defaults and a variant or two,
 # about eight runs for a tabular family (CPU time matters). SalUn's mask fraction is chosen here.
@@ -49,21 +66,52 @@ Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
+class Spread:
+    """The retrains' own spread per figure: the standard deviation between retrains of the same
+    draw under different training seeds, pooled over the draws, with its degrees of freedom."""
+
+    sd: dict[str, float]
+    dof: int
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return {"sd": {name: round(value, 6) for name, value in self.sd.items()}, "dof": self.dof}
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One sample of subjects erased in memory: its context, the retrains' figures (one entry per
+    training seed) and the no-op control."""
+
+    ctx: Context
+    retrains: list[dict[str, float | None]]
+    control: JsonObject
+
+
+@dataclass(frozen=True)
 class Rehearsal:
     subjects: int
     forget_records: int
     retrain_cpu_s: float
     results: tuple[dict[str, JsonValue], ...]
+    draws: int = MIN_DRAWS
+    retrain_seeds: int = MIN_SEEDS
+    spread: dict[str, JsonValue] = field(default_factory=dict)
 
 
-def sample_subjects(ctx: Context, count: int) -> list[str]:
-    """Up to `count` subjects the current version trained on, drawn under the model's seed; at
-    most half of them, so that something is left to retain."""
+def sample_subjects(ctx: Context, count: int, draw: int = 0) -> list[str]:
+    """Up to `count` subjects the current version trained on, drawn under the model's seed and
+    the draw's number; at most half of them, so that something is left to retain."""
     trained = np.isin(ctx.old_records.record_ids, ctx.old_manifest.trained_ids())
     subjects = sorted(set(ctx.old_records.subject_keys[trained].tolist()))
-    rng = np.random.default_rng([ctx.seed, 0x5EA])
+    rng = np.random.default_rng([ctx.seed, 0x5EA, draw])
     picked = rng.choice(len(subjects), size=min(count, len(subjects) // 2), replace=False)
     return [subjects[i] for i in sorted(picked.tolist())]
+
+
+def sample_draws(ctx: Context, count: int, draws: int) -> list[list[str]]:
+    """`draws` independent samples of `count` subjects (none when fewer than two were trained)."""
+    found = [sample_subjects(ctx, count, draw) for draw in range(draws)]
+    return found if all(found) else []
 
 
 def erased(ctx: Context, keys: Sequence[str]) -> Context:
@@ -88,56 +136,144 @@ def candidates(methods: Sequence[str]) -> list[tuple[str, JsonObject]]:
     return [(method, settings) for method in methods for settings in GRID.get(method, ({},))]
 
 
-def rehearse(ctx: Context, keys: Sequence[str], methods: Sequence[str], *, progress: Progress | None = None,
-             check: Callable[[], None] | None = None) -> Rehearsal:
-    """Retrain without the subjects once, then judge every candidate of `methods` against it."""
-    ctx = erased(ctx, keys)
+def rehearse(ctx: Context, draws: Sequence[Sequence[str]], methods: Sequence[str], *, seeds: int = MIN_SEEDS,
+             progress: Progress | None = None, check: Callable[[], None] | None = None) -> Rehearsal:
+    """For each draw of subjects, retrain without them under `seeds` training seeds; then judge
+    every candidate of `methods` on every draw against those retrains."""
+    if len(draws) < MIN_DRAWS or seeds < MIN_SEEDS:
+        raise ValueError(f"a rehearsal needs at least {MIN_DRAWS} draws and {MIN_SEEDS} retrain seeds")
     tried = candidates(methods)
-    total = len(tried) + 1
-    started = time.process_time()
-    yardstick = retrain(ctx)
-    retrain_cpu = max(time.process_time() - started, 1e-9)
-    target = verification.verify_outcome(ctx, yardstick, ctx.old_shards).after
-    # Judged as a job judges: a candidate passes only where the checks fail the original.
-    control = no_op_control(ctx)
-    results = []
-    for done, (method, settings) in enumerate(tried, start=1):
+    total = len(draws) * (seeds + len(tried))
+    done = 0
+
+    def step(label: str) -> None:
+        nonlocal done
+        done += 1
         if check is not None:
             check()
         if progress is not None:
-            progress(done / total, f"rehearsing {method}")
-        results.append(_judge(ctx, method, settings, target, retrain_cpu, control))
-    return Rehearsal(subjects=len(keys), forget_records=int(len(ctx.forget_ids)), retrain_cpu_s=round(retrain_cpu, 4),
-                     results=tuple(results))
+            progress(done / total, label)
+
+    prepared: list[Draw] = []
+    retrain_cpu: list[float] = []
+    for keys in draws:
+        erased_ctx = erased(ctx, keys)
+        retrains = []
+        for seed in range(seeds):
+            step("retraining the yardstick")
+            started = time.process_time()
+            yardstick = retrain(erased_ctx, training_seed=ctx.seed + seed)
+            retrain_cpu.append(max(time.process_time() - started, 1e-9))
+            retrains.append(_figures(verification.verify_outcome(erased_ctx, yardstick, erased_ctx.old_shards).after))
+        # Judged as a job judges: a candidate passes only where the checks fail the original.
+        prepared.append(Draw(erased_ctx, retrains, no_op_control(erased_ctx)))
+    spread = retrain_spread([d.retrains for d in prepared])
+    cpu_per_retrain = sum(retrain_cpu) / len(retrain_cpu)
+    results = []
+    for method, settings in tried:
+        judged = []
+        for draw in prepared:
+            step(f"rehearsing {method}")
+            judged.append(_judge(draw, method, settings, spread, cpu_per_retrain))
+        results.append(_summary(method, settings, judged))
+    return Rehearsal(subjects=max(len(k) for k in draws), forget_records=sum(int(len(d.ctx.forget_ids)) for d in prepared),
+                     retrain_cpu_s=round(cpu_per_retrain, 4), results=tuple(results), draws=len(draws),
+                     retrain_seeds=seeds, spread=spread.to_json())
 
 
-def _judge(ctx: Context, method: str, settings: JsonObject, target: Figures, retrain_cpu: float,
-           control: JsonObject) -> dict[str, JsonValue]:
+def _figures(after: Figures) -> dict[str, float | None]:
+    return {"forget_accuracy": after.forget.accuracy, "holdout_accuracy": after.holdout.accuracy,
+            "mia_auc": after.mia_auc}
+
+
+def retrain_spread(draws: Sequence[Sequence[dict[str, float | None]]]) -> Spread:
+    """Per figure, the retrains' standard deviation within a draw, pooled over the draws (each draw
+    gives seeds − 1 degrees of freedom)."""
+    sd: dict[str, float] = {}
+    dof = 0
+    for name in BOUNDS:
+        squares, freedom = 0.0, 0
+        for retrains in draws:
+            values = [v for v in (r.get(name) for r in retrains) if v is not None]
+            if len(values) >= 2:
+                squares += float(np.var(values, ddof=1)) * (len(values) - 1)
+                freedom += len(values) - 1
+        sd[name] = math.sqrt(squares / freedom) if freedom else 0.0
+        dof = max(dof, freedom)
+    return Spread(sd=sd, dof=dof)
+
+
+def equivalent(gap: float, margin: float, sd: float, seeds: int, dof: int) -> bool:
+    """TOST: whether the gap of one run to the mean of `seeds` retrains is shown within ±`margin`,
+    each one-sided test at TOST_ALPHA, the noise of either side the retrains' spread `sd`."""
+    se = sd * math.sqrt(1 + 1 / seeds)
+    t = float(stats.t.ppf(1 - TOST_ALPHA, max(dof, 1)))
+    return gap - t * se > -margin and gap + t * se < margin
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A candidate on one draw."""
+
+    verdict: str
+    reasons: list[str]
+    gaps: dict[str, float | None]
+    cost: float
+    cpu_s: float
+    passed: bool
+
+
+def _judge(draw: Draw, method: str, settings: JsonObject, spread: Spread, retrain_cpu: float) -> Judged:
+    ctx = draw.ctx
     started = time.process_time()
     try:
         outcome = approximate(ctx, method, settings)
     except base.UnlearningDiverged as exc:
         cpu = time.process_time() - started
-        return {"method": method, "settings": dict(settings), "verdict": "fail", "reasons": [str(exc)],
-                "gaps": {name: None for name in BOUNDS}, "cost": round(cpu / retrain_cpu, 4), "cpu_s": round(cpu, 4),
-                "passed": False}
+        return Judged("fail", [f"fail: {exc}"], {name: None for name in BOUNDS}, cpu / retrain_cpu, cpu, False)
     # Judged as a job judges it, a repair of a few flagged records included (its cost counts).
-    outcome, figures, failed = verified(ctx, outcome, control)
+    outcome, figures, failed = verified(ctx, outcome, draw.control)
     cpu = time.process_time() - started
     block = figures.verdicts or {}
     verdict = "pass" if not failed else str(block.get("verdict") if block.get("verdict") not in (None, "pass") else "fail")
-    after = figures.after
-    gaps = {
-        "forget_accuracy": _gap(after.forget.accuracy, target.forget.accuracy),
-        "holdout_accuracy": _gap(after.holdout.accuracy, target.holdout.accuracy),
-        "mia_auc": _gap(after.mia_auc, target.mia_auc),
-    }
-    within = all(gap is not None and gap <= BOUNDS[name] for name, gap in gaps.items())
-    gap_values: dict[str, JsonValue] = {name: gap for name, gap in gaps.items()}
-    return {"method": method, "settings": dict(settings), "verdict": verdict, "reasons": list(failed),
-            "gaps": gap_values, "cost": round(cpu / retrain_cpu, 4), "cpu_s": round(cpu, 4),
-            "passed": verdict == "pass" and within}
+    found = _figures(figures.after)
+    reasons = list(failed)
+    gaps: dict[str, float | None] = {}
+    for name, margin in BOUNDS.items():
+        retrains = [v for v in (r[name] for r in draw.retrains) if v is not None]
+        value = found[name]
+        if value is None or not retrains:
+            gaps[name] = None
+            reasons.append(f"inconclusive: no {name.replace('_', ' ')} to compare with the retrains")
+            continue
+        gap = value - sum(retrains) / len(retrains)
+        gaps[name] = gap
+        if not equivalent(gap, margin, spread.sd[name], len(retrains), spread.dof):
+            reasons.append(f"fail: {name.replace('_', ' ')} {gap:+.3f} from the retrains is not shown within "
+                           f"±{margin:.3f} (TOST at α = {TOST_ALPHA}, retrains' spread {spread.sd[name]:.3f})")
+    within = len(reasons) == len(failed)
+    if verdict == "pass" and not within:
+        verdict = "fail" if any(r.startswith("fail: ") for r in reasons) else "inconclusive"
+    return Judged(verdict, reasons, gaps, cpu / retrain_cpu, cpu, verdict == "pass")
 
 
-def _gap(value: float | None, yardstick: float | None) -> float | None:
-    return None if value is None or yardstick is None else round(abs(value - yardstick), 6)
+def _summary(method: str, settings: JsonObject, judged: list[Judged]) -> dict[str, JsonValue]:
+    """A candidate across the draws: its pass rate, mean |gap| per figure, mean cost, and the
+    verdict that method choice reads (pass; fail on evidence; inconclusive when no draw failed)."""
+    rate = sum(1 for j in judged if j.passed) / len(judged)
+    passed = rate >= PASS_RATE - 1e-9
+    verdict = "pass" if passed else "fail" if any(j.verdict == "fail" for j in judged) else "inconclusive"
+    gaps: dict[str, JsonValue] = {}
+    for name in BOUNDS:
+        values = [j.gaps[name] for j in judged]
+        known = [abs(v) for v in values if v is not None]
+        gaps[name] = round(sum(known) / len(known), 6) if len(known) == len(values) else None
+    reasons: list[JsonValue] = []
+    for j in judged:
+        reasons.extend(r for r in j.reasons if r not in reasons)
+    draws: list[JsonValue] = [
+        {"verdict": j.verdict, "passed": j.passed,
+         "gaps": {name: None if v is None else round(v, 6) for name, v in j.gaps.items()}} for j in judged]
+    return {"method": method, "settings": dict(settings), "verdict": verdict, "reasons": reasons, "gaps": gaps,
+            "cost": round(sum(j.cost for j in judged) / len(judged), 4), "cpu_s": round(sum(j.cpu_s for j in judged), 4),
+            "pass_rate": round(rate, 6), "draws": draws, "passed": passed}

@@ -1,7 +1,7 @@
 """Per-record membership test against reference models (offline LiRA, Carlini et al. 2022), judged
 per subject, and an ε lower bound from the same test. No shadow unlearning runs: the references
-never saw the forget records, so this is offline LiRA, not U-LiRA (Hayes et al. 2025), which
-would also unlearn on shadow models.
+never saw the forget records, so this is offline LiRA; it does not unlearn on shadow models
+(Hayes et al. 2025) and reports no ε of the method itself.
 
 "Audit" elsewhere means the hash-chained event log; the stored check keeps its name
 `per_record_audit`, which certificates already carry.
