@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.image_files import creator_id, creator_works, images_zip, upload_images
-from tests.objects import TINY_DIFFUSION
+from tests.objects import TINY_DIFFUSION, approve
 from tests.worker import execute_queued, plan_approved
 
 pytestmark = pytest.mark.timeout(600)
@@ -70,7 +70,7 @@ def test_image_model_erasure_end_to_end(client, admin, settings_env, inference_i
         "subject": {"identifiers": {"creator": erased}}, "jurisdiction": "gdpr", "source": "admin"})
     assert created.status_code == 201, created.text
     request_id = created.json()["id"]
-    assert client.post(f"/v1/erasure-requests/{request_id}/approve", headers=admin).status_code == 200
+    assert approve(client, admin, request_id).status_code == 200
     plan_approved()
     assert execute_queued("unlearning") == ["completed"]
     request = client.get(f"/v1/erasure-requests/{request_id}", headers=admin).json()
