@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -82,6 +82,54 @@ class CausalLMConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+
+
+# Architectures a transformers config given in params may build (imported bases are checked by
+# their own config.json).
+HF_ARCHITECTURES = ("gpt2", "llama", "qwen2")
+
+
+@dataclass(config=_STRICT)
+class LoRAConfig:
+    # Rank r of each adapter's update B·A, its scale alpha / r, and dropout on its input.
+    r: Annotated[int, Field(ge=1, le=1024)] = 8
+    alpha: Annotated[float, Field(gt=0, le=100_000)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Module names the adapters wrap; None: peft's default for the architecture (gpt2: c_attn;
+    # llama and qwen2: q_proj and v_proj).
+    target_modules: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=1, max_length=64)] | None = None
+
+
+@dataclass(config=_STRICT)
+class HFCausalLMConfig:
+    # A Hugging Face transformers causal language model (workers/engine/families/hf_causal_lm.py):
+    # either built from `config` (a transformers config of a gpt2, llama or qwen2 model) or an
+    # imported base (`base`), fine-tuned fully or through LoRA adapters (`lora`).
+    config: dict[str, Any] | None = None
+    base: str | None = None
+    # Set by the service from the imported base: its model version, the sha256 of its stored
+    # archive (the worker fetches it by this digest) and its architecture (config.json model_type).
+    base_id: str | None = None
+    base_archive_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    architecture: str | None = None
+    lora: LoRAConfig | None = None
+    # Tokens of a model built from `config`: the 256 byte values plus BOS and EOS ("byte"); a base
+    # brings its own tokenizer.
+    tokenizer: Literal["byte"] = "byte"
+    vocab_size: Annotated[int, Field(ge=2, le=1_000_000)] = 512
+    block_size: Annotated[int, Field(ge=4, le=8192)] = 64
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = 16
+    learning_rate: LearningRate = 5e-4
+
+    def __post_init__(self) -> None:
+        if (self.config is None) == (self.base is None and self.base_archive_sha256 is None):
+            raise ValueError("give either config (a transformers config) or base (an imported model version)")
+        if self.config is not None and self.config.get("model_type") not in HF_ARCHITECTURES:
+            raise ValueError(f"config.model_type must be one of {', '.join(HF_ARCHITECTURES)}")
+        if self.config is not None and self.lora is not None:
+            # A LoRA network stores its adapters only, so its frozen base must be stored too.
+            raise ValueError("lora fine-tunes an imported base; a model built from config trains fully")
 
 
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.
@@ -221,4 +269,19 @@ CAUSAL_LM = FamilySpec(
     methods=LM_METHODS,
 )
 
-BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM)
+def hf_causal_lm_tokens(config: HFCausalLMConfig, rows: int) -> int:
+    return config.steps * config.batch_size * config.block_size
+
+
+HF_CAUSAL_LM = FamilySpec(
+    name="hf_causal_lm",
+    config_class=HFCausalLMConfig,
+    implementation="workers.engine.families.hf_causal_lm:HFCausalLMFamily",
+    description="Hugging Face transformers causal language model (gpt2, llama, qwen2), from a config or an "
+                "imported base, fully fine-tuned or through LoRA adapters: generate and score.",
+    positions_seen=hf_causal_lm_tokens,
+    data_kind="text",
+    methods=LM_METHODS,
+)
+
+BUILTIN_FAMILIES = (LOGISTIC_REGRESSION, MLP_CLASSIFIER, CNN_CLASSIFIER, CAUSAL_LM, HF_CAUSAL_LM)
