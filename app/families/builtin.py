@@ -116,7 +116,6 @@ class HFCausalLMConfig:
     # Tokens of a model built from `config`: the 256 byte values plus BOS and EOS ("byte"); a base
     # brings its own tokenizer.
     tokenizer: Literal["byte"] = "byte"
-    vocab_size: Annotated[int, Field(ge=2, le=1_000_000)] = 512
     block_size: Annotated[int, Field(ge=4, le=8192)] = 64
     steps: PositiveInt = 200
     batch_size: PositiveInt = 16

@@ -119,7 +119,7 @@ class TokenizerCodec:
     def to_bytes(self, tokens: Sequence[int]) -> bytes:
         return self.decode(tokens).encode("utf-8")
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> TokenizerCodec:
+    def __deepcopy__(self, _memo: dict[int, Any]) -> TokenizerCodec:
         return self  # immutable; copies of a network share it
 
 
@@ -127,8 +127,8 @@ class TokenizerCodec:
 def base_codec(sha: str) -> TokenizerCodec:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_directory(sha), trust_remote_code=False)
-    tokenizer.model_max_length = 1 << 30  # windows are cut by block_size, not by the tokenizer
+    # Windows are cut by block_size, not by the tokenizer: no warning about long records.
+    tokenizer = AutoTokenizer.from_pretrained(base_directory(sha), trust_remote_code=False, model_max_length=1 << 30)
     return TokenizerCodec(tokenizer)
 
 
