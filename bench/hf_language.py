@@ -31,8 +31,10 @@ from language import CANDIDATES, canary_prefix, corpus
 
 SEED, HOLDOUT = 7, 0.1
 BASE = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 64, "vocab_size": 512}
-PRETRAIN = {"block_size": 48, "steps": 400, "batch_size": 16, "learning_rate": 3e-3}
-TUNE = {"lora": {"r": 16, "alpha": 32}, "block_size": 48, "steps": 400, "batch_size": 16, "learning_rate": 1e-2}
+PRETRAIN = {"block_size": 48, "steps": 1500, "batch_size": 16, "learning_rate": 3e-3}
+# Adapters on every projection of GPT-2 (attention and MLP), so they can hold the canaries.
+TUNE = {"lora": {"r": 16, "alpha": 32, "target_modules": ["c_attn", "c_proj", "c_fc"]}, "block_size": 48,
+        "steps": 1500, "batch_size": 16, "learning_rate": 1e-2}
 QUICK = {"pretrain_steps": 60, "steps": 60}
 SISA = {"shards": 4, "slices": 2}
 

@@ -18,7 +18,7 @@ from tests.hf_models import archive, save_gpt2
 from workers import inference
 from workers.engine import training
 from workers.engine.families.causal_lm import record_windows
-from workers.engine.families.hf_causal_lm import UnsafeArchive, extract_base
+from workers.engine.families.hf_causal_lm import UnsafeArchive, base_directory, extract_base
 from workers.engine.families.lm_scoring import generate, score
 from workers.engine.serialization import load_network, state_to_bytes
 from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method, parse_method_config
@@ -72,6 +72,15 @@ def test_lora_stores_the_adapters_only_trains_them_deterministically_and_leaves_
     assert all(torch.equal(state[name], again[name]) for name in state)
     with pytest.raises(RuntimeError, match="adapter weights do not fit"):
         network.load_state_dict({**state, "model.extra": torch.zeros(1)})
+
+
+def test_the_base_is_extracted_once_into_the_data_dir_by_its_digest(base, data_dir):
+    sha, _ = base
+    folder = base_directory(sha)
+    assert folder.resolve() == (data_dir / "hf-bases" / sha).resolve()
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    assert base_directory(sha) == folder and (folder / "config.json").stat().st_mtime_ns == stamp
 
 
 def test_a_sisa_shard_resumed_from_an_adapter_checkpoint_equals_the_uninterrupted_run(base):

@@ -76,7 +76,7 @@ def extract_base(archive: Any, target: Path) -> None:
 
 def base_directory(sha: str) -> Path:
     """The extracted base of this archive digest, extracted on first use (atomically: a folder
-    appears under its final name only complete)."""
+    appears under its final name only complete, whichever process extracts it first)."""
     root = Path(get_settings().data_dir) / "hf-bases"
     final = root / sha
     with _EXTRACT_LOCK:
@@ -87,7 +87,11 @@ def base_directory(sha: str) -> Path:
         try:
             with get_store().open_verified(sha) as archive:
                 extract_base(archive, staging / "base")
-            os.replace(staging / "base", final)
+            try:
+                os.replace(staging / "base", final)
+            except OSError:
+                if not final.is_dir():  # another worker process extracted it first: use theirs
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return final
