@@ -66,7 +66,8 @@ class Case:
         folder = Path(get_settings().data_dir) / "base"
         save_gpt2(folder, public, seed=SEED, **width)
         initial = get_store().put_bytes(archive(folder))
-        pretrain = self.spec.parse_params({**PRETRAIN, "steps": args.pretrain_steps, "base_archive_sha256": initial})
+        pretrain = self.spec.parse_params({**PRETRAIN, "steps": args.pretrain_steps, "base": "gpt2-init",
+                                          "base_archive_sha256": initial})
         windows, owners = record_windows(public, pretrain.block_size, self.family.codec(pretrain))
         (state, self.pretrain_s, _) = timed(lambda: train_single(
             self.family, pretrain, self.family.shape(pretrain), torch.from_numpy(windows), torch.from_numpy(owners),
@@ -75,7 +76,8 @@ class Case:
         network.load_state_dict(state)
         network.model.save_pretrained(folder, safe_serialization=True)
         self.base_sha = get_store().put_bytes(archive(folder))
-        self.params = {**TUNE, "steps": args.steps, "base_archive_sha256": self.base_sha, "architecture": "gpt2"}
+        self.params = {**TUNE, "steps": args.steps, "base": "notes-base", "base_archive_sha256": self.base_sha,
+                       "architecture": "gpt2"}
         self.config = self.spec.parse_params(self.params)
         self.shape = self.family.shape(self.config)
         self.codec = self.family.codec(self.config)

@@ -96,7 +96,8 @@ class LoRAConfig:
     alpha: Annotated[float, Field(gt=0, le=100_000)] = 16
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # Module names the adapters wrap; None: peft's default for the architecture (gpt2: c_attn;
-    # llama and qwen2: q_proj and v_proj).
+    # llama and qwen2: q_proj and v_proj). Over an imported base only the adapters are stored;
+    # over a model built from a config its seeded base is stored with them.
     target_modules: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(min_length=1, max_length=64)] | None = None
 
 
@@ -126,9 +127,6 @@ class HFCausalLMConfig:
             raise ValueError("give either config (a transformers config) or base (an imported model version)")
         if self.config is not None and self.config.get("model_type") not in HF_ARCHITECTURES:
             raise ValueError(f"config.model_type must be one of {', '.join(HF_ARCHITECTURES)}")
-        if self.config is not None and self.lora is not None:
-            # A LoRA network stores its adapters only, so its frozen base must be stored too.
-            raise ValueError("lora fine-tunes an imported base; a model built from config trains fully")
 
 
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.

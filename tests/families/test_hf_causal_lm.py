@@ -39,7 +39,7 @@ def base(tmp_path_factory, database_url):
 
 def family_config(sha: str, **params):
     spec = get_family("hf_causal_lm")
-    return spec, spec.load_implementation(), spec.parse_params({**TUNE, "base_archive_sha256": sha, **params})
+    return spec, spec.load_implementation(), spec.parse_params({**TUNE, "base": "tiny-gpt2", "base_archive_sha256": sha, **params})
 
 
 def windows_of(family, config, texts):
@@ -181,7 +181,14 @@ def test_a_model_from_a_config_trains_on_bytes_and_the_params_are_checked(databa
     network = load_network(family, config, family.shape(config), state_to_bytes(state))
     fresh = training.new_network(family, config, family.shape(config), seed=1)
     assert family.loss_per_example(network, features, labels).mean() < family.loss_per_example(fresh, features, labels).mean() - 1
-    for bad in ({"config": {"model_type": "bert"}}, {}, {"config": {"model_type": "gpt2"}, "lora": {"r": 4}},
+    # LoRA over a model from a config: its base exists nowhere else, so it is stored with the adapters.
+    lora = spec.parse_params({"config": {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2}, "lora": {"r": 2}})
+    lora_network = training.new_network(family, lora, family.shape(lora), seed=1)
+    names = set(lora_network.state_dict())
+    assert any("lora_" in n for n in names) and any("lora_" not in n for n in names)
+    trainable = {id(p) for p in lora_network.trainable_parameters()}
+    assert trainable and all("lora_" in n for n, p in lora_network.named_parameters() if id(p) in trainable)
+    for bad in ({"config": {"model_type": "bert"}}, {}, {"config": {"model_type": "gpt2"}, "tokenizer": "bpe"},
                 {"config": {"model_type": "gpt2"}, "base": "b"}, {"base": "b", "lora": {"r": 0}}):
         with pytest.raises(FamilyParamsError):
             spec.parse_params(bad)

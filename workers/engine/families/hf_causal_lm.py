@@ -145,14 +145,20 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def _adapter(name: str) -> bool:
+    return "lora_" in name
+
+
 class HFNetwork(nn.Module):
     """tokens [batch, length ≤ block_size] → next-token logits [batch, length, vocab] (float32),
-    like causal_lm's GPT. With `adapter_only` (LoRA) its state dict is the adapters' alone."""
+    like causal_lm's GPT. With `lora` only the adapters train; with `adapter_only` (LoRA over a
+    stored base) its state dict is the adapters' alone, the base being shared by its digest."""
 
-    def __init__(self, model: nn.Module, codec: Any, adapter_only: bool) -> None:
+    def __init__(self, model: nn.Module, codec: Any, *, lora: bool, adapter_only: bool) -> None:
         super().__init__()
         self.model = model
         self.codec = codec
+        self.lora = lora
         self.adapter_only = adapter_only
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -160,16 +166,13 @@ class HFNetwork(nn.Module):
             logits = self.model(input_ids=tokens).logits
         return logits.float()
 
-    def _trained(self, name: str) -> bool:
-        return not self.adapter_only or "lora_" in name
-
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [parameter for name, parameter in self.named_parameters() if self._trained(name)]
+        return [parameter for name, parameter in self.named_parameters() if not self.lora or _adapter(name)]
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         state = super().state_dict(*args, **kwargs)
         if self.adapter_only:
-            for name in [name for name in state if not self._trained(name)]:
+            for name in [name for name in state if not _adapter(name)]:
                 del state[name]
         return state
 
@@ -235,15 +238,25 @@ class HFCausalLM(CausalLM):
 
     def codec(self, config: Any) -> Any:
         """The tokens of this config's models: the base's tokenizer, or bytes."""
-        return base_codec(config.base_archive_sha256) if config.base_archive_sha256 else BYTES
+        if config.base_archive_sha256:
+            return base_codec(config.base_archive_sha256)
+        if getattr(config, "tokenizer", "byte") != "byte":
+            # A tokenizer trained on the dataset would hold the subjects' text in its merges
+            # (docs/byo-language-model.md): models built from a config use bytes.
+            raise ValueError("an hf_causal_lm model built from a config uses byte tokens (tokenizer: byte)")
+        return BYTES
 
     def build_network(self, config: Any, shape: Shape) -> nn.Module:
         if config.config is None and config.base_archive_sha256 is None:
             raise ValueError("an hf_causal_lm model names its base's archive (base_archive_sha256) or a config")
+        codec = self.codec(config)
         model = _from_base(config) if config.base_archive_sha256 else _from_config(config)
         if config.lora is not None:
             model = _with_lora(model, config.lora)
-        return HFNetwork(model, self.codec(config), adapter_only=config.lora is not None).eval()
+        # LoRA over a model built from a config: its frozen base is drawn from the seed, not
+        # stored anywhere else, so its weights are stored with the adapters.
+        lora = config.lora is not None
+        return HFNetwork(model, codec, lora=lora, adapter_only=lora and bool(config.base_archive_sha256)).eval()
 
 
 HFCausalLMFamily = HFCausalLM()
