@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from app.artifacts.store import get_store
+from app.config import get_settings
 from app.families.registry import get_family
 from workers.engine.families.base import Shape
 from workers.engine.serialization import load_network
-from workers.engine.training import ensemble_proba
+from workers.engine.training import device_from_setting, ensemble_proba
 
 _CACHE: OrderedDict[str, tuple[Any, list]] = OrderedDict()
 _LOCK = threading.Lock()
@@ -32,7 +33,9 @@ def networks_for(family_name: str, params: dict, shape: dict, weight_hashes: lis
     family = spec.load_implementation()
     config = spec.parse_params(params)
     store = get_store()
-    networks = [load_network(family, config, Shape(**shape), store.get_bytes(sha)) for sha in weight_hashes]
+    # OBLIVIATE_DEVICE as for training: `auto` serves on a GPU when there is one.
+    device = device_from_setting(get_settings().device)
+    networks = [load_network(family, config, Shape(**shape), store.get_bytes(sha)).to(device) for sha in weight_hashes]
     with _LOCK:
         _CACHE[key] = (family, networks)
         while len(_CACHE) > _CACHE_SIZE:

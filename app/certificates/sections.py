@@ -26,6 +26,11 @@ EXACT_STATEMENT = (
     "not the proof."
 )
 NEVER_HELD_STATEMENT = "Exact: the model's current version was never trained on the person's records."
+BASE_SCOPE_STATEMENT = (
+    "This model was fine-tuned from an imported base model. The erasure covers the fine-tuning data, "
+    "the service's dataset named here: an exact method is exact with respect to it. The base's own "
+    "pretraining data is out of scope: the service never held it and cannot erase anything from it."
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ def model_section(model: ModelErasure, request_id: uuid.UUID) -> dict[str, Any]:
     request's verdict."""
     out = {key: value for key, value in model.entry.items() if key != "verification"}
     out["method_kind"] = model.method_kind
+    if isinstance(model.entry.get("base"), Mapping):
+        out["base"] = {**model.entry["base"], "statement": BASE_SCOPE_STATEMENT}
     verification = model.entry.get("verification")
     if model.method_kind == "exact":
         out["exact"] = _exact_basis(model)

@@ -156,10 +156,10 @@ class HFCausalLMConfig:
     base: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")] | None = None
     # Fine-tune through a LoRA adapter (the base frozen) instead of every weight.
     lora: LoraConfig | None = None
-    # A model built from a configuration gets a byte-level BPE tokenizer trained on its dataset
-    # with `vocab_size` tokens, or plain bytes; a base keeps its own tokenizer.
-    tokenizer: Literal["bpe", "byte"] = "bpe"
-    vocab_size: Annotated[int, Field(ge=256, le=65536)] = 512
+    # A model built from a configuration reads plain bytes (the 256 byte values with begin- and
+    # end-of-text); a base keeps its own tokenizer. A tokenizer trained on the dataset would hold
+    # the subjects' text in its merges, and an erasure would have to retrain it with every shard.
+    tokenizer: Literal["byte"] = "byte"
     block_size: Annotated[int, Field(ge=4, le=8192)] = 64
     steps: PositiveInt = 200
     batch_size: PositiveInt = 16
@@ -186,8 +186,7 @@ class HFCausalLMConfig:
         configuration's with the vocabulary of its tokenizer."""
         if self.config is None:
             return hf.parse(self.base_config) if self.base_config is not None else None
-        vocab = self.vocab_size if self.tokenizer == "bpe" else LM_VOCAB
-        return hf.parse(self.config).with_vocab(vocab)
+        return hf.parse(self.config).with_vocab(LM_VOCAB)
 
 
 # Byte-level tokens: the 256 byte values (0–255), then begin-of-text and end-of-text.

@@ -217,6 +217,10 @@ def record_unlearned(session: Session, attempt: JobAttempt, plan: UnlearningPlan
         # The method and settings the job started with, and where they came from (the
         # certificate names them too).
         entry["method_settings"] = snapshot.method_settings.to_json(result.settings)
+    if snapshot.params.get("base_archive_sha256"):
+        # A model fine-tuned from an imported base: the certificate states what its erasure covers.
+        entry["base"] = {"base_id": snapshot.params.get("base_id"), "architecture": snapshot.params.get("architecture"),
+                         "archive_sha256": snapshot.params["base_archive_sha256"]}
     after = result.verification.after
     for request in request_outcome.of_job(session, attempt.job_id, lock=True):
         if request.status == "processing":

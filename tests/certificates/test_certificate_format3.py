@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 
 from app.audit.downloads import DownloadedCopy
-from app.certificates.sections import COPIES_STATEMENT, ModelErasure
+from app.certificates.sections import BASE_SCOPE_STATEMENT, COPIES_STATEMENT, ModelErasure
 from tests.certificates.format3_bodies import DATASET, DATASET_ID, KEYS, MODEL_ID, NOW, REQUEST, VERDICTS
 from tests.certificates.format3_bodies import body as _body
 from tests.certificates.format3_bodies import model_entry as _model
@@ -54,6 +54,16 @@ def test_an_exact_model_says_what_makes_it_exact_and_labels_its_figures_a_sanity
     assert exact["dataset_version_without_records"] == {"name": "users", "version": 2, "sha256": "d2"}
     assert (exact["shards_retrained"], exact["slices_retrained"], exact["slices_total"]) == ([2], 3, 20)
     assert exact["weights_sha256"] == {"before": "w1", "after": "w2"}
+
+
+def test_a_model_fine_tuned_from_a_base_states_that_the_bases_pretraining_data_is_out_of_scope(database_url):
+    base = {"base_id": "b1", "architecture": "gpt2", "archive_sha256": "a" * 64}
+    for method, kind in (("sisa", "exact"), ("npo", "approximate")):
+        [model] = _body([ModelErasure(_model(method, base=base), kind, DATASET)])["models"]
+        assert model["base"] == {**base, "statement": BASE_SCOPE_STATEMENT}
+        assert "pretraining data is out of scope" in model["base"]["statement"]
+    [plain] = _body([ModelErasure(_model("sisa"), "exact", DATASET)])["models"]
+    assert "base" not in plain
 
 
 def test_an_approximate_model_carries_its_verification_no_op_control_and_the_requests_verdict(database_url):

@@ -68,14 +68,17 @@ def test_lora_count_matches_peft(config, targets):
 def test_the_family_counts_its_tokenizer_vocabulary_and_adapter():
     spec = get_family("hf_causal_lm")
     gpt2 = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 50257}
-    bpe = spec.parse_params({"config": gpt2, "vocab_size": 400})
-    byte = spec.parse_params({"config": gpt2, "tokenizer": "byte"})
-    adapted = spec.parse_params({"config": gpt2, "vocab_size": 400, "lora": {"r": 2}})
+    byte = spec.parse_params({"config": gpt2})
+    adapted = spec.parse_params({"config": gpt2, "lora": {"r": 2}})
     count = lambda config: budget.parameter_count(spec.parameter_shapes(config, 0, 0))  # noqa: E731
-    # The configuration's own vocab_size gives way to the tokenizer's.
-    assert count(bpe) - count(byte) == (400 - 258) * 64
-    assert count(adapted) - count(bpe) == 2 * (2 * 64 + 2 * 3 * 64)  # c_attn: A (r × 64), B (192 × r) per layer
-    assert budget.estimate(spec, adapted, 64, 0, 10).flops > budget.estimate(spec, bpe, 64, 0, 10).flops
+    # The configuration's own vocab_size gives way to the tokenizer's: 256 bytes, begin and end.
+    wide = spec.parse_params({"config": {**gpt2, "vocab_size": 258}})
+    assert count(byte) == count(wide)
+    assert count(adapted) - count(byte) == 2 * (2 * 64 + 2 * 3 * 64)  # c_attn: A (r × 64), B (192 × r) per layer
+    assert budget.estimate(spec, adapted, 64, 0, 10).flops > budget.estimate(spec, byte, 64, 0, 10).flops
+    # A tokenizer trained on the dataset would hold the subjects' text: refused, not queued.
+    with pytest.raises(FamilyParamsError):
+        spec.parse_params({"config": gpt2, "tokenizer": "bpe"})
 
 
 @pytest.mark.parametrize("params, message", [

@@ -19,6 +19,8 @@ _.successor                # app/keys/schemas.py rotation answer
 _.chain_valid              # app/requests/schemas.py audit trail
 _.links_digest             # app/identities/router.py link answer
 _.description              # FamilySpec and each unlearning method: documentation kept on the object
+_.base_id                  # HFCausalLMConfig: stored in params, read from them (app/unlearning/service.py)
+_.architecture             # HFCausalLMConfig: likewise
 
 # SQLAlchemy: columns written through the constructor or by keyword, read back by other processes or SQL.
 _.issued_at                # certificates
@@ -54,6 +56,7 @@ LogisticRegressionFamily
 MLPFamily
 CNNFamily
 CausalLMFamily
+HFCausalLMFamily
 FineTune
 NegGradPlus
 Scrub

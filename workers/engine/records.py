@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,15 +57,16 @@ class TextRecords(Records):
         return [self.texts[i] for i in np.searchsorted(self.record_ids, ids).tolist()]
 
 
-def load_text_records(version_sha: str, block_size: int) -> TextRecords:
-    from workers.engine.families.causal_lm import record_windows
+def load_text_records(version_sha: str, block_size: int, codec: Any = None) -> TextRecords:
+    """`codec` turns texts into tokens (workers/engine/families/causal_lm.py, ByteCodec); None: bytes."""
+    from workers.engine.families.causal_lm import BYTES, record_windows
 
     table = read_version_table(get_store(), version_sha)
     order = np.argsort(table.column("record_id").to_numpy(), kind="stable")
     record_ids = table.column("record_id").to_numpy()[order].astype(np.int64)
     column = table.column("text").to_pylist()
     texts = [column[i] for i in order.tolist()]
-    windows, owners = record_windows(texts, block_size)
+    windows, owners = record_windows(texts, block_size, codec or BYTES)
     return TextRecords(
         record_ids=record_ids, subject_keys=np.asarray(table.column("subject_key").to_pylist(), dtype=object)[order],
         features=windows, labels=record_ids[owners], texts=texts,
@@ -74,12 +76,14 @@ def load_text_records(version_sha: str, block_size: int) -> TextRecords:
 def records_and_shape(family: ModelFamily, config: object, dataset_sha: str, features: Sequence[str], classes: int,
                       text: bool) -> tuple[Records, Shape]:
     """A dataset version's records in memory, and the shape of the networks trained on them:
-    text datasets for a text family (causal_lm: windows of config.block_size), image datasets for
-    an image family (image_diffusion: pixels), else tabular."""
+    text datasets for a text family (causal_lm: windows of config.block_size, in the tokens of
+    the family's codec for this config when it has one), image datasets for an image family
+    (image_diffusion: pixels), else tabular."""
     if getattr(family, "data_kind", None) == "image":
         return load_image_records(dataset_sha, config), family.shape(config, classes)  # type: ignore[attr-defined]
     if text:
-        return load_text_records(dataset_sha, config.block_size), family.shape(config)  # type: ignore[attr-defined]
+        codec = family.codec(config) if hasattr(family, "codec") else None
+        return load_text_records(dataset_sha, config.block_size, codec), family.shape(config)  # type: ignore[attr-defined]
     records = load_records(dataset_sha, features)
     return records, Shape(n_features=records.features.shape[1], n_classes=max(classes, 2))
 

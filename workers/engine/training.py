@@ -83,6 +83,13 @@ def network_device(network: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters training and unlearning update: all of them, unless the network names its
+    own (a LoRA network: its adapters, over a frozen base)."""
+    own = getattr(network, "trainable_parameters", None)
+    return list(own()) if callable(own) else list(network.parameters())
+
+
 def copy_state(network: nn.Module) -> StateDict:
     """A CPU snapshot of the weights that later training cannot change."""
     return {name: value.detach().to("cpu", copy=True) for name, value in network.state_dict().items()}

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from app.families.builtin import BOS_TOKEN, EOS_TOKEN, LM_VOCAB
 from workers.engine.families.base import Shape
-from workers.engine.training import derive_seed, network_device, rng_devices
+from workers.engine.training import derive_seed, network_device, rng_devices, trainable_parameters
 
 PAD = -1
 IGNORE = -100
@@ -109,13 +109,41 @@ def decode(tokens: Sequence[int]) -> str:
     return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
 
 
-def record_windows(texts: Sequence[str | bytes], block_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training windows of every record (BOS + bytes + EOS) and the index of each one's record."""
+class ByteCodec:
+    """Text to tokens and back: the byte-level codec of this family. A family with another
+    tokenizer (hf_causal_lm) gives its networks a `codec` attribute with the same members, and
+    scoring, generation and the text checks use it (`codec_of`)."""
+
+    bos, eos = BOS_TOKEN, EOS_TOKEN
+    # Tokens a uniform guess spreads over (gradient difference's cap on the forget loss).
+    uniform_vocab = 256
+
+    def encode(self, text: str | bytes) -> list[int]:
+        return encode(text)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return decode(tokens)
+
+    def to_bytes(self, tokens: Sequence[int]) -> bytes:
+        return bytes(t for t in tokens if t < 256)
+
+
+BYTES = ByteCodec()
+
+
+def codec_of(networks: Sequence[nn.Module]) -> Any:
+    """The codec of a network or ensemble (all shards share one): its own, else bytes."""
+    return getattr(networks[0], "codec", BYTES) if networks else BYTES
+
+
+def token_windows(token_lists: Sequence[Sequence[int]], block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training windows of every record (its tokens, BOS and EOS included) and the index of each
+    one's record."""
     width = block_size + 1
     rows: list[np.ndarray] = []
     owners: list[int] = []
-    for index, text in enumerate(texts):
-        tokens = np.array([BOS_TOKEN, *encode(text), EOS_TOKEN], dtype=np.int64)
+    for index, token_list in enumerate(token_lists):
+        tokens = np.asarray(token_list, dtype=np.int64)
         for start in range(0, max(1, len(tokens) - 1), block_size):
             window = np.full(width, PAD, dtype=np.int64)
             piece = tokens[start:start + width]
@@ -124,6 +152,11 @@ def record_windows(texts: Sequence[str | bytes], block_size: int) -> tuple[np.nd
             owners.append(index)
     windows = np.stack(rows) if rows else np.zeros((0, width), dtype=np.int64)
     return windows, np.asarray(owners, dtype=np.int64)
+
+
+def record_windows(texts: Sequence[str | bytes], block_size: int, codec: Any = BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Training windows of every record (BOS + its tokens + EOS) and the index of each one's record."""
+    return token_windows([[codec.bos, *codec.encode(text), codec.eos] for text in texts], block_size)
 
 
 def inputs_and_targets(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +222,7 @@ class CausalLM:
         if n == 0 or steps == 0:
             return
         device = network_device(network)
-        optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=0.0)
+        optimizer = torch.optim.AdamW(trainable_parameters(network), lr=config.learning_rate, betas=(0.9, 0.99), weight_decay=0.0)
         order_generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=order_generator)
         position = 0
@@ -205,7 +238,7 @@ class CausalLM:
                 loss = (losses * mask).sum() / mask.sum().clamp_min(1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trainable_parameters(network), 1.0)
                 optimizer.step()
         network.eval()
 

@@ -3,8 +3,9 @@
 An ensemble's next-token distribution is the mean of its shards' distributions, so its
 log-probability of a token is logsumexp over the shards' log-probabilities minus log(S).
 
-`score` is the sum of the natural-log probabilities of every byte of a text given its prefix,
-the first byte conditioned on BOS alone. A text longer than block_size is scored with a
+`score` is the sum of the natural-log probabilities of every token of a text given its prefix,
+the first token conditioned on BOS alone. Tokens are the networks' codec's (`codec_of`): bytes
+for causal_lm, the model's tokenizer for hf_causal_lm. A text longer than block_size is scored with a
 sliding window: windows of block_size inputs advance by half a block, and each scores only the
 targets the previous one did not, so every target after the first window sees at least half a
 block of context.
@@ -17,15 +18,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from app.families.builtin import BOS_TOKEN, EOS_TOKEN
-from workers.engine.families.causal_lm import PAD, decode, encode, ensemble_log_softmax, ensemble_window_log_probs
+from workers.engine.families.causal_lm import PAD, codec_of, ensemble_log_softmax, ensemble_window_log_probs
 
 SCORE_BATCH = 256
 
 
-def _score_rows(text: str, block_size: int) -> list[tuple[list[int], int]]:
-    """(window tokens, index of the first target it scores) of one text."""
-    tokens = [BOS_TOKEN, *encode(text)]
+def _score_rows(tokens: list[int], block_size: int) -> list[tuple[list[int], int]]:
+    """(window tokens, index of the first target it scores) of one text's tokens (BOS first)."""
     if len(tokens) <= block_size + 1:
         return [(tokens, 0)]
     stride = max(1, block_size // 2)
@@ -41,9 +40,11 @@ def _score_rows(text: str, block_size: int) -> list[tuple[list[int], int]]:
 
 def score(networks: Sequence[nn.Module], texts: Sequence[str], block_size: int) -> list[dict]:
     """[{"log_likelihood", "tokens"}] per text."""
+    codec = codec_of(networks)
+    encoded = [codec.encode(text) for text in texts]
     rows: list[tuple[int, list[int], int]] = []
-    for index, text in enumerate(texts):
-        rows += [(index, window, skip) for window, skip in _score_rows(text, block_size)]
+    for index, tokens in enumerate(encoded):
+        rows += [(index, window, skip) for window, skip in _score_rows([codec.bos, *tokens], block_size)]
     totals = [0.0] * len(texts)
     rows.sort(key=lambda row: len(row[1]))  # batches of similar length pad little
     for start in range(0, len(rows), SCORE_BATCH):
@@ -56,7 +57,7 @@ def score(networks: Sequence[nn.Module], texts: Sequence[str], block_size: int) 
         for i, (index, _, skip) in enumerate(batch):
             mask[i, :skip] = False
             totals[index] += float(log_probs[i][mask[i]].double().sum())
-    return [{"log_likelihood": totals[i], "tokens": len(encode(text))} for i, text in enumerate(texts)]
+    return [{"log_likelihood": totals[i], "tokens": len(tokens)} for i, tokens in enumerate(encoded)]
 
 
 def generate_tokens(networks: Sequence[nn.Module], prompt: str, max_new_tokens: int, block_size: int,
@@ -69,7 +70,8 @@ def generate_batch(networks: Sequence[nn.Module], prompts: Sequence[str | bytes]
                    temperature: float = 0.0, seed: int = 0) -> list[list[int]]:
     """Generation for several prompts at once (left-aligned, each at its own length)."""
     generator = torch.Generator().manual_seed(seed)
-    sequences = [[BOS_TOKEN, *encode(p)] for p in prompts]
+    codec = codec_of(networks)
+    sequences = [[codec.bos, *codec.encode(p)] for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
     live = list(range(len(prompts)))
     for _ in range(max_new_tokens):
@@ -88,7 +90,7 @@ def generate_batch(networks: Sequence[nn.Module], prompts: Sequence[str | bytes]
             chosen = torch.multinomial(torch.softmax(last / temperature, dim=1), 1, generator=generator).squeeze(1).tolist()
         still = []
         for i, token in zip(live, chosen, strict=True):
-            if token in (EOS_TOKEN, BOS_TOKEN):
+            if token in (codec.eos, codec.bos):
                 continue
             sequences[i].append(token)
             out[i].append(token)
@@ -99,4 +101,4 @@ def generate_batch(networks: Sequence[nn.Module], prompts: Sequence[str | bytes]
 
 def generate(networks: Sequence[nn.Module], prompt: str, max_new_tokens: int, block_size: int,
              temperature: float = 0.0, seed: int = 0) -> str:
-    return decode(generate_tokens(networks, prompt, max_new_tokens, block_size, temperature, seed))
+    return codec_of(networks).decode(generate_tokens(networks, prompt, max_new_tokens, block_size, temperature, seed))

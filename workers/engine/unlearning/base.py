@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from app.unlearning.types import EXACT_METHODS as EXACT_METHODS
 from app.unlearning.types import JsonObject
-from workers.engine.training import derive_seed, network_device, rng_devices
+from workers.engine.training import derive_seed, network_device, rng_devices, trainable_parameters
 
 # Method configs are pydantic dataclasses with this config: unknown keys are errors, not ignored.
 STRICT = ConfigDict(extra="forbid")
@@ -281,7 +281,7 @@ def dump_config(config: Any) -> dict[str, Any]:
 def working_copy(network: nn.Module) -> nn.Module:
     """A trainable deep copy, so the caller's network survives a failed or rejected run."""
     copied = copy.deepcopy(network)
-    for parameter in copied.parameters():
+    for parameter in trainable_parameters(copied):
         parameter.requires_grad_(True)
     return copied
 
@@ -300,10 +300,10 @@ def make_optimizer(
     step size does not depend on the gradient's magnitude."""
     if kind == "sgd":
         return torch.optim.SGD(
-            network.parameters(), lr=learning_rate, momentum=0.9, weight_decay=weight_decay
+            trainable_parameters(network), lr=learning_rate, momentum=0.9, weight_decay=weight_decay
         )
     if kind == "adam":
-        return torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        return torch.optim.Adam(trainable_parameters(network), lr=learning_rate, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'sgd'")
 
 

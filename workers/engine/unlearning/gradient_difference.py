@@ -7,7 +7,7 @@ Each step minimises
 with NLL the mean negative log-likelihood per token (causal_lm windows). Plain ascent has no
 floor: the forget loss grows without bound, the model degenerates, and a forget text scored far
 below unseen text is itself a membership signal. Once a forget batch is predicted no better
-than a uniform guess over bytes (the cap, ln 256 nats per token by default), its term stops
+than a uniform guess over tokens (the cap, ln 256 nats per byte token by default), its term stops
 pushing and only the retain term acts.
 """
 
@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 from torch import nn
 
-from workers.engine.families.causal_lm import window_token_losses
+from workers.engine.families.causal_lm import codec_of, window_token_losses
 from workers.engine.training import network_device
 from workers.engine.unlearning.base import (
     STRICT,
@@ -63,7 +63,8 @@ class TextStepsConfig:
 class GradientDifferenceConfig(TextStepsConfig):
     forget_weight: Positive = 1.0
     retain_weight: Positive = 1.0
-    # Forget NLL per token above which the ascent stops; None: ln 256, a uniform guess over bytes.
+    # Forget NLL per token above which the ascent stops; None: a uniform guess over the tokens
+    # (ln 256 over bytes; ln of the tokenizer's vocabulary for hf_causal_lm).
     forget_loss_cap: Annotated[float, Field(gt=0, le=100)] | None = None
 
 
@@ -128,7 +129,7 @@ class GradientDifference(MethodHooks):
         config = call.config or GradientDifferenceConfig()
         run = TextRun(self.name, call, config)
         network, data = run.network, run.data
-        cap = config.forget_loss_cap or math.log(256)
+        cap = config.forget_loss_cap or math.log(codec_of([network]).uniform_vocab)
         capped = 0
         with training_mode(network, call.seed):
             for step in range(config.steps):

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from app.unlearning.types import JsonValue
-from workers.engine.families.causal_lm import ensemble_log_softmax, inputs_and_targets
+from workers.engine.families.causal_lm import codec_of, ensemble_log_softmax, inputs_and_targets
 from workers.engine.families.lm_scoring import generate_batch
 from workers.engine.verification.checks import (
     Policy,
@@ -114,11 +114,14 @@ def extraction_outcomes(networks: Sequence[nn.Module], texts: Sequence[str], blo
             continue
         half = len(data) // 2
         prompts.append(data[:half])
-        expected.append(list(data[half:half + length]))
+        expected.append(data[half:half + length])
+    codec = codec_of(networks)
     found: list[float] = []
     for start in range(0, len(prompts), BATCH):
+        # `length` tokens hold at least `length` bytes under any codec of whole bytes or more.
         outputs = generate_batch(networks, prompts[start:start + BATCH], length, block_size)
-        found += [float(out[:len(want)] == want) for out, want in zip(outputs, expected[start:start + BATCH], strict=True)]
+        found += [float(codec.to_bytes(out)[:len(want)] == want)
+                  for out, want in zip(outputs, expected[start:start + BATCH], strict=True)]
     return np.asarray(found, dtype=np.float64)
 
 
