@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.unlearning.types import JsonValue
+from workers.engine.verification.lira import MIN_SPREAD_RATIO
 from workers.engine.verification.verdicts import Check
 
 # At most this share of the forget records (and at least one) may be flagged for a repair: more
@@ -31,7 +32,8 @@ SETTINGS: dict[str, JsonValue] = {"max_cost": 0.1}
 def repairable(checks: Sequence[Check]) -> list[int]:
     """The flagged record ids when the LiRA test's flags are the only thing that blocks the
     result: every other forgetting check passed, no utility check failed, the LiRA test's own
-    interval is within its tolerance, and few records are flagged. Empty otherwise."""
+    interval is within its tolerance, few records are flagged and none is over-forgotten. Empty
+    otherwise."""
     membership = next((c for c in checks if c.name == "per_record_audit"), None)
     if membership is None or membership.interval is None:
         return []
@@ -45,5 +47,9 @@ def repairable(checks: Sequence[Check]) -> list[int]:
     if not flagged or len(flagged) > max(1, int(MAX_SHARE * membership.n)):
         return []
     if membership.interval[1] > membership.tolerance:
+        return []
+    # Over-forgotten subjects, or a collapsed spread, are no stragglers a further unlearning fixes.
+    spread = membership.extra.get("spread_ratio_upper")
+    if membership.extra.get("unfamiliar") or (isinstance(spread, (int, float)) and spread < MIN_SPREAD_RATIO):
         return []
     return flagged

@@ -75,35 +75,56 @@ class Policy:
     delta: float = 0.0
 
 
-def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy) -> Check:
-    found = proportion_difference(forget_correct, holdout_correct, interval_alpha(policy.alpha))
+@dataclass(frozen=True)
+class Subjects:
+    """Each forget and each holdout record's subject (any labels that tell subjects apart): the
+    clusters every interval treats as its unit (intervals.py)."""
+
+    forget: np.ndarray | None = None
+    holdout: np.ndarray | None = None
+
+    def clustered(self) -> bool:
+        return self.forget is not None
+
+
+NO_SUBJECTS = Subjects()
+
+
+def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy,
+                       subjects: Subjects = NO_SUBJECTS) -> Check:
+    found = proportion_difference(forget_correct, holdout_correct, interval_alpha(policy.alpha),
+                                  a_clusters=subjects.forget, b_clusters=subjects.holdout)
     return check("forget_accuracy_gap", label="forget − holdout accuracy", attack=None, test="newcombe_wilson",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=len(forget_correct),
                  reference="holdout", unavailable="needs both a forget and a holdout set",
-                 holdout_records=len(holdout_correct))
+                 holdout_records=len(holdout_correct), clustered_by_subject=subjects.clustered())
 
 
 def auc_check(name: str, attack: str, label: str, member_scores: np.ndarray, nonmember_scores: np.ndarray,
-              policy: Policy) -> Check:
+              policy: Policy, subjects: Subjects = NO_SUBJECTS, reference: str = "holdout") -> Check:
     """AUC − 0.5 of an attack whose higher score means member, forget (members) against holdout
-    records, DeLong, two-sided under the `mia_auc` tolerance."""
-    found = delong_auc(member_scores, nonmember_scores, interval_alpha(policy.alpha))
+    records, DeLong (clustered by subject after Obuchowski), two-sided under the `mia_auc`
+    tolerance."""
+    found = delong_auc(member_scores, nonmember_scores, interval_alpha(policy.alpha),
+                       member_clusters=subjects.forget, nonmember_clusters=subjects.holdout)
     return check(name, label=label, attack=attack, test="delong",
                  estimate=None if found is None else found[0] - 0.5,
                  interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
                  alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(member_scores),
-                 reference="holdout", unavailable="needs both a forget and a holdout set",
-                 auc=None if found is None else found[0], holdout_records=len(nonmember_scores))
+                 reference=reference, unavailable="needs both a forget and a holdout set",
+                 auc=None if found is None else found[0], holdout_records=len(nonmember_scores),
+                 clustered_by_subject=subjects.clustered())
 
 
-def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
+def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy,
+                  subjects: Subjects = NO_SUBJECTS) -> Check:
     return auc_check("mia_auc", "loss_threshold", "membership-inference AUC − 0.5", -np.asarray(forget_losses),
-                     -np.asarray(holdout_losses), policy)
+                     -np.asarray(holdout_losses), policy, subjects)
 
 
 def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, holdout_correct: np.ndarray,
-                        policy: Policy) -> Check:
+                        policy: Policy, subjects: Subjects = NO_SUBJECTS) -> Check:
     """The accuracy gap calibrated by the references: per forget record, the target's correctness
     less the mean over the references that never saw it; per holdout record, the same over all
     references (none saw it); the estimate is the difference of the two means."""
@@ -118,7 +139,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
                      test="welch", estimate=None if found is None else found[0],
                      interval=None if found is None else found[1], alpha=policy.alpha,
                      tolerance=policy.reference_gap, two_sided=True, n=len(forget_correct), reference="references",
-                     unavailable=unavailable, figures={"holdout_records": holdout_records}, **figures)
+                     unavailable=unavailable, figures={"holdout_records": holdout_records,
+                                                       "clustered_by_subject": subjects.clustered()}, **figures)
 
     if len(forget_correct) and (counts == 0).any():
         return gap(None, f"{int((counts == 0).sum())} forget records have no reference that never saw them")
@@ -126,7 +148,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
     null_refs = (np.asarray(inputs.null_references_correct, dtype=np.float64).mean(axis=1) if len(holdout_correct)
                  else np.zeros(0))
     found = calibrated_difference(np.asarray(forget_correct) - forget_refs, np.asarray(holdout_correct) - null_refs,
-                                  interval_alpha(policy.alpha))
+                                  interval_alpha(policy.alpha), forget_clusters=subjects.forget,
+                                  null_clusters=subjects.holdout)
     return gap(found, "needs both a forget and a holdout set",
                forget_accuracy=float(np.mean(forget_correct)) if len(forget_correct) else None,
                holdout_accuracy=float(np.mean(holdout_correct)) if len(holdout_correct) else None,
@@ -135,8 +158,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
 
 
 def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy,
-                       label: str = "holdout accuracy drop") -> Check:
-    found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha))
+                       label: str = "holdout accuracy drop", clusters: np.ndarray | None = None) -> Check:
+    found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha), clusters=clusters)
     return replace(check("holdout_drop", label=label, attack=None, test="bootstrap",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
@@ -171,21 +194,26 @@ def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
 
 def forgetting_checks(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
                       holdout: LabelledSet | None, policy: Policy, membership_inputs: MembershipInputs | None = None,
-                      forget_ids: np.ndarray | None = None) -> list[Check]:
+                      forget_ids: np.ndarray | None = None, subjects: Subjects | None = None) -> list[Check]:
     """Every check of one new version: population checks against the holdout, the utility drop
-    against the version before, and the per-record LiRA test where there are references."""
+    against the version before, and the per-record LiRA test where there are references. The
+    intervals count subjects, not records, where the records' `subjects` are known (else those
+    of `membership_inputs`)."""
+    if subjects is None:
+        subjects = (Subjects(membership_inputs.forget_subjects, membership_inputs.null_subjects)
+                    if membership_inputs is not None else NO_SUBJECTS)
     empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
     holdout = holdout if holdout is not None else empty
     forget_correct, forget_losses = correct_and_losses(family, after, *forget)
     holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
     if membership_inputs is not None and membership_inputs.forget_references_correct is not None:
-        gap = reference_gap_check(forget_correct, membership_inputs, holdout_correct, policy)
+        gap = reference_gap_check(forget_correct, membership_inputs, holdout_correct, policy, subjects)
     else:
-        gap = accuracy_gap_check(forget_correct, holdout_correct, policy)
-    checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy)]
+        gap = accuracy_gap_check(forget_correct, holdout_correct, policy, subjects)
+    checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy, subjects)]
     if before is not None:
         before_correct, _ = correct_and_losses(family, before, *holdout)
-        checks.append(holdout_drop_check(before_correct, holdout_correct, policy))
+        checks.append(holdout_drop_check(before_correct, holdout_correct, policy, clusters=subjects.holdout))
     if membership_inputs is not None:
         checks.append(membership_check(membership_inputs, policy, forget_ids))
     return checks
@@ -227,7 +255,9 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
         reference = "references"
     if inputs is not None and subjects is not None:
         inputs = replace(inputs, forget_subjects=subjects[0], null_subjects=subjects[1])
-    checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs, forget_ids=forget_ids)
+    labels = Subjects(*subjects) if subjects is not None else None
+    checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs,
+                               forget_ids=forget_ids, subjects=labels)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
                  tested=inputs is not None, live=len(references), pool_expected=pool_expected,
                  reference_ids=reference_ids,
