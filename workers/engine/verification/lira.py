@@ -293,7 +293,7 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     fpr_low, fpr_high = clopper_pearson(fp, null_subject_count, alpha)
     estimate = tp / tested_subjects - fp / null_subject_count
     epsilon = epsilon_lower_bound(tpr_low, fpr_high, delta)
-    spread = spread_test(subjects.z, subjects.null_z, alpha)
+    collapse = spread_test(subjects.z, subjects.null_z, alpha)
     ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)
     result = lira(estimate, (tpr_low - fpr_high, tpr_high - fpr_low), epsilon_lower_bound=epsilon,
                   flagged=[int(i) for i in ids[flagged]], unfamiliar=[int(i) for i in ids[unfamiliar]],
@@ -301,8 +301,8 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
                   record_level=record_level, delta=delta, subjects_flagged=int(familiar_subjects.sum()),
                   subjects_unfamiliar=int(unfamiliar_subjects.sum()),
                   within_subject_correlation=subjects.correlation,
-                  spread_ratio=None if spread is None else spread.ratio,
-                  spread_ratio_upper=None if spread is None else spread.upper)
+                  spread_ratio=None if collapse is None else collapse.ratio,
+                  spread_ratio_upper=None if collapse is None else collapse.upper)
     if flagged.any() and result.verdict != "fail":
         reason = (f"{int(familiar_subjects.sum())} of {rejected.size} forget subjects "
                   f"({int(flagged.sum())} of {n_forget} records) are individually still recognisable "
@@ -314,9 +314,9 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
                   f"model never saw (Holm-corrected p ≤ {alpha} over subjects): over-forgetting gives them "
                   f"away; {result.reason}")
         return replace(result, verdict="fail", reason=reason)
-    if spread is not None and spread.collapsed and result.verdict != "fail":
-        reason = (f"the forget subjects' scores vary {spread.ratio:.2f} times as much as unseen subjects' "
-                  f"(at most {spread.upper:.2f} at {1 - alpha:g}, below {MIN_SPREAD_RATIO}): a collapse no model "
+    if collapse is not None and collapse.collapsed and result.verdict != "fail":
+        reason = (f"the forget subjects' scores vary {collapse.ratio:.2f} times as much as unseen subjects' "
+                  f"(at most {collapse.upper:.2f} at {1 - alpha:g}, below {MIN_SPREAD_RATIO}): a collapse no model "
                   f"that never saw them shows; {result.reason}")
         return replace(result, verdict="fail", reason=reason)
     if epsilon > 0 and result.verdict != "fail":
