@@ -64,6 +64,91 @@ CASES = {
 }
 
 
+def size_study(simulations: int, subjects: int = 25, records: int = 4, rho: float = 0.6,
+               null_count: int = 100) -> list[dict]:
+    """The correlated-subject case on generated scores: each subject's `records` share a latent
+    (correlation `rho`, near-duplicates). Each check is run at its tolerance boundary, where a pass
+    is a false pass: its size must be at most α (+ 0.01 for the simulation). Counted with the
+    records as independent (naive) and clustered by subject, as the service now does; the audit's
+    size is the share of exact retrains in which it flags any subject."""
+    from scipy import stats
+
+    from workers.engine.verification.checks import (
+        Subjects,
+        accuracy_gap_check,
+        membership_check,
+        mia_auc_check,
+    )
+    from workers.engine.verification.scores import MembershipInputs
+
+    policy_ = policy()
+
+    def correlated(rng, count: int, shift: float = 0.0):
+        shared = np.repeat(rng.normal(0, 1, count), records)
+        values = shift + np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.normal(0, 1, count * records)
+        return values, np.repeat(np.arange(count), records)
+
+    # AUC − 0.5 = tolerance: Φ(shift / √2) = 0.5 + t. Accuracy gap = tolerance: the forget records'
+    # latent threshold moves so their rate is the holdout's plus t.
+    auc_shift = float(np.sqrt(2) * stats.norm.ppf(0.5 + policy_.mia_auc))
+    base_rate = 0.7
+    forget_cut = float(stats.norm.ppf(1 - (base_rate + policy_.forget_gap)))
+    holdout_cut = float(stats.norm.ppf(1 - base_rate))
+    passes = {(name, mode): 0 for name in ("mia_auc", "forget_accuracy_gap") for mode in ("naive", "clustered")}
+    flagged = {"naive": 0, "clustered": 0}
+    for seed in range(simulations):
+        rng = np.random.default_rng(50_000 + seed)
+        forget, forget_subjects = correlated(rng, subjects, auc_shift)
+        holdout, holdout_subjects = correlated(rng, null_count)
+        clusters = Subjects(forget_subjects, holdout_subjects + subjects)
+        for mode, labels in (("naive", Subjects()), ("clustered", clusters)):
+            passes[("mia_auc", mode)] += mia_auc_check(-forget, -holdout, policy_, labels).verdict == "pass"
+        forget, _ = correlated(rng, subjects)
+        holdout, _ = correlated(rng, null_count)
+        correct_f, correct_h = (forget > forget_cut).astype(float), (holdout > holdout_cut).astype(float)
+        for mode, labels in (("naive", Subjects()), ("clustered", clusters)):
+            passes[("forget_accuracy_gap", mode)] += accuracy_gap_check(correct_f, correct_h, policy_,
+                                                                        labels).verdict == "pass"
+        # An exact retrain's audit: scores of unseen records under K = 8 complementary references.
+        n, k = subjects * records, 8
+
+        def scores(count):
+            difficulty = rng.normal(0, 3, count * records)
+            pair = rng.normal(0, 1, (count * records, k // 2))
+            refs = difficulty[:, None] + np.repeat(pair, 2, axis=1) * np.tile([1.0, -1.0], k // 2) \
+                + rng.normal(0, 0.5, (count * records, k))
+            own, owners = correlated(rng, count)
+            return difficulty + 0.3 + 0.8 * own, refs, owners
+        ft, fr, fo = scores(subjects)
+        nt, nr, no = scores(null_count)
+        halves = rng.integers(0, 2, (n, k // 2)).astype(bool)
+        out = np.zeros((n, k), dtype=bool)
+        out[:, 0::2], out[:, 1::2] = halves, ~halves
+        for mode, labelled in (("naive", False), ("clustered", True)):
+            inputs = MembershipInputs(ft, fr, out, nt, nr, np.ones_like(nr, dtype=bool),
+                                      forget_subjects=fo if labelled else None,
+                                      null_subjects=no + subjects if labelled else None)
+            found = membership_check(inputs, policy_)
+            flagged[mode] += bool(found.extra["flagged"] or found.extra.get("unfamiliar"))
+    rows = []
+    for (name, mode), count in passes.items():
+        rows.append({"check": name, "mode": mode, "simulations": simulations, "size": count / simulations,
+                     "size_ci": clopper(count, simulations), "goal": policy_.alpha + 0.01})
+    for mode, count in flagged.items():
+        rows.append({"check": "per_record_audit (any subject flagged, exact retrain)", "mode": mode,
+                     "simulations": simulations, "size": count / simulations, "size_ci": clopper(count, simulations),
+                     "goal": policy_.alpha + 0.01})
+    return rows
+
+
+def print_size_study(rows: list[dict]) -> None:
+    print()
+    print(markdown_table(["check at its tolerance boundary", "intervals", "simulations", "size (false passes)",
+                          "95% CI", "goal ≤"],
+                         [[r["check"], r["mode"], r["simulations"], f"{r['size']:.3f}",
+                           f"[{r['size_ci'][0]:.3f}, {r['size_ci'][1]:.3f}]", f"{r['goal']:.2f}"] for r in rows]))
+
+
 def cpu_timed(fn):
     started = time.process_time()
     result = fn()

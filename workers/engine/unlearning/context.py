@@ -49,6 +49,8 @@ class Context:
     # The model's live reference models (the per-record audit) and the pool it should have.
     references: tuple[ReferenceModel, ...] = ()
     reference_pool: int = 0
+    # Each request of the job with its subject keys: each gets its own verdict.
+    requests: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class CandidateVersion:
     settings: JsonObject | None = None
 
 
-def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None) -> Context:
+def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None,
+                requests: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Context:
     """Load the records of the old and the new dataset version and find the forget records."""
     spec = get_family(snapshot.family)
     family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
@@ -84,7 +87,7 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
         shape=snapshot.shape, seed=snapshot.seed, sisa=snapshot.sisa, holdout_fraction=snapshot.holdout_fraction,
         old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
-        references=snapshot.references, reference_pool=snapshot.reference_pool,
+        references=snapshot.references, reference_pool=snapshot.reference_pool, requests=requests,
     )
 
 

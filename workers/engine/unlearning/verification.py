@@ -254,7 +254,17 @@ def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], 
         pool_expected=ctx.reference_pool, forget_shards=shards,
         subjects=(np.asarray(keys, dtype=object),
                   ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]),
+        requests=request_masks(ctx, keys),
     )
+
+
+def request_masks(ctx: Context, keys: list[str]) -> dict[str, npt.NDArray[np.bool_]] | None:
+    """Per request of a batch, which forget records (with subject `keys`) are its subjects'; None
+    for a job that serves one request."""
+    if len(ctx.requests) < 2:
+        return None
+    found = np.asarray(keys, dtype=object)
+    return {request_id: np.isin(found, np.asarray(own, dtype=object)) for request_id, own in ctx.requests}
 
 
 def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tuple[list[str], npt.NDArray[np.int64] | None]:
@@ -293,7 +303,8 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
         forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
         forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
         method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
-        pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
+        pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references],
+        requests=request_masks(ctx, keys))
 
 
 def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:

@@ -192,6 +192,32 @@ def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
     return [Check.from_json(found) for found in stored if isinstance(found, Mapping)]
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Each record's correctness and loss under the new version (forget and holdout records) and
+    the holdout's correctness under the version before: what the population checks read."""
+
+    forget_correct: np.ndarray
+    forget_losses: np.ndarray
+    holdout_correct: np.ndarray
+    holdout_losses: np.ndarray
+    before_correct: np.ndarray | None
+
+    def forget_part(self, mask: np.ndarray) -> Evidence:
+        """The same evidence on the forget records where `mask` is true (one request's)."""
+        return replace(self, forget_correct=self.forget_correct[mask], forget_losses=self.forget_losses[mask])
+
+
+def evidence(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
+             holdout: LabelledSet | None) -> Evidence:
+    empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
+    holdout = holdout if holdout is not None else empty
+    forget_correct, forget_losses = correct_and_losses(family, after, *forget)
+    holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
+    before_correct = correct_and_losses(family, before, *holdout)[0] if before is not None else None
+    return Evidence(forget_correct, forget_losses, holdout_correct, holdout_losses, before_correct)
+
+
 def forgetting_checks(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
                       holdout: LabelledSet | None, policy: Policy, membership_inputs: MembershipInputs | None = None,
                       forget_ids: np.ndarray | None = None, subjects: Subjects | None = None) -> list[Check]:
@@ -199,24 +225,42 @@ def forgetting_checks(family: Any, after: Networks, before: Networks | None, for
     against the version before, and the per-record LiRA test where there are references. The
     intervals count subjects, not records, where the records' `subjects` are known (else those
     of `membership_inputs`)."""
+    return evidence_checks(evidence(family, after, before, forget, holdout), policy, membership_inputs, forget_ids,
+                           subjects)
+
+
+def evidence_checks(found: Evidence, policy: Policy, membership_inputs: MembershipInputs | None = None,
+                    forget_ids: np.ndarray | None = None, subjects: Subjects | None = None) -> list[Check]:
+    """`forgetting_checks` from the records' evidence."""
     if subjects is None:
         subjects = (Subjects(membership_inputs.forget_subjects, membership_inputs.null_subjects)
                     if membership_inputs is not None else NO_SUBJECTS)
-    empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
-    holdout = holdout if holdout is not None else empty
-    forget_correct, forget_losses = correct_and_losses(family, after, *forget)
-    holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
     if membership_inputs is not None and membership_inputs.forget_references_correct is not None:
-        gap = reference_gap_check(forget_correct, membership_inputs, holdout_correct, policy, subjects)
+        gap = reference_gap_check(found.forget_correct, membership_inputs, found.holdout_correct, policy, subjects)
     else:
-        gap = accuracy_gap_check(forget_correct, holdout_correct, policy, subjects)
-    checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy, subjects)]
-    if before is not None:
-        before_correct, _ = correct_and_losses(family, before, *holdout)
-        checks.append(holdout_drop_check(before_correct, holdout_correct, policy, clusters=subjects.holdout))
+        gap = accuracy_gap_check(found.forget_correct, found.holdout_correct, policy, subjects)
+    checks = [gap, mia_auc_check(found.forget_losses, found.holdout_losses, policy, subjects)]
+    if found.before_correct is not None:
+        checks.append(holdout_drop_check(found.before_correct, found.holdout_correct, policy,
+                                         clusters=subjects.holdout))
     if membership_inputs is not None:
         checks.append(membership_check(membership_inputs, policy, forget_ids))
     return checks
+
+
+def request_checks(found: Evidence, policy: Policy, membership_inputs: MembershipInputs | None,
+                   forget_ids: np.ndarray, subjects: Subjects,
+                   requests: Mapping[str, np.ndarray]) -> dict[str, list[Check]]:
+    """Each request's own checks: every check on the forget records of that request's subjects
+    alone (`requests` maps a request id to a mask over the forget records), against the same
+    holdout and references. Holm runs over the request's own subjects."""
+    out: dict[str, list[Check]] = {}
+    for request_id, mask in requests.items():
+        mask = np.asarray(mask, dtype=bool)
+        inputs = membership_inputs.forget_part(mask) if membership_inputs is not None else None
+        own = Subjects(None if subjects.forget is None else np.asarray(subjects.forget)[mask], subjects.holdout)
+        out[request_id] = evidence_checks(found.forget_part(mask), policy, inputs, np.asarray(forget_ids)[mask], own)
+    return out
 
 
 # The job's block: the policy in force and every check of one new version.
@@ -237,14 +281,17 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                        method: str, exact: bool, references: Sequence[nn.Module] = (),
                        forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
                        pool_expected: int = 0, forget_shards: np.ndarray | None = None,
-                       subjects: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, JsonValue]:
+                       subjects: tuple[np.ndarray, np.ndarray] | None = None,
+                       requests: Mapping[str, np.ndarray] | None = None) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
     never saw which forget record); `forget_shards` the shard of each forget record of a SISA
     model. `pool_expected` is the pool the model should have: with fewer live references the
     LiRA verdict says how many are missing, and where they are too few it cannot run. `subjects`
-    labels each forget and each holdout record with its subject, so LiRA judges subjects."""
+    labels each forget and each holdout record with its subject, so LiRA judges subjects.
+    `requests` maps each request of a batch to a mask over the forget records (its subjects'):
+    with more than one, each gets its own verdict (`block`)."""
     policy = policy_from_settings()
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
@@ -256,34 +303,44 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     if inputs is not None and subjects is not None:
         inputs = replace(inputs, forget_subjects=subjects[0], null_subjects=subjects[1])
     labels = Subjects(*subjects) if subjects is not None else None
-    checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs,
-                               forget_ids=forget_ids, subjects=labels)
+    found = evidence(family, after, before, forget, holdout)
+    checks = evidence_checks(found, policy, inputs, forget_ids, labels)
+    per_request = (request_checks(found, policy, inputs, forget_ids, labels or NO_SUBJECTS, requests)
+                   if requests and len(requests) > 1 else None)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
                  tested=inputs is not None, live=len(references), pool_expected=pool_expected,
-                 reference_ids=reference_ids,
+                 reference_ids=reference_ids, requests=per_request,
                  tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
                              "mia_auc": policy.mia_auc, "audit": policy.membership, "holdout_drop": policy.holdout_drop})
 
 
 def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,
           tested: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
-          tolerances: dict[str, float]) -> dict[str, JsonValue]:
+          tolerances: dict[str, float], requests: Mapping[str, list[Check]] | None = None) -> dict[str, JsonValue]:
     """The verification block of any family from its checks: a model that should have
     `pool_expected` references but was not `tested` gets an inconclusive LiRA check ("too few
-    references"), and one on a partial pool says how many are live."""
-    note = None
-    if pool_expected and live < pool_expected:
-        note = (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
-                f"and await their refill job")
-    if pool_expected and not tested:
-        checks = [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
-                                 test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
-                                 tolerance=policy.membership, two_sided=False, n=records, reference="references",
-                                 unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
-    elif note:
-        # A LiRA test that still ran rests on fewer references: its verdict says so.
-        checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    references"), and one on a partial pool says how many are live.
+
+    With `requests` (each request's own checks, `request_checks`), every request gets its own
+    verdict over its own subjects (`requests`: id → verdict, `request_checks`: id → block), and
+    the batch passes only if every request does: the worst request's verdict is the batch's."""
+    note = _pool_note(live, pool_expected)
+    checks = _with_pool(checks, policy, records=records, tested=tested, note=note, pool_expected=pool_expected)
     found = summary(checks, policy)
+    if requests:
+        own = {request_id: summary(_with_pool(found_checks, policy, records=found_checks[0].n if found_checks else 0,
+                                              tested=tested, note=note, pool_expected=pool_expected), policy)
+               for request_id, found_checks in requests.items()}
+        verdicts = {request_id: str(b["verdict"]) for request_id, b in own.items()}
+        failing = {request_id: v for request_id, v in verdicts.items() if v != "pass"}
+        if failing:
+            worst = "fail" if "fail" in failing.values() or found["verdict"] == "fail" else "inconclusive"
+            found["verdict"] = worst
+            earlier = found["reasons"] if isinstance(found["reasons"], list) else []
+            found["reasons"] = [*earlier, *(f"request {request_id}: its own subjects' verdict is {verdict}"
+                                            for request_id, verdict in failing.items())]
+        found["requests"] = verdicts
+        found["request_checks"] = own
     membership_result = next((c for c in checks if c.name == "per_record_audit"), None)
     found.update({
         "method": method, "exact": exact,
@@ -297,3 +354,25 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
                        **({"note": note} if note else {})},
     })
     return {key: rounded(value) for key, value in found.items()}
+
+
+def _pool_note(live: int, pool_expected: int) -> str | None:
+    if pool_expected and live < pool_expected:
+        return (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
+                f"and await their refill job")
+    return None
+
+
+def _with_pool(checks: list[Check], policy: Policy, *, records: int, tested: bool, note: str | None,
+               pool_expected: int) -> list[Check]:
+    """The checks with what the reference pool says: a LiRA check that could not run for too few
+    references, or a note on one that ran on a partial pool."""
+    if pool_expected and not tested:
+        return [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
+                               test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
+                               tolerance=policy.membership, two_sided=False, n=records, reference="references",
+                               unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
+    if note:
+        # A LiRA test that still ran rests on fewer references: its verdict says so.
+        return [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    return checks

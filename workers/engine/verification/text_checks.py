@@ -30,7 +30,7 @@ plain figures (not verdicts) are in workers/engine/unlearning/verification.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -181,15 +181,26 @@ def text_verification_block(*, forget: TokenStatistics, holdout: TokenStatistics
                             before_holdout: TokenStatistics | None, forget_extracted: np.ndarray,
                             holdout_extracted: np.ndarray, method: str, exact: bool,
                             membership_inputs: MembershipInputs | None = None, live: int = 0, pool_expected: int = 0,
-                            reference_ids: Sequence[str] = (), policy: Policy | None = None) -> dict[str, JsonValue]:
+                            reference_ids: Sequence[str] = (), policy: Policy | None = None,
+                            requests: Mapping[str, np.ndarray] | None = None) -> dict[str, JsonValue]:
     """The block of `checks.verification_block` for a language model. `membership_inputs` are the
     scores (`score`) of the forget and held-out records under the new version and its `live`
     references or shards; without them a model that should have `pool_expected` references says
     it has too few, and one that has none runs no LiRA test, as for the tabular families."""
     policy = policy or policy_from_settings()
     checks = text_checks(forget, holdout, before_holdout, forget_extracted, holdout_extracted, policy, membership_inputs)
+    per_request = None
+    if requests and len(requests) > 1:
+        per_request = {}
+        for request_id, mask in requests.items():
+            mask = np.asarray(mask, dtype=bool)
+            per_request[request_id] = text_checks(
+                TokenStatistics(*(np.asarray(values)[mask] for values in forget)), holdout, before_holdout,
+                np.asarray(forget_extracted)[mask], holdout_extracted, policy,
+                None if membership_inputs is None else membership_inputs.forget_part(mask))
     return block(checks, policy, method=method, exact=exact, records=len(forget.records),
                  reference=membership_inputs.reference if membership_inputs is not None else "holdout",
                  tested=membership_inputs is not None, live=live, pool_expected=pool_expected, reference_ids=reference_ids,
+                 requests=per_request,
                  tolerances={"mia_auc": policy.mia_auc, "extraction": policy.extraction, "audit": policy.membership,
                              "holdout_drop": policy.holdout_drop})
