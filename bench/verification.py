@@ -341,16 +341,18 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     testable = all(c.verdict == "pass" for c in checks_a if c.name != "holdout_drop")
     # The no-op control, as the job runs it: the same checks on the model before unlearning. An
     # approximate result is certified only where they fail it (workers/engine/verification/control.py).
-    (_, control), _ = verify(case.networks)
+    (_, control), control_cpu = verify(case.networks)
     control_testable = no_op.testable(control)
     refill = len(references.holding(sorted(chosen), len(case.references), case.seed)) if case.references else 0
     base = {"case": case.name, "seed": case.seed, "subjects": len(chosen), "forget_records": int(erased.sum()),
             "testable": testable, "control_testable": control_testable, "control_verdict": control["verdict"],
             "retrain_verdict": block_a["verdict"], "spread": spread,
-            "references_destroyed": refill,
+            "references_destroyed": refill, "control_cpu_s": control_cpu, "exact_cpu_s": cpu_a + verify_a,
+            "full_retrain_cpu_s": full_cpu,
             "refill_cpu_per_request_s": refill * float(np.mean(case.reference_cpu)) / len(chosen) if refill else 0.0}
     results.append({**base, "method": exact_name, "exact": True, "verdict": block_a["verdict"],
                     "certified": True, "cost_fraction": cpu_a / full_cpu, "verify_share": verify_a / max(cpu_a, 1e-9),
+                    "erasure_cpu_s": cpu_a + verify_a,
                     "figures": yard, "gaps": {m: 0.0 for m in GAPS}, "false_pass": False, "within": True,
                     "reasons": block_a["reasons"]})
 
@@ -382,6 +384,9 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
                 "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / (cpu if cpu else cpu_a),
                 "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
                 "within": not beyond, "reasons": no_op.blocking(control, block), "repaired_records": repaired_records,
+                # What the erasure costs the service: the method (and its repair), its verification,
+                # the control's, and where it is not certified the exact path after all.
+                "erasure_cpu_s": cpu + verify_cpu + control_cpu + (0.0 if certified else cpu_a + verify_a),
                 **flag_figures(case, checks, forget_ids, forget, networks, retrain_a, retrain_b)}
 
     # The no-op row: the original weights handed in as the method's output. Goal: never certified.
@@ -519,6 +524,51 @@ def print_tables(table: list[dict], costs: dict) -> None:
                           for c, v in costs.items()]))
 
 
+def erasure_costs(rows: list[dict], rehearsals: list[dict], batches: int = 20) -> list[dict]:
+    """The cost of a verified erasure per case and size: the path a job takes (the rehearsal's
+    choice, `service`, where there is one; SISA's shards on the SISA case; else every approximate
+    method), the share of its erasures certified approximate and the share sent to the exact path,
+    and its CPU (erasure, verification, the no-op control, the exact fallback, the reference refill
+    and the rehearsal amortised over `batches` erasure batches) against always retraining."""
+    rehearsal_cpu = {}
+    for r in rehearsals:
+        rehearsal_cpu.setdefault(r["case"], []).append(r["cpu_s"])
+    found = []
+    for case, subjects in sorted({(r["case"], r["subjects"]) for r in rows},
+                                 key=lambda k: (list(CASES).index(k[0]), k[1])):
+        cell = [r for r in rows if (r["case"], r["subjects"]) == (case, subjects)]
+        service = [r for r in cell if r["method"] == "service"]
+        if case == "sisa":
+            path, chosen = "sisa", [r for r in cell if r["method"] == "sisa"]
+        elif service:
+            path, chosen = "service", service
+        else:
+            path, chosen = "approximate", [r for r in cell if not r["exact"] and r["method"] != "no_op"]
+        if not chosen:
+            continue
+        amortised = float(np.mean(rehearsal_cpu.get(case, [0.0]))) / batches
+        cpu = [r["erasure_cpu_s"] + r["refill_cpu_per_request_s"] * r["subjects"] + amortised for r in chosen]
+        exact = path == "sisa"
+        certified = sum(r["certified"] for r in chosen) if not exact else 0
+        false_passes = sum(r["false_pass"] for r in chosen)
+        found.append({"case": case, "subjects": subjects, "path": path, "erasures": len(chosen),
+                      "approximate_certified": certified / len(chosen),
+                      "exact_by_fallback": 0.0 if exact else 1 - certified / len(chosen),
+                      "exact_by_design": 1.0 if exact else 0.0, "false_passes": false_passes,
+                      "cpu_vs_always_retrain": float(np.mean([c / r["full_retrain_cpu_s"]
+                                                              for c, r in zip(cpu, chosen)]))})
+    return found
+
+
+def print_erasure_costs(costs: list[dict]) -> None:
+    print()
+    print(markdown_table(["case", "subjects", "path", "erasures", "approximate certified", "exact by fallback",
+                          "false passes", "CPU × always retraining"],
+                         [[c["case"], c["subjects"], c["path"], c["erasures"], f"{c['approximate_certified']:.2f}",
+                           f"{c['exact_by_fallback']:.2f}" if c["path"] != "sisa" else "– (exact by design)",
+                           c["false_passes"], f"{c['cpu_vs_always_retrain']:.2f}"] for c in costs]))
+
+
 def print_rehearsals(rehearsals: list[dict]) -> None:
     """Per case: how often the rehearsal found known-good settings, which, and what it cost."""
     print()
@@ -552,8 +602,15 @@ def main() -> None:
                         help="a method's settings instead of its defaults (JSON values), repeatable")
     parser.add_argument("--rehearsal-subjects", type=int, default=25,
                         help="subjects each model's rehearsal erases (0: no rehearsal, every method at its defaults)")
+    parser.add_argument("--size-simulations", type=int, default=400,
+                        help="simulations of the correlated-subject size study (generated scores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced run: 2 seeds, 0.5 of the rows, 10 and 100 subjects, 200 size simulations")
     parser.add_argument("--output", default=str(RESULTS / "verification.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.scale, args.size_simulations = min(args.seeds, 2), min(args.scale, 0.5), 200
+        args.subjects = args.subjects or "10,100"
     rows, costs, rehearsals = [], {}, []
     settings = parse_settings(args.settings)
     methods = tuple(m for m in args.methods.split(",") if m)
@@ -588,8 +645,12 @@ def main() -> None:
                            "refill": refill if refs[0] else "shards are the references"}
         finish_machine(info)
     table = aggregate(rows)
+    sizes = size_study(args.size_simulations)
+    erasures = erasure_costs(rows, rehearsals)
     print(f"\nmachine: {describe_machine(info)}\n")
     print_tables(table, costs)
+    print_size_study(sizes)
+    print_erasure_costs(erasures)
     # The no-op rows are a control, not an erasure: counted on their own.
     no_ops = [r for r in rows if r["method"] == "no_op"]
     approximate = [r for r in rows if not r["exact"] and r["method"] != "no_op"]
@@ -629,6 +690,7 @@ def main() -> None:
                                    "settings": settings,
                                    "cases": CASES, "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
                                    "summary": summary_, "costs": costs, "table": table, "results": rows,
+                                   "size_study": sizes, "erasure_costs": erasures, "quick": args.quick,
                                    "rehearsals": rehearsals})
 
 

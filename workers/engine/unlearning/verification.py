@@ -287,24 +287,32 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
     forget_rows = ctx.old_records.rows_for(forget_ids)
     holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None else None
 
-    def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
-        return np.column_stack([text_checks.score(token_statistics([n], rows[0], rows[1].numpy()))
-                                for n in networks])
+    def matrices(networks: Sequence[nn.Module], rows: LabelledSet) -> tuple[npt.NDArray[np.float64],
+                                                                            npt.NDArray[np.float64]]:
+        """[n, K] scores and Min-K%++ scores of each record under each network."""
+        found = [token_statistics([n], rows[0], rows[1].numpy()) for n in networks]
+        return (np.column_stack([text_checks.score(s) for s in found]),
+                np.column_stack([np.asarray(s.min_k, dtype=np.float64) for s in found]))
 
-    inputs = None
+    inputs = min_k_inputs = None
     pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
     if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
-        inputs = shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+        (forget_scores, forget_min_k), (null_scores, null_min_k) = matrices(after, forget_rows), matrices(after, holdout_rows)
+        inputs = shard_inputs(forget_scores, null_scores, forget_shards)
+        min_k_inputs = shard_inputs(forget_min_k, null_min_k, forget_shards)
     elif pool and holdout_rows is not None:
-        inputs = reference_inputs(
-            text_checks.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
-            text_checks.score(holdout), matrix(pool, holdout_rows))
+        (forget_scores, forget_min_k), (null_scores, null_min_k) = matrices(pool, forget_rows), matrices(pool, holdout_rows)
+        out = references.out_mask(ctx.references, keys)
+        inputs = reference_inputs(text_checks.score(evidence.forget), forget_scores, out, text_checks.score(holdout),
+                                  null_scores)
+        min_k_inputs = reference_inputs(np.asarray(evidence.forget.min_k, dtype=np.float64), forget_min_k, out,
+                                        np.asarray(holdout.min_k, dtype=np.float64), null_min_k)
     return text_checks.text_verification_block(
         forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
         forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
         method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references],
-        requests=request_masks(ctx, keys))
+        requests=request_masks(ctx, keys), min_k_inputs=min_k_inputs)
 
 
 def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:

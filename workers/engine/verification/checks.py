@@ -123,6 +123,30 @@ def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy:
                      -np.asarray(holdout_losses), policy, subjects)
 
 
+def calibrated_auc_check(name: str, attack: str, label: str, inputs: MembershipInputs, policy: Policy,
+                         subjects: Subjects = NO_SUBJECTS) -> Check:
+    """AUC − 0.5 of an attack judged against what the references that never saw a record expect:
+    each record's score under the target less the mean score of its OUT references (a null record
+    against one reference per complementary pair, as in the LiRA test), forget against holdout.
+    A forget record that is hard for every model (a text carrying a secret) is hard for its OUT
+    references too, so it no longer looks unfamiliar to a model that never saw it; a model that
+    still remembers it scores it above what they expect."""
+    def expected(references: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask, dtype=bool)
+        counts = mask.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, np.where(mask, references, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+    null_out = lira.matched_null_out(inputs.forget_out, inputs.null_out)
+    member = np.asarray(inputs.forget_target, dtype=np.float64) - expected(inputs.forget_references, inputs.forget_out)
+    nonmember = np.asarray(inputs.null_target, dtype=np.float64) - expected(inputs.null_references, null_out)
+    keep_member, keep_nonmember = ~np.isnan(member), ~np.isnan(nonmember)
+    kept = Subjects(None if subjects.forget is None else np.asarray(subjects.forget)[keep_member],
+                    None if subjects.holdout is None else np.asarray(subjects.holdout)[keep_nonmember])
+    return auc_check(name, attack, f"{label}, calibrated by references", member[keep_member],
+                     nonmember[keep_nonmember], policy, kept, reference=inputs.reference)
+
+
 def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, holdout_correct: np.ndarray,
                         policy: Policy, subjects: Subjects = NO_SUBJECTS) -> Check:
     """The accuracy gap calibrated by the references: per forget record, the target's correctness
