@@ -28,10 +28,19 @@ original weights in as the method's output (goal: never certified).
   more confident than the retrain by more than the two retrains differ (memorisation the
   population bounds cannot see);
 - cost: CPU seconds of the method against the retrain, of verification against the method,
-  of K = 4 and 8 references against the model, and the reference refill per request.
+  of K = 4 and 8 references against the model, and the reference refill per request;
+- the cost of a verified erasure: per case and size, the share of the job's path (the rehearsal's
+  choice, SISA's shards, else every approximate method) that ends approximate-certified and the
+  share sent to the exact path, and its CPU (erasure, verification, the no-op control, the exact
+  fallback, the refill, the rehearsal amortised over 20 erasure batches) against always retraining;
+- the size study: on generated scores whose subjects' records share a latent (ρ = 0.6), how often
+  each check passes at its tolerance boundary (a false pass; goal ≤ α + 0.01) with the records
+  counted as independent and clustered by subject, and how often the audit flags a subject of an
+  exact retrain.
 
     .venv/bin/python bench/verification.py                     # 5 seeds, the sizes below
     .venv/bin/python bench/verification.py --seeds 5 --scale 0.5  # half the rows
+    .venv/bin/python bench/verification.py --quick                 # 2 seeds, half the rows, 10 and 100 subjects
 """
 
 from __future__ import annotations
