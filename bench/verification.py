@@ -317,20 +317,34 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     forget_ids, retain_ids = case.trained[erased], case.trained[~erased]
     forget = case.records.rows_for(forget_ids)
     retain_sample = case.records.rows_for(np.sort(rng.choice(retain_ids, size=min(1000, len(retain_ids)), replace=False)))
+    # As the job: the verdicts read the confirmation half of the references (by complementary
+    # pair) and of the holdout (by subject); the stopping rules aim at the tuning halves
+    # (workers/engine/verification/references.py `split`, `holdout_confirms`).
+    confirms = references.holdout_confirms(case.holdout_subjects.tolist(), case.seed)
+    confirm_holdout = (case.holdout[0][torch.from_numpy(confirms)], case.holdout[1][torch.from_numpy(confirms)])
+    tune_holdout = (case.holdout[0][torch.from_numpy(~confirms)], case.holdout[1][torch.from_numpy(~confirms)])
+    positions = np.arange(len(case.references))
+    split = len(case.references) >= 8
+    confirming = positions // 2 >= len(case.references) // 4 if split else positions >= 0
+    tuning = ~confirming if split else confirming
+    confirm_refs = [r for r, keep in zip(case.references, confirming) if keep]
     # Each record's subject, so the per-record audit judges subjects as the job does.
-    subjects = {"forget_subjects": owner[erased], "null_subjects": case.holdout_subjects}
+    subjects = {"forget_subjects": owner[erased], "null_subjects": case.holdout_subjects[confirms]}
     if case.references:
-        audit_of = lambda nets: replace(reference_membership_inputs(case.family, nets, case.references, forget,
-                                                               ~case.member[erased], case.holdout), **subjects)
+        audit_of = lambda nets: replace(reference_membership_inputs(
+            case.family, nets, confirm_refs, forget, ~case.member[erased][:, confirming], confirm_holdout), **subjects)
     else:
         audit_of = lambda nets: replace(shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
-                                                           case.holdout), **subjects)
+                                                           confirm_holdout), **subjects)
 
-    def verify(networks):
+    def verify(networks, alpha=None):
+        """The job's verdicts; at α/2 where a repair could follow (α spent across two looks)."""
+        judge = replace(policy_, alpha=alpha) if alpha is not None else policy_
+
         def run():
-            checks = forgetting_checks(case.family, networks, case.networks, forget, case.holdout, policy_,
+            checks = forgetting_checks(case.family, networks, case.networks, forget, confirm_holdout, judge,
                                        membership_inputs=audit_of(networks), forget_ids=forget_ids)
-            return checks, summary(checks, policy_)
+            return checks, summary(checks, judge)
         return cpu_timed(run)
 
     affected = set(case.shard_of(forget_ids).tolist())
@@ -368,7 +382,8 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     def judged(label: str, name: str, overrides: dict | None, network, networks, cpu: float) -> dict:
         """The result row of one approximate result (`networks`), judged as the job judges it; a
         result with a single network gets the job's repair first."""
-        (checks, block), verify_cpu = verify(networks)
+        looks = policy_.alpha / 2 if case.references and network is not None else None
+        (checks, block), verify_cpu = verify(networks, looks)
         repaired_records = 0
         flagged = repairable(block) if no_op.testable(control) else []
         if flagged and case.references and network is not None:
@@ -377,7 +392,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
             fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, network, flagged))
             if fixed is not None:
                 cpu += seconds
-                (checks_again, block_again), verify_again = verify([fixed])
+                (checks_again, block_again), verify_again = verify([fixed], looks)
                 verify_cpu += verify_again
                 repaired_records = len(flagged)
                 # The job keeps the repair only if it passes; otherwise it escalates the original.
@@ -406,10 +421,11 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     # The methods' stopping rules aim at the holdout's loss (records the model never saw).
     targets = None
     if case.references:
-        found = references.forget_loss_targets(case.family, case.networks, case.references, forget,
-                                               ~case.member[erased], case.holdout)
+        found = references.forget_loss_targets(case.family, case.networks,
+                                               [r for r, keep in zip(case.references, tuning) if keep], forget,
+                                               ~case.member[erased][:, tuning], tune_holdout)
         targets = None if found is None else torch.from_numpy(found)
-    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *case.holdout, forget_target_loss=targets)
+    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *tune_holdout, forget_target_loss=targets)
     # Each method as set on the model (its rehearsed settings where it passed), then what a job
     # with a policy-chosen method runs: the rehearsal's choice ("service").
     runs = [(name, name, (settings or {}).get(name)) for name in methods]

@@ -27,7 +27,7 @@ from workers.engine.verification.text_checks import (
 
 POLICY = Policy()
 # The keys of the tabular block (workers/engine/verification/checks.py verification_block).
-BLOCK_KEYS = {"verdict", "alpha", "reasons", "notes", "checks", "attacks", "records", "reference",
+BLOCK_KEYS = {"verdict", "alpha", "reasons", "notes", "checks", "attacks", "records", "reference", "confirmation",
               "epsilon_lower_bound", "escalates", "method", "exact", "tolerances", "references"}
 
 

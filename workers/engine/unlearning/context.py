@@ -16,6 +16,7 @@ from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import Records, records_and_shape
 from workers.engine.unlearning.base import Progress
+from workers.engine.verification import references as reference_models
 
 # Retained records an approximate method sees at most (certified_newton sees them all).
 RETAIN_SAMPLE = 20_000
@@ -89,6 +90,21 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
         references=snapshot.references, reference_pool=snapshot.reference_pool, requests=requests,
     )
+
+
+def halves(ctx: Context) -> reference_models.Halves:
+    """The model's references split into the tuning and the confirmation half."""
+    return reference_models.split(ctx.references, ctx.reference_pool)
+
+
+def holdout_half(ctx: Context, ids: Ids, *, confirmation: bool) -> Ids:
+    """The holdout records among `ids` (of the new dataset version) whose subjects confirm (the
+    verdict's) or tune (stopping rules, loss targets, repair)."""
+    if not len(ids):
+        return ids
+    keys = ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, ids)].tolist()
+    confirms = reference_models.holdout_confirms(keys, ctx.seed)
+    return ids[confirms == confirmation]
 
 
 def retain_sample(ctx: Context, limit: int | None = RETAIN_SAMPLE) -> Ids:

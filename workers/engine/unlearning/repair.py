@@ -10,8 +10,11 @@ every other check passes and the LiRA test's aggregate is within its tolerance, 
 (workers/engine/verification/references.forget_loss_targets), from the method's weights, and
 verifies the repaired version again on the whole forget set. It escalates if that does not pass either.
 
-The second verification tests a new model, with every check and the same level α; the repair
-acts on the records the first one selected, as a retrain would, and on nothing else.
+The second verification tests a new model, with every check; α is spent across the two looks
+(α/2 each, `job.verified`), and the repair aims at the tuning half of the references while both
+looks judge with the confirmation half (`references.split`), so the result is not judged by the
+instruments it was aimed at. The repair acts on the records the first look selected, and on
+nothing else.
 """
 
 from __future__ import annotations

@@ -290,11 +290,12 @@ def request_checks(found: Evidence, policy: Policy, membership_inputs: Membershi
 # The job's block: the policy in force and every check of one new version.
 
 
-def policy_from_settings() -> Policy:
-    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance)."""
+def policy_from_settings(alpha: float | None = None) -> Policy:
+    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance), at
+    level `alpha` instead of the setting's where given (one of several looks)."""
     settings = get_settings()
     tolerances = settings.verification_tolerances()
-    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"],
+    return Policy(alpha=settings.verification_alpha if alpha is None else alpha, forget_gap=tolerances["forget_gap"],
                   reference_gap=tolerances["reference_gap"], mia_auc=tolerances["mia_auc"],
                   membership=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
                   extraction=tolerances["extraction"], record_level=settings.audit_record_level, delta=settings.audit_delta)
@@ -306,7 +307,8 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                        forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
                        pool_expected: int = 0, forget_shards: np.ndarray | None = None,
                        subjects: tuple[np.ndarray, np.ndarray] | None = None,
-                       requests: Mapping[str, np.ndarray] | None = None) -> dict[str, JsonValue]:
+                       requests: Mapping[str, np.ndarray] | None = None, alpha: float | None = None,
+                       independent: bool = False) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
@@ -315,8 +317,9 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     LiRA verdict says how many are missing, and where they are too few it cannot run. `subjects`
     labels each forget and each holdout record with its subject, so LiRA judges subjects.
     `requests` maps each request of a batch to a mask over the forget records (its subjects'):
-    with more than one, each gets its own verdict (`block`)."""
-    policy = policy_from_settings()
+    with more than one, each gets its own verdict (`block`). `alpha` overrides the level (a look
+    of several); `independent` says the references and holdout judged none of the tuning."""
+    policy = policy_from_settings(alpha)
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
     if forget_shards is not None and len(as_list(after)) > 1 and holdout is not None and has_holdout:
@@ -333,14 +336,15 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                    if requests and len(requests) > 1 else None)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
                  tested=inputs is not None, live=len(references), pool_expected=pool_expected,
-                 reference_ids=reference_ids, requests=per_request,
+                 reference_ids=reference_ids, requests=per_request, independent=independent,
                  tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
                              "mia_auc": policy.mia_auc, "audit": policy.membership, "holdout_drop": policy.holdout_drop})
 
 
 def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,
           tested: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
-          tolerances: dict[str, float], requests: Mapping[str, list[Check]] | None = None) -> dict[str, JsonValue]:
+          tolerances: dict[str, float], requests: Mapping[str, list[Check]] | None = None,
+          independent: bool = False) -> dict[str, JsonValue]:
     """The verification block of any family from its checks: a model that should have
     `pool_expected` references but was not `tested` gets an inconclusive LiRA check ("too few
     references"), and one on a partial pool says how many are live.
@@ -376,6 +380,9 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
         "tolerances": tolerances,
         "references": {"live": live, "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},
+        # The verdict's references and holdout are the confirmation half, apart from those the
+        # stopping rules, loss targets and repair were tuned on.
+        "confirmation": independent,
     })
     return {key: rounded(value) for key, value in found.items()}
 

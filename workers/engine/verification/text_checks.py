@@ -196,7 +196,8 @@ def text_verification_block(*, forget: TokenStatistics, holdout: TokenStatistics
                             membership_inputs: MembershipInputs | None = None, live: int = 0, pool_expected: int = 0,
                             reference_ids: Sequence[str] = (), policy: Policy | None = None,
                             requests: Mapping[str, np.ndarray] | None = None,
-                            min_k_inputs: MembershipInputs | None = None) -> dict[str, JsonValue]:
+                            min_k_inputs: MembershipInputs | None = None,
+                            independent: bool = False) -> dict[str, JsonValue]:
     """The block of `checks.verification_block` for a language model. `membership_inputs` are the
     scores (`score`) of the forget and held-out records under the new version and its `live`
     references or shards; without them a model that should have `pool_expected` references says
@@ -217,6 +218,6 @@ def text_verification_block(*, forget: TokenStatistics, holdout: TokenStatistics
     return block(checks, policy, method=method, exact=exact, records=len(forget.records),
                  reference=membership_inputs.reference if membership_inputs is not None else "holdout",
                  tested=membership_inputs is not None, live=live, pool_expected=pool_expected, reference_ids=reference_ids,
-                 requests=per_request,
+                 requests=per_request, independent=independent,
                  tolerances={"mia_auc": policy.mia_auc, "extraction": policy.extraction, "audit": policy.membership,
                              "holdout_drop": policy.holdout_drop})
