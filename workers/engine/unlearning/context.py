@@ -104,7 +104,7 @@ def holdout_half(ctx: Context, ids: Ids, *, confirmation: bool) -> Ids:
         return ids
     keys = ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, ids)].tolist()
     confirms = reference_models.holdout_confirms(keys, ctx.seed)
-    return ids[confirms == confirmation]
+    return np.asarray(ids[confirms == confirmation], dtype=np.int64)
 
 
 def retain_sample(ctx: Context, limit: int | None = RETAIN_SAMPLE) -> Ids:

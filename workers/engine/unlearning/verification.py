@@ -333,7 +333,10 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
 def _only(statistics: TokenStatistics, ids: npt.NDArray[np.int64]) -> TokenStatistics:
     """The statistics of the records among `ids`."""
     keep = np.isin(statistics.records, ids)
-    return TokenStatistics(*(np.asarray(values)[keep] for values in statistics))
+    return TokenStatistics(np.asarray(statistics.records[keep], dtype=np.int64),
+                           np.asarray(statistics.loss[keep], dtype=np.float64),
+                           np.asarray(statistics.min_k[keep], dtype=np.float64),
+                           np.asarray(statistics.accuracy[keep], dtype=np.float64))
 
 
 def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:
