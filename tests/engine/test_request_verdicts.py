@@ -4,7 +4,7 @@ memorised fails the batch, while the other request's block shows its own pass.""
 
 import numpy as np
 
-from tests.engine.test_lira_subjects import RECORDS_PER_SUBJECT, _inputs
+from tests.engine.lira_scores import RECORDS_PER_SUBJECT, _inputs
 from workers.engine.verification.checks import Evidence, Policy, Subjects, block, evidence_checks, request_checks
 from workers.engine.verification.verdicts import overall
 
