@@ -28,10 +28,19 @@ original weights in as the method's output (goal: never certified).
   more confident than the retrain by more than the two retrains differ (memorisation the
   population bounds cannot see);
 - cost: CPU seconds of the method against the retrain, of verification against the method,
-  of K = 4 and 8 references against the model, and the reference refill per request.
+  of K = 4 and 8 references against the model, and the reference refill per request;
+- the cost of a verified erasure: per case and size, the share of the job's path (the rehearsal's
+  choice, SISA's shards, else every approximate method) that ends approximate-certified and the
+  share sent to the exact path, and its CPU (erasure, verification, the no-op control, the exact
+  fallback, the refill, the rehearsal amortised over 20 erasure batches) against always retraining;
+- the size study: on generated scores whose subjects' records share a latent (ρ = 0.6), how often
+  each check passes at its tolerance boundary (a false pass; goal ≤ α + 0.01) with the records
+  counted as independent and clustered by subject, and how often the audit flags a subject of an
+  exact retrain.
 
     .venv/bin/python bench/verification.py                     # 5 seeds, the sizes below
     .venv/bin/python bench/verification.py --seeds 5 --scale 0.5  # half the rows
+    .venv/bin/python bench/verification.py --quick                 # 2 seeds, half the rows, 10 and 100 subjects
 """
 
 from __future__ import annotations
@@ -62,6 +71,91 @@ CASES = {
              "params": {"hidden": [64], "epochs": 20, "learning_rate": 3e-3}, "sisa": 4,
              "subjects": (1, 10, 100)},
 }
+
+
+def size_study(simulations: int, subjects: int = 25, records: int = 4, rho: float = 0.6,
+               null_count: int = 100) -> list[dict]:
+    """The correlated-subject case on generated scores: each subject's `records` share a latent
+    (correlation `rho`, near-duplicates). Each check is run at its tolerance boundary, where a pass
+    is a false pass: its size must be at most α (+ 0.01 for the simulation). Counted with the
+    records as independent (naive) and clustered by subject, as the service now does; the audit's
+    size is the share of exact retrains in which it flags any subject."""
+    from scipy import stats
+
+    from workers.engine.verification.checks import (
+        Subjects,
+        accuracy_gap_check,
+        membership_check,
+        mia_auc_check,
+    )
+    from workers.engine.verification.scores import MembershipInputs
+
+    policy_ = policy()
+
+    def correlated(rng, count: int, shift: float = 0.0):
+        shared = np.repeat(rng.normal(0, 1, count), records)
+        values = shift + np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.normal(0, 1, count * records)
+        return values, np.repeat(np.arange(count), records)
+
+    # AUC − 0.5 = tolerance: Φ(shift / √2) = 0.5 + t. Accuracy gap = tolerance: the forget records'
+    # latent threshold moves so their rate is the holdout's plus t.
+    auc_shift = float(np.sqrt(2) * stats.norm.ppf(0.5 + policy_.mia_auc))
+    base_rate = 0.7
+    forget_cut = float(stats.norm.ppf(1 - (base_rate + policy_.forget_gap)))
+    holdout_cut = float(stats.norm.ppf(1 - base_rate))
+    passes = {(name, mode): 0 for name in ("mia_auc", "forget_accuracy_gap") for mode in ("naive", "clustered")}
+    flagged = {"naive": 0, "clustered": 0}
+    for seed in range(simulations):
+        rng = np.random.default_rng(50_000 + seed)
+        forget, forget_subjects = correlated(rng, subjects, auc_shift)
+        holdout, holdout_subjects = correlated(rng, null_count)
+        clusters = Subjects(forget_subjects, holdout_subjects + subjects)
+        for mode, labels in (("naive", Subjects()), ("clustered", clusters)):
+            passes[("mia_auc", mode)] += mia_auc_check(-forget, -holdout, policy_, labels).verdict == "pass"
+        forget, _ = correlated(rng, subjects)
+        holdout, _ = correlated(rng, null_count)
+        correct_f, correct_h = (forget > forget_cut).astype(float), (holdout > holdout_cut).astype(float)
+        for mode, labels in (("naive", Subjects()), ("clustered", clusters)):
+            passes[("forget_accuracy_gap", mode)] += accuracy_gap_check(correct_f, correct_h, policy_,
+                                                                        labels).verdict == "pass"
+        # An exact retrain's audit: scores of unseen records under K = 8 complementary references.
+        n, k = subjects * records, 8
+
+        def scores(count):
+            difficulty = rng.normal(0, 3, count * records)
+            pair = rng.normal(0, 1, (count * records, k // 2))
+            refs = difficulty[:, None] + np.repeat(pair, 2, axis=1) * np.tile([1.0, -1.0], k // 2) \
+                + rng.normal(0, 0.5, (count * records, k))
+            own, owners = correlated(rng, count)
+            return difficulty + 0.3 + 0.8 * own, refs, owners
+        ft, fr, fo = scores(subjects)
+        nt, nr, no = scores(null_count)
+        halves = rng.integers(0, 2, (n, k // 2)).astype(bool)
+        out = np.zeros((n, k), dtype=bool)
+        out[:, 0::2], out[:, 1::2] = halves, ~halves
+        for mode, labelled in (("naive", False), ("clustered", True)):
+            inputs = MembershipInputs(ft, fr, out, nt, nr, np.ones_like(nr, dtype=bool),
+                                      forget_subjects=fo if labelled else None,
+                                      null_subjects=no + subjects if labelled else None)
+            found = membership_check(inputs, policy_)
+            flagged[mode] += bool(found.extra["flagged"] or found.extra.get("unfamiliar"))
+    rows = []
+    for (name, mode), count in passes.items():
+        rows.append({"check": name, "mode": mode, "simulations": simulations, "size": count / simulations,
+                     "size_ci": clopper(count, simulations), "goal": policy_.alpha + 0.01})
+    for mode, count in flagged.items():
+        rows.append({"check": "per_record_audit (any subject flagged, exact retrain)", "mode": mode,
+                     "simulations": simulations, "size": count / simulations, "size_ci": clopper(count, simulations),
+                     "goal": policy_.alpha + 0.01})
+    return rows
+
+
+def print_size_study(rows: list[dict]) -> None:
+    print()
+    print(markdown_table(["check at its tolerance boundary", "intervals", "simulations", "size (false passes)",
+                          "95% CI", "goal ≤"],
+                         [[r["check"], r["mode"], r["simulations"], f"{r['size']:.3f}",
+                           f"[{r['size_ci'][0]:.3f}, {r['size_ci'][1]:.3f}]", f"{r['goal']:.2f}"] for r in rows]))
 
 
 def cpu_timed(fn):
@@ -225,20 +319,34 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     forget_ids, retain_ids = case.trained[erased], case.trained[~erased]
     forget = case.records.rows_for(forget_ids)
     retain_sample = case.records.rows_for(np.sort(rng.choice(retain_ids, size=min(1000, len(retain_ids)), replace=False)))
+    # As the job: the verdicts read the confirmation half of the references (by complementary
+    # pair) and of the holdout (by subject); the stopping rules aim at the tuning halves
+    # (workers/engine/verification/references.py `split`, `holdout_confirms`).
+    confirms = references.holdout_confirms(case.holdout_subjects.tolist(), case.seed)
+    confirm_holdout = (case.holdout[0][torch.from_numpy(confirms)], case.holdout[1][torch.from_numpy(confirms)])
+    tune_holdout = (case.holdout[0][torch.from_numpy(~confirms)], case.holdout[1][torch.from_numpy(~confirms)])
+    positions = np.arange(len(case.references))
+    split = len(case.references) >= 8
+    confirming = positions // 2 >= len(case.references) // 4 if split else positions >= 0
+    tuning = ~confirming if split else confirming
+    confirm_refs = [r for r, keep in zip(case.references, confirming) if keep]
     # Each record's subject, so the per-record audit judges subjects as the job does.
-    subjects = {"forget_subjects": owner[erased], "null_subjects": case.holdout_subjects}
+    subjects = {"forget_subjects": owner[erased], "null_subjects": case.holdout_subjects[confirms]}
     if case.references:
-        audit_of = lambda nets: replace(reference_membership_inputs(case.family, nets, case.references, forget,
-                                                               ~case.member[erased], case.holdout), **subjects)
+        audit_of = lambda nets: replace(reference_membership_inputs(
+            case.family, nets, confirm_refs, forget, ~case.member[erased][:, confirming], confirm_holdout), **subjects)
     else:
         audit_of = lambda nets: replace(shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
-                                                           case.holdout), **subjects)
+                                                           confirm_holdout), **subjects)
 
-    def verify(networks):
+    def verify(networks, alpha=None):
+        """The job's verdicts; at α/2 where a repair could follow (α spent across two looks)."""
+        judge = replace(policy_, alpha=alpha) if alpha is not None else policy_
+
         def run():
-            checks = forgetting_checks(case.family, networks, case.networks, forget, case.holdout, policy_,
+            checks = forgetting_checks(case.family, networks, case.networks, forget, confirm_holdout, judge,
                                        membership_inputs=audit_of(networks), forget_ids=forget_ids)
-            return checks, summary(checks, policy_)
+            return checks, summary(checks, judge)
         return cpu_timed(run)
 
     affected = set(case.shard_of(forget_ids).tolist())
@@ -258,23 +366,26 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     testable = all(c.verdict == "pass" for c in checks_a if c.name != "holdout_drop")
     # The no-op control, as the job runs it: the same checks on the model before unlearning. An
     # approximate result is certified only where they fail it (workers/engine/verification/control.py).
-    (_, control), _ = verify(case.networks)
+    (_, control), control_cpu = verify(case.networks)
     control_testable = no_op.testable(control)
     refill = len(references.holding(sorted(chosen), len(case.references), case.seed)) if case.references else 0
     base = {"case": case.name, "seed": case.seed, "subjects": len(chosen), "forget_records": int(erased.sum()),
             "testable": testable, "control_testable": control_testable, "control_verdict": control["verdict"],
             "retrain_verdict": block_a["verdict"], "spread": spread,
-            "references_destroyed": refill,
+            "references_destroyed": refill, "control_cpu_s": control_cpu, "exact_cpu_s": cpu_a + verify_a,
+            "full_retrain_cpu_s": full_cpu,
             "refill_cpu_per_request_s": refill * float(np.mean(case.reference_cpu)) / len(chosen) if refill else 0.0}
     results.append({**base, "method": exact_name, "exact": True, "verdict": block_a["verdict"],
                     "certified": True, "cost_fraction": cpu_a / full_cpu, "verify_share": verify_a / max(cpu_a, 1e-9),
+                    "erasure_cpu_s": cpu_a + verify_a,
                     "figures": yard, "gaps": {m: 0.0 for m in GAPS}, "false_pass": False, "within": True,
                     "reasons": block_a["reasons"]})
 
     def judged(label: str, name: str, overrides: dict | None, network, networks, cpu: float) -> dict:
         """The result row of one approximate result (`networks`), judged as the job judges it; a
         result with a single network gets the job's repair first."""
-        (checks, block), verify_cpu = verify(networks)
+        looks = policy_.alpha / 2 if case.references and network is not None else None
+        (checks, block), verify_cpu = verify(networks, looks)
         repaired_records = 0
         flagged = repairable(block) if no_op.testable(control) else []
         if flagged and case.references and network is not None:
@@ -283,7 +394,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
             fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, network, flagged))
             if fixed is not None:
                 cpu += seconds
-                (checks_again, block_again), verify_again = verify([fixed])
+                (checks_again, block_again), verify_again = verify([fixed], looks)
                 verify_cpu += verify_again
                 repaired_records = len(flagged)
                 # The job keeps the repair only if it passes; otherwise it escalates the original.
@@ -299,6 +410,9 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
                 "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / (cpu if cpu else cpu_a),
                 "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
                 "within": not beyond, "reasons": no_op.blocking(control, block), "repaired_records": repaired_records,
+                # What the erasure costs the service: the method (and its repair), its verification,
+                # the control's, and where it is not certified the exact path after all.
+                "erasure_cpu_s": cpu + verify_cpu + control_cpu + (0.0 if certified else cpu_a + verify_a),
                 **flag_figures(case, checks, forget_ids, forget, networks, retrain_a, retrain_b)}
 
     # The no-op row: the original weights handed in as the method's output. Goal: never certified.
@@ -309,10 +423,11 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     # The methods' stopping rules aim at the holdout's loss (records the model never saw).
     targets = None
     if case.references:
-        found = references.forget_loss_targets(case.family, case.networks, case.references, forget,
-                                               ~case.member[erased], case.holdout)
+        found = references.forget_loss_targets(case.family, case.networks,
+                                               [r for r, keep in zip(case.references, tuning) if keep], forget,
+                                               ~case.member[erased][:, tuning], tune_holdout)
         targets = None if found is None else torch.from_numpy(found)
-    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *case.holdout, forget_target_loss=targets)
+    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *tune_holdout, forget_target_loss=targets)
     # Each method as set on the model (its rehearsed settings where it passed), then what a job
     # with a policy-chosen method runs: the rehearsal's choice ("service").
     runs = [(name, name, (settings or {}).get(name)) for name in methods]
@@ -436,6 +551,51 @@ def print_tables(table: list[dict], costs: dict) -> None:
                           for c, v in costs.items()]))
 
 
+def erasure_costs(rows: list[dict], rehearsals: list[dict], batches: int = 20) -> list[dict]:
+    """The cost of a verified erasure per case and size: the path a job takes (the rehearsal's
+    choice, `service`, where there is one; SISA's shards on the SISA case; else every approximate
+    method), the share of its erasures certified approximate and the share sent to the exact path,
+    and its CPU (erasure, verification, the no-op control, the exact fallback, the reference refill
+    and the rehearsal amortised over `batches` erasure batches) against always retraining."""
+    rehearsal_cpu = {}
+    for r in rehearsals:
+        rehearsal_cpu.setdefault(r["case"], []).append(r["cpu_s"])
+    found = []
+    for case, subjects in sorted({(r["case"], r["subjects"]) for r in rows},
+                                 key=lambda k: (list(CASES).index(k[0]), k[1])):
+        cell = [r for r in rows if (r["case"], r["subjects"]) == (case, subjects)]
+        service = [r for r in cell if r["method"] == "service"]
+        if case == "sisa":
+            path, chosen = "sisa", [r for r in cell if r["method"] == "sisa"]
+        elif service:
+            path, chosen = "service", service
+        else:
+            path, chosen = "approximate", [r for r in cell if not r["exact"] and r["method"] != "no_op"]
+        if not chosen:
+            continue
+        amortised = float(np.mean(rehearsal_cpu.get(case, [0.0]))) / batches
+        cpu = [r["erasure_cpu_s"] + r["refill_cpu_per_request_s"] * r["subjects"] + amortised for r in chosen]
+        exact = path == "sisa"
+        certified = sum(r["certified"] for r in chosen) if not exact else 0
+        false_passes = sum(r["false_pass"] for r in chosen)
+        found.append({"case": case, "subjects": subjects, "path": path, "erasures": len(chosen),
+                      "approximate_certified": certified / len(chosen),
+                      "exact_by_fallback": 0.0 if exact else 1 - certified / len(chosen),
+                      "exact_by_design": 1.0 if exact else 0.0, "false_passes": false_passes,
+                      "cpu_vs_always_retrain": float(np.mean([c / r["full_retrain_cpu_s"]
+                                                              for c, r in zip(cpu, chosen)]))})
+    return found
+
+
+def print_erasure_costs(costs: list[dict]) -> None:
+    print()
+    print(markdown_table(["case", "subjects", "path", "erasures", "approximate certified", "exact by fallback",
+                          "false passes", "CPU × always retraining"],
+                         [[c["case"], c["subjects"], c["path"], c["erasures"], f"{c['approximate_certified']:.2f}",
+                           f"{c['exact_by_fallback']:.2f}" if c["path"] != "sisa" else "– (exact by design)",
+                           c["false_passes"], f"{c['cpu_vs_always_retrain']:.2f}"] for c in costs]))
+
+
 def print_rehearsals(rehearsals: list[dict]) -> None:
     """Per case: how often the rehearsal found known-good settings, which, and what it cost."""
     print()
@@ -469,8 +629,15 @@ def main() -> None:
                         help="a method's settings instead of its defaults (JSON values), repeatable")
     parser.add_argument("--rehearsal-subjects", type=int, default=25,
                         help="subjects each model's rehearsal erases (0: no rehearsal, every method at its defaults)")
+    parser.add_argument("--size-simulations", type=int, default=400,
+                        help="simulations of the correlated-subject size study (generated scores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced run: 2 seeds, 0.5 of the rows, 10 and 100 subjects, 200 size simulations")
     parser.add_argument("--output", default=str(RESULTS / "verification.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.scale, args.size_simulations = min(args.seeds, 2), min(args.scale, 0.5), 200
+        args.subjects = args.subjects or "10,100"
     rows, costs, rehearsals = [], {}, []
     settings = parse_settings(args.settings)
     methods = tuple(m for m in args.methods.split(",") if m)
@@ -505,8 +672,12 @@ def main() -> None:
                            "refill": refill if refs[0] else "shards are the references"}
         finish_machine(info)
     table = aggregate(rows)
+    sizes = size_study(args.size_simulations)
+    erasures = erasure_costs(rows, rehearsals)
     print(f"\nmachine: {describe_machine(info)}\n")
     print_tables(table, costs)
+    print_size_study(sizes)
+    print_erasure_costs(erasures)
     # The no-op rows are a control, not an erasure: counted on their own.
     no_ops = [r for r in rows if r["method"] == "no_op"]
     approximate = [r for r in rows if not r["exact"] and r["method"] != "no_op"]
@@ -546,6 +717,7 @@ def main() -> None:
                                    "settings": settings,
                                    "cases": CASES, "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
                                    "summary": summary_, "costs": costs, "table": table, "results": rows,
+                                   "size_study": sizes, "erasure_costs": erasures, "quick": args.quick,
                                    "rehearsals": rehearsals})
 
 

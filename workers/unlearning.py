@@ -61,7 +61,8 @@ def unlearn_model(context: JobContext, attempt: JobAttempt, plan: UnlearningPlan
         with session_scope() as session:
             service.record_escalation(session, attempt, plan, snapshot, escalation)
 
-    ctx = unlearning.context_for(snapshot, erasure.keys, progress=lambda f, step: context.progress(0.1 + 0.7 * f, step))
+    ctx = unlearning.context_for(snapshot, erasure.keys, progress=lambda f, step: context.progress(0.1 + 0.7 * f, step),
+                                 requests=plan.request_keys(erasure.keys))
     settings = snapshot.method_settings.settings if snapshot.method_settings is not None else None
     result = unlearning.unlearn(ctx, snapshot.method, escalate=escalate, settings=settings,
                                 verifying=lambda: context.progress(0.82, "verifying"))

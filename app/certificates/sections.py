@@ -94,6 +94,27 @@ def request_verdict(entry: Entry, request_id: uuid.UUID) -> str | None:
     return verdict if isinstance(verdict, str) else None
 
 
+def own_part(block: Any, request_id: uuid.UUID) -> Any:
+    """A verification block (or an entry holding one under `verdicts`) with only this request's
+    part of a batch's per-request verdicts: another request's subjects are no business of this
+    person's certificate."""
+    if not isinstance(block, Mapping):
+        return block
+    out = {key: own_part(value, request_id) if key == "verdicts" else value for key, value in block.items()}
+    for key in ("requests", "request_checks"):
+        per_request = out.get(key)
+        if isinstance(per_request, Mapping):
+            out[key] = {k: v for k, v in per_request.items() if k == str(request_id)}
+    return out
+
+
+def request_checks(entry: Entry, request_id: uuid.UUID) -> Mapping[str, Any] | None:
+    """The request's own verification block in a batch (its checks over its own subjects)."""
+    per_request = _verdicts(entry).get("request_checks")
+    found = per_request.get(str(request_id)) if isinstance(per_request, Mapping) else None
+    return found if isinstance(found, Mapping) else None
+
+
 def _exact_basis(model: ModelErasure) -> dict[str, Any]:
     entry, details = model.entry, model.entry.get("details") or {}
     if entry.get("version_after") is None:
@@ -114,12 +135,13 @@ def _exact_basis(model: ModelErasure) -> dict[str, Any]:
 def model_section(model: ModelErasure, request_id: uuid.UUID) -> dict[str, Any]:
     """The job's entry with its method kind: for exact, what makes it exact, and its figures
     labelled `sanity_check`; for approximate, its verification, the no-op control and the
-    request's verdict."""
+    request's verdict, and in a batch the request's own checks (`request_verification`). Of a
+    batch's per-request figures only this request's are kept."""
     out = {key: value for key, value in model.entry.items() if key != "verification"}
     out["method_kind"] = model.method_kind
     if isinstance(model.entry.get("base"), Mapping):
         out["base"] = {**model.entry["base"], "statement": BASE_SCOPE_STATEMENT}
-    verification = model.entry.get("verification")
+    verification = own_part(model.entry.get("verification"), request_id)
     if model.method_kind == "exact":
         out["exact"] = _exact_basis(model)
         if verification is not None:
@@ -127,8 +149,12 @@ def model_section(model: ModelErasure, request_id: uuid.UUID) -> dict[str, Any]:
         return out
     out["verification"] = verification
     if model.no_op_control is not None:
-        out["no_op_control"] = dict(model.no_op_control)
+        out["no_op_control"] = own_part(dict(model.no_op_control), request_id)
     out["verdict"] = request_verdict(model.entry, request_id)
+    own = request_checks(model.entry, request_id)
+    if own is not None:
+        # A batch: this request's own checks, over its own subjects, next to the batch's.
+        out["request_verification"] = dict(own)
     return out
 
 

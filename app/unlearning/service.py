@@ -97,14 +97,15 @@ def start(session: Session, attempt: JobAttempt) -> UnlearningPlan | None:
             live.append(request)
         elif request.status in DETACHED:
             job_service.unlink(session, job.id, request.id)
-    pairs = sorted({pair for r in live for pair in planner.erasure_pairs(session, r)})
+    own = [tuple(sorted(set(planner.erasure_pairs(session, r)))) for r in live]
+    pairs = sorted({pair for found in own for pair in found})
     _save(session, attempt, _ledger(session, attempt).serving(r.id for r in live))
     if not live:
         return None
     return UnlearningPlan(
         job_id=job.id, client=job.client, model_id=job.model_id,
         dataset_id=exclusive.dataset_of(session, job.model_id, job.payload),
-        pairs=tuple(pairs), request_ids=tuple(r.id for r in live),
+        pairs=tuple(pairs), request_ids=tuple(r.id for r in live), request_pairs=tuple(own),
     )
 
 

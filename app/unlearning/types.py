@@ -55,6 +55,16 @@ class UnlearningPlan:
     # (identifier kind, subject key) of every subject of the live requests, sorted.
     pairs: tuple[tuple[str, str], ...]
     request_ids: tuple[uuid.UUID, ...]
+    # Each request's own (kind, subject key) pairs, in `request_ids` order: a batch's requests
+    # are each verified over their own subjects.
+    request_pairs: tuple[tuple[tuple[str, str], ...], ...] = ()
+
+    def request_keys(self, keys: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(request id, its subject keys among `keys`) per request: the keys of one subject kind
+        (a dataset's) that each request erases."""
+        wanted = set(keys)
+        return tuple((str(request_id), tuple(sorted({key for _kind, key in pairs if key in wanted})))
+                     for request_id, pairs in zip(self.request_ids, self.request_pairs, strict=True))
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,20 @@ def test_a_model_that_never_held_the_person_is_exact_by_its_unchanged_weights(da
     [model] = _body([ModelErasure(never, "exact")])["models"]
     assert model["method_kind"] == "exact" and "never trained" in model["exact"]["statement"]
     assert model["exact"]["weights_sha256"] == {"before": "x", "after": "x"}
+
+
+def test_a_batch_certificate_shows_the_requests_own_checks_and_no_other_requests(database_url):
+    other = str(uuid.uuid4())
+    own_block = {"verdict": "pass", "alpha": 0.05, "reasons": [], "checks": [{"name": "per_record_audit"}]}
+    batch = {**VERDICTS, "verdict": "fail", "requests": {str(REQUEST): "pass", other: "fail"},
+             "request_checks": {str(REQUEST): own_block, other: {"verdict": "fail", "checks": []}}}
+    control = {"verdict": "fail", "checks": [], "requests": {str(REQUEST): "fail", other: "pass"}}
+    entry = _model("scrub", verification={"verdicts": batch})
+    [model] = _body([ModelErasure(entry, "approximate", DATASET, control)])["models"]
+    assert model["verdict"] == "pass" and model["request_verification"] == own_block
+    # The batch's verdict stays, and says the batch failed; the other request is not named.
+    assert model["verification"]["verdicts"]["verdict"] == "fail"
+    assert model["verification"]["verdicts"]["requests"] == {str(REQUEST): "pass"}
+    assert list(model["verification"]["verdicts"]["request_checks"]) == [str(REQUEST)]
+    assert model["no_op_control"]["requests"] == {str(REQUEST): "fail"}
+    assert other not in str(model)

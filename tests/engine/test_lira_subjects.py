@@ -5,43 +5,12 @@ subject (Stouffer's z, Holm over subjects); an ε bound above 0 fails the check.
 import numpy as np
 import pytest
 
-from workers.engine.verification import lira, references
+from workers.engine.verification import lira
 from workers.engine.verification.checks import Policy, membership_check
 from workers.engine.verification.scores import MembershipInputs
+from tests.engine.lira_scores import K, RECORDS_PER_SUBJECT, _inputs
 
 POLICY = Policy()
-K = 8
-RECORDS_PER_SUBJECT = 4
-
-
-def _scores(rng, subjects: int, *, pair_spread: float, rho: float, shift: np.ndarray | None = None):
-    """Scores of `subjects` × 4 records under the target and K references. References 2j and 2j+1
-    trained on complementary halves: they disagree about a record by ±u (what one half held
-    that the other did not), so averaging both members of a pair cancels u. A subject's records
-    share a latent with correlation `rho` in the target's score."""
-    n = subjects * RECORDS_PER_SUBJECT
-    difficulty = rng.normal(0, 3, n)
-    u = rng.normal(0, pair_spread, (n, K // 2))
-    halves = np.repeat(u, 2, axis=1) * np.tile([1.0, -1.0], K // 2)
-    refs = difficulty[:, None] + halves + rng.normal(0, 0.5, (n, K))
-    shared = np.repeat(rng.normal(0, 1, subjects), RECORDS_PER_SUBJECT)
-    own = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.normal(0, 1, n)
-    target = difficulty + 0.3 + 0.8 * own + (0.0 if shift is None else shift)
-    owners = np.repeat(np.arange(subjects), RECORDS_PER_SUBJECT)
-    return target, refs, owners
-
-
-def _inputs(seed: int, subjects: int = 100, *, pair_spread: float = 1.0, rho: float = 0.0,
-            shift: np.ndarray | None = None, labelled: bool = True) -> MembershipInputs:
-    """An exact retrain (no forget record seen) unless `shift` raises some forget records."""
-    rng = np.random.default_rng(seed)
-    forget_target, forget_refs, forget_owners = _scores(rng, subjects, pair_spread=pair_spread, rho=rho, shift=shift)
-    null_target, null_refs, null_owners = _scores(rng, subjects, pair_spread=pair_spread, rho=rho)
-    forget_out = ~references.membership([f"s{seed}-{o}" for o in forget_owners], K, seed)
-    return MembershipInputs(forget_target, forget_refs, forget_out, null_target, null_refs,
-                            np.ones_like(null_refs, dtype=bool),
-                            forget_subjects=forget_owners if labelled else None,
-                            null_subjects=null_owners + subjects if labelled else None)
 
 
 def _old_null_epsilon(inputs: MembershipInputs) -> float:
@@ -120,3 +89,41 @@ def test_subject_level_size_with_correlated_records_is_at_most_alpha_plus_a_poin
         correlations += found.extra["within_subject_correlation"]
     assert flagged / simulations <= POLICY.alpha + 0.01
     assert 0.3 < correlations / simulations < 0.8
+
+
+def test_an_over_forgotten_set_fails_as_too_unfamiliar():
+    # Half the forget subjects pushed 4 sd below what unseen records score: the one-sided audit
+    # passed this; per subject, two-sided, it is as recognisable as a memorised one.
+    shift = np.zeros(100 * RECORDS_PER_SUBJECT)
+    shift[: 50 * RECORDS_PER_SUBJECT] = -4 * 0.95
+    inputs = _inputs(21, shift=shift)
+    found = membership_check(inputs, POLICY, record_ids=np.arange(400))
+    assert found.verdict == "fail" and "less familiar" in found.reason
+    assert found.extra["subjects_unfamiliar"] >= 45 and found.extra["subjects_flagged"] == 0
+    assert set(inputs.forget_subjects[found.extra["unfamiliar"]].tolist()) <= set(range(50))
+    # The same forget set left alone (an exact retrain) passes.
+    assert membership_check(_inputs(21), POLICY).verdict == "pass"
+
+
+def test_a_collapse_of_the_spread_fails_though_no_subject_stands_out():
+    # Every forget record pressed onto the score its OUT references give it, as a stopping rule
+    # aimed at the references would: no subject is far from unseen, but none varies either.
+    inputs = _inputs(22)
+    out = inputs.forget_out
+    out_mean = np.where(out, inputs.forget_references, 0).sum(axis=1) / out.sum(axis=1)
+    pressed = MembershipInputs(out_mean + 0.3, inputs.forget_references, out, inputs.null_target,
+                               inputs.null_references, inputs.null_out, forget_subjects=inputs.forget_subjects,
+                               null_subjects=inputs.null_subjects)
+    found = membership_check(pressed, POLICY)
+    assert found.extra["subjects_flagged"] == 0 and found.extra["subjects_unfamiliar"] == 0
+    assert found.extra["spread_ratio_upper"] < lira.MIN_SPREAD_RATIO
+    assert found.verdict == "fail" and "collapse" in found.reason
+    untouched = membership_check(inputs, POLICY)
+    assert untouched.extra["spread_ratio_upper"] >= lira.MIN_SPREAD_RATIO and untouched.verdict == "pass"
+
+
+def test_the_rates_count_subjects_not_records():
+    found = membership_check(_inputs(23, rho=0.6), POLICY)
+    assert found.extra["subjects"] == 100 and found.extra["null_subjects"] == 100
+    # A rate over 100 subjects moves in steps of 1/100.
+    assert round(found.extra["tpr"] * 100, 6) == int(round(found.extra["tpr"] * 100))

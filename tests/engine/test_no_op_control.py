@@ -134,7 +134,7 @@ def test_the_job_certifies_only_what_the_control_can_see(monkeypatch, sisa, orig
     verdicts = {control.CONTROL_METHOD: {"verdict": original, "reasons": [], "checks": [stored("mia_auc", original)]},
                 "finetune": {"verdict": "pass", "reasons": [], "checks": [stored("mia_auc", "pass")]}}
 
-    def verify_outcome(ctx, outcome, shards):
+    def verify_outcome(ctx, outcome, shards, alpha=None):
         block = verdicts.get(outcome.method, {"verdict": "pass", "reasons": [], "checks": []})
         return SimpleNamespace(verdicts=block, lineage_proof=LineageProof(3, 0))
 

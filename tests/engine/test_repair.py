@@ -5,9 +5,11 @@ are unlearned alone and the result is verified again; anything else escalates as
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+from app.unlearning.types import Shard
 from workers.engine.unlearning import job, repair
 from workers.engine.verification.checks import stored_checks
 from workers.engine.verification.verdicts import Check
@@ -60,10 +62,11 @@ class Figures:
 def scripted(monkeypatch):
     """verify_outcome/check_outcome and the repair itself scripted per outcome, so the control
     flow is tested alone (the repair's maths are tested with neggrad_plus's per-record targets)."""
-    calls = {"repaired": []}
+    calls = {"repaired": [], "alphas": []}
     blocks = {}
 
-    def verify_outcome(ctx, outcome, shards):
+    def verify_outcome(ctx, outcome, shards, alpha=None):
+        calls["alphas"].append(alpha)
         return Figures(blocks[outcome.details["name"]])
 
     def check_outcome(outcome, figures, control):
@@ -81,13 +84,15 @@ def scripted(monkeypatch):
 
 class Ctx:
     old_shards = ()
+    spec = SimpleNamespace(data_kind="tabular")
+    references = ("a reference",)
 
 
 CTX = Ctx()
 
 
 def outcome(name, method="finetune"):
-    return job.CandidateVersion(method, None, (), {}, {"name": name})
+    return job.CandidateVersion(method, None, (Shard(0, "w"),), {}, {"name": name})
 
 
 def test_a_repair_that_passes_replaces_the_result(scripted):
@@ -148,3 +153,22 @@ def test_a_stored_block_reads_back_as_the_checks_that_wrote_it():
 
 def check_from_name(name):
     return Check.from_json(check(name, "pass"))
+
+
+def test_a_repair_spends_alpha_across_both_looks_and_keeps_the_first_looks_block(scripted):
+    from app.config import get_settings
+
+    blocks, calls = scripted
+    blocks["method"] = block(check("forget_accuracy_gap", "pass"), AUDIT_FLAGS)
+    blocks["repaired"] = {"verdict": "pass", "checks": []}
+    kept, _, failed = job.verified(CTX, outcome("method"), TESTABLE)
+    half = get_settings().verification_alpha / 2
+    assert failed == [] and calls["alphas"] == [half, half]
+    assert kept.details["repair"]["first_look"] is blocks["method"]
+    # No repair can follow an exact method, or a SISA result of several networks: the one look
+    # keeps the whole α.
+    calls["alphas"].clear()
+    job.verified(CTX, outcome("method", method="retrain"), TESTABLE)
+    several = replace(outcome("method"), shards=(Shard(0, "a"), Shard(1, "b")))
+    job.verified(CTX, several, TESTABLE)
+    assert calls["alphas"] and set(calls["alphas"]) == {None}

@@ -27,7 +27,7 @@ from workers.engine.verification.text_checks import (
 
 POLICY = Policy()
 # The keys of the tabular block (workers/engine/verification/checks.py verification_block).
-BLOCK_KEYS = {"verdict", "alpha", "reasons", "notes", "checks", "attacks", "records", "reference",
+BLOCK_KEYS = {"verdict", "alpha", "reasons", "notes", "checks", "attacks", "records", "reference", "confirmation",
               "epsilon_lower_bound", "escalates", "method", "exact", "tolerances", "references"}
 
 
@@ -237,3 +237,44 @@ def test_text_references_train_on_their_subjects_windows():
     assert member.shape == (rows.shape[0], 4) and rows.shape[0] > len(trained)
     for row, label in enumerate(labels.tolist()):
         assert member[row].tolist() == by_record[trained.tolist().index(label)].tolist()
+
+
+def _secrets(seed: int, remembered: float):
+    """Forget texts that carry secrets: every model finds them harder than the holdout (mean token
+    log-likelihood −3 against −2). The target scores each forget text `remembered` above what its
+    OUT references give it (0: an exact retrain)."""
+    rng = np.random.default_rng(seed)
+
+    def side(n, level, shift):
+        difficulty = rng.normal(level, 0.4, n)
+        refs = difficulty[:, None] + rng.normal(0, 0.1, (n, 8))
+        return difficulty + rng.normal(0, 0.1, n) + shift, refs
+
+    forget_target, forget_refs = side(300, -3.0, remembered)
+    null_target, null_refs = side(400, -2.0, 0.0)
+    forget_out = ~membership([f"subject-{i}" for i in range(300)], 8, seed)
+    inputs = reference_inputs(forget_target, forget_refs, forget_out, null_target, null_refs)
+    forget, holdout = statistics(-forget_target, start=10_000), statistics(-null_target)
+    return forget, holdout, inputs
+
+
+def _loss_check(forget, holdout, inputs):
+    checks = text_checks(forget, holdout, None, bits(300, 0), bits(200, 0), POLICY, inputs, inputs)
+    return {c.name: c for c in checks}
+
+
+def test_text_auc_is_judged_against_the_out_references_not_the_raw_holdout():
+    # An exact retrain: against the raw holdout the secrets look unfamiliar (AUC far below 0.5)
+    # and fail; against what the references that never saw them expect they pass.
+    forget, holdout, inputs = _secrets(1, remembered=0.0)
+    raw = text_checks(forget, holdout, None, bits(300, 0), bits(200, 0), POLICY)[0]
+    assert raw.name == "mia_auc" and raw.verdict == "fail" and raw.estimate < -0.3
+    calibrated = _loss_check(forget, holdout, inputs)
+    assert calibrated["mia_auc"].verdict == "pass" and calibrated["mia_auc"].reference == "references"
+    assert calibrated["min_k_plus_plus_auc"].verdict == "pass"
+    # Half-unlearned: the forget texts still score 1 above their OUT references, which brings
+    # them level with the holdout on the raw comparison (AUC near 0.5), and it fails calibrated.
+    forget, holdout, inputs = _secrets(2, remembered=1.0)
+    raw = text_checks(forget, holdout, None, bits(300, 0), bits(200, 0), POLICY)[0]
+    assert abs(raw.estimate) < POLICY.mia_auc
+    assert _loss_check(forget, holdout, inputs)["mia_auc"].verdict == "fail"

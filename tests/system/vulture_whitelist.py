@@ -103,6 +103,9 @@ _.unit_of_work
 # them from per-record figures it also judges: workers/engine/unlearning/verification.py).
 membership_aucs
 verbatim_extraction
+# bench/verification.py judges each result's networks with the job's checks in one call (the job
+# computes the records' evidence once and judges each request of a batch on it: `evidence_checks`).
+forgetting_checks
 
 # The family interface's per-example loss: part of the ModelFamily protocol a plugin implements
 # (docs/datasets-and-models.md, "Model families"); today's verification computes its own

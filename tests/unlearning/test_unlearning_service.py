@@ -109,6 +109,9 @@ def test_the_steps_answer_typed_records_and_write_job_result(client, alpha):
     assert plan is not None
     assert plan.request_ids == (uuid.UUID(request_id),) and plan.client == "alpha"
     assert plan.pairs == (("user_id", subject_key("user_id", ERASED)),)
+    # Each request's own subjects, so a batch's requests are verified one by one.
+    assert plan.request_pairs == (plan.pairs,)
+    assert plan.request_keys([plan.pairs[0][1], "another"]) == ((request_id, (plan.pairs[0][1],)),)
     assert plan.model_id == uuid.UUID(model["id"]) and plan.dataset_id == uuid.UUID(dataset["dataset_id"])
 
     with session_scope() as session:

@@ -9,8 +9,16 @@ import pytest
 from sqlalchemy import select
 
 from tests.dataset_files import artifact_files
-from tests.factories import LAX, erase_in_process, model_version, seen_subjects, train_in_process, trained_subjects
-from tests.worker import execute_queued
+from tests.factories import (
+    LAX,
+    batch_request,
+    erase_in_process,
+    model_version,
+    seen_subjects,
+    train_in_process,
+    trained_subjects,
+)
+from tests.worker import execute_queued, plan_approved
 from workers.engine.verification.control import NO_POWER
 
 pytestmark = pytest.mark.usefixtures("held_batches")
@@ -68,7 +76,12 @@ def test_failed_check_escalates_and_the_deprecated_threshold_still_applies(clien
     # OBLIVIATE_MAX_MIA_AUC=0 (deprecated) is a tolerance of −0.5 on AUC − 0.5: no interval meets it.
     settings_env(AUDIT_REFERENCES="0", MAX_MIA_AUC="0.0")
     train_in_process(client, admin, "never-enough", unlearning_method="finetune")
-    erase_in_process(client, admin, seen_subjects(1)[0])
+    # Four subjects in one batch: the intervals count subjects, and one subject alone tells
+    # nothing of the spread between subjects (its AUC interval is the whole range).
+    for raw in seen_subjects(4):
+        batch_request(client, admin, raw)
+    assert plan_approved() == 4
+    assert execute_queued("unlearning") == ["completed"]
     version = model_version(client, admin, "never-enough", 2)
     assert version["origin"]["method"] == "retrain"
     escalated = version["origin"]["escalations"][0]["verdicts"]

@@ -16,6 +16,7 @@ from workers.engine.families.base import ModelFamily, Shape
 from workers.engine.partition import Manifest
 from workers.engine.records import Records, records_and_shape
 from workers.engine.unlearning.base import Progress
+from workers.engine.verification import references as reference_models
 
 # Retained records an approximate method sees at most (certified_newton sees them all).
 RETAIN_SAMPLE = 20_000
@@ -49,6 +50,8 @@ class Context:
     # The model's live reference models (the per-record audit) and the pool it should have.
     references: tuple[ReferenceModel, ...] = ()
     reference_pool: int = 0
+    # Each request of the job with its subject keys: each gets its own verdict.
+    requests: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,11 @@ class CandidateVersion:
 
 
 def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None,
-                forget_records: Sequence[int] | None = None) -> Context:
+                forget_records: Sequence[int] | None = None,
+                requests: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Context:
     """Load the records of the old and the new dataset version and find the forget records: those
     of the erased subjects `keys`, or the records `forget_records` of a remediated slice
-    (docs/remediation.md)."""
+    (docs/remediation.md). `requests` pairs each request of a batch with its subjects' keys."""
     spec = get_family(snapshot.family)
     family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
 
@@ -89,8 +93,23 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
         shape=snapshot.shape, seed=snapshot.seed, sisa=snapshot.sisa, holdout_fraction=snapshot.holdout_fraction,
         old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
-        references=snapshot.references, reference_pool=snapshot.reference_pool,
+        references=snapshot.references, reference_pool=snapshot.reference_pool, requests=requests,
     )
+
+
+def halves(ctx: Context) -> reference_models.Halves:
+    """The model's references split into the tuning and the confirmation half."""
+    return reference_models.split(ctx.references, ctx.reference_pool)
+
+
+def holdout_half(ctx: Context, ids: Ids, *, confirmation: bool) -> Ids:
+    """The holdout records among `ids` (of the new dataset version) whose subjects confirm (the
+    verdict's) or tune (stopping rules, loss targets, repair)."""
+    if not len(ids):
+        return ids
+    keys = ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, ids)].tolist()
+    confirms = reference_models.holdout_confirms(keys, ctx.seed)
+    return np.asarray(ids[confirms == confirmation], dtype=np.int64)
 
 
 def retain_sample(ctx: Context, limit: int | None = RETAIN_SAMPLE) -> Ids:

@@ -13,7 +13,7 @@ A new approximate method plugs in as a module of this package registered in `bas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy.typing as npt
 import torch
 
 from app.artifacts.store import get_store
+from app.config import get_settings
 from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, Verification, VerifiedVersion
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
@@ -30,7 +31,15 @@ from workers.engine.unlearning import base, repair, verification
 from workers.engine.verification import control as no_op
 from workers.engine.verification import references
 from workers.engine.verification.checks import stored_checks
-from workers.engine.unlearning.context import RETAIN_SAMPLE, CandidateVersion, Context, context_for, retain_sample
+from workers.engine.unlearning.context import (
+    RETAIN_SAMPLE,
+    CandidateVersion,
+    Context,
+    context_for,
+    halves,
+    holdout_half,
+    retain_sample,
+)
 
 __all__ = ["Context", "CandidateVersion", "approximate", "context_for", "exact_method", "no_op_control", "retrain", "run_method",
            "sisa", "unlearn", "without_forget"]
@@ -93,21 +102,39 @@ def verified(ctx: Context, outcome: CandidateVersion, control: JsonObject | None
     methods), judged against the no-op `control` (`no_op_control`). An approximate result
     blocked only by a few records the audit still recognises is repaired first
     (`workers/engine/unlearning/repair.py`) and verified again; not where the checks cannot see
-    the subjects at all, as no repair makes them see."""
-    figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
+    the subjects at all, as no repair makes them see.
+
+    Where a repair could follow, the result may be looked at twice, so α is spent across both
+    looks: each verdict is at α/2 (the first look's too, decided before it is taken), and a
+    repaired result carries the first look's block under `details.repair.first_look`."""
     if outcome.method in EXACT:
-        return outcome, figures, []
+        return outcome, verification.verify_outcome(ctx, outcome, ctx.old_shards), []
+    alpha = get_settings().verification_alpha / 2 if can_repair(ctx, outcome) else None
+    figures = verification.verify_outcome(ctx, outcome, ctx.old_shards, alpha=alpha)
     failed = verification.check_outcome(outcome, figures, control)
     flagged = repair.repairable(stored_checks(figures.verdicts)) if failed and no_op.testable(control) else []
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64)) if flagged else None
     if fixed is None:
         return outcome, figures, failed
-    again = verification.verify_outcome(ctx, fixed, ctx.old_shards)
+    again = verification.verify_outcome(ctx, fixed, ctx.old_shards, alpha=alpha)
     still = verification.check_outcome(fixed, again, control)
     if still:
         return outcome, figures, failed + [f"a repair of the {len(flagged)} flagged records did not pass either: "
                                            + "; ".join(still)]
-    return fixed, again, []
+    details = dict(fixed.details)
+    details["repair"] = {**dict(_mapping(details.get("repair"))), "first_look": figures.verdicts}
+    return replace(fixed, details=details), again, []
+
+
+def _mapping(value: JsonValue) -> JsonObject:
+    return value if isinstance(value, Mapping) else {}
+
+
+def can_repair(ctx: Context, outcome: CandidateVersion) -> bool:
+    """Whether a repair can follow this outcome's verification (`repaired`): a repairable method's
+    single network, a tabular model (not text, not images) with references to aim at."""
+    return (base.get_method(outcome.method).repairable and len(outcome.shards) == 1
+            and ctx.spec.data_kind == "tabular" and bool(ctx.references))
 
 
 def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.int64]) -> CandidateVersion | None:
@@ -115,7 +142,7 @@ def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.in
     the outcome's weights; None where there are no per-record targets (no references, a SISA
     model, no unseen records, a language model) or the method's result may not be repaired (the
     certified one)."""
-    if not base.get_method(outcome.method).repairable or len(outcome.shards) != 1 or ctx.spec.data_kind != "tabular":
+    if not can_repair(ctx, outcome):
         return None
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(flagged))
@@ -232,7 +259,9 @@ def _unseen(ctx: Context) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Records no version saw (a holdout sample), for the stopping rules that aim at their loss
     (neggrad_plus, scrub)."""
     unseen_ids = ctx.old_manifest.record_ids[ctx.old_manifest.shards == HOLDOUT]
-    unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])[:RETAIN_SAMPLE]
+    unseen_ids = np.sort(unseen_ids[np.isin(unseen_ids, ctx.new_records.record_ids)])
+    # The tuning half of the holdout: the verdict judges with the other (context.holdout_half).
+    unseen_ids = holdout_half(ctx, unseen_ids, confirmation=False)[:RETAIN_SAMPLE]
     if not len(unseen_ids):
         return None, None
     x, y = ctx.new_records.rows_for(unseen_ids)
@@ -242,11 +271,12 @@ def _unseen(ctx: Context) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
                     unseen: tuple[torch.Tensor | None, torch.Tensor | None],
                     ids: npt.NDArray[np.int64] | None = None) -> torch.Tensor | None:
-    """Each forget record's loss under the references that never saw it, shifted to the model
-    (`references.forget_loss_targets`), for the per-record stopping rule; None for a SISA model,
-    without references or without unseen records."""
+    """Each forget record's loss under the tuning half's references that never saw it, shifted to
+    the model (`references.forget_loss_targets`), for the per-record stopping rule; None for a
+    SISA model, without references or without unseen records."""
     unseen_x, unseen_y = unseen
-    if len(ctx.old_shards) != 1 or not ctx.references or unseen_x is None or unseen_y is None \
+    tuning = halves(ctx).tuning
+    if len(ctx.old_shards) != 1 or not tuning or unseen_x is None or unseen_y is None \
             or ctx.spec.data_kind != "tabular":
         return None
     store = get_store()
@@ -254,8 +284,8 @@ def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
     ids = np.sort(ctx.forget_ids) if ids is None else ids
     keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, ids)].tolist()
     found = references.forget_loss_targets(
-        ctx.family, target, references.networks(ctx.references, ctx.family, ctx.config, ctx.shape), forget,
-        references.out_mask(ctx.references, keys), (unseen_x, unseen_y))
+        ctx.family, target, references.networks(tuning, ctx.family, ctx.config, ctx.shape), forget,
+        references.out_mask(tuning, keys), (unseen_x, unseen_y))
     return None if found is None else torch.from_numpy(found)
 
 

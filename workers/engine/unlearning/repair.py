@@ -10,8 +10,11 @@ every other check passes and the LiRA test's aggregate is within its tolerance, 
 (workers/engine/verification/references.forget_loss_targets), from the method's weights, and
 verifies the repaired version again on the whole forget set. It escalates if that does not pass either.
 
-The second verification tests a new model, with every check and the same level α; the repair
-acts on the records the first one selected, as a retrain would, and on nothing else.
+The second verification tests a new model, with every check; α is spent across the two looks
+(α/2 each, `job.verified`), and the repair aims at the tuning half of the references while both
+looks judge with the confirmation half (`references.split`), so the result is not judged by the
+instruments it was aimed at. The repair acts on the records the first look selected, and on
+nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.unlearning.types import JsonValue
+from workers.engine.verification.lira import MIN_SPREAD_RATIO
 from workers.engine.verification.verdicts import Check
 
 # At most this share of the forget records (and at least one) may be flagged for a repair: more
@@ -31,7 +35,8 @@ SETTINGS: dict[str, JsonValue] = {"max_cost": 0.1}
 def repairable(checks: Sequence[Check]) -> list[int]:
     """The flagged record ids when the LiRA test's flags are the only thing that blocks the
     result: every other forgetting check passed, no utility check failed, the LiRA test's own
-    interval is within its tolerance, and few records are flagged. Empty otherwise."""
+    interval is within its tolerance, few records are flagged and none is over-forgotten. Empty
+    otherwise."""
     membership = next((c for c in checks if c.name == "per_record_audit"), None)
     if membership is None or membership.interval is None:
         return []
@@ -45,5 +50,9 @@ def repairable(checks: Sequence[Check]) -> list[int]:
     if not flagged or len(flagged) > max(1, int(MAX_SHARE * membership.n)):
         return []
     if membership.interval[1] > membership.tolerance:
+        return []
+    # Over-forgotten subjects, or a collapsed spread, are no stragglers a further unlearning fixes.
+    spread = membership.extra.get("spread_ratio_upper")
+    if membership.extra.get("unfamiliar") or (isinstance(spread, (int, float)) and spread < MIN_SPREAD_RATIO):
         return []
     return flagged

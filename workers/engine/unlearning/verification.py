@@ -36,7 +36,7 @@ from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
 from workers.engine.training import ensemble_proba, evaluate
 from workers.engine.unlearning import base
-from workers.engine.unlearning.context import CandidateVersion, Context, retain_sample
+from workers.engine.unlearning.context import CandidateVersion, Context, halves, holdout_half, retain_sample
 from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
 from workers.engine.verification.text_checks import (
     TokenStatistics,
@@ -206,9 +206,12 @@ def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.ND
     return figures, TextEvidence(forget_statistics, holdout_statistics, forget_extracted, holdout_extracted)
 
 
-def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Sequence[Shard]) -> Verification:
+def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Sequence[Shard],
+                   alpha: float | None = None) -> Verification:
     """Figures before and after on the forget records, a retain sample and the holdout, plus the
-    lineage proof (no forget record in the new manifest)."""
+    lineage proof (no forget record in the new manifest). The verdicts use the confirmation half
+    of the references and of the holdout (`context.halves`, `context.holdout_half`), at level
+    `alpha` where given (a look of several, `job.verified`), else the setting's."""
     store = get_store()
     forget = ctx.old_records.rows_for(np.sort(ctx.forget_ids))
     retain = ctx.old_records.rows_for(retain_sample(ctx, limit=5000))
@@ -226,7 +229,7 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
         before, before_evidence = text_figures(ctx, before_networks, forget_ids, retain_ids, held)
         after, after_evidence = text_figures(ctx, after_networks, forget_ids, retain_ids, held)
         verdicts = _text_verdicts(ctx, outcome, after_networks, after_evidence, before_evidence.holdout or NO_RECORDS,
-                                  held)
+                                  held, alpha)
     elif ctx.spec.data_kind == "image":
         before = image_figures(before_networks, forget, retain, holdout)
         after = image_figures(after_networks, forget, retain, holdout)
@@ -234,7 +237,7 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
     else:
         before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
         after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
-        verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout, holdout_ids)
+        verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout_ids, alpha)
     trained_after = outcome.manifest.trained_ids()
     return Verification(
         before=before, after=after,
@@ -245,19 +248,25 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
 
 
 def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], after: list[nn.Module],
-              forget: LabelledSet, holdout: LabelledSet | None, holdout_ids: npt.NDArray[np.int64]) -> dict[str, Any]:
-    """The statistical verdicts (workers/engine/verification/checks.py) against the holdout and, per
-    record, the model's reference models or, for a SISA model, its own shards."""
+              forget: LabelledSet, holdout_ids: npt.NDArray[np.int64], alpha: float | None) -> dict[str, Any]:
+    """The statistical verdicts (workers/engine/verification/checks.py) against the confirmation
+    half of the holdout and, per record, the confirmation half of the model's reference models
+    or, for a SISA model, its own shards."""
     forget_ids = np.sort(ctx.forget_ids)
     keys, shards = _subjects_and_shards(ctx, forget_ids)
+    holdout_ids = holdout_half(ctx, holdout_ids, confirmation=True)
+    holdout = ctx.new_records.rows_for(holdout_ids) if len(holdout_ids) else None
+    pool = halves(ctx)
     return checks.verification_block(
         ctx.family, before=before, after=after, forget=forget, holdout=holdout, forget_ids=forget_ids,
         method=outcome.method, exact=outcome.method in EXACT,
-        references=references.networks(ctx.references, ctx.family, ctx.config, ctx.shape),
-        forget_out=references.out_mask(ctx.references, keys), reference_ids=[str(r.id) for r in ctx.references],
-        pool_expected=ctx.reference_pool, forget_shards=shards,
+        references=references.networks(pool.confirmation, ctx.family, ctx.config, ctx.shape),
+        forget_out=references.out_mask(pool.confirmation, keys),
+        reference_ids=[str(r.id) for r in pool.confirmation],
+        pool_expected=pool.confirmation_expected if ctx.reference_pool else 0, forget_shards=shards,
         subjects=(np.asarray(keys, dtype=object),
                   ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]),
+        requests=request_masks(ctx, keys), alpha=alpha, independent=pool.independent,
     )
 
 
@@ -343,6 +352,15 @@ def _image_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modu
         pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
 
 
+def request_masks(ctx: Context, keys: list[str]) -> dict[str, npt.NDArray[np.bool_]] | None:
+    """Per request of a batch, which forget records (with subject `keys`) are its subjects'; None
+    for a job that serves one request."""
+    if len(ctx.requests) < 2:
+        return None
+    found = np.asarray(keys, dtype=object)
+    return {request_id: np.isin(found, np.asarray(own, dtype=object)) for request_id, own in ctx.requests}
+
+
 def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tuple[list[str], npt.NDArray[np.int64] | None]:
     """The subject key of each forget record and, for a SISA model, the shard that held it."""
     keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
@@ -353,33 +371,58 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
 
 
 def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Module], evidence: TextEvidence,
-                   before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None) -> dict[str, Any]:
+                   before_holdout: TokenStatistics, holdout_ids: npt.NDArray[np.int64] | None,
+                   alpha: float | None) -> dict[str, Any]:
     """A language model's verdicts (workers/engine/verification/text_checks.py): the text checks against
-    the holdout and, per record, LiRA against the model's reference models or a SISA model's
-    own shards, each record scored by its mean token log-likelihood."""
+    the confirmation half of the holdout and, per record, LiRA against the confirmation half of
+    the model's reference models or a SISA model's own shards, each record scored by its mean
+    token log-likelihood. (Verbatim extraction keeps its holdout sample: no stopping rule aims at it.)"""
     forget_ids = np.sort(ctx.forget_ids)
     keys, forget_shards = _subjects_and_shards(ctx, forget_ids)
     holdout = evidence.holdout if evidence.holdout is not None else NO_RECORDS
+    if holdout_ids is not None:
+        holdout_ids = holdout_half(ctx, holdout_ids, confirmation=True)
+        holdout, before_holdout = _only(holdout, holdout_ids), _only(before_holdout, holdout_ids)
     forget_rows = ctx.old_records.rows_for(forget_ids)
-    holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None else None
+    holdout_rows = ctx.new_records.rows_for(holdout_ids) if holdout_ids is not None and len(holdout_ids) else None
+    halved = halves(ctx)
 
-    def matrix(networks: Sequence[nn.Module], rows: LabelledSet) -> npt.NDArray[np.float64]:
-        return np.column_stack([text_checks.score(token_statistics([n], rows[0], rows[1].numpy()))
-                                for n in networks])
+    def matrices(networks: Sequence[nn.Module], rows: LabelledSet) -> tuple[npt.NDArray[np.float64],
+                                                                            npt.NDArray[np.float64]]:
+        """[n, K] scores and Min-K%++ scores of each record under each network."""
+        found = [token_statistics([n], rows[0], rows[1].numpy()) for n in networks]
+        return (np.column_stack([text_checks.score(s) for s in found]),
+                np.column_stack([np.asarray(s.min_k, dtype=np.float64) for s in found]))
 
-    inputs = None
-    pool = references.networks(ctx.references, ctx.family, ctx.config, ctx.shape)
+    inputs = min_k_inputs = None
+    pool = references.networks(halved.confirmation, ctx.family, ctx.config, ctx.shape)
     if forget_shards is not None and len(after) > 1 and holdout_rows is not None:
-        inputs = shard_inputs(matrix(after, forget_rows), matrix(after, holdout_rows), forget_shards)
+        (forget_scores, forget_min_k), (null_scores, null_min_k) = matrices(after, forget_rows), matrices(after, holdout_rows)
+        inputs = shard_inputs(forget_scores, null_scores, forget_shards)
+        min_k_inputs = shard_inputs(forget_min_k, null_min_k, forget_shards)
     elif pool and holdout_rows is not None:
-        inputs = reference_inputs(
-            text_checks.score(evidence.forget), matrix(pool, forget_rows), references.out_mask(ctx.references, keys),
-            text_checks.score(holdout), matrix(pool, holdout_rows))
+        (forget_scores, forget_min_k), (null_scores, null_min_k) = matrices(pool, forget_rows), matrices(pool, holdout_rows)
+        out = references.out_mask(halved.confirmation, keys)
+        inputs = reference_inputs(text_checks.score(evidence.forget), forget_scores, out, text_checks.score(holdout),
+                                  null_scores)
+        min_k_inputs = reference_inputs(np.asarray(evidence.forget.min_k, dtype=np.float64), forget_min_k, out,
+                                        np.asarray(holdout.min_k, dtype=np.float64), null_min_k)
     return text_checks.text_verification_block(
         forget=evidence.forget, holdout=holdout, before_holdout=before_holdout,
         forget_extracted=evidence.forget_extracted, holdout_extracted=evidence.holdout_extracted,
         method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
-        pool_expected=ctx.reference_pool, reference_ids=[str(r.id) for r in ctx.references])
+        pool_expected=halved.confirmation_expected if ctx.reference_pool else 0,
+        reference_ids=[str(r.id) for r in halved.confirmation], requests=request_masks(ctx, keys),
+        min_k_inputs=min_k_inputs, policy=checks.policy_from_settings(alpha), independent=halved.independent)
+
+
+def _only(statistics: TokenStatistics, ids: npt.NDArray[np.int64]) -> TokenStatistics:
+    """The statistics of the records among `ids`."""
+    keep = np.isin(statistics.records, ids)
+    return TokenStatistics(np.asarray(statistics.records[keep], dtype=np.int64),
+                           np.asarray(statistics.loss[keep], dtype=np.float64),
+                           np.asarray(statistics.min_k[keep], dtype=np.float64),
+                           np.asarray(statistics.accuracy[keep], dtype=np.float64))
 
 
 def check_outcome(outcome: CandidateVersion, figures: Verification, control: Mapping[str, Any] | None) -> list[str]:

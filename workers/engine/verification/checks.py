@@ -75,35 +75,80 @@ class Policy:
     delta: float = 0.0
 
 
-def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy) -> Check:
-    found = proportion_difference(forget_correct, holdout_correct, interval_alpha(policy.alpha))
+@dataclass(frozen=True)
+class Subjects:
+    """Each forget and each holdout record's subject (any labels that tell subjects apart): the
+    clusters every interval treats as its unit (intervals.py)."""
+
+    forget: np.ndarray | None = None
+    holdout: np.ndarray | None = None
+
+    def clustered(self) -> bool:
+        return self.forget is not None
+
+
+NO_SUBJECTS = Subjects()
+
+
+def accuracy_gap_check(forget_correct: np.ndarray, holdout_correct: np.ndarray, policy: Policy,
+                       subjects: Subjects = NO_SUBJECTS) -> Check:
+    found = proportion_difference(forget_correct, holdout_correct, interval_alpha(policy.alpha),
+                                  a_clusters=subjects.forget, b_clusters=subjects.holdout)
     return check("forget_accuracy_gap", label="forget − holdout accuracy", attack=None, test="newcombe_wilson",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.forget_gap, two_sided=True, n=len(forget_correct),
                  reference="holdout", unavailable="needs both a forget and a holdout set",
-                 holdout_records=len(holdout_correct))
+                 holdout_records=len(holdout_correct), clustered_by_subject=subjects.clustered())
 
 
 def auc_check(name: str, attack: str, label: str, member_scores: np.ndarray, nonmember_scores: np.ndarray,
-              policy: Policy) -> Check:
+              policy: Policy, subjects: Subjects = NO_SUBJECTS, reference: str = "holdout") -> Check:
     """AUC − 0.5 of an attack whose higher score means member, forget (members) against holdout
-    records, DeLong, two-sided under the `mia_auc` tolerance."""
-    found = delong_auc(member_scores, nonmember_scores, interval_alpha(policy.alpha))
+    records, DeLong (clustered by subject after Obuchowski), two-sided under the `mia_auc`
+    tolerance."""
+    found = delong_auc(member_scores, nonmember_scores, interval_alpha(policy.alpha),
+                       member_clusters=subjects.forget, nonmember_clusters=subjects.holdout)
     return check(name, label=label, attack=attack, test="delong",
                  estimate=None if found is None else found[0] - 0.5,
                  interval=None if found is None else (found[1][0] - 0.5, found[1][1] - 0.5),
                  alpha=policy.alpha, tolerance=policy.mia_auc, two_sided=True, n=len(member_scores),
-                 reference="holdout", unavailable="needs both a forget and a holdout set",
-                 auc=None if found is None else found[0], holdout_records=len(nonmember_scores))
+                 reference=reference, unavailable="needs both a forget and a holdout set",
+                 auc=None if found is None else found[0], holdout_records=len(nonmember_scores),
+                 clustered_by_subject=subjects.clustered())
 
 
-def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy) -> Check:
+def mia_auc_check(forget_losses: np.ndarray, holdout_losses: np.ndarray, policy: Policy,
+                  subjects: Subjects = NO_SUBJECTS) -> Check:
     return auc_check("mia_auc", "loss_threshold", "membership-inference AUC − 0.5", -np.asarray(forget_losses),
-                     -np.asarray(holdout_losses), policy)
+                     -np.asarray(holdout_losses), policy, subjects)
+
+
+def calibrated_auc_check(name: str, attack: str, label: str, inputs: MembershipInputs, policy: Policy,
+                         subjects: Subjects = NO_SUBJECTS) -> Check:
+    """AUC − 0.5 of an attack judged against what the references that never saw a record expect:
+    each record's score under the target less the mean score of its OUT references (a null record
+    against one reference per complementary pair, as in the LiRA test), forget against holdout.
+    A forget record that is hard for every model (a text carrying a secret) is hard for its OUT
+    references too, so it no longer looks unfamiliar to a model that never saw it; a model that
+    still remembers it scores it above what they expect."""
+    def expected(references: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask, dtype=bool)
+        counts = mask.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, np.where(mask, references, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+    null_out = lira.matched_null_out(inputs.forget_out, inputs.null_out)
+    member = np.asarray(inputs.forget_target, dtype=np.float64) - expected(inputs.forget_references, inputs.forget_out)
+    nonmember = np.asarray(inputs.null_target, dtype=np.float64) - expected(inputs.null_references, null_out)
+    keep_member, keep_nonmember = ~np.isnan(member), ~np.isnan(nonmember)
+    kept = Subjects(None if subjects.forget is None else np.asarray(subjects.forget)[keep_member],
+                    None if subjects.holdout is None else np.asarray(subjects.holdout)[keep_nonmember])
+    return auc_check(name, attack, f"{label}, calibrated by references", member[keep_member],
+                     nonmember[keep_nonmember], policy, kept, reference=inputs.reference)
 
 
 def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, holdout_correct: np.ndarray,
-                        policy: Policy) -> Check:
+                        policy: Policy, subjects: Subjects = NO_SUBJECTS) -> Check:
     """The accuracy gap calibrated by the references: per forget record, the target's correctness
     less the mean over the references that never saw it; per holdout record, the same over all
     references (none saw it); the estimate is the difference of the two means."""
@@ -118,7 +163,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
                      test="welch", estimate=None if found is None else found[0],
                      interval=None if found is None else found[1], alpha=policy.alpha,
                      tolerance=policy.reference_gap, two_sided=True, n=len(forget_correct), reference="references",
-                     unavailable=unavailable, figures={"holdout_records": holdout_records}, **figures)
+                     unavailable=unavailable, figures={"holdout_records": holdout_records,
+                                                       "clustered_by_subject": subjects.clustered()}, **figures)
 
     if len(forget_correct) and (counts == 0).any():
         return gap(None, f"{int((counts == 0).sum())} forget records have no reference that never saw them")
@@ -126,7 +172,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
     null_refs = (np.asarray(inputs.null_references_correct, dtype=np.float64).mean(axis=1) if len(holdout_correct)
                  else np.zeros(0))
     found = calibrated_difference(np.asarray(forget_correct) - forget_refs, np.asarray(holdout_correct) - null_refs,
-                                  interval_alpha(policy.alpha))
+                                  interval_alpha(policy.alpha), forget_clusters=subjects.forget,
+                                  null_clusters=subjects.holdout)
     return gap(found, "needs both a forget and a holdout set",
                forget_accuracy=float(np.mean(forget_correct)) if len(forget_correct) else None,
                holdout_accuracy=float(np.mean(holdout_correct)) if len(holdout_correct) else None,
@@ -135,8 +182,8 @@ def reference_gap_check(forget_correct: np.ndarray, inputs: MembershipInputs, ho
 
 
 def holdout_drop_check(before_correct: np.ndarray, after_correct: np.ndarray, policy: Policy,
-                       label: str = "holdout accuracy drop") -> Check:
-    found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha))
+                       label: str = "holdout accuracy drop", clusters: np.ndarray | None = None) -> Check:
+    found = paired_difference(before_correct, after_correct, interval_alpha(policy.alpha), clusters=clusters)
     return replace(check("holdout_drop", label=label, attack=None, test="bootstrap",
                  estimate=None if found is None else found[0], interval=None if found is None else found[1],
                  alpha=policy.alpha, tolerance=policy.holdout_drop, two_sided=False, n=len(after_correct),
@@ -169,36 +216,86 @@ def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
     return [Check.from_json(found) for found in stored if isinstance(found, Mapping)]
 
 
-def forgetting_checks(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
-                      holdout: LabelledSet | None, policy: Policy, membership_inputs: MembershipInputs | None = None,
-                      forget_ids: np.ndarray | None = None) -> list[Check]:
-    """Every check of one new version: population checks against the holdout, the utility drop
-    against the version before, and the per-record LiRA test where there are references."""
+@dataclass(frozen=True)
+class Evidence:
+    """Each record's correctness and loss under the new version (forget and holdout records) and
+    the holdout's correctness under the version before: what the population checks read."""
+
+    forget_correct: np.ndarray
+    forget_losses: np.ndarray
+    holdout_correct: np.ndarray
+    holdout_losses: np.ndarray
+    before_correct: np.ndarray | None
+
+    def forget_part(self, mask: np.ndarray) -> Evidence:
+        """The same evidence on the forget records where `mask` is true (one request's)."""
+        return replace(self, forget_correct=self.forget_correct[mask], forget_losses=self.forget_losses[mask])
+
+
+def evidence(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
+             holdout: LabelledSet | None) -> Evidence:
     empty = (torch.zeros((0, forget[0].shape[1])), torch.zeros(0, dtype=torch.int64))
     holdout = holdout if holdout is not None else empty
     forget_correct, forget_losses = correct_and_losses(family, after, *forget)
     holdout_correct, holdout_losses = correct_and_losses(family, after, *holdout)
+    before_correct = correct_and_losses(family, before, *holdout)[0] if before is not None else None
+    return Evidence(forget_correct, forget_losses, holdout_correct, holdout_losses, before_correct)
+
+
+def forgetting_checks(family: Any, after: Networks, before: Networks | None, forget: LabelledSet,
+                      holdout: LabelledSet | None, policy: Policy, membership_inputs: MembershipInputs | None = None,
+                      forget_ids: np.ndarray | None = None, subjects: Subjects | None = None) -> list[Check]:
+    """Every check of one new version: population checks against the holdout, the utility drop
+    against the version before, and the per-record LiRA test where there are references. The
+    intervals count subjects, not records, where the records' `subjects` are known (else those
+    of `membership_inputs`)."""
+    return evidence_checks(evidence(family, after, before, forget, holdout), policy, membership_inputs, forget_ids,
+                           subjects)
+
+
+def evidence_checks(found: Evidence, policy: Policy, membership_inputs: MembershipInputs | None = None,
+                    forget_ids: np.ndarray | None = None, subjects: Subjects | None = None) -> list[Check]:
+    """`forgetting_checks` from the records' evidence."""
+    if subjects is None:
+        subjects = (Subjects(membership_inputs.forget_subjects, membership_inputs.null_subjects)
+                    if membership_inputs is not None else NO_SUBJECTS)
     if membership_inputs is not None and membership_inputs.forget_references_correct is not None:
-        gap = reference_gap_check(forget_correct, membership_inputs, holdout_correct, policy)
+        gap = reference_gap_check(found.forget_correct, membership_inputs, found.holdout_correct, policy, subjects)
     else:
-        gap = accuracy_gap_check(forget_correct, holdout_correct, policy)
-    checks = [gap, mia_auc_check(forget_losses, holdout_losses, policy)]
-    if before is not None:
-        before_correct, _ = correct_and_losses(family, before, *holdout)
-        checks.append(holdout_drop_check(before_correct, holdout_correct, policy))
+        gap = accuracy_gap_check(found.forget_correct, found.holdout_correct, policy, subjects)
+    checks = [gap, mia_auc_check(found.forget_losses, found.holdout_losses, policy, subjects)]
+    if found.before_correct is not None:
+        checks.append(holdout_drop_check(found.before_correct, found.holdout_correct, policy,
+                                         clusters=subjects.holdout))
     if membership_inputs is not None:
         checks.append(membership_check(membership_inputs, policy, forget_ids))
     return checks
 
 
+def request_checks(found: Evidence, policy: Policy, membership_inputs: MembershipInputs | None,
+                   forget_ids: np.ndarray, subjects: Subjects,
+                   requests: Mapping[str, np.ndarray]) -> dict[str, list[Check]]:
+    """Each request's own checks: every check on the forget records of that request's subjects
+    alone (`requests` maps a request id to a mask over the forget records), against the same
+    holdout and references. Holm runs over the request's own subjects."""
+    out: dict[str, list[Check]] = {}
+    for request_id, mask in requests.items():
+        mask = np.asarray(mask, dtype=bool)
+        inputs = membership_inputs.forget_part(mask) if membership_inputs is not None else None
+        own = Subjects(None if subjects.forget is None else np.asarray(subjects.forget)[mask], subjects.holdout)
+        out[request_id] = evidence_checks(found.forget_part(mask), policy, inputs, np.asarray(forget_ids)[mask], own)
+    return out
+
+
 # The job's block: the policy in force and every check of one new version.
 
 
-def policy_from_settings() -> Policy:
-    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance)."""
+def policy_from_settings(alpha: float | None = None) -> Policy:
+    """The policy of app/config.py (the deprecated fixed thresholds replace their tolerance), at
+    level `alpha` instead of the setting's where given (one of several looks)."""
     settings = get_settings()
     tolerances = settings.verification_tolerances()
-    return Policy(alpha=settings.verification_alpha, forget_gap=tolerances["forget_gap"],
+    return Policy(alpha=settings.verification_alpha if alpha is None else alpha, forget_gap=tolerances["forget_gap"],
                   reference_gap=tolerances["reference_gap"], mia_auc=tolerances["mia_auc"],
                   membership=tolerances["audit"], holdout_drop=tolerances["holdout_drop"],
                   extraction=tolerances["extraction"], record_level=settings.audit_record_level, delta=settings.audit_delta)
@@ -209,15 +306,20 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                        method: str, exact: bool, references: Sequence[nn.Module] = (),
                        forget_out: np.ndarray | None = None, reference_ids: Sequence[str] = (),
                        pool_expected: int = 0, forget_shards: np.ndarray | None = None,
-                       subjects: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, JsonValue]:
+                       subjects: tuple[np.ndarray, np.ndarray] | None = None,
+                       requests: Mapping[str, np.ndarray] | None = None, alpha: float | None = None,
+                       independent: bool = False) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
     never saw which forget record); `forget_shards` the shard of each forget record of a SISA
     model. `pool_expected` is the pool the model should have: with fewer live references the
     LiRA verdict says how many are missing, and where they are too few it cannot run. `subjects`
-    labels each forget and each holdout record with its subject, so LiRA judges subjects."""
-    policy = policy_from_settings()
+    labels each forget and each holdout record with its subject, so LiRA judges subjects.
+    `requests` maps each request of a batch to a mask over the forget records (its subjects'):
+    with more than one, each gets its own verdict (`block`). `alpha` overrides the level (a look
+    of several); `independent` says the references and holdout judged none of the tuning."""
+    policy = policy_from_settings(alpha)
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
     if forget_shards is not None and len(as_list(after)) > 1 and holdout is not None and has_holdout:
@@ -227,33 +329,46 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
         reference = "references"
     if inputs is not None and subjects is not None:
         inputs = replace(inputs, forget_subjects=subjects[0], null_subjects=subjects[1])
-    checks = forgetting_checks(family, after, before, forget, holdout, policy, membership_inputs=inputs, forget_ids=forget_ids)
+    labels = Subjects(*subjects) if subjects is not None else None
+    found = evidence(family, after, before, forget, holdout)
+    checks = evidence_checks(found, policy, inputs, forget_ids, labels)
+    per_request = (request_checks(found, policy, inputs, forget_ids, labels or NO_SUBJECTS, requests)
+                   if requests and len(requests) > 1 else None)
     return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
                  tested=inputs is not None, live=len(references), pool_expected=pool_expected,
-                 reference_ids=reference_ids,
+                 reference_ids=reference_ids, requests=per_request, independent=independent,
                  tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
                              "mia_auc": policy.mia_auc, "audit": policy.membership, "holdout_drop": policy.holdout_drop})
 
 
 def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,
           tested: bool, live: int, pool_expected: int, reference_ids: Sequence[str],
-          tolerances: dict[str, float]) -> dict[str, JsonValue]:
+          tolerances: dict[str, float], requests: Mapping[str, list[Check]] | None = None,
+          independent: bool = False) -> dict[str, JsonValue]:
     """The verification block of any family from its checks: a model that should have
     `pool_expected` references but was not `tested` gets an inconclusive LiRA check ("too few
-    references"), and one on a partial pool says how many are live."""
-    note = None
-    if pool_expected and live < pool_expected:
-        note = (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
-                f"and await their refill job")
-    if pool_expected and not tested:
-        checks = [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
-                                 test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
-                                 tolerance=policy.membership, two_sided=False, n=records, reference="references",
-                                 unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
-    elif note:
-        # A LiRA test that still ran rests on fewer references: its verdict says so.
-        checks = [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    references"), and one on a partial pool says how many are live.
+
+    With `requests` (each request's own checks, `request_checks`), every request gets its own
+    verdict over its own subjects (`requests`: id → verdict, `request_checks`: id → block), and
+    the batch passes only if every request does: the worst request's verdict is the batch's."""
+    note = _pool_note(live, pool_expected)
+    checks = _with_pool(checks, policy, records=records, tested=tested, note=note, pool_expected=pool_expected)
     found = summary(checks, policy)
+    if requests:
+        own = {request_id: summary(_with_pool(found_checks, policy, records=found_checks[0].n if found_checks else 0,
+                                              tested=tested, note=note, pool_expected=pool_expected), policy)
+               for request_id, found_checks in requests.items()}
+        verdicts = {request_id: str(b["verdict"]) for request_id, b in own.items()}
+        failing = {request_id: v for request_id, v in verdicts.items() if v != "pass"}
+        if failing:
+            worst = "fail" if "fail" in failing.values() or found["verdict"] == "fail" else "inconclusive"
+            found["verdict"] = worst
+            earlier = found["reasons"] if isinstance(found["reasons"], list) else []
+            found["reasons"] = [*earlier, *(f"request {request_id}: its own subjects' verdict is {verdict}"
+                                            for request_id, verdict in failing.items())]
+        found["requests"] = verdicts
+        found["request_checks"] = own
     membership_result = next((c for c in checks if c.name == "per_record_audit"), None)
     found.update({
         "method": method, "exact": exact,
@@ -265,5 +380,30 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
         "tolerances": tolerances,
         "references": {"live": live, "expected": pool_expected, "ids": list(reference_ids),
                        **({"note": note} if note else {})},
+        # The verdict's references and holdout are the confirmation half, apart from those the
+        # stopping rules, loss targets and repair were tuned on.
+        "confirmation": independent,
     })
     return {key: rounded(value) for key, value in found.items()}
+
+
+def _pool_note(live: int, pool_expected: int) -> str | None:
+    if pool_expected and live < pool_expected:
+        return (f"{live} of {pool_expected} reference models are live; the others held erased subjects "
+                f"and await their refill job")
+    return None
+
+
+def _with_pool(checks: list[Check], policy: Policy, *, records: int, tested: bool, note: str | None,
+               pool_expected: int) -> list[Check]:
+    """The checks with what the reference pool says: a LiRA check that could not run for too few
+    references, or a note on one that ran on a partial pool."""
+    if pool_expected and not tested:
+        return [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
+                               test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
+                               tolerance=policy.membership, two_sided=False, n=records, reference="references",
+                               unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
+    if note:
+        # A LiRA test that still ran rests on fewer references: its verdict says so.
+        return [replace(c, reason=f"{c.reason} ({note})") if c.name == "per_record_audit" else c for c in checks]
+    return checks

@@ -9,6 +9,14 @@ Each function takes the two-sided level 1 − a it is asked for:
 - AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic,
   made conservative for small forget sets (see `delong_auc`);
 - a rate: Clopper-Pearson.
+
+A subject's records are often near-duplicates, so records are no independent evidence: each
+function takes the records' clusters (their subjects) and then treats the cluster as the unit.
+The variance of a mean becomes the cluster-robust (sandwich) one, which is the ordinary
+`var/n` with one record per cluster; DeLong's components are summed per cluster as Obuchowski
+(1997) clusters them; Newcombe's counts are divided by their design effect (Rao and Scott 1992);
+the paired bootstrap resamples clusters. Student's quantiles take the clusters' degrees of
+freedom. Without clusters every record is its own.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ def clopper_pearson(successes: int, trials: int, alpha: float) -> Interval:
     return (low, high)
 
 
-def wilson(successes: int, trials: int, alpha: float) -> Interval:
+def wilson(successes: float, trials: float, alpha: float) -> Interval:
+    """Wilson's score interval; `successes` and `trials` may be effective (non-integer) counts."""
     if trials <= 0:
         return (0.0, 1.0)
     z = float(stats.norm.ppf(1 - alpha / 2))
@@ -42,16 +51,64 @@ def wilson(successes: int, trials: int, alpha: float) -> Interval:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+def cluster_codes(clusters: npt.ArrayLike | None, size: int) -> npt.NDArray[np.int64]:
+    """Each record's cluster as an index 0..C−1; every record its own cluster without labels."""
+    if clusters is None:
+        return np.arange(size, dtype=np.int64)
+    labels = np.asarray(clusters)
+    if labels.shape[0] != size:
+        raise ValueError("every record needs its cluster")
+    _, codes = np.unique(labels, return_inverse=True)
+    return np.asarray(codes, dtype=np.int64).reshape(-1)
+
+
+def mean_variance(values: npt.ArrayLike, clusters: npt.ArrayLike | None = None) -> float:
+    """The cluster-robust variance of the mean of `values`: C/(C − 1) · Σ_c (S_c − m_c·mean)² / N²
+    over clusters c of m_c records summing to S_c. One record per cluster: var(ddof=1)/N. NaN with
+    fewer than two clusters."""
+    x = _floats(values).reshape(-1)
+    codes = cluster_codes(clusters, x.size)
+    count = int(codes.max()) + 1 if x.size else 0
+    if count < 2:
+        return math.nan
+    sums = np.bincount(codes, weights=x, minlength=count)
+    sizes = np.bincount(codes, minlength=count).astype(np.float64)
+    residual = sums - sizes * x.mean()
+    return float(count / (count - 1) * np.sum(residual ** 2) / x.size ** 2)
+
+
+def cluster_count(clusters: npt.ArrayLike | None, size: int) -> int:
+    return int(np.unique(cluster_codes(clusters, size)).size)
+
+
+def design_effect(values: npt.ArrayLike, clusters: npt.ArrayLike | None) -> float:
+    """How many times the clustered variance of the mean exceeds the one that counts records as
+    independent (at least 1: clustering is never taken as evidence of more precision)."""
+    x = _floats(values).reshape(-1)
+    if clusters is None or x.size < 2:
+        return 1.0
+    naive = float(x.var(ddof=1)) / x.size
+    clustered = mean_variance(x, clusters)
+    if not naive > 0 or math.isnan(clustered):
+        # Every record alike (no spread to cluster), or a single cluster: all records one unit.
+        return 1.0 if not naive > 0 else float(x.size)
+    return max(1.0, clustered / naive)
+
+
+def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *,
+                          a_clusters: npt.ArrayLike | None = None,
+                          b_clusters: npt.ArrayLike | None = None) -> tuple[float, Interval] | None:
     """mean(a) − mean(b) of two independent 0/1 samples with Newcombe's hybrid score interval;
-    None when either sample is empty."""
+    None when either sample is empty. With clusters each side's counts are divided by its design
+    effect (Rao-Scott), so correlated records weigh as the independent ones they are worth."""
     a, b = _floats(a), _floats(b)
     if a.size == 0 or b.size == 0:
         return None
     ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
     pa, pb = ka / a.size, kb / b.size
-    la, ua = wilson(ka, a.size, alpha)
-    lb, ub = wilson(kb, b.size, alpha)
+    da, db = design_effect(a, a_clusters), design_effect(b, b_clusters)
+    la, ua = wilson(ka / da, a.size / da, alpha)
+    lb, ub = wilson(kb / db, b.size / db, alpha)
     difference = pa - pb
     low = difference - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
     high = difference + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
@@ -59,9 +116,11 @@ def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float) -> t
 
 
 def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed: int = 0,
-                      resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, Interval] | None:
-    """mean(a − b) over the same records, with a percentile bootstrap over records; None when
-    empty. With one record the interval is the whole range: nothing is learnt from one pair."""
+                      resamples: int = BOOTSTRAP_RESAMPLES,
+                      clusters: npt.ArrayLike | None = None) -> tuple[float, Interval] | None:
+    """mean(a − b) over the same records, with a percentile bootstrap over records (over clusters
+    where given: whole subjects are drawn); None when empty. With one record (one cluster) the
+    interval is the whole range: nothing is learnt from one pair."""
     a, b = _floats(a), _floats(b)
     if a.shape != b.shape:
         raise ValueError("paired samples must have the same length")
@@ -72,6 +131,16 @@ def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed:
     if a.size < 2:
         return estimate, (-1.0, 1.0)
     rng = np.random.default_rng(seed)
+    if clusters is not None:
+        codes = cluster_codes(clusters, a.size)
+        count = int(codes.max()) + 1
+        if count < 2:
+            return estimate, (-1.0, 1.0)
+        sums = np.bincount(codes, weights=differences, minlength=count)
+        sizes = np.bincount(codes, minlength=count).astype(np.float64)
+        drawn = rng.integers(0, count, size=(resamples, count))
+        means = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
+        return estimate, (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
     values, counts = np.unique(differences, return_counts=True)
     if values.size <= 16:
         # Resampling records with replacement draws multinomial counts of the distinct values:
@@ -91,10 +160,13 @@ def _midranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(stats.rankdata(values, method="average"), dtype=np.float64)
 
 
-def delong_auc(member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+def delong_auc(member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike, alpha: float, *,
+               member_clusters: npt.ArrayLike | None = None,
+               nonmember_clusters: npt.ArrayLike | None = None) -> tuple[float, Interval] | None:
     """AUC = P(member score > non-member score), ties half, with DeLong's interval (clipped to
-    [0, 1]). None when a side is empty; with one record on a side the variance is unknown and
-    the interval is [0, 1]."""
+    [0, 1]), clustered after Obuchowski where clusters are given: each side's structural
+    components enter by cluster. None when a side is empty; with one record (one cluster) on a
+    side the variance is unknown and the interval is [0, 1]."""
     x = np.asarray(member_scores, dtype=np.float64).reshape(-1)
     y = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
     m, n = x.size, y.size
@@ -105,34 +177,41 @@ def delong_auc(member_scores: npt.ArrayLike, nonmember_scores: npt.ArrayLike, al
     combined = _midranks(np.concatenate([x, y]))
     rank_x, rank_y = _midranks(x), _midranks(y)
     auc = float((combined[:m].sum() - m * (m + 1) / 2) / (m * n))
-    if m < 2 or n < 2:
+    member_units, nonmember_units = cluster_count(member_clusters, m), cluster_count(nonmember_clusters, n)
+    if member_units < 2 or nonmember_units < 2:
         return auc, (0.0, 1.0)
     v10 = (combined[:m] - rank_x) / n          # per member: share of non-members below it
     v01 = 1.0 - (combined[m:] - rank_y) / m    # per non-member: share of members above it
     # DeLong's variance from a handful of members is itself a guess. Two corrections keep small
     # forget sets honest: the members' component is at least what it is when they look exactly
     # unseen (each member's share of non-members below it is then uniform, variance 1/12), and
-    # the quantile is Student's with the members' degrees of freedom.
-    variance = max(v10.var(ddof=1), 1.0 / 12) / m + v01.var(ddof=1) / n
+    # the quantile is Student's with the members' (clusters') degrees of freedom.
+    variance = (max(mean_variance(v10, member_clusters), 1.0 / (12 * m))
+                + mean_variance(v01, nonmember_clusters))
     se = math.sqrt(variance)
-    quantile = float(stats.t.ppf(1 - alpha / 2, df=m - 1))
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=member_units - 1))
     return auc, (max(0.0, auc - quantile * se), min(1.0, auc + quantile * se))
 
 
-def calibrated_difference(forget: npt.ArrayLike, null: npt.ArrayLike, alpha: float) -> tuple[float, Interval] | None:
+def calibrated_difference(forget: npt.ArrayLike, null: npt.ArrayLike, alpha: float, *,
+                          forget_clusters: npt.ArrayLike | None = None,
+                          null_clusters: npt.ArrayLike | None = None) -> tuple[float, Interval] | None:
     """mean(forget) − mean(null) of two independent samples of per-record differences (a target's
     correctness less its references', say), with a Welch interval at level 1 − alpha. As in
     `delong_auc`, the forget side's variance is at least the null side's (what it is when the
     forget records look exactly unseen) and the quantile is Student's with the forget side's
     degrees of freedom, so a handful of records that happen to agree cannot make the interval
-    narrow. None when a side is empty; one forget record or one null record gives [−1, 1]."""
+    narrow. With clusters both means take their cluster-robust variance and the quantile the
+    forget clusters' degrees of freedom. None when a side is empty; one forget record (cluster)
+    or one null record (cluster) gives [−1, 1]."""
     a, b = np.asarray(forget, dtype=np.float64), np.asarray(null, dtype=np.float64)
     if a.size == 0 or b.size == 0:
         return None
     estimate = float(a.mean() - b.mean())
-    if a.size < 2 or b.size < 2:
+    forget_units = cluster_count(forget_clusters, a.size)
+    if forget_units < 2 or cluster_count(null_clusters, b.size) < 2:
         return estimate, (-1.0, 1.0)
     null_variance = float(b.var(ddof=1))
-    se = math.sqrt(max(float(a.var(ddof=1)), null_variance) / a.size + null_variance / b.size)
-    quantile = float(stats.t.ppf(1 - alpha / 2, df=a.size - 1))
+    se = math.sqrt(max(mean_variance(a, forget_clusters), null_variance / a.size) + mean_variance(b, null_clusters))
+    quantile = float(stats.t.ppf(1 - alpha / 2, df=forget_units - 1))
     return estimate, (max(-2.0, estimate - quantile * se), min(2.0, estimate + quantile * se))

@@ -32,9 +32,22 @@ as independent evidence). A subject whose p-value 1 − Φ(Z) survives Holm's co
 all tested subjects is flagged: it is still memorised, with a family-wise error of at most α,
 whatever the aggregate says. Without subject labels each record is its own subject.
 
-The aggregate is the attack's advantage at a fixed per-record level q (`record_level`): TPR is
-the share of forget records with z above Φ⁻¹(1 − q), FPR the same share among the null records.
-The advantage TPR − FPR is 0 for a model that never saw the forget set. Its interval joins the
+The test is two-sided: a subject far *below* what unseen records score is as recognisable as
+one far above it (an over-forgotten subject stands out by being unfamiliar: the Streisand
+effect). The two tails split α: `UNFAMILIAR_SHARE` of it for the lower one, the rest for the
+upper (still memorised, what a certificate must above all rule out), so each subject's p-value
+is min(p_upper / (1 − w), p_lower / w), and Holm over them keeps the family-wise error of both
+kinds together at α. An over-forgetting seldom hides in one record, so the smaller share
+suffices there. The too familiar are `flagged` (a repair may treat them), the too unfamiliar
+`unfamiliar`, and either fails the check. So does a collapse of the spread: when the forget
+subjects' scores vary less than half as much as unseen subjects' (the upper 1 − α bound of the
+variance ratio, an F test, below `MIN_SPREAD_RATIO`), a method has pressed every record onto the
+same value, which no model that never saw them would do.
+
+The aggregate is the attack's advantage at a fixed per-record level q (`record_level`), counted
+over subjects: TPR is the share of forget subjects whose joined z is above Φ⁻¹(1 − q), FPR the
+same share among the null subjects (the holdout's). The advantage TPR − FPR is 0 for a model
+that never saw the forget set. Its interval joins the
 two Clopper-Pearson intervals whose ends are one-sided 1 − α/2 bounds, so each end of the
 difference is a one-sided 1 − α bound (the interval is at 1 − 2α, as every verdict's).
 
@@ -68,6 +81,12 @@ MIN_OUT_REFERENCES = 2
 MIN_NULL_RECORDS = 20
 # Weight, in degrees of freedom, of the median spread against a record's own OUT spread.
 PRIOR_DF = 10
+# Smallest ratio of the forget subjects' score variance to unseen subjects' that is not a
+# collapse, and fewest forget subjects the spread is judged on.
+MIN_SPREAD_RATIO = 0.5
+MIN_SPREAD_SUBJECTS = 10
+# Share w of α the lower tail (too unfamiliar) is tested at; the upper tail gets 1 − w.
+UNFAMILIAR_SHARE = 0.25
 
 
 def logit_confidence(proba: npt.ArrayLike, labels: np.ndarray) -> npt.NDArray[np.float64]:
@@ -155,28 +174,60 @@ def within_subject_correlation(scores: np.ndarray, subjects: np.ndarray | None) 
 @dataclass(frozen=True)
 class SubjectTest:
     codes: np.ndarray     # each record's subject, as an index into p_values
-    p_values: np.ndarray  # one per subject: Stouffer's z over its records, corrected for ρ
+    p_values: np.ndarray  # one per subject: Stouffer's z over its records, corrected for ρ (upper tail)
     correlation: float
+    z: np.ndarray         # one per subject: the joined z itself
+    null_z: np.ndarray    # one per null subject, joined the same way
+
+
+def _join(scores: np.ndarray, subjects: np.ndarray | None, correlation: float) -> tuple[np.ndarray, np.ndarray]:
+    """(each record's subject code, each subject's Stouffer z with within-subject correlation ρ)."""
+    if subjects is None:
+        return np.arange(scores.size), scores
+    _, codes = np.unique(np.asarray(subjects), return_inverse=True)
+    codes = np.asarray(codes).reshape(-1)
+    sizes = np.bincount(codes).astype(np.float64)
+    return codes, np.bincount(codes, weights=scores) / np.sqrt(sizes + sizes * (sizes - 1) * correlation)
 
 
 def subject_test(p_records: np.ndarray, subjects: np.ndarray | None, null_p: np.ndarray,
                  null_subjects: np.ndarray | None) -> SubjectTest:
     """Joins each subject's record p-values into one (Stouffer's z with the within-subject
-    correlation ρ of the null records, else of the tested ones). Without labels each record is
-    its own subject."""
+    correlation ρ of the null records, else of the tested ones), and the null subjects' alike.
+    Without labels each record is its own subject."""
     scores = stats.norm.isf(np.clip(p_records, 1e-300, 1 - 1e-16))
-    if subjects is None:
-        return SubjectTest(np.arange(scores.size), np.asarray(p_records, dtype=np.float64), 0.0)
-    _, codes = np.unique(np.asarray(subjects), return_inverse=True)
     null_scores = stats.norm.isf(np.clip(null_p, 1e-300, 1 - 1e-16))
+    if subjects is None:
+        return SubjectTest(np.arange(scores.size), np.asarray(p_records, dtype=np.float64), 0.0, scores, null_scores)
     rho = within_subject_correlation(null_scores, null_subjects)
     if rho is None:
         rho = within_subject_correlation(scores, subjects)
-    sizes = np.bincount(codes).astype(np.float64)
     # None: every subject has one record, where ρ does not enter.
     correlation = 0.0 if rho is None else rho
-    joined = np.bincount(codes, weights=scores) / np.sqrt(sizes + sizes * (sizes - 1) * correlation)
-    return SubjectTest(codes, stats.norm.sf(joined), correlation)
+    codes, joined = _join(scores, subjects, correlation)
+    _, null_joined = _join(null_scores, null_subjects, correlation)
+    return SubjectTest(codes, stats.norm.sf(joined), correlation, joined, null_joined)
+
+
+@dataclass(frozen=True)
+class Spread:
+    ratio: float        # variance of the forget subjects' z over the null subjects'
+    upper: float        # its one-sided upper 1 − α bound (F distribution)
+    collapsed: bool
+
+
+def spread_test(z: np.ndarray, null_z: np.ndarray, alpha: float) -> Spread | None:
+    """Whether the forget subjects' joined scores vary less than `MIN_SPREAD_RATIO` times as much
+    as the null subjects', at 1 − α (F test on the variance ratio); None with too few subjects."""
+    if z.size < MIN_SPREAD_SUBJECTS or null_z.size < MIN_SPREAD_SUBJECTS:
+        return None
+    null_variance = float(np.var(null_z, ddof=1))
+    if null_variance <= 0:
+        return None
+    ratio = float(np.var(z, ddof=1)) / null_variance
+    # Var ratio / true ratio ~ F(n − 1, m − 1): the upper bound divides by the lower α quantile.
+    upper = ratio / float(stats.f.ppf(alpha, z.size - 1, null_z.size - 1))
+    return Spread(ratio, upper, upper < MIN_SPREAD_RATIO)
 
 
 def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: float,
@@ -225,25 +276,48 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     null_df = np.minimum(np.maximum(null.out_counts[null_kept] - 1, 0) + PRIOR_DF, null_values.size - 1)
     subjects = subject_test(p_values, forget_subjects, stats.t.sf(z_null, df=null_df),
                             None if null_subjects is None else np.asarray(null_subjects)[null_kept])
-    flagged_subjects = _holm(subjects.p_values, alpha)
-    flagged = flagged_subjects[subjects.codes]
+    # Two-sided per subject: far above unseen (still memorised) or far below it (over-forgotten).
+    upper = subjects.p_values
+    lower = stats.norm.cdf(subjects.z)
+    two_sided = np.minimum(1.0, np.minimum(upper / (1 - UNFAMILIAR_SHARE), lower / UNFAMILIAR_SHARE))
+    rejected = _holm(two_sided, alpha)
+    familiar_subjects, unfamiliar_subjects = rejected & (subjects.z > 0), rejected & (subjects.z <= 0)
+    flagged, unfamiliar = familiar_subjects[subjects.codes], unfamiliar_subjects[subjects.codes]
     threshold = float(stats.norm.ppf(1 - record_level))
-    tp, fp = int((z_forget > threshold).sum()), int((z_null > threshold).sum())
+    # The rates count subjects: a subject's records are one unit of evidence, not several.
+    tested_subjects, null_subject_count = int(subjects.z.size), int(subjects.null_z.size)
+    tp, fp = int((subjects.z > threshold).sum()), int((subjects.null_z > threshold).sum())
     # Each rate's interval at 1 − α has ends that are one-sided 1 − α/2 bounds, so the
     # difference's ends (and the ε bound, from one end of each) hold at 1 − α one-sided.
-    tpr_low, tpr_high = clopper_pearson(tp, n_forget, alpha)
-    fpr_low, fpr_high = clopper_pearson(fp, int(z_null.size), alpha)
-    estimate = tp / n_forget - fp / z_null.size
+    tpr_low, tpr_high = clopper_pearson(tp, tested_subjects, alpha)
+    fpr_low, fpr_high = clopper_pearson(fp, null_subject_count, alpha)
+    estimate = tp / tested_subjects - fp / null_subject_count
     epsilon = epsilon_lower_bound(tpr_low, fpr_high, delta)
+    collapse = spread_test(subjects.z, subjects.null_z, alpha)
     ids = np.arange(n_forget) if record_ids is None else np.asarray(record_ids)
     result = lira(estimate, (tpr_low - fpr_high, tpr_high - fpr_low), epsilon_lower_bound=epsilon,
-                  flagged=[int(i) for i in ids[flagged]], tpr=tp / n_forget, fpr=fp / z_null.size,
-                  record_level=record_level, delta=delta, subjects_flagged=int(flagged_subjects.sum()),
-                  within_subject_correlation=subjects.correlation)
+                  flagged=[int(i) for i in ids[flagged]], unfamiliar=[int(i) for i in ids[unfamiliar]],
+                  tpr=tp / tested_subjects, fpr=fp / null_subject_count, null_subjects=null_subject_count,
+                  record_level=record_level, delta=delta, subjects_flagged=int(familiar_subjects.sum()),
+                  subjects_unfamiliar=int(unfamiliar_subjects.sum()),
+                  within_subject_correlation=subjects.correlation,
+                  spread_ratio=None if collapse is None else collapse.ratio,
+                  spread_ratio_upper=None if collapse is None else collapse.upper)
     if flagged.any() and result.verdict != "fail":
-        reason = (f"{int(flagged_subjects.sum())} of {flagged_subjects.size} forget subjects "
+        reason = (f"{int(familiar_subjects.sum())} of {rejected.size} forget subjects "
                   f"({int(flagged.sum())} of {n_forget} records) are individually still recognisable "
                   f"(Holm-corrected p ≤ {alpha} over subjects); {result.reason}")
+        return replace(result, verdict="fail", reason=reason)
+    if unfamiliar.any() and result.verdict != "fail":
+        reason = (f"{int(unfamiliar_subjects.sum())} of {rejected.size} forget subjects "
+                  f"({int(unfamiliar.sum())} of {n_forget} records) are far less familiar than records the "
+                  f"model never saw (Holm-corrected p ≤ {alpha} over subjects): over-forgetting gives them "
+                  f"away; {result.reason}")
+        return replace(result, verdict="fail", reason=reason)
+    if collapse is not None and collapse.collapsed and result.verdict != "fail":
+        reason = (f"the forget subjects' scores vary {collapse.ratio:.2f} times as much as unseen subjects' "
+                  f"(at most {collapse.upper:.2f} at {1 - alpha:g}, below {MIN_SPREAD_RATIO}): a collapse no model "
+                  f"that never saw them shows; {result.reason}")
         return replace(result, verdict="fail", reason=reason)
     if epsilon > 0 and result.verdict != "fail":
         reason = (f"the ε lower bound at {1 - alpha:g} is {epsilon:.3g} > 0: the forget records leak "

@@ -5,11 +5,17 @@ References come in complementary pairs (app/lineage/reference_halves.py): a subj
 exactly one of references 2j and 2j+1. So every record has exactly K/2 references that never saw
 it, membership needs no storage (it is recomputed from the subject keys), and erasing a subject
 tells at once which references held it: one of each pair.
+
+Tuning and confirmation use different instruments (`split`): the first half of the pairs (and half
+of the holdout subjects, `holdout_confirms`) set the stopping rules, the loss targets and the
+repair; the second half gives the verdict, so a result is never judged by the references it was
+aimed at. Pairs stay together, so each half still gives every record one OUT reference per pair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,9 +25,43 @@ from torch import nn
 from app.artifacts.store import get_store
 from app.lineage.reference_halves import membership
 from app.unlearning.types import ReferenceModel
-from workers.engine.verification.lira import logit_confidence
+from workers.engine.verification.lira import MIN_OUT_REFERENCES, logit_confidence
 from workers.engine.serialization import load_network
 from workers.engine.training import derive_seed, ensemble_proba, train_single
+
+
+@dataclass(frozen=True)
+class Halves:
+    """A model's reference pool split by complementary pair into the instruments that tune an
+    unlearning (stopping rules, loss targets, repair) and those that confirm it (the verdict)."""
+
+    tuning: tuple[ReferenceModel, ...]
+    confirmation: tuple[ReferenceModel, ...]
+    # Whether the halves are disjoint: a pool too small to split serves both roles whole.
+    independent: bool
+    # The references the confirmation half has when the pool is full.
+    confirmation_expected: int
+
+
+def split(pool: Sequence[ReferenceModel], pool_size: int) -> Halves:
+    """Pairs 2j and 2j+1 stay together: the first half of the pairs tunes, the second confirms.
+    Each half must leave every record `MIN_OUT_REFERENCES` references that never saw it (one per
+    pair), so a pool of fewer than 4 × that (K = 8 for 2) is not split: both roles use all of it."""
+    pool = tuple(pool)
+    if pool_size < 4 * MIN_OUT_REFERENCES:
+        return Halves(pool, pool, False, pool_size)
+    first = (pool_size // 2) // 2
+    return Halves(tuple(r for r in pool if r.position // 2 < first), tuple(r for r in pool if r.position // 2 >= first),
+                  True, pool_size - 2 * first)
+
+
+def holdout_confirms(subject_keys: Sequence[str], seed: int) -> np.ndarray:
+    """True for the holdout records whose subject is in the confirmation half (about half of the
+    subjects, fixed by `seed`); the others tune. A subject's records stay on one side."""
+    keys = list(subject_keys)
+    if not keys:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(membership(keys, 2, derive_seed(seed, "holdout_halves"))[:, 1], dtype=bool)
 
 
 def holding(subject_keys: Sequence[str], count: int, seed: int) -> list[int]:

@@ -5,7 +5,7 @@ target and its references or a SISA model's shards."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,18 @@ class MembershipInputs:
     # Each record's subject (any label that tells subjects apart), so the test is judged per subject.
     forget_subjects: np.ndarray | None = None
     null_subjects: np.ndarray | None = None
+
+    def forget_part(self, mask: np.ndarray) -> MembershipInputs:
+        """The same inputs on the forget records where `mask` is true (one request's), against
+        the same null records."""
+        def part(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else np.asarray(values)[mask]
+
+        return replace(self, forget_target=np.asarray(self.forget_target)[mask],
+                       forget_references=np.asarray(self.forget_references)[mask],
+                       forget_out=np.asarray(self.forget_out)[mask],
+                       forget_references_correct=part(self.forget_references_correct),
+                       forget_subjects=part(self.forget_subjects))
 
 
 def as_list(networks: Networks) -> list[nn.Module]:

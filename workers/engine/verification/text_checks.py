@@ -30,7 +30,7 @@ plain figures (not verdicts) are in workers/engine/unlearning/verification.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +45,7 @@ from workers.engine.verification.checks import (
     Policy,
     auc_check,
     block,
+    calibrated_auc_check,
     holdout_drop_check,
     membership_check,
     mia_auc_check,
@@ -165,11 +166,23 @@ def extraction_check(forget_extracted: np.ndarray, holdout_extracted: np.ndarray
 
 def text_checks(forget: TokenStatistics, holdout: TokenStatistics, before_holdout: TokenStatistics | None,
                 forget_extracted: np.ndarray, holdout_extracted: np.ndarray, policy: Policy,
-                membership_inputs: MembershipInputs | None = None) -> list[Check]:
+                membership_inputs: MembershipInputs | None = None,
+                min_k_inputs: MembershipInputs | None = None) -> list[Check]:
     """Every check of a language model's new version, from the new version's per-record figures
-    on the forget and held-out records and the version before's on the same held-out records."""
-    checks = [mia_auc_check(forget.loss, holdout.loss, policy), min_k_auc_check(forget.min_k, holdout.min_k, policy),
-              extraction_check(forget_extracted, holdout_extracted, policy)]
+    on the forget and held-out records and the version before's on the same held-out records.
+
+    Where there are references (`membership_inputs`: mean token log-likelihoods, `score`;
+    `min_k_inputs`: Min-K%++ scores, under the target and each reference), the two AUCs judge each
+    record against what its OUT references expect (`calibrated_auc_check`), not against 0.5 on
+    the raw holdout: forget texts that carry secrets are unfamiliar to every model, so an exact
+    retrain would fail the raw comparison and a half-unlearned model could pass it."""
+    loss = (calibrated_auc_check("mia_auc", "loss_threshold", "membership-inference AUC − 0.5", membership_inputs,
+                                 policy) if membership_inputs is not None
+            else mia_auc_check(forget.loss, holdout.loss, policy))
+    min_k = (calibrated_auc_check("min_k_plus_plus_auc", "min_k_plus_plus", "Min-K%++ membership AUC − 0.5",
+                                  min_k_inputs, policy) if min_k_inputs is not None
+             else min_k_auc_check(forget.min_k, holdout.min_k, policy))
+    checks = [loss, min_k, extraction_check(forget_extracted, holdout_extracted, policy)]
     if membership_inputs is not None:
         checks.append(membership_check(membership_inputs, policy, forget.records))
     if before_holdout is not None:
@@ -184,15 +197,30 @@ def text_verification_block(*, forget: TokenStatistics, holdout: TokenStatistics
                             before_holdout: TokenStatistics | None, forget_extracted: np.ndarray,
                             holdout_extracted: np.ndarray, method: str, exact: bool,
                             membership_inputs: MembershipInputs | None = None, live: int = 0, pool_expected: int = 0,
-                            reference_ids: Sequence[str] = (), policy: Policy | None = None) -> dict[str, JsonValue]:
+                            reference_ids: Sequence[str] = (), policy: Policy | None = None,
+                            requests: Mapping[str, np.ndarray] | None = None,
+                            min_k_inputs: MembershipInputs | None = None,
+                            independent: bool = False) -> dict[str, JsonValue]:
     """The block of `checks.verification_block` for a language model. `membership_inputs` are the
     scores (`score`) of the forget and held-out records under the new version and its `live`
     references or shards; without them a model that should have `pool_expected` references says
     it has too few, and one that has none runs no LiRA test, as for the tabular families."""
     policy = policy or policy_from_settings()
-    checks = text_checks(forget, holdout, before_holdout, forget_extracted, holdout_extracted, policy, membership_inputs)
+    checks = text_checks(forget, holdout, before_holdout, forget_extracted, holdout_extracted, policy, membership_inputs,
+                         min_k_inputs)
+    per_request = None
+    if requests and len(requests) > 1:
+        per_request = {}
+        for request_id, mask in requests.items():
+            mask = np.asarray(mask, dtype=bool)
+            per_request[request_id] = text_checks(
+                TokenStatistics(*(np.asarray(values)[mask] for values in forget)), holdout, before_holdout,
+                np.asarray(forget_extracted)[mask], holdout_extracted, policy,
+                None if membership_inputs is None else membership_inputs.forget_part(mask),
+                None if min_k_inputs is None else min_k_inputs.forget_part(mask))
     return block(checks, policy, method=method, exact=exact, records=len(forget.records),
                  reference=membership_inputs.reference if membership_inputs is not None else "holdout",
                  tested=membership_inputs is not None, live=live, pool_expected=pool_expected, reference_ids=reference_ids,
+                 requests=per_request, independent=independent,
                  tolerances={"mia_auc": policy.mia_auc, "extraction": policy.extraction, "audit": policy.membership,
                              "holdout_drop": policy.holdout_drop})
