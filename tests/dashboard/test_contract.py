@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from app.dashboard.models import DashboardSession
 from app.db import session_scope, utcnow
 from tests.dashboard.helpers import csrf_of, new_key, new_request, post_login, sign_in
+from tests.objects import OVERRIDE
 
 
 def _status(client, plaintext, request_id):
@@ -81,7 +82,9 @@ def test_post_without_valid_csrf_token_is_refused(client):
         assert response.status_code == 403
     assert _status(client, plaintext, request_id) == "received"
     token = csrf_of(client)
-    response = client.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": token}, follow_redirects=False)
+    # The requester is not verified: the approval carries the override's reason, as it must.
+    response = client.post(f"/admin/requests/{request_id}/approve",
+                           data={"csrf_token": token, "override_reason": OVERRIDE["override_reason"]}, follow_redirects=False)
     assert response.status_code == 303
     assert _status(client, plaintext, request_id) == "approved"
 
