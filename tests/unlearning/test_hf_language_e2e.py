@@ -1,6 +1,6 @@
 """A Hugging Face language model from its base to a certified erasure, through the API and a real
-Celery worker: a tiny GPT-2 saved with save_pretrained is stored as a base archive, fine-tuned
-with SISA over LoRA adapters on notes, answers generate and score, and a subject is erased. One
+Celery worker: a tiny GPT-2 saved with save_pretrained is imported as a base (POST /v1/models/import,
+kind "base"), fine-tuned with SISA over LoRA adapters on notes, answers generate and score, and a subject is erased. One
 adapter is retrained and the certificate names it; the old version's weights answer 410, while
 the unchanged adapter and the base stay stored and shared."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import approved_request, train, trained_subjects
+from tests.hf_bases import post_base
 from tests.hf_models import archive, save_gpt2
 from tests.text_files import CANARY_PREFIX, csv_bytes, notes_table, upload_text
 from tests.worker import wait_terminal
@@ -45,11 +46,13 @@ def test_a_base_fine_tuned_with_sisa_lora_serves_and_erases_one_adapter(client, 
     table = notes_table(subjects=12, per_subject=3, canaries={subject: 3})
     _model, _tokenizer = save_gpt2(tmp_path / "base", [f"{CANARY_PREFIX}{i:04d}." for i in range(0, 10_000, 97)]
                                    + table.column("text").to_pylist())
-    base_sha = get_store().put_bytes(archive(tmp_path / "base"))
+    imported = post_base(client, admin, archive(tmp_path / "base"))
+    assert imported.status_code == 201, imported.text
+    base_sha = imported.json()["archive_sha256"]
 
     dataset = upload_text(client, admin, csv_bytes(table))
     assert dataset.status_code == 201, dataset.text
-    params = {**TUNE, "base": "tiny-gpt2", "base_archive_sha256": base_sha, "architecture": "gpt2"}
+    params = {**TUNE, "base": "tiny-gpt2"}
     train(client, admin, dataset.json()["dataset_id"], "notes-hf", family="hf_causal_lm", timeout=400,
           holdout_fraction=HOLDOUT, params=params, seed=SEED, sisa=SISA)
 
