@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import RESULTS, describe_machine, finish_machine, fmt, machine, markdown_table, setup, timed, write_json
-from language import CANDIDATES, canary_prefix, corpus
+from language import CANDIDATES, Windowed, canary_prefix, corpus
 
 SEED, HOLDOUT = 7, 0.1
 BASE = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 64, "vocab_size": 512}
@@ -39,7 +39,7 @@ QUICK = {"pretrain_steps": 60, "steps": 60}
 SISA = {"shards": 4, "slices": 2}
 
 
-class Case:
+class Case(Windowed):
     """The corpus, the base in the artifact store and the family's config over it."""
 
     def __init__(self, args):
@@ -83,22 +83,6 @@ class Case:
         self.codec = self.family.codec(self.config)
         self.windows, self.window_owner = record_windows(self.texts, self.config.block_size, self.codec)
         self.parameters = sum(p.numel() for p in network.model.parameters())
-
-    def rows(self, ids):
-        mask = np.isin(self.window_owner, ids)
-        return self.torch.from_numpy(self.windows[mask]), self.torch.from_numpy(self.window_owner[mask])
-
-    def manifest(self, keep_ids, sisa: dict | None):
-        keep = np.isin(self.record_ids, keep_ids)
-        return self.partition(self.record_ids[keep], self.subject_keys[keep], seed=SEED, holdout_fraction=HOLDOUT,
-                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1)
-
-    def network(self, state):
-        from workers.engine.training import new_network
-
-        network = new_network(self.family, self.config, self.shape, 0)
-        network.load_state_dict(state)
-        return network.to(self.device).eval()
 
 
 def train_one(c: Case, keep_ids):

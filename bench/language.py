@@ -82,7 +82,28 @@ def corpus(subjects: int, canaries: int, repeats: int, seed: int):
     return texts, np.asarray(owners, dtype=object), secrets, keys
 
 
-class Setup:
+class Windowed:
+    """A text case's records as training windows (`windows`, `window_owner`), their partition into
+    a manifest, and a network loaded from a state; bench/hf_language.py shares it."""
+
+    def rows(self, ids):
+        mask = np.isin(self.window_owner, ids)
+        return self.torch.from_numpy(self.windows[mask]), self.torch.from_numpy(self.window_owner[mask])
+
+    def manifest(self, keep_ids, sisa: dict | None):
+        keep = np.isin(self.record_ids, keep_ids)
+        return self.partition(self.record_ids[keep], self.subject_keys[keep], seed=SEED, holdout_fraction=HOLDOUT,
+                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1)
+
+    def network(self, state):
+        from workers.engine.training import new_network
+
+        network = new_network(self.family, self.config, self.shape, 0)
+        network.load_state_dict(state)
+        return network.to(self.device).eval()
+
+
+class Setup(Windowed):
     def __init__(self, params: dict, subjects: int, repeats: int = 5):
         import torch
 
@@ -103,22 +124,6 @@ class Setup:
         self.windows, self.window_owner = windows, owners
         self.held = HELD
         self.partition = partition
-
-    def rows(self, ids):
-        mask = np.isin(self.window_owner, ids)
-        return self.torch.from_numpy(self.windows[mask]), self.torch.from_numpy(self.window_owner[mask])
-
-    def manifest(self, keep_ids, sisa: dict | None):
-        keep = np.isin(self.record_ids, keep_ids)
-        return self.partition(self.record_ids[keep], self.subject_keys[keep], seed=SEED, holdout_fraction=HOLDOUT,
-                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1)
-
-    def network(self, state):
-        from workers.engine.training import new_network
-
-        network = new_network(self.family, self.config, self.shape, 0)
-        network.load_state_dict(state)
-        return network.to(self.device).eval()
 
 
 def train_full(s: Setup, keep_ids):
