@@ -20,6 +20,7 @@ from app.datasets.limits import (
     check_csv_rows,
     check_float32_range,
     check_parquet_footer,
+    open_parquet,
     read_parquet_bounded,
 )
 from app.errors import Unprocessable
@@ -83,11 +84,7 @@ def looks_like_text(head: bytes) -> bool:
 
 
 def _read_parquet(path, spec: UploadSpec, limits: UploadLimits) -> tuple[pa.Table, list[str]]:
-    try:
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-    except (pa.ArrowException, OSError):
-        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+    parquet, names = open_parquet(path)
     features = resolve_columns(names, spec)
     columns = [spec.subject_column, spec.label_column, *features, *spec.identifier_columns.values(),
                *spec.metadata_columns]

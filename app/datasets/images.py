@@ -45,7 +45,7 @@ from app.datasets.formats import (
     CSV_UNPARSABLE, PARQUET_MAGIC, check_identifier_columns, decoded, is_text, plain_type,
 )
 from app.datasets.ingest import BuiltVersion, label_classes, pseudonymise, subject_record_groups, write_version_file
-from app.datasets.limits import UploadLimits, check_parquet_footer, read_parquet_bounded
+from app.datasets.limits import UploadLimits, check_parquet_footer, open_parquet, read_parquet_bounded
 from app.errors import PayloadTooLarge, Unprocessable
 from app.pii import find_identifier
 
@@ -169,11 +169,7 @@ def _check_values(table: pa.Table, spec: ImageUploadSpec) -> None:
 
 
 def _read_parquet(path, spec: ImageUploadSpec, limits: UploadLimits) -> pa.Table:
-    try:
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-    except (pa.ArrowException, OSError):
-        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+    parquet, names = open_parquet(path)
     _require(names, spec)
     check_parquet_footer(parquet.metadata, spec.columns, 0, limits)
     try:

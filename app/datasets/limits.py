@@ -59,6 +59,15 @@ class UploadLimits:
             )
 
 
+def open_parquet(path) -> tuple[pq.ParquetFile, list[str]]:
+    """An uploaded Parquet file and its column names, or 422 when it only starts like one."""
+    try:
+        parquet = pq.ParquetFile(path)
+        return parquet, list(parquet.schema_arrow.names)
+    except (pa.ArrowException, OSError):
+        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+
+
 def check_parquet_footer(metadata: pq.FileMetaData, columns: list[str], features: int, limits: UploadLimits) -> None:
     """Refuse from the footer alone: its row count, and the decoded size of the columns read."""
     rows = metadata.num_rows

@@ -30,7 +30,7 @@ from app.datasets.formats import (
     plain_type,
 )
 from app.datasets.ingest import BuiltVersion, pseudonymise, subject_record_groups, write_version_file
-from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer, read_parquet_bounded
+from app.datasets.limits import UploadLimits, check_csv_rows, check_parquet_footer, open_parquet, read_parquet_bounded
 from app.errors import Unprocessable
 from app.pii import find_identifier
 
@@ -104,11 +104,7 @@ def _require(names: list[str], spec: TextUploadSpec) -> None:
 
 
 def _read_parquet(path, spec: TextUploadSpec, limits: UploadLimits) -> pa.Table:
-    try:
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-    except (pa.ArrowException, OSError):
-        raise Unprocessable("The file starts like Parquet but is not a valid Parquet file.") from None
+    parquet, names = open_parquet(path)
     _require(names, spec)
     columns = spec.columns
     check_parquet_footer(parquet.metadata, columns, 0, limits)
