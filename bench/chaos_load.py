@@ -163,7 +163,8 @@ class Load:
                 result.conflict_mismatches.append(f"#{item['index']}: {reused.status_code}")
         action = "deny" if item["deny"] else "approve"
         review = await self._call(client, f"/v1/erasure-requests/{body['id']}/{action}",
-                                  json={"reason": "identity could not be verified"} if item["deny"] else None,
+                                  json={"reason": "identity could not be verified"} if item["deny"]
+                                  else {"override_reason": "Identity confirmed by the privacy team."},
                                   final=frozenset({409}))
         moved_on = review.status_code == 409 and review.json().get("current_status") != "received"
         if review.status_code == 200 or moved_on:
