@@ -36,8 +36,10 @@ def evidence(forget_shift: float = 0.0, copies: int = 0, style: float = 0.05, re
     target_h = hardness_h + rng.normal(0, 0.02, N)
     out_f = np.zeros((N, references), dtype=bool)
     out_f[:, ::2] = True  # complementary pairs: half the references never saw each work
-    subjects_f = np.asarray([f"creator-{i % 10}" for i in range(N)], dtype=object)
-    subjects_h = np.asarray([f"held-{i % 10}" for i in range(N)], dtype=object)
+    # 100 creators of 2 works each: the audit counts creators, and fewer cannot pass its interval
+    # (docs/unlearning-and-verification.md: a request of a few subjects goes to the exact path).
+    subjects_f = np.asarray([f"creator-{i % 100}" for i in range(N)], dtype=object)
+    subjects_h = np.asarray([f"held-{i % 100}" for i in range(N)], dtype=object)
     membership = loss_inputs(target_f, refs_f, out_f, target_h, refs_h, np.ones((N, references), dtype=bool),
                              "references", subjects_f, subjects_h)
     samples = 100
