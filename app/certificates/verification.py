@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -64,8 +65,17 @@ def _no_constants(name: str) -> object:
 
 def parse(raw: bytes) -> object:
     """Strict JSON: no duplicate keys, no NaN or Infinity; raises ValueError (or
-    UnicodeDecodeError) otherwise."""
-    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    UnicodeDecodeError) otherwise. A number must be written with the digits its value holds and
+    no more: two literals that read as one double would otherwise sign alike, so a changed last
+    digit of a figure would still verify."""
+    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_exact_float)
+
+
+def _exact_float(literal: str) -> float:
+    value = float(literal)
+    if Decimal(literal) != Decimal(repr(value)):
+        raise ValueError("a number carries more digits than its value holds")
+    return value
 
 
 def _invalid(reason: str, identifier: str | None = None) -> Verification:

@@ -89,7 +89,8 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
     assert npo["requested_method"] == "npo" and npo["method"] == "retrain"
     [escalation] = npo["escalations"]
     assert escalation["to"] == "retrain" and escalation["verdict"] in ("fail", "inconclusive")
-    assert escalation["reasons"] and escalation["verdicts"]["references"]["live"] == 8
+    # The verdict is judged on the confirmation half of the 8 references (pairs 2j, 2j+1 together).
+    assert escalation["reasons"] and escalation["verdicts"]["references"]["live"] == 4
     assert [c["name"] for c in escalation["verdicts"]["checks"]] == [
         "mia_auc", "min_k_plus_plus_auc", "extraction", "per_record_audit", "holdout_drop"]
     for name in names:

@@ -281,6 +281,10 @@ def request_checks(found: Evidence, policy: Policy, membership_inputs: Membershi
     out: dict[str, list[Check]] = {}
     for request_id, mask in requests.items():
         mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            # None of this request's subjects has a forget record in this model (a subject held
+            # out, or one of another dataset): the batch's checks say all there is.
+            continue
         inputs = membership_inputs.forget_part(mask) if membership_inputs is not None else None
         own = Subjects(None if subjects.forget is None else np.asarray(subjects.forget)[mask], subjects.holdout)
         out[request_id] = evidence_checks(found.forget_part(mask), policy, inputs, np.asarray(forget_ids)[mask], own)

@@ -286,6 +286,9 @@ def lira_check(forget: Residuals, null: Residuals, *, alpha: float, tolerance: f
     threshold = float(stats.norm.ppf(1 - record_level))
     # The rates count subjects: a subject's records are one unit of evidence, not several.
     tested_subjects, null_subject_count = int(subjects.z.size), int(subjects.null_z.size)
+    if not tested_subjects or not null_subject_count:
+        return lira(None, None, "no subjects to test, or none unseen to calibrate against", epsilon_lower_bound=None,
+                    flagged=[], subjects_flagged=None)
     tp, fp = int((subjects.z > threshold).sum()), int((subjects.null_z > threshold).sum())
     # Each rate's interval at 1 − α has ends that are one-sided 1 − α/2 bounds, so the
     # difference's ends (and the ε bound, from one end of each) hold at 1 − α one-sided.
