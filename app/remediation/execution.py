@@ -63,7 +63,7 @@ def start(session: Session, attempt: JobAttempt) -> RemediationPlan | None:
     return RemediationPlan(
         remediation_id=request.id, job_id=attempt.job_id, kind=request.kind, dataset_id=request.dataset_id,
         model_ids=tuple(uuid.UUID(m) for m in request.model_ids), trigger=trigger,
-        group_column=request.group_column, positive=positive,
+        group_column=request.group_column, positive=positive, source_column=dataset.source_column,
     )
 
 

@@ -26,6 +26,8 @@ class RemediationPlan:
     # Bias: the metadata column whose groups are compared, and the positive class index.
     group_column: str | None = None
     positive: int | None = None
+    # The dataset's declared source column: the verdicts cluster the slice by subject and source.
+    source_column: str | None = None
 
 
 @dataclass(frozen=True)

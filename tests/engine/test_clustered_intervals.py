@@ -7,6 +7,7 @@ import pytest
 
 from workers.engine.verification.checks import Policy, Subjects, accuracy_gap_check, mia_auc_check
 from workers.engine.verification.intervals import (
+    connected_clusters,
     calibrated_difference,
     delong_auc,
     mean_variance,
@@ -104,3 +105,67 @@ def _shift_for(auc: float) -> float:
     from scipy import stats
 
     return float(np.sqrt(2) * stats.norm.ppf(auc))
+
+
+def test_records_sharing_a_subject_or_a_source_are_one_cluster():
+    subjects = ["ann", "bob", "cat", "cat", "dan", "eve"]
+    sources = ["a", "b", None, "a", None, "c"]
+    codes = connected_clusters(subjects, sources, size=6)
+    # ann–(a)–cat–cat; bob alone; dan alone (no source joins nothing); eve alone.
+    assert codes[0] == codes[2] == codes[3]
+    assert len({codes[0], codes[1], codes[4], codes[5]}) == 4
+    assert sorted(set(codes.tolist())) == [0, 1, 2, 3]
+    # Never finer than either labelling, and only one labelling gives its own clusters.
+    assert (connected_clusters(subjects, None, size=6) == connected_clusters(subjects, size=6)).all()
+    assert len(set(connected_clusters(subjects, size=6).tolist())) == 5
+    with pytest.raises(ValueError):
+        connected_clusters(subjects, sources[:3], size=6)
+
+
+def _sliced(rng, shift: float, sources: int = 20, per_source: int = 6, rho: float = 0.5):
+    """A remediated slice: `sources` × `per_source` records, two per subject, the records of a
+    source sharing the source's latent (ρ), as a poisoning vendor's rows resemble each other."""
+    n = sources * per_source
+    source = np.repeat(np.arange(sources), per_source)
+    scores = shift + np.sqrt(rho) * np.repeat(rng.normal(0, 1, sources), per_source) \
+        + np.sqrt(1 - rho) * rng.normal(0, 1, n)
+    return scores, np.arange(n) // 2, np.asarray([f"vendor-{s}" for s in source], dtype=object)
+
+
+def test_clustering_the_slice_by_source_too_keeps_the_size_that_subjects_alone_lose():
+    # At the tolerance boundary (AUC − 0.5 = tolerance) a pass is a false pass: with the slice
+    # clustered by subject only, the source's shared latent makes the interval too narrow and
+    # the check passes far more often than α; clustered by subject and source it keeps α
+    # (+ a point for the simulation), and its interval is wider.
+    policy = Policy()
+    shift = _shift_for(0.5 + policy.mia_auc)
+    passes = {"subject": 0, "subject+source": 0}
+    widths = {"subject": 0.0, "subject+source": 0.0}
+    simulations = 200
+    for seed in range(simulations):
+        rng = np.random.default_rng(20_000 + seed)
+        forget, subjects, sources = _sliced(rng, shift)
+        holdout = rng.normal(0, 1, 400)
+        holdout_subjects = np.arange(400) + 10_000
+        for name, labels in (("subject", subjects),
+                             ("subject+source", connected_clusters(subjects, sources, size=len(forget)))):
+            found = mia_auc_check(-forget, -holdout, policy, Subjects(labels, holdout_subjects))
+            passes[name] += found.verdict == "pass"
+            widths[name] += found.interval[1] - found.interval[0]
+    assert passes["subject+source"] / simulations <= policy.alpha + 0.01, passes
+    assert passes["subject"] / simulations > 2 * policy.alpha, passes
+    assert widths["subject+source"] > 1.3 * widths["subject"], widths
+
+
+def test_a_remediated_slice_is_clustered_by_source_where_one_is_declared():
+    from types import SimpleNamespace
+
+    from workers.engine.unlearning.verification import forget_clusters
+
+    ids = np.asarray([10, 11, 12, 13], dtype=np.int64)
+    keys = ["s1", "s2", "s3", "s4"]
+    by_subject = forget_clusters(SimpleNamespace(forget_sources=None), ids, keys)
+    assert list(by_subject) == keys
+    joined = forget_clusters(SimpleNamespace(forget_sources={10: "vendor-b", 11: "vendor-b", 12: None, 13: "x"}),
+                             ids, keys)
+    assert joined[0] == joined[1] and len(set(joined.tolist())) == 3

@@ -3,7 +3,7 @@ forget records, built from the app's `ModelSnapshot` (shared by the methods and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,10 @@ class Context:
     reference_pool: int = 0
     # Each request of the job with its subject keys: each gets its own verdict.
     requests: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # A remediated slice of a dataset that declares a source column: each forget record's source
+    # (None where it has none). The verdicts then cluster the forget records by subject and by
+    # source (intervals.connected_clusters), not by subject alone.
+    forget_sources: Mapping[int, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,12 @@ class CandidateVersion:
 
 def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress | None = None,
                 forget_records: Sequence[int] | None = None,
-                requests: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Context:
+                requests: tuple[tuple[str, tuple[str, ...]], ...] = (),
+                forget_sources: Mapping[int, str | None] | None = None) -> Context:
     """Load the records of the old and the new dataset version and find the forget records: those
     of the erased subjects `keys`, or the records `forget_records` of a remediated slice
-    (docs/remediation.md). `requests` pairs each request of a batch with its subjects' keys."""
+    (docs/remediation.md). `requests` pairs each request of a batch with its subjects' keys;
+    `forget_sources` gives a remediated slice's records their source, where one is declared."""
     spec = get_family(snapshot.family)
     family, config = spec.load_implementation(), spec.parse_params(dict(snapshot.params))
 
@@ -94,6 +100,7 @@ def context_for(snapshot: ModelSnapshot, keys: Sequence[str], progress: Progress
         old_records=old_records, new_records=new_records, old_manifest=old_manifest, old_shards=snapshot.old_shards,
         old_state=snapshot.old_state, forget_ids=forget_ids, same_lineage=snapshot.same_lineage, progress=progress,
         references=snapshot.references, reference_pool=snapshot.reference_pool, requests=requests,
+        forget_sources=forget_sources,
     )
 
 

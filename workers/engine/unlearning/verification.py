@@ -31,6 +31,7 @@ from app.artifacts.store import get_store
 from app.unlearning.types import EXACT, Figures, LineageProof, SetFigures, Shard, Verification
 from workers.engine.verification import checks, image_checks, references, text_checks
 from workers.engine.verification import control as no_op
+from workers.engine.verification.intervals import connected_clusters
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
@@ -264,10 +265,21 @@ def _verdicts(ctx: Context, outcome: CandidateVersion, before: list[nn.Module], 
         forget_out=references.out_mask(pool.confirmation, keys),
         reference_ids=[str(r.id) for r in pool.confirmation],
         pool_expected=pool.confirmation_expected if ctx.reference_pool else 0, forget_shards=shards,
-        subjects=(np.asarray(keys, dtype=object),
+        subjects=(forget_clusters(ctx, forget_ids, keys),
                   ctx.new_records.subject_keys[np.searchsorted(ctx.new_records.record_ids, holdout_ids)]),
         requests=request_masks(ctx, keys), alpha=alpha, independent=pool.independent,
+        clustered_by_source=ctx.forget_sources is not None,
     )
+
+
+def forget_clusters(ctx: Context, forget_ids: npt.NDArray[np.int64], keys: list[str]) -> npt.NDArray[Any]:
+    """The unit of every interval over the forget records: the subject, or for a remediated slice
+    of a dataset with a declared source column, the connected components of records sharing a
+    subject or a source (docs/remediation.md)."""
+    if ctx.forget_sources is None:
+        return np.asarray(keys, dtype=object)
+    sources = np.asarray([ctx.forget_sources.get(int(i)) for i in forget_ids.tolist()], dtype=object)
+    return connected_clusters(keys, sources, size=len(keys))
 
 
 def image_figures(networks: Sequence[nn.Module], forget: LabelledSet, retain: LabelledSet,

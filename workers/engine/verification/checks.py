@@ -312,7 +312,7 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
                        pool_expected: int = 0, forget_shards: np.ndarray | None = None,
                        subjects: tuple[np.ndarray, np.ndarray] | None = None,
                        requests: Mapping[str, np.ndarray] | None = None, alpha: float | None = None,
-                       independent: bool = False) -> dict[str, JsonValue]:
+                       independent: bool = False, clustered_by_source: bool = False) -> dict[str, JsonValue]:
     """The verdicts of one new version, as stored in the job, the certificate and the request.
 
     `references` are the model's live reference networks with `forget_out` [n_forget, K] (which
@@ -322,7 +322,9 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     labels each forget and each holdout record with its subject, so LiRA judges subjects.
     `requests` maps each request of a batch to a mask over the forget records (its subjects'):
     with more than one, each gets its own verdict (`block`). `alpha` overrides the level (a look
-    of several); `independent` says the references and holdout judged none of the tuning."""
+    of several); `independent` says the references and holdout judged none of the tuning.
+    `clustered_by_source` says the forget records' labels in `subjects` join subjects and sources
+    (a remediated slice), which the block records as `clusters`."""
     policy = policy_from_settings(alpha)
     inputs, reference = None, "holdout"
     has_holdout = holdout is not None and int(holdout[1].shape[0]) > 0
@@ -338,11 +340,15 @@ def verification_block(family: Any, *, before: Networks | None, after: Networks,
     checks = evidence_checks(found, policy, inputs, forget_ids, labels)
     per_request = (request_checks(found, policy, inputs, forget_ids, labels or NO_SUBJECTS, requests)
                    if requests and len(requests) > 1 else None)
-    return block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
-                 tested=inputs is not None, live=len(references), pool_expected=pool_expected,
-                 reference_ids=reference_ids, requests=per_request, independent=independent,
-                 tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
-                             "mia_auc": policy.mia_auc, "audit": policy.membership, "holdout_drop": policy.holdout_drop})
+    found_block = block(checks, policy, method=method, exact=exact, records=len(forget_ids), reference=reference,
+                        tested=inputs is not None, live=len(references), pool_expected=pool_expected,
+                        reference_ids=reference_ids, requests=per_request, independent=independent,
+                        tolerances={"forget_gap": policy.forget_gap, "reference_gap": policy.reference_gap,
+                                    "mia_auc": policy.mia_auc, "audit": policy.membership,
+                                    "holdout_drop": policy.holdout_drop})
+    if clustered_by_source:
+        found_block["clusters"] = "subjects and sources"
+    return found_block
 
 
 def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, records: int, reference: str,

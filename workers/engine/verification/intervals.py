@@ -62,6 +62,41 @@ def cluster_codes(clusters: npt.ArrayLike | None, size: int) -> npt.NDArray[np.i
     return np.asarray(codes, dtype=np.int64).reshape(-1)
 
 
+def connected_clusters(*labellings: npt.ArrayLike | None, size: int) -> npt.NDArray[np.int64]:
+    """Clusters that join every labelling: two records are in one cluster when they share a label
+    of any labelling, directly or through other records (the connected components of the
+    records-and-labels graph). A remediated slice passes its records' subjects and sources, so a
+    source whose records are correlated counts as one unit even across subjects, which is
+    conservative: the components are never finer than either labelling. A label of None (a
+    record without a source, say) joins nothing. Answers codes 0..C−1, as `cluster_codes`."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows: list[npt.NDArray[np.int64]] = []
+    columns: list[npt.NDArray[np.int64]] = []
+    nodes = size
+    for labelling in labellings:
+        if labelling is None:
+            continue
+        labels = np.asarray(labelling, dtype=object).reshape(-1)
+        if labels.shape[0] != size:
+            raise ValueError("every record needs its label in every labelling")
+        known = np.flatnonzero(np.asarray([label is not None for label in labels.tolist()], dtype=bool))
+        if not known.size:
+            continue
+        _, codes = np.unique(labels[known].astype(str), return_inverse=True)
+        rows.append(known.astype(np.int64))
+        columns.append(nodes + np.asarray(codes, dtype=np.int64).reshape(-1))
+        nodes += int(codes.max()) + 1
+    if not rows:
+        return np.arange(size, dtype=np.int64)
+    row, column = np.concatenate(rows), np.concatenate(columns)
+    graph = coo_matrix((np.ones(row.size, dtype=np.int8), (row, column)), shape=(nodes, nodes))
+    _, components = connected_components(graph, directed=False)
+    _, codes = np.unique(np.asarray(components[:size]), return_inverse=True)
+    return np.asarray(codes, dtype=np.int64).reshape(-1)
+
+
 def mean_variance(values: npt.ArrayLike, clusters: npt.ArrayLike | None = None) -> float:
     """The cluster-robust variance of the mean of `values`: C/(C − 1) · Σ_c (S_c − m_c·mean)² / N²
     over clusters c of m_c records summing to S_c. One record per cluster: var(ddof=1)/N. NaN with
