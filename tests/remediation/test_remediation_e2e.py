@@ -109,3 +109,73 @@ def test_the_remediation_chart_compares_before_after_and_retrain():
     gap = bars["group metrics positive rate gap"]
     assert (gap.before, gap.after, gap.reference, gap.reference_label) == (0.3, 0.05, 0.04, "retrain")
     assert remediation_bars({"attack_success": {"status": "not run"}}) == []
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["completed", "failed"])
+def test_the_comparison_retrain_leaves_nothing_behind(client, writer, reviewer, monkeypatch, fail):
+    """A SISA model is not retrained by its method, so the poisoning check trains a comparison
+    retrain; its weights and checkpoints are deleted when the model's step ends, whether the job
+    goes on or fails there, and nothing deletes what the new version uses."""
+    from app.artifacts.store import get_store
+    from app.db import session_scope
+    from app.unlearning import service as unlearning_service
+    from workers import remediation as worker
+
+    content = parquet_bytes(poisoned_digits())
+    created = upload(client, writer, content, name="data-sharded", **METADATA)
+    assert created.status_code == 201, created.text
+    dataset_id = created.json()["dataset_id"]
+    response = start_training(client, writer, dataset_id, "sharded", "mlp_classifier", holdout_fraction=0.2,
+                              params={**MLP_PARAMS, "epochs": 5}, seed=1, sisa={"shards": 2, "slices": 2})
+    assert response.status_code == 202, response.text
+    assert execute_queued("training") == ["completed"]
+
+    comparison: list[str] = []
+    run_method = worker.unlearning.run_method
+
+    def recording(ctx, name, *args, **kwargs):
+        found = run_method(ctx, name, *args, **kwargs)
+        if name == "retrain":
+            comparison.extend(worker.artifacts_of(found.shards))
+        return found
+
+    monkeypatch.setattr(worker.unlearning, "run_method", recording)
+    if fail:
+        def broken(*_args, **_kwargs):
+            raise RuntimeError("the check broke")
+
+        monkeypatch.setattr(worker.checks, "attack_success", broken)
+    body = {"kind": "poisoning", "reason": "vendor-b planted a backdoor", "dataset_id": dataset_id,
+            "source": "vendor-b", "trigger": {"features": TRIGGER, "target_label": TRIGGER_LABEL}}
+    request = client.post("/v1/remediation-requests", json=body, headers=writer).json()
+    assert request["dry_run"]["models"][0]["method"] == "sisa"
+    assert request["dry_run"]["models"][0]["estimated_cost"]["comparison_retrain"] is True
+    assert client.post(f"/v1/remediation-requests/{request['id']}/approve", headers=reviewer).status_code == 200
+    outcome = execute_queued("remediation")
+    assert (outcome != ["completed"]) if fail else (outcome == ["completed"]), outcome
+    assert comparison, "the comparison retrain ran"
+
+    store = get_store()
+    with session_scope() as session:
+        in_use = unlearning_service.live_references(session, comparison)
+    left = [sha for sha in comparison if store.exists(sha) and sha not in in_use]
+    assert left == []
+    assert any(not store.exists(sha) for sha in comparison)
+    if not fail:
+        done = client.get(f"/v1/remediation-requests/{request['id']}", headers=reviewer).json()
+        model = done["result"]["models"][0]
+        assert model["method"] == "sisa" and model["checks"]["attack_success"]["status"] == "run"
+        # Every artifact of the new version is still there, and its weights are served.
+        from sqlalchemy import select
+
+        from app.models.models import ModelVersion
+
+        with session_scope() as session:
+            current = session.scalars(select(ModelVersion).where(ModelVersion.sha256 == model["sha256_after"])).one()
+            verdicts = (current.metrics or {}).get("verification", {}).get("verdicts") or {}
+            kept = [current.manifest_sha256, *(sha for shard in current.shards
+                                              for sha in (shard["weights"], *shard.get("checkpoints", [])))]
+        assert all(store.exists(sha) for sha in kept)
+        assert client.get("/v1/models/sharded/versions/2/weights", headers=writer).status_code == 200
+        # The dataset declares a source column: the verdicts cluster the slice by subject and source.
+        assert verdicts.get("clusters") == "subjects and sources", verdicts
