@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     max_remediation_fraction: float = Field(default=0.2, gt=0, le=1, description=(
         "A remediation request whose slice is more than this fraction of a dataset version's records is refused "
         "(with the figures) unless it sets `override_fraction` (docs/remediation.md)."))
+    max_record_ids_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description=(
+        "Largest file of record ids for a remediation request (`POST /v1/remediation-requests/upload`); 413 above."))
+    max_record_ids: int = Field(default=1_000_000, gt=0, description=(
+        "Most record ids in a remediation request's file of record ids; 422 above."))
     approximate_method: str = Field(default="finetune", description=(
         "Method used for larger models (escalates to exact if verification fails); a language model whose "
         "family does not support it uses its first approximate method (`gradient_difference`)."))

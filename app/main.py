@@ -84,6 +84,8 @@ def create_app() -> FastAPI:
             # A model import is a weights file (max_upload_bytes) or a base's archive (max_import_bytes),
             # each checked exactly by the route.
             ("/v1/models/import", max(settings.max_upload_bytes, settings.max_import_bytes) + MULTIPART_ALLOWANCE),
+            # A remediation request's file of record ids, checked exactly by the route.
+            ("/v1/remediation-requests/upload", settings.max_record_ids_bytes + MULTIPART_ALLOWANCE),
             ("/v1/datasets", settings.max_upload_bytes),
         ),
     )

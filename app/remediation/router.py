@@ -3,14 +3,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from pydantic import ValidationError
 
+from app.config import get_settings
 from app.deps import SessionDep, scoped
+from app.errors import Unprocessable, sanitised_validation_errors
 from app.idempotency import http as idempotency
 from app.idempotency.http import IdempotencyKeyHeader
 from app.openapi import problem_responses
-from app.remediation import service
-from app.remediation.schemas import DenyRemediation, RemediationCreate, RemediationOut, RemediationPage
+from app.remediation import id_file, service
+from app.remediation.schemas import (
+    DenyRemediation,
+    RemediationCreate,
+    RemediationFromFile,
+    RemediationOut,
+    RemediationPage,
+)
 from app.routing import UnitOfWorkRoute
 
 router = APIRouter(prefix="/v1/remediation-requests", tags=["remediation requests"], route_class=UnitOfWorkRoute)
@@ -37,6 +46,52 @@ def create_remediation(payload: RemediationCreate, request: Request, session: Se
 
     return idempotency.run(request, session, principal, "create-remediation", lambda: payload.model_dump(mode="json"),
                            handler)
+
+
+FILE_METADATA_EXAMPLE = ('{"kind": "licence", "reason": "Vendor C withdrew the licence of these records.", '
+                         '"dataset_id": "0b7f0d9e-0000-4000-8000-000000000000"}')
+
+
+@router.post(
+    "/upload", status_code=201, response_model=RemediationOut, operation_id="create_remediation_request_from_file",
+    summary="Create a remediation request from a file of record ids (answers its dry run)",
+    dependencies=[IdempotencyKeyHeader],
+    # 404: the dataset is not the caller's; 413: the file is over OBLIVIATE_MAX_RECORD_IDS_BYTES.
+    responses=problem_responses(404, 413),
+)
+def create_remediation_from_file(
+    request: Request, session: SessionDep, principal: Reviewer,
+    metadata: Annotated[str, Form(max_length=100_000, description=(
+        "JSON: the fields of POST /v1/remediation-requests without predicate, record_ids or source."),
+        examples=[FILE_METADATA_EXAMPLE])],
+    record_ids: Annotated[UploadFile, File(description=(
+        "The slice: one decimal record id per line, or CSV (UTF-8) with a record_id column. At most "
+        "OBLIVIATE_MAX_RECORD_IDS ids and OBLIVIATE_MAX_RECORD_IDS_BYTES bytes; every id once, and every id a "
+        "record of the dataset's current version."))],
+) -> Any:
+    """The same request and dry run as POST /v1/remediation-requests, its slice the records named
+    by a file. A file that is empty, binary, not UTF-8, of neither format, repeats an id, names an
+    id the dataset's current version does not hold, or holds too many answers 422 (413: too big),
+    naming line numbers and counts, never ids; nothing is stored."""
+    meta = _file_metadata(metadata)
+    settings = get_settings()
+    ids = id_file.read(record_ids.file, max_bytes=settings.max_record_ids_bytes, max_ids=settings.max_record_ids)
+
+    def handler():
+        created = service.create(session, principal, meta, ids)
+        return 201, service.to_out(created).model_dump(mode="json"), {"Location": f"/v1/remediation-requests/{created.id}"}
+
+    # The file counts by its digest: a retry must send the same file to be a replay.
+    payload = {"metadata": meta.model_dump(mode="json"), "record_ids_sha256": ids.sha256}
+    return idempotency.run(request, session, principal, "create-remediation-from-file", payload, handler)
+
+
+def _file_metadata(metadata: str) -> RemediationFromFile:
+    try:
+        return RemediationFromFile.model_validate_json(metadata)
+    except ValidationError as exc:
+        errors = sanitised_validation_errors(exc.errors(include_input=False, include_url=False))
+        raise Unprocessable("The metadata field is not valid.", errors=errors) from None
 
 
 @router.get("", response_model=RemediationPage, operation_id="list_remediation_requests",

@@ -19,24 +19,14 @@ class Trigger(StrictModel):
     target_label: Any = Field(description="The class the trigger steers predictions to (a value of the dataset's classes).")
 
 
-class RemediationCreate(StrictModel):
-    model_config = example({
-        "kind": "poisoning", "reason": "Source 'vendor-b' planted a backdoor trigger.",
-        "dataset_id": "0b7f0d9e-0000-4000-8000-000000000000", "predicate": 'source == "vendor-b"',
-        "trigger": {"features": {"f0": 16.0, "f1": 16.0}, "target_label": 7},
-    })
+class _RemediationFields(StrictModel):
+    """What every remediation request says besides how its slice is selected."""
 
     kind: Kind = Field(description="Why the slice must go: bias, poisoning, licence (withdrawn) or quality.")
     reason: str = Field(min_length=1, max_length=2000, description="Free text; refused when it holds an e-mail address or phone number.")
     dataset_id: uuid.UUID = Field(description="The dataset the slice is removed from.")
     model_ids: list[uuid.UUID] | None = Field(default=None, max_length=100, description=(
         "The models of that dataset to update; default: every model trained on it."))
-    predicate: str | None = Field(default=None, max_length=4000, description=(
-        "Select records by a predicate over the features, the label, record_id and the metadata columns."))
-    record_ids: list[int] | None = Field(default=None, max_length=MAX_RECORD_IDS, description=(
-        "Select records by id (the contents of a file of record ids, as a JSON list)."))
-    source: str | None = Field(default=None, min_length=1, max_length=200, description=(
-        "Select every record whose declared source column holds this value."))
     trigger: Trigger | None = Field(default=None, description="Poisoning only: the backdoor to measure.")
     group_column: str | None = Field(default=None, max_length=200, description=(
         "Bias only: the metadata column whose per-group accuracy and positive rate are compared."))
@@ -47,15 +37,45 @@ class RemediationCreate(StrictModel):
     _check = field_validator("reason")(_free_text_names_nobody)
 
     @model_validator(mode="after")
-    def _one_selection(self) -> "RemediationCreate":
-        given = [name for name in ("predicate", "record_ids", "source") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of predicate, record_ids or source")
+    def _kind_fields(self) -> "_RemediationFields":
         if self.trigger is not None and self.kind != "poisoning":
             raise ValueError("a trigger applies to poisoning requests only")
         if (self.group_column is not None or self.positive_label is not None) and self.kind != "bias":
             raise ValueError("group_column and positive_label apply to bias requests only")
         return self
+
+
+class RemediationCreate(_RemediationFields):
+    model_config = example({
+        "kind": "poisoning", "reason": "Source 'vendor-b' planted a backdoor trigger.",
+        "dataset_id": "0b7f0d9e-0000-4000-8000-000000000000", "predicate": 'source == "vendor-b"',
+        "trigger": {"features": {"f0": 16.0, "f1": 16.0}, "target_label": 7},
+    })
+
+    predicate: str | None = Field(default=None, max_length=4000, description=(
+        "Select records by a predicate over the features, the label, record_id and the metadata columns."))
+    record_ids: list[int] | None = Field(default=None, max_length=MAX_RECORD_IDS, description=(
+        "Select records by id, as a JSON list (ids the dataset does not hold match nothing). A file of "
+        "record ids goes to POST /v1/remediation-requests/upload."))
+    source: str | None = Field(default=None, min_length=1, max_length=200, description=(
+        "Select every record whose declared source column holds this value."))
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> "RemediationCreate":
+        given = [name for name in ("predicate", "record_ids", "source") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of predicate, record_ids or source")
+        return self
+
+
+class RemediationFromFile(_RemediationFields):
+    """The `metadata` field of POST /v1/remediation-requests/upload: a request whose slice is
+    the records of the file part `record_ids`."""
+
+    model_config = example({
+        "kind": "licence", "reason": "Vendor C withdrew the licence of these records.",
+        "dataset_id": "0b7f0d9e-0000-4000-8000-000000000000",
+    })
 
 
 class RemediationOut(BaseModel):

@@ -29,8 +29,9 @@ from app.jobs import service as job_service
 from app.keys.service import Principal
 from app.models.models import Model
 from app.pagination import newest_first_page
+from app.remediation.id_file import IdFile
 from app.remediation.models import RemediationRequest
-from app.remediation.schemas import RemediationCreate, RemediationOut
+from app.remediation.schemas import RemediationCreate, RemediationFromFile, RemediationOut
 from app.unlearning import method_choice
 from app.visibility import visible_one
 
@@ -159,13 +160,36 @@ def dry_run(session: Session, dataset: Dataset, selection: Selection, models: li
             "max_fraction": get_settings().max_remediation_fraction}
 
 
-def create(session: Session, principal: Principal, payload: RemediationCreate) -> RemediationRequest:
+def _known_ids(version: DatasetVersion, id_file: IdFile) -> Selection:
+    """A file of record ids selects records of the current version, every one of them: an id the
+    version does not hold is refused (how many, and the first one's line), not silently skipped."""
+    held = np.asarray(read_table(version, set()).column("record_id").to_numpy(), dtype=np.int64)
+    unknown = ~np.isin(id_file.ids, held)
+    if unknown.any():
+        count = int(unknown.sum())
+        line = int(id_file.lines[np.flatnonzero(unknown)[0]])
+        raise Unprocessable(
+            f"{count} of the file's {len(id_file.ids)} record ids are not records of the dataset's current version "
+            f"(version {version.version}); the first is on line {line}.", unknown=count, ids=int(len(id_file.ids)),
+            line=line)
+    return Selection("record_ids", None, tuple(sorted(id_file.ids.tolist())))
+
+
+def create(session: Session, principal: Principal, payload: RemediationCreate | RemediationFromFile,
+           id_file: IdFile | None = None) -> RemediationRequest:
+    """A request in `pending_approval` with its dry run, selected by `payload` or, from the upload
+    route, by the records of `id_file` (then `payload` carries no selection)."""
     dataset = dataset_service.get_dataset_for(session, principal, payload.dataset_id)
     if dataset.is_text:
         raise Unprocessable("Remediation requests select rows of tabular datasets; this dataset is text.")
     current = dataset_service.current_version(session, dataset)
     arrow_schema = _stored_schema(current)
-    selection = _selection(payload, dataset, arrow_schema)
+    if id_file is not None:
+        selection = _known_ids(current, id_file)
+    elif isinstance(payload, RemediationCreate):
+        selection = _selection(payload, dataset, arrow_schema)
+    else:
+        raise Unprocessable("A remediation request from a file needs its file of record ids.")
     trigger = _trigger(payload, dataset)
     group_column = payload.group_column
     if group_column is not None and group_column not in (dataset.metadata_columns or []):
@@ -187,6 +211,8 @@ def create(session: Session, principal: Principal, payload: RemediationCreate) -
     selection_json: dict[str, Any] = {"by": selection.by}
     if selection.by == "record_ids":
         selection_json["record_ids"] = list(selection.record_ids)
+    if id_file is not None:
+        selection_json["file"] = id_file.summary()
     request = RemediationRequest(
         id=uuid.uuid4(), client=dataset.client, kind=payload.kind, reason=payload.reason, status="pending_approval",
         dataset_id=dataset.id, model_ids=[str(m.id) for m in models], selection=selection_json,
@@ -203,7 +229,8 @@ def create(session: Session, principal: Principal, payload: RemediationCreate) -
     audit_service.append(session, stream(request.id), "remediation.created", principal.actor, {
         "kind": payload.kind, "reason": payload.reason, "selection": selection.by, "predicate": selection.predicate,
         "records": figures["records"], "subjects": figures["subjects"], "fraction": figures["fraction"],
-        "models": [m["model"] for m in figures["models"]], "override_fraction": payload.override_fraction})
+        "models": [m["model"] for m in figures["models"]], "override_fraction": payload.override_fraction,
+        **({"file": id_file.summary()} if id_file is not None else {})})
     return request
 
 

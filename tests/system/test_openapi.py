@@ -121,7 +121,7 @@ def test_every_creating_post_declares_the_idempotency_key(document):
         assert header["schema"]["maxLength"] == 255, label
     assert sorted(creating) == sorted(
         ["create_api_key", "create_dataset_grant", "create_erasure_request", "create_erasure_requests_batch", "create_model",
-         "create_remediation_request",
+         "create_remediation_request", "create_remediation_request_from_file",
          "import_model", "link_identities", "rotate_api_key", "upload_dataset"]
     )
 
