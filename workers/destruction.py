@@ -15,6 +15,7 @@ from app.artifacts import service as artifact_service
 from app.artifacts.store import get_store
 from app.db import session_scope
 from app.unlearning import service as unlearning_service
+from workers.jobs import TransientError
 
 
 def purge(shas: Iterable[str] | None = None, *, limit: int = 500) -> int:
@@ -30,3 +31,13 @@ def purge(shas: Iterable[str] | None = None, *, limit: int = 500) -> int:
         with session_scope() as session:
             removed += unlearning_service.finish_deletion(session, sha, store=store)
     return removed
+
+
+def purge_committed(shas: Iterable[str]) -> None:
+    """A job step's deletions, after the destruction committed (a rollback there must never have
+    cost live bytes). A store that fails is a transient error: the deletions are recorded, so a
+    retry (or the sweeper) finishes them."""
+    try:
+        purge(shas)
+    except Exception as exc:
+        raise TransientError("the artifact store did not delete the destroyed artifacts") from exc

@@ -26,7 +26,7 @@ from workers import destruction
 from workers.engine.serialization import load_network
 from workers.engine.unlearning import job as unlearning
 from workers.engine.verification import slices as checks
-from workers.jobs import JobContext, TransientError
+from workers.jobs import JobContext
 from workers.training import begin
 
 log = logging.getLogger("obliviate.remediation")
@@ -53,16 +53,9 @@ def run(context: JobContext) -> None:
     context.progress(0.92, "destroying the dataset versions that held the slice")
     with session_scope() as session:
         doomed = execution.destroy_datasets(session, attempt)
-    _purge(doomed)
+    destruction.purge_committed(doomed)
     with session_scope() as session:
         execution.complete(session, attempt)
-
-
-def _purge(doomed: list[str]) -> None:
-    try:
-        destruction.purge(doomed)
-    except Exception as exc:  # the deletions are recorded; a retry (or the sweeper) finishes them
-        raise TransientError("the artifact store did not delete the destroyed artifacts") from exc
 
 
 def unlearn_model(context: JobContext, attempt: JobAttempt, plan: RemediationPlan, erasure: SliceErasure,
@@ -97,7 +90,7 @@ def unlearn_model(context: JobContext, attempt: JobAttempt, plan: RemediationPla
     finally:
         discard_comparison(plan, comparison,
                            keep=[result.manifest_sha, *artifacts_of(result.shards)] if recorded else [])
-    _purge(doomed)
+    destruction.purge_committed(doomed)
 
 
 def artifacts_of(shards: Iterable[Shard]) -> list[str]:

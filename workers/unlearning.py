@@ -14,7 +14,7 @@ from app.unlearning import service
 from app.unlearning.types import DatasetErasure, Escalation, JobAttempt, UnlearningPlan
 from workers import destruction
 from workers.engine.unlearning import job as unlearning
-from workers.jobs import JobContext, TransientError
+from workers.jobs import JobContext
 from workers.training import begin
 
 
@@ -40,11 +40,7 @@ def run(context: JobContext) -> None:
 def destroy_superseded(attempt: JobAttempt, plan: UnlearningPlan, erasure: DatasetErasure) -> None:
     with session_scope() as session:
         doomed = service.destroy_superseded(session, attempt, plan, erasure)
-    # After the destruction committed: a rollback there must never have cost live bytes.
-    try:
-        destruction.purge(doomed)
-    except Exception as exc:  # the deletions are recorded; a retry (or the sweeper) finishes them
-        raise TransientError("the artifact store did not delete the destroyed artifacts") from exc
+    destruction.purge_committed(doomed)
 
 
 def unlearn_model(context: JobContext, attempt: JobAttempt, plan: UnlearningPlan, erasure: DatasetErasure) -> None:

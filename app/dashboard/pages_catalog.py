@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.artifacts.store import get_store
 from app.dashboard import charts, queries
-from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, render, require
+from app.dashboard.web import DashboardRoute, PosterDep, ViewerDep, list_page, render, require
 from app.datasets import service as dataset_service
 from app.db import session_scope
 from app.deps import SessionDep
@@ -127,10 +127,9 @@ def _jobs(session, model_id) -> list[Job]:
 
 @router.get("/datasets", response_class=HTMLResponse)
 def dataset_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
-    require(viewer, "models:read")
-    cursor = (request.query_params.get("cursor") or "")[:200] or None
-    datasets, next_cursor = dataset_service.list_datasets(session, viewer.principal, limit=50, cursor=cursor)
-    return render(request, "datasets.html", viewer, datasets=datasets, next_cursor=next_cursor)
+    return list_page(request, viewer, "models:read", "datasets.html", "datasets",
+                     lambda limit, cursor: dataset_service.list_datasets(session, viewer.principal, limit=limit,
+                                                                         cursor=cursor))
 
 
 @router.get("/datasets/{dataset_id}", response_class=HTMLResponse)

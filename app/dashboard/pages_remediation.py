@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.dashboard import charts
-from app.dashboard.web import DashboardRoute, ViewerDep, render, require
+from app.dashboard.web import DashboardRoute, ViewerDep, list_page, render, require
 from app.deps import SessionDep
 from app.remediation import service as remediation_service
 
@@ -17,10 +17,9 @@ router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 
 @router.get("/remediation", response_class=HTMLResponse)
 def remediation_list(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
-    require(viewer, "requests:review")
-    cursor = (request.query_params.get("cursor") or "")[:200] or None
-    rows, next_cursor = remediation_service.list_for(session, viewer.principal, limit=50, cursor=cursor)
-    return render(request, "remediations.html", viewer, remediations=rows, next_cursor=next_cursor)
+    return list_page(request, viewer, "requests:review", "remediations.html", "remediations",
+                     lambda limit, cursor: remediation_service.list_for(session, viewer.principal, limit=limit,
+                                                                        cursor=cursor))
 
 
 @router.get("/remediation/{request_id}", response_class=HTMLResponse)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -132,6 +133,21 @@ def require(viewer: Viewer, scope: str) -> None:
 def render(request: Request, name: str, viewer: Viewer | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(
         request, name, {"viewer": viewer, "now": utcnow(), **context}, status_code=status_code)
+
+
+# A page of a list, newest first: (limit, cursor) → (rows, next cursor).
+PageLister = Callable[[int, str | None], tuple[Sequence[Any], str | None]]
+LIST_PAGE = 50
+
+
+def list_page(request: Request, viewer: Viewer, scope: str, template: str, name: str,
+              lister: PageLister) -> HTMLResponse:
+    """A list page with cursor pages: the scope checked, the `cursor` query parameter bounded,
+    the rows rendered as `name` with `next_cursor` for the next page's link."""
+    require(viewer, scope)
+    cursor = (request.query_params.get("cursor") or "")[:200] or None
+    rows, next_cursor = lister(LIST_PAGE, cursor)
+    return render(request, template, viewer, **{name: rows}, next_cursor=next_cursor)
 
 
 def see_other(url: str) -> RedirectResponse:
