@@ -75,10 +75,13 @@ def context(model, slice_mask, new_records):
     from workers.engine.unlearning.context import Context
 
     forget = np.intersect1d(model.records.record_ids[slice_mask], model.manifest.trained_ids())
+    # As in the job of a dataset that declares its source column: the slice is one source, and
+    # the verdicts cluster its records by subject and by source.
     return Context(spec=model.spec, family=model.family, config=model.config, shape=model.shape, seed=model.seed,
                    sisa=Sisa.from_json(model.sisa), holdout_fraction=model.holdout_fraction,
                    old_records=model.records, new_records=new_records, old_manifest=model.manifest,
-                   old_shards=tuple(model.shards), old_state={}, forget_ids=forget, same_lineage=True)
+                   old_shards=tuple(model.shards), old_state={}, forget_ids=forget, same_lineage=True,
+                   forget_sources={int(i): "slice-source" for i in forget})
 
 
 def networks(ctx, shards):

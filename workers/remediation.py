@@ -74,10 +74,10 @@ def unlearn_model(context: JobContext, attempt: JobAttempt, plan: RemediationPla
                                  forget_sources=forget_sources(plan, snapshot.old_dataset_sha, forget))
     settings = snapshot.method_settings.settings if snapshot.method_settings is not None else None
     result = unlearning.unlearn(ctx, snapshot.method, escalate=escalate, settings=settings)
-    # The comparison retrain's artifacts: needed only while the checks run, deleted when this
-    # model's step ends, whether it succeeded or not.
-    # The same bytes may be the new version's (a SISA shard retrained on the same records under
-    # the same seed): kept once the version is recorded; after a failure nothing references them.
+    # The comparison retrain's artifacts are needed only while the checks run: deleted when this
+    # model's step ends, whether it succeeded or not. The same bytes may be the new version's (a
+    # SISA shard retrained on the same records under the same seed): kept once the version is
+    # recorded; after a failure nothing references them.
     comparison: list[str] = []
     recorded = False
     try:
