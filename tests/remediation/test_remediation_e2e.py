@@ -131,15 +131,23 @@ def test_the_comparison_retrain_leaves_nothing_behind(client, writer, reviewer, 
     assert execute_queued("training") == ["completed"]
 
     comparison: list[str] = []
-    run_method = worker.unlearning.run_method
+    run_method, measure = worker.unlearning.run_method, worker.measure
 
     def recording(ctx, name, *args, **kwargs):
-        found = run_method(ctx, name, *args, **kwargs)
-        if name == "retrain":
-            comparison.extend(worker.artifacts_of(found.shards))
+        if name != "retrain":
+            return run_method(ctx, name, *args, **kwargs)
+        # SISA is exact: under the model's seed its shards are the retrain's bytes, which the new
+        # version keeps. Under another seed the comparison's bytes are its own, to be deleted.
+        found = worker.unlearning.retrain(ctx, training_seed=ctx.seed + 1)
+        comparison.extend(worker.artifacts_of(found.shards))
         return found
 
-    monkeypatch.setattr(worker.unlearning, "run_method", recording)
+    def measuring(*args, **kwargs):
+        with monkeypatch.context() as patch:
+            patch.setattr(worker.unlearning, "run_method", recording)
+            return measure(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "measure", measuring)
     if fail:
         def broken(*_args, **_kwargs):
             raise RuntimeError("the check broke")
