@@ -35,7 +35,7 @@ def partition(record_ids: np.ndarray, subject_keys: np.ndarray, *, seed: int, ho
     slice_ids = np.full(len(record_ids), HOLDOUT, dtype=np.int64)
     for shard in range(shards):
         members = np.flatnonzero(shard_ids == shard)
-        # By position (a slice's records, as `assign_slices` cuts them), not by searching the ids.
+        # By position, not by searching the ids.
         for index, positions in enumerate(slice_positions(record_ids[members], slices, seed)):
             slice_ids[members[positions]] = index
     return Manifest(record_ids.astype(np.int64), shard_ids, slice_ids)

@@ -251,8 +251,9 @@ def _digest64(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.ndarray]:
-    """Split one shard's record ids into `slices` slices, each in a fixed order.
+def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int) -> list[np.ndarray]:
+    """Split one shard's record ids into `slices` slices, each in a fixed order, as positions
+    into `record_ids`: slice r is `record_ids[positions[r]]`.
 
     A record's slice and its position in the order depend only on (seed, record id): the
     records are ordered by a 64-bit hash and slice r holds the hashes in [r, r+1)·2⁶⁴/R. So
@@ -260,12 +261,6 @@ def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.
     without removals keeps exactly its records, and the checkpoints before the first affected
     slice stay valid. The price is that slice sizes are balanced only in expectation.
     """
-    ids = np.asarray(record_ids)
-    return [ids[positions] for positions in slice_positions(ids, slices, seed)]
-
-
-def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int) -> list[np.ndarray]:
-    """`assign_slices` as positions into `record_ids`: slice r is `record_ids[positions[r]]`."""
     if slices < 1:
         raise ValueError("slices must be at least 1")
     ids = np.asarray(record_ids)
