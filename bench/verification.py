@@ -492,7 +492,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         if flagged and case.references and network is not None:
             # As the job does: a few flagged records are repaired, then the whole result is
             # verified again (workers/engine/unlearning/repair.py); its CPU counts as the method's.
-            fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, network, flagged))
+            fixed, seconds = cpu_timed(lambda: repair_network(case, chosen, network, flagged, name))
             if fixed is not None:
                 cpu += seconds
                 (checks_again, block_again), verify_again = verify([fixed], looks)
@@ -567,9 +567,12 @@ def repairable(block: dict) -> list[int]:
     return service_rule(stored_checks(block))
 
 
-def repair_network(case: Case, chosen: set, network, flagged: list[int]):
+def repair_network(case: Case, chosen: set, network, flagged: list[int], method: str):
     """The job's repair (workers/engine/unlearning/job.py `repaired`) of this result's flagged
-    records, on the service's own context of the erasure."""
+    records, on the service's own context of the erasure, for a result of `method` (the no-op
+    row stands for the configured approximate method that changed nothing)."""
+    from app.config import get_settings
+
     from app.artifacts.store import get_store
     from app.unlearning.types import Shard
     from workers.engine.serialization import load_network, state_to_bytes
@@ -580,7 +583,8 @@ def repair_network(case: Case, chosen: set, network, flagged: list[int]):
     ctx = rehearsal.erased(context(case), sorted(chosen))
     store = get_store()
     weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in network.state_dict().items()}, {"shard": "0"}))
-    outcome = CandidateVersion("bench", without_forget(ctx), (Shard(0, weights),), {}, {})
+    ran = get_settings().approximate_method if method == "no_op" else method
+    outcome = CandidateVersion(ran, without_forget(ctx), (Shard(0, weights),), {}, {})
     fixed = repaired(ctx, outcome, np.asarray(flagged, dtype=np.int64))
     if fixed is None:
         return None
