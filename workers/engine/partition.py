@@ -10,7 +10,7 @@ import numpy as np
 
 from app.lineage.manifest import HOLDOUT, Manifest
 from app.lineage.sharding import shard_of
-from workers.engine.training import assign_slices
+from workers.engine.training import slice_positions
 
 __all__ = ["HOLDOUT", "Manifest", "holdout_subjects", "partition"]
 
@@ -35,6 +35,7 @@ def partition(record_ids: np.ndarray, subject_keys: np.ndarray, *, seed: int, ho
     slice_ids = np.full(len(record_ids), HOLDOUT, dtype=np.int64)
     for shard in range(shards):
         members = np.flatnonzero(shard_ids == shard)
-        for index, ids in enumerate(assign_slices(record_ids[members], slices, seed)):
-            slice_ids[np.isin(record_ids, ids)] = index
+        # By position, not by searching the ids.
+        for index, positions in enumerate(slice_positions(record_ids[members], slices, seed)):
+            slice_ids[members[positions]] = index
     return Manifest(record_ids.astype(np.int64), shard_ids, slice_ids)

@@ -9,7 +9,10 @@ seed, so an exact retrain reproduces the original weights bit for bit.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -248,8 +251,9 @@ def _digest64(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.ndarray]:
-    """Split one shard's record ids into `slices` slices, each in a fixed order.
+def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int) -> list[np.ndarray]:
+    """Split one shard's record ids into `slices` slices, each in a fixed order, as positions
+    into `record_ids`: slice r is `record_ids[positions[r]]`.
 
     A record's slice and its position in the order depend only on (seed, record id): the
     records are ordered by a 64-bit hash and slice r holds the hashes in [r, r+1)·2⁶⁴/R. So
@@ -265,10 +269,62 @@ def assign_slices(record_ids: Sequence[Any], slices: int, seed: int) -> list[np.
     members: list[list[int]] = [[] for _ in range(slices)]
     for i in order:
         members[(hashes[i] * slices) >> 64].append(i)
-    return [ids[np.asarray(indices, dtype=np.int64)] for indices in members]
+    return [np.asarray(indices, dtype=np.int64) for indices in members]
 
 
 # Prediction and evaluation.
+
+
+# Probabilities kept per frozen network within one `frozen_predictions` scope, in bytes at most.
+MEMO_BYTES = 256 * 2**20
+
+
+@dataclass
+class _Memo:
+    """The networks of one scope that nothing trains (by stored weights hash, held so their ids
+    stay theirs) and their class probabilities per set of features."""
+
+    loaded: dict[str, nn.Module] = field(default_factory=dict)
+    frozen: set[int] = field(default_factory=set)
+    found: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
+    size: int = 0
+
+
+_MEMO: ContextVar[_Memo | None] = ContextVar("frozen_predictions", default=None)
+
+
+@contextmanager
+def frozen_predictions() -> Iterator[None]:
+    """A scope in which networks loaded through `frozen_network` are shared by weights hash and
+    their class probabilities are computed once per set of features (the same bytes give the same
+    probabilities, so every figure is what it would be without the scope). The unlearning job
+    verifies the original for the no-op control, the same original as the result's "before", and
+    a SISA result whose shards are mostly the original's: each of those forward passes runs once."""
+    token = _MEMO.set(_Memo())
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def frozen_network(weights: str, load: Callable[[], nn.Module]) -> nn.Module:
+    """The network stored under `weights` (a content hash), loaded once per `frozen_predictions`
+    scope; outside a scope, `load()`. Only for networks nothing trains afterwards."""
+    memo = _MEMO.get()
+    if memo is None:
+        return load()
+    network = memo.loaded.get(weights)
+    if network is None:
+        network = memo.loaded[weights] = load()
+        memo.frozen.add(id(network))
+    return network
+
+
+def _features_key(features: torch.Tensor) -> str:
+    data = features.detach().cpu().contiguous()
+    digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16)
+    digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
+    return digest.hexdigest()
 
 
 def ensemble_proba(
@@ -277,10 +333,23 @@ def ensemble_proba(
     """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
     if len(networks) == 0:
         raise ValueError("an ensemble needs at least one network")
+    memo = _MEMO.get()
+    key = _features_key(features) if memo is not None and any(id(n) in memo.frozen for n in networks) else None
     total = None
     for network in networks:
-        proba = family.predict_proba(network, features).to(features.device)
+        proba = None
+        if memo is not None and key is not None and id(network) in memo.frozen:
+            proba = memo.found.get((id(network), key))
+            if proba is None:
+                proba = family.predict_proba(network, features).to(features.device)
+                size = proba.numel() * proba.element_size()
+                if memo.size + size <= MEMO_BYTES:
+                    memo.found[(id(network), key)] = proba
+                    memo.size += size
+        else:
+            proba = family.predict_proba(network, features).to(features.device)
         total = proba if total is None else total + proba
+    assert total is not None
     return total / len(networks)
 
 

@@ -26,7 +26,7 @@ from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, train_shards
-from workers.engine.training import StateDict
+from workers.engine.training import StateDict, frozen_predictions
 from workers.engine.unlearning import base, repair, verification
 from workers.engine.verification import control as no_op
 from workers.engine.verification import references
@@ -61,18 +61,21 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     ran_with = outcome.settings
     if verifying is not None:
         verifying()
-    # The same checks on the model before unlearning (none where no weight saw the subjects).
-    control = no_op_control(ctx) if len(ctx.forget_ids) else None
-    # Exact results, and a version no weight of which saw the subjects, need no check.
-    outcome, figures, failed = verified(ctx, outcome, control)
-    if outcome.method not in EXACT:
-        if failed:
-            exact = exact_method(ctx)
-            escalations.append(Escalation(from_method=outcome.method, to_method=exact, reasons=tuple(failed),
-                                          verdicts=figures.verdicts))
-            escalate(escalations[-1])
-            outcome = run_method(ctx, exact)
-            figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
+    # The control, the result and any fallback are all measured against the same original: its
+    # forward passes (and those of SISA shards the erasure left alone) run once.
+    with frozen_predictions():
+        # The same checks on the model before unlearning (none where no weight saw the subjects).
+        control = no_op_control(ctx) if len(ctx.forget_ids) else None
+        # Exact results, and a version no weight of which saw the subjects, need no check.
+        outcome, figures, failed = verified(ctx, outcome, control)
+        if outcome.method not in EXACT:
+            if failed:
+                exact = exact_method(ctx)
+                escalations.append(Escalation(from_method=outcome.method, to_method=exact, reasons=tuple(failed),
+                                              verdicts=figures.verdicts))
+                escalate(escalations[-1])
+                outcome = run_method(ctx, exact)
+                figures = verification.verify_outcome(ctx, outcome, ctx.old_shards)
     if figures.lineage_proof.in_new_manifest:
         raise RuntimeError("the new manifest still lists erased records")
     manifest_sha = get_store().put_bytes(outcome.manifest.to_parquet())
@@ -290,6 +293,17 @@ def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
 
 
 def _new_partition(ctx: Context) -> Manifest:
+    """The partition of the new dataset version's records. On the same lineage, where every record
+    that stays is in the old manifest, it is read from there: a record's holdout, shard and slice
+    depend only on the seed, its subject key and its id (workers/engine/partition.py), so the
+    result is the partition itself, without hashing every record of the dataset again."""
+    ids = ctx.new_records.record_ids
+    old = ctx.old_manifest
+    if ctx.same_lineage and len(old.record_ids):
+        order = np.argsort(old.record_ids, kind="stable")
+        rows = order[np.minimum(np.searchsorted(old.record_ids, ids, sorter=order), len(order) - 1)]
+        if np.array_equal(old.record_ids[rows], ids):
+            return Manifest(ids.astype(np.int64), old.shards[rows].astype(np.int64), old.slices[rows].astype(np.int64))
     return partition(
         ctx.new_records.record_ids, ctx.new_records.subject_keys, seed=ctx.seed,
         holdout_fraction=ctx.holdout_fraction, shards=ctx.sisa.shards if ctx.sisa else 1,

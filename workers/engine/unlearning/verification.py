@@ -18,7 +18,7 @@ the model remembers them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +35,7 @@ from workers.engine.verification.intervals import connected_clusters
 from workers.engine.partition import HOLDOUT
 from workers.engine.records import Records, TextRecords
 from workers.engine.serialization import load_network
-from workers.engine.training import ensemble_proba, evaluate
+from workers.engine.training import ensemble_proba, evaluate, frozen_network
 from workers.engine.unlearning import base
 from workers.engine.unlearning.context import CandidateVersion, Context, halves, holdout_half, retain_sample
 from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
@@ -221,7 +221,14 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
     holdout = ctx.new_records.rows_for(holdout_ids) if len(holdout_ids) else None
 
     def networks(shards: Sequence[Shard]) -> list[nn.Module]:
-        return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
+        # Shared by weights hash within the job's `frozen_predictions` scope (tabular models: the
+        # original's and unchanged SISA shards' forward passes run once); nothing here trains them.
+        if ctx.spec.data_kind != "tabular":
+            return [load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(s.weights)) for s in shards]
+        def loader(weights: str) -> Callable[[], nn.Module]:
+            return lambda: load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(weights))
+
+        return [frozen_network(s.weights, loader(s.weights)) for s in shards]
 
     before_networks, after_networks = networks(before_shards), networks(outcome.shards)
     if ctx.spec.data_kind == "text":
