@@ -200,7 +200,7 @@ def main() -> None:
     def figures(label: str, shards_, seconds: float | None) -> dict:
         networks = [load_network(family, config, shape, store.get_bytes(s.weights)).to(args.device) for s in shards_]
         start = time.perf_counter()
-        drawn = sample(networks, config, n_samples, seed=SEED)
+        drawn = sample(networks, config, n_samples, seed=SEED, shard_records=[s.records for s in shards_])
         sample_s = time.perf_counter() - start
         pixels = features_to_pixels(drawn)[:, :, :, 0]
         copies = copy_outcomes(drawn.reshape(len(drawn), -1).numpy(), erased_pixels)

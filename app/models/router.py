@@ -364,7 +364,8 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
 @reads_only
 async def sample(name: ModelName, body: SampleBody, principal: Reader, client: ClientName = None) -> Any:
     """`n` images drawn by DDPM sampling under `seed` (same seed, same images), in `steps`
-    denoising steps; a SISA model draws each image from one shard chosen uniformly."""
+    denoising steps; a SISA model draws each image from one shard, chosen in proportion to the
+    shards' training records (uniformly for a version written before they were kept)."""
     limit = get_settings().max_samples
     if body.n > limit:
         raise Unprocessable(f"n is at most {limit} (OBLIVIATE_MAX_SAMPLES).")

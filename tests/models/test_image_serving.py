@@ -54,6 +54,7 @@ def test_sample_and_score_images_are_sent_to_the_inference_queue(client, writer,
     assert task == queue.SAMPLE
     assert (sent["family"], sent["n"], sent["seed"], sent["steps"], sent["label"]) == ("image_diffusion", 3, 7, 10, None)
     assert sent["params"]["block_out_channels"] == [8, 16] and len(sent["weights"]) == 1
+    assert sent["shard_records"] == [None]  # an imported version keeps no counts: the worker draws uniformly
     assert client.post(f"/v1/models/{model['name']}/sample", json={"n": 1, "steps": 20}, headers=writer).status_code == 200
     assert worker_calls[-1][1]["steps"] == 20
 
@@ -188,3 +189,22 @@ def test_an_image_model_must_fit_its_dataset(client, writer, settings_env):
     settings_env(MAX_MODEL_PARAMETERS=100_000_000)
     accepted = create("j", "image_diffusion", labelled, **{**TINY_DIFFUSION, "conditional": True})
     assert accepted.status_code == 202, accepted.text
+
+
+def test_sample_sends_the_shards_records_kept_with_the_version(client, writer, worker_calls):
+    import uuid
+
+    from app.db import session_scope
+    from app.models import service as model_service
+
+    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"])
+    with session_scope() as session:
+        version = model_service.get_version(session, model_service.get_model(session, uuid.UUID(model["id"])), 1)
+        weights = version.shards[0]["weights"]
+        # A SISA version after an erasure emptied its second shard.
+        version.shards = [{"shard": 0, "weights": weights, "checkpoints": [], "records": 40},
+                          {"shard": 1, "weights": weights, "checkpoints": [], "records": 0}]
+    r = client.post(f"/v1/models/{model['name']}/sample", json={"n": 2, "seed": 1}, headers=writer)
+    assert r.status_code == 200, r.text
+    task, sent = worker_calls[-1]
+    assert task == queue.SAMPLE and sent["shard_records"] == [40, 0] and len(sent["weights"]) == 2
