@@ -91,8 +91,8 @@ def check(loaded: dict[str, Any], positions: int, *, image: bool = False) -> Non
         return
     flops = 2 * count * positions
     settings = get_settings()
-    setting = "max_image_inference_flops" if image else "max_inference_flops"
-    limit = getattr(settings, setting)
+    setting, limit = (("max_image_inference_flops", settings.max_image_inference_flops) if image
+                      else ("max_inference_flops", settings.max_inference_flops))
     if flops > limit:
         fewer = "Ask for fewer images or denoising steps per call." if image else "Send fewer or shorter inputs per call."
         raise Unprocessable(
