@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         "context); 422 above, naming the estimate and this limit. Counts alone do not bound a call: long "
         "texts through a large model hold a worker for seconds each. The default is about a second of "
         "one CPU core; raise it for GPU workers."))
+    max_image_inference_flops: int = Field(default=4 * 10**11, ge=1, description=(
+        "Work one `sample` or `score-images` call of an image model may ask of an inference worker, "
+        "estimated the same way (2 × parameters of the networks that draw or score × positions: each image "
+        "once per denoising step or scored timestep, in the U-Net's positions per image); 422 above, naming "
+        "the estimate and this limit. Image calls have a bound of their own because one image of the default "
+        "model costs about 6 GFLOP at 50 steps, over half of `OBLIVIATE_MAX_INFERENCE_FLOPS`: the default "
+        "lets the default model draw `OBLIVIATE_MAX_SAMPLES` (64) images at its default steps, about 16 s "
+        "of one CPU core. Lower it where calls must stay short; raise it for GPU workers."))
     max_inference_calls_per_client: int = Field(default=2, ge=1, description=(
         "Predict, generate and score calls of one client waiting for an inference worker at once per API "
         "process; the next answers 429 with `Retry-After`. Workers take calls first come, first served, so "

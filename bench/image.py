@@ -17,7 +17,8 @@ the diffusion variants). Figures per row, from `--samples` samples:
   of creator 0's works;
 - membership AUC: creator 0's works against held-out creators' works, by denoising loss;
 - verdict: whether the job's checks certify the result or escalate it (approximate rows);
-- cost: seconds against the retrain's; and sampling throughput, images/s.
+- cost: seconds against the retrain's; and sampling throughput, images/s;
+- shard records: each shard's training records (SISA rows), which weight its share of the samples.
 A grid of samples per row is saved next to the JSON (and, with `--grids`, in the docs).
 
     .venv/bin/python bench/image.py                    # the reduced CPU configuration of the docs
@@ -200,7 +201,7 @@ def main() -> None:
     def figures(label: str, shards_, seconds: float | None) -> dict:
         networks = [load_network(family, config, shape, store.get_bytes(s.weights)).to(args.device) for s in shards_]
         start = time.perf_counter()
-        drawn = sample(networks, config, n_samples, seed=SEED)
+        drawn = sample(networks, config, n_samples, seed=SEED, shard_records=[s.records for s in shards_])
         sample_s = time.perf_counter() - start
         pixels = features_to_pixels(drawn)[:, :, :, 0]
         copies = copy_outcomes(drawn.reshape(len(drawn), -1).numpy(), erased_pixels)
@@ -212,7 +213,9 @@ def main() -> None:
             args.grids.mkdir(parents=True, exist_ok=True)
             grid(pixels, args.grids / path.name)
         found = {"mark_share": float(has_mark(pixels, 0).mean()), "copies": int(copies.sum()), "samples": n_samples,
-                 "membership_auc": auc, "seconds": seconds, "images_per_s": n_samples / sample_s, "grid": path.name}
+                 "membership_auc": auc, "seconds": seconds, "images_per_s": n_samples / sample_s, "grid": path.name,
+                 # Each shard's training records, which weight its share of the samples.
+                 "shard_records": [s.records for s in shards_]}
         print(label, {k: v for k, v in found.items() if k != "grid"}, flush=True)
         return found
 

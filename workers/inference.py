@@ -95,9 +95,10 @@ def answer_score(family_name: str, params: dict, shape: dict, weight_hashes: lis
 
 
 def answer_sample(family_name: str, params: dict, shape: dict, weight_hashes: list[str], n: int, seed: int,
-                  steps: int | None, label: int | None) -> dict:
+                  steps: int | None, label: int | None, shard_records: list[int | None] | None = None) -> dict:
     """{"images": [base64 PNG]}: `n` images of an image model (one network, or SISA shards each
-    drawing its share), `steps` denoising steps (None: the model's sample_steps)."""
+    drawing its share, in proportion to `shard_records`, the shards' training records kept with
+    the version; uniformly without them), `steps` denoising steps (None: the model's sample_steps)."""
     from workers.engine.families.image_diffusion import sample_pngs
 
     misfit = _misfit(family_name, params, shape, weight_hashes)
@@ -107,7 +108,7 @@ def answer_sample(family_name: str, params: dict, shape: dict, weight_hashes: li
     config = get_family(family_name).parse_params(params)
     if label is not None and not 0 <= label < int(shape["n_classes"]):
         return {"error": f"label must be between 0 and {int(shape['n_classes']) - 1}"}
-    pngs = sample_pngs(networks, config, n, seed=seed, steps=steps, label=label)
+    pngs = sample_pngs(networks, config, n, seed=seed, steps=steps, label=label, shard_records=shard_records)
     return {"images": [base64.b64encode(png).decode("ascii") for png in pngs]}
 
 

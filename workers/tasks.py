@@ -87,11 +87,12 @@ def score(family: str, params: dict, shape: dict, weights: list[str], texts: lis
 
 @celery_app.task(name=queue.SAMPLE, ignore_result=False)
 def sample(family: str, params: dict, shape: dict, weights: list[str], n: int, seed: int, steps: int | None,
-           label: int | None) -> dict:
-    """{"images": [base64 PNG]} drawn from an image model's weights, or the reason they cannot sample."""
+           label: int | None, shard_records: list[int | None] | None = None) -> dict:
+    """{"images": [base64 PNG]} drawn from an image model's weights (SISA shards in proportion to
+    `shard_records`; uniformly where an older API sends none), or the reason they cannot sample."""
     from workers import inference
 
-    return inference.answer_sample(family, params, shape, weights, n, seed, steps, label)
+    return inference.answer_sample(family, params, shape, weights, n, seed, steps, label, shard_records)
 
 
 @celery_app.task(name=queue.SCORE_IMAGES, ignore_result=False)

@@ -81,7 +81,7 @@ async def draw_samples(request: Request, name: str, viewer: PosterDep, client: s
 
     loaded = await inference.load_current(viewer.principal, name, client, check)
     steps = int(loaded["params"]["sample_steps"])
-    # As many of the grid's images as one call may draw under OBLIVIATE_MAX_INFERENCE_FLOPS.
+    # As many of the grid's images as one call may draw under OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS.
     count = inference_budget.samples_within(loaded, steps, sample_grid.GRID_IMAGES)
     images = await inference.sample(viewer.principal.client, loaded, count, sample_grid.GRID_SEED, steps, None)
     png = await run_in_threadpool(sample_grid.compose, images)

@@ -47,5 +47,9 @@ class Manifest:
     def trained_ids(self) -> np.ndarray:
         return self.record_ids[self.shards != HOLDOUT]
 
+    def shard_records(self, shard: int) -> int:
+        """Training records the partition gives `shard` (0 for a shard an erasure emptied)."""
+        return int(np.count_nonzero(self.shards == shard))
+
     def slice_ids(self, shard: int, slice_index: int) -> np.ndarray:
         return np.sort(self.record_ids[(self.shards == shard) & (self.slices == slice_index)])

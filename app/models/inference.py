@@ -53,7 +53,10 @@ async def load_current(principal, name: str, client: str | None, check) -> dict[
         version = service.current_version(session, model)
         check(version)
         return {"model": model.name, "version": version.version, "family": version.family, "params": version.params,
-                "shape": version.shape, "weights": [s["weights"] for s in version.shards]}
+                "shape": version.shape, "weights": [s["weights"] for s in version.shards],
+                # Training records per shard (None in versions written before they were kept):
+                # a SISA image model draws each sample's shard in proportion to them.
+                "shard_records": [s.get("records") for s in version.shards]}
 
     return await run_in_threadpool(run_unit_of_work, session, load, reads_only=True)
 
@@ -80,14 +83,14 @@ async def score(client: str, loaded: dict[str, Any], texts: list[str]) -> list[d
 
 async def sample(client: str, loaded: dict[str, Any], n: int, seed: int, steps: int, label: int | None) -> list[str]:
     """n images (base64 PNG) drawn from an image model's current version."""
-    budget.check(loaded, budget.sample_positions(loaded, n, steps))
-    extra = {"n": n, "seed": seed, "steps": steps, "label": label}
+    budget.check(loaded, budget.sample_positions(loaded, n, steps), image=True)
+    extra = {"n": n, "seed": seed, "steps": steps, "label": label, "shard_records": loaded.get("shard_records")}
     return (await call(client, queue.SAMPLE, loaded, extra))["images"]
 
 
 async def score_images(client: str, loaded: dict[str, Any], images: list[str], labels: list[int] | None) -> list[float | None]:
     """Each image's denoising loss at the fixed timesteps under an image model's current version."""
-    budget.check(loaded, budget.score_image_positions(loaded, len(images)))
+    budget.check(loaded, budget.score_image_positions(loaded, len(images)), image=True)
     return (await call(client, queue.SCORE_IMAGES, loaded, {"images": images, "labels": labels}))["losses"]
 
 

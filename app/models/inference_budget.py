@@ -1,5 +1,6 @@
 """The work one predict, generate, score, sample or score-images call asks of an inference worker, estimated before it
-is sent, and its bound (OBLIVIATE_MAX_INFERENCE_FLOPS).
+is sent, and its bound: OBLIVIATE_MAX_INFERENCE_FLOPS, or OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS for an
+image model's sample and score-images (one default image at 50 steps is over half the first).
 
 A count of rows or texts alone does not bound a call: sixty texts of 16 KB through a language
 model held a worker for 12.5 s, and calls reach the workers first come, first served. The
@@ -69,7 +70,7 @@ def samples_within(loaded: dict[str, Any], steps: int, wanted: int) -> int:
     if count is None:
         return wanted
     per_image = 2 * count * sample_positions(loaded, 1, steps)
-    return max(1, min(wanted, get_settings().max_inference_flops // max(1, per_image)))
+    return max(1, min(wanted, get_settings().max_image_inference_flops // max(1, per_image)))
 
 
 def score_image_positions(loaded: dict[str, Any], images: int) -> int:
@@ -82,17 +83,20 @@ def _image_positions(loaded: dict[str, Any]) -> int:
     return image_diffusion_positions_per_image(get_family(loaded["family"]).parse_params(loaded["params"]))
 
 
-def check(loaded: dict[str, Any], positions: int) -> None:
-    """422 when the call's estimated work is over the bound, naming the figure and the limit."""
+def check(loaded: dict[str, Any], positions: int, *, image: bool = False) -> None:
+    """422 when the call's estimated work is over the bound (the image bound for an image model's
+    sample and score-images), naming the figure and the limit."""
     count = parameters(loaded)
     if count is None:
         return
     flops = 2 * count * positions
-    limit = get_settings().max_inference_flops
+    settings = get_settings()
+    setting, limit = (("max_image_inference_flops", settings.max_image_inference_flops) if image
+                      else ("max_inference_flops", settings.max_inference_flops))
     if flops > limit:
+        fewer = "Ask for fewer images or denoising steps per call." if image else "Send fewer or shorter inputs per call."
         raise Unprocessable(
             f"This call needs about {flops:.3g} floating-point operations (2 × {count} parameters × {positions} "
-            f"positions); one call may ask for at most {limit:.3g} (OBLIVIATE_MAX_INFERENCE_FLOPS). "
-            "Send fewer or shorter inputs per call.",
-            estimated_flops=flops, max_inference_flops=limit,
+            f"positions); one call may ask for at most {limit:.3g} (OBLIVIATE_{setting.upper()}). {fewer}",
+            estimated_flops=flops, **{setting: limit},
         )

@@ -358,13 +358,14 @@ async def score(name: ModelName, body: ScoreBody, principal: Reader, client: Cli
     "/{name}/sample", response_model=SampleOut, operation_id="sample_images",
     summary="Draw images from an image model's current version",
     # 422: n over OBLIVIATE_MAX_SAMPLES, steps or label out of the model's range, over
-    # OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model; 409, 429 and 503 as for predict.
+    # OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS, or not an image model; 409, 429 and 503 as for predict.
     responses=problem_responses(409, 429, 503),
 )
 @reads_only
 async def sample(name: ModelName, body: SampleBody, principal: Reader, client: ClientName = None) -> Any:
     """`n` images drawn by DDPM sampling under `seed` (same seed, same images), in `steps`
-    denoising steps; a SISA model draws each image from one shard chosen uniformly."""
+    denoising steps; a SISA model draws each image from one shard, chosen in proportion to the
+    shards' training records (uniformly for a version written before they were kept)."""
     limit = get_settings().max_samples
     if body.n > limit:
         raise Unprocessable(f"n is at most {limit} (OBLIVIATE_MAX_SAMPLES).")
@@ -387,7 +388,7 @@ async def sample(name: ModelName, body: SampleBody, principal: Reader, client: C
     "/{name}/score-images", response_model=ScoreImagesOut, operation_id="score_images",
     summary="Denoising loss of images under an image model's current version",
     # 422: more than OBLIVIATE_MAX_SAMPLES images, one that is not a PNG or JPEG of the model's size,
-    # labels missing or out of range, over OBLIVIATE_MAX_INFERENCE_FLOPS, or not an image model;
+    # labels missing or out of range, over OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS, or not an image model;
     # 409, 429 and 503 as for predict.
     responses=problem_responses(409, 429, 503),
 )

@@ -119,19 +119,27 @@ class Sisa:
 
 @dataclass(frozen=True)
 class Shard:
-    """One network of a model version: its weights and, for SISA, the checkpoint after each slice."""
+    """One network of a model version: its weights, for SISA the checkpoint after each slice,
+    and the number of training records its partition holds (`records`; None in versions written
+    before it was kept). An image model's SISA sampling draws each shard in proportion to it."""
 
     shard: int
     weights: str
     checkpoints: tuple[str, ...] = ()
+    records: int | None = None
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {"shard": self.shard, "weights": self.weights, "checkpoints": list(self.checkpoints)}
+        out: dict[str, JsonValue] = {"shard": self.shard, "weights": self.weights, "checkpoints": list(self.checkpoints)}
+        if self.records is not None:
+            out["records"] = self.records
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Shard:
+        records = raw.get("records")
         return cls(shard=int(raw["shard"]), weights=str(raw["weights"]),
-                   checkpoints=tuple(str(c) for c in raw.get("checkpoints") or ()))
+                   checkpoints=tuple(str(c) for c in raw.get("checkpoints") or ()),
+                   records=None if records is None else int(records))
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,23 @@ def test_the_grid_draws_as_many_images_as_the_inference_bound_allows(client, wri
     loaded = {"family": "image_diffusion", "params": TINY_DIFFUSION, "shape": {"n_features": 256, "n_classes": 3},
               "weights": ["w"]}
     per_image = 2 * inference_budget.parameters(loaded) * inference_budget.sample_positions(loaded, 1, 10)
-    settings_env(MAX_INFERENCE_FLOPS=str(5 * per_image + 1))
+    settings_env(MAX_IMAGE_INFERENCE_FLOPS=str(5 * per_image + 1))
     sign_in(client, new_key("models:read"))
     client.post(f"/admin/models/{name}/samples", data={"csrf_token": csrf_of(client, f"/admin/models/{name}")})
     assert drawn[-1]["n"] == 5
     image = Image.open(io.BytesIO(client.get(f"/admin/models/{name}/versions/1/samples.png").content))
     assert image.size == (3 * 18 + 2, 2 * 18 + 2)  # five tiles in rows of three
+
+
+def test_the_default_model_draws_the_whole_grid_under_the_default_bounds(client, writer, drawn):
+    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"], name="default-ddpm",
+                               params={"image_size": 16})  # every other param the family's default
+    sign_in(client, new_key("models:read"))
+    name = model["name"]
+    client.post(f"/admin/models/{name}/samples", data={"csrf_token": csrf_of(client, f"/admin/models/{name}")})
+    assert (drawn[-1]["n"], drawn[-1]["steps"]) == (16, 50)
+    image = Image.open(io.BytesIO(client.get(f"/admin/models/{name}/versions/1/samples.png").content))
+    assert image.size == (4 * 18 + 2, 4 * 18 + 2)
 
 
 def test_only_image_models_draw_samples(client, writer, drawn):

@@ -13,9 +13,11 @@ from workers.engine import training
 from workers.engine.families.base import ModelFamily
 from workers.engine.families.image_diffusion import (
     decode_png,
+    draw_shards,
     encode_png,
     ensemble_losses,
     features_to_pixels,
+    mixture_weights,
     pixels_to_features,
     sample,
     sample_pngs,
@@ -106,3 +108,45 @@ def test_sisa_sampling_draws_each_image_from_one_shard():
     swapped = sample([a, c], config, 6, seed=11, steps=4)
     same = [bool(torch.equal(mixed[i], swapped[i])) for i in range(6)]
     assert any(same) and not all(same)
+
+
+class Untrained(torch.nn.Module):
+    """A shard an erasure emptied, standing in: any image it were asked to draw fails the test."""
+
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the emptied shard drew an image")
+
+
+def test_sisa_sampling_weights_each_shard_by_its_records_and_never_draws_an_emptied_one():
+    _, config, a, _ = train(blobs(32, seed=5), seed=1)
+    _, _, b, _ = train(blobs(32, seed=6), seed=2)
+    # An emptied shard (0 records) gets weight 0, whatever its place among the shards.
+    assert mixture_weights([30, 0, 10], 3).tolist() == [0.75, 0.0, 0.25]
+    generator = torch.Generator().manual_seed(0)
+    chosen = draw_shards(4000, 3, [30, 0, 10], generator)
+    assert not (chosen == 1).any()
+    assert 0.72 < float((chosen == 0).double().mean()) < 0.78  # 3 of 4 by records, not 1 of 2
+    # Through `sample`: the emptied shard's network is never called, in any position.
+    drawn = sample([a, Untrained(), b], config, 24, seed=11, steps=3, shard_records=[20, 0, 12])
+    assert drawn.shape == (24, 1, 8, 8) and torch.isfinite(drawn).all()
+    assert sample([Untrained(), a], config, 8, seed=2, steps=3, shard_records=[0, 5]).shape == (8, 1, 8, 8)
+    with pytest.raises(AssertionError, match="emptied shard"):
+        sample([a, Untrained()], config, 24, seed=11, steps=3)  # uniform: it gets its share
+    # The counts decide the mixture: the same seed with other counts draws other shards.
+    assert not torch.equal(sample([a, b], config, 8, seed=4, steps=3, shard_records=[1, 30]),
+                           sample([a, b], config, 8, seed=4, steps=3, shard_records=[30, 1]))
+
+
+def test_a_version_without_counts_still_samples_uniformly():
+    _, config, a, _ = train(blobs(32, seed=5), seed=1)
+    _, _, b, _ = train(blobs(32, seed=6), seed=2)
+    legacy = sample([a, b], config, 6, seed=11, steps=4)
+    # Versions written before the counts were kept: no counts, or a shard without one.
+    assert torch.equal(sample([a, b], config, 6, seed=11, steps=4, shard_records=[None, None]), legacy)
+    assert torch.equal(sample([a, b], config, 6, seed=11, steps=4, shard_records=[12, None]), legacy)
+    for unknown in (None, [None, None], [3], [0, 0]):
+        assert mixture_weights(unknown, 2) is None
+    chosen = draw_shards(400, 2, None, torch.Generator().manual_seed(0))
+    assert set(chosen.tolist()) == {0, 1}
+    # One network draws every image, with or without a count.
+    assert torch.equal(sample([a], config, 3, seed=7, steps=3, shard_records=[32]), sample([a], config, 3, seed=7, steps=3))

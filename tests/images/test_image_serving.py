@@ -44,6 +44,21 @@ def test_sample_answers_base64_pngs_reproducibly(stored):
     assert "error" in answer_sample(**model, weight_hashes=weights, n=1, seed=4, steps=3, label=7)
 
 
+def test_sample_draws_the_shards_in_proportion_to_their_records(stored):
+    from workers.inference import answer_sample
+
+    model, weights, _ = stored
+    # The second shard emptied: every image is the first shard's, as if it were the only one.
+    only_first = answer_sample(**model, weight_hashes=weights, n=5, seed=4, steps=3, label=None, shard_records=[32, 0])
+    only_second = answer_sample(**model, weight_hashes=weights, n=5, seed=4, steps=3, label=None, shard_records=[0, 32])
+    alone = answer_sample(**model, weight_hashes=weights[:1], n=5, seed=4, steps=3, label=None)
+    assert only_first == alone and only_second != alone
+    # A version without counts (and a call from an API that sends none) samples uniformly.
+    uniform = answer_sample(**model, weight_hashes=weights, n=5, seed=4, steps=3, label=None)
+    assert answer_sample(**model, weight_hashes=weights, n=5, seed=4, steps=3, label=None,
+                         shard_records=[None, None]) == uniform
+
+
 def test_score_images_answers_a_loss_per_image_and_refuses_what_it_cannot_read(stored):
     from workers.engine.families.image_diffusion import encode_png
     from workers.inference import answer_score_images

@@ -185,3 +185,51 @@ def test_sisa_retrains_the_shard_of_the_erased_creator_and_samples_the_mixture(m
     networks = [load_network(model["family"], model["config"], model["shape"], get_store().get_bytes(s.weights))
                 for s in found.shards]
     assert sample(networks, model["config"], 4, seed=1, steps=3).shape == (4, 1, 8, 8)
+
+
+def test_an_erasure_that_empties_a_shard_leaves_it_out_of_the_samples(model):
+    from app.artifacts.store import get_store
+    from app.lineage.sharding import shard_of
+    from app.unlearning.types import Shard, Sisa
+    from workers.engine.families.image_diffusion import sample
+    from workers.engine.partition import partition
+    from workers.engine.serialization import load_network
+    from workers.engine.shards import train_shards
+    from workers.engine.unlearning import job
+
+    records, erased = model["records"], model["erased"]
+    trained_keys = set(records.subject_keys[np.isin(records.record_ids, model["manifest"].trained_ids())].tolist())
+    others = trained_keys - {erased}
+    # The fewest shards that put the erased creator alone in its shard.
+    count = next(s for s in range(2, 64) if all(shard_of(k, s) != shard_of(erased, s) for k in others))
+    emptied = shard_of(erased, count)
+    sisa = Sisa(shards=count, slices=1)
+    manifest = partition(records.record_ids, records.subject_keys, seed=SEED, holdout_fraction=HOLDOUT, shards=count,
+                         slices=1)
+    trained = train_shards(family=model["family"], config=model["config"], shape=model["shape"], records=records,
+                           manifest=manifest, seed=SEED, sisa=sisa, shard_list=list(range(count)))
+    # Training writes each shard's records with the version.
+    assert [trained[s].records for s in range(count)] == [manifest.shard_records(s) for s in range(count)]
+    assert trained[emptied].records == 30 and sum(trained[s].records for s in range(count)) == len(manifest.trained_ids())
+
+    # A version written before the counts were kept: the erasure writes them all.
+    legacy = tuple(Shard(s, trained[s].weights, trained[s].checkpoints) for s in range(count))
+    ctx = context(model, sisa=sisa, old_manifest=manifest, old_shards=legacy, references=(), reference_pool=0)
+    found = job.run_method(ctx, "sisa")
+    assert found.details["shards_retrained"] == [emptied]
+    assert found.shards[emptied].records == 0
+    assert [s.records for s in found.shards] == [trained[s].records if s != emptied else 0 for s in range(count)]
+    assert Shard.from_json(found.shards[emptied].to_json()).records == 0
+
+    networks = [load_network(model["family"], model["config"], model["shape"], get_store().get_bytes(s.weights))
+                for s in found.shards]
+    records_after = [s.records for s in found.shards]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the emptied shard drew an image")
+
+    networks[emptied].forward = forbidden  # an untrained network: any image it drew would be noise
+    drawn = sample(networks, model["config"], 64, seed=3, steps=2, shard_records=records_after)
+    assert drawn.shape == (64, 1, 8, 8)
+    with pytest.raises(AssertionError, match="emptied shard"):
+        sample(networks, model["config"], 64, seed=3, steps=2)  # without the counts: uniform, its share drawn

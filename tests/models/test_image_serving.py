@@ -54,6 +54,7 @@ def test_sample_and_score_images_are_sent_to_the_inference_queue(client, writer,
     assert task == queue.SAMPLE
     assert (sent["family"], sent["n"], sent["seed"], sent["steps"], sent["label"]) == ("image_diffusion", 3, 7, 10, None)
     assert sent["params"]["block_out_channels"] == [8, 16] and len(sent["weights"]) == 1
+    assert sent["shard_records"] == [None]  # an imported version keeps no counts: the worker draws uniformly
     assert client.post(f"/v1/models/{model['name']}/sample", json={"n": 1, "steps": 20}, headers=writer).status_code == 200
     assert worker_calls[-1][1]["steps"] == 20
 
@@ -123,22 +124,59 @@ def test_the_inference_budget_bounds_samples_by_images_and_steps(client, writer,
     dataset = create_image_dataset(client, writer)
     model = import_image_model(client, writer, dataset["id"])
     sample, score = f"/v1/models/{model['name']}/sample", f"/v1/models/{model['name']}/score-images"
-    settings_env(MAX_INFERENCE_FLOPS=1)
+    settings_env(MAX_IMAGE_INFERENCE_FLOPS=1)
     estimates = {}
     for n, steps in ((1, 5), (2, 5), (2, 10)):
         r = client.post(sample, json={"n": n, "steps": steps}, headers=writer)
-        assert r.status_code == 422 and "OBLIVIATE_MAX_INFERENCE_FLOPS" in r.json()["detail"], r.text
+        assert r.status_code == 422 and "OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS" in r.json()["detail"], r.text
+        assert r.json()["max_image_inference_flops"] == 1
         estimates[n, steps] = r.json()["estimated_flops"]
     assert estimates[2, 5] == 2 * estimates[1, 5] and estimates[2, 10] == 2 * estimates[2, 5]
     good = b64(image_png(np.zeros((16, 16), np.uint8)))
     one = client.post(score, json={"images": [good]}, headers=writer)
     three = client.post(score, json={"images": [good] * 3}, headers=writer)
     assert one.status_code == three.status_code == 422
+    assert "OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS" in one.json()["detail"]
     assert three.json()["estimated_flops"] == 3 * one.json()["estimated_flops"]
     assert worker_calls == []
-    settings_env(MAX_INFERENCE_FLOPS=estimates[2, 5])
+    settings_env(MAX_IMAGE_INFERENCE_FLOPS=estimates[2, 5])
     assert client.post(sample, json={"n": 2, "steps": 5}, headers=writer).status_code == 200
     assert client.post(sample, json={"n": 2, "steps": 10}, headers=writer).status_code == 422
+
+
+def test_the_default_model_samples_under_the_default_bounds_and_more_work_is_a_clear_422(client, writer, worker_calls):
+    from app.config import get_settings
+
+    settings = get_settings()
+    dataset = create_image_dataset(client, writer)  # 16×16 grey, the default model's images
+    model = import_image_model(client, writer, dataset["id"], params={"image_size": 16})  # every other param default
+    sample, score = f"/v1/models/{model['name']}/sample", f"/v1/models/{model['name']}/score-images"
+    # A new user's calls: the dashboard's grid of 16, and n up to OBLIVIATE_MAX_SAMPLES, at the
+    # model's default steps; the other families' bound is far below what they need.
+    for n in (1, 16, settings.max_samples):
+        r = client.post(sample, json={"n": n, "seed": 0}, headers=writer)
+        assert r.status_code == 200, (n, r.text)
+        assert len(r.json()["images"]) == n and worker_calls[-1][1]["steps"] == 50
+    good = b64(image_png(np.zeros((16, 16), np.uint8)))
+    assert client.post(score, json={"images": [good] * settings.max_samples}, headers=writer).status_code == 200
+    sent = len(worker_calls)
+    # Twice the default steps for as many images is over the image bound: a 422 problem naming
+    # the estimate and the bound, and nothing reaches a worker.
+    r = client.post(sample, json={"n": settings.max_samples, "steps": 100}, headers=writer)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    problem = r.json()
+    assert problem["estimated_flops"] > problem["max_image_inference_flops"] == settings.max_image_inference_flops
+    assert "OBLIVIATE_MAX_IMAGE_INFERENCE_FLOPS" in problem["detail"] and "fewer images" in problem["detail"]
+    assert len(worker_calls) == sent
+
+
+def test_image_calls_have_their_own_bound(client, writer, settings_env, worker_calls):
+    dataset = create_image_dataset(client, writer)
+    model = import_image_model(client, writer, dataset["id"])
+    settings_env(MAX_INFERENCE_FLOPS=1)  # the other families' bound no longer decides image calls
+    assert client.post(f"/v1/models/{model['name']}/sample", json={"n": 4}, headers=writer).status_code == 200
+    settings_env(MAX_INFERENCE_FLOPS=10 * 10**9, MAX_IMAGE_INFERENCE_FLOPS=1)
+    assert client.post(f"/v1/models/{model['name']}/sample", json={"n": 4}, headers=writer).status_code == 422
 
 
 def test_each_family_answers_only_its_own_routes(client, writer, worker_calls):
@@ -188,3 +226,22 @@ def test_an_image_model_must_fit_its_dataset(client, writer, settings_env):
     settings_env(MAX_MODEL_PARAMETERS=100_000_000)
     accepted = create("j", "image_diffusion", labelled, **{**TINY_DIFFUSION, "conditional": True})
     assert accepted.status_code == 202, accepted.text
+
+
+def test_sample_sends_the_shards_records_kept_with_the_version(client, writer, worker_calls):
+    import uuid
+
+    from app.db import session_scope
+    from app.models import service as model_service
+
+    model = import_image_model(client, writer, create_image_dataset(client, writer)["id"])
+    with session_scope() as session:
+        version = model_service.get_version(session, model_service.get_model(session, uuid.UUID(model["id"])), 1)
+        weights = version.shards[0]["weights"]
+        # A SISA version after an erasure emptied its second shard.
+        version.shards = [{"shard": 0, "weights": weights, "checkpoints": [], "records": 40},
+                          {"shard": 1, "weights": weights, "checkpoints": [], "records": 0}]
+    r = client.post(f"/v1/models/{model['name']}/sample", json={"n": 2, "seed": 1}, headers=writer)
+    assert r.status_code == 200, r.text
+    task, sent = worker_calls[-1]
+    assert task == queue.SAMPLE and sent["shard_records"] == [40, 0] and len(sent["weights"]) == 2

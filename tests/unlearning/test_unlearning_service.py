@@ -79,6 +79,10 @@ def test_typed_records_write_the_keys_job_results_and_certificates_carry():
     assert list(shard.to_json()) == ["shard", "weights", "checkpoints"]
     assert Shard.from_json(shard.to_json()) == shard
     assert Shard.from_json({"shard": 0, "weights": "d" * 64, "checkpoints": []}).checkpoints == ()
+    # The shard's training records travel with it; a version written before has none (None).
+    counted = Shard(1, "a" * 64, (), records=0)
+    assert counted.to_json()["records"] == 0 and Shard.from_json(counted.to_json()) == counted
+    assert Shard.from_json({"shard": 0, "weights": "d" * 64, "checkpoints": []}).records is None
     erasure = DatasetErasure(uuid.uuid4(), "digits", 1, "e" * 64, 2, "f" * 64, 36, 1, uuid.uuid4(), ("k",))
     assert list(erasure.to_json()) == ["dataset_id", "name", "version_before", "sha256_before", "version_after",
                                        "sha256_after", "rows_removed", "subjects_removed"]

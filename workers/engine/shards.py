@@ -5,6 +5,7 @@ Shared by the training job and the unlearning job's exact methods (retrain, sisa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from app.artifacts.store import get_store
 from app.config import get_settings
@@ -31,7 +32,7 @@ def train_shards(
     label: str = "",
 ) -> dict[int, Shard]:
     """Train the given shards, each from scratch or from `resume[shard]`. Returns shard → its
-    `Shard` (weights and checkpoints), every artifact stored."""
+    `Shard` (weights, checkpoints and the records the manifest gives it), every artifact stored."""
     store = get_store()
     device = device_from_setting(get_settings().device)
     resume = resume or {}
@@ -63,5 +64,13 @@ def train_shards(
             if progress:
                 progress(done / total_steps, f"{label}network trained")
         weights = store.put_bytes(state_to_bytes(state, {"shard": str(shard)}))
-        out[shard] = Shard(shard=shard, weights=weights, checkpoints=tuple(checkpoints))
+        out[shard] = Shard(shard=shard, weights=weights, checkpoints=tuple(checkpoints),
+                           records=manifest.shard_records(shard))
     return out
+
+
+def counted(shards: Sequence[Shard], manifest: Manifest) -> tuple[Shard, ...]:
+    """The shards with the records `manifest` gives each: a version's counts follow its own
+    manifest, including the shards an erasure kept (whose records are unchanged) and versions
+    written before counts were kept."""
+    return tuple(replace(shard, records=manifest.shard_records(shard.shard)) for shard in shards)

@@ -141,21 +141,47 @@ def images_to_features(images: Sequence[bytes], config: Any) -> torch.Tensor:
 # Sampling.
 
 
+def mixture_weights(shard_records: Sequence[int | None] | None, n_networks: int) -> torch.Tensor | None:
+    """Each shard's probability of drawing an image: its training records over all of them
+    (`Shard.records`, kept with the model version). None, for a uniform choice, where the counts
+    are not known (a version written before they were kept), do not match the networks, or are
+    all zero (no shard saw a record)."""
+    if shard_records is None or len(shard_records) != n_networks or any(c is None or c < 0 for c in shard_records):
+        return None
+    counts = torch.tensor([float(c) for c in shard_records if c is not None], dtype=torch.float64)
+    total = float(counts.sum())
+    return counts / total if total > 0 else None
+
+
+def draw_shards(n: int, n_networks: int, shard_records: Sequence[int | None] | None,
+                generator: torch.Generator) -> torch.Tensor:
+    """The shard that draws each of `n` images [n]: in proportion to the shards' records, so a
+    shard an erasure emptied (0 records) is never drawn; uniform without counts (`mixture_weights`)."""
+    weights = mixture_weights(shard_records, n_networks) if n_networks > 1 else None
+    if weights is None:
+        return torch.randint(0, n_networks, (n,), generator=generator)
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
 @torch.no_grad()
 def sample(networks: Sequence[nn.Module], config: Any, n: int, *, seed: int, steps: int | None = None,
-           label: int | None = None) -> torch.Tensor:
+           label: int | None = None, shard_records: Sequence[int | None] | None = None) -> torch.Tensor:
     """`n` images [n, c, h, w] in [-1, 1] by ancestral DDPM sampling over `steps` denoising steps.
 
-    With several networks (SISA shards) each image is drawn entirely by one shard chosen
-    uniformly at random, so the samples follow the mixture of the shards' distributions; after an
-    erasure retrains the shards that held the erased records, that mixture is exactly the one of
-    a model that never saw them. The starting noise and the shard of image i depend only on the
-    seed and i, the scheduler's noise on the seed and the shard."""
+    With several networks (SISA shards) each image is drawn entirely by one shard, chosen with
+    probability proportional to the shard's training records (`shard_records`, the counts kept
+    with the version; uniformly where they are not known), so the samples follow the mixture of
+    the shards' distributions weighted as the data is. The counts are a function of the records
+    that stay and of the fixed partition, so after an erasure retrains the shards that held the
+    erased records, the mixture is exactly the one of a model that never saw them; and a shard
+    the erasure emptied, an untrained network, draws nothing. The starting noise and the shard
+    of image i depend only on the seed, i and the counts, the scheduler's noise on the seed and
+    the shard."""
     if n <= 0:
         return torch.zeros((0, *image_shape(config)))
     generator = torch.Generator().manual_seed(derive_seed(seed, "sample"))
     start = torch.randn((n, *image_shape(config)), generator=generator)
-    chosen = torch.randint(0, len(networks), (n,), generator=generator)
+    chosen = draw_shards(n, len(networks), shard_records, generator)
     # A conditional model asked for no label draws each image's label under the seed.
     labels = (torch.full((n,), int(label), dtype=torch.int64) if label is not None
               else torch.randint(0, class_count(networks[0]), (n,), generator=generator))
@@ -165,7 +191,6 @@ def sample(networks: Sequence[nn.Module], config: Any, n: int, *, seed: int, ste
         if len(mine) == 0:
             continue
         network.eval()
-        device = network_device(network)
         step_generator = torch.Generator().manual_seed(derive_seed(seed, "sample-steps", index))
         for begin in range(0, len(mine), SAMPLE_BATCH):
             part = mine[begin:begin + SAMPLE_BATCH]
@@ -261,10 +286,10 @@ def ensemble_losses(networks: Sequence[nn.Module], features: torch.Tensor, label
 
 
 def sample_pngs(networks: Sequence[nn.Module], config: Any, n: int, *, seed: int, steps: int | None = None,
-                label: int | None = None) -> list[bytes]:
+                label: int | None = None, shard_records: Sequence[int | None] | None = None) -> list[bytes]:
     """The /sample answer: `n` images as PNG bytes."""
-    return [encode_png(pixels) for pixels in features_to_pixels(sample(networks, config, n, seed=seed, steps=steps,
-                                                                     label=label))]
+    drawn = sample(networks, config, n, seed=seed, steps=steps, label=label, shard_records=shard_records)
+    return [encode_png(pixels) for pixels in features_to_pixels(drawn)]
 
 
 def score_pngs(networks: Sequence[nn.Module], config: Any, images: Sequence[bytes],

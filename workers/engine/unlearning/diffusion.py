@@ -19,6 +19,7 @@ retain term keeps it low on the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import torch
@@ -50,6 +51,8 @@ from workers.engine.unlearning.loop import GradientRun, OptimiserConfig
 from workers.engine.unlearning.salun import saliency_masks_from
 
 Steps = Annotated[int, Field(ge=1, le=100_000)]
+# One step's forget part of the loss, from the forget batch's indices and images.
+ForgetTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Weight = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -84,7 +87,9 @@ class DiffusionRun(GradientRun):
 
     def __init__(self, method: str, call: MethodCall[Any], config: DiffusionConfig) -> None:
         self.family_config = call.family_config
+        self.progress = call.progress
         super().__init__(method, call, config)
+        self.config: DiffusionConfig = config
         generator_seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         self.noise_generator = torch.Generator().manual_seed(generator_seed)
         self.forget_batches = cycled_batches(self.data.n_forget, config.forget_batch_size, self.generator)
@@ -100,6 +105,19 @@ class DiffusionRun(GradientRun):
                                                       images.device)
         return denoising_losses(self.network, self.family_config, images, take(self.data.retain_y, index),
                                 timesteps, noise).mean()
+
+    def forget_steps(self, forget_term: ForgetTerm, *, retain_weight: float = 1.0,
+                     masks: Sequence[torch.Tensor] | None = None) -> None:
+        """The loop both methods share: `steps` optimiser steps, each on a forget batch (its
+        indices and images, given to `forget_term`, which returns the forget part of the loss,
+        signed and weighted) plus `retain_weight` × the retain batch's denoising loss, under the
+        gradient `masks` where given."""
+        with self.training():
+            for step in range(self.config.steps):
+                index = next(self.forget_batches)
+                forget = forget_term(index, as_images(take(self.data.forget_x, index), self.family_config))
+                self.descend(retain_weight * self.retain_loss() + forget, masks=masks)
+                report(self.progress, (step + 1) / self.config.steps, self.method)
 
 
 @torch.no_grad()
@@ -136,29 +154,26 @@ class DiffusionSalUn(MethodHooks):
         alphas = noise_levels(family_config).to(data.forget_x.device)
         conditional = bool(family_config.conditional)
         n_classes = class_count(network)
-        with run.training():
-            for step in range(config.steps):
-                forget_index = next(run.forget_batches)
-                forget = as_images(take(data.forget_x, forget_index), family_config)
-                # Another target per forget image: a retained image (of another label when the
-                # model is conditional, which SalUn's class-wise forgetting maps to).
-                target_index = torch.randint(0, data.n_retain, (len(forget_index),), generator=run.generator)
-                target = as_images(take(data.retain_x, target_index), family_config)
-                labels = take(data.forget_y, forget_index)
-                if conditional and n_classes > 1:
-                    shift = torch.randint(1, n_classes, labels.shape, generator=run.generator).to(labels.device)
-                    labels = (labels + shift) % n_classes
-                noise, timesteps = random_noise_and_timesteps(family_config, len(forget_index), run.noise_generator,
-                                                              forget.device)
-                a = alphas[timesteps].view(-1, 1, 1, 1)
-                noisy = a.sqrt() * forget + (1 - a).sqrt() * noise
-                # The noise that makes this noisy forget image denoise to the target instead.
-                steered = (noisy - a.sqrt() * target) / (1 - a).sqrt()
-                predicted = network(noisy, timesteps, class_labels=labels if conditional else None).sample
-                forget_loss = (predicted - steered).square().mean()
-                loss = run.retain_loss() + config.forget_weight * forget_loss
-                run.descend(loss, masks=masks)
-                report(call.progress, (step + 1) / config.steps, self.name)
+
+        def steered_loss(forget_index: torch.Tensor, forget: torch.Tensor) -> torch.Tensor:
+            # Another target per forget image: a retained image (of another label when the
+            # model is conditional, which SalUn's class-wise forgetting maps to).
+            target_index = torch.randint(0, data.n_retain, (len(forget_index),), generator=run.generator)
+            target = as_images(take(data.retain_x, target_index), family_config)
+            labels = take(data.forget_y, forget_index)
+            if conditional and n_classes > 1:
+                shift = torch.randint(1, n_classes, labels.shape, generator=run.generator).to(labels.device)
+                labels = (labels + shift) % n_classes
+            noise, timesteps = random_noise_and_timesteps(family_config, len(forget_index), run.noise_generator,
+                                                          forget.device)
+            a = alphas[timesteps].view(-1, 1, 1, 1)
+            noisy = a.sqrt() * forget + (1 - a).sqrt() * noise
+            # The noise that makes this noisy forget image denoise to the target instead.
+            steered = (noisy - a.sqrt() * target) / (1 - a).sqrt()
+            predicted: torch.Tensor = network(noisy, timesteps, class_labels=labels if conditional else None).sample
+            return config.forget_weight * (predicted - steered).square().mean()
+
+        run.forget_steps(steered_loss, masks=masks)
         return run.result(masked_weights=int(sum(int(m.sum()) for m in masks)),
                           total_weights=int(sum(m.numel() for m in masks)))
 
@@ -177,18 +192,17 @@ class DiffusionGradientDifference(MethodHooks):
         cap = config.cap_ratio * float(reference or 1.0)
         scoring = fixed_noise(family_config)[1].to(data.forget_x.device)
         capped = 0
-        with run.training():
-            for step in range(config.steps):
-                forget_index = next(run.forget_batches)
-                forget_images = as_images(take(data.forget_x, forget_index), family_config)
-                # The scoring timesteps (the cap is measured at them), with fresh noise.
-                noise, _ = random_noise_and_timesteps(family_config, len(forget_index), run.noise_generator,
-                                                      forget_images.device)
-                timesteps = scoring[torch.randint(0, len(scoring), (len(forget_index),), generator=run.generator)]
-                forget = denoising_losses(network, family_config, forget_images, take(data.forget_y, forget_index),
-                                          timesteps, noise).mean()
-                loss = config.retain_weight * run.retain_loss() - config.forget_weight * torch.clamp(forget, max=cap)
-                run.descend(loss)
-                capped += int(forget.item() >= cap)
-                report(call.progress, (step + 1) / config.steps, self.name)
+
+        def capped_ascent(forget_index: torch.Tensor, forget_images: torch.Tensor) -> torch.Tensor:
+            nonlocal capped
+            # The scoring timesteps (the cap is measured at them), with fresh noise.
+            noise, _ = random_noise_and_timesteps(family_config, len(forget_index), run.noise_generator,
+                                                  forget_images.device)
+            timesteps = scoring[torch.randint(0, len(scoring), (len(forget_index),), generator=run.generator)]
+            forget = denoising_losses(network, family_config, forget_images, take(data.forget_y, forget_index),
+                                      timesteps, noise).mean()
+            capped += int(forget.item() >= cap)
+            return -config.forget_weight * torch.clamp(forget, max=cap)
+
+        run.forget_steps(capped_ascent, retain_weight=config.retain_weight)
         return run.result(forget_loss_cap=cap, capped_steps=capped)

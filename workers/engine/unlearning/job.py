@@ -25,8 +25,8 @@ from app.config import get_settings
 from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, Verification, VerifiedVersion
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
-from workers.engine.shards import Resume, train_shards
-from workers.engine.training import StateDict, frozen_predictions
+from workers.engine.shards import Resume, counted, train_shards
+from workers.engine.training import StateDict, device_from_setting, frozen_predictions
 from workers.engine.unlearning import base, repair, verification
 from workers.engine.verification import control as no_op
 from workers.engine.verification import references
@@ -164,7 +164,8 @@ def repaired(ctx: Context, outcome: CandidateVersion, flagged: npt.NDArray[np.in
     details: JsonObject = {**outcome.details, "repair": {
         "records": [int(i) for i in np.sort(flagged)], "method": "neggrad_plus", "settings": dict(repair.SETTINGS),
         "steps": result.details.get("steps"), "stopped_at_step": result.details.get("stopped_at_step")}}
-    return replace(outcome, shards=(Shard(shard=0, weights=weights, checkpoints=()),), details=details)
+    return replace(outcome, shards=(Shard(shard=0, weights=weights, checkpoints=(), records=outcome.shards[0].records),),
+                   details=details)
 
 
 def run_method(ctx: Context, name: str, settings: JsonObject | None = None) -> CandidateVersion:
@@ -220,7 +221,8 @@ def sisa(ctx: Context) -> CandidateVersion:
         seed=ctx.seed, sisa=ctx.sisa, shard_list=sorted(first_slice), resume=resume, progress=ctx.progress,
         label="sisa: ",
     )
-    shards = tuple(trained.get(s, ctx.old_shards[s]) for s in range(ctx.sisa.shards))
+    # Every shard's records from the new manifest: the retrained ones' fell, the kept ones' stay.
+    shards = counted([trained.get(s, ctx.old_shards[s]) for s in range(ctx.sisa.shards)], manifest)
     details: dict[str, JsonValue] = {
         "shards_retrained": sorted(first_slice), "from_slice": {str(s): k for s, k in first_slice.items()},
         "slices_retrained": sum(ctx.sisa.slices - k for k in first_slice.values()),
@@ -245,8 +247,11 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
                              forget_target_loss=_forget_targets(ctx, (forget_x, forget_y), unseen))
     shards: list[Shard] = []
     details: JsonObject = {}
+    # On OBLIVIATE_DEVICE, as training and the exact methods are (the methods move their data to
+    # the network's device and draw their randomness on the CPU).
+    device = device_from_setting(get_settings().device)
     for index, old in enumerate(ctx.old_shards):
-        network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights))
+        network = load_network(ctx.family, ctx.config, ctx.shape, store.get_bytes(old.weights)).to(device)
         result = method.run(base.MethodCall(ctx.family, network, ctx.config, data, config, seed=ctx.seed,
                                             progress=ctx.progress))
         weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in result.network.state_dict().items()},
@@ -254,8 +259,8 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
         shards.append(Shard(shard=index, weights=weights, checkpoints=()))
         details = result.details
     manifest = without_forget(ctx)
-    return CandidateVersion(method_name, manifest, tuple(shards), method.next_state(ctx.old_state, details), details,
-                   settings=base.dump_config(config))
+    return CandidateVersion(method_name, manifest, counted(shards, manifest), method.next_state(ctx.old_state, details),
+                            details, settings=base.dump_config(config))
 
 
 def _unseen(ctx: Context) -> tuple[torch.Tensor | None, torch.Tensor | None]:

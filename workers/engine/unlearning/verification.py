@@ -344,11 +344,14 @@ def _image_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modu
                                               np.ones(null_matrix.shape, dtype=bool), "references",
                                               forget_subjects, holdout_subjects)
 
-    def pixels(networks: Sequence[nn.Module], purpose: str) -> npt.NDArray[np.float32]:
-        drawn = sample(networks, ctx.config, image_checks.SAMPLES, seed=derive_seed(ctx.seed, "verify", purpose))
+    def pixels(networks: Sequence[nn.Module], purpose: str,
+               shard_records: Sequence[int | None] | None = None) -> npt.NDArray[np.float32]:
+        drawn = sample(networks, ctx.config, image_checks.SAMPLES, seed=derive_seed(ctx.seed, "verify", purpose),
+                       shard_records=shard_records)
         return np.asarray(drawn.reshape(drawn.shape[0], -1).numpy(), dtype=np.float32)
 
-    samples = pixels(after, "copies")
+    # The new version's samples as /sample draws them: a SISA version's shards by their records.
+    samples = pixels(after, "copies", [shard.records for shard in outcome.shards])
     forget_works = forget[0].numpy()
     copies = None
     if holdout is not None and has_holdout:
