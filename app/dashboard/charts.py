@@ -159,6 +159,9 @@ CHECK_LABELS: dict[str, tuple[str, str]] = {
 VERDICT_COLOURS = {"pass": "#166534", "fail": "#b91c1c", "inconclusive": "#854d0e"}
 TICK_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
 ROW, TOP, LEFT, PLOT, VALUES = 34, 26, 200, 260, 250  # pixels: row height, header, label column, axis, value column
+# Below the rows: the tick labels, the axis caption, then the legend on a line of its own, so
+# that no tick label (the right-most ends past the axis) can reach it whatever the scale.
+TICK_BASELINE, CAPTION_BASELINE, LEGEND_TOP, FOOTER = 15, 30, 38, 52
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def forest_plot(verdicts: dict[str, Any] | None, title: str) -> ForestPlot | Non
     def x(value: float) -> float:
         return round(LEFT + (max(-limit, min(limit, value)) + limit) / (2 * limit) * PLOT, 2)
 
-    height = TOP + len(rows) * ROW + 44
+    height = TOP + len(rows) * ROW + FOOTER
     width = LEFT + PLOT + VALUES
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
              f'aria-label="{escape(title)}" class="forest" font-family="sans-serif">',
@@ -276,11 +279,13 @@ def forest_plot(verdicts: dict[str, Any] | None, title: str) -> ForestPlot | Non
     for k in range(-ticks, ticks + 1):
         value = k * step
         parts.append(f'<line x1="{x(value)}" x2="{x(value)}" y1="{bottom}" y2="{bottom + 4}" stroke="#1f2937"></line>')
-        parts.append(f'<text class="tick" x="{x(value)}" y="{bottom + 15}" font-size="9" fill="#1f2937" '
+        parts.append(f'<text class="tick" x="{x(value)}" y="{bottom + TICK_BASELINE}" font-size="9" fill="#1f2937" '
                      f'text-anchor="middle">{value:+.2f}</text>')
-    parts.append(f'<text x="{LEFT + PLOT / 2}" y="{bottom + 30}" font-size="10" fill="#1f2937" text-anchor="middle">'
+    parts.append(f'<text class="caption" x="{LEFT + PLOT / 2}" y="{bottom + CAPTION_BASELINE}" font-size="10" '
+                 f'fill="#1f2937" text-anchor="middle">'
                  f'difference from unseen data (0 = indistinguishable; 0.10 = 10 points)</text>')
-    parts.append(f'<rect x="{LEFT + PLOT + 10}" y="{bottom + 8}" width="12" height="9" fill="#dcfce7" stroke="#86efac"></rect>'
-                 f'<text x="{LEFT + PLOT + 26}" y="{bottom + 16}" font-size="9" fill="#1f2937">tolerance band</text>')
+    parts.append(f'<g class="legend"><rect x="{LEFT}" y="{bottom + LEGEND_TOP}" width="12" height="9" fill="#dcfce7" '
+                 f'stroke="#86efac"></rect><text x="{LEFT + 16}" y="{bottom + LEGEND_TOP + 8}" font-size="9" '
+                 f'fill="#1f2937">tolerance band</text></g>')
     parts.append("</svg>")
     return ForestPlot(rows=rows, confidence=confidence, limit=limit, step=step, svg="".join(parts))

@@ -330,6 +330,48 @@ def test_forest_plot_draws_each_check_as_an_interval_against_its_tolerance_band(
     assert forest_plot({"checks": []}, "none") is None and forest_plot(None, "none") is None
 
 
+def _text_box(element, font_size: float) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) that an SVG text element covers at most: every glyph of a sans-serif
+    face is at most 0.62 em wide, and the line runs from an em above its baseline to a quarter
+    em below it."""
+    width = len("".join(element.itertext())) * 0.62 * font_size
+    x, y = float(element.get("x")), float(element.get("y"))
+    start = {"middle": x - width / 2, "end": x - width}.get(element.get("text-anchor"), x)
+    return start, start + width, y - font_size, y + 0.25 * font_size
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+@pytest.mark.parametrize("extent", [0.02, 0.26, 0.3, 0.7, 1.0])
+def test_forest_plot_legend_never_meets_a_tick_label(extent):
+    from xml.etree import ElementTree
+
+    from app.dashboard.charts import forest_plot
+
+    checks = [*_forest_checks(), {"name": "extraction", "estimate": extent / 2, "interval": [0.0, extent],
+                                  "tolerance": 0.01, "two_sided": False, "verdict": "fail", "confidence": 0.9}]
+    plot = forest_plot({"checks": checks}, "scale")
+    svg = ElementTree.fromstring(plot.svg)
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    legend = svg.find("s:g[@class='legend']", ns)
+    rect, label = legend.find("s:rect", ns), legend.find("s:text", ns)
+    rx, ry = float(rect.get("x")), float(rect.get("y"))
+    box = _text_box(label, float(label.get("font-size")))
+    legend_box = (min(rx, box[0]), max(rx + float(rect.get("width")), box[1]),
+                  min(ry, box[2]), max(ry + float(rect.get("height")), box[3]))
+    assert "tolerance band" in "".join(label.itertext())
+    ticks = svg.findall("s:text[@class='tick']", ns)
+    assert ticks[-1].text == f"{plot.limit:+.2f}"
+    caption = svg.find("s:text[@class='caption']", ns)
+    for text in [*ticks, caption]:
+        assert not _overlap(_text_box(text, float(text.get("font-size"))), legend_box), (text.text, legend_box)
+    # The legend lies inside the drawing.
+    height = float(svg.get("viewBox").split()[3])
+    assert legend_box[3] <= height
+
+
 @pytest.mark.parametrize("verdict", ["inconclusive", "fail"])
 def test_an_exact_erasure_shows_its_sanity_check_without_a_red_badge_and_alarms_when_it_fails(client, verdict):
     from copy import deepcopy

@@ -93,6 +93,10 @@ def test_language_model_erasure_end_to_end(client, admin, settings_env, worker):
     assert escalation["reasons"] and escalation["verdicts"]["references"]["live"] == 4
     assert [c["name"] for c in escalation["verdicts"]["checks"]] == [
         "mia_auc", "min_k_plus_plus_auc", "extraction", "per_record_audit", "holdout_drop"]
+    # Its 8 texts are one subject's: the audit counts one subject, and the AUCs cluster by subject.
+    judged = {c["name"]: c for c in escalation["verdicts"]["checks"]}
+    assert judged["per_record_audit"]["extra"]["subjects"] == 1 and judged["per_record_audit"]["extra"]["records"] == 8
+    assert judged["mia_auc"]["extra"]["clustered_by_subject"] and judged["extraction"]["extra"]["forget_subjects"] == 1
     for name in names:
         assert client.get(f"/v1/models/{name}/versions/1/weights", headers=admin).status_code == 410
         assert client.get(f"/v1/models/{name}/versions/2/weights", headers=admin).status_code == 200

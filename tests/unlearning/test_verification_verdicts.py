@@ -227,6 +227,12 @@ def test_a_language_model_is_audited_against_its_references_and_refills_them(cli
         assert BLOCK_FIELDS <= set(block) and block["reference"] == "references"
         audit = next(c for c in block["checks"] if c["name"] == "per_record_audit")
         assert audit["attack"] == "offline_lira" and audit["n"] == block["records"] == 3
+        # The checks judge the subject, not its texts: its three texts are one subject, and
+        # every interval is clustered by subject key.
+        assert audit["extra"]["subjects"] == 1 and audit["extra"]["records"] == 3
+        checks = {c["name"]: c for c in block["checks"]}
+        assert checks["mia_auc"]["extra"]["clustered_by_subject"]
+        assert checks["extraction"]["extra"]["forget_subjects"] == 1
         assert block["references"]["live"] == 4 and set(block["tolerances"]) >= {"extraction", "mia_auc"}
     assert escalation["verdict"] != "pass" and model["method"] == "retrain"
     assert len(model["destroyed_references"]) == 2

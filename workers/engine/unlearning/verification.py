@@ -40,7 +40,9 @@ from workers.engine.unlearning import base
 from workers.engine.unlearning.context import CandidateVersion, Context, halves, holdout_half, retain_sample
 from workers.engine.verification.scores import LabelledSet, Networks, as_list, reference_inputs, shard_inputs
 from workers.engine.verification.text_checks import (
+    TextSubjects,
     TokenStatistics,
+    extractable,
     extraction_counts,
     extraction_outcomes,
     token_statistics,
@@ -159,12 +161,14 @@ NO_RECORDS = TokenStatistics(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(
 class TextEvidence:
     """The per-record figures behind a language model's verdicts (workers/engine/verification/text_checks.py):
     token statistics of the forget and held-out records, and which of them came back verbatim
-    (the held-out ones of the extraction sample)."""
+    (the held-out ones of the extraction sample), with the subject key of each outcome."""
 
     forget: TokenStatistics
     holdout: TokenStatistics | None
     forget_extracted: npt.NDArray[np.float64]
     holdout_extracted: npt.NDArray[np.float64]
+    forget_extracted_subjects: npt.NDArray[np.object_]
+    holdout_extracted_subjects: npt.NDArray[np.object_]
 
 
 def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.NDArray[np.int64],
@@ -180,21 +184,27 @@ def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.ND
         windows, owners = records.rows_for(ids)
         return evaluate(ctx.family, list(networks), windows, owners), token_statistics(networks, windows, owners.numpy())
 
-    def extracted(records: Records, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    def extracted(records: Records, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64],
+                                                                          npt.NDArray[np.object_]]:
+        """Each tried text's outcome and its subject key (texts too short to split are not tried)."""
         if not isinstance(records, TextRecords):
             raise TypeError("a language model's records are texts")
-        return extraction_outcomes(networks, records.texts_for(ids), block_size)
+        texts = records.texts_for(ids)
+        tried = np.asarray(ids)[extractable(texts)]
+        return (extraction_outcomes(networks, texts, block_size),
+                np.asarray(records.subject_keys[np.searchsorted(records.record_ids, tried)], dtype=object))
 
     forget, forget_statistics = measured(ctx.old_records, forget_ids)
     retain = evaluate(ctx.family, list(networks), *ctx.old_records.rows_for(retain_ids))
-    forget_extracted, holdout_extracted = extracted(ctx.old_records, forget_ids), np.zeros(0)
+    forget_extracted, forget_extracted_subjects = extracted(ctx.old_records, forget_ids)
+    holdout_extracted, holdout_extracted_subjects = np.zeros(0), np.zeros(0, dtype=object)
     text: dict[str, Any] = {"extraction": {"forget": extraction_counts(forget_extracted)}}
     holdout_set, auc, holdout_statistics = SetFigures(None, None, 0), None, None
     if holdout_ids is not None:
         holdout, holdout_statistics = measured(ctx.new_records, holdout_ids)
         membership = _membership(forget_statistics, holdout_statistics)
         sample = np.sort(np.random.default_rng(ctx.seed).permutation(holdout_ids)[:EXTRACTION_HOLDOUT_SAMPLE])
-        holdout_extracted = extracted(ctx.new_records, sample)
+        holdout_extracted, holdout_extracted_subjects = extracted(ctx.new_records, sample)
         text["extraction"]["holdout"] = extraction_counts(holdout_extracted)
         text |= {"loss_auc": membership["loss_auc"], "min_k_plus_plus_auc": membership["min_k_plus_plus_auc"]}
         holdout_set, auc = SetFigures(holdout["accuracy"], holdout["loss"], holdout["n"]), membership["loss_auc"]
@@ -204,7 +214,8 @@ def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.ND
     figures = Figures(forget=SetFigures(forget["accuracy"], forget["loss"], forget["n"]),
                       retain=SetFigures(retain["accuracy"], retain["loss"], retain["n"]),
                       holdout=holdout_set, mia_auc=auc, text=text)
-    return figures, TextEvidence(forget_statistics, holdout_statistics, forget_extracted, holdout_extracted)
+    return figures, TextEvidence(forget_statistics, holdout_statistics, forget_extracted, holdout_extracted,
+                                 forget_extracted_subjects, holdout_extracted_subjects)
 
 
 def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Sequence[Shard],
@@ -398,7 +409,8 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
     """A language model's verdicts (workers/engine/verification/text_checks.py): the text checks against
     the confirmation half of the holdout and, per record, LiRA against the confirmation half of
     the model's reference models or a SISA model's own shards, each record scored by its mean
-    token log-likelihood. (Verbatim extraction keeps its holdout sample: no stopping rule aims at it.)"""
+    token log-likelihood. Every text carries its subject key, so each check judges subjects
+    (`TextSubjects`). (Verbatim extraction keeps its holdout sample: no stopping rule aims at it.)"""
     forget_ids = np.sort(ctx.forget_ids)
     keys, forget_shards = _subjects_and_shards(ctx, forget_ids)
     holdout = evidence.holdout if evidence.holdout is not None else NO_RECORDS
@@ -435,7 +447,15 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
         method=outcome.method, exact=outcome.method in EXACT, membership_inputs=inputs, live=len(pool),
         pool_expected=halved.confirmation_expected if ctx.reference_pool else 0,
         reference_ids=[str(r.id) for r in halved.confirmation], requests=request_masks(ctx, keys),
-        min_k_inputs=min_k_inputs, policy=checks.policy_from_settings(alpha), independent=halved.independent)
+        min_k_inputs=min_k_inputs, policy=checks.policy_from_settings(alpha), independent=halved.independent,
+        subjects=TextSubjects(_subject_keys(ctx.old_records, evidence.forget.records),
+                              _subject_keys(ctx.new_records, holdout.records),
+                              evidence.forget_extracted_subjects, evidence.holdout_extracted_subjects))
+
+
+def _subject_keys(records: Records, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    """The subject key of each record among `ids` (pseudonymous, never an identifier)."""
+    return np.asarray(records.subject_keys[np.searchsorted(records.record_ids, ids)], dtype=object)
 
 
 def _only(statistics: TokenStatistics, ids: npt.NDArray[np.int64]) -> TokenStatistics:
