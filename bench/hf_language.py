@@ -23,7 +23,7 @@ training and generation throughput in tokens/s.
 
     .venv/bin/python bench/hf_language.py            # the table of docs/byo-language-model.md
     .venv/bin/python bench/hf_language.py --quick    # a smoke run (the case will not count)
-    .venv/bin/python bench/hf_language.py --device cuda --scale 6   # GPU host: ~26x the weights
+    .venv/bin/python bench/hf_language.py --device cuda --scale 6   # GPU host: 27.5x the weights
 """
 
 from __future__ import annotations
