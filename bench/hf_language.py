@@ -175,8 +175,15 @@ def sisa_rows(c: Case, layout: str, keep_ids, erased_ids, erased_subjects) -> di
     for shard, slice_index in zip(manifest.shards[rows].tolist(), manifest.slices[rows].tolist(), strict=True):
         affected[shard] = min(slice_index, affected.get(shard, slice_index))
     label = f"SISA-LoRA S={shards} R={slices}"
-    found = {f"{label}, before erasure": {**figures(c, [c.network(x) for x in old[0]], manifest, erased_subjects),
-                                          "seconds": train_s, "cpu_seconds": train_cpu}}
+    networks = [c.network(x) for x in old[0]]
+    # Each erased canary under the one adapter that trained on it, alone: what the mean over the
+    # S adapters dilutes.
+    own = []
+    for subject in erased_subjects:
+        shard = int(manifest.shards[np.isin(manifest.record_ids, c.record_ids[c.subject_keys == c.keys[subject]])].max())
+        own.append(exposure(c, [networks[shard]], subject)[0])
+    found = {f"{label}, before erasure": {**figures(c, networks, manifest, erased_subjects),
+                                          "exposure_own_adapter": own, "seconds": train_s, "cpu_seconds": train_cpu}}
     (new, new_manifest), sisa_s, sisa_cpu = timed(lambda: train_sisa(c, sisa, keep_ids, affected, old))
     first = min(affected)
     _, _, one_cpu = timed(lambda: train_sisa(c, sisa, keep_ids, {first: affected[first]}, old))
@@ -329,7 +336,8 @@ def report(results: dict, info: dict) -> None:
         counts = min(before["exposure"]) >= 10
         within = abs(np.mean(sisa["exposure"]) - ref_exp.mean()) <= 1
         cheap = sisa["one_subject_cpu_seconds"] / ref_cpu <= 1 / sisa["shards"] + 0.10
-        print(f"{label} before erasure: exposure {', '.join(f'{e:.1f}' for e in before['exposure'])} bits: the row "
+        print(f"{label} before erasure: exposure {', '.join(f'{e:.1f}' for e in before['exposure'])} bits "
+              f"({', '.join(f'{e:.1f}' for e in before['exposure_own_adapter'])} under its own adapter alone): the row "
               f"{'counts' if counts else 'does NOT count'} (≥ 10 bits); within 1 bit of the re-fine-tune: "
               f"{'met' if within else 'MISSED'}; one subject at ≤ 1/S + 0.10 of its CPU: {'met' if cheap else 'MISSED'}")
     for label in ("gradient_difference (LoRA)", "npo (LoRA)"):
