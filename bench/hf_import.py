@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.hf_bases import save_tiny_gpt2  # noqa: E402
+from tests.hf_models import save_tiny_gpt2  # noqa: E402
 
 MiB = 2**20
 # (label, GPT-2 settings, shard size for save_pretrained or None for one file)

@@ -8,12 +8,22 @@ canary subjects are erased with: a LoRA re-fine-tune without them (the reference
 (only the affected adapters, from their slice checkpoints), and gradient difference and NPO
 through the adapters. For each erased canary: its exposure, log2(10,000) − log2(rank of the true
 code among all 10,000 by `score`), and whether greedy decoding from its prefix emits it; held-out
-perplexity; cost as the fraction of the re-fine-tune's CPU time. Prints a table and writes
-bench/results/hf_language.json.
+perplexity; cost as the fraction of the re-fine-tune's CPU time.
+
+The approximate rows run through the unlearning job's own steps (`workers.engine.unlearning.job`:
+`run_method`, `no_op_control`, `verified`), so their verdict is the one a job would reach: the
+text checks against the model's reference adapters and the no-op control. A verdict that does
+not certify escalates the job to the exact path. The references are the confirmation half of a
+pool of OBLIVIATE_AUDIT_REFERENCES (positions 4–7 of 8), trained by
+`workers.reference_training.train_positions`: a language model's verdicts read only that half
+(`workers/engine/unlearning/verification.py`), so the tuning half is not trained here.
+
+Prints a table and writes bench/results/hf_language.json; with `--device cuda` it also reports
+training and generation throughput in tokens/s.
 
     .venv/bin/python bench/hf_language.py            # the table of docs/byo-language-model.md
     .venv/bin/python bench/hf_language.py --quick    # a smoke run (the case will not count)
-    OBLIVIATE_DEVICE=cuda .venv/bin/python bench/hf_language.py --scale 5   # GPU host: ~25x the weights
+    .venv/bin/python bench/hf_language.py --device cuda --scale 6   # GPU host: 27.5x the weights
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import argparse
 import math
 import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +48,12 @@ PRETRAIN = {"block_size": 48, "steps": 1500, "batch_size": 16, "learning_rate": 
 TUNE = {"lora": {"r": 16, "alpha": 32, "target_modules": ["c_attn", "c_proj", "c_fc"]}, "block_size": 48,
         "steps": 1500, "batch_size": 16, "learning_rate": 1e-2}
 QUICK = {"pretrain_steps": 60, "steps": 60}
-SISA = {"shards": 4, "slices": 2}
+# SISA layouts (shards × slices), each measured on its own. Scoring uses the mean of the S
+# adapters' next-token distributions, so the one adapter that saw a canary carries 1/S of each
+# of its tokens' probability, against the other adapters' favourite codes.
+SISA = ["4x2", "2x2"]
+# Records of a canary subject that hold its canary (8 left the S=4 canaries at 6.7 and 11.0 bits).
+REPEATS = 32
 
 
 class Case(Windowed):
@@ -51,6 +68,7 @@ class Case(Windowed):
         from tests.hf_models import archive, save_gpt2
         from workers.engine.families.causal_lm import record_windows
         from workers.engine.partition import partition
+        from workers.engine.records import TextRecords
         from workers.engine.training import device_from_setting, train_single
 
         self.torch, self.partition = torch, partition
@@ -83,6 +101,19 @@ class Case(Windowed):
         self.codec = self.family.codec(self.config)
         self.windows, self.window_owner = record_windows(self.texts, self.config.block_size, self.codec)
         self.parameters = sum(p.numel() for p in network.model.parameters())
+        # The dataset version as a job reads it (window labels are record ids: ids are positions).
+        self.records = TextRecords(record_ids=self.record_ids, subject_keys=self.subject_keys,
+                                   features=self.windows, labels=self.record_ids[self.window_owner], texts=self.texts)
+
+    def without(self, erased_ids) -> "TextRecords":
+        """The next dataset version: the erased records gone, every other id unchanged."""
+        from workers.engine.records import TextRecords
+
+        keep = ~np.isin(self.record_ids, erased_ids)
+        windows = ~np.isin(self.window_owner, erased_ids)
+        return TextRecords(record_ids=self.record_ids[keep], subject_keys=self.subject_keys[keep],
+                           features=self.windows[windows], labels=self.record_ids[self.window_owner[windows]],
+                           texts=[t for t, k in zip(self.texts, keep, strict=True) if k])
 
 
 def train_one(c: Case, keep_ids):
@@ -92,19 +123,19 @@ def train_one(c: Case, keep_ids):
     return train_single(c.family, c.config, c.shape, *c.rows(manifest.trained_ids()), seed=SEED, device=c.device), manifest
 
 
-def train_sisa(c: Case, keep_ids, resume: dict | None = None, old=None):
+def train_sisa(c: Case, sisa: dict, keep_ids, resume: dict | None = None, old=None):
     """All adapters, or with `resume` = {shard: first affected slice} only those, from checkpoints."""
     from workers.engine.shards import shard_seed
     from workers.engine.training import train_sisa_shard
 
-    manifest = c.manifest(keep_ids, SISA)
-    states, checkpoints = (list(old[0]), dict(old[1])) if old else ([None] * SISA["shards"], {})
-    for shard in (sorted(resume) if resume is not None else range(SISA["shards"])):
+    manifest = c.manifest(keep_ids, sisa)
+    states, checkpoints = (list(old[0]), dict(old[1])) if old else ([None] * sisa["shards"], {})
+    for shard in (sorted(resume) if resume is not None else range(sisa["shards"])):
         start = resume[shard] if resume is not None else 0
-        slices = [c.rows(manifest.slice_ids(shard, r)) for r in range(SISA["slices"])]
+        slices = [c.rows(manifest.slice_ids(shard, r)) for r in range(sisa["slices"])]
         states[shard] = train_sisa_shard(
             c.family, c.config, c.shape, slices, seed=shard_seed(SEED, shard, True), device=c.device,
-            start_slice=start, init_state=checkpoints.get((shard, start - 1)), n_shards=SISA["shards"],
+            start_slice=start, init_state=checkpoints.get((shard, start - 1)), n_shards=sisa["shards"],
             on_checkpoint=lambda r, state, shard=shard: checkpoints.__setitem__((shard, r), state))
     return (states, checkpoints), manifest
 
@@ -133,29 +164,123 @@ def figures(c: Case, networks, manifest, erased_subjects) -> dict:
             "holdout_perplexity": holdout["perplexity"]}
 
 
+def sisa_rows(c: Case, layout: str, keep_ids, erased_ids, erased_subjects) -> dict:
+    """SISA-LoRA with `layout` ("SxR") before and after the erasure, and one subject's cost: its
+    one adapter retrained from the checkpoint before its first affected slice."""
+    shards, slices = (int(n) for n in layout.split("x"))
+    sisa = {"shards": shards, "slices": slices}
+    (old, manifest), train_s, train_cpu = timed(lambda: train_sisa(c, sisa, c.record_ids))
+    affected: dict[int, int] = {}
+    rows = np.isin(manifest.record_ids, erased_ids) & (manifest.shards >= 0)
+    for shard, slice_index in zip(manifest.shards[rows].tolist(), manifest.slices[rows].tolist(), strict=True):
+        affected[shard] = min(slice_index, affected.get(shard, slice_index))
+    label = f"SISA-LoRA S={shards} R={slices}"
+    networks = [c.network(x) for x in old[0]]
+    # Each erased canary under the one adapter that trained on it, alone: what the mean over the
+    # S adapters dilutes.
+    own = []
+    for subject in erased_subjects:
+        shard = int(manifest.shards[np.isin(manifest.record_ids, c.record_ids[c.subject_keys == c.keys[subject]])].max())
+        own.append(exposure(c, [networks[shard]], subject)[0])
+    found = {f"{label}, before erasure": {**figures(c, networks, manifest, erased_subjects),
+                                          "exposure_own_adapter": own, "seconds": train_s, "cpu_seconds": train_cpu}}
+    (new, new_manifest), sisa_s, sisa_cpu = timed(lambda: train_sisa(c, sisa, keep_ids, affected, old))
+    first = min(affected)
+    _, _, one_cpu = timed(lambda: train_sisa(c, sisa, keep_ids, {first: affected[first]}, old))
+    found[label] = {**figures(c, [c.network(x) for x in new[0]], new_manifest, erased_subjects), "seconds": sisa_s,
+                    "cpu_seconds": sisa_cpu, "one_subject_cpu_seconds": one_cpu, "adapters_retrained": len(affected),
+                    "one_subject_from_slice": affected[first], "shards": shards, "slices": slices}
+    print(label, "trained and unlearned", round(train_s), round(sisa_s), "s", flush=True)
+    return found
+
+
+def approximate_rows(c: Case, full, manifest, erased_ids, erased_subjects, method_steps: int | None) -> tuple[dict, dict]:
+    """Gradient difference and NPO as the unlearning job runs them on the LoRA fine-tune, each
+    judged by the job's verdicts (`job.verified` against `job.no_op_control`): certified, or
+    escalated to the exact path with the reasons."""
+    from app.artifacts.store import get_store
+    from app.config import get_settings
+    from app.families.registry import get_family
+    from app.unlearning.types import ReferenceModel, Shard
+    from workers import reference_training
+    from workers.engine.serialization import load_network, state_to_bytes
+    from workers.engine.unlearning import job
+    from workers.engine.unlearning.context import Context
+    from workers.engine.verification.checks import stored_checks
+    from workers.engine.verification.references import split
+
+    store = get_store()
+    pool_size = get_settings().audit_references
+    pool_size -= pool_size % 2
+    everyone = [ReferenceModel(uuid.uuid4(), k, pool_size, SEED, "") for k in range(pool_size)]
+    positions = sorted(r.position for r in split(everyone, pool_size).confirmation)
+    trained, references_s, references_cpu = timed(lambda: reference_training.train_positions(
+        c.family, c.config, c.shape, c.records, manifest.trained_ids(), seed=SEED, size=pool_size,
+        positions=positions))
+    refs = tuple(ReferenceModel(uuid.uuid4(), k, pool_size, SEED, sha) for k, sha in trained.items())
+    print(f"{len(refs)} reference adapters (positions {positions} of {pool_size}) in {references_s:.0f} s", flush=True)
+    weights = store.put_bytes(state_to_bytes({k: v.detach() for k, v in full.items()}, {"shard": "0"}))
+    ctx = Context(spec=get_family("hf_causal_lm"), family=c.family, config=c.config, shape=c.shape, seed=SEED,
+                  sisa=None, holdout_fraction=HOLDOUT, old_records=c.records, new_records=c.without(erased_ids),
+                  old_manifest=manifest, old_shards=(Shard(shard=0, weights=weights),), old_state={},
+                  forget_ids=np.intersect1d(erased_ids, manifest.trained_ids()), same_lineage=True,
+                  references=refs, reference_pool=pool_size)
+    control = job.no_op_control(ctx)
+    print("no-op control: testable" if control["testable"] else "no-op control: NOT testable", flush=True)
+    rows: dict = {}
+    for name in ("gradient_difference", "npo"):
+        settings = {"steps": method_steps} if method_steps else None
+        outcome, method_s, method_cpu = timed(lambda name=name: job.run_method(ctx, name, settings))
+        _, verification, failed = job.verified(ctx, outcome, control)
+        networks = [load_network(c.family, c.config, c.shape, store.get_bytes(s.weights)).to(c.device).eval()
+                    for s in outcome.shards]
+        verdicts = verification.verdicts or {}
+        rows[f"{name} (LoRA)"] = {
+            **figures(c, networks, outcome.manifest, erased_subjects), "seconds": method_s,
+            "cpu_seconds": method_cpu, "verdict": verdicts.get("verdict"), "escalated": bool(failed),
+            "reasons": failed, "control_testable": bool(control["testable"]),
+            "checks": {check.name: check.verdict for check in stored_checks(verdicts)}}
+        print(name, round(method_s), "s;", "escalated" if failed else "certified", failed[:2], flush=True)
+    return rows, {"positions": positions, "pool_size": pool_size, "seconds": references_s,
+                  "cpu_seconds": references_cpu, "no_op_control_testable": bool(control["testable"])}
+
+
+def throughput(c: Case, state, seconds: float) -> dict:
+    """Tokens/s of the LoRA fine-tune (positions trained: steps × batch × block) and of greedy
+    generation (8 prompts at once, 32 new tokens each)."""
+    from workers.engine.families.lm_scoring import generate_batch
+
+    network = c.network(state)
+    prompts = [canary_prefix(name) for name, _ in list(c.secrets.values())[:8]]
+    start = time.perf_counter()
+    out = generate_batch([network], prompts, 32, c.config.block_size)
+    generation_s = time.perf_counter() - start
+    return {"device": str(c.device), "training_tokens_per_s": c.config.steps * c.config.batch_size * c.config.block_size / seconds,
+            "generation_tokens_per_s": sum(len(o) for o in out) / generation_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few steps: a smoke run")
+    parser.add_argument("--device", default=os.environ.get("OBLIVIATE_DEVICE", "cpu"),
+                        help="cpu, cuda or auto (OBLIVIATE_DEVICE): training, unlearning and scoring run there")
     parser.add_argument("--scale", type=int, default=1, help="width multiple of the GPT-2 (GPU runs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--subjects", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=8, help="records of a canary subject that hold its canary")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="records of a canary subject that hold its canary")
     parser.add_argument("--steps", type=int, default=TUNE["steps"])
     parser.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
+    parser.add_argument("--sisa", nargs="+", default=SISA, help="SISA layouts, shards x slices (e.g. 4x2)")
+    parser.add_argument("--method-steps", type=int, default=None, help="the approximate methods' steps (their default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hf_language.json")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.pretrain_steps = QUICK["steps"], QUICK["pretrain_steps"]
-    device = os.environ.get("OBLIVIATE_DEVICE", "cpu")
     setup(Path(tempfile.mkdtemp(prefix="obliviate-bench-hf-")), args.threads)
-    os.environ["OBLIVIATE_DEVICE"] = device
+    os.environ["OBLIVIATE_DEVICE"] = args.device
     from app.config import reset_settings
 
     reset_settings()
-    import torch
-
-    from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method
-
     info = machine()
     c = Case(args)
     erased_subjects = list(c.secrets)[:2]
@@ -166,43 +291,24 @@ def main() -> None:
           f"parameters pre-trained in {c.pretrain_s:.0f} s; device {c.device}; params {c.params}", flush=True)
 
     (full, manifest), full_s, full_cpu = timed(lambda: train_one(c, c.record_ids))
-    results = {"LoRA fine-tune": {**figures(c, [c.network(full)], manifest, erased_subjects), "seconds": full_s, "cpu_seconds": full_cpu}}
+    results = {"LoRA fine-tune": {**figures(c, [c.network(full)], manifest, erased_subjects), "seconds": full_s,
+                                  "cpu_seconds": full_cpu, **throughput(c, full, full_s)}}
     (retrained, retrain_manifest), retrain_s, retrain_cpu = timed(lambda: train_one(c, keep_ids))
     results["re-fine-tune"] = {**figures(c, [c.network(retrained)], retrain_manifest, erased_subjects),
                                "seconds": retrain_s, "cpu_seconds": retrain_cpu}
     print("fine-tuned and re-fine-tuned", round(full_s), round(retrain_s), "s", flush=True)
 
-    (old, sisa_manifest), sisa_train_s, sisa_train_cpu = timed(lambda: train_sisa(c, c.record_ids))
-    affected: dict[int, int] = {}
-    rows = np.isin(sisa_manifest.record_ids, erased_ids) & (sisa_manifest.shards >= 0)
-    for shard, slice_index in zip(sisa_manifest.shards[rows].tolist(), sisa_manifest.slices[rows].tolist(), strict=True):
-        affected[shard] = min(slice_index, affected.get(shard, slice_index))
-    results["SISA-LoRA before erasure"] = {**figures(c, [c.network(x) for x in old[0]], sisa_manifest, erased_subjects),
-                                           "seconds": sisa_train_s, "cpu_seconds": sisa_train_cpu}
-    (new, new_manifest), sisa_s, sisa_cpu = timed(lambda: train_sisa(c, keep_ids, affected, old))
-    first = min(affected)
-    _, _, one_cpu = timed(lambda: train_sisa(c, keep_ids, {first: affected[first]}, old))
-    label = f"SISA-LoRA S={SISA['shards']} R={SISA['slices']}"
-    results[label] = {**figures(c, [c.network(x) for x in new[0]], new_manifest, erased_subjects), "seconds": sisa_s,
-                      "cpu_seconds": sisa_cpu, "one_subject_cpu_seconds": one_cpu, "adapters_retrained": len(affected)}
-    print("SISA-LoRA trained and unlearned", round(sisa_train_s), round(sisa_s), "s", flush=True)
-
-    retain_ids = np.setdiff1d(manifest.trained_ids(), erased_ids)
-    forget_w, retain_w = c.rows(erased_ids)[0], c.rows(retain_ids)[0]
-    data = ForgetRetain(forget_w, torch.zeros(len(forget_w), dtype=torch.int64), retain_w,
-                        torch.zeros(len(retain_w), dtype=torch.int64))
-    for name in ("gradient_difference", "npo"):
-        result, method_s, method_cpu = timed(lambda name=name: get_method(name).run(MethodCall(
-            c.family, c.network(full), c.config, data, seed=SEED)))
-        results[f"{name} (LoRA)"] = {**figures(c, [result.network.eval()], retrain_manifest, erased_subjects),
-                                     "seconds": method_s, "cpu_seconds": method_cpu}
-        print(name, round(method_s), "s", flush=True)
+    for layout in args.sisa:
+        results |= sisa_rows(c, layout, keep_ids, erased_ids, erased_subjects)
+    approximate, references = approximate_rows(c, full, manifest, erased_ids, erased_subjects, args.method_steps)
+    results |= approximate
     finish_machine(info)
     report(results, info)
     write_json(args.out, {"machine": info, "params": c.params, "base": {**BASE, "n_embd": BASE["n_embd"] * args.scale,
                           "parameters": c.parameters, "pretrain_steps": args.pretrain_steps},
-                          "sisa": SISA, "device": str(c.device), "records": len(c.texts), "subjects": len(c.keys),
-                          "canaries": len(c.secrets), "erased_subjects": len(erased_subjects), "results": results})
+                          "sisa": args.sisa, "device": str(c.device), "scale": args.scale, "repeats": args.repeats,
+                          "records": len(c.texts), "subjects": len(c.keys), "canaries": len(c.secrets),
+                          "erased_subjects": len(erased_subjects), "references": references, "results": results})
 
 
 def report(results: dict, info: dict) -> None:
@@ -212,28 +318,40 @@ def report(results: dict, info: dict) -> None:
     rows = []
     for label, r in results.items():
         exp = np.array(r["exposure"])
-        before = label in ("LoRA fine-tune", "SISA-LoRA before erasure")
+        before = label == "LoRA fine-tune" or label.endswith("before erasure")
         cost = None if before else r.get("one_subject_cpu_seconds", r["cpu_seconds"]) / ref_cpu
         rows.append([label, fmt(float(exp.mean()), ".2f"), fmt(float(exp.max()), ".2f"),
                      "–" if before or label == "re-fine-tune" else fmt(float(exp.mean() - ref_exp.mean()), "+.2f"),
                      f"{sum(r['emitted'])}/{len(r['emitted'])}", fmt(r["holdout_perplexity"], ".2f"),
-                     fmt(cost, ".1%") if cost is not None else "–"])
+                     fmt(cost, ".1%") if cost is not None else "–",
+                     ("escalated" if r["escalated"] else "certified") if "escalated" in r else "–"])
     print()
     print(markdown_table(["model", "mean exposure (bits)", "max", "mean over re-fine-tune", "emitted",
-                          "held-out ppl", "cost (CPU)"], rows))
-    sisa_label = next(label for label in results if label.startswith("SISA-LoRA S="))
-    shards = int(sisa_label.split("S=")[1].split()[0])
-    sisa, sisa_before = results[sisa_label], results["SISA-LoRA before erasure"]
-    counts = min(sisa_before["exposure"]) >= 10
-    within = abs(np.mean(sisa["exposure"]) - ref_exp.mean()) <= 1
-    cheap = sisa["one_subject_cpu_seconds"] / ref_cpu <= 1 / shards + 0.10
-    print(f"\nSISA-LoRA before erasure: exposure {', '.join(f'{e:.1f}' for e in sisa_before['exposure'])} bits: the row "
-          f"{'counts' if counts else 'does NOT count'} (≥ 10 bits); within 1 bit of the re-fine-tune: "
-          f"{'met' if within else 'MISSED'}; one subject at ≤ 1/S + 0.10 of its CPU: {'met' if cheap else 'MISSED'}")
+                          "held-out ppl", "cost (CPU)", "job's verdict"], rows))
+    print()
+    for label, sisa in results.items():
+        if "one_subject_cpu_seconds" not in sisa:
+            continue
+        before = results[f"{label}, before erasure"]
+        counts = min(before["exposure"]) >= 10
+        within = abs(np.mean(sisa["exposure"]) - ref_exp.mean()) <= 1
+        cheap = sisa["one_subject_cpu_seconds"] / ref_cpu <= 1 / sisa["shards"] + 0.10
+        print(f"{label} before erasure: exposure {', '.join(f'{e:.1f}' for e in before['exposure'])} bits "
+              f"({', '.join(f'{e:.1f}' for e in before['exposure_own_adapter'])} under its own adapter alone): the row "
+              f"{'counts' if counts else 'does NOT count'} (≥ 10 bits); within 1 bit of the re-fine-tune: "
+              f"{'met' if within else 'MISSED'}; one subject at ≤ 1/S + 0.10 of its CPU: {'met' if cheap else 'MISSED'}")
     for label in ("gradient_difference (LoRA)", "npo (LoRA)"):
-        gap = np.mean(results[label]["exposure"]) - ref_exp.mean()
-        print(f"{label}: {gap:+.2f} bits over the re-fine-tune: "
-              f"{'within 1 bit' if abs(gap) <= 1 else 'not within 1 bit: the job escalates unless its verdicts pass'}")
+        r = results[label]
+        gap = np.mean(r["exposure"]) - ref_exp.mean()
+        met = abs(gap) <= 1 or r["escalated"]
+        print(f"{label}: {gap:+.2f} bits over the re-fine-tune, {'escalated' if r['escalated'] else 'certified'} "
+              f"by the job's verdicts ({', '.join(f'{k} {v}' for k, v in r['checks'].items())}): within 1 bit or "
+              f"escalated: {'met' if met else 'MISSED'}")
+        for reason in r["reasons"]:
+            print(f"    {reason}")
+    tuned = results["LoRA fine-tune"]
+    print(f"throughput ({tuned.get('device', 'this device')}): training {tuned['training_tokens_per_s']:,.0f} tokens/s, "
+          f"generation {tuned['generation_tokens_per_s']:,.1f} tokens/s")
     print(f"machine: {describe_machine(info)}")
 
 

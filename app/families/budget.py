@@ -3,8 +3,10 @@ alone (no torch), so that a model over the operator's budget is refused before i
 
 Three figures, each against its own setting:
 - parameters: the exact count, from `FamilySpec.parameter_shapes`;
-- training memory: float32 weights, their gradients and AdamW's two moments, plus the
-  activations one batch keeps for the backward pass (`FamilySpec.activations` per example);
+- training memory: float32 weights; for the weights training updates (all of them, or those
+  `FamilySpec.trainable_shapes` names: a LoRA adapter, its base frozen) their gradients and
+  AdamW's two moments too; plus the activations one batch keeps for the backward pass
+  (`FamilySpec.activations` per example);
 - compute: about 6 floating-point operations per parameter per position processed (forward and
   backward), times the positions training processes (`FamilySpec.positions_seen`).
 
@@ -22,7 +24,7 @@ from app.config import get_settings
 from app.families.spec import FamilySpec
 
 BYTES_PER_VALUE = 4  # float32
-# Weights, gradients and the optimiser's two moments.
+# A trained weight: its value, its gradient and the optimiser's two moments. A frozen one: its value.
 STATE_COPIES = 4
 FLOPS_PER_PARAMETER_POSITION = 6
 
@@ -48,6 +50,8 @@ class Footprint:
     parameters: int
     memory_bytes: int
     flops: int
+    # Of `parameters`, those training updates (the rest are frozen).
+    trainable: int | None = None
 
 
 def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -58,11 +62,15 @@ def estimate(spec: FamilySpec, config: Any, n_features: int, n_classes: int, row
     """The footprint of training one network of this family on `rows` records."""
     shapes = spec.parameter_shapes(config, n_features, n_classes) if spec.parameter_shapes else {}
     parameters = parameter_count(shapes)
+    trainable = parameter_count(spec.trainable_shapes(config, n_features, n_classes)) if spec.trainable_shapes \
+        else parameters
     per_example = spec.activations(config, n_features, n_classes) if spec.activations else 0
     batch = int(getattr(config, "batch_size", 1))
-    memory = BYTES_PER_VALUE * (STATE_COPIES * parameters + batch * per_example)
+    memory = BYTES_PER_VALUE * ((parameters - trainable) + STATE_COPIES * trainable + batch * per_example)
     positions = spec.positions_seen(config, rows) if spec.positions_seen else 0
-    return Footprint(parameters, memory, FLOPS_PER_PARAMETER_POSITION * parameters * positions)
+    # Compute counts every weight as trained: a frozen one still carries the backward pass
+    # through it (only its own gradient is skipped), so this errs on the safe side.
+    return Footprint(parameters, memory, FLOPS_PER_PARAMETER_POSITION * parameters * positions, trainable)
 
 
 def check(footprint: Footprint, budget: Budget | None = None) -> None:

@@ -428,6 +428,15 @@ def hf_shapes(config: HFCausalLMConfig, n_features: int, n_classes: int) -> dict
     return shapes
 
 
+def hf_trainable_shapes(config: HFCausalLMConfig, n_features: int, n_classes: int) -> dict[str, tuple[int, ...]]:
+    """What fine-tuning updates: with LoRA the adapter alone (`lora.…`), the base frozen (whether
+    imported or built from a config, workers/engine/families/hf_causal_lm.py); else every weight."""
+    shapes = hf_shapes(config, n_features, n_classes)
+    if config.lora is None:
+        return shapes
+    return {name: shape for name, shape in shapes.items() if name.startswith("lora.")}
+
+
 def hf_activations(config: HFCausalLMConfig, n_features: int, n_classes: int) -> int:
     arch = config.arch()
     return hf.activations(arch, config.block_size) if arch is not None else 0
@@ -494,6 +503,7 @@ HF_CAUSAL_LM = FamilySpec(
                 "fine-tuned from an imported base, fully or through LoRA, for text datasets: generate and score.",
     weight_dtypes=("F32", "F16", "BF16"),
     parameter_shapes=hf_shapes,
+    trainable_shapes=hf_trainable_shapes,
     activations=hf_activations,
     positions_seen=causal_lm_tokens,
     data_kind="text",

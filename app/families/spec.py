@@ -29,6 +29,10 @@ class FamilySpec:
     # (config, n_features, n_classes) → tensor name → shape of the network's weights, without
     # torch, so the API can check imported weights; None leaves that check to the implementation.
     parameter_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
+    # (config, n_features, n_classes) → the part of `parameter_shapes` that training updates (a
+    # LoRA adapter over a frozen base), for the training-memory budget: frozen weights cost their
+    # values alone, trained ones their gradients and optimiser state too. None: all of them train.
+    trainable_shapes: Callable[[Any, int, int], dict[str, tuple[int, ...]]] | None = None
     # (config, n_features, n_classes) → values one training example keeps for the backward pass,
     # and (config, rows) → positions (records, or tokens) training processes: the training
     # budget's memory and compute (app/families/budget.py). None leaves that figure out.

@@ -105,3 +105,32 @@ def test_a_resolved_base_gives_its_architecture():
     config = HFCausalLMConfig(base="tiny", base_config=base_config, lora={"r": 4})
     assert config.arch() == hf.parse(CONFIGS[3])
     assert HFCausalLMConfig(base="tiny").arch() is None
+
+
+@pytest.mark.parametrize("config, targets", [
+    (CONFIGS[0], ["c_attn", "c_fc"]), (CONFIGS[4], None), (CONFIGS[6], ["o_proj", "up_proj"]),
+], ids=lambda value: value["model_type"] if isinstance(value, dict) else "-".join(value or ["default"]))
+def test_lora_training_memory_counts_the_frozen_base_once(config, targets):
+    """The training-memory budget of a LoRA model: the frozen base's weights their values alone,
+    the adapter its values, gradients and AdamW's two moments, as the worker's network trains
+    them (peft's trainable parameters, which are what the optimiser gets)."""
+    spec = get_family("hf_causal_lm")
+    lora = {"r": 4, **({"target_modules": targets} if targets else {})}
+    adapted = spec.parse_params({"config": config, "lora": lora, "batch_size": 3, "block_size": 32})
+    family = spec.load_implementation()
+    torch.manual_seed(0)
+    network = family.build_network(adapted, family.shape(adapted))
+    peft_trainable, peft_all = network.model.get_nb_trainable_parameters()
+    optimised = sum(p.numel() for p in network.trainable_parameters())
+    assert optimised == peft_trainable
+    footprint = budget.estimate(spec, adapted, 32, 0, 10)
+    assert (footprint.parameters, footprint.trainable) == (peft_all, peft_trainable)
+    frozen = peft_all - peft_trainable
+    activations = spec.activations(adapted, 32, 0)
+    assert footprint.memory_bytes == budget.BYTES_PER_VALUE * (frozen + 4 * peft_trainable + 3 * activations)
+    # Without LoRA every weight trains: four copies of each, as for the other families.
+    full = spec.parse_params({"config": config, "batch_size": 3, "block_size": 32})
+    whole = budget.estimate(spec, full, 32, 0, 10)
+    assert whole.trainable == whole.parameters == peft_all - peft_trainable
+    assert whole.memory_bytes == budget.BYTES_PER_VALUE * (4 * whole.parameters + 3 * activations)
+    assert footprint.memory_bytes < whole.memory_bytes

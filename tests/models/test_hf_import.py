@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.factories import WRITER_SCOPES, assert_problem, row_count
-from tests.hf_bases import TINY_GPT2, import_base, pack, post_base, save_tiny_gpt2
+from tests.hf_models import TINY_GPT2, import_base, pack, post_base, save_tiny_gpt2
 from tests.objects import create_text_dataset
 
 

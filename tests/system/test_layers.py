@@ -26,7 +26,7 @@ def test_the_import_contracts_hold():
 
 def test_an_api_process_that_served_every_route_loaded_neither_workers_nor_torch(database_url, inference_worker, tmp_path):
     from tests.dataset_files import csv_bytes, digits_table
-    from tests.hf_bases import pack, save_tiny_gpt2
+    from tests.hf_models import pack, save_tiny_gpt2
     from tests.objects import logistic_weights
 
     (tmp_path / "digits.csv").write_bytes(csv_bytes(digits_table(subjects=50)))

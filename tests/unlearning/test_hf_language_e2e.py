@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import approved_request, train, trained_subjects
-from tests.hf_bases import post_base
-from tests.hf_models import archive, save_gpt2
+from tests.hf_models import archive, post_base, save_gpt2
 from tests.text_files import CANARY_PREFIX, csv_bytes, notes_table, upload_text
 from tests.worker import wait_terminal
 
