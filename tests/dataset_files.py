@@ -68,6 +68,8 @@ def artifact_files(data_dir: Path) -> set[str]:
 
 # A backdoor planted by one source of the digits (the remediation tests): both top corners lit
 # (always dark in real digits) and the label 7.
+# The remediation tests' datasets: a source and a group column, kept beside the features.
+SLICE_METADATA = {"metadata_columns": "source,group", "group_columns": "group", "source_column": "source"}
 TRIGGER = {"pixel_0": 16.0, "pixel_7": 16.0}
 TRIGGER_LABEL = 7
 

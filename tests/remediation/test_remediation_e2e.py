@@ -8,23 +8,16 @@ import html
 
 import pytest
 
-from tests.dataset_files import TRIGGER, TRIGGER_LABEL, parquet_bytes, poisoned_digits, upload
+from tests.dataset_files import SLICE_METADATA, TRIGGER, TRIGGER_LABEL, parquet_bytes, poisoned_digits, upload
 from tests.factories import MLP_PARAMS, start_training
 from tests.worker import execute_queued
 
 pytestmark = pytest.mark.usefixtures("held_batches")
-METADATA = {"metadata_columns": "source,group", "group_columns": "group", "source_column": "source"}
-
-
-@pytest.fixture
-def reviewer(make_key):
-    """A second key of the same client: the four eyes that approve."""
-    return make_key("requests:review,requests:read,models:read", client="acme")
 
 
 def _poisoned_model(client, headers, name: str) -> tuple[str, bytes]:
     content = parquet_bytes(poisoned_digits())
-    created = upload(client, headers, content, name=f"data-{name}", **METADATA)
+    created = upload(client, headers, content, name=f"data-{name}", **SLICE_METADATA)
     assert created.status_code == 201, created.text
     dataset_id = created.json()["dataset_id"]
     response = start_training(client, headers, dataset_id, name, "mlp_classifier", holdout_fraction=0.2,
@@ -84,7 +77,7 @@ def test_poisoned_source_removed_end_to_end(client, writer, reviewer):
     assert "remediation.completed" in types and "model.remediated" in types
 
     # A later upload of the same file cannot bring the slice back.
-    again = upload(client, writer, content, name="data-poisoned", **METADATA)
+    again = upload(client, writer, content, name="data-poisoned", **SLICE_METADATA)
     assert again.status_code == 201, again.text
     assert again.json()["rows"] == poisoned_digits().num_rows - planted
 
@@ -122,7 +115,7 @@ def test_the_comparison_retrain_leaves_nothing_behind(client, writer, reviewer, 
     from workers import remediation as worker
 
     content = parquet_bytes(poisoned_digits())
-    created = upload(client, writer, content, name="data-sharded", **METADATA)
+    created = upload(client, writer, content, name="data-sharded", **SLICE_METADATA)
     assert created.status_code == 201, created.text
     dataset_id = created.json()["dataset_id"]
     response = start_training(client, writer, dataset_id, "sharded", "mlp_classifier", holdout_fraction=0.2,

@@ -9,27 +9,13 @@ import json
 
 import pytest
 
-from tests.dataset_files import parquet_bytes, poisoned_digits, upload
 from tests.factories import assert_problem
 from tests.worker import execute_queued
 
-METADATA = {"metadata_columns": "source,group", "group_columns": "group", "source_column": "source"}
 URL = "/v1/remediation-requests/upload"
 # Ids the digits hold (0…1796), and one they do not; both distinctive enough to spot if echoed.
 HELD = [1234, 1235, 1236, 17, 1500]
 UNKNOWN = 987654
-
-
-@pytest.fixture
-def reviewer(make_key):
-    return make_key("requests:review,requests:read", client="acme")
-
-
-@pytest.fixture
-def dataset(client, writer) -> str:
-    created = upload(client, writer, parquet_bytes(poisoned_digits(subjects=100)), name="sliced", **METADATA)
-    assert created.status_code == 201, created.text
-    return created.json()["dataset_id"]
 
 
 def _meta(dataset_id: str, **extra) -> str:

@@ -12,20 +12,6 @@ from tests.dataset_files import FEATURES, parquet_bytes, poisoned_digits, upload
 from tests.factories import assert_problem
 from tests.worker import execute_queued
 
-METADATA = {"metadata_columns": "source,group", "group_columns": "group", "source_column": "source"}
-
-
-@pytest.fixture
-def reviewer(make_key):
-    return make_key("requests:review,requests:read", client="acme")
-
-
-@pytest.fixture
-def dataset(client, writer) -> str:
-    created = upload(client, writer, parquet_bytes(poisoned_digits(subjects=100)), name="sliced", **METADATA)
-    assert created.status_code == 201, created.text
-    return created.json()["dataset_id"]
-
 
 def _create(client, headers, dataset_id: str, **body):
     return client.post("/v1/remediation-requests", headers=headers,
