@@ -60,13 +60,13 @@ class Policy:
     # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
     forget_gap: float = 0.15
     # Largest |forget − holdout accuracy gap| once calibrated by the reference models.
-    reference_gap: float = 0.075
+    reference_gap: float = 0.05
     # Largest |AUC − 0.5| of the loss-threshold attack.
     mia_auc: float = 0.10
     # Largest per-record LiRA advantage TPR − FPR (the setting `tolerance_audit`).
     membership: float = 0.15
-    # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
-    holdout_drop: float = 0.03
+    # Largest drop of holdout accuracy against the version before (0.02 = 2 points).
+    holdout_drop: float = 0.02
     # Language models: largest excess of forget over holdout records extracted verbatim.
     extraction: float = 0.05
     # Per-record level q at which the LiRA test's TPR and FPR are counted.
@@ -201,10 +201,13 @@ def membership_check(inputs: MembershipInputs, policy: Policy, record_ids: np.nd
                             forget_subjects=inputs.forget_subjects, null_subjects=inputs.null_subjects)
 
 
-def summary(checks: Sequence[Check], policy: Policy) -> dict[str, JsonValue]:
-    """The verification block: the overall verdict, why, and every check."""
-    return {"verdict": overall(checks), "alpha": policy.alpha, "reasons": reasons(checks),
-            "notes": notes(checks), "checks": [c.as_dict() for c in checks]}
+def summary(checks: Sequence[Check], policy: Policy, *, utility_required: bool = False) -> dict[str, JsonValue]:
+    """The verification block: the overall verdict, why, and every check. With
+    `utility_required` (an approximate result) a utility check must pass as well (verdicts.py
+    `overall`)."""
+    return {"verdict": overall(checks, utility_required=utility_required), "alpha": policy.alpha,
+            "reasons": reasons(checks, utility_required=utility_required),
+            "notes": notes(checks, utility_required=utility_required), "checks": [c.as_dict() for c in checks]}
 
 
 def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
@@ -364,10 +367,12 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
     the batch passes only if every request does: the worst request's verdict is the batch's."""
     note = _pool_note(live, pool_expected)
     checks = _with_pool(checks, policy, records=records, tested=tested, note=note, pool_expected=pool_expected)
-    found = summary(checks, policy)
+    # An approximate result must prove its price in accuracy as well as its forgetting.
+    found = summary(checks, policy, utility_required=not exact)
     if requests:
         own = {request_id: summary(_with_pool(found_checks, policy, records=found_checks[0].n if found_checks else 0,
-                                              tested=tested, note=note, pool_expected=pool_expected), policy)
+                                              tested=tested, note=note, pool_expected=pool_expected), policy,
+                                   utility_required=not exact)
                for request_id, found_checks in requests.items()}
         verdicts = {request_id: str(b["verdict"]) for request_id, b in own.items()}
         failing = {request_id: v for request_id, v in verdicts.items() if v != "pass"}
