@@ -410,7 +410,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
              methods: tuple[str, ...] = APPROXIMATE, service: tuple[str, dict] | None = None) -> list[dict]:
     from workers.engine.verification import control as no_op
     from workers.engine.verification import references
-    from workers.engine.verification.checks import forgetting_checks, summary
+    from workers.engine.verification.checks import forgetting_checks, summary, utility_rule
     from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
     from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method, parse_method_config
 
@@ -451,7 +451,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         def run():
             checks = forgetting_checks(case.family, networks, case.networks, forget, confirm_holdout, judge,
                                        membership_inputs=audit_of(networks), forget_ids=forget_ids)
-            return checks, summary(checks, judge, utility_required=not exact)
+            return checks, summary(checks, judge, utility=utility_rule(exact))
         return cpu_timed(run)
 
     results = []

@@ -79,3 +79,24 @@ def test_an_approximate_result_whose_drop_is_unproven_is_not_certified_and_an_ex
     # The same forgetting with its price shown to be small is certified.
     unchanged = _blocks([forgot, holdout_drop_check(before, before.copy(), policy)], exact=False)
     assert unchanged["verdict"] == "pass" and not blocking(control, unchanged)
+
+
+def test_an_exact_erasure_that_costs_accuracy_is_noted_not_failed():
+    """A retrain without a third of the rows really loses points: that is the price of erasing
+    them, not a sign that the lineage or the checks' calibration is wrong, so the sanity check
+    (whose fail raises the operator alarm) notes it, while an approximate result fails on it."""
+    policy = Policy()
+    forgot = accuracy_gap_check(bits(600, 480, 1), bits(2000, 1600), policy)
+    before = bits(300, 270, 2)
+    after = before.copy()
+    after[np.flatnonzero(before)[:20]] = 0  # 6.7 points lost
+    drop = holdout_drop_check(before, after, policy)
+    assert drop.verdict == "fail"
+    exact = _blocks([forgot, drop], exact=True)
+    assert exact["verdict"] == "pass" and exact["reasons"] == []
+    assert exact["notes"] and exact["notes"][0].startswith("fail: holdout accuracy drop")
+    approximate = _blocks([forgot, drop], exact=False)
+    assert approximate["verdict"] == "fail" and approximate["escalates"] is True
+    # A failed forgetting check still fails the exact result's sanity check.
+    remembered = accuracy_gap_check(bits(600, 598, 1), bits(2000, 1600), policy)
+    assert _blocks([remembered, drop], exact=True)["verdict"] == "fail"

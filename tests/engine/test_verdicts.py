@@ -247,11 +247,11 @@ def test_an_inconclusive_utility_check_is_recorded_without_blocking_and_a_failed
     block = summary([forgot, drop], POLICY)
     assert block["verdict"] == "pass" and block["reasons"] == [] and block["notes"][0].startswith("inconclusive:")
     # An approximate result must prove its price as well: the same unproven drop blocks it.
-    strict = summary([forgot, drop], POLICY, utility_required=True)
+    strict = summary([forgot, drop], POLICY, utility="required")
     assert strict["verdict"] == "inconclusive" and strict["notes"] == []
     assert strict["reasons"][0].startswith("inconclusive: holdout accuracy drop")
     assert summary([forgot, holdout_drop_check(before, before.copy(), POLICY)], POLICY,
-                   utility_required=True)["verdict"] == "pass"
+                   utility="required")["verdict"] == "pass"
     worse = before.copy()
     worse[np.flatnonzero(before)[:90]] = 0  # 15 points lost
     failed = summary([forgot, holdout_drop_check(before, worse, POLICY)], POLICY)

@@ -50,7 +50,16 @@ from workers.engine.verification.intervals import (
     paired_difference,
     proportion_difference,
 )
-from workers.engine.verification.verdicts import Check, check, interval_alpha, notes, overall, reasons, rounded
+from workers.engine.verification.verdicts import (
+    Check,
+    UtilityRule,
+    check,
+    interval_alpha,
+    notes,
+    overall,
+    reasons,
+    rounded,
+)
 
 
 @dataclass(frozen=True)
@@ -201,13 +210,18 @@ def membership_check(inputs: MembershipInputs, policy: Policy, record_ids: np.nd
                             forget_subjects=inputs.forget_subjects, null_subjects=inputs.null_subjects)
 
 
-def summary(checks: Sequence[Check], policy: Policy, *, utility_required: bool = False) -> dict[str, JsonValue]:
-    """The verification block: the overall verdict, why, and every check. With
-    `utility_required` (an approximate result) a utility check must pass as well (verdicts.py
-    `overall`)."""
-    return {"verdict": overall(checks, utility_required=utility_required), "alpha": policy.alpha,
-            "reasons": reasons(checks, utility_required=utility_required),
-            "notes": notes(checks, utility_required=utility_required), "checks": [c.as_dict() for c in checks]}
+def summary(checks: Sequence[Check], policy: Policy, *, utility: UtilityRule = "fail") -> dict[str, JsonValue]:
+    """The verification block: the overall verdict, why, and every check. `utility` says how
+    utility checks weigh (verdicts.py `overall`): "required" for an approximate result, "noted"
+    for an exact one's sanity check."""
+    return {"verdict": overall(checks, utility=utility), "alpha": policy.alpha,
+            "reasons": reasons(checks, utility=utility), "notes": notes(checks, utility=utility),
+            "checks": [c.as_dict() for c in checks]}
+
+
+def utility_rule(exact: bool) -> UtilityRule:
+    """An approximate result must prove its price in accuracy; an exact one's is noted."""
+    return "noted" if exact else "required"
 
 
 def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
@@ -368,11 +382,11 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
     note = _pool_note(live, pool_expected)
     checks = _with_pool(checks, policy, records=records, tested=tested, note=note, pool_expected=pool_expected)
     # An approximate result must prove its price in accuracy as well as its forgetting.
-    found = summary(checks, policy, utility_required=not exact)
+    found = summary(checks, policy, utility=utility_rule(exact))
     if requests:
         own = {request_id: summary(_with_pool(found_checks, policy, records=found_checks[0].n if found_checks else 0,
                                               tested=tested, note=note, pool_expected=pool_expected), policy,
-                                   utility_required=not exact)
+                                   utility=utility_rule(exact))
                for request_id, found_checks in requests.items()}
         verdicts = {request_id: str(b["verdict"]) for request_id, b in own.items()}
         failing = {request_id: v for request_id, v in verdicts.items() if v != "pass"}
