@@ -225,7 +225,7 @@ class Settings(BaseSettings):
     tolerance_holdout_drop: float = Field(default=0.02, ge=0, le=1, description=(
         "Tolerance on the holdout accuracy lost against the version before (paired on the same records). "
         "An approximate result is certified only when the drop's interval lies within it (2 points by "
-        "default); an exact one's drop that the data cannot pin down is only noted."))
+        "default); an exact one's drop is only noted (a sanity check of lineage, not of the price)."))
     tolerance_extraction: float = Field(default=0.05, ge=0, le=1, description=(
         "Language models: tolerance on the share of forget records extracted verbatim less the held-out "
         "share (one-sided)."))

@@ -12,7 +12,8 @@ verdict (verdicts.py):
   records (two-sided: far below 0.5 the forget records stand out by their high loss);
 - `per_record_audit`: offline LiRA against reference models or SISA shards (lira.py);
 - `holdout_drop`: holdout accuracy before − after, paired on the same records (one-sided: the
-  price in utility, not a forgetting figure).
+  price in utility, not a forgetting figure). An approximate result must pass it; an exact
+  one's is only noted (`utility_rule`).
 
 The population checks compare with the holdout; the LiRA test, and the accuracy gap where there are
 references, compare record by record. Every interval is at level 1 − 2α, each end a one-sided
