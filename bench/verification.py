@@ -48,6 +48,7 @@ original weights in as the method's output (goal: never certified).
     .venv/bin/python bench/verification.py                     # 5 seeds, the sizes below
     .venv/bin/python bench/verification.py --seeds 5 --scale 0.5  # half the rows
     .venv/bin/python bench/verification.py --quick                 # 2 seeds, half the rows, 10 and 100 subjects
+    .venv/bin/python bench/verification.py --cases generalising --subjects 200 --seed 4,6  # rerun two seeds
 """
 
 from __future__ import annotations
