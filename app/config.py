@@ -219,15 +219,21 @@ class Settings(BaseSettings):
     tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1, description=(
         "Tolerance on |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points), for models without "
         "reference models."))
-    tolerance_reference_gap: float = Field(default=0.075, ge=0, le=1, description=(
+    # The calibrated gap and the utility drop are held within the bounds the benchmark calls a
+    # false pass (bench/verification.py `FALSE_PASS`: 5 points of forget accuracy, 2 of test
+    # accuracy): wider, and a certified result could be as far from a retrain as that.
+    tolerance_reference_gap: float = Field(default=0.05, ge=0, le=1, description=(
         "Tolerance on the same gap calibrated record by record by the reference models (a difference in "
-        "differences, far less noisy)."))
+        "differences, far less noisy). At most 0.05: an approximate result certified within it is within "
+        "5 points of forget accuracy of what the references expect of a model that never saw the records."))
     tolerance_mia_auc: float = Field(default=0.10, ge=0, le=0.5, description=(
         "Tolerance on |AUC − 0.5| of the loss-threshold membership attack, forget against holdout records."))
     tolerance_audit: float = Field(default=0.15, ge=0, le=1, description=(
         "Tolerance on the per-record audit's advantage TPR − FPR against reference models or SISA shards."))
-    tolerance_holdout_drop: float = Field(default=0.03, ge=0, le=1, description=(
-        "Tolerance on the holdout accuracy lost against the version before (paired on the same records)."))
+    tolerance_holdout_drop: float = Field(default=0.02, ge=0, le=1, description=(
+        "Tolerance on the holdout accuracy lost against the version before (paired on the same records). "
+        "An approximate result is certified only when the drop's interval lies within it (2 points by "
+        "default); an exact one's drop is only noted (a sanity check of lineage, not of the price)."))
     tolerance_extraction: float = Field(default=0.05, ge=0, le=1, description=(
         "Language models: tolerance on the share of forget records extracted verbatim less the held-out "
         "share (one-sided)."))

@@ -48,6 +48,7 @@ original weights in as the method's output (goal: never certified).
     .venv/bin/python bench/verification.py                     # 5 seeds, the sizes below
     .venv/bin/python bench/verification.py --seeds 5 --scale 0.5  # half the rows
     .venv/bin/python bench/verification.py --quick                 # 2 seeds, half the rows, 10 and 100 subjects
+    .venv/bin/python bench/verification.py --cases generalising --subjects 200 --seed 4,6  # rerun two seeds
 """
 
 from __future__ import annotations
@@ -410,7 +411,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
              methods: tuple[str, ...] = APPROXIMATE, service: tuple[str, dict] | None = None) -> list[dict]:
     from workers.engine.verification import control as no_op
     from workers.engine.verification import references
-    from workers.engine.verification.checks import forgetting_checks, summary
+    from workers.engine.verification.checks import forgetting_checks, summary, utility_rule
     from workers.engine.verification.scores import reference_membership_inputs, shard_membership_inputs
     from workers.engine.unlearning.base import ForgetRetain, MethodCall, get_method, parse_method_config
 
@@ -443,14 +444,15 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         audit_of = lambda nets: replace(shard_membership_inputs(case.family, nets, forget, case.shard_of(forget_ids),
                                                            confirm_holdout), **subjects)
 
-    def verify(networks, alpha=None):
-        """The job's verdicts; at α/2 where a repair could follow (α spent across two looks)."""
+    def verify(networks, alpha=None, exact=False):
+        """The job's verdicts; at α/2 where a repair could follow (α spent across two looks). An
+        approximate result must pass its utility check too (checks.py `block`)."""
         judge = replace(policy_, alpha=alpha) if alpha is not None else policy_
 
         def run():
             checks = forgetting_checks(case.family, networks, case.networks, forget, confirm_holdout, judge,
                                        membership_inputs=audit_of(networks), forget_ids=forget_ids)
-            return checks, summary(checks, judge)
+            return checks, summary(checks, judge, utility=utility_rule(exact))
         return cpu_timed(run)
 
     results = []
@@ -458,7 +460,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     (retrain_a, cpu_a) = case._train_all(retain_ids, case.seed)
     (retrain_b, _) = case._train_all(retain_ids, case.seed + 100_003)
     full_cpu = case.train_cpu
-    (checks_a, block_a), verify_a = verify(retrain_a)
+    (checks_a, block_a), verify_a = verify(retrain_a, exact=True)
     yard = figures(case, retrain_a, forget, retain_sample, checks_a)
     spread_fig = figures(case, retrain_b, forget, retain_sample, checks_a)
     spread = {m: abs(yard[m] - spread_fig[m]) for m in FALSE_PASS}
@@ -506,7 +508,7 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
         beyond = [m for m in FALSE_PASS if abs(gaps[m]) > FALSE_PASS[m] + spread[m]]
         certified = not no_op.blocking(control, block)
         return {**base, "method": label, "ran": name, "settings": overrides or {}, "exact": False,
-                "verdict": block["verdict"], "certified": certified,
+                "verdict": block["verdict"], "certified": certified, "checks": check_figures(checks),
                 # The no-op costs nothing: its verification is counted against the retrain.
                 "cost_fraction": cpu / cpu_a, "verify_share": verify_cpu / (cpu if cpu else cpu_a),
                 "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
@@ -539,6 +541,12 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
             case.family, case.networks[0], case.config, data, config, seed=case.seed)))
         results.append(judged(label, name, overrides, result.network, [result.network], cpu))
     return results
+
+
+def check_figures(checks) -> list[dict]:
+    """Each check's figures as judged (estimate, interval, tolerance, verdict): why a row passed."""
+    return [{"name": c.name, "estimate": c.estimate, "interval": c.interval, "tolerance": c.tolerance,
+             "verdict": c.verdict, "utility": c.utility} for c in checks]
 
 
 def parse_settings(items: list[str]) -> dict[str, dict]:
@@ -740,6 +748,7 @@ def print_rehearsals(rehearsals: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed", help="comma-separated seeds to run instead of 0..--seeds−1 (rerun one seed's cells)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every case's rows")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--subjects", help="comma-separated subject counts instead of each case's own")
@@ -759,6 +768,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.scale, args.size_simulations = min(args.seeds, 2), min(args.scale, 0.5), 200
         args.subjects = args.subjects or "10,100"
+    seed_list = [int(s) for s in args.seed.split(",")] if args.seed else list(range(args.seeds))
     rows, costs, rehearsals = [], {}, []
     settings = parse_settings(args.settings)
     methods = tuple(m for m in args.methods.split(",") if m)
@@ -771,7 +781,7 @@ def main() -> None:
             model_cpu, refs = [], []
             if args.subjects:
                 spec = {**spec, "subjects": tuple(int(n) for n in args.subjects.split(","))}
-            for seed in range(args.seeds):
+            for seed in seed_list:
                 print(f"[{name}] seed {seed}", flush=True)
                 case = Case(name, spec, seed, args.scale, args.references)
                 model_cpu.append(case.train_cpu)
@@ -793,11 +803,12 @@ def main() -> None:
                            "refill": refill if refs[0] else "shards are the references"}
         finish_machine(info)
     table = aggregate(rows)
-    sizes = size_study(args.size_simulations)
+    sizes = size_study(args.size_simulations) if args.size_simulations else []
     erasures = erasure_costs(rows, rehearsals)
     print(f"\nmachine: {describe_machine(info)}\n")
     print_tables(table, costs)
-    print_size_study(sizes)
+    if sizes:
+        print_size_study(sizes)
     print_erasure_costs(erasures)
     # The no-op rows are a control, not an erasure: counted on their own.
     no_ops = [r for r in rows if r["method"] == "no_op"]
@@ -847,7 +858,7 @@ def main() -> None:
           f"{summary_['no_op_passed_checks']}; forget sets the control found testable: {summary_['control_testable']}")
     if rehearsals:
         print_rehearsals(rehearsals)
-    write_json(Path(args.output), {"machine": info, "seeds": args.seeds, "scale": args.scale, "references": args.references,
+    write_json(Path(args.output), {"machine": info, "seeds": len(seed_list), "seed_list": seed_list, "scale": args.scale, "references": args.references,
                                    "settings": settings,
                                    "cases": CASES, "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
                                    "summary": summary_, "costs": costs, "table": table, "results": rows,

@@ -246,6 +246,12 @@ def test_an_inconclusive_utility_check_is_recorded_without_blocking_and_a_failed
     forgot = accuracy_gap_check(bits(600, 480, 1), bits(2000, 1600), POLICY)
     block = summary([forgot, drop], POLICY)
     assert block["verdict"] == "pass" and block["reasons"] == [] and block["notes"][0].startswith("inconclusive:")
+    # An approximate result must prove its price as well: the same unproven drop blocks it.
+    strict = summary([forgot, drop], POLICY, utility="required")
+    assert strict["verdict"] == "inconclusive" and strict["notes"] == []
+    assert strict["reasons"][0].startswith("inconclusive: holdout accuracy drop")
+    assert summary([forgot, holdout_drop_check(before, before.copy(), POLICY)], POLICY,
+                   utility="required")["verdict"] == "pass"
     worse = before.copy()
     worse[np.flatnonzero(before)[:90]] = 0  # 15 points lost
     failed = summary([forgot, holdout_drop_check(before, worse, POLICY)], POLICY)
@@ -283,21 +289,23 @@ def test_calibrated_gap_sees_through_hard_forget_records_and_catches_remembered_
     holdout_p = rng.uniform(0.6, 1.0, 2000)
     holdout_target = (rng.uniform(size=2000) < holdout_p).astype(float)
     holdout_refs = (rng.uniform(size=(2000, 4)) < holdout_p[:, None] - 0.05).astype(float)  # half the data: worse
-    # Forget records far harder than the holdout, for the target and the references alike.
-    hard_p = rng.uniform(0.2, 0.6, 500)
-    forget_target = (rng.uniform(size=500) < hard_p).astype(float)
-    forget_refs = (rng.uniform(size=(500, 4)) < hard_p[:, None] - 0.05).astype(float)
+    # Forget records far harder than the holdout, for the target and the references alike; 3000
+    # of them, so that an unseen set's interval fits within the 5-point tolerance (at 500 it is
+    # about ±0.045 wide and a genuinely unseen set is inconclusive as often as not).
+    hard_p = rng.uniform(0.2, 0.6, 3000)
+    forget_target = (rng.uniform(size=3000) < hard_p).astype(float)
+    forget_refs = (rng.uniform(size=(3000, 4)) < hard_p[:, None] - 0.05).astype(float)
     raw = accuracy_gap_check(forget_target, holdout_target, POLICY)
     calibrated = _calibrated(forget_target, forget_refs, holdout_target, holdout_refs)
     assert raw.verdict == "fail" and raw.estimate < -0.3  # the raw gap blames the records' difficulty
     assert calibrated.verdict == "pass" and calibrated.reference == "references" and calibrated.test == "welch"
     # The same hard records, remembered by the target: right where no unseen model is.
-    remembered = _calibrated(np.ones(500), forget_refs, holdout_target, holdout_refs)
+    remembered = _calibrated(np.ones(3000), forget_refs, holdout_target, holdout_refs)
     assert remembered.verdict == "fail" and remembered.interval[0] > POLICY.reference_gap
     few = _calibrated(forget_target[:8], forget_refs[:8], holdout_target, holdout_refs)
     assert few.verdict == "inconclusive" and "too little evidence" in few.reason
     # Only the references that never saw a record count for it; with none the check cannot run.
-    out = np.ones((500, 4), dtype=bool)
+    out = np.ones((3000, 4), dtype=bool)
     out[0] = False
     assert _calibrated(forget_target, forget_refs, holdout_target, holdout_refs, out).verdict == "inconclusive"
 

@@ -12,7 +12,8 @@ verdict (verdicts.py):
   records (two-sided: far below 0.5 the forget records stand out by their high loss);
 - `per_record_audit`: offline LiRA against reference models or SISA shards (lira.py);
 - `holdout_drop`: holdout accuracy before − after, paired on the same records (one-sided: the
-  price in utility, not a forgetting figure).
+  price in utility, not a forgetting figure). An approximate result must pass it; an exact
+  one's is only noted (`utility_rule`).
 
 The population checks compare with the holdout; the LiRA test, and the accuracy gap where there are
 references, compare record by record. Every interval is at level 1 − 2α, each end a one-sided
@@ -50,7 +51,16 @@ from workers.engine.verification.intervals import (
     paired_difference,
     proportion_difference,
 )
-from workers.engine.verification.verdicts import Check, check, interval_alpha, notes, overall, reasons, rounded
+from workers.engine.verification.verdicts import (
+    Check,
+    UtilityRule,
+    check,
+    interval_alpha,
+    notes,
+    overall,
+    reasons,
+    rounded,
+)
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,13 @@ class Policy:
     # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
     forget_gap: float = 0.15
     # Largest |forget − holdout accuracy gap| once calibrated by the reference models.
-    reference_gap: float = 0.075
+    reference_gap: float = 0.05
     # Largest |AUC − 0.5| of the loss-threshold attack.
     mia_auc: float = 0.10
     # Largest per-record LiRA advantage TPR − FPR (the setting `tolerance_audit`).
     membership: float = 0.15
-    # Largest drop of holdout accuracy against the version before (0.03 = 3 points).
-    holdout_drop: float = 0.03
+    # Largest drop of holdout accuracy against the version before (0.02 = 2 points).
+    holdout_drop: float = 0.02
     # Language models: largest excess of forget over holdout records extracted verbatim.
     extraction: float = 0.05
     # Per-record level q at which the LiRA test's TPR and FPR are counted.
@@ -201,10 +211,18 @@ def membership_check(inputs: MembershipInputs, policy: Policy, record_ids: np.nd
                             forget_subjects=inputs.forget_subjects, null_subjects=inputs.null_subjects)
 
 
-def summary(checks: Sequence[Check], policy: Policy) -> dict[str, JsonValue]:
-    """The verification block: the overall verdict, why, and every check."""
-    return {"verdict": overall(checks), "alpha": policy.alpha, "reasons": reasons(checks),
-            "notes": notes(checks), "checks": [c.as_dict() for c in checks]}
+def summary(checks: Sequence[Check], policy: Policy, *, utility: UtilityRule = "fail") -> dict[str, JsonValue]:
+    """The verification block: the overall verdict, why, and every check. `utility` says how
+    utility checks weigh (verdicts.py `overall`): "required" for an approximate result, "noted"
+    for an exact one's sanity check."""
+    return {"verdict": overall(checks, utility=utility), "alpha": policy.alpha,
+            "reasons": reasons(checks, utility=utility), "notes": notes(checks, utility=utility),
+            "checks": [c.as_dict() for c in checks]}
+
+
+def utility_rule(exact: bool) -> UtilityRule:
+    """An approximate result must prove its price in accuracy; an exact one's is noted."""
+    return "noted" if exact else "required"
 
 
 def stored_checks(block: Mapping[str, JsonValue] | None) -> list[Check]:
@@ -364,10 +382,12 @@ def block(checks: list[Check], policy: Policy, *, method: str, exact: bool, reco
     the batch passes only if every request does: the worst request's verdict is the batch's."""
     note = _pool_note(live, pool_expected)
     checks = _with_pool(checks, policy, records=records, tested=tested, note=note, pool_expected=pool_expected)
-    found = summary(checks, policy)
+    # An approximate result must prove its price in accuracy as well as its forgetting.
+    found = summary(checks, policy, utility=utility_rule(exact))
     if requests:
         own = {request_id: summary(_with_pool(found_checks, policy, records=found_checks[0].n if found_checks else 0,
-                                              tested=tested, note=note, pool_expected=pool_expected), policy)
+                                              tested=tested, note=note, pool_expected=pool_expected), policy,
+                                   utility=utility_rule(exact))
                for request_id, found_checks in requests.items()}
         verdicts = {request_id: str(b["verdict"]) for request_id, b in own.items()}
         failing = {request_id: v for request_id, v in verdicts.items() if v != "pass"}

@@ -60,10 +60,12 @@ class Check:
     extra: dict[str, JsonValue] = field(default_factory=dict)
     # Two-sided level of `interval` (1 − 2α): each of its ends is a one-sided 1 − α bound.
     confidence: float = 0.9
-    # A utility check (the price in accuracy) rather than a forgetting one: only its `fail`
-    # blocks a result. A forgetting claim needs proof, so an inconclusive forgetting check
-    # blocks; a utility check that cannot show the price is small records that and blocks
-    # only on evidence that it is too high (a retrain pays a price in accuracy too).
+    # A utility check (the price in accuracy) rather than a forgetting one. A forgetting claim
+    # needs proof, so an inconclusive forgetting check blocks. An approximate result must prove
+    # its price too (`overall(..., utility="required")`): a large drop the data cannot pin down
+    # is what a result that damaged the model looks like. An exact method's utility check is
+    # only noted (`utility="noted"`): a retrain pays a price in accuracy too (fewer rows), and its
+    # verdicts are a sanity check of lineage and calibration, which a drop says nothing about.
     utility: bool = False
 
     def as_dict(self) -> dict[str, JsonValue]:
@@ -185,28 +187,46 @@ def check(name: str, *, label: str, attack: str | None, test: str, estimate: flo
                  confidence)
 
 
-def overall(checks: Iterable[Check]) -> Verdict:
+# How utility checks weigh in a verdict: "fail" (the default) blocks on a failed one only;
+# "required" (an approximate result) blocks on any that did not pass; "noted" (an exact result's
+# sanity check) never blocks, as removing rows costs accuracy and says nothing of the lineage or
+# the checks' calibration that the sanity check is there to catch.
+UtilityRule = Literal["fail", "required", "noted"]
+
+
+def overall(checks: Iterable[Check], *, utility: UtilityRule = "fail") -> Verdict:
     """fail if any check fails; pass if every forgetting check passes and no utility check
-    fails; otherwise inconclusive (also without any forgetting check)."""
-    checks = list(checks)
+    fails; otherwise inconclusive (also without any forgetting check). With `utility`
+    "required" (an approximate result) every utility check must pass as well: a price the data
+    cannot show to be within its tolerance blocks the certificate, as an unproven forgetting
+    claim does; with "noted" (an exact result) utility checks do not count."""
+    checks = [c for c in checks if not _ignored(c, utility)]
     if any(c.verdict == "fail" for c in checks):
         return "fail"
     forgetting = [c.verdict for c in checks if not c.utility]
     if not forgetting:
         return "inconclusive"
-    return "pass" if all(v == "pass" for v in forgetting) else "inconclusive"
+    required = forgetting + ([c.verdict for c in checks if c.utility] if utility == "required" else [])
+    return "pass" if all(v == "pass" for v in required) else "inconclusive"
 
 
-def _blocks(found: Check) -> bool:
-    return found.verdict == "fail" or (found.verdict == "inconclusive" and not found.utility)
+def _ignored(found: Check, utility: UtilityRule) -> bool:
+    return found.utility and utility == "noted"
 
 
-def reasons(checks: Iterable[Check]) -> list[str]:
+def _blocks(found: Check, utility: UtilityRule = "fail") -> bool:
+    if _ignored(found, utility):
+        return False
+    return found.verdict == "fail" or (found.verdict == "inconclusive" and (utility == "required" or not found.utility))
+
+
+def reasons(checks: Iterable[Check], *, utility: UtilityRule = "fail") -> list[str]:
     """Why a result is not verified: the reason of every check that blocks it (a forgetting
-    check that did not pass, a utility check that failed)."""
-    return [f"{c.verdict}: {c.reason}" for c in checks if _blocks(c)]
+    check that did not pass; a utility check as `utility` says)."""
+    return [f"{c.verdict}: {c.reason}" for c in checks if _blocks(c, utility)]
 
 
-def notes(checks: Iterable[Check]) -> list[str]:
-    """What was recorded without blocking: utility checks that were inconclusive."""
-    return [f"{c.verdict}: {c.reason}" for c in checks if c.verdict == "inconclusive" and c.utility]
+def notes(checks: Iterable[Check], *, utility: UtilityRule = "fail") -> list[str]:
+    """What was recorded without blocking: utility checks that did not pass and do not block."""
+    return [f"{c.verdict}: {c.reason}" for c in checks
+            if c.utility and c.verdict != "pass" and not _blocks(c, utility)]
