@@ -179,3 +179,20 @@ def test_a_retry_with_the_same_key_and_file_is_a_replay(client, writer, dataset)
     other = _send(client, writer, dataset, _ids(*HELD[:3]), **{"Idempotency-Key": "slice-file-1"})
     assert_problem(other, 422)
     assert _count(client, writer) == 1
+
+
+def test_another_clients_keys_neither_select_from_nor_see_nor_approve_this_clients_slice(
+        client, writer, reviewer, dataset, make_key):
+    """A file names record ids, not a client: the dataset it selects from must be the caller's own,
+    and the request it makes stays invisible to another client's reviewers."""
+    outsider = make_key("requests:write,requests:read,requests:review,models:read", client="globex")
+    assert_problem(_send(client, outsider, dataset, _ids(*HELD)), 404)
+    assert _count(client, outsider) == 0 and _count(client, writer) == 0
+
+    created = _send(client, writer, dataset, _ids(*HELD))
+    assert created.status_code == 201, created.text
+    url = f"/v1/remediation-requests/{created.json()['id']}"
+    assert_problem(client.get(url, headers=outsider), 404)
+    assert_problem(client.post(f"{url}/approve", headers=outsider), 404)
+    assert _count(client, outsider) == 0
+    assert client.get(url, headers=reviewer).json()["status"] == "pending_approval"
