@@ -123,3 +123,41 @@ def test_membership_aucs_see_training_text_and_extraction_counts_verbatim_record
     # "my pin " → "is 4821." comes back; random letters do not; one byte cannot be split.
     extraction = verbatim_extraction([network], [CANARY, "qzvx kwyj pfmb", "x"], config.block_size)
     assert extraction == {"records": 2, "extracted": 1, "fraction": 0.5}
+
+
+def test_the_extraction_holdout_sample_comes_from_the_confirmation_half(trained, monkeypatch):
+    """Verbatim extraction's held-out texts are drawn from the confirmation half of the holdout
+    (context.holdout_half), like every other verdict's holdout: the tuning half steers the
+    stopping rules, so it is no independent yardstick."""
+    from workers.engine.records import TextRecords
+    from workers.engine.unlearning import verification as unlearning_verification
+    from workers.engine.unlearning.context import Context, holdout_half
+
+    family, config, network = trained
+    texts = NOTES + HOLDOUT
+    ids = np.arange(len(texts), dtype=np.int64)
+    # One subject per text: the halves split the held-out texts about evenly.
+    keys = np.array([f"{i:064x}" for i in ids], dtype=object)
+    windows, owners = record_windows(texts, config.block_size)
+    records = TextRecords(record_ids=ids, subject_keys=keys, features=windows, labels=ids[owners], texts=texts)
+    spec = get_family("causal_lm")
+    ctx = Context(spec=spec, family=family, config=config, shape=family.shape(config), seed=7, sisa=None,
+                  holdout_fraction=0.2, old_records=records, new_records=records, old_manifest=None,
+                  old_shards=(), old_state={}, forget_ids=ids[:4], same_lineage=True)
+    tried: list[list[str]] = []
+    real = unlearning_verification.extraction_outcomes
+
+    def recording(networks, given, block_size, *args, **kwargs):
+        tried.append(list(given))
+        return real(networks, given, block_size, *args, **kwargs)
+
+    monkeypatch.setattr(unlearning_verification, "extraction_outcomes", recording)
+    holdout_ids = ids[len(NOTES):]
+    _figures, evidence = unlearning_verification.text_figures(ctx, [network], ids[:4], ids[4:len(NOTES)], holdout_ids)
+    confirming = holdout_half(ctx, holdout_ids, confirmation=True)
+    tuning = holdout_half(ctx, holdout_ids, confirmation=False)
+    assert len(confirming) and len(tuning), "the generated holdout has subjects in both halves"
+    held_out_texts = tried[1]
+    assert sorted(held_out_texts) == sorted(texts[i] for i in confirming)
+    assert not set(held_out_texts) & {texts[i] for i in tuning}
+    assert set(evidence.holdout_extracted_subjects.tolist()) == {keys[i] for i in confirming}

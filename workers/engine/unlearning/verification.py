@@ -203,7 +203,10 @@ def text_figures(ctx: Context, networks: Sequence[nn.Module], forget_ids: npt.ND
     if holdout_ids is not None:
         holdout, holdout_statistics = measured(ctx.new_records, holdout_ids)
         membership = _membership(forget_statistics, holdout_statistics)
-        sample = np.sort(np.random.default_rng(ctx.seed).permutation(holdout_ids)[:EXTRACTION_HOLDOUT_SAMPLE])
+        # Drawn from the confirmation half, as every other verdict's holdout is: the tuning half
+        # steers stopping rules and targets, so its records are no independent yardstick.
+        confirming = holdout_half(ctx, holdout_ids, confirmation=True)
+        sample = np.sort(np.random.default_rng(ctx.seed).permutation(confirming)[:EXTRACTION_HOLDOUT_SAMPLE])
         holdout_extracted, holdout_extracted_subjects = extracted(ctx.new_records, sample)
         text["extraction"]["holdout"] = extraction_counts(holdout_extracted)
         text |= {"loss_auc": membership["loss_auc"], "min_k_plus_plus_auc": membership["min_k_plus_plus_auc"]}
@@ -410,7 +413,7 @@ def _text_verdicts(ctx: Context, outcome: CandidateVersion, after: list[nn.Modul
     the confirmation half of the holdout and, per record, LiRA against the confirmation half of
     the model's reference models or a SISA model's own shards, each record scored by its mean
     token log-likelihood. Every text carries its subject key, so each check judges subjects
-    (`TextSubjects`). (Verbatim extraction keeps its holdout sample: no stopping rule aims at it.)"""
+    (`TextSubjects`). (Verbatim extraction's holdout sample is drawn from the confirmation half too.)"""
     forget_ids = np.sort(ctx.forget_ids)
     keys, forget_shards = _subjects_and_shards(ctx, forget_ids)
     holdout = evidence.holdout if evidence.holdout is not None else NO_RECORDS
