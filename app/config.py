@@ -214,11 +214,14 @@ class Settings(BaseSettings):
         "Every verdict is a test at level α (`workers/engine/verification/verdicts.py`): intervals at 1 − 2α, each end a "
         "one-sided 1 − α bound. A check passes when its interval lies within its tolerance, fails when it "
         "lies beyond, and is inconclusive otherwise."))
-    # The defaults let a real retrain of about 100 forget records (25 subjects) pass: below that
-    # the intervals are wider than any useful tolerance and the checks say inconclusive.
-    tolerance_forget_gap: float = Field(default=0.15, ge=0, le=1, description=(
-        "Tolerance on |forget accuracy − holdout accuracy| (fraction: 0.15 = 15 points), for models without "
-        "reference models."))
+    # Without reference models the gap is judged against the holdout: a retrain never saw the
+    # forget subjects, so its expected forget accuracy is the holdout's, and the tolerance is the
+    # benchmark's false-pass bound of 5 points (bench/verification.py `FALSE_PASS`). It was 0.15,
+    # wide enough to certify a result 10 points from what a retrain would score.
+    tolerance_forget_gap: float = Field(default=0.05, ge=0, le=1, description=(
+        "Tolerance on |forget accuracy − holdout accuracy| (fraction: 0.05 = 5 points), for models without "
+        "reference models. At most 0.05: a retrain's expected forget accuracy is the holdout's, and an "
+        "approximate result certified within it is within 5 points of that."))
     # The calibrated gap and the utility drop are held within the bounds the benchmark calls a
     # false pass (bench/verification.py `FALSE_PASS`: 5 points of forget accuracy, 2 of test
     # accuracy): wider, and a certified result could be as far from a retrain as that.

@@ -24,9 +24,11 @@ from workers.engine.verification.verdicts import Check
 CPU = torch.device("cpu")
 SHAPE = Shape(n_features=64, n_classes=10)
 PARAMS = {"hidden": [128], "epochs": 100, "learning_rate": 3e-3}
-# Sixty records a side give DeLong intervals about ±0.12 wide: the AUC tolerance is widened to
-# match, which the memorising original (AUC near 1) fails all the same.
-POLICY = Policy(mia_auc=0.25)
+# Sixty records a side give DeLong intervals about ±0.12 wide and accuracy-gap intervals about
+# ±0.05: the AUC and gap tolerances are widened to match (the gap's to 0.15, its default before it
+# became the 5-point false-pass bound), which the memorising original (AUC near 1, every
+# mislabelled forget record learnt) fails all the same.
+POLICY = Policy(mia_auc=0.25, forget_gap=0.15)
 # Tolerances no result can miss: the checks pass the original too, so they show nothing.
 POWERLESS = Policy(forget_gap=1.0, reference_gap=1.0, mia_auc=1.0, membership=1.0, holdout_drop=1.0)
 

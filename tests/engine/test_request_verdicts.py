@@ -8,7 +8,10 @@ from tests.engine.lira_scores import RECORDS_PER_SUBJECT, _inputs
 from workers.engine.verification.checks import Evidence, Policy, Subjects, block, evidence_checks, request_checks
 from workers.engine.verification.verdicts import overall
 
-POLICY = Policy()
+# The uncalibrated accuracy gap (no reference models here) at its tolerance before it became the
+# 5-point false-pass bound: 150 subjects a request cannot show ±0.05 on it, and what is tested
+# here is how the requests' verdicts combine.
+POLICY = Policy(forget_gap=0.15)
 SUBJECTS = 300
 HALF = SUBJECTS // 2
 

@@ -28,9 +28,14 @@ def test_approximate_method_moves_forget_figures(client, admin, settings_env, me
     version = model_version(client, admin, f"m-{method}", 2)
     assert version["origin"]["method"] == method and version["origin"]["escalations"] == []
     figures = version["metrics"]["verification"]
-    # Forgetting: the forget records' loss rises and their membership signal falls.
-    assert figures["after"]["forget"]["loss"] > figures["before"]["forget"]["loss"], figures
-    assert figures["after"]["mia_auc"] <= figures["before"]["mia_auc"] + 1e-9, figures
+    # Forgetting: the forget records' loss rises, and rises more than the held-out records' (the
+    # loss attack's signal, forget against holdout, falls). The attack's AUC is not asserted: this
+    # model generalises, its original is at chance (about 0.50), and 60 records move the AUC by
+    # about ±0.07 by themselves, so its direction depends on the CPU's float kernels.
+    before, after = figures["before"], figures["after"]
+    assert after["forget"]["loss"] > before["forget"]["loss"], figures
+    assert (after["forget"]["loss"] - after["holdout"]["loss"]
+            > before["forget"]["loss"] - before["holdout"]["loss"]), figures
 
 
 def test_missed_threshold_escalates_to_retrain(client, admin, settings_env):

@@ -67,8 +67,8 @@ from workers.engine.verification.verdicts import (
 class Policy:
     # Confidence level of every interval is 1 − alpha.
     alpha: float = 0.05
-    # Largest |forget accuracy − holdout accuracy| (0.15 = 15 points).
-    forget_gap: float = 0.15
+    # Largest |forget accuracy − holdout accuracy| (0.05 = 5 points).
+    forget_gap: float = 0.05
     # Largest |forget − holdout accuracy gap| once calibrated by the reference models.
     reference_gap: float = 0.05
     # Largest |AUC − 0.5| of the loss-threshold attack.
