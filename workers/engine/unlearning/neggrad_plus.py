@@ -81,8 +81,10 @@ class NegGradPlusConfig(DecayingOptimiserConfig):
     target_calibrated_gap: bool = True
     # Weight of a distillation term on the retain batches: KL(original ‖ network) at temperature
     # `distill_temperature` (as SCRUB's min-step), which holds the original's answers away from
-    # the forget records (the holdout's accuracy) while the ascent moves the forget records. 0: off.
-    distill: Annotated[float, Field(ge=0, le=100)] = 1.0
+    # the forget records (the holdout's accuracy: holdout_drop) while the ascent moves the forget
+    # records. It also slows the forget loss's rise, so None means 1 where the calibrated gap
+    # steers (the stop is set by the gap, not by a loss) and 0 otherwise.
+    distill: Annotated[float, Field(ge=0, le=100)] | None = None
     distill_temperature: Annotated[float, Field(gt=0, le=100)] = 4.0
 
 
@@ -93,7 +95,6 @@ class NegGradPlus(MethodHooks):
 
     def run(self, call: MethodCall[NegGradPlusConfig]) -> MethodOutput:
         config = call.config or NegGradPlusConfig()
-        teacher = frozen_copy(call.network) if config.distill > 0 else None
         run = GradientRun(self.name, call, config)
         network, data = run.network, run.data
         forget_batches = cycled_batches(data.n_forget, config.forget_batch_size, run.generator)
@@ -102,6 +103,8 @@ class NegGradPlus(MethodHooks):
         rule = UnseenLossTarget(network, data, call.family_config, enabled=config.target_unseen_loss,
                                 check_every=config.check_every, max_cost=config.max_cost, per_record=True,
                                 stop_on_target=not gap.enabled)
+        distill = config.distill if config.distill is not None else (1.0 if gap.enabled else 0.0)
+        teacher = frozen_copy(call.network) if distill > 0 else None
         targets = data.forget_target_loss if rule.per_record else None
         if rule.target is not None and cap is None:
             cap = rule.target
@@ -124,7 +127,7 @@ class NegGradPlus(MethodHooks):
                     if teacher is not None:
                         with torch.no_grad():
                             teacher_logits = teacher(take(data.retain_x, retain_index))
-                        retain_loss = retain_loss + config.distill * distillation_kl(
+                        retain_loss = retain_loss + distill * distillation_kl(
                             retain_logits, teacher_logits, config.distill_temperature)
                     per_record = F.cross_entropy(forget_logits, take(data.forget_y, forget_index), reduction="none")
                     forget_loss = per_record.mean()
@@ -156,4 +159,4 @@ class NegGradPlus(MethodHooks):
                 gap.observe(network, data, run.steps)
         rewound = gap.rewind(network)
         return run.result(forget_loss_cap=cap, **rule.details(), **gap.details(), rewound_to_step=rewound,
-                          capped_steps=capped_steps, per_epoch=epoch_figures)
+                          distill=distill, capped_steps=capped_steps, per_epoch=epoch_figures)

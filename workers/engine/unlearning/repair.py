@@ -30,7 +30,7 @@ from workers.engine.verification.verdicts import Check
 MAX_SHARE = 0.05
 # The repair's settings: neggrad_plus with per-record targets, at most a tenth of a training, its
 # ascent weighed as before the calibrated-gap defaults (it aims at single records, not a gap).
-SETTINGS: dict[str, JsonValue] = {"max_cost": 0.1, "alpha": 0.9, "check_every": 10, "distill": 0.0}
+SETTINGS: dict[str, JsonValue] = {"max_cost": 0.1, "alpha": 0.9, "check_every": 10}
 
 
 def repairable(checks: Sequence[Check]) -> list[int]:
