@@ -19,6 +19,12 @@ may take longer to reach the unseen loss than a retrain takes. So the run also s
 processed `max_cost` times the examples of the model's training (its epochs × trained records,
 the stopping checks' forward passes counted at a third of a training step each); the result is
 then whatever the verification makes of it, and an escalation costs a retrain on top.
+
+With the tuning half of the model's references and holdout (ForgetRetain.forget_reference_correct
+and unseen_reference_correct), the stop is the verdict's own statistic instead: the calibrated
+forget accuracy gap those instruments measure (stopping.CalibratedGap). The run stops once it has
+closed and keeps the checked weights closest to a closed gap, while a distillation term on the
+retain batches holds the original's answers elsewhere (the holdout's accuracy).
 """
 
 from __future__ import annotations
