@@ -522,13 +522,18 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
     results.append(judged("no_op", "no_op", None, case.networks[0] if len(case.networks) == 1 else None,
                           case.networks, 0.0))
     # The methods' stopping rules aim at the holdout's loss (records the model never saw).
-    targets = None
+    targets = correct = None
     if case.references:
-        found = references.forget_loss_targets(case.family, case.networks,
-                                               [r for r, keep in zip(case.references, tuning) if keep], forget,
+        tuning_refs = [r for r, keep in zip(case.references, tuning) if keep]
+        found = references.forget_loss_targets(case.family, case.networks, tuning_refs, forget,
                                                ~case.member[erased][:, tuning], tune_holdout)
         targets = None if found is None else torch.from_numpy(found)
-    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *tune_holdout, forget_target_loss=targets)
+        # As the job: what the calibrated gap's stopping rule reads, from the tuning half alone.
+        correct = references.reference_correctness(case.family, tuning_refs, forget, ~case.member[erased][:, tuning],
+                                                   tune_holdout)
+    data = ForgetRetain(*forget, *case.records.rows_for(retain_ids), *tune_holdout, forget_target_loss=targets,
+                        forget_reference_correct=None if correct is None else torch.from_numpy(correct[0]),
+                        unseen_reference_correct=None if correct is None else torch.from_numpy(correct[1]))
     # Each method as set on the model (its rehearsed settings where it passed), then what a job
     # with a policy-chosen method runs: the rehearsal's choice ("service").
     runs = [(name, name, (settings or {}).get(name)) for name in methods]

@@ -68,6 +68,13 @@ class ForgetRetain:
     # workers/engine/verification/references.forget_loss_targets), optional: neggrad_plus then stops each
     # record's ascent at its own target instead of at the unseen records' mean loss.
     forget_target_loss: torch.Tensor | None = None
+    # What the verdict's calibrated accuracy gap reads, from the tuning instruments only
+    # (workers/engine/verification/references.py `split`): each forget record's mean correctness
+    # under the tuning references that never saw it, and each unseen record's mean correctness
+    # under all of them. Optional: the methods then stop where the gap the tuning half measures
+    # has closed (stopping.CalibratedGap) instead of running a fixed effort.
+    forget_reference_correct: torch.Tensor | None = None
+    unseen_reference_correct: torch.Tensor | None = None
 
     @property
     def n_trained(self) -> int:
@@ -101,6 +108,8 @@ class ForgetRetain:
             self.forget_x.to(device), self.forget_y.to(device),
             self.retain_x.to(device), self.retain_y.to(device), *unseen, trained_records=self.trained_records,
             forget_target_loss=None if self.forget_target_loss is None else self.forget_target_loss.to(device),
+            forget_reference_correct=_moved(self.forget_reference_correct, device),
+            unseen_reference_correct=_moved(self.unseen_reference_correct, device),
         )
 
     @property
@@ -110,6 +119,10 @@ class ForgetRetain:
     @property
     def n_retain(self) -> int:
         return int(self.retain_y.shape[0])
+
+
+def _moved(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 ConfigT = TypeVar("ConfigT")

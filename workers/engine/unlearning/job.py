@@ -242,9 +242,12 @@ def approximate(ctx: Context, method_name: str, settings: JsonObject | None = No
     retain_x, retain_y = ctx.old_records.rows_for(retain_ids)
     unseen = _unseen(ctx)
     trained = int((ctx.old_manifest.shards != HOLDOUT).sum())
+    correct = _reference_correctness(ctx, (forget_x, forget_y), unseen)
     data = base.ForgetRetain(forget_x, forget_y, retain_x, retain_y, unseen_x=unseen[0], unseen_y=unseen[1],
                              trained_records=trained,
-                             forget_target_loss=_forget_targets(ctx, (forget_x, forget_y), unseen))
+                             forget_target_loss=_forget_targets(ctx, (forget_x, forget_y), unseen),
+                             forget_reference_correct=None if correct is None else correct[0],
+                             unseen_reference_correct=None if correct is None else correct[1])
     shards: list[Shard] = []
     details: JsonObject = {}
     # On OBLIVIATE_DEVICE, as training and the exact methods are (the methods move their data to
@@ -295,6 +298,24 @@ def _forget_targets(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
         ctx.family, target, references.networks(tuning, ctx.family, ctx.config, ctx.shape), forget,
         references.out_mask(tuning, keys), (unseen_x, unseen_y))
     return None if found is None else torch.from_numpy(found)
+
+
+def _reference_correctness(ctx: Context, forget: tuple[torch.Tensor, torch.Tensor],
+                           unseen: tuple[torch.Tensor | None, torch.Tensor | None]
+                           ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """What the calibrated accuracy gap reads, from the tuning half of the references and of the
+    holdout (`references.reference_correctness`), for the stopping rule that aims at that gap
+    (stopping.CalibratedGap); the verdict reads the confirmation halves. None where
+    `_forget_targets` has none (a SISA model, no references, no unseen records)."""
+    unseen_x, unseen_y = unseen
+    tuning = halves(ctx).tuning
+    if len(ctx.old_shards) != 1 or not tuning or unseen_x is None or unseen_y is None \
+            or ctx.spec.data_kind != "tabular":
+        return None
+    keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, np.sort(ctx.forget_ids))].tolist()
+    found = references.reference_correctness(ctx.family, references.networks(tuning, ctx.family, ctx.config, ctx.shape),
+                                             forget, references.out_mask(tuning, keys), (unseen_x, unseen_y))
+    return None if found is None else (torch.from_numpy(found[0]), torch.from_numpy(found[1]))
 
 
 def _new_partition(ctx: Context) -> Manifest:

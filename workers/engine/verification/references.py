@@ -152,3 +152,19 @@ def forget_loss_targets(family: Any, target: nn.Module | Sequence[nn.Module], re
     targets = [target] if isinstance(target, nn.Module) else list(target)
     shift = float(losses(targets, *unseen).mean()) - float(np.mean([losses([r], *unseen).mean() for r in refs]))
     return np.asarray(np.maximum(out_mean + shift, 0.0), dtype=np.float64)
+
+
+def reference_correctness(family: Any, refs: Sequence[nn.Module], forget: tuple[torch.Tensor, torch.Tensor],
+                          forget_out: np.ndarray, unseen: tuple[torch.Tensor, torch.Tensor]
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+    """What the calibrated accuracy gap (checks.py `reference_gap_check`) compares with, from
+    these references: each forget record's mean correctness under those of them that never saw
+    it, and each unseen record's mean correctness under all of them. For the stopping rule that
+    aims at that gap (workers/engine/unlearning/stopping.CalibratedGap). None when a forget record
+    has no OUT reference or there are no unseen records."""
+    out = np.asarray(forget_out, dtype=bool)
+    if not refs or int(unseen[1].shape[0]) == 0 or (out.sum(axis=1) == 0).any():
+        return None
+    forget_correct = predictions(family, refs, *forget)[1]
+    unseen_correct = predictions(family, refs, *unseen)[1]
+    return (np.where(out, forget_correct, 0.0).sum(axis=1) / out.sum(axis=1), unseen_correct.mean(axis=1))
