@@ -251,7 +251,8 @@ def _digest64(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int) -> list[np.ndarray]:
+def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int,
+                    subject_keys: Sequence[Any] | np.ndarray | None = None) -> list[np.ndarray]:
     """Split one shard's record ids into `slices` slices, each in a fixed order, as positions
     into `record_ids`: slice r is `record_ids[positions[r]]`.
 
@@ -260,15 +261,29 @@ def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: i
     removing records never moves the others between slices nor reorders them; every slice
     without removals keeps exactly its records, and the checkpoints before the first affected
     slice stay valid. The price is that slice sizes are balanced only in expectation.
+
+    With `subject_keys` (one per record) the slice is chosen by a 64-bit hash of (seed, the
+    record's subject key) instead, so all of a subject's records share one slice and erasing the
+    subject invalidates only the checkpoints from that slice on; within a slice the order is
+    still that of the record hashes. A record's slice and position then depend only on (seed,
+    its subject key, its id), and removing records again moves and reorders no other record.
     """
     if slices < 1:
         raise ValueError("slices must be at least 1")
     ids = np.asarray(record_ids)
     hashes = [_digest64(f"{seed}:{record_id}") for record_id in ids.tolist()]
     order = sorted(range(len(hashes)), key=lambda i: (hashes[i], str(ids[i])))
+    if subject_keys is None:
+        chosen = hashes
+    else:
+        keys = np.asarray(subject_keys)
+        if keys.shape[0] != ids.shape[0]:
+            raise ValueError("every record needs its subject key")
+        by_key = {key: _digest64(f"slice:{seed}:{key}") for key in set(keys.tolist())}
+        chosen = [by_key[key] for key in keys.tolist()]
     members: list[list[int]] = [[] for _ in range(slices)]
     for i in order:
-        members[(hashes[i] * slices) >> 64].append(i)
+        members[(chosen[i] * slices) >> 64].append(i)
     return [np.asarray(indices, dtype=np.int64) for indices in members]
 
 
