@@ -136,11 +136,16 @@ def fit_minibatches(
 
 
 def softmax_proba(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    # A network already wholly in eval mode (every loaded one) is left as it is: eval() and
+    # train(False) would set each module's flag to what it already is, at a cost per module.
+    toggled = any(module.training for module in network.modules())
     was_training = network.training
-    network.eval()
+    if toggled:
+        network.eval()
     with torch.no_grad():
         proba = torch.softmax(network(features.to(network_device(network))), dim=1)
-    network.train(was_training)
+    if toggled:
+        network.train(was_training)
     return proba
 
 
@@ -303,6 +308,17 @@ class _Memo:
     frozen: set[int] = field(default_factory=set)
     found: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     size: int = 0
+    # The content hash of each features tensor asked about, by object (held, so its id stays its
+    # own) and in-place version: a tensor used for several figures is hashed once.
+    keys: dict[int, tuple[torch.Tensor, int, str]] = field(default_factory=dict)
+
+    def key(self, features: torch.Tensor) -> str:
+        known = self.keys.get(id(features))
+        if known is not None and known[0] is features and known[1] == features._version:
+            return known[2]
+        found = _features_key(features)
+        self.keys[id(features)] = (features, features._version, found)
+        return found
 
 
 _MEMO: ContextVar[_Memo | None] = ContextVar("frozen_predictions", default=None)
@@ -342,15 +358,15 @@ def _features_key(features: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def ensemble_proba(
+def network_probas(
     family: ModelFamily, networks: Sequence[nn.Module], features: torch.Tensor
-) -> torch.Tensor:
-    """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
-    if len(networks) == 0:
-        raise ValueError("an ensemble needs at least one network")
+) -> list[torch.Tensor]:
+    """Each network's class probabilities on the features' device, in order. Within a
+    `frozen_predictions` scope a frozen network's are computed once per set of features (the
+    features are hashed once per call, however many networks share them)."""
     memo = _MEMO.get()
-    key = _features_key(features) if memo is not None and any(id(n) in memo.frozen for n in networks) else None
-    total = None
+    key = memo.key(features) if memo is not None and any(id(n) in memo.frozen for n in networks) else None
+    found: list[torch.Tensor] = []
     for network in networks:
         proba = None
         if memo is not None and key is not None and id(network) in memo.frozen:
@@ -363,6 +379,18 @@ def ensemble_proba(
                     memo.size += size
         else:
             proba = family.predict_proba(network, features).to(features.device)
+        found.append(proba)
+    return found
+
+
+def ensemble_proba(
+    family: ModelFamily, networks: Sequence[nn.Module], features: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
+    if len(networks) == 0:
+        raise ValueError("an ensemble needs at least one network")
+    total = None
+    for proba in network_probas(family, networks, features):
         total = proba if total is None else total + proba
     assert total is not None
     return total / len(networks)
