@@ -166,3 +166,26 @@ def test_an_old_record_sliced_model_is_partitioned_again_by_record(settings_env,
     ctx, _ = sisa_context(sisa, same_lineage=False)
     # Partitioned from scratch (another lineage), it keeps the slices its manifest has.
     assert job._new_partition(ctx).to_parquet() == ctx.old_manifest.to_parquet()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_forget_records_shards_are_read_from_a_stored_manifest(settings_env, tmp_path):
+    from dataclasses import replace
+
+    from app.lineage.manifest import Manifest
+    from workers.engine.unlearning import verification
+
+    settings_env(DATA_DIR=tmp_path, DEVICE="cpu")
+    sisa = Sisa(shards=3, slices=3, slice_key="subject")
+    ctx, later = sisa_context(sisa)
+    # As a job reads it: back from Parquet, ordered by shard and slice rather than by record id.
+    stored = Manifest.from_parquet(ctx.old_manifest.to_parquet())
+    assert not np.all(np.diff(stored.record_ids) > 0)
+    erased = rehearsal.erased(replace(ctx, old_manifest=stored), later[:3])
+    _, shards = verification._subjects_and_shards(erased, np.sort(erased.forget_ids))
+    shard_of = dict(zip(ctx.old_manifest.record_ids.tolist(), ctx.old_manifest.shards.tolist()))
+    assert shards is not None and shards.tolist() == [shard_of[i] for i in np.sort(erased.forget_ids).tolist()]
+    # The whole erasure runs on it, its verification included.
+    escalations: list = []
+    version = job.unlearn(erased, "sisa", escalate=escalations.append)
+    assert version.method == "sisa" and not escalations

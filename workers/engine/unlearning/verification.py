@@ -402,7 +402,10 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
     keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
     shards = None
     if ctx.sisa is not None:
-        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+        # A stored manifest comes back ordered by shard and slice, not by record id.
+        ids = ctx.old_manifest.record_ids
+        order = np.argsort(ids, kind="stable")
+        shards = ctx.old_manifest.shards[order[np.searchsorted(ids, forget_ids, sorter=order)]]
     return keys, shards
 
 
