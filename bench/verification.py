@@ -1,7 +1,7 @@
 """Does verification tell the truth? Verdicts of every method against real retrains (issue 11).
 
 Three generated cases: a well-generalising MLP, a memorising one (noisy labels, many classes,
-few rows per class) and a SISA MLP (16 shards of 4 slices). For each, with 1, 10 and 100 erased
+few rows per class) and a SISA MLP (16 shards of 4 slices, cut by subject). For each, with 1, 10 and 100 erased
 subjects (25 more on the memorising case; 1, 4, 10 and 100 on the SISA one), and for `--seeds`
 seeds per cell, it trains the model and K reference models
 on subject-disjoint halves, erases the subjects with every approximate method and with two real
@@ -78,8 +78,10 @@ CASES = {
     # The SISA case as deployed (Bourtoule et al. use S = 5-20, R up to 50): 16 shards of 4 slices
     # over 12,000 rows (600 per shard at full scale), the generalising data otherwise. A batch of
     # a few subjects touches a minority of shards; 100 subjects touch them all (the contrast).
+    # Slices cut by subject, as a new model's are (`--slice-key record`: as models trained before).
     "sisa": {"rows": 12000, "classes": 10, "flip": 0.02, "sep": 1.5, "rows_per_subject": 4,
-             "params": {"hidden": [64], "epochs": 20, "learning_rate": 3e-3}, "sisa": {"shards": 16, "slices": 4},
+             "params": {"hidden": [64], "epochs": 20, "learning_rate": 3e-3},
+             "sisa": {"shards": 16, "slices": 4, "slice_key": "subject"},
              "subjects": (1, 4, 10, 100)},
 }
 
@@ -210,7 +212,8 @@ class Case:
         self.shards = self.sisa["shards"] if self.sisa else 1
         self.manifest = partition(self.records.record_ids, self.records.subject_keys, seed=seed,
                                   holdout_fraction=0.2, shards=self.shards,
-                                  slices=self.sisa["slices"] if self.sisa else 1)
+                                  slices=self.sisa["slices"] if self.sisa else 1,
+                                  slice_key=self.sisa.get("slice_key", "record") if self.sisa else "record")
         self.trained = self.manifest.trained_ids()
         holdout_ids = np.sort(self.manifest.record_ids[self.manifest.shards < 0])
         self.holdout = self.records.rows_for(holdout_ids)
@@ -768,6 +771,8 @@ def main() -> None:
                         help="simulations of the correlated-subject size study (generated scores)")
     parser.add_argument("--quick", action="store_true",
                         help="a reduced run: 2 seeds, 0.5 of the rows, 10 and 100 subjects, 200 size simulations")
+    parser.add_argument("--slice-key", choices=("subject", "record"),
+                        help="how the SISA case's shards are cut into slices (default: by subject, as a new model's)")
     parser.add_argument("--output", default=str(RESULTS / "verification.json"))
     args = parser.parse_args()
     if args.quick:
@@ -786,6 +791,8 @@ def main() -> None:
             model_cpu, refs = [], []
             if args.subjects:
                 spec = {**spec, "subjects": tuple(int(n) for n in args.subjects.split(","))}
+            if args.slice_key and spec["sisa"]:
+                spec = {**spec, "sisa": {**spec["sisa"], "slice_key": args.slice_key}}
             for seed in seed_list:
                 print(f"[{name}] seed {seed}", flush=True)
                 case = Case(name, spec, seed, args.scale, args.references)
@@ -865,7 +872,8 @@ def main() -> None:
         print_rehearsals(rehearsals)
     write_json(Path(args.output), {"machine": info, "seeds": len(seed_list), "seed_list": seed_list, "scale": args.scale, "references": args.references,
                                    "settings": settings,
-                                   "cases": CASES, "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
+                                   "cases": CASES, "sisa_slice_key": args.slice_key or CASES["sisa"]["sisa"]["slice_key"],
+                                   "policy": policy_.__dict__, "false_pass_bounds": FALSE_PASS,
                                    "summary": summary_, "costs": costs, "table": table, "results": rows,
                                    "size_study": sizes, "erasure_costs": erasures, "quick": args.quick,
                                    "rehearsals": rehearsals})

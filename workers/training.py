@@ -73,7 +73,7 @@ def run(context: JobContext) -> None:
     shard_count = sisa.shards if sisa else 1
     manifest = partition(
         records.record_ids, records.subject_keys, seed=plan.seed, holdout_fraction=plan.holdout_fraction,
-        shards=shard_count, slices=sisa.slices if sisa else 1,
+        shards=shard_count, slices=sisa.slices if sisa else 1, slice_key=sisa.slice_key if sisa else "record",
     )
     trained = train_shards(
         family=family, config=config, shape=shape, records=records, manifest=manifest, seed=plan.seed,

@@ -24,11 +24,14 @@ def membership(subject_keys: Sequence[str], count: int, seed: int) -> np.ndarray
     if count < 2 or count % 2:
         raise ValueError("reference models come in pairs: count must be even and at least 2")
     keys = list(subject_keys)
-    sides = {key: [side(seed, pair, key) for pair in range(count // 2)] for key in set(keys)}
+    pairs = count // 2
+    # Each subject hashed once; its records take its row.
+    row: dict[str, int] = {}
+    codes = np.asarray([row.setdefault(key, len(row)) for key in keys], dtype=np.int64)
+    sides = np.array([[side(seed, pair, key) for pair in range(pairs)] for key in row], dtype=np.int64)
     found = np.zeros((len(keys), count), dtype=bool)
-    for i, key in enumerate(keys):
-        for pair, chosen in enumerate(sides[key]):
-            found[i, 2 * pair + chosen] = True
+    if keys:
+        found[np.arange(len(keys))[:, None], 2 * np.arange(pairs) + sides[codes]] = True
     return found
 
 

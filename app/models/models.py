@@ -22,8 +22,9 @@ class Model(Base):
     family: Mapped[str] = mapped_column(String(64))
     dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("datasets.id"), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # {"shards": S, "slices": R} or None for one network.
-    sisa: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    # {"shards": S, "slices": R, "slice_key": "subject"|"record"} or None for one network; without
+    # slice_key (models created before it existed) the slices are cut by record.
+    sisa: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     holdout_fraction: Mapped[float] = mapped_column(Float)
     seed: Mapped[int] = mapped_column(Integer)
     # Unlearning method for this model; None = the default policy (sisa / retrain / approximate).
@@ -47,7 +48,7 @@ class ModelVersion(Base):
     seed: Mapped[int] = mapped_column(Integer)
     # {"n_features": d, "n_classes": C}
     shape: Mapped[dict[str, int]] = mapped_column(JSON)
-    sisa: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    sisa: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # sha256 of the manifest artifact: a Parquet table (record_id, shard, slice), shard -1 = holdout.
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     # Per shard (one entry without SISA): weights sha256 and checkpoint sha256 per slice.

@@ -18,6 +18,10 @@ METHODS = (*TABULAR_METHODS, "gradient_difference", "npo")
 class SisaSpec(StrictModel):
     shards: int = Field(ge=1, le=64, description="S: subjects are split into S shards by subject key.")
     slices: int = Field(ge=1, le=32, description="R: each shard is trained in R slices with a checkpoint after each.")
+    slice_key: Literal["subject", "record"] = Field(
+        default="subject",
+        description="How a shard is cut into slices: by subject key (a subject's records share one slice, so erasing "
+                    "it retrains its shard from that slice on) or by record id.")
 
 
 class ModelCreate(StrictModel):
@@ -53,7 +57,7 @@ class ModelOut(BaseModel):
     family: str
     dataset_id: uuid.UUID
     params: dict[str, Any]
-    sisa: dict[str, int] | None
+    sisa: dict[str, Any] | None
     holdout_fraction: float
     seed: int
     unlearning_method: str | None

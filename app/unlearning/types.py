@@ -104,17 +104,37 @@ class DatasetErasure:
         )
 
 
+# How a SISA shard is cut into slices (workers/engine/training.py `slice_positions`): by a hash of
+# each record's id, or of its subject key so a subject's records share one slice. Models trained
+# before the choice existed stored no `slice_key` and were cut by record; that stays their reading.
+SLICE_BY_RECORD = "record"
+SLICE_BY_SUBJECT = "subject"
+SLICE_KEYS = (SLICE_BY_RECORD, SLICE_BY_SUBJECT)
+
+
 @dataclass(frozen=True)
 class Sisa:
     shards: int
     slices: int
+    slice_key: str = SLICE_BY_RECORD
 
-    def to_json(self) -> dict[str, int]:
-        return {"shards": self.shards, "slices": self.slices}
+    def __post_init__(self) -> None:
+        if self.slice_key not in SLICE_KEYS:
+            raise ValueError(f"unknown SISA slice key {self.slice_key!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        # A record-sliced model keeps the JSON it always had; only the newer layout is spelled out.
+        found: dict[str, Any] = {"shards": self.shards, "slices": self.slices}
+        if self.slice_key != SLICE_BY_RECORD:
+            found["slice_key"] = self.slice_key
+        return found
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, int] | None) -> Sisa | None:
-        return None if raw is None else cls(shards=int(raw["shards"]), slices=int(raw["slices"]))
+    def from_json(cls, raw: Mapping[str, Any] | None) -> Sisa | None:
+        if raw is None:
+            return None
+        return cls(shards=int(raw["shards"]), slices=int(raw["slices"]),
+                   slice_key=str(raw.get("slice_key", SLICE_BY_RECORD)))
 
 
 @dataclass(frozen=True)

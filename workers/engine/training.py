@@ -136,11 +136,16 @@ def fit_minibatches(
 
 
 def softmax_proba(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    # A network already wholly in eval mode (every loaded one) is left as it is: eval() and
+    # train(False) would set each module's flag to what it already is, at a cost per module.
+    toggled = any(module.training for module in network.modules())
     was_training = network.training
-    network.eval()
+    if toggled:
+        network.eval()
     with torch.no_grad():
         proba = torch.softmax(network(features.to(network_device(network))), dim=1)
-    network.train(was_training)
+    if toggled:
+        network.train(was_training)
     return proba
 
 
@@ -251,7 +256,8 @@ def _digest64(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int) -> list[np.ndarray]:
+def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: int,
+                    subject_keys: Sequence[Any] | np.ndarray | None = None) -> list[np.ndarray]:
     """Split one shard's record ids into `slices` slices, each in a fixed order, as positions
     into `record_ids`: slice r is `record_ids[positions[r]]`.
 
@@ -260,15 +266,29 @@ def slice_positions(record_ids: Sequence[Any] | np.ndarray, slices: int, seed: i
     removing records never moves the others between slices nor reorders them; every slice
     without removals keeps exactly its records, and the checkpoints before the first affected
     slice stay valid. The price is that slice sizes are balanced only in expectation.
+
+    With `subject_keys` (one per record) the slice is chosen by a 64-bit hash of (seed, the
+    record's subject key) instead, so all of a subject's records share one slice and erasing the
+    subject invalidates only the checkpoints from that slice on; within a slice the order is
+    still that of the record hashes. A record's slice and position then depend only on (seed,
+    its subject key, its id), and removing records again moves and reorders no other record.
     """
     if slices < 1:
         raise ValueError("slices must be at least 1")
     ids = np.asarray(record_ids)
     hashes = [_digest64(f"{seed}:{record_id}") for record_id in ids.tolist()]
     order = sorted(range(len(hashes)), key=lambda i: (hashes[i], str(ids[i])))
+    if subject_keys is None:
+        chosen = hashes
+    else:
+        keys = np.asarray(subject_keys)
+        if keys.shape[0] != ids.shape[0]:
+            raise ValueError("every record needs its subject key")
+        by_key = {key: _digest64(f"slice:{seed}:{key}") for key in set(keys.tolist())}
+        chosen = [by_key[key] for key in keys.tolist()]
     members: list[list[int]] = [[] for _ in range(slices)]
     for i in order:
-        members[(hashes[i] * slices) >> 64].append(i)
+        members[(chosen[i] * slices) >> 64].append(i)
     return [np.asarray(indices, dtype=np.int64) for indices in members]
 
 
@@ -288,6 +308,17 @@ class _Memo:
     frozen: set[int] = field(default_factory=set)
     found: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     size: int = 0
+    # The content hash of each features tensor asked about, by object (held, so its id stays its
+    # own) and in-place version: a tensor used for several figures is hashed once.
+    keys: dict[int, tuple[torch.Tensor, int, str]] = field(default_factory=dict)
+
+    def key(self, features: torch.Tensor) -> str:
+        known = self.keys.get(id(features))
+        if known is not None and known[0] is features and known[1] == features._version:
+            return known[2]
+        found = _features_key(features)
+        self.keys[id(features)] = (features, features._version, found)
+        return found
 
 
 _MEMO: ContextVar[_Memo | None] = ContextVar("frozen_predictions", default=None)
@@ -327,15 +358,15 @@ def _features_key(features: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def ensemble_proba(
+def network_probas(
     family: ModelFamily, networks: Sequence[nn.Module], features: torch.Tensor
-) -> torch.Tensor:
-    """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
-    if len(networks) == 0:
-        raise ValueError("an ensemble needs at least one network")
+) -> list[torch.Tensor]:
+    """Each network's class probabilities on the features' device, in order. Within a
+    `frozen_predictions` scope a frozen network's are computed once per set of features (the
+    features are hashed once per call, however many networks share them)."""
     memo = _MEMO.get()
-    key = _features_key(features) if memo is not None and any(id(n) in memo.frozen for n in networks) else None
-    total = None
+    key = memo.key(features) if memo is not None and any(id(n) in memo.frozen for n in networks) else None
+    found: list[torch.Tensor] = []
     for network in networks:
         proba = None
         if memo is not None and key is not None and id(network) in memo.frozen:
@@ -348,6 +379,18 @@ def ensemble_proba(
                     memo.size += size
         else:
             proba = family.predict_proba(network, features).to(features.device)
+        found.append(proba)
+    return found
+
+
+def ensemble_proba(
+    family: ModelFamily, networks: Sequence[nn.Module], features: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the networks' class probabilities (SISA aggregation), on the features' device."""
+    if len(networks) == 0:
+        raise ValueError("an ensemble needs at least one network")
+    total = None
+    for proba in network_probas(family, networks, features):
         total = proba if total is None else total + proba
     assert total is not None
     return total / len(networks)

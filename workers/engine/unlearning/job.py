@@ -333,7 +333,7 @@ def _new_partition(ctx: Context) -> Manifest:
     return partition(
         ctx.new_records.record_ids, ctx.new_records.subject_keys, seed=ctx.seed,
         holdout_fraction=ctx.holdout_fraction, shards=ctx.sisa.shards if ctx.sisa else 1,
-        slices=ctx.sisa.slices if ctx.sisa else 1,
+        slices=ctx.sisa.slices if ctx.sisa else 1, slice_key=ctx.sisa.slice_key if ctx.sisa else "record",
     )
 
 

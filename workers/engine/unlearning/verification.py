@@ -258,7 +258,10 @@ def verify_outcome(ctx: Context, outcome: CandidateVersion, before_shards: Seque
         verdicts = _image_verdicts(ctx, outcome, after_networks, forget, holdout, holdout_ids)
     else:
         before = _figures(verify(ctx.family, before_networks, forget, retain, holdout))
-        after = _figures(verify(ctx.family, after_networks, forget, retain, holdout))
+        # The same weights on the same records give the same figures (the no-op control measures
+        # the original as its own result): measured once.
+        same = [s.weights for s in outcome.shards] == [s.weights for s in before_shards]
+        after = before if same else _figures(verify(ctx.family, after_networks, forget, retain, holdout))
         verdicts = _verdicts(ctx, outcome, before_networks, after_networks, forget, holdout_ids, alpha)
     trained_after = outcome.manifest.trained_ids()
     return Verification(
@@ -402,7 +405,10 @@ def _subjects_and_shards(ctx: Context, forget_ids: npt.NDArray[np.int64]) -> tup
     keys = ctx.old_records.subject_keys[np.searchsorted(ctx.old_records.record_ids, forget_ids)].tolist()
     shards = None
     if ctx.sisa is not None:
-        shards = ctx.old_manifest.shards[np.searchsorted(ctx.old_manifest.record_ids, forget_ids)]
+        # A stored manifest comes back ordered by shard and slice, not by record id.
+        ids = ctx.old_manifest.record_ids
+        order = np.argsort(ids, kind="stable")
+        shards = ctx.old_manifest.shards[order[np.searchsorted(ids, forget_ids, sorter=order)]]
     return keys, shards
 
 

@@ -171,11 +171,17 @@ def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed:
         count = int(codes.max()) + 1
         if count < 2:
             return estimate, (-1.0, 1.0)
+        if not differences.any():
+            # Every pair equal (the original judged against itself): each resample's mean is
+            # exactly 0, so the percentile interval is (0, 0) without drawing them.
+            return estimate, (0.0, 0.0)
         sums = np.bincount(codes, weights=differences, minlength=count)
         sizes = np.bincount(codes, minlength=count).astype(np.float64)
         drawn = rng.integers(0, count, size=(resamples, count))
         means = sums[drawn].sum(axis=1) / sizes[drawn].sum(axis=1)
         return estimate, (float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+    if not differences.any():
+        return estimate, (0.0, 0.0)
     values, counts = np.unique(differences, return_counts=True)
     if values.size <= 16:
         # Resampling records with replacement draws multinomial counts of the distinct values:

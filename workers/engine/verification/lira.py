@@ -90,13 +90,16 @@ UNFAMILIAR_SHARE = 0.25
 
 
 def logit_confidence(proba: npt.ArrayLike, labels: np.ndarray) -> npt.NDArray[np.float64]:
-    """φ = log p_y − log(1 − p_y) per record, from class probabilities [n, C] (float64)."""
+    """φ = log p_y − log(1 − p_y) per record, from class probabilities [n, C] (float64); from
+    [K, n, C] (K networks' probabilities of the same records) it is [K, n], row k the same as
+    from [n, C] alone."""
     proba = np.asarray(proba, dtype=np.float64)
-    picked = proba[np.arange(len(labels)), np.asarray(labels)]
+    rows, chosen = np.arange(len(labels)), np.asarray(labels)
+    picked = proba[..., rows, chosen]
     # 1 − p_y as the other classes' sum keeps precision when p_y rounds to 1.
     others = proba.copy()
-    others[np.arange(len(labels)), np.asarray(labels)] = 0.0
-    rest = others.sum(axis=1)
+    others[..., rows, chosen] = 0.0
+    rest = others.sum(axis=-1)
     return np.asarray(np.log(np.clip(picked, 1e-300, None)) - np.log(np.clip(rest, 1e-300, None)), dtype=np.float64)
 
 

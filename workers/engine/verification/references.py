@@ -27,7 +27,7 @@ from app.lineage.reference_halves import membership
 from app.unlearning.types import ReferenceModel
 from workers.engine.verification.lira import MIN_OUT_REFERENCES, logit_confidence
 from workers.engine.serialization import load_network
-from workers.engine.training import derive_seed, ensemble_proba, train_single
+from workers.engine.training import derive_seed, ensemble_proba, network_probas, train_single
 
 
 @dataclass(frozen=True)
@@ -96,22 +96,43 @@ def scores(family: Any, networks: nn.Module | Sequence[nn.Module], features: tor
 def score_matrix(family: Any, references: Sequence[nn.Module], features: torch.Tensor,
                  labels: torch.Tensor) -> np.ndarray:
     """[n, K] scores of each record under each reference."""
-    return predictions(family, references, features, labels)[0]
+    return _scores_and_correct(family, references, features, labels, correct=False)[0]
 
 
 def predictions(family: Any, references: Sequence[nn.Module], features: torch.Tensor,
                 labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """[n, K] scores and [n, K] 0/1 correctness of each record under each reference."""
+    found_scores, found_correct = _scores_and_correct(family, references, features, labels, correct=True)
+    assert found_correct is not None
+    return found_scores, found_correct
+
+
+# Bytes of float64 probabilities scored at once (a group of networks' [n, C] each).
+SCORING_BYTES = 64 * 2**20
+
+
+def _scores_and_correct(family: Any, references: Sequence[nn.Module], features: torch.Tensor, labels: torch.Tensor,
+                        *, correct: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each network's own probabilities (an ensemble of one divides by 1, which changes no bit),
+    scored a group of networks at a time ([k, n, C] gives each network's row exactly as [n, C]
+    alone would), the features hashed once for all of them within a `frozen_predictions` scope."""
     n = int(labels.shape[0])
     if not references or n == 0:
-        return np.zeros((n, len(references))), np.zeros((n, len(references)))
-    found_scores, found_correct = [], []
+        return np.zeros((n, len(references))), np.zeros((n, len(references))) if correct else None
     truth = labels.cpu().numpy()
-    for network in references:
-        proba = ensemble_proba(family, [network], features).double().cpu().numpy()
-        found_scores.append(logit_confidence(proba, truth))
-        found_correct.append((proba.argmax(axis=1) == truth).astype(np.float64))
-    return np.column_stack(found_scores), np.column_stack(found_correct)
+    found_scores, found_correct = [], []
+    start, group = 0, 1
+    while start < len(references):
+        stacked = torch.stack(network_probas(family, references[start:start + group], features)).double().cpu().numpy()
+        found_scores.append(logit_confidence(stacked, truth))
+        if correct:
+            found_correct.append((stacked.argmax(axis=2) == truth).astype(np.float64))
+        start += stacked.shape[0]
+        # The first network's probabilities tell how many fit in SCORING_BYTES.
+        group = max(1, SCORING_BYTES // max(1, stacked[0].nbytes))
+    # [n, K], laid out as the column stack of each network's scores was.
+    scores = np.ascontiguousarray(np.concatenate(found_scores).T)
+    return scores, np.ascontiguousarray(np.concatenate(found_correct).T) if correct else None
 
 
 # A model's stored pool.
