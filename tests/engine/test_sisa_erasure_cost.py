@@ -12,17 +12,13 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 
-from app.families.registry import get_family
 from app.unlearning.types import Sisa
 from workers.engine import training
-from workers.engine.families.base import Shape
 from workers.engine.partition import partition
 from workers.engine.records import Records
-from workers.engine.shards import train_shards
 from workers.engine.unlearning import job, rehearsal, verification
-from workers.engine.unlearning.context import Context
+from tests.engine.sisa_models import SHAPE, trained_context
 
-SHAPE = Shape(n_features=12, n_classes=4)
 SISA = Sisa(shards=4, slices=3)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,16 +33,7 @@ def sisa_model(settings_env, tmp_path):
     keys = np.array([f"{k:064x}" for k in range(200)], dtype=object)[rng.integers(0, 200, len(y))]
     records = Records(record_ids=np.arange(len(y), dtype=np.int64), subject_keys=keys,
                       features=x.astype(np.float32), labels=y.astype(np.int64))
-    spec = get_family("mlp_classifier")
-    family, config = spec.load_implementation(), spec.parse_params({"hidden": [16], "epochs": 6})
-    manifest = partition(records.record_ids, records.subject_keys, seed=5, holdout_fraction=0.2,
-                         shards=SISA.shards, slices=SISA.slices)
-    trained = train_shards(family=family, config=config, shape=SHAPE, records=records, manifest=manifest, seed=5,
-                           sisa=SISA, shard_list=list(range(SISA.shards)))
-    ctx = Context(spec=spec, family=family, config=config, shape=SHAPE, seed=5, sisa=SISA, holdout_fraction=0.2,
-                  old_records=records, new_records=records, old_manifest=manifest,
-                  old_shards=tuple(trained[s] for s in range(SISA.shards)), old_state={},
-                  forget_ids=np.zeros(0, dtype=np.int64), same_lineage=True)
+    ctx, manifest = trained_context(records, SISA)
     # Two subjects who were trained on: an erasure that touches a minority of the shards.
     trained_keys = np.unique(keys[manifest.shards >= 0])
     return rehearsal.erased(ctx, trained_keys[:2].tolist())

@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from app.families.registry import get_family
 from app.unlearning.types import Sisa
 from workers.engine import training
-from workers.engine.families.base import Shape
 from workers.engine.partition import partition
 from workers.engine.records import Records
 from workers.engine.shards import train_shards
 from workers.engine.unlearning import job, rehearsal
 from workers.engine.unlearning.context import Context
-
-SHAPE = Shape(n_features=12, n_classes=4)
+from tests.engine.sisa_models import SHAPE, trained_context
 
 
 def keys_of(n_subjects: int) -> list[str]:
@@ -115,16 +112,7 @@ def sisa_context(sisa: Sisa, *, same_lineage: bool = True) -> tuple[Context, lis
     keys = np.array(keys_of(180), dtype=object)[np.arange(len(y)) % 180]
     records = Records(record_ids=np.arange(len(y), dtype=np.int64), subject_keys=keys,
                       features=x.astype(np.float32), labels=y.astype(np.int64))
-    spec = get_family("mlp_classifier")
-    family, config = spec.load_implementation(), spec.parse_params({"hidden": [16], "epochs": 6})
-    manifest = partition(records.record_ids, records.subject_keys, seed=5, holdout_fraction=0.2,
-                         shards=sisa.shards, slices=sisa.slices, slice_key=sisa.slice_key)
-    trained = train_shards(family=family, config=config, shape=SHAPE, records=records, manifest=manifest, seed=5,
-                           sisa=sisa, shard_list=list(range(sisa.shards)))
-    ctx = Context(spec=spec, family=family, config=config, shape=SHAPE, seed=5, sisa=sisa, holdout_fraction=0.2,
-                  old_records=records, new_records=records, old_manifest=manifest,
-                  old_shards=tuple(trained[s] for s in range(sisa.shards)), old_state={},
-                  forget_ids=np.zeros(0, dtype=np.int64), same_lineage=same_lineage)
+    ctx, manifest = trained_context(records, sisa, same_lineage=same_lineage)
     # Trained subjects whose slice is not the first: a resume from a checkpoint.
     trained_keys = sorted(set(keys[manifest.shards >= 0].tolist()))
     later = [k for k in trained_keys if manifest.slices[keys == k][0] > 0]
