@@ -19,7 +19,7 @@ from app.db import session_scope
 from app.families.registry import get_family
 from app.training import service
 from app.training.types import TrainedModel
-from app.unlearning.types import JobAttempt, Shard
+from app.unlearning.types import SLICE_BY_RECORD, JobAttempt, Shard
 from workers import reference_training
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.records import Records, records_and_shape
@@ -73,7 +73,7 @@ def run(context: JobContext) -> None:
     shard_count = sisa.shards if sisa else 1
     manifest = partition(
         records.record_ids, records.subject_keys, seed=plan.seed, holdout_fraction=plan.holdout_fraction,
-        shards=shard_count, slices=sisa.slices if sisa else 1, slice_key=sisa.slice_key if sisa else "record",
+        shards=shard_count, slices=sisa.slices if sisa else 1, slice_key=sisa.slice_key if sisa else SLICE_BY_RECORD,
     )
     trained = train_shards(
         family=family, config=config, shape=shape, records=records, manifest=manifest, seed=plan.seed,

@@ -22,7 +22,16 @@ import torch
 
 from app.artifacts.store import get_store
 from app.config import get_settings
-from app.unlearning.types import EXACT, Escalation, JsonObject, JsonValue, Shard, Verification, VerifiedVersion
+from app.unlearning.types import (
+    EXACT,
+    SLICE_BY_RECORD,
+    Escalation,
+    JsonObject,
+    JsonValue,
+    Shard,
+    Verification,
+    VerifiedVersion,
+)
 from workers.engine.partition import HOLDOUT, Manifest, partition
 from workers.engine.serialization import bytes_to_state, load_network, state_to_bytes
 from workers.engine.shards import Resume, counted, train_shards
@@ -333,7 +342,7 @@ def _new_partition(ctx: Context) -> Manifest:
     return partition(
         ctx.new_records.record_ids, ctx.new_records.subject_keys, seed=ctx.seed,
         holdout_fraction=ctx.holdout_fraction, shards=ctx.sisa.shards if ctx.sisa else 1,
-        slices=ctx.sisa.slices if ctx.sisa else 1, slice_key=ctx.sisa.slice_key if ctx.sisa else "record",
+        slices=ctx.sisa.slices if ctx.sisa else 1, slice_key=ctx.sisa.slice_key if ctx.sisa else SLICE_BY_RECORD,
     )
 
 
