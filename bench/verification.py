@@ -118,6 +118,15 @@ def size_study(simulations: int, subjects: int = 25, records: int = 4, rho: floa
     holdout_cut = float(stats.norm.ppf(1 - base_rate))
     passes = {(name, mode): 0 for name in ("mia_auc", "forget_accuracy_gap") for mode in ("naive", "clustered")}
     flagged = {"naive": 0, "clustered": 0}
+    # The audit's advantage TPR − FPR at its tolerance, counted in subjects as the check counts
+    # them: 100 forget subjects, 75 unseen ones (a confirmation half), FPR at the level q.
+    from workers.engine.verification.intervals import rate_difference
+    advantage_passes = 0
+    for seed in range(simulations):
+        rng = np.random.default_rng(60_000 + seed)
+        tp, fp = rng.binomial(100, policy_.record_level + policy_.membership), rng.binomial(75, policy_.record_level)
+        upper = rate_difference(int(tp), 100, int(fp), 75, 2 * policy_.alpha)[1][1]
+        advantage_passes += upper < policy_.membership
     for seed in range(simulations):
         rng = np.random.default_rng(50_000 + seed)
         forget, forget_subjects = correlated(rng, subjects, auc_shift)
@@ -156,6 +165,9 @@ def size_study(simulations: int, subjects: int = 25, records: int = 4, rho: floa
     for (name, mode), count in passes.items():
         rows.append({"check": name, "mode": mode, "simulations": simulations, "size": count / simulations,
                      "size_ci": clopper(count, simulations), "goal": policy_.alpha + 0.01})
+    rows.append({"check": "per_record_audit advantage (TPR − FPR)", "mode": "subjects", "simulations": simulations,
+                 "size": advantage_passes / simulations, "size_ci": clopper(advantage_passes, simulations),
+                 "goal": policy_.alpha + 0.01})
     for mode, count in flagged.items():
         rows.append({"check": "per_record_audit (any subject flagged, exact retrain)", "mode": mode,
                      "simulations": simulations, "size": count / simulations, "size_ci": clopper(count, simulations),

@@ -23,6 +23,7 @@ from workers.engine.verification.intervals import (
     delong_auc,
     paired_difference,
     proportion_difference,
+    rate_difference,
 )
 from workers.engine.verification.scores import MembershipInputs
 from workers.engine.verification.verdicts import decide, overall
@@ -53,6 +54,39 @@ def test_clopper_pearson_matches_closed_forms():
     low, high = clopper_pearson(10, 10, 0.05)
     assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 10))
     assert clopper_pearson(0, 0, 0.05) == (0.0, 1.0)
+
+
+def test_rate_difference_squares_and_adds_the_exact_limits():
+    difference, (low, high) = rate_difference(12, 100, 4, 75, 0.1)
+    a_low, a_high = clopper_pearson(12, 100, 0.1)
+    b_low, b_high = clopper_pearson(4, 75, 0.1)
+    assert difference == pytest.approx(0.12 - 4 / 75)
+    assert high == pytest.approx(difference + math.hypot(a_high - 0.12, 4 / 75 - b_low))
+    assert low == pytest.approx(difference - math.hypot(0.12 - a_low, b_high - 4 / 75))
+    # Narrower than subtracting the rates' one-sided 1 − α/2 limits (the audit's interval before),
+    # and still containing the estimate.
+    a_low2, a_high2 = clopper_pearson(12, 100, 0.05)
+    b_low2, b_high2 = clopper_pearson(4, 75, 0.05)
+    assert a_low2 - b_high2 < low < difference < high < a_high2 - b_low2
+    assert rate_difference(0, 0, 0, 0, 0.1) == (0.0, (-1.0, 1.0))
+
+
+@pytest.mark.parametrize(("subjects", "null_subjects", "null_rate"), [(100, 75, 0.05), (25, 75, 0.1), (100, 30, 0.3)])
+def test_rate_difference_holds_its_level_at_the_audit_tolerance(subjects, null_subjects, null_rate):
+    """The audit's upper end is a one-sided 1 − α bound: where TPR − FPR sits exactly on the
+    tolerance, it falls below the tolerance (a false pass) in at most α of draws, plus simulation
+    error."""
+    rng = np.random.default_rng(11)
+    draws = 3000
+    tpr = null_rate + POLICY.membership
+    tp, fp = rng.binomial(subjects, tpr, draws), rng.binomial(null_subjects, null_rate, draws)
+    passes = sum(rate_difference(int(a), subjects, int(b), null_subjects, 2 * POLICY.alpha)[1][1] < POLICY.membership
+                 for a, b in zip(tp, fp))
+    assert passes / draws <= POLICY.alpha + 0.01
+    # Not vacuous: the bound is not so wide that it never passes anything closer to 0.
+    near = sum(rate_difference(int(a), subjects, int(b), null_subjects, 2 * POLICY.alpha)[1][1] < POLICY.membership
+               for a, b in zip(rng.binomial(subjects, null_rate, 200), rng.binomial(null_subjects, null_rate, 200)))
+    assert near > 0
 
 
 def test_delong_auc_agrees_with_mann_whitney_and_a_bootstrap():

@@ -430,7 +430,7 @@ def _with_pool(checks: list[Check], policy: Policy, *, records: int, tested: boo
     references, or a note on one that ran on a partial pool."""
     if pool_expected and not tested:
         return [*checks, check("per_record_audit", label="per-record audit", attack="offline_lira",
-                               test="clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
+                               test="mover_clopper_pearson", estimate=None, interval=None, alpha=policy.alpha,
                                tolerance=policy.membership, two_sided=False, n=records, reference="references",
                                unavailable=f"too few references ({note or 'no holdout to calibrate against'})")]
     if note:

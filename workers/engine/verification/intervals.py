@@ -8,7 +8,12 @@ Each function takes the two-sided level 1 − a it is asked for:
   over records;
 - AUC: DeLong et al. 1988, from the structural components of the Mann-Whitney statistic,
   made conservative for small forget sets (see `delong_auc`);
-- a rate: Clopper-Pearson.
+- a rate: Clopper-Pearson;
+- difference of two independent rates counted in whole units (subjects): Newcombe's
+  square-and-add recovery of variance (MOVER, Zou and Donner 2008) from each rate's exact
+  Clopper-Pearson limits (`rate_difference`). It keeps the exact limits' guarantee for each rate
+  while combining them as independent errors combine, so it is far tighter than subtracting one
+  rate's limits from the other's (which spends α on a corner both ends cannot reach at once).
 
 A subject's records are often near-duplicates, so records are no independent evidence: each
 function takes the records' clusters (their subjects) and then treats the cluster as the unit.
@@ -38,6 +43,22 @@ def clopper_pearson(successes: int, trials: int, alpha: float) -> Interval:
     low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
     high = 1.0 if successes == trials else float(stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
     return (low, high)
+
+
+def rate_difference(a_successes: int, a_trials: int, b_successes: int, b_trials: int,
+                    alpha: float) -> tuple[float, Interval]:
+    """a_successes/a_trials − b_successes/b_trials with its MOVER interval at two-sided level 1 − alpha,
+    from each rate's Clopper-Pearson limits at that level: the upper end is
+    d + √((a_high − a)² + (b − b_low)²), the lower end its mirror. Without trials on a side that
+    rate is unknown ([0, 1])."""
+    a = a_successes / a_trials if a_trials > 0 else 0.0
+    b = b_successes / b_trials if b_trials > 0 else 0.0
+    a_low, a_high = clopper_pearson(a_successes, a_trials, alpha)
+    b_low, b_high = clopper_pearson(b_successes, b_trials, alpha)
+    difference = a - b
+    low = difference - math.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
+    high = difference + math.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
+    return difference, (max(-1.0, low), min(1.0, high))
 
 
 def wilson(successes: float, trials: float, alpha: float) -> Interval:

@@ -30,7 +30,7 @@ check treats the subject as its unit, as the tabular checks do:
 By subject: the AUCs take DeLong's interval clustered after Obuchowski, the extraction check
 divides its counts by their design effect (Rao-Scott) and reports how many subjects had a text
 given back, the audit joins a subject's texts by Stouffer's z and runs Holm over subjects with
-Clopper-Pearson on subject counts (lira.py), and the holdout drop resamples whole subjects
+Clopper-Pearson limits on subject counts (lira.py), and the holdout drop resamples whole subjects
 (intervals.py). A subject whose every text is a little too familiar is flagged even where no one
 text would be.
 

@@ -44,7 +44,7 @@ class Check:
     # The membership attack behind the figure ("loss_threshold", "offline_lira"), None for
     # accuracy checks.
     attack: str | None
-    # How the interval was computed ("newcombe_wilson", "delong", "clopper_pearson", "bootstrap").
+    # How the interval was computed ("newcombe_wilson", "delong", "mover_clopper_pearson", "welch", "bootstrap").
     test: str
     estimate: float | None
     interval: Interval | None
