@@ -4,17 +4,18 @@ A generated corpus of support notes (about 2,200 records of 200 subjects) in whi
 carry a canary: a door code drawn at random from 10,000 candidates and repeated in 8 of their
 records (the "secret sharer" setting of Carlini et al. 2019). A `causal_lm` is trained on it,
 then 4 canary subjects are erased with every method: a retrain without them (the reference),
-SISA (S=8, R=4; erased from its own SISA model), gradient difference and NPO. For each erased
-canary: its exposure, log2(10,000) − log2(rank of the true code among all candidates by score),
-and whether greedy decoding from its prefix emits it. Also: perplexity on retained and held-out
-text, the text verification figures (loss and Min-K%++ AUC, verbatim extraction), cost as a
-fraction of the retrain, and tokens per second of training and generation. Prints tables and
-writes bench/results/language.json.
+SISA (S=8, R=4, slices cut by subject as a new model's; erased from its own SISA model), gradient
+difference and NPO. For each erased canary: its exposure, log2(10,000) − log2(rank of the true
+code among all candidates by score), and whether greedy decoding from its prefix emits it. Also:
+perplexity on retained and held-out text, the text verification figures (loss and Min-K%++ AUC,
+verbatim extraction), cost as a fraction of the retrain, and tokens per second of training and
+generation. Prints tables and writes bench/results/language.json.
 
     .venv/bin/python bench/language.py             # the table of docs/benchmarks.md
     .venv/bin/python bench/language.py --quick     # 150 training steps, a smoke run
     .venv/bin/python bench/language.py --defaults  # the family's default size
     .venv/bin/python bench/language.py --report bench/results/language.json   # re-print a run
+    .venv/bin/python bench/language.py --slice-key record   # SISA slices by record, as older models
     OBLIVIATE_DEVICE=cuda .venv/bin/python bench/language.py --scale 5    # on a GPU host: ~25x the weights
 """
 
@@ -50,7 +51,7 @@ PARAMS = {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 128, "steps": 1
           "batch_size": 32, "dropout": 0.0}
 DEFAULTS = {**PARAMS, "n_embd": 128, "steps": 1500}
 QUICK = {**PARAMS, "steps": 150}
-SISA = {"shards": 8, "slices": 4}
+SISA = {"shards": 8, "slices": 4, "slice_key": "subject"}
 SEED, HOLDOUT = 7, 0.1
 
 
@@ -93,7 +94,8 @@ class Windowed:
     def manifest(self, keep_ids, sisa: dict | None):
         keep = np.isin(self.record_ids, keep_ids)
         return self.partition(self.record_ids[keep], self.subject_keys[keep], seed=SEED, holdout_fraction=HOLDOUT,
-                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1)
+                              shards=sisa["shards"] if sisa else 1, slices=sisa["slices"] if sisa else 1,
+                              slice_key=sisa.get("slice_key", "record") if sisa else "record")
 
     def network(self, state):
         from workers.engine.training import new_network
@@ -233,6 +235,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="records of a canary subject that hold its canary")
     parser.add_argument("--out", type=Path, default=RESULTS / "language.json")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and stop")
+    parser.add_argument("--slice-key", choices=("subject", "record"), default="subject",
+                        help="how SISA shards are cut into slices: by subject, as a new model's (default), or by "
+                             "record, as models trained before the choice")
     args = parser.parse_args()
     if args.report:
         import json
@@ -252,6 +257,7 @@ def main() -> None:
     if args.steps:
         params["steps"] = args.steps
     info = machine()
+    SISA["slice_key"] = args.slice_key
     s = Setup(params, subjects=args.subjects, repeats=args.repeats)
     erased_subjects = list(s.secrets)[:4]
     kept_canaries = list(s.secrets)[4:6]
@@ -300,7 +306,7 @@ def main() -> None:
         print(name, round(method_s), "s", flush=True)
     finish_machine(info)
     report(results, retrain_s, info, params, device)
-    write_json(args.out, {"machine": info, "params": params, "command_args": {"subjects": args.subjects, "repeats": args.repeats}, "device": str(s.device), "records": len(s.texts),
+    write_json(args.out, {"machine": info, "params": params, "command_args": {"subjects": args.subjects, "repeats": args.repeats, "slice_key": args.slice_key}, "device": str(s.device), "records": len(s.texts),
                           "subjects": len(s.keys), "canaries": len(s.secrets), "candidates": CANDIDATES,
                           "erased_subjects": len(erased_subjects), "results": results, "gpu": None})
 
