@@ -85,8 +85,9 @@ class RehearsalOut(BaseModel):
     results: list[dict[str, Any]] = Field(
         description="One entry per candidate: method, settings (overrides of its defaults), verdict, reasons, "
         "gaps to the retrains (mean |gap| over the draws: forget_accuracy, holdout_accuracy, mia_auc), cost "
-        "(fraction of a retrain's CPU time, mean over the draws), cpu_s, pass_rate (share of draws passed), "
-        "draws (each draw's verdict, passed, signed gaps), passed.")
+        "(fraction of a retrain's CPU time, mean over the draws it ran), cpu_s, pass_rate (share of draws passed), "
+        "draws (each draw's verdict, passed, signed gaps; \"skipped\" where the candidate had already failed too "
+        "many draws to pass), passed.")
     chosen: dict[str, Any] | None = Field(
         description="The passing candidate with the highest pass rate, the cheapest among equals {method, settings}, "
         "or null.")

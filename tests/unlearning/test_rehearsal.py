@@ -118,6 +118,57 @@ def test_tost_judges_a_gap_against_the_retrains_own_spread():
     assert equivalent(0.019, 0.02, 0.0, 2, 3) and not equivalent(0.021, 0.02, 0.0, 2, 3)
 
 
+def _scripted_rehearsal(monkeypatch, script: dict[str, list[str]], draws: int = 3):
+    """rehearse() with its training and verification replaced: each candidate method's draws
+    give the verdicts of `script` in order ("pass" passes the draw). Returns the rehearsal and
+    how many draws each method was run on."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from workers.engine.unlearning import rehearsal
+
+    runs: dict[str, int] = {}
+    monkeypatch.setattr(rehearsal, "erased", lambda ctx, keys: SimpleNamespace(forget_ids=np.arange(len(keys)),
+                                                                                   old_shards=()))
+    monkeypatch.setattr(rehearsal, "retrain", lambda ctx, training_seed: None)
+    monkeypatch.setattr(rehearsal.verification, "verify_outcome", lambda *a: SimpleNamespace(after=None))
+    monkeypatch.setattr(rehearsal, "_figures", lambda after: {"forget_accuracy": 0.9, "holdout_accuracy": 0.9,
+                                                               "mia_auc": 0.5})
+    monkeypatch.setattr(rehearsal, "no_op_control", lambda ctx: {})
+    monkeypatch.setattr(rehearsal, "GRID", {method: ({},) for method in script})
+
+    def judge(draw, method, settings, spread, retrain_cpu):
+        verdict = script[method][runs.get(method, 0)]
+        runs[method] = runs.get(method, 0) + 1
+        return rehearsal.Judged(verdict, [] if verdict == "pass" else [f"{verdict}: scripted"],
+                                {name: 0.0 for name in rehearsal.BOUNDS}, 0.1, 0.01, verdict == "pass")
+
+    monkeypatch.setattr(rehearsal, "_judge", judge)
+    found = rehearsal.rehearse(SimpleNamespace(seed=0), [[str(i)] for i in range(draws)], list(script))
+    return {r["method"]: r for r in found.results}, runs
+
+
+def test_a_candidate_that_failed_too_many_draws_is_not_run_on_the_rest(monkeypatch):
+    from workers.engine.unlearning.rehearsal import SKIPPED
+
+    results, runs = _scripted_rehearsal(monkeypatch, {
+        "finetune": ["fail", "fail", "pass"],                 # two fails: it cannot reach 2 of 3
+        "neggrad_plus": ["fail", "pass", "pass"],             # still could pass after one fail
+        "scrub": ["inconclusive", "inconclusive", "fail"],    # no fail yet: a later one changes its verdict
+        "salun": ["pass", "fail", "fail"]})
+    assert runs == {"finetune": 2, "neggrad_plus": 3, "scrub": 3, "salun": 3}
+    skipped = results["finetune"]
+    assert [d["verdict"] for d in skipped["draws"]] == ["fail", "fail", SKIPPED]
+    assert skipped["verdict"] == "fail" and not skipped["passed"] and skipped["pass_rate"] == 0.0
+    assert all(v is None for v in skipped["draws"][2]["gaps"].values()) and skipped["gaps"]["mia_auc"] == 0.0
+    assert results["neggrad_plus"]["passed"] and results["neggrad_plus"]["pass_rate"] == round(2 / 3, 6)
+    assert results["scrub"]["verdict"] == "fail" and results["salun"]["verdict"] == "fail"
+    # With five draws (4 passes needed), two fails decide it: three draws are skipped.
+    results, runs = _scripted_rehearsal(monkeypatch, {"finetune": ["fail", "fail", "pass", "pass", "pass"]}, draws=5)
+    assert runs == {"finetune": 2} and len(results["finetune"]["draws"]) == 5
+
+
 def test_a_rehearsal_needs_three_draws_and_two_seeds(settings_env):
     from pydantic import ValidationError
 

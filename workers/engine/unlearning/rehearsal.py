@@ -10,7 +10,9 @@ the no-op control, exactly as in a job) and each of its gaps to the mean of that
 is shown equivalent to 0 by TOST (two one-sided t-tests at level `TOST_ALPHA`) within its bound
 below, the noise being the retrains' own spread (pooled over draws, `Spread`). Candidates are
 ranked by their pass rate across draws first and their cost second; one passes the rehearsal
-when it passed at least `PASS_RATE` of the draws. Costs are CPU seconds (`time.process_time`) as
+when it passed at least `PASS_RATE` of the draws. A candidate that can no longer reach that rate,
+and that a draw has already failed, is not run on its remaining draws (`decided`): nothing they
+could show would change its verdict. Costs are CPU seconds (`time.process_time`) as
 a fraction of a retrain's, so they compare across machines. The caller runs this inside
 `scratch()`: nothing trained here reaches the artifact store.
 
@@ -46,6 +48,9 @@ BOUNDS: dict[str, float] = {"forget_accuracy": FORGET_ACCURACY_BOUND, "holdout_a
 TOST_ALPHA = 0.05
 # The least share of draws a candidate must pass to pass the rehearsal (2 of 3).
 PASS_RATE = 2 / 3
+# A draw's verdict where the candidate was not run on it: it had already failed too many draws
+# to pass (`decided`).
+SKIPPED = "skipped"
 # The fewest draws and retrain seeds a rehearsal runs (the settings cannot go below them).
 MIN_DRAWS = 3
 MIN_SEEDS = 2
@@ -169,13 +174,17 @@ def rehearse(ctx: Context, draws: Sequence[Sequence[str]], methods: Sequence[str
         prepared.append(Draw(erased_ctx, retrains, no_op_control(erased_ctx)))
     spread = retrain_spread([d.retrains for d in prepared])
     cpu_per_retrain = sum(retrain_cpu) / len(retrain_cpu)
+    needed = math.ceil((PASS_RATE - 1e-9) * len(prepared))
     results = []
     for method, settings in tried:
-        judged = []
-        for draw in prepared:
+        judged: list[Judged] = []
+        for index, draw in enumerate(prepared):
+            if decided(judged, len(prepared) - index, needed):
+                step(f"skipping {method}: it can no longer pass")
+                continue
             step(f"rehearsing {method}")
             judged.append(_judge(draw, method, settings, spread, cpu_per_retrain))
-        results.append(_summary(method, settings, judged))
+        results.append(_summary(method, settings, judged, len(prepared)))
     return Rehearsal(subjects=max(len(k) for k in draws), forget_records=sum(int(len(d.ctx.forget_ids)) for d in prepared),
                      retrain_cpu_s=round(cpu_per_retrain, 4), results=tuple(results), draws=len(draws),
                      retrain_seeds=seeds, spread=spread.to_json())
@@ -257,10 +266,20 @@ def _judge(draw: Draw, method: str, settings: JsonObject, spread: Spread, retrai
     return Judged(verdict, reasons, gaps, cpu / retrain_cpu, cpu, verdict == "pass")
 
 
-def _summary(method: str, settings: JsonObject, judged: list[Judged]) -> dict[str, JsonValue]:
-    """A candidate across the draws: its pass rate, mean |gap| per figure, mean cost, and the
-    verdict that method choice reads (pass; fail on evidence; inconclusive when no draw failed)."""
-    rate = sum(1 for j in judged if j.passed) / len(judged)
+def decided(judged: Sequence[Judged], remaining: int, needed: int) -> bool:
+    """Whether a candidate's summary no longer depends on the `remaining` draws: even if it passed
+    every one it would stay short of `needed` passes, and a draw has already failed it, which
+    makes its verdict "fail" whatever the rest say (an inconclusive-only record keeps going: a
+    later fail would change the verdict method choice reads). Its remaining draws are skipped."""
+    passes = sum(1 for j in judged if j.passed)
+    return passes + remaining < needed and any(j.verdict == "fail" for j in judged)
+
+
+def _summary(method: str, settings: JsonObject, judged: list[Judged], draws_total: int) -> dict[str, JsonValue]:
+    """A candidate across the draws: its pass rate (a skipped draw counts as not passed), mean
+    |gap| per figure and mean cost over the draws it ran, and the verdict that method choice
+    reads (pass; fail on evidence; inconclusive when no draw failed)."""
+    rate = sum(1 for j in judged if j.passed) / draws_total
     passed = rate >= PASS_RATE - 1e-9
     verdict = "pass" if passed else "fail" if any(j.verdict == "fail" for j in judged) else "inconclusive"
     gaps: dict[str, JsonValue] = {}
@@ -274,6 +293,8 @@ def _summary(method: str, settings: JsonObject, judged: list[Judged]) -> dict[st
     draws: list[JsonValue] = [
         {"verdict": j.verdict, "passed": j.passed,
          "gaps": {name: None if v is None else round(v, 6) for name, v in j.gaps.items()}} for j in judged]
+    draws.extend({"verdict": SKIPPED, "passed": False, "gaps": {name: None for name in BOUNDS}}
+                 for _ in range(draws_total - len(judged)))
     return {"method": method, "settings": dict(settings), "verdict": verdict, "reasons": reasons, "gaps": gaps,
             "cost": round(sum(j.cost for j in judged) / len(judged), 4), "cpu_s": round(sum(j.cpu_s for j in judged), 4),
             "pass_rate": round(rate, 6), "draws": draws, "passed": passed}
