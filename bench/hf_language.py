@@ -5,8 +5,9 @@ of the dataset (other names, no door codes): that is the imported base. It is th
 through the `hf_causal_lm` family, on the subjects' notes, where the canary subjects repeat their
 door code, with LoRA adapters (one network, and SISA over S adapters on one frozen base). Two
 canary subjects are erased with: a LoRA re-fine-tune without them (the reference), SISA-LoRA
-(only the affected adapters, from their slice checkpoints), and gradient difference and NPO
-through the adapters. For each erased canary: its exposure, log2(10,000) − log2(rank of the true
+(only the affected adapters, from their slice checkpoints; slices cut by subject as a new
+model's, `--slice-key record` for the older layout), and gradient difference and NPO through the
+adapters. For each erased canary: its exposure, log2(10,000) − log2(rank of the true
 code among all 10,000 by `score`), and whether greedy decoding from its prefix emits it; held-out
 perplexity; cost as the fraction of the re-fine-tune's CPU time.
 
@@ -164,11 +165,11 @@ def figures(c: Case, networks, manifest, erased_subjects) -> dict:
             "holdout_perplexity": holdout["perplexity"]}
 
 
-def sisa_rows(c: Case, layout: str, keep_ids, erased_ids, erased_subjects) -> dict:
+def sisa_rows(c: Case, layout: str, keep_ids, erased_ids, erased_subjects, slice_key: str = "subject") -> dict:
     """SISA-LoRA with `layout` ("SxR") before and after the erasure, and one subject's cost: its
     one adapter retrained from the checkpoint before its first affected slice."""
     shards, slices = (int(n) for n in layout.split("x"))
-    sisa = {"shards": shards, "slices": slices}
+    sisa = {"shards": shards, "slices": slices, "slice_key": slice_key}
     (old, manifest), train_s, train_cpu = timed(lambda: train_sisa(c, sisa, c.record_ids))
     affected: dict[int, int] = {}
     rows = np.isin(manifest.record_ids, erased_ids) & (manifest.shards >= 0)
@@ -271,6 +272,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=TUNE["steps"])
     parser.add_argument("--pretrain-steps", type=int, default=PRETRAIN["steps"])
     parser.add_argument("--sisa", nargs="+", default=SISA, help="SISA layouts, shards x slices (e.g. 4x2)")
+    parser.add_argument("--slice-key", choices=("subject", "record"), default="subject",
+                        help="how SISA adapters' data are cut into slices: by subject, as a new model's (default), "
+                             "or by record, as models trained before the choice")
     parser.add_argument("--method-steps", type=int, default=None, help="the approximate methods' steps (their default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "hf_language.json")
     args = parser.parse_args()
@@ -299,14 +303,15 @@ def main() -> None:
     print("fine-tuned and re-fine-tuned", round(full_s), round(retrain_s), "s", flush=True)
 
     for layout in args.sisa:
-        results |= sisa_rows(c, layout, keep_ids, erased_ids, erased_subjects)
+        results |= sisa_rows(c, layout, keep_ids, erased_ids, erased_subjects, args.slice_key)
     approximate, references = approximate_rows(c, full, manifest, erased_ids, erased_subjects, args.method_steps)
     results |= approximate
     finish_machine(info)
     report(results, info)
     write_json(args.out, {"machine": info, "params": c.params, "base": {**BASE, "n_embd": BASE["n_embd"] * args.scale,
                           "parameters": c.parameters, "pretrain_steps": args.pretrain_steps},
-                          "sisa": args.sisa, "device": str(c.device), "scale": args.scale, "repeats": args.repeats,
+                          "sisa": args.sisa, "slice_key": args.slice_key, "device": str(c.device), "scale": args.scale,
+                          "repeats": args.repeats,
                           "records": len(c.texts), "subjects": len(c.keys), "canaries": len(c.secrets),
                           "erased_subjects": len(erased_subjects), "references": references, "results": results})
 
