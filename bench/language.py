@@ -306,7 +306,9 @@ def main() -> None:
         print(name, round(method_s), "s", flush=True)
     finish_machine(info)
     report(results, retrain_s, info, params, device)
-    write_json(args.out, {"machine": info, "params": params, "command_args": {"subjects": args.subjects, "repeats": args.repeats, "slice_key": args.slice_key}, "device": str(s.device), "records": len(s.texts),
+    write_json(args.out, {"machine": info, "params": params,
+                          "command_args": {"subjects": args.subjects, "repeats": args.repeats, "slice_key": args.slice_key},
+                          "device": str(s.device), "records": len(s.texts),
                           "subjects": len(s.keys), "canaries": len(s.secrets), "candidates": CANDIDATES,
                           "erased_subjects": len(erased_subjects), "results": results, "gpu": None})
 

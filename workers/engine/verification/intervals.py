@@ -53,8 +53,14 @@ def rate_difference(a_successes: int, a_trials: int, b_successes: int, b_trials:
     rate is unknown ([0, 1])."""
     a = a_successes / a_trials if a_trials > 0 else 0.0
     b = b_successes / b_trials if b_trials > 0 else 0.0
-    a_low, a_high = clopper_pearson(a_successes, a_trials, alpha)
-    b_low, b_high = clopper_pearson(b_successes, b_trials, alpha)
+    return square_and_add(a, clopper_pearson(a_successes, a_trials, alpha),
+                          b, clopper_pearson(b_successes, b_trials, alpha))
+
+
+def square_and_add(a: float, a_limits: Interval, b: float, b_limits: Interval) -> tuple[float, Interval]:
+    """a − b with Newcombe's square-and-add interval from each rate's own limits: the upper end
+    is d + √((a_high − a)² + (b − b_low)²), the lower end its mirror, clipped to [−1, 1]."""
+    (a_low, a_high), (b_low, b_high) = a_limits, b_limits
     difference = a - b
     low = difference - math.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
     high = difference + math.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
@@ -163,12 +169,7 @@ def proportion_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *,
     ka, kb = int(np.rint(a.sum())), int(np.rint(b.sum()))
     pa, pb = ka / a.size, kb / b.size
     da, db = design_effect(a, a_clusters), design_effect(b, b_clusters)
-    la, ua = wilson(ka / da, a.size / da, alpha)
-    lb, ub = wilson(kb / db, b.size / db, alpha)
-    difference = pa - pb
-    low = difference - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
-    high = difference + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
-    return difference, (max(-1.0, low), min(1.0, high))
+    return square_and_add(pa, wilson(ka / da, a.size / da, alpha), pb, wilson(kb / db, b.size / db, alpha))
 
 
 def paired_difference(a: npt.ArrayLike, b: npt.ArrayLike, alpha: float, *, seed: int = 0,
