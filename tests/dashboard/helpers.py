@@ -151,6 +151,14 @@ REHEARSAL_RESULTS = [
     {"method": "finetune", "settings": {}, "verdict": "fail", "reasons": ["fail: forget records still recognisable"],
      "gaps": {"forget_accuracy": 0.4, "holdout_accuracy": None, "mia_auc": 0.2}, "cost": 0.1, "cpu_s": 0.05,
      "passed": False},
+    # Failed its first two draws, so the third was not run (workers/engine/unlearning/rehearsal.py `decided`).
+    {"method": "scrub", "settings": {}, "verdict": "fail", "reasons": ["fail: forget accuracy not within the margin"],
+     "gaps": {"forget_accuracy": 0.2, "holdout_accuracy": 0.01, "mia_auc": 0.1}, "cost": 0.3, "cpu_s": 0.2,
+     "pass_rate": 0.0, "passed": False, "draws": [
+         {"verdict": "fail", "passed": False, "gaps": {"forget_accuracy": 0.2, "holdout_accuracy": 0.01, "mia_auc": 0.1}},
+         {"verdict": "fail", "passed": False, "gaps": {"forget_accuracy": 0.2, "holdout_accuracy": 0.01, "mia_auc": 0.1}},
+         {"verdict": "skipped", "passed": False,
+          "gaps": {"forget_accuracy": None, "holdout_accuracy": None, "mia_auc": None}}]},
 ]
 
 

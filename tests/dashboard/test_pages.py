@@ -272,9 +272,12 @@ def test_model_page_shows_its_rehearsal_candidates_and_what_jobs_start_with(clie
     assert "Unlearning rehearsal" in page and "25 random subjects" in page and "(103 records)" in page
     assert "Jobs start with <strong>neggrad_plus</strong> <code>{\"learning_rate\": 0.003}</code>" in page
     rows = re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
-    by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune")}
+    by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune", "scrub")}
     assert "passed</span>" in by_method["neggrad_plus"] and "0.012" in by_method["neggrad_plus"]
     assert "2 of 3" in by_method["neggrad_plus"] and "3 draws of 25 random subjects" in page
+    assert "not run" not in by_method["neggrad_plus"]
+    assert "0 of 3 <span title=\"not run: the candidate had already failed too many draws to pass\">(1 not run)</span>" \
+        in by_method["scrub"]
     assert "—" in by_method["finetune"].split("0.10")[1]  # written before draws: no share of draws shown
     assert 'title="fail: forget records still recognisable"' in by_method["finetune"] and "—" in by_method["finetune"]
 
