@@ -45,4 +45,4 @@ def run(context: JobContext) -> None:
         rehearsal_job.record(session, attempt, target, subjects=found.subjects, forget_records=found.forget_records,
                              retrain_cpu_s=found.retrain_cpu_s, results=found.results,
                              design={"draws": found.draws, "retrain_seeds": found.retrain_seeds,
-                                     "retrain_spread": found.spread})
+                                     "retrain_spread": found.spread, "untestable_draws": found.untestable_draws})

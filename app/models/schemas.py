@@ -80,14 +80,17 @@ class RehearsalOut(BaseModel):
     created_at: datetime
     subjects: int = Field(description="Random trained subjects each draw erased in memory.")
     forget_records: int = Field(description="Trained records those subjects held, over all draws.")
-    retrain_cpu_s: float = Field(description="Mean CPU seconds of one real retrain without a draw's subjects.")
+    retrain_cpu_s: float = Field(description="Mean CPU seconds of one real retrain without a draw's subjects (0 where "
+                                 "too few draws were testable for any candidate to pass, and nothing was retrained).")
     draws: int = Field(description="Independent draws of subjects rehearsed (1 for rehearsals before draws).")
     results: list[dict[str, Any]] = Field(
         description="One entry per candidate: method, settings (overrides of its defaults), verdict, reasons, "
         "gaps to the retrains (mean |gap| over the draws: forget_accuracy, holdout_accuracy, mia_auc), cost "
-        "(fraction of a retrain's CPU time, mean over the draws it ran), cpu_s, pass_rate (share of draws passed), "
-        "draws (each draw's verdict, passed, signed gaps; \"skipped\" where the candidate had already failed too "
-        "many draws to pass), passed.")
+        "(fraction of a retrain's CPU time, mean over the draws it ran; null where it ran on none), cpu_s, pass_rate "
+        "(share of draws passed), draws (each draw's verdict, passed, signed gaps; \"skipped\" where the candidate "
+        "had already failed too many draws to pass, or too few draws were testable for any candidate to pass; "
+        "\"untestable\" where the draw's no-op control passes the model before unlearning, so no result could pass "
+        "there), passed.")
     chosen: dict[str, Any] | None = Field(
         description="The passing candidate with the highest pass rate, the cheapest among equals {method, settings}, "
         "or null.")

@@ -159,10 +159,31 @@ REHEARSAL_RESULTS = [
          {"verdict": "fail", "passed": False, "gaps": {"forget_accuracy": 0.2, "holdout_accuracy": 0.01, "mia_auc": 0.1}},
          {"verdict": "skipped", "passed": False,
           "gaps": {"forget_accuracy": None, "holdout_accuracy": None, "mia_auc": None}}]},
+    # Not run on a draw whose no-op control passed the original (`UNTESTABLE`), failed the next,
+    # and then could no longer pass.
+    {"method": "salun", "settings": {"mask_fraction": 0.5}, "verdict": "fail",
+     "reasons": ["the checks cannot see the subjects of 1 of 3 draws", "fail: forget accuracy not within the margin"],
+     "gaps": {"forget_accuracy": 0.09, "holdout_accuracy": 0.0, "mia_auc": 0.02}, "cost": 0.4, "cpu_s": 0.1,
+     "pass_rate": 0.0, "passed": False, "draws": [
+         {"verdict": "untestable", "passed": False,
+          "gaps": {"forget_accuracy": None, "holdout_accuracy": None, "mia_auc": None}},
+         {"verdict": "fail", "passed": False, "gaps": {"forget_accuracy": 0.09, "holdout_accuracy": 0.0, "mia_auc": 0.02}},
+         {"verdict": "skipped", "passed": False,
+          "gaps": {"forget_accuracy": None, "holdout_accuracy": None, "mia_auc": None}}]},
+]
+# A rehearsal where too few draws were testable for any candidate to pass: nothing ran.
+NOTHING_RUN = [
+    {"method": "finetune", "settings": {}, "verdict": "inconclusive",
+     "reasons": ["the checks cannot see the subjects of 2 of 3 draws; 2 must be passed, so none was run"],
+     "gaps": {"forget_accuracy": None, "holdout_accuracy": None, "mia_auc": None}, "cost": None, "cpu_s": 0.0,
+     "pass_rate": 0.0, "passed": False, "draws": [
+         {"verdict": verdict, "passed": False, "gaps": {"forget_accuracy": None, "holdout_accuracy": None,
+                                                        "mia_auc": None}}
+         for verdict in ("untestable", "skipped", "untestable")]},
 ]
 
 
-def seed_rehearsal(model_name: str, client: str = "acme") -> None:
+def seed_rehearsal(model_name: str, client: str = "acme", results: list | None = None) -> None:
     """A rehearsal row of the model's current version, as workers/rehearsal.py records one."""
     from app.datasets.models import DatasetVersion
     from app.db import utcnow
@@ -174,5 +195,7 @@ def seed_rehearsal(model_name: str, client: str = "acme") -> None:
             DatasetVersion.version.desc()).first()
         session.add(ModelRehearsal(id=uuid.uuid4(), model_id=model.id, model_version=model.current_version,
                                    dataset_version_id=version.id, created_at=utcnow(), subjects=25, forget_records=103,
-                                   retrain_cpu_s=1.5, results=REHEARSAL_RESULTS,
-                                   chosen={"method": "neggrad_plus", "settings": {"learning_rate": 0.003}}))
+                                   retrain_cpu_s=1.5 if results is None else 0.0,
+                                   results=REHEARSAL_RESULTS if results is None else results,
+                                   chosen={"method": "neggrad_plus", "settings": {"learning_rate": 0.003}}
+                                   if results is None else None))

@@ -272,14 +272,32 @@ def test_model_page_shows_its_rehearsal_candidates_and_what_jobs_start_with(clie
     assert "Unlearning rehearsal" in page and "25 random subjects" in page and "(103 records)" in page
     assert "Jobs start with <strong>neggrad_plus</strong> <code>{\"learning_rate\": 0.003}</code>" in page
     rows = re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
-    by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune", "scrub")}
+    by_method = {method: cells for method, cells in rows if method in ("neggrad_plus", "finetune", "scrub", "salun")}
     assert "passed</span>" in by_method["neggrad_plus"] and "0.012" in by_method["neggrad_plus"]
     assert "2 of 3" in by_method["neggrad_plus"] and "3 draws of 25 random subjects" in page
-    assert "not run" not in by_method["neggrad_plus"]
-    assert "0 of 3 <span title=\"not run: the candidate had already failed too many draws to pass\">(1 not run)</span>" \
-        in by_method["scrub"]
+    assert "not run" not in by_method["neggrad_plus"] and "untestable" not in by_method["neggrad_plus"]
+    assert re.search(r"0 of 3 <span title=\"not run: the candidate had already failed too many draws to pass[^\"]*\">"
+                     r"\(1 not run\)</span></td>", by_method["scrub"])
+    # A draw whose no-op control passed the original is counted apart from one skipped.
+    assert re.search(r"0 of 3 <span title=\"not run: [^\"]*\">\(1 not run\)</span> <span title=\"not run: the checks "
+                     r"cannot see these draws' subjects[^\"]*\">\(1 untestable\)</span>", by_method["salun"])
     assert "—" in by_method["finetune"].split("0.10")[1]  # written before draws: no share of draws shown
     assert 'title="fail: forget records still recognisable"' in by_method["finetune"] and "—" in by_method["finetune"]
+
+
+def test_model_page_shows_a_rehearsal_that_ran_no_candidate(client):
+    from tests.dashboard.helpers import NOTHING_RUN, seed_rehearsal, seed_unlearned
+
+    name = seed_unlearned(new_request(client, new_key(), external_id="dsr-untestable"))
+    sign_in(client, new_key("models:read"))
+    seed_rehearsal(name, results=NOTHING_RUN)
+    page = client.get(f"/admin/models/{name}").text
+    (cells,) = [cells for method, cells in re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
+                if method == "finetune"]
+    # No cost where the candidate ran on no draw; its draws counted by why they were not run.
+    assert re.search(r"<td>—</td>\s*<td>0 of 3 <span[^>]*>\(1 not run\)</span> <span[^>]*>\(2 untestable\)</span>",
+                     cells)
+    assert "No candidate passed" in page and ">inconclusive</td>" in cells
 
 
 def _forest_checks():

@@ -118,24 +118,30 @@ def test_tost_judges_a_gap_against_the_retrains_own_spread():
     assert equivalent(0.019, 0.02, 0.0, 2, 3) and not equivalent(0.021, 0.02, 0.0, 2, 3)
 
 
-def _scripted_rehearsal(monkeypatch, script: dict[str, list[str]], draws: int = 3):
+def _scripted_rehearsal(monkeypatch, script: dict[str, list[str]], draws: int = 3,
+                        testable: list[bool] | None = None, full: bool = False):
     """rehearse() with its training and verification replaced: each candidate method's draws
-    give the verdicts of `script` in order ("pass" passes the draw). Returns the rehearsal and
-    how many draws each method was run on."""
+    give the verdicts of `script` in order ("pass" passes the draw), and draw i's no-op control
+    finds it testable where `testable[i]` (every draw by default). Returns the rehearsal
+    (`full`) or its results by method, and how many draws each method was run on."""
     from types import SimpleNamespace
 
     import numpy as np
 
     from workers.engine.unlearning import rehearsal
+    from workers.engine.verification import control
 
     runs: dict[str, int] = {}
+    flags = [True] * draws if testable is None else testable
     monkeypatch.setattr(rehearsal, "erased", lambda ctx, keys: SimpleNamespace(forget_ids=np.arange(len(keys)),
-                                                                                   old_shards=()))
-    monkeypatch.setattr(rehearsal, "retrain", lambda ctx, training_seed: None)
+                                                                                   old_shards=(), draw=int(keys[0])))
+    retrained: list[int] = []
+    monkeypatch.setattr(rehearsal, "retrain", lambda ctx, training_seed: retrained.append(ctx.draw))
     monkeypatch.setattr(rehearsal.verification, "verify_outcome", lambda *a: SimpleNamespace(after=None))
     monkeypatch.setattr(rehearsal, "_figures", lambda after: {"forget_accuracy": 0.9, "holdout_accuracy": 0.9,
                                                                "mia_auc": 0.5})
-    monkeypatch.setattr(rehearsal, "no_op_control", lambda ctx: {})
+    monkeypatch.setattr(rehearsal, "no_op_control", lambda ctx: {"draw": ctx.draw})
+    monkeypatch.setattr(control, "testable", lambda block: flags[block["draw"]])
     monkeypatch.setattr(rehearsal, "GRID", {method: ({},) for method in script})
 
     def judge(draw, method, settings, spread, retrain_cpu):
@@ -144,8 +150,14 @@ def _scripted_rehearsal(monkeypatch, script: dict[str, list[str]], draws: int = 
         return rehearsal.Judged(verdict, [] if verdict == "pass" else [f"{verdict}: scripted"],
                                 {name: 0.0 for name in rehearsal.BOUNDS}, 0.1, 0.01, verdict == "pass")
 
-    monkeypatch.setattr(rehearsal, "_judge", judge)
+    def judged(draw, method, settings, spread, retrain_cpu):
+        assert flags[draw.ctx.draw], "a candidate was run on an untestable draw"
+        return judge(draw, method, settings, spread, retrain_cpu)
+
+    monkeypatch.setattr(rehearsal, "_judge", judged)
     found = rehearsal.rehearse(SimpleNamespace(seed=0), [[str(i)] for i in range(draws)], list(script))
+    if full:
+        return found, runs, retrained
     return {r["method"]: r for r in found.results}, runs
 
 
@@ -167,6 +179,46 @@ def test_a_candidate_that_failed_too_many_draws_is_not_run_on_the_rest(monkeypat
     # With five draws (4 passes needed), two fails decide it: three draws are skipped.
     results, runs = _scripted_rehearsal(monkeypatch, {"finetune": ["fail", "fail", "pass", "pass", "pass"]}, draws=5)
     assert runs == {"finetune": 2} and len(results["finetune"]["draws"]) == 5
+
+
+def test_a_candidate_is_not_run_where_the_checks_cannot_see_the_draw(monkeypatch):
+    from workers.engine.unlearning.rehearsal import SKIPPED, UNTESTABLE
+
+    # Draw 0's no-op control passes the original: no result could pass there.
+    found, runs, retrained = _scripted_rehearsal(monkeypatch, {
+        "neggrad_plus": ["pass", "pass"],        # passes the two draws it can: 2 of 3
+        "scrub": ["fail", "pass"],               # one testable draw left after a fail: decided
+        "salun": ["inconclusive", "inconclusive"]}, testable=[False, True, True], full=True)
+    results = {r["method"]: r for r in found.results}
+    assert runs == {"neggrad_plus": 2, "scrub": 1, "salun": 2}
+    assert found.untestable_draws == 1 and sorted(retrained) == [0, 0, 1, 1, 2, 2]  # the spread uses every draw
+    passing = results["neggrad_plus"]
+    assert [d["verdict"] for d in passing["draws"]] == [UNTESTABLE, "pass", "pass"]
+    assert passing["passed"] and passing["pass_rate"] == round(2 / 3, 6) and passing["cost"] == 0.1
+    assert passing["reasons"][0].startswith("the checks cannot see the subjects of 1 of 3 draws")
+    assert [d["verdict"] for d in results["scrub"]["draws"]] == [UNTESTABLE, "fail", SKIPPED]
+    assert results["scrub"]["verdict"] == "fail" and results["salun"]["verdict"] == "inconclusive"
+    assert all(v is None for v in passing["draws"][0]["gaps"].values())
+
+
+def test_a_rehearsal_too_few_of_whose_draws_are_testable_runs_nothing(monkeypatch):
+    from app.unlearning.method_choice import _tally
+    from workers.engine.unlearning.rehearsal import SKIPPED, UNTESTABLE
+
+    # Two of three draws must be passed and only one is testable: nothing could pass.
+    found, runs, retrained = _scripted_rehearsal(monkeypatch, {"finetune": ["pass"] * 3, "scrub": ["pass"] * 3},
+                                                 testable=[False, True, False], full=True)
+    assert runs == {} and retrained == [] and found.retrain_cpu_s == 0.0 and found.untestable_draws == 2
+    for result in found.results:
+        assert [d["verdict"] for d in result["draws"]] == [UNTESTABLE, SKIPPED, UNTESTABLE]
+        assert result["verdict"] == "inconclusive" and not result["passed"] and result["pass_rate"] == 0.0
+        assert result["cost"] is None and result["cpu_s"] == 0.0 and set(result["gaps"].values()) == {None}
+        assert "2 of 3 draws" in result["reasons"][0] and "none was run" in result["reasons"][0]
+    # Method choice counts such candidates as never tried: the family's history is not marked.
+    assert _tally([found.results]) == ({}, {})
+    # With every draw testable the same script runs and passes.
+    found, runs, _ = _scripted_rehearsal(monkeypatch, {"finetune": ["pass"] * 3}, full=True)
+    assert runs == {"finetune": 3} and found.results[0]["passed"] and found.untestable_draws == 0
 
 
 def test_a_rehearsal_needs_three_draws_and_two_seeds(settings_env):
@@ -277,31 +329,39 @@ def test_a_language_model_rehearses_its_own_methods(client, admin, settings_env,
     from app.db import session_scope
     from app.models.models import ModelRehearsal
     from workers.engine.unlearning import rehearsal
+    from workers.engine.verification import control
 
     settings_env(AUDIT_REFERENCES="2", REHEARSAL_DELAY_SECONDS="0", REHEARSAL_SUBJECTS="3")
     # One setting per method (the grid is checked above): 3 draws × (2 retrains + 2 candidates).
     monkeypatch.setattr(rehearsal, "GRID", {**rehearsal.GRID, "gradient_difference": ({},), "npo": ({},)})
+    # The no-op control judges subjects too: the original's checks on 3 subjects' texts are too
+    # wide to fail, so no draw is testable, and nothing is retrained or run: every candidate is
+    # inconclusive and says why.
     train_in_process(client, admin, "rehearsed-lm", family="causal_lm", unlearning_method="npo")
     assert execute_queued("rehearsal", close_windows=False) == ["completed"]
     with session_scope() as session:
         row = session.scalars(select(ModelRehearsal)).one()
-    assert row.subjects == 3 and row.forget_records > 0
+    assert row.subjects == 3 and row.forget_records > 0 and row.retrain_cpu_s == 0.0
     assert [(r["method"], r["settings"]) for r in row.results] == [("gradient_difference", {}), ("npo", {})]
-    assert all(len(r["draws"]) == 3 for r in row.results)
+    assert all([d["verdict"] for d in r["draws"]] == [rehearsal.UNTESTABLE] * 3 for r in row.results)
+    assert all(r["verdict"] == "inconclusive" and r["cost"] is None and r["reasons"][0].startswith(
+        "the checks cannot see the subjects of 3 of 3 draws") for r in row.results)
+    assert row.chosen is None
+    # Taken as testable, the candidates run, and language-model candidates are judged by the
+    # statistical verdict block, as tabular ones: on the few texts of 3 subjects no interval is
+    # narrow enough to pass (the AUCs' alone are wider than their tolerance), so every candidate
+    # fails or is inconclusive, each blocking check says why, and nothing is chosen.
+    monkeypatch.setattr(control, "testable", lambda block: True)
+    train_in_process(client, admin, "rehearsed-lm-seen", family="causal_lm", unlearning_method="npo")
+    assert execute_queued("rehearsal", close_windows=False) == ["completed"]
+    with session_scope() as session:
+        (row,) = [r for r in session.scalars(select(ModelRehearsal)) if r.retrain_cpu_s > 0]
+    assert all(len(r["draws"]) == 3 and rehearsal.UNTESTABLE not in [d["verdict"] for d in r["draws"]]
+               for r in row.results)
     assert all(set(r["gaps"]) == {"forget_accuracy", "holdout_accuracy", "mia_auc"} for r in row.results)
-    # Language-model candidates are judged by the statistical verdict block, as tabular ones: on
-    # the few texts of 3 subjects no interval is narrow enough to pass (the AUCs' alone are wider
-    # than their tolerance), so every candidate fails or is inconclusive, each blocking check
-    # says why, and nothing is chosen.
-    # The no-op control judges subjects too: the original's checks on 3 subjects' texts are too
-    # wide to fail, so the control shows no power for the draw and says so; every other reason
-    # names its check's verdict.
-    from workers.engine.verification.control import NO_POWER
-
     assert all(r["verdict"] in ("fail", "inconclusive") and not r["passed"] for r in row.results)
-    assert all(r["reasons"] and all(x == NO_POWER or x.startswith(("fail: ", "inconclusive: ")) for x in r["reasons"])
+    assert all(r["reasons"] and all(x.startswith(("fail: ", "inconclusive: ")) for x in r["reasons"])
                for r in row.results), [r["reasons"] for r in row.results]
-    assert all(r["reasons"][0] == NO_POWER for r in row.results)
     assert any("membership-inference AUC" in x for r in row.results for x in r["reasons"])
     assert row.chosen is None
 

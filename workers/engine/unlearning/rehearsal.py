@@ -12,7 +12,12 @@ below, the noise being the retrains' own spread (pooled over draws, `Spread`). C
 ranked by their pass rate across draws first and their cost second; one passes the rehearsal
 when it passed at least `PASS_RATE` of the draws. A candidate that can no longer reach that rate,
 and that a draw has already failed, is not run on its remaining draws (`decided`): nothing they
-could show would change its verdict. Costs are CPU seconds (`time.process_time`) as
+could show would change its verdict. Nor is any candidate run on a draw whose no-op control finds
+it untestable (the checks pass the model before unlearning, so no result could pass there and
+its verdict would say nothing of the method): that draw reads `UNTESTABLE`. Where fewer draws
+are testable than the pass rate needs, no candidate could pass the rehearsal whatever it did, so
+neither the retrains nor the candidates run: every candidate is inconclusive (method choice
+counts it as not tried) and the rehearsal costs the controls alone. Costs are CPU seconds (`time.process_time`) as
 a fraction of a retrain's, so they compare across machines. The caller runs this inside
 `scratch()`: nothing trained here reaches the artifact store.
 
@@ -35,6 +40,7 @@ from workers.engine.records import Records, TextRecords
 from workers.engine.unlearning import base, verification
 from workers.engine.unlearning.context import Context, Ids
 from workers.engine.unlearning.job import approximate, no_op_control, retrain, verified
+from workers.engine.verification import control as no_op
 
 # Equivalence margins: largest |candidate − retrain| a candidate may be shown within, each as a
 # fraction (0.05 = 5 points): accuracy on the forget records, accuracy on the holdout (test)
@@ -51,6 +57,11 @@ PASS_RATE = 2 / 3
 # A draw's verdict where the candidate was not run on it: it had already failed too many draws
 # to pass (`decided`).
 SKIPPED = "skipped"
+# A draw's verdict where the candidate was not run on it because the draw's no-op control found
+# it untestable: the checks pass the model before unlearning there, so no result could pass.
+UNTESTABLE = "untestable"
+NOT_SEEN = ("the checks cannot see the subjects of {untestable} of {draws} draws (their no-op control passes "
+            "the model before unlearning), so no result could pass there")
 # The fewest draws and retrain seeds a rehearsal runs (the settings cannot go below them).
 MIN_DRAWS = 3
 MIN_SEEDS = 2
@@ -101,6 +112,8 @@ class Rehearsal:
     draws: int = MIN_DRAWS
     retrain_seeds: int = MIN_SEEDS
     spread: dict[str, JsonValue] = field(default_factory=dict)
+    # Draws whose no-op control found them untestable: no candidate was run on them.
+    untestable_draws: int = 0
 
 
 def sample_subjects(ctx: Context, count: int, draw: int = 0) -> list[str]:
@@ -159,10 +172,25 @@ def rehearse(ctx: Context, draws: Sequence[Sequence[str]], methods: Sequence[str
         if progress is not None:
             progress(done / total, label)
 
+    # The controls first: they need no retrain, and they say which draws a candidate could pass.
+    erased_ctxs = [erased(ctx, keys) for keys in draws]
+    controls = [no_op_control(erased_ctx) for erased_ctx in erased_ctxs]
+    testable = [no_op.testable(control) for control in controls]
+    needed = math.ceil((PASS_RATE - 1e-9) * len(draws))
+    untestable = len(draws) - sum(testable)
+    forget_records = sum(int(len(c.forget_ids)) for c in erased_ctxs)
+    if sum(testable) < needed:
+        # No candidate could pass the rehearsal: nothing is retrained and nothing is run.
+        reason = NOT_SEEN.format(untestable=untestable, draws=len(draws)) + f"; {needed} must be passed, so none was run"
+        if progress is not None:
+            progress(1.0, "no candidate could pass: too few draws are testable")
+        results = [_summary(method, settings, [UNTESTABLE if not t else SKIPPED for t in testable], reasons=[reason])
+                   for method, settings in tried]
+        return Rehearsal(subjects=max(len(k) for k in draws), forget_records=forget_records, retrain_cpu_s=0.0,
+                         results=tuple(results), draws=len(draws), retrain_seeds=seeds, untestable_draws=untestable)
     prepared: list[Draw] = []
     retrain_cpu: list[float] = []
-    for keys in draws:
-        erased_ctx = erased(ctx, keys)
+    for erased_ctx, control in zip(erased_ctxs, controls):
         retrains = []
         for seed in range(seeds):
             step("retraining the yardstick")
@@ -171,23 +199,29 @@ def rehearse(ctx: Context, draws: Sequence[Sequence[str]], methods: Sequence[str
             retrain_cpu.append(max(time.process_time() - started, 1e-9))
             retrains.append(_figures(verification.verify_outcome(erased_ctx, yardstick, erased_ctx.old_shards).after))
         # Judged as a job judges: a candidate passes only where the checks fail the original.
-        prepared.append(Draw(erased_ctx, retrains, no_op_control(erased_ctx)))
+        prepared.append(Draw(erased_ctx, retrains, control))
+    # Every draw's retrains count towards the spread, testable or not: the retrains' own noise.
     spread = retrain_spread([d.retrains for d in prepared])
     cpu_per_retrain = sum(retrain_cpu) / len(retrain_cpu)
-    needed = math.ceil((PASS_RATE - 1e-9) * len(prepared))
+    reasons = [NOT_SEEN.format(untestable=untestable, draws=len(draws))] if untestable else []
     results = []
     for method, settings in tried:
-        judged: list[Judged] = []
+        outcomes: list[Judged | str] = []
         for index, draw in enumerate(prepared):
-            if decided(judged, len(prepared) - index, needed):
+            judged = [o for o in outcomes if isinstance(o, Judged)]
+            if not testable[index]:
+                step(f"skipping {method}: the checks cannot see this draw's subjects")
+                outcomes.append(UNTESTABLE)
+            elif decided(judged, sum(testable[index:]), needed):
                 step(f"skipping {method}: it can no longer pass")
-                continue
-            step(f"rehearsing {method}")
-            judged.append(_judge(draw, method, settings, spread, cpu_per_retrain))
-        results.append(_summary(method, settings, judged, len(prepared)))
-    return Rehearsal(subjects=max(len(k) for k in draws), forget_records=sum(int(len(d.ctx.forget_ids)) for d in prepared),
+                outcomes.append(SKIPPED)
+            else:
+                step(f"rehearsing {method}")
+                outcomes.append(_judge(draw, method, settings, spread, cpu_per_retrain))
+        results.append(_summary(method, settings, outcomes, reasons=reasons))
+    return Rehearsal(subjects=max(len(k) for k in draws), forget_records=forget_records,
                      retrain_cpu_s=round(cpu_per_retrain, 4), results=tuple(results), draws=len(draws),
-                     retrain_seeds=seeds, spread=spread.to_json())
+                     retrain_seeds=seeds, spread=spread.to_json(), untestable_draws=untestable)
 
 
 def _figures(after: Figures) -> dict[str, float | None]:
@@ -275,26 +309,31 @@ def decided(judged: Sequence[Judged], remaining: int, needed: int) -> bool:
     return passes + remaining < needed and any(j.verdict == "fail" for j in judged)
 
 
-def _summary(method: str, settings: JsonObject, judged: list[Judged], draws_total: int) -> dict[str, JsonValue]:
-    """A candidate across the draws: its pass rate (a skipped draw counts as not passed), mean
-    |gap| per figure and mean cost over the draws it ran, and the verdict that method choice
-    reads (pass; fail on evidence; inconclusive when no draw failed)."""
-    rate = sum(1 for j in judged if j.passed) / draws_total
+def _summary(method: str, settings: JsonObject, outcomes: Sequence[Judged | str], *,
+             reasons: Sequence[str] = ()) -> dict[str, JsonValue]:
+    """A candidate across the draws, in draw order (a Judged where it ran, else why not: `SKIPPED`
+    or `UNTESTABLE`): its pass rate (a draw not run counts as not passed), mean |gap| per figure
+    and mean cost over the draws it ran (None where it ran on none), and the verdict that method
+    choice reads (pass; fail on evidence; inconclusive when no draw failed, or none ran).
+    `reasons` about the rehearsal as a whole come first."""
+    judged = [o for o in outcomes if isinstance(o, Judged)]
+    rate = sum(1 for j in judged if j.passed) / len(outcomes)
     passed = rate >= PASS_RATE - 1e-9
     verdict = "pass" if passed else "fail" if any(j.verdict == "fail" for j in judged) else "inconclusive"
     gaps: dict[str, JsonValue] = {}
     for name in BOUNDS:
         values = [j.gaps[name] for j in judged]
         known = [abs(v) for v in values if v is not None]
-        gaps[name] = round(sum(known) / len(known), 6) if len(known) == len(values) else None
-    reasons: list[JsonValue] = []
+        gaps[name] = round(sum(known) / len(known), 6) if known and len(known) == len(values) else None
+    found: list[JsonValue] = list(reasons)
     for j in judged:
-        reasons.extend(r for r in j.reasons if r not in reasons)
+        found.extend(r for r in j.reasons if r not in found)
+    no_gaps: dict[str, JsonValue] = {name: None for name in BOUNDS}
     draws: list[JsonValue] = [
-        {"verdict": j.verdict, "passed": j.passed,
-         "gaps": {name: None if v is None else round(v, 6) for name, v in j.gaps.items()}} for j in judged]
-    draws.extend({"verdict": SKIPPED, "passed": False, "gaps": {name: None for name in BOUNDS}}
-                 for _ in range(draws_total - len(judged)))
-    return {"method": method, "settings": dict(settings), "verdict": verdict, "reasons": reasons, "gaps": gaps,
-            "cost": round(sum(j.cost for j in judged) / len(judged), 4), "cpu_s": round(sum(j.cpu_s for j in judged), 4),
-            "pass_rate": round(rate, 6), "draws": draws, "passed": passed}
+        {"verdict": o.verdict, "passed": o.passed,
+         "gaps": {name: None if v is None else round(v, 6) for name, v in o.gaps.items()}}
+        if isinstance(o, Judged) else {"verdict": o, "passed": False, "gaps": dict(no_gaps)} for o in outcomes]
+    return {"method": method, "settings": dict(settings), "verdict": verdict, "reasons": found, "gaps": gaps,
+            "cost": round(sum(j.cost for j in judged) / len(judged), 4) if judged else None,
+            "cpu_s": round(sum(j.cpu_s for j in judged), 4), "pass_rate": round(rate, 6), "draws": draws,
+            "passed": passed}
