@@ -276,11 +276,11 @@ def test_model_page_shows_its_rehearsal_candidates_and_what_jobs_start_with(clie
     assert "passed</span>" in by_method["neggrad_plus"] and "0.012" in by_method["neggrad_plus"]
     assert "2 of 3" in by_method["neggrad_plus"] and "3 draws of 25 random subjects" in page
     assert "not run" not in by_method["neggrad_plus"] and "untestable" not in by_method["neggrad_plus"]
-    assert re.search(r"0 of 3 <span title=\"not run: the candidate had already failed too many draws to pass[^\"]*\">"
-                     r"\(1 not run\)</span></td>", by_method["scrub"])
+    assert re.search(r"0 of 3 \(<span title=\"not run: the candidate had already failed too many draws to pass[^\"]*\">"
+                     r"1 not run</span>\)</td>", by_method["scrub"])
     # A draw whose no-op control passed the original is counted apart from one skipped.
-    assert re.search(r"0 of 3 <span title=\"not run: [^\"]*\">\(1 not run\)</span> <span title=\"not run: the checks "
-                     r"cannot see these draws' subjects[^\"]*\">\(1 untestable\)</span>", by_method["salun"])
+    assert re.search(r"0 of 3 \(<span title=\"not run: the checks cannot see these draws' subjects[^\"]*\">"
+                     r"1 untestable</span>, <span title=\"not run: [^\"]*\">1 not run</span>\)</td>", by_method["salun"])
     assert "—" in by_method["finetune"].split("0.10")[1]  # written before draws: no share of draws shown
     assert 'title="fail: forget records still recognisable"' in by_method["finetune"] and "—" in by_method["finetune"]
 
@@ -295,7 +295,7 @@ def test_model_page_shows_a_rehearsal_that_ran_no_candidate(client):
     (cells,) = [cells for method, cells in re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page, re.S)
                 if method == "finetune"]
     # No cost where the candidate ran on no draw; its draws counted by why they were not run.
-    assert re.search(r"<td>—</td>\s*<td>0 of 3 <span[^>]*>\(1 not run\)</span> <span[^>]*>\(2 untestable\)</span>",
+    assert re.search(r"<td>—</td>\s*<td>0 of 3 \(<span[^>]*>2 untestable</span>, <span[^>]*>1 not run</span>\)</td>",
                      cells)
     assert "No candidate passed" in page and ">inconclusive</td>" in cells
 
