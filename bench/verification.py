@@ -403,6 +403,8 @@ def rehearse(case: Case, subjects: int, methods: tuple[str, ...]) -> dict:
         best.setdefault(result["method"], result["settings"])
     chosen = passed[0] if passed else None
     return {"forget_records": found.forget_records, "cpu_s": cpu, "candidates": len(found.results),
+            # Draws whose no-op control found them untestable; with too many, nothing ran or retrained.
+            "untestable_draws": found.untestable_draws, "ran_candidates": found.retrain_cpu_s > 0,
             "passed": [(r["method"], r["settings"]) for r in passed], "settings": best,
             "chosen": None if chosen is None else (chosen["method"], chosen["settings"]),
             "verdicts": [(r["method"], r["settings"], r["verdict"], r["passed"]) for r in found.results]}
@@ -760,9 +762,10 @@ def print_rehearsals(rehearsals: list[dict]) -> None:
         rows.append([name, len(found), f"{np.mean([r['forget_records'] for r in found]):.0f}",
                      f"{len(chosen)}/{len(found)}", picks,
                      ", ".join(f"{m} {n}/{len(found)}" for m, n in sorted(passed.items())) or "–",
-                     f"{np.mean([r['cpu_s'] / r['model_cpu_s'] for r in found]):.1f}"])
+                     f"{np.mean([r['cpu_s'] / r['model_cpu_s'] for r in found]):.1f}",
+                     f"{sum(r['ran_candidates'] for r in found)}/{len(found)}"])
     print(markdown_table(["case", "models", "forget rec.", "known-good found", "chosen", "methods that passed",
-                          "rehearsal CPU × training"], rows))
+                          "rehearsal CPU × training", "rehearsals that ran candidates"], rows))
 
 
 def main() -> None:
