@@ -40,6 +40,8 @@ original weights in as the method's output (goal: never certified).
   choice, SISA's shards, else every approximate method) that ends approximate-certified and the
   share sent to the exact path, and its CPU (erasure, verification, the no-op control, the exact
   fallback, the refill, the rehearsal amortised over 20 erasure batches) against always retraining;
+  where the control finds the forget set untestable the job runs no approximate method, so such
+  an erasure costs the control and the exact path alone;
 - the size study: on generated scores whose subjects' records share a latent (ρ = 0.6), how often
   each check passes at its tolerance boundary (a false pass; goal ≤ α + 0.01) with the records
   counted as independent and clustered by subject, and how often the audit flags a subject of an
@@ -531,8 +533,11 @@ def run_cell(case: Case, subjects: int, policy_, rng, settings: dict[str, dict] 
                 "figures": found, "gaps": gaps, "beyond": beyond, "false_pass": certified and bool(beyond),
                 "within": not beyond, "reasons": no_op.blocking(control, block), "repaired_records": repaired_records,
                 # What the erasure costs the service: the method (and its repair), its verification,
-                # the control's, and where it is not certified the exact path after all.
-                "erasure_cpu_s": cpu + verify_cpu + control_cpu + (0.0 if certified else cpu_a + verify_a),
+                # the control's, and where it is not certified the exact path after all. Where the
+                # control finds the set untestable the job runs no method (job.py `unlearn`): the
+                # control and the exact path alone.
+                "erasure_cpu_s": (cpu + verify_cpu + control_cpu + (0.0 if certified else cpu_a + verify_a)
+                                  if no_op.testable(control) else control_cpu + cpu_a + verify_a),
                 **flag_figures(case, checks, forget_ids, forget, networks, retrain_a, retrain_b)}
 
     # The no-op row: the original weights handed in as the method's output. Goal: never certified.

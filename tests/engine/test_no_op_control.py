@@ -126,12 +126,13 @@ class Store:
 def test_the_job_certifies_only_what_the_control_can_see(monkeypatch, sisa, original):
     """The job's flow (job.unlearn) with its verifications scripted: a passing approximate result
     is kept only where the control fails the original; otherwise the job takes the exact path,
-    the SISA shards on a SISA model, and the first reason says why."""
+    the SISA shards on a SISA model, without running the approximate method at all (the control
+    runs first), and the first reason says why."""
     import numpy as np
     from types import SimpleNamespace
 
     from app.unlearning.types import LineageProof
-    from workers.engine.unlearning import job
+    from workers.engine.unlearning import base, job
 
     verdicts = {control.CONTROL_METHOD: {"verdict": original, "reasons": [], "checks": [stored("mia_auc", original)]},
                 "finetune": {"verdict": "pass", "reasons": [], "checks": [stored("mia_auc", "pass")]}}
@@ -151,14 +152,20 @@ def test_the_job_certifies_only_what_the_control_can_see(monkeypatch, sisa, orig
     monkeypatch.setattr(job, "without_forget", lambda ctx: Manifest())
     monkeypatch.setattr(job, "get_store", lambda: Store())
     ctx = SimpleNamespace(forget_ids=np.arange(3), sisa=SimpleNamespace(shards=4) if sisa else None, old_shards=(),
-                          old_state={})
+                          old_state={}, spec=SimpleNamespace(data_kind="tabular"))
     escalated = []
-    result = job.unlearn(ctx, "finetune", escalate=escalated.append)
+    result = job.unlearn(ctx, "finetune", escalate=escalated.append, settings={"epochs": 2})
     assert result.no_op_control is not None and result.no_op_control["testable"] is (original == "fail")
     assert result.no_op_control["checks"] == verdicts[control.CONTROL_METHOD]["checks"]
     if original == "fail":
         assert result.method == "finetune" and ran == ["finetune"] and escalated == []
     else:
         exact = "sisa" if sisa else "retrain"
-        assert result.method == exact and ran == ["finetune", exact]
+        assert result.method == exact and ran == [exact]
         assert escalated[0].to_method == exact and escalated[0].reasons == (control.NO_POWER,)
+        # Nothing ran to give verdicts; the settings are those the job started with, resolved.
+        assert escalated[0].verdicts is None and "verdicts" not in escalated[0].to_json()
+        assert result.settings is not None and result.settings["epochs"] == 2
+    # Settings are checked before anything runs, where the method would not have run too.
+    with pytest.raises(base.MethodConfigError, match="unknown setting"):
+        job.unlearn(ctx, "finetune", escalate=escalated.append, settings={"no_such_setting": 1})

@@ -38,6 +38,7 @@ def test_approximate_method_moves_forget_figures(client, admin, settings_env, me
             > before["forget"]["loss"] - before["holdout"]["loss"]), figures
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_missed_threshold_escalates_to_retrain(client, admin, settings_env):
     settings_env(MAX_MIA_AUC="0.0")  # no approximate result can meet this
     train_in_process(client, admin, "strict", unlearning_method="finetune")

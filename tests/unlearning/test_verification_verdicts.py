@@ -55,7 +55,10 @@ def test_exact_method_records_its_verdicts_in_job_certificate_and_request(client
     assert shown["verdicts"] == block
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_inconclusive_approximate_result_escalates_and_says_why(client, admin, settings_env):
+    # Taken as testable (one subject's records alone leave the control without power, and an
+    # untestable forget set never runs the approximate method: see below).
     settings_env(AUDIT_REFERENCES="0")
     train_in_process(client, admin, "small-forget", unlearning_method="finetune")
     request_id = erase_in_process(client, admin, seen_subjects(1)[0])
@@ -98,7 +101,10 @@ def test_checks_that_pass_the_original_take_the_exact_path_and_say_so(client, ad
     request_id = erase_in_process(client, admin, seen_subjects(1)[0])
     version = model_version(client, admin, "lax", 2)
     assert version["origin"]["method"] == "retrain" and version["origin"]["requested_method"] == "scrub"
-    assert version["origin"]["escalations"][0]["reasons"][0] == NO_POWER
+    assert version["origin"]["escalations"][0]["reasons"] == [NO_POWER]
+    # The control ran first: scrub never ran, so the escalation has no verdicts of its own, and
+    # the version is the retrain's.
+    assert "verdicts" not in version["origin"]["escalations"][0]
     audit = client.get(f"/v1/erasure-requests/{request_id}/audit", headers=admin).json()
     escalated = [e for e in audit["events"] if e["type"] == "unlearning.escalated"]
     assert escalated and escalated[0]["data"]["reasons"][0] == NO_POWER
@@ -167,6 +173,7 @@ def test_references_are_audited_destroyed_with_their_subjects_and_refilled(clien
         assert max(r.generation for r in live) == 1
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_too_few_references_escalate_with_the_reason(client, admin, settings_env):
     settings_env(AUDIT_REFERENCES="4", REFERENCE_REFILL_DELAY_SECONDS="3600", **LAX)
     train_in_process(client, admin, "starved", unlearning_method="finetune")
@@ -212,6 +219,7 @@ def test_a_refill_that_raced_an_erasure_records_nothing(client, admin, settings_
         assert session.scalars(select(Job).where(Job.kind == "references", Job.status == "queued")).all()
 
 
+@pytest.mark.usefixtures("control_sees_the_subjects")
 def test_a_language_model_is_audited_against_its_references_and_refills_them(client, admin, settings_env):
     from app.db import session_scope
     from app.models.models import ModelReference

@@ -58,23 +58,44 @@ def unlearn(ctx: Context, requested: str, *, escalate: Callable[[Escalation], No
     """The requested method's result, verified; an approximate one that misses its thresholds,
     or whose forget set the checks cannot see (the no-op control), is reported to `escalate` and
     replaced by the exact path (`exact_method`). `settings` override the approximate
-    method's defaults (validated: unknown or invalid ones raise). The manifest is stored."""
+    method's defaults (validated: unknown or invalid ones raise). The manifest is stored.
+
+    The control runs first for an approximate method: where it finds the forget set untestable,
+    no result of the method could be certified, so the method is not run at all and the exact
+    path starts at once (the escalation then carries no verdicts of its own)."""
     escalations: list[Escalation] = []
-    if len(ctx.forget_ids) == 0:
-        # The subjects were only among the holdout: the weights never saw them, so the version is
-        # re-linked to the erased dataset version without retraining.
-        outcome = CandidateVersion("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
-                          {"note": "the subjects' records were held out; no weights saw them"})
-    else:
-        outcome = run_method(ctx, requested, settings)
-    ran_with = outcome.settings
-    if verifying is not None:
-        verifying()
     # The control, the result and any fallback are all measured against the same original: its
     # forward passes (and those of SISA shards the erasure left alone) run once.
     with frozen_predictions():
-        # The same checks on the model before unlearning (none where no weight saw the subjects).
-        control = no_op_control(ctx) if len(ctx.forget_ids) else None
+        control: JsonObject | None = None
+        if len(ctx.forget_ids) == 0:
+            # The subjects were only among the holdout: the weights never saw them, so the version is
+            # re-linked to the erased dataset version without retraining.
+            outcome = CandidateVersion("none_needed", without_forget(ctx), ctx.old_shards, ctx.old_state,
+                              {"note": "the subjects' records were held out; no weights saw them"})
+            ran_with = outcome.settings
+        elif requested in EXACT:
+            outcome = run_method(ctx, requested, settings)
+            ran_with = outcome.settings
+        else:
+            # The same checks on the model before unlearning, before the method spends anything.
+            config = base.parse_method_config(requested, dict(settings or {}), ctx.spec.data_kind)
+            control = no_op_control(ctx)
+            if no_op.testable(control):
+                outcome = run_method(ctx, requested, settings)
+                ran_with = outcome.settings
+            else:
+                exact = exact_method(ctx)
+                escalations.append(Escalation(from_method=requested, to_method=exact, reasons=(no_op.NO_POWER,)))
+                escalate(escalations[-1])
+                outcome = run_method(ctx, exact)
+                # The settings the job started with, as they would have run.
+                ran_with = base.dump_config(config)
+        if verifying is not None:
+            verifying()
+        if control is None and len(ctx.forget_ids):
+            # An exact method's job keeps the control too (its certificate carries both blocks).
+            control = no_op_control(ctx)
         # Exact results, and a version no weight of which saw the subjects, need no check.
         outcome, figures, failed = verified(ctx, outcome, control)
         if outcome.method not in EXACT:
