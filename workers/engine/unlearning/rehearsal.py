@@ -17,9 +17,9 @@ it untestable (the checks pass the model before unlearning, so no result could p
 its verdict would say nothing of the method): that draw reads `UNTESTABLE`. Where fewer draws
 are testable than the pass rate needs, no candidate could pass the rehearsal whatever it did, so
 neither the retrains nor the candidates run: every candidate is inconclusive (method choice
-counts it as not tried) and the rehearsal costs the controls alone. Costs are CPU seconds (`time.process_time`) as
-a fraction of a retrain's, so they compare across machines. The caller runs this inside
-`scratch()`: nothing trained here reaches the artifact store.
+counts it as not tried) and the rehearsal costs the controls alone. Costs are CPU seconds
+(`time.process_time`) as a fraction of a retrain's, so they compare across machines. The caller
+runs this inside `scratch()`: nothing trained here reaches the artifact store.
 
 This is a rehearsal of the service's verification on the model itself; it runs no shadow
 models, so it reports no ε of its own.
